@@ -1,0 +1,337 @@
+"""The `idp` command (SPEC §1). Operator mistakes give one `error:` line and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from .config import ConfigError, Settings
+
+
+class CommandError(Exception):
+    """An operator-facing failure: printed as `error: <message>`."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _app():
+    from . import create_app
+
+    return create_app(Settings.from_env())
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --- init / serve / dev ---------------------------------------------------------
+
+def initialize(app) -> None:
+    """Schema to head and a signing key present. Idempotent."""
+    from .keystore import ensure_signing_key
+    from .schema import upgrade
+
+    with app.app_context():
+        upgrade()
+        ensure_signing_key(app.extensions["idp.settings"])
+
+
+def cmd_init(args) -> None:
+    app = _app()
+    initialize(app)
+    print(f"database ready: {app.extensions['idp.settings'].database_url.split('@')[-1]}")
+
+
+def cmd_serve(args) -> None:
+    from .server import serve
+
+    app = _app()
+    initialize(app)
+    serve(host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_dev(args) -> None:
+    from .demo import create_demo_data
+
+    app = _app()
+    initialize(app)
+    with app.app_context():
+        for line in create_demo_data():
+            print(line)
+    settings = app.extensions["idp.settings"]
+    parts = urlsplit(settings.issuer)
+    print(f"serving {settings.issuer} (debug server; use `idp serve` in production)", flush=True)
+    app.run(host=parts.hostname, port=parts.port or 80, debug=False, use_reloader=False)
+
+
+# --- users ----------------------------------------------------------------------
+
+def cmd_users_create(args) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from .passwords import hash_password, policy_problem
+    from .store import User, db
+
+    email = User.normalize_email(args.email)
+    if "@" not in email or email.startswith("@") or email.endswith("@"):
+        raise CommandError(f"not an email address: {args.email}")
+    if args.org:
+        raise CommandError("--org needs enterprise orgs, which are not available yet")
+    password_hash = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        problem = policy_problem(password)
+        if problem:
+            raise CommandError(f"password refused: {problem}")
+        password_hash = hash_password(password)
+    app = _app()
+    with app.app_context():
+        user = User(email=email, name=args.name, password_hash=password_hash, is_admin=args.admin,
+                    email_verified=True)
+        db.session.add(user)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            raise CommandError(f"a user with email {email} already exists") from None
+        if args.json:
+            _print_json({"id": user.id, "email": user.email})
+        else:
+            print(f"created user {user.email} ({user.id})")
+
+
+def cmd_users_list(args) -> None:
+    from sqlalchemy import select
+
+    from .store import User, db
+
+    app = _app()
+    with app.app_context():
+        users = db.session.execute(select(User).order_by(User.created_at)).scalars().all()
+        rows = [{"id": u.id, "email": u.email, "name": u.name, "admin": u.is_admin} for u in users]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['id']}  {r['email']}  {r['name'] or ''}{'  (admin)' if r['admin'] else ''}")
+
+
+# --- clients ----------------------------------------------------------------------
+
+def cmd_clients_create(args) -> None:
+    from .clients import ClientMetadataError, create_client
+
+    method = args.auth_method or ("none" if args.public else "client_secret_basic")
+    if args.public and method != "none":
+        raise CommandError("--public clients authenticate with none")
+    meta = {
+        "client_name": args.name,
+        "redirect_uris": args.redirect_uri or [],
+        "post_logout_redirect_uris": args.post_logout_redirect_uri or [],
+        "grant_types": args.grant_type or None,
+        "token_endpoint_auth_method": method,
+    }
+    if args.scope:
+        meta["scope"] = args.scope
+    if args.jwks:
+        try:
+            with open(args.jwks) as f:
+                meta["jwks"] = json.load(f)
+        except (OSError, ValueError) as err:
+            raise CommandError(f"cannot read --jwks: {err}") from None
+    app = _app()
+    with app.app_context():
+        try:
+            client, secret = create_client(meta, first_party=args.first_party)
+        except ClientMetadataError as err:
+            raise CommandError(err.description) from None
+        data = client.to_metadata()
+        data["first_party"] = client.first_party
+        if secret:
+            data["client_secret"] = secret
+    if args.json:
+        _print_json(data)
+    else:
+        print(f"client_id:     {data['client_id']}")
+        if secret:
+            print(f"client_secret: {secret}   (shown once)")
+        print(f"redirect_uris: {' '.join(data['redirect_uris'])}")
+        print(f"grant_types:   {' '.join(data['grant_types'])}")
+
+
+def cmd_clients_list(args) -> None:
+    from sqlalchemy import select
+
+    from .store import Client, db
+
+    app = _app()
+    with app.app_context():
+        clients = db.session.execute(select(Client).order_by(Client.created_at)).scalars().all()
+        rows = [{**c.to_metadata(), "first_party": c.first_party} for c in clients]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['client_id']}  {r['client_name']}  {' '.join(r['grant_types'])}")
+
+
+def cmd_clients_delete(args) -> None:
+    from .store import Client, db
+
+    app = _app()
+    with app.app_context():
+        client = db.session.get(Client, args.client_id)
+        if client is None:
+            raise CommandError(f"no client {args.client_id}")
+        db.session.delete(client)
+        db.session.commit()
+    print(f"deleted client {args.client_id}")
+
+
+def cmd_clients_registration_token(args) -> None:
+    from .store import RegistrationToken, db, digest, new_secret, utcnow
+
+    if args.expires is not None and args.expires <= 0:
+        raise CommandError("--expires must be a positive number of seconds")
+    app = _app()
+    token = new_secret(32)
+    with app.app_context():
+        expires = utcnow() + timedelta(seconds=args.expires or 86400)
+        db.session.add(RegistrationToken(token_hash=digest(token), expires_at=expires))
+        db.session.commit()
+    print(token)
+
+
+# --- keys -------------------------------------------------------------------------
+
+def cmd_keys_list(args) -> None:
+    from sqlalchemy import select
+
+    from .store import SigningKey, db
+
+    app = _app()
+    with app.app_context():
+        keys = db.session.execute(select(SigningKey).order_by(SigningKey.created_at.desc())).scalars().all()
+        rows = [{
+            "kid": k.kid, "alg": k.alg, "created_at": k.created_at.isoformat() + "Z",
+            "state": "active" if k.retired_at is None else "retired",
+            "published_until": (k.unpublish_at.isoformat() + "Z") if k.unpublish_at else None,
+        } for k in keys]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['kid']}  {r['alg']}  {r['state']}  created {r['created_at']}"
+                  + (f"  published until {r['published_until']}" if r["published_until"] else ""))
+
+
+def cmd_keys_rotate(args) -> None:
+    from .keystore import rotate
+
+    app = _app()
+    with app.app_context():
+        initialize(app)
+        row = rotate(app.extensions["idp.settings"], args.alg)
+        print(f"new signing key {row.kid} ({row.alg}); older keys stay published until their tokens expire")
+
+
+def cmd_not_yet(args) -> None:
+    raise CommandError(f"`idp {args.group} {args.action}` is not available yet in this version")
+
+
+# --- parser ------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="idp", description="myaccount identity provider")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    sub.add_parser("init", help="create or upgrade the schema, make sure a signing key exists").set_defaults(func=cmd_init)
+    s = sub.add_parser("serve", help="production server")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--workers", type=int, default=2)
+    s.set_defaults(func=cmd_serve)
+    sub.add_parser("dev", help="debug server with demo data").set_defaults(func=cmd_dev)
+
+    users = sub.add_parser("users", help="people").add_subparsers(dest="action", required=True, parser_class=Parser)
+    u = users.add_parser("create", help="create a user")
+    u.add_argument("email")
+    u.add_argument("--name")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
+    u.add_argument("--admin", action="store_true")
+    u.add_argument("--org")
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_users_create)
+    u = users.add_parser("list", help="list users")
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_users_list)
+
+    clients = sub.add_parser("clients", help="relying products").add_subparsers(
+        dest="action", required=True, parser_class=Parser)
+    c = clients.add_parser("create", help="register a client")
+    c.add_argument("--name", required=True)
+    c.add_argument("--redirect-uri", action="append")
+    c.add_argument("--post-logout-redirect-uri", action="append")
+    c.add_argument("--grant-type", action="append", choices=["authorization_code", "refresh_token", "client_credentials"])
+    c.add_argument("--scope")
+    c.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
+    c.add_argument("--jwks", help="file with the client's public JWK Set (private_key_jwt)")
+    c.add_argument("--public", action="store_true")
+    c.add_argument("--first-party", action="store_true")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_clients_create)
+    c = clients.add_parser("list", help="list clients")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_clients_list)
+    c = clients.add_parser("delete", help="delete a client")
+    c.add_argument("client_id")
+    c.set_defaults(func=cmd_clients_delete)
+    c = clients.add_parser("registration-token", help="print an initial access token for dynamic registration")
+    c.add_argument("--expires", type=int, help="lifetime in seconds (default one day)")
+    c.set_defaults(func=cmd_clients_registration_token)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True, parser_class=Parser)
+    k = keys.add_parser("list", help="list signing keys")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_keys_list)
+    k = keys.add_parser("rotate", help="make a new signing key")
+    k.add_argument("--alg", default="ES256", choices=["ES256", "RS256", "EdDSA"])
+    k.set_defaults(func=cmd_keys_rotate)
+
+    for group, actions in (("orgs", ("create", "saml", "sp-metadata", "enforce-sso")), ("social", ("add",))):
+        g = sub.add_parser(group, help="not available yet").add_subparsers(dest="action", required=True, parser_class=Parser)
+        for action in actions:
+            a = g.add_parser(action)
+            a.add_argument("rest", nargs=argparse.REMAINDER)
+            a.set_defaults(func=cmd_not_yet, group=group)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - an operator never sees a traceback
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(err, OperationalError):
+            print(f"error: database unavailable: {err.orig}", file=sys.stderr)
+        else:
+            print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

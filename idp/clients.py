@@ -1,0 +1,123 @@
+"""Registering clients: one validation of client metadata for the CLI and RFC 7591."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlsplit
+
+from .oauth.claims import SCOPES
+from .store import Client, db, digest, new_secret
+from .store.clients import AUTH_METHODS, GRANT_TYPES
+
+DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
+DEFAULT_SCOPE = "openid profile email offline_access"
+
+
+class ClientMetadataError(ValueError):
+    """Metadata that cannot be registered; `error` is the RFC 7591 §3.2.2 code."""
+
+    def __init__(self, error: str, description: str):
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def _check_uri(uri, what: str, error: str) -> str:
+    if not isinstance(uri, str) or not uri:
+        raise ClientMetadataError(error, f"{what} must be a non-empty string")
+    parts = urlsplit(uri)
+    if not parts.scheme or parts.fragment or ("#" in uri):
+        raise ClientMetadataError(error, f"{what} must be an absolute URI without a fragment: {uri}")
+    if parts.scheme in ("http", "https") and not parts.netloc:
+        raise ClientMetadataError(error, f"{what} has no host: {uri}")
+    if parts.scheme in ("javascript", "data", "file", "vbscript"):
+        raise ClientMetadataError(error, f"{what} uses a forbidden scheme: {uri}")
+    return uri
+
+
+def _uri_list(value, what: str, error: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ClientMetadataError(error, f"{what} must be a list")
+    return [_check_uri(u, what, error) for u in value]
+
+
+def validate_metadata(meta: dict) -> dict:
+    """Normalized client metadata, or ClientMetadataError."""
+    if not isinstance(meta, dict):
+        raise ClientMetadataError("invalid_client_metadata", "the body must be a JSON object")
+    auth_method = meta.get("token_endpoint_auth_method") or "client_secret_basic"
+    if auth_method not in AUTH_METHODS:
+        raise ClientMetadataError("invalid_client_metadata", f"unsupported token_endpoint_auth_method {auth_method}")
+    grant_types = meta.get("grant_types") or list(DEFAULT_GRANT_TYPES)
+    if not isinstance(grant_types, list) or not all(g in GRANT_TYPES for g in grant_types):
+        raise ClientMetadataError("invalid_client_metadata", f"grant_types must be among {', '.join(GRANT_TYPES)}")
+    if "client_credentials" in grant_types and auth_method == "none":
+        raise ClientMetadataError("invalid_client_metadata", "a public client cannot use client_credentials")
+    response_types = meta.get("response_types")
+    if response_types is None:
+        response_types = ["code"] if "authorization_code" in grant_types else []
+    if not isinstance(response_types, list) or not set(response_types) <= {"code"}:
+        raise ClientMetadataError("invalid_client_metadata", "only the code response type is supported")
+    if ("code" in response_types) != ("authorization_code" in grant_types):
+        raise ClientMetadataError("invalid_client_metadata", "response_types and grant_types disagree")
+    redirect_uris = _uri_list(meta.get("redirect_uris"), "redirect_uris", "invalid_redirect_uri")
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ClientMetadataError("invalid_redirect_uri", "redirect_uris is required for authorization_code")
+    post_logout = _uri_list(meta.get("post_logout_redirect_uris"), "post_logout_redirect_uris",
+                            "invalid_client_metadata")
+    scope = meta.get("scope") or DEFAULT_SCOPE
+    if not isinstance(scope, str) or not set(scope.split()) <= set(SCOPES):
+        raise ClientMetadataError("invalid_client_metadata", f"scope must be among {' '.join(SCOPES)}")
+    jwks = meta.get("jwks")
+    if jwks is not None and (not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list)):
+        raise ClientMetadataError("invalid_client_metadata", "jwks must be a JWK Set")
+    if auth_method == "private_key_jwt" and not jwks:
+        raise ClientMetadataError("invalid_client_metadata", "private_key_jwt needs jwks")
+    backchannel = meta.get("backchannel_logout_uri")
+    if backchannel is not None:
+        _check_uri(backchannel, "backchannel_logout_uri", "invalid_client_metadata")
+    name = meta.get("client_name") or "Unnamed application"
+    if not isinstance(name, str) or len(name) > 200:
+        raise ClientMetadataError("invalid_client_metadata", "client_name must be a string of at most 200 characters")
+    return {
+        "name": name,
+        "token_endpoint_auth_method": auth_method,
+        "grant_types": grant_types,
+        "response_types": response_types,
+        "redirect_uris": redirect_uris,
+        "post_logout_redirect_uris": post_logout,
+        "scope": " ".join(dict.fromkeys(scope.split())),
+        "jwks": jwks,
+        "backchannel_logout_uri": backchannel,
+    }
+
+
+def needs_secret(auth_method: str) -> bool:
+    return auth_method in ("client_secret_basic", "client_secret_post")
+
+
+def create_client(meta: dict, *, first_party: bool = False) -> tuple[Client, str | None]:
+    """Validate and store a client; returns it with its secret (shown once, stored hashed)."""
+    values = validate_metadata(meta)
+    secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
+    client = Client(
+        client_id=secrets.token_urlsafe(18),
+        client_secret_hash=digest(secret) if secret else None,
+        first_party=first_party,
+        **values,
+    )
+    db.session.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def update_client(client: Client, meta: dict) -> None:
+    """Replace a client's metadata (RFC 7592 §2.2); the secret and identity stay."""
+    values = validate_metadata(meta)
+    if needs_secret(values["token_endpoint_auth_method"]) and not client.client_secret_hash:
+        raise ClientMetadataError("invalid_client_metadata", "cannot switch to a secret-based method")
+    for key, value in values.items():
+        setattr(client, key, value)
+    db.session.commit()

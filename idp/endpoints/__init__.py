@@ -1,0 +1,19 @@
+"""Thin Flask views, one module per protocol endpoint; pages live in signin/ and account/."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from ..account.views import bp as account
+    from ..security import csrf
+    from ..signin.views import bp as signin
+    from . import authorize, discovery, end_session, registration, token, userinfo
+
+    for module in (discovery, token, userinfo, registration):
+        csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
+        app.register_blueprint(module.bp)
+    csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
+    for bp in (authorize.bp, end_session.bp, signin, account):
+        app.register_blueprint(bp)

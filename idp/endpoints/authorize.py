@@ -1,0 +1,160 @@
+"""The authorization endpoint: one path in (/authorize), one path out (a code or an error).
+
+A valid request that needs the person is saved as a `PendingAuthorization`; sign-in
+and consent come back to `/authorize/resume/<id>`, which runs the same steps again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import AccessDeniedError
+from authlib.common.urls import add_params_to_uri
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from .. import sessions
+from ..i18n import remember_ui_locales
+from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
+from ..security import error_page
+from ..store import Client, Consent, PendingAuthorization, db, utcnow
+
+bp = Blueprint("authorize", __name__)
+
+PENDING_TTL = timedelta(minutes=30)
+
+
+def _server():
+    return current_app.extensions["idp.oauth"]
+
+
+def _issuer() -> str:
+    return current_app.extensions["idp.settings"].issuer
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize():
+    duplicate = duplicated_parameter(request.values)
+    if duplicate:
+        return error_page(_("The application sent an invalid sign-in request (%(name)s repeated).", name=duplicate))
+    params = {k: v for k, v in request.values.items()}
+    return _process(params, pending=None)
+
+
+@bp.get("/authorize/resume/<pending_id>")
+def resume(pending_id: str):
+    pending = _pending(pending_id)
+    if pending is None:
+        return error_page(_("This sign-in request has expired. Go back to the application and start again."))
+    return _process(pending.params, pending=pending)
+
+
+@bp.post("/authorize/consent/<pending_id>")
+def consent(pending_id: str):
+    pending = _pending(pending_id)
+    browser = sessions.current()
+    if pending is None or browser is None:
+        return error_page(_("This sign-in request has expired. Go back to the application and start again."))
+    if request.form.get("decision") != "allow":
+        oauth_request = StoredAuthorizationRequest(pending.params, request.url)
+        _delete(pending)
+        return _error_redirect(AccessDeniedError(), oauth_request, pending.params)
+    scope = set(pending.params.get("scope", "").split())
+    row = db.session.get(Consent, (browser.user_id, pending.client_id))
+    if row is None:
+        row = Consent(user_id=browser.user_id, client_id=pending.client_id, scope="")
+        db.session.add(row)
+    row.scope = " ".join(sorted(scope | set(row.scope.split())))
+    pending.note = "consented"
+    db.session.commit()
+    return _process(pending.params, pending=pending)
+
+
+def _pending(pending_id: str) -> PendingAuthorization | None:
+    row = db.session.get(PendingAuthorization, pending_id[:32])
+    if row is None or row.expires_at <= utcnow():
+        return None
+    return row
+
+
+def _delete(pending: PendingAuthorization | None) -> None:
+    if pending is not None:
+        db.session.delete(pending)
+        db.session.commit()
+
+
+def _process(params: dict, pending: PendingAuthorization | None):
+    server = _server()
+    oauth_request = StoredAuthorizationRequest(params, request.url)
+    browser = sessions.current()
+    user = browser.user if browser else None
+    try:
+        grant = server.get_consent_grant(oauth_request, end_user=user)
+        run_checks(params)
+    except OAuth2Error as error:
+        return _error_redirect(error, oauth_request, params)
+    remember_ui_locales(params.get("ui_locales"))
+
+    prompts = set(params.get("prompt", "").split())
+    just_signed_in = pending is not None and browser is not None and pending.authenticated_session_id == browser.id
+    needs_login = browser is None or ("login" in prompts and not just_signed_in)
+    max_age = params.get("max_age")
+    if browser is not None and max_age is not None and not just_signed_in:
+        if time.time() - browser.auth_time > int(max_age):
+            needs_login = True
+    if needs_login:
+        if "none" in prompts:
+            return _error_redirect(LoginRequiredError(), oauth_request, params)
+        pending = pending or _save_pending(params, oauth_request.client)
+        return redirect(url_for("signin.email", req=pending.id))
+
+    client: Client = oauth_request.client
+    if not client.first_party:
+        consented = pending is not None and pending.note == "consented"
+        row = db.session.get(Consent, (browser.user_id, client.client_id))
+        covered = row is not None and set(oauth_request.scope.split()) <= set(row.scope.split())
+        if not consented and ("consent" in prompts or not covered):
+            if "none" in prompts:
+                return _error_redirect(ConsentRequiredError(), oauth_request, params)
+            pending = pending or _save_pending(params, client)
+            return render_template(
+                "signin/consent.html", client=client, scopes=oauth_request.scope.split(), pending=pending,
+                user=browser.user,
+            )
+
+    response = server.create_authorization_response(request=oauth_request, grant_user=browser.user, grant=grant)
+    _delete(pending)
+    return response
+
+
+def _save_pending(params: dict, client: Client) -> PendingAuthorization:
+    row = PendingAuthorization(client_id=client.client_id, params=params, expires_at=utcnow() + PENDING_TTL)
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def _error_redirect(error: OAuth2Error, oauth_request, params: dict):
+    """Send the error back to the client when its redirect URI is proven, else show a page.
+
+    Never redirect to an unverified URI (RFC 9700 §4.11: no open redirector).
+    """
+    redirect_uri = error.redirect_uri
+    if redirect_uri is None and not isinstance(error, (LoginRequiredError, ConsentRequiredError, AccessDeniedError)):
+        return error_page(_("The application sent an invalid sign-in request: %(why)s",
+                            why=error.description or error.error))
+    if redirect_uri is None:
+        redirect_uri = params.get("redirect_uri")
+        client = oauth_request.client or _server().query_client(params.get("client_id"))
+        if not redirect_uri or client is None or not client.check_redirect_uri(redirect_uri):
+            return error_page(_("The application sent an invalid sign-in request."))
+    out = [("error", error.error)]
+    if error.description:
+        out.append(("error_description", error.description))
+    if params.get("state"):
+        out.append(("state", params["state"]))
+    out.append(("iss", _issuer()))
+    return redirect(add_params_to_uri(redirect_uri, out), code=302)

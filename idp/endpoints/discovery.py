@@ -1,0 +1,84 @@
+"""OpenID Connect Discovery, RFC 8414 metadata and the JWKS.
+
+The metadata is computed once from the same settings that switch features on,
+so it cannot claim what the server does not do.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, current_app
+
+from keys import ALGORITHMS
+
+from ..oauth.claims import SCOPES
+from ..oauth.grants import TOKEN_AUTH_METHODS
+
+bp = Blueprint("discovery", __name__)
+
+
+def server_metadata(settings) -> dict:
+    iss = settings.issuer
+    meta = {
+        "issuer": iss,
+        "authorization_endpoint": f"{iss}/authorize",
+        "token_endpoint": f"{iss}/token",
+        "userinfo_endpoint": f"{iss}/userinfo",
+        "jwks_uri": f"{iss}/jwks.json",
+        "revocation_endpoint": f"{iss}/revoke",
+        "introspection_endpoint": f"{iss}/introspect",
+        "end_session_endpoint": f"{iss}/logout",
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(ALGORITHMS),
+        "userinfo_signing_alg_values_supported": [],
+        "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA", "PS256"],
+        "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": [m for m in TOKEN_AUTH_METHODS if m != "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash",
+            "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified",
+        ],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "ui_locales_supported": ["en", "fr"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "frontchannel_logout_supported": False,
+        "backchannel_logout_supported": False,
+    }
+    if settings.registration != "off":
+        meta["registration_endpoint"] = f"{iss}/register"
+    return meta
+
+
+def _json(body: bytes) -> Response:
+    resp = Response(body, mimetype="application/json")
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    resp.headers["Access-Control-Allow-Origin"] = "*"
+    return resp
+
+
+@bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
+def metadata():
+    body = current_app.extensions.get("idp.metadata_json")
+    if body is None:
+        body = json.dumps(server_metadata(current_app.extensions["idp.settings"])).encode()
+        current_app.extensions["idp.metadata_json"] = body
+    return _json(body)
+
+
+@bp.get("/jwks.json")
+def jwks():
+    resp = _json(current_app.extensions["idp.keyring"].jwks_json())
+    # Short, so verifiers see a rotation quickly.
+    resp.headers["Cache-Control"] = "public, max-age=60"
+    return resp

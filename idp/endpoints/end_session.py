@@ -1,0 +1,66 @@
+"""RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+
+`post_logout_redirect_uri` must match one registered by the client that the
+`id_token_hint` (or `client_id`) names, exactly; otherwise no redirect happens.
+Without a hint that proves the request came from this person's product, the
+person confirms first, so a third-party page cannot sign them out.
+"""
+
+from __future__ import annotations
+
+from authlib.common.urls import add_params_to_uri
+from flask import Blueprint, redirect, render_template, request
+from flask_babel import gettext as _
+from flask_wtf.csrf import ValidationError, validate_csrf
+
+from .. import sessions
+from ..oauth.tokens import decode_own_jwt
+from ..security import error_page
+from ..store import Client, db
+
+bp = Blueprint("end_session", __name__)
+
+
+def _csrf_ok() -> bool:
+    # The endpoint itself accepts cross-site POSTs from products (the spec allows
+    # POST); only the person's own confirmation must come from our page.
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except ValidationError:
+        return False
+    return True
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    params = request.values
+    hint = params.get("id_token_hint")
+    claims = None
+    if hint:
+        claims = decode_own_jwt(hint, allow_expired=True)
+        if claims is None:
+            return error_page(_("The application sent an invalid sign-out request."))
+    client_id = params.get("client_id")
+    if claims is not None:
+        aud = claims.get("aud")
+        hinted = aud if isinstance(aud, str) else (aud[0] if aud else None)
+        if client_id and client_id != hinted:
+            return error_page(_("The application sent an invalid sign-out request."))
+        client_id = hinted
+    client = db.session.get(Client, client_id) if client_id else None
+    redirect_uri = params.get("post_logout_redirect_uri")
+    if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
+        return error_page(_("The application sent an invalid sign-out request."))
+
+    browser = sessions.current()
+    confirmed = request.method == "POST" and params.get("confirm") == "yes" and _csrf_ok()
+    hint_matches = claims is not None and browser is not None and claims.get("sub") == browser.user_id
+    if browser is not None and not (confirmed or hint_matches):
+        return render_template(
+            "signin/logout_confirm.html", client=client, params=params.to_dict(flat=True)
+        )
+    sessions.end_current()
+    if redirect_uri:
+        out = [("state", params["state"])] if params.get("state") else []
+        return redirect(add_params_to_uri(redirect_uri, out))
+    return render_template("signin/signed_out.html")

@@ -1,0 +1,122 @@
+"""Dynamic client registration (RFC 7591) and client configuration (RFC 7592).
+
+`IDP_REGISTRATION`: `token` needs an initial access token, `open` lets anyone
+register (never first-party), `off` turns the endpoint off.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ..clients import ClientMetadataError, create_client, update_client
+from ..store import Client, RegistrationToken, db, digest, new_secret, utcnow
+
+bp = Blueprint("registration", __name__)
+
+
+def _settings():
+    return current_app.extensions["idp.settings"]
+
+
+def _error(error: str, description: str, status: int = 400, bearer: bool = False):
+    resp = jsonify(error=error, error_description=description)
+    resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    if bearer:
+        resp.headers["WWW-Authenticate"] = f'Bearer error="{error}"'
+    return resp
+
+
+def _bearer() -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _initial_token_ok() -> bool:
+    token = _bearer()
+    if token is None:
+        return False
+    row = db.session.get(RegistrationToken, digest(token))
+    return row is not None and (row.expires_at is None or row.expires_at > utcnow())
+
+
+def _body() -> dict | None:
+    if not request.is_json:
+        return None
+    data = request.get_json(silent=True)
+    return data if isinstance(data, dict) else None
+
+
+def _registration_response(client: Client, secret: str | None, reg_token: str | None, status: int):
+    data = client.to_metadata()
+    if secret:
+        data["client_secret"] = secret
+        data["client_secret_expires_at"] = 0
+    if reg_token:
+        data["registration_access_token"] = reg_token
+    data["registration_client_uri"] = f"{_settings().issuer}/register/{client.client_id}"
+    resp = jsonify(data)
+    resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/register")
+def register():
+    mode = _settings().registration
+    if mode == "off":
+        return _error("access_denied", "dynamic client registration is disabled", 403)
+    if mode == "token" and not _initial_token_ok():
+        return _error("invalid_token", "a valid initial access token is required", 401, bearer=True)
+    meta = _body()
+    if meta is None:
+        return _error("invalid_client_metadata", "send the client metadata as a JSON object")
+    try:
+        client, secret = create_client(meta, first_party=False)
+    except ClientMetadataError as err:
+        return _error(err.error, err.description)
+    reg_token = new_secret(32)
+    client.registration_token_hash = digest(reg_token)
+    db.session.commit()
+    return _registration_response(client, secret, reg_token, 201)
+
+
+def _configured_client(client_id: str) -> Client | None:
+    """The client whose registration access token was presented (RFC 7592 §2)."""
+    token = _bearer()
+    client = db.session.get(Client, client_id[:64])
+    if token is None or client is None or not client.registration_token_hash:
+        return None
+    if not hmac.compare_digest(digest(token), client.registration_token_hash):
+        return None
+    return client
+
+
+@bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])
+def configure(client_id: str):
+    if _settings().registration == "off":
+        return _error("access_denied", "dynamic client registration is disabled", 403)
+    client = _configured_client(client_id)
+    if client is None:
+        return _error("invalid_token", "the registration access token is invalid", 401, bearer=True)
+    if request.method == "GET":
+        return _registration_response(client, None, None, 200)
+    if request.method == "DELETE":
+        db.session.delete(client)
+        db.session.commit()
+        return Response(status=204)
+    meta = _body()
+    if meta is None:
+        return _error("invalid_client_metadata", "send the client metadata as a JSON object")
+    if meta.get("client_id") not in (None, client.client_id):
+        return _error("invalid_client_metadata", "client_id does not match")
+    secret = meta.get("client_secret")
+    if secret is not None and not client.check_client_secret(str(secret)):
+        return _error("invalid_client_metadata", "client_secret does not match")
+    try:
+        update_client(client, meta)
+    except ClientMetadataError as err:
+        return _error(err.error, err.description)
+    return _registration_response(client, None, None, 200)

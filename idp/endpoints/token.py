@@ -1,0 +1,26 @@
+"""Token (RFC 6749 §3.2), revocation (RFC 7009) and introspection (RFC 7662) endpoints."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+
+bp = Blueprint("token", __name__)
+
+
+def _server():
+    return current_app.extensions["idp.oauth"]
+
+
+@bp.post("/token")
+def token():
+    return _server().create_token_response()
+
+
+@bp.post("/revoke")
+def revoke():
+    return _server().create_endpoint_response("revocation")
+
+
+@bp.post("/introspect")
+def introspect():
+    return _server().create_endpoint_response("introspection")

@@ -1,0 +1,62 @@
+"""The key ring's rows in the database: every process of a deployment shares them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from keys import KeyRecord, KeyRing, new_key_record
+
+from .config import Settings
+from .store import SigningKey, db, utcnow
+
+
+def _records() -> list[KeyRecord]:
+    rows = db.session.execute(select(SigningKey)).scalars().all()
+    return [
+        KeyRecord(r.kid, r.alg, r.private_key, r.public_jwk, r.created_at, r.retired_at, r.unpublish_at)
+        for r in rows
+    ]
+
+
+def _version():
+    # Any rotation adds a row and retires one: count plus newest creation time
+    # changes whenever the ring does.
+    return db.session.execute(
+        select(func.count(SigningKey.kid), func.max(SigningKey.created_at), func.max(SigningKey.retired_at))
+    ).one()
+
+
+def make_key_ring(settings: Settings) -> KeyRing:
+    return KeyRing(settings.secret_key, _version, _records, ttl=settings.key_cache_seconds)
+
+
+def ensure_signing_key(settings: Settings, alg: str = "ES256") -> SigningKey | None:
+    """Create a signing key when none is active; return it, or None when one existed."""
+    active = db.session.execute(select(SigningKey).where(SigningKey.retired_at.is_(None))).first()
+    if active:
+        return None
+    return _add_key(settings, alg)
+
+
+def rotate(settings: Settings, alg: str = "ES256") -> SigningKey:
+    """Make a new key the signing key. Older keys stop signing now and stay in the
+    JWKS until every token they signed has expired."""
+    now = utcnow()
+    unpublish = now + timedelta(seconds=settings.max_token_ttl + 60)
+    for old in db.session.execute(select(SigningKey).where(SigningKey.retired_at.is_(None))).scalars():
+        old.retired_at = now
+        old.unpublish_at = unpublish
+    return _add_key(settings, alg)
+
+
+def _add_key(settings: Settings, alg: str) -> SigningKey:
+    rec = new_key_record(alg, settings.secret_key, utcnow())
+    row = SigningKey(
+        kid=rec.kid, alg=rec.alg, private_key=rec.sealed_private_key, public_jwk=rec.public_jwk,
+        created_at=rec.created_at,
+    )
+    db.session.add(row)
+    db.session.commit()
+    return row

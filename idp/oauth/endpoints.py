@@ -1,0 +1,109 @@
+"""Token revocation (RFC 7009) and introspection (RFC 7662) on Authlib's endpoint classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from sqlalchemy.exc import IntegrityError
+
+from ..store import Grant, RefreshToken, RevokedToken, db, digest, utcnow
+from . import tokens
+from .grants import CONFIDENTIAL_AUTH_METHODS, TOKEN_AUTH_METHODS, revoke_grant
+
+
+@dataclass
+class FoundToken:
+    """A token presented to revocation or introspection, whichever kind it is."""
+
+    kind: str  # "access_token" | "refresh_token"
+    client_id: str
+    active: bool
+    claims: dict | None = None
+    refresh: RefreshToken | None = None
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.client_id
+
+    def is_expired(self) -> bool:
+        return not self.active
+
+    def is_revoked(self) -> bool:
+        return not self.active
+
+
+def find_token(value: str, hint: str | None) -> FoundToken | None:
+    """Look the value up as the hinted kind first, then as the other (RFC 7009 §2.1)."""
+    order = ["refresh_token", "access_token"] if hint == "refresh_token" else ["access_token", "refresh_token"]
+    for kind in order:
+        if kind == "access_token":
+            claims = tokens.verify_access_token(value)
+            if claims is not None:
+                return FoundToken(kind, claims["client_id"], True, claims=claims)
+        else:
+            row = db.session.get(RefreshToken, digest(value))
+            if row is not None:
+                family = db.session.get(Grant, row.grant_id)
+                active = (
+                    not row.revoked and row.rotated_at is None and row.expires_at > utcnow()
+                    and family is not None and family.revoked_at is None
+                )
+                return FoundToken(kind, row.client_id, active, refresh=row)
+    return None
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token, request):
+        if token.kind == "refresh_token":
+            # Revoking a refresh token ends its whole grant (RFC 7009 §2.1: SHOULD).
+            revoke_grant(token.refresh.grant_id)
+        elif token.claims is not None:
+            exp = datetime.fromtimestamp(int(token.claims["exp"]), timezone.utc).replace(tzinfo=None)
+            db.session.add(RevokedToken(jti=token.claims["jti"], expires_at=exp))
+            try:
+                db.session.commit()
+            except IntegrityError:  # already revoked
+                db.session.rollback()
+
+
+class Introspection(IntrospectionEndpoint):
+    # Only authenticated clients may introspect (RFC 7662 §2.1); public clients cannot.
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string, token_type_hint)
+
+    def check_permission(self, token, client, request):
+        # Access tokens may be introspected by any authenticated resource server;
+        # a refresh token only by the client that holds it.
+        return token.kind == "access_token" or token.check_client(client)
+
+    def introspect_token(self, token):
+        if token.claims is not None:
+            keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "auth_time", "acr", "amr", "sid")
+            data = {k: token.claims[k] for k in keep if k in token.claims}
+            data["token_type"] = "Bearer"
+            return {"active": True, **data}
+        row = token.refresh
+        family = db.session.get(Grant, row.grant_id)
+        return {
+            "active": True,
+            "client_id": row.client_id,
+            "scope": row.scope,
+            "sub": family.user_id,
+            "exp": int(row.expires_at.replace(tzinfo=timezone.utc).timestamp()),
+            "iat": int(row.created_at.replace(tzinfo=timezone.utc).timestamp()),
+            "token_type": "refresh_token",
+        }
+
+
+def register_endpoints(server) -> None:
+    server.register_endpoint(Revocation)
+    server.register_endpoint(Introspection)

@@ -1,0 +1,203 @@
+"""Authlib grants with our storage hooks: authorization code, refresh token, client credentials.
+
+Codes and refresh tokens are stored by hash and tied to a `Grant` (token family):
+presenting a used code or a rotated refresh token revokes the whole family
+(RFC 6749 §4.1.2, RFC 9700 §4.14).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import OpenIDCode
+from flask import current_app
+from sqlalchemy import update
+
+from .. import sessions
+from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_secret, utcnow
+from . import tokens
+
+TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+def revoke_grant(grant_id: str) -> None:
+    """Revoke a token family: its refresh tokens die, its access tokens fail checks."""
+    now = utcnow()
+    db.session.execute(update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None)).values(revoked_at=now))
+    db.session.execute(update(RefreshToken).where(RefreshToken.grant_id == grant_id).values(revoked=True))
+    db.session.commit()
+
+
+def _live_user(user_id: str) -> User | None:
+    user = db.session.get(User, user_id)
+    return user if user is not None and not user.disabled else None
+
+
+class IssuesSignedTokens:
+    """Mixin: every grant's token response is built here (JWT access token, opaque refresh token)."""
+
+    def token_family(self) -> Grant | None:
+        return None
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
+        family = self.token_family()
+        access_token, ttl = tokens.issue_access_token(self.request.client, user, scope or "", family)
+        token = {"token_type": "Bearer", "access_token": access_token, "expires_in": ttl}
+        if scope:
+            token["scope"] = scope
+        if include_refresh_token and family is not None:
+            token["refresh_token"] = new_secret(32)
+        return token
+
+
+class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    def token_family(self):
+        return db.session.get(Grant, self.request.authorization_code.grant_id)
+
+    def save_authorization_code(self, code, request):
+        settings = current_app.extensions["idp.settings"]
+        browser = sessions.current()
+        payload = request.payload.data
+        family = Grant(
+            client_id=request.client.client_id,
+            user_id=request.user.id,
+            scope=request.scope or "",
+            sid=browser.id if browser else None,
+            auth_time=browser.auth_time if browser else None,
+            amr=list(browser.amr) if browser else [],
+            acr=browser.acr if browser else None,
+        )
+        db.session.add(family)
+        db.session.flush()
+        db.session.add(AuthorizationCode(
+            code_hash=digest(code),
+            grant_id=family.id,
+            client_id=request.client.client_id,
+            user_id=request.user.id,
+            redirect_uri=payload.get("redirect_uri"),
+            scope=family.scope,
+            nonce=payload.get("nonce"),
+            code_challenge=payload.get("code_challenge"),
+            code_challenge_method=payload.get("code_challenge_method"),
+            auth_time=family.auth_time,
+            amr=family.amr,
+            acr=family.acr,
+            sid=family.sid,
+            expires_at=utcnow() + timedelta(seconds=settings.code_ttl),
+        ))
+        db.session.commit()
+
+    def query_authorization_code(self, code, client):
+        row = db.session.get(AuthorizationCode, digest(code))
+        if row is None or row.client_id != client.client_id:
+            return None
+        # Consume atomically, so two concurrent exchanges cannot both succeed.
+        consumed = db.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
+            .values(used_at=utcnow())
+        ).rowcount
+        db.session.commit()
+        if consumed != 1:
+            # Reuse: refuse, and revoke what the first exchange issued (RFC 6749 §4.1.2).
+            revoke_grant(row.grant_id)
+            return None
+        if row.expires_at <= utcnow():
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code):
+        pass  # already marked used in query_authorization_code; kept to detect reuse
+
+    def authenticate_user(self, authorization_code):
+        return _live_user(authorization_code.user_id)
+
+
+class OpenIDCodeExtension(OpenIDCode):
+    """ID tokens from our key ring, with at_hash, auth_time, amr, acr and sid."""
+
+    def exists_nonce(self, nonce, request):
+        return False  # codes are single-use; a nonce is the client's to check
+
+    def encode_id_token(self, token, request):
+        code = request.authorization_code
+        family = db.session.get(Grant, code.grant_id)
+        return tokens.issue_id_token(
+            request.client, request.user, family, nonce=code.nonce, access_token=token.get("access_token")
+        )
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE (RFC 7636) with S256 only: `plain` is refused (RFC 9700 §2.1.1), and
+    public clients must use it."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        challenge = data.get("code_challenge")
+        method = data.get("code_challenge_method")
+        if grant.request.client.is_public and not challenge:
+            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256")
+        if challenge and method != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256")
+        if challenge and not re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", challenge):
+            raise InvalidRequestError("Invalid 'code_challenge'")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
+
+    def token_family(self):
+        return db.session.get(Grant, self.request.refresh_token.grant_id)
+
+    def authenticate_refresh_token(self, refresh_token):
+        row = db.session.get(RefreshToken, digest(refresh_token))
+        if row is None:
+            return None
+        family = db.session.get(Grant, row.grant_id)
+        if family is None or family.revoked_at is not None or row.revoked:
+            return None
+        if row.rotated_at is not None:
+            revoke_grant(row.grant_id)  # an old token came back: the family is compromised
+            return None
+        if row.expires_at <= utcnow():
+            return None
+        return row
+
+    def authenticate_user(self, refresh_token):
+        family = db.session.get(Grant, refresh_token.grant_id)
+        return _live_user(family.user_id) if family else None
+
+    def revoke_old_credential(self, refresh_token):
+        rotated = db.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.rotated_at.is_(None))
+            .values(rotated_at=utcnow())
+        ).rowcount
+        db.session.commit()
+        if rotated != 1:  # a concurrent request used it first: that is reuse too
+            revoke_grant(refresh_token.grant_id)
+            raise InvalidGrantError("refresh token already used")
+
+    def issue_token(self, user, refresh_token):
+        token = super().issue_token(user, refresh_token)
+        family = self.token_family()
+        if "openid" in (token.get("scope") or "").split():
+            token["id_token"] = tokens.issue_id_token(
+                self.request.client, user, family, nonce=None, access_token=token["access_token"]
+            )
+        return token
+
+
+class ClientCredentialsGrant(IssuesSignedTokens, grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS

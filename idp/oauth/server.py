@@ -1,0 +1,69 @@
+"""The Authlib authorization server, assembled: grants, client authentication, endpoints."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
+from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc9207 import IssuerParameter
+from flask import current_app
+
+from ..store import Client, Grant, RefreshToken, db, digest, utcnow
+from .clients import PrivateKeyJWT
+from .grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    OpenIDCodeExtension,
+    RefreshTokenGrant,
+    S256CodeChallenge,
+)
+
+
+class AuthorizationServer(FlaskAuthorizationServer):
+    def query_client(self, client_id):
+        if not isinstance(client_id, str) or len(client_id) > 64:
+            return None
+        return db.session.get(Client, client_id)
+
+    def save_token(self, token, request):
+        """Store what must be revocable: the refresh token, by hash, in its family."""
+        value = token.get("refresh_token")
+        if not value:
+            return
+        source = request.authorization_code or request.refresh_token
+        family = db.session.get(Grant, source.grant_id)
+        settings = current_app.extensions["idp.settings"]
+        db.session.add(RefreshToken(
+            token_hash=digest(value),
+            grant_id=family.id,
+            client_id=request.client.client_id,
+            scope=family.scope,
+            expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
+        ))
+        db.session.commit()
+
+    def create_oauth2_request(self, request):
+        # The resumed authorization request is rebuilt from its stored parameters.
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+
+class Issuer(IssuerParameter):
+    def get_issuer(self):
+        return current_app.extensions["idp.settings"].issuer
+
+
+def create_authorization_server(app) -> AuthorizationServer:
+    server = AuthorizationServer()
+    server.init_app(app)
+    server.register_grant(AuthorizationCodeGrant, [OpenIDCodeExtension(require_nonce=False), S256CodeChallenge(required=True)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
+    server.register_extension(Issuer())
+    from .endpoints import register_endpoints
+
+    register_endpoints(server)
+    return server

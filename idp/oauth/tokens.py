@@ -1,0 +1,129 @@
+"""Signed tokens: JWT access tokens (RFC 9068) and ID tokens (OpenID Connect Core §2).
+
+Access tokens are not stored: they are checked by signature, expiry, and two
+revocation lookups (the token's own `jti`, and the grant it came from).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+
+from flask import current_app
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from ..store import Grant, RevokedToken, User, db, new_secret
+from .claims import user_claims
+
+ACCESS_TOKEN_TYP = "at+jwt"
+
+
+def _settings():
+    return current_app.extensions["idp.settings"]
+
+
+def _ring():
+    return current_app.extensions["idp.keyring"]
+
+
+def half_hash(value: str, alg: str) -> str:
+    """at_hash / c_hash: the left half of the hash that goes with `alg`, base64url."""
+    digest = hashlib.sha512(value.encode()).digest() if alg == "EdDSA" else hashlib.sha256(value.encode()).digest()
+    # EdDSA (Ed25519) pairs with SHA-512 in OpenID Connect practice; ES256/RS256 with SHA-256.
+    half = digest[: len(digest) // 2]
+    return base64.urlsafe_b64encode(half).rstrip(b"=").decode()
+
+
+def issue_access_token(client, user: User | None, scope: str, grant: Grant | None) -> tuple[str, int]:
+    """Sign a JWT access token; returns (token, expires_in)."""
+    settings = _settings()
+    now = int(time.time())
+    ttl = settings.access_token_ttl
+    claims = {
+        "iss": settings.issuer,
+        "sub": user.id if user else client.client_id,
+        "aud": client.client_id,
+        "client_id": client.client_id,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": new_secret(16),
+        "scope": scope,
+    }
+    if grant is not None:
+        claims["gid"] = grant.id
+        if grant.sid:
+            claims["sid"] = grant.sid
+        if grant.auth_time:
+            claims["auth_time"] = grant.auth_time
+        if grant.acr:
+            claims["acr"] = grant.acr
+        if grant.amr:
+            claims["amr"] = grant.amr
+    return _ring().signing_key().sign(claims, typ=ACCESS_TOKEN_TYP), ttl
+
+
+def issue_id_token(client, user: User, grant: Grant, *, nonce: str | None, access_token: str | None) -> str:
+    settings = _settings()
+    key = _ring().signing_key()
+    now = int(time.time())
+    claims = user_claims(user, grant.scope)
+    claims.update({
+        "iss": settings.issuer,
+        "aud": client.client_id,
+        "azp": client.client_id,
+        "iat": now,
+        "exp": now + settings.id_token_ttl,
+    })
+    if grant.auth_time:
+        claims["auth_time"] = grant.auth_time
+    if grant.amr:
+        claims["amr"] = grant.amr
+    if grant.acr:
+        claims["acr"] = grant.acr
+    if grant.sid:
+        claims["sid"] = grant.sid
+    if nonce:
+        claims["nonce"] = nonce
+    if access_token:
+        claims["at_hash"] = half_hash(access_token, key.alg)
+    return key.sign(claims)
+
+
+def decode_own_jwt(token: str, typ: str | None = None, allow_expired: bool = False) -> dict | None:
+    """Claims of a JWT this server signed and that is still within its lifetime, else None."""
+    try:
+        header = jws.extract_compact(token.encode()).protected
+    except (JoseError, ValueError, TypeError, UnicodeError):
+        return None
+    if typ is not None and str(header.get("typ", "")).lower() not in (typ, f"application/{typ}"):
+        return None
+    key = _ring().key(str(header.get("kid", "")))
+    if key is None or header.get("alg") != key.alg:
+        return None
+    try:
+        decoded = jwt.decode(token, key.key, algorithms=[key.alg])
+    except (JoseError, ValueError, TypeError):
+        return None
+    claims = decoded.claims
+    now = time.time()
+    if claims.get("iss") != _settings().issuer or not isinstance(claims.get("exp"), (int, float)):
+        return None
+    if claims["exp"] <= now and not allow_expired:
+        return None
+    return claims
+
+
+def verify_access_token(token: str) -> dict | None:
+    """Claims of a live access token: signed by us, unexpired, not revoked."""
+    claims = decode_own_jwt(token, typ=ACCESS_TOKEN_TYP)
+    if claims is None:
+        return None
+    if db.session.get(RevokedToken, claims.get("jti", "")) is not None:
+        return None
+    gid = claims.get("gid")
+    if gid:
+        grant = db.session.get(Grant, gid)
+        if grant is None or grant.revoked_at is not None:
+            return None
+    return claims

@@ -1,0 +1,72 @@
+"""Request-wide protections: CSRF on every form, security headers, and error answers."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+csrf = CSRFProtect()
+
+# Machine-facing paths answer errors in JSON, people get a page.
+API_PREFIXES = ("/token", "/revoke", "/introspect", "/userinfo", "/register", "/jwks", "/.well-known", "/par")
+
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def is_api_request() -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def add_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype == "text/html":
+        headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        headers.setdefault("X-Frame-Options", "DENY")
+        # Codes and states in URLs must not leak to other sites through Referer.
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def error_page(message: str, status: int = 400) -> tuple[str, int]:
+    return render_template("error.html", message=message), status
+
+
+def _handle_http_error(error: HTTPException):
+    if is_api_request():
+        code = {404: "not_found", 405: "invalid_request", 413: "invalid_request"}.get(error.code, "invalid_request")
+        return jsonify(error=code, error_description=error.description), error.code
+    messages = {
+        404: _("This page does not exist."),
+        405: _("This page cannot be used that way."),
+        413: _("The request was too large."),
+    }
+    return error_page(messages.get(error.code, _("The request could not be handled.")), error.code or 400)
+
+
+def _handle_csrf(error: CSRFError):
+    return error_page(_("This form has expired. Go back, reload the page and try again."), 400)
+
+
+def _handle_unexpected(error: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    if is_api_request():
+        return jsonify(error="server_error", error_description="internal error"), 500
+    return error_page(_("Something went wrong on our side. Please try again."), 500)
+
+
+def init_app(app: Flask) -> None:
+    csrf.init_app(app)
+    app.after_request(add_headers)
+    app.register_error_handler(CSRFError, _handle_csrf)
+    app.register_error_handler(HTTPException, _handle_http_error)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,59 @@
+"""The data model: SQLAlchemy 2 models by domain, one shared `db`."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timezone
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: SQLite keeps no time zone, so every stored time is naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def new_secret(nbytes: int = 32) -> str:
+    """A random bearer secret (code, token, session id) for a person or a client."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def digest(secret: str) -> str:
+    """The stored form of a random secret: SHA-256 is right for high-entropy values,
+    which cannot be guessed from their hash, unlike passwords."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+from .accounts import User  # noqa: E402
+from .clients import Client, RegistrationToken  # noqa: E402
+from .grants import AuthorizationCode, Consent, Grant, RefreshToken, RevokedToken  # noqa: E402
+from .sessions import BrowserSession, PendingAuthorization  # noqa: E402
+from .keys import SigningKey  # noqa: E402
+
+__all__ = [
+    "db", "utcnow", "new_id", "new_secret", "digest",
+    "User", "Client", "RegistrationToken", "AuthorizationCode", "Consent", "Grant",
+    "RefreshToken", "RevokedToken", "BrowserSession", "PendingAuthorization", "SigningKey",
+]

@@ -1,0 +1,101 @@
+"""Relying products registered here, as Authlib's ClientMixin expects them."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from . import db, digest, utcnow
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+
+
+class Client(db.Model):
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    grant_types: Mapped[list] = mapped_column(JSON, default=list)
+    response_types: Mapped[list] = mapped_column(JSON, default=list)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
+    jwks: Mapped[dict | None] = mapped_column(JSON)
+    first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
+    # RFC 7592: the registration access token, by hash; null for operator-made clients.
+    registration_token_hash: Mapped[str | None] = mapped_column(String(64))
+    metadata_extra: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    # --- Authlib's ClientMixin -------------------------------------------------
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # OpenID Connect requires redirect_uri in every request: never guess one.
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = set(self.scope.split())
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # Exact string match (RFC 9700 §4.1.3): no prefixes, no wildcards.
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if not self.client_secret_hash:
+            return False
+        return hmac.compare_digest(digest(client_secret), self.client_secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type in self.response_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+    # --- what discovery-style metadata says about this client ----------------
+    def to_metadata(self) -> dict:
+        data = {
+            "client_id": self.client_id,
+            "client_name": self.name,
+            "redirect_uris": list(self.redirect_uris),
+            "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
+            "grant_types": list(self.grant_types),
+            "response_types": list(self.response_types),
+            "scope": self.scope,
+            "token_endpoint_auth_method": self.token_endpoint_auth_method,
+            "client_id_issued_at": int(self.created_at.timestamp()) if self.created_at else None,
+        }
+        if self.jwks:
+            data["jwks"] = self.jwks
+        if self.backchannel_logout_uri:
+            data["backchannel_logout_uri"] = self.backchannel_logout_uri
+        data.update(self.metadata_extra or {})
+        return data
+
+
+class RegistrationToken(db.Model):
+    """An initial access token for dynamic client registration (RFC 7591 §3)."""
+
+    __tablename__ = "registration_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,0 +1,47 @@
+"""Browser sessions (server-side, one row each) and authorization requests in progress."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from . import db, new_id, utcnow
+
+
+class BrowserSession(db.Model):
+    __tablename__ = "browser_sessions"
+
+    # `id` is public (the ID token's `sid`); the cookie holds a separate secret,
+    # stored here only as a hash.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    persistent: Mapped[bool] = mapped_column(Boolean, default=False)
+    auth_time: Mapped[int] = mapped_column(Integer)
+    amr: Mapped[list] = mapped_column(JSON, default=list)
+    acr: Mapped[str | None] = mapped_column(String(100))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    user = relationship("User", lazy="joined")
+
+
+class PendingAuthorization(db.Model):
+    """A validated authorization request waiting for the person to sign in."""
+
+    __tablename__ = "pending_authorizations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    # Set once the person signed in for this request (prompt=login / max_age satisfied).
+    authenticated_session_id: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)

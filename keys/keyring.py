@@ -1,0 +1,173 @@
+"""Signing keys: generation, encryption at rest, and a per-process cached key ring."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc import jwk, jwt
+
+ALGORITHMS = ("ES256", "RS256", "EdDSA")
+KEY_TYPES = {"ES256": "EC", "RS256": "RSA", "EdDSA": "OKP"}
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A key as stored: the private half sealed with the instance secret."""
+
+    kid: str
+    alg: str
+    sealed_private_key: bytes
+    public_jwk: dict
+    created_at: datetime
+    retired_at: datetime | None = None
+    unpublish_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    alg: str
+    key: jwk.Key
+
+    def sign(self, claims: dict, typ: str = "JWT") -> str:
+        header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+        return jwt.encode(header, claims, self.key, algorithms=[self.alg])
+
+
+def _sealing_key(secret: str) -> AESGCM:
+    # A dedicated key derived from the instance secret, so the session-cookie key
+    # itself never touches key material.
+    okm = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"myaccount signing keys").derive(
+        secret.encode()
+    )
+    return AESGCM(okm)
+
+
+def seal(secret: str, plaintext: bytes, kid: str) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + _sealing_key(secret).encrypt(nonce, plaintext, kid.encode())
+
+
+def unseal(secret: str, sealed: bytes, kid: str) -> bytes:
+    return _sealing_key(secret).decrypt(sealed[:12], sealed[12:], kid.encode())
+
+
+def _generate_private_key(alg: str):
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}")
+
+
+def new_key_record(alg: str, secret: str, now: datetime) -> KeyRecord:
+    """Generate a key pair for `alg` and return it sealed, ready to store."""
+    private_key = _generate_private_key(alg)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = jwk.import_key(pem, KEY_TYPES[alg]).as_dict(private=False)
+    kid = f"{now:%Y%m%d}-{secrets.token_hex(4)}"
+    public.update({"kid": kid, "alg": alg, "use": "sig"})
+    return KeyRecord(
+        kid=kid, alg=alg, sealed_private_key=seal(secret, pem, kid), public_jwk=public, created_at=now
+    )
+
+
+class KeyRing:
+    """The keys of this deployment as one process sees them.
+
+    Rows are reloaded when their version (a cheap fingerprint the loader computes)
+    changes, checked at most every `ttl` seconds, so a rotation made by any process
+    reaches every process within `ttl` without a restart.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        version: Callable[[], object],
+        load: Callable[[], list[KeyRecord]],
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._secret = secret
+        self._version = version
+        self._load = load
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked_at = -1e18
+        self._seen_version: object = object()
+        self._signing: LoadedKey | None = None
+        self._published: dict[str, LoadedKey] = {}
+        self._jwks_json = b'{"keys":[]}'
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if now - self._checked_at < self._ttl:
+            return
+        with self._lock:
+            if now - self._checked_at < self._ttl:
+                return
+            version = self._version()
+            if version != self._seen_version:
+                self._rebuild(self._load())
+                self._seen_version = version
+            self._checked_at = now
+
+    def _rebuild(self, records: list[KeyRecord]) -> None:
+        published: dict[str, LoadedKey] = {}
+        signing = None
+        wall = datetime.now(timezone.utc).replace(tzinfo=None)
+        for rec in sorted(records, key=lambda r: r.created_at, reverse=True):
+            if rec.unpublish_at is not None and rec.unpublish_at <= wall:
+                continue
+            pem = unseal(self._secret, rec.sealed_private_key, rec.kid)
+            loaded = LoadedKey(rec.kid, rec.alg, jwk.import_key(pem, KEY_TYPES[rec.alg]))
+            published[rec.kid] = loaded
+            if signing is None and rec.retired_at is None:
+                signing = loaded
+        self._published = published
+        self._signing = signing
+        keys = [
+            {**r.public_jwk} for r in sorted(records, key=lambda r: r.created_at, reverse=True)
+            if r.kid in published
+        ]
+        self._jwks_json = json.dumps({"keys": keys}, separators=(",", ":")).encode()
+
+    def invalidate(self) -> None:
+        """Forget the cache (after this process rotated, so it signs with the new key at once)."""
+        with self._lock:
+            self._checked_at = -1e18
+            self._seen_version = object()
+
+    def signing_key(self) -> LoadedKey:
+        self._refresh()
+        if self._signing is None:
+            raise RuntimeError("no signing key: run `idp init`")
+        return self._signing
+
+    def key(self, kid: str) -> LoadedKey | None:
+        self._refresh()
+        return self._published.get(kid)
+
+    def public_keys(self) -> list[LoadedKey]:
+        self._refresh()
+        return list(self._published.values())
+
+    def jwks_json(self) -> bytes:
+        self._refresh()
+        return self._jwks_json
