@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, request, session
-from flask_babel import Babel
+from flask_babel import Babel, get_locale
 
 LANGUAGES = ("en", "fr")
 
@@ -33,3 +33,4 @@ def select_locale() -> str:
 
 def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, default_translation_directories="translations")
+    app.jinja_env.globals["get_locale"] = get_locale

@@ -93,8 +93,12 @@ def _process(params: dict, pending: PendingAuthorization | None):
     user = browser.user if browser else None
     try:
         grant = server.get_consent_grant(oauth_request, end_user=user)
+    except OAuth2Error as error:
+        return _error_redirect(error, oauth_request, params)
+    try:
         run_checks(params)
     except OAuth2Error as error:
+        error.redirect_uri = grant.redirect_uri  # client and redirect URI are proven by now
         return _error_redirect(error, oauth_request, params)
     remember_ui_locales(params.get("ui_locales"))
 

@@ -1,0 +1,181 @@
+"""Real fixtures: a database (SQLite, or a PostgreSQL cluster the tests start), a live
+`idp serve` process, and helpers to drive it over HTTP like a product and a person would."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.pg import Cluster
+
+IDP = str(Path(sys.executable).with_name("idp"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'idp.db'}"
+        return
+    cluster = Cluster(tmp_path_factory.mktemp("pg"), free_port())
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class Live:
+    """A running `idp serve` and an app object on the same database for test set-up."""
+
+    issuer: str
+    env: dict
+    app: object
+    proc: subprocess.Popen
+    log: Path
+    _meta: dict = field(default_factory=dict)
+
+    @property
+    def meta(self) -> dict:
+        if not self._meta:
+            self._meta.update(requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10).json())
+        return self._meta
+
+    def idp(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([IDP, *args], env=self.env, input=input, capture_output=True, text=True, timeout=120)
+
+    def create_user(self, email: str, password: str = "correct horse battery", **fields) -> str:
+        from idp.passwords import hash_password
+        from idp.store import User, db
+
+        with self.app.app_context():
+            user = User(email=email.lower(), password_hash=hash_password(password), email_verified=True, **fields)
+            db.session.add(user)
+            db.session.commit()
+            return user.id
+
+    def create_client(self, first_party: bool = True, **meta) -> tuple[str, str | None]:
+        from idp.clients import create_client
+
+        meta.setdefault("client_name", "Test App")
+        meta.setdefault("redirect_uris", ["http://127.0.0.1:9/cb"])
+        with self.app.app_context():
+            client, secret = create_client(meta, first_party=first_party)
+            return client.client_id, secret
+
+    def db(self):
+        """An app context for looking at rows directly."""
+        return self.app.app_context()
+
+
+@pytest.fixture(scope="session")
+def live(database_url, tmp_path_factory):
+    from idp import create_app
+    from idp.config import Settings
+
+    root = tmp_path_factory.mktemp("live")
+    port = free_port()
+    env = {
+        **os.environ,
+        "IDP_ISSUER": f"http://127.0.0.1:{port}",
+        "IDP_INSTANCE_DIR": str(root / "instance"),
+        "IDP_DATABASE_URL": database_url,
+        "IDP_LOG_LEVEL": "WARNING",
+        "IDP_REGISTRATION": "token",
+    }
+    env.pop("IDP_SECRET_KEY", None)
+    init = subprocess.run([IDP, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    log = root / "serve.log"
+    proc = subprocess.Popen([IDP, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    issuer = env["IDP_ISSUER"]
+    for _ in range(200):
+        try:
+            if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"idp serve exited: {log.read_text()}")
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"idp serve did not start: {log.read_text()}")
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("IDP_")})
+    app = create_app(settings)
+    yield Live(issuer=issuer, env=env, app=app, proc=proc, log=log)
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=20)
+    with app.app_context():
+        from idp.store import db
+
+        db.engine.dispose()
+
+
+# --- driving the pages without a browser --------------------------------------------
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    m = CSRF.search(html)
+    assert m, "page has no CSRF token"
+    return m.group(1)
+
+
+class Browser:
+    """A cookie-keeping HTTP client that follows redirects only on the identity provider."""
+
+    def __init__(self, issuer: str, lang: str = "en"):
+        self.issuer = issuer
+        self.http = requests.Session()
+        self.http.headers["Accept-Language"] = lang
+
+    def follow(self, resp: requests.Response) -> requests.Response:
+        while resp.is_redirect and resp.headers["Location"].startswith(("/", self.issuer)):
+            loc = resp.headers["Location"]
+            url = loc if loc.startswith("http") else self.issuer + loc
+            resp = self.http.get(url, allow_redirects=False, timeout=30)
+        return resp
+
+    def get(self, url: str, **params) -> requests.Response:
+        return self.follow(self.http.get(url, params=params, allow_redirects=False, timeout=30))
+
+    def submit(self, page: requests.Response, data: dict, action: str | None = None) -> requests.Response:
+        if action is None:
+            m = re.search(r'<form method="post" action="([^"]+)"', page.text)
+            action = m.group(1).replace("&amp;", "&")
+        url = action if action.startswith("http") else self.issuer + action
+        form = {"csrf_token": csrf_of(page.text), **data}
+        return self.follow(self.http.post(url, data=form, allow_redirects=False, timeout=30))
+
+    def sign_in(self, page: requests.Response, email: str, password: str, remember: bool = False):
+        """From the email step, through the password step; returns the response after."""
+        data = {"email": email}
+        if remember:
+            data["remember"] = "on"
+        page = self.submit(page, data)
+        assert 'name="password"' in page.text, page.text[:500]
+        data = {"password": password}
+        if remember:
+            data["remember"] = "on"
+        return self.submit(page, data)
+
+
+@pytest.fixture
+def browser(live):
+    return Browser(live.issuer)
