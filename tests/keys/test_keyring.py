@@ -1,0 +1,57 @@
+"""The key ring on its own: sealing, rotation visibility, retirement."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from joserfc import jwt
+
+from keys import KeyRing, new_key_record
+from keys.keyring import unseal
+
+NOW = datetime(2026, 1, 1)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
+def test_keys_sign_and_publish_no_private_parts(alg):
+    rec = new_key_record(alg, "secret", NOW)
+    assert b"PRIVATE KEY" not in rec.sealed_private_key
+    ring = KeyRing("secret", lambda: 1, lambda: [rec])
+    token = ring.signing_key().sign({"a": 1})
+    decoded = jwt.decode(token, ring.key(rec.kid).key, algorithms=[alg])
+    assert decoded.header["kid"] == rec.kid and decoded.claims == {"a": 1}
+    published = ring.jwks_json().decode()
+    assert rec.kid in published and '"d"' not in published
+
+
+def test_sealed_key_needs_the_instance_secret():
+    rec = new_key_record("ES256", "secret", NOW)
+    with pytest.raises(InvalidTag):
+        unseal("another secret", rec.sealed_private_key, rec.kid)
+
+
+def test_rotation_is_seen_after_the_cache_ttl_and_old_key_stays_published():
+    clock = [0.0]
+    old = new_key_record("ES256", "s", NOW)
+    rows = [old]
+    version = [1]
+    ring = KeyRing("s", lambda: version[0], lambda: list(rows), ttl=1.0, clock=lambda: clock[0])
+    assert ring.signing_key().kid == old.kid
+    new = new_key_record("EdDSA", "s", NOW + timedelta(seconds=1))
+    rows[:] = [old.__class__(**{**old.__dict__, "retired_at": NOW, "unpublish_at": datetime(2999, 1, 1)}), new]
+    version[0] = 2
+    assert ring.signing_key().kid == old.kid  # cached
+    clock[0] = 1.5
+    assert ring.signing_key().kid == new.kid
+    assert {k.kid for k in ring.public_keys()} == {old.kid, new.kid}
+
+
+def test_unpublished_keys_leave_the_jwks():
+    old = new_key_record("ES256", "s", NOW)
+    gone = old.__class__(**{**old.__dict__, "retired_at": NOW, "unpublish_at": NOW})
+    new = new_key_record("ES256", "s", NOW + timedelta(seconds=1))
+    ring = KeyRing("s", lambda: 1, lambda: [gone, new])
+    assert [k.kid for k in ring.public_keys()] == [new.kid]
+    assert ring.key(old.kid) is None

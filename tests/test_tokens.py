@@ -1,0 +1,198 @@
+"""Token endpoint grants and client authentication, revocation and introspection."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from urllib.parse import quote
+
+import requests
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+
+
+def _tokens(live, browser, client_id, secret, email, scope="openid profile email offline_access"):
+    verifier, challenge = pkce()
+    page = browser.get(authorize_url(live.issuer, client_id, scope=scope, code_challenge=challenge,
+                                     code_challenge_method="S256"))
+    resp = page if page.is_redirect else browser.sign_in(page, email, "token-tests-pw")
+    code = redirect_params(resp)["code"]
+    resp = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_refresh_token_rotation_and_reuse_detection(live, browser):
+    live.create_user("refresh@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    first = _tokens(live, browser, client_id, secret, "refresh@example.com")
+    r1 = first["refresh_token"]
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": r1}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text
+    second = resp.json()
+    assert second["refresh_token"] != r1
+    _, claims = verify(live.issuer, second["id_token"])
+    assert claims["aud"] == client_id
+    # the old token comes back: refused, and the whole family dies
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": r1}, auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]},
+                 auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+    bearer = {"Authorization": f"Bearer {second['access_token']}"}
+    assert requests.get(f"{live.issuer}/userinfo", headers=bearer, timeout=10).status_code == 401
+
+
+def test_refresh_token_is_bound_to_its_client_and_scope(live, browser):
+    live.create_user("rbound@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    other_id, other_secret = live.create_client()
+    first = _tokens(live, browser, client_id, secret, "rbound@example.com", scope="openid email")
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+                 auth=(other_id, other_secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                               "scope": "openid profile"}, auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_scope"
+
+
+def test_client_credentials(live):
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    resp = token(live.issuer, {"grant_type": "client_credentials"}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert "refresh_token" not in body and "id_token" not in body
+    header, claims = verify(live.issuer, body["access_token"])
+    assert header["typ"] == "at+jwt" and claims["sub"] == client_id and claims["client_id"] == client_id
+    # client_secret_post for a client registered for it
+    post_id, post_secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[],
+                                              token_endpoint_auth_method="client_secret_post")
+    resp = token(live.issuer, {"grant_type": "client_credentials", "client_id": post_id,
+                               "client_secret": post_secret})
+    assert resp.status_code == 200
+    # ... but not by Basic: the registered method is the only one accepted
+    resp = token(live.issuer, {"grant_type": "client_credentials"}, auth=(post_id, post_secret))
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
+
+
+def test_basic_credentials_are_form_decoded(live):
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    # RFC 6749 §2.3.1: id and secret are form-encoded before Basic; encode every character
+    encoded = "".join(f"%{b:02X}" for b in client_id.encode()) + ":" + quote(secret, safe="")
+    header = "Basic " + base64.b64encode(encoded.encode()).decode()
+    resp = requests.post(f"{live.issuer}/token", data={"grant_type": "client_credentials"},
+                         headers={"Authorization": header}, timeout=10)
+    assert resp.status_code == 200, resp.text
+
+
+def test_client_authentication_failures(live):
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    resp = token(live.issuer, {"grant_type": "client_credentials"}, auth=(client_id, secret + "x"))
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
+    assert resp.headers.get("WWW-Authenticate", "").startswith("Basic")
+    resp = token(live.issuer, {"grant_type": "client_credentials"}, auth=("nobody", "nothing"))
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
+    resp = token(live.issuer, {"grant_type": "client_credentials"})
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
+    resp = token(live.issuer, {"grant_type": "password", "username": "a", "password": "b"}, auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "unsupported_grant_type"
+
+
+def test_client_credentials_refused_for_clients_not_registered_for_it(live):
+    client_id, secret = live.create_client()  # authorization_code + refresh_token only
+    resp = token(live.issuer, {"grant_type": "client_credentials"}, auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "unauthorized_client"
+
+
+def _assertion(key, client_id, aud, jti=None, exp_in=60):
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + exp_in,
+              "jti": jti or secrets.token_hex(8)}
+    return jwt.encode({"alg": "ES256", "kid": "k1"}, claims, key)
+
+
+def test_private_key_jwt(live):
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[],
+                                           token_endpoint_auth_method="private_key_jwt",
+                                           jwks={"keys": [key.as_dict(private=False)]})
+    assert secret is None
+    aud = live.meta["token_endpoint"]
+    assertion = _assertion(key, client_id, aud)
+    data = {"grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion}
+    assert token(live.issuer, data).status_code == 200
+    # replayed assertion
+    resp = token(live.issuer, data)
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
+    # signed by another key
+    other = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    resp = token(live.issuer, {**data, "client_assertion": _assertion(other, client_id, aud)})
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
+    # wrong audience, expired
+    for bad in (_assertion(key, client_id, "https://elsewhere.example/token"),
+                _assertion(key, client_id, aud, exp_in=-300)):
+        resp = token(live.issuer, {**data, "client_assertion": bad})
+        assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
+
+
+def test_revocation(live, browser):
+    live.create_user("revoke@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    body = _tokens(live, browser, client_id, secret, "revoke@example.com")
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    # another client cannot revoke it
+    other_id, other_secret = live.create_client()
+    resp = requests.post(f"{live.issuer}/revoke", data={"token": body["access_token"]},
+                         auth=(other_id, other_secret), timeout=10)
+    assert resp.status_code == 400
+    assert requests.get(f"{live.issuer}/userinfo", headers=bearer, timeout=10).status_code == 200
+    # unauthenticated callers are refused
+    resp = requests.post(f"{live.issuer}/revoke", data={"token": body["access_token"]}, timeout=10)
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
+    resp = requests.post(f"{live.issuer}/revoke", data={"token": body["access_token"],
+                                                         "token_type_hint": "access_token"},
+                         auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 200
+    assert requests.get(f"{live.issuer}/userinfo", headers=bearer, timeout=10).status_code == 401
+    # revoking a refresh token ends its grant; unknown tokens are answered 200
+    resp = requests.post(f"{live.issuer}/revoke", data={"token": body["refresh_token"]},
+                         auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 200
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+                 auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+    resp = requests.post(f"{live.issuer}/revoke", data={"token": "not-a-token"}, auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 200
+
+
+def test_introspection(live, browser):
+    live.create_user("intro@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    rs_id, rs_secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    body = _tokens(live, browser, client_id, secret, "intro@example.com")
+    resp = requests.post(f"{live.issuer}/introspect", data={"token": body["access_token"]}, timeout=10)
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
+    resp = requests.post(f"{live.issuer}/introspect", data={"token": body["access_token"]},
+                         auth=(rs_id, rs_secret), timeout=10)
+    data = resp.json()
+    assert resp.status_code == 200 and data["active"] is True
+    assert data["client_id"] == client_id and "openid" in data["scope"].split() and data["exp"] > time.time()
+    # a refresh token only to its own client
+    resp = requests.post(f"{live.issuer}/introspect", data={"token": body["refresh_token"]},
+                         auth=(rs_id, rs_secret), timeout=10)
+    assert resp.json() == {"active": False}
+    resp = requests.post(f"{live.issuer}/introspect", data={"token": body["refresh_token"]},
+                         auth=(client_id, secret), timeout=10)
+    assert resp.json()["active"] is True
+    requests.post(f"{live.issuer}/revoke", data={"token": body["access_token"]}, auth=(client_id, secret), timeout=10)
+    resp = requests.post(f"{live.issuer}/introspect", data={"token": body["access_token"]},
+                         auth=(rs_id, rs_secret), timeout=10)
+    assert resp.json() == {"active": False}
+    resp = requests.post(f"{live.issuer}/introspect", data={"token": "garbage"}, auth=(rs_id, rs_secret), timeout=10)
+    assert resp.json() == {"active": False}
