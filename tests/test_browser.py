@@ -1,0 +1,132 @@
+"""The sign-in pages in a real browser: Debian's chromium driven by Playwright (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.oidc import authorize_url, pkce, token, verify
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+class _Callback(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<h1>back at the product</h1>")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def product():
+    """The relying product's callback: a real HTTP server on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
+    server.hits = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is not installed (make test installs it with apt-get)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def _callback_url(product) -> str:
+    return f"http://127.0.0.1:{product.server_address[1]}/callback"
+
+
+def _wait_for_callback(page, product):
+    page.wait_for_url(f"{_callback_url(product)}*", timeout=15000)
+    return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+
+
+def test_sign_in_in_a_browser_and_remember_me(live, chromium, product):
+    live.create_user("browser@example.com", "browser-password", name="Bro Wser")
+    redirect = _callback_url(product)
+    client_id, secret = live.create_client(redirect_uris=[redirect])
+    for remember in (False, True):
+        context = chromium.new_context(locale="en-US")
+        page = context.new_page()
+        verifier, challenge = pkce()
+        page.goto(authorize_url(live.issuer, client_id, redirect_uri=redirect, code_challenge=challenge,
+                                code_challenge_method="S256", state="b1"))
+        page.get_by_label("Email").fill("browser@example.com")
+        if remember:
+            page.get_by_label("Remember me").check()
+        page.get_by_role("button", name="Next").click()
+        page.get_by_label("Password").fill("browser-password")
+        page.get_by_role("button", name="Sign in").click()
+        params = _wait_for_callback(page, product)
+        assert params["state"] == "b1" and params["iss"] == live.issuer
+        resp = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"],
+                                   "redirect_uri": redirect, "code_verifier": verifier}, auth=(client_id, secret))
+        assert resp.status_code == 200, resp.text
+        _, claims = verify(live.issuer, resp.json()["id_token"])
+        assert claims["email"] == "browser@example.com"
+        cookie = next(c for c in context.cookies() if c["name"] == "idp_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        if remember:
+            assert cookie["expires"] > time.time() + 29 * 24 * 3600  # persistent, 30 days
+        else:
+            assert cookie["expires"] == -1  # ends with the browser
+        context.close()
+
+
+def test_wrong_password_shows_a_message_in_the_page(live, chromium):
+    client_id, _ = live.create_client()
+    page = chromium.new_page()
+    page.goto(authorize_url(live.issuer, client_id))
+    page.get_by_label("Email").fill("nobody-here@example.com")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Password").fill("whatever-password")
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_role("alert").inner_text().startswith("Incorrect email or password")
+    page.close()
+
+
+def test_french_pages_follow_ui_locales(live, chromium, product):
+    live.create_user("francais@example.com", "mot-de-passe-1")
+    redirect = _callback_url(product)
+    client_id, _ = live.create_client(redirect_uris=[redirect], first_party=False)
+    context = chromium.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(authorize_url(live.issuer, client_id, redirect_uri=redirect, ui_locales="fr-CA fr",
+                            code_challenge=pkce()[1], code_challenge_method="S256"))
+    page.get_by_label("Adresse e-mail").fill("francais@example.com")
+    page.get_by_label("Mémoriser mes informations").check()
+    page.get_by_role("button", name="Suivant").click()
+    page.get_by_label("Mot de passe").fill("mot-de-passe-1")
+    page.get_by_role("button", name="Se connecter").click()
+    page.get_by_role("button", name="Autoriser").wait_for()
+    assert page.get_by_role("button", name="Refuser").is_visible()
+    page.get_by_role("button", name="Autoriser").click()
+    assert "code" in _wait_for_callback(page, product)
+    context.close()
+
+
+def test_bad_redirect_uri_shows_an_error_page_in_the_browser(live, chromium):
+    client_id, _ = live.create_client()
+    page = chromium.new_page()
+    page.goto(authorize_url(live.issuer, client_id, redirect_uri="http://evil.example/cb"))
+    assert page.url.startswith(live.issuer)
+    assert page.get_by_role("alert").is_visible()
+    page.close()
