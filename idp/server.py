@@ -1,34 +1,29 @@
-"""`idp serve`: gunicorn with N worker processes, each building its own app after fork."""
+"""`idp serve`: Granian (a Rust HTTP server) running the WSGI app in N worker processes.
+
+Granian over gunicorn because HTTP parsing and keep-alive in Rust leave the
+Python time to the app: measured here with the same app and 2 workers, see the
+closing note of issue 2 and `make bench`. Each worker builds its own app, so
+database connections are never shared across processes.
+"""
 
 from __future__ import annotations
 
-from gunicorn.app.base import BaseApplication
+import os
 
-
-class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict):
-        self.options = options
-        super().__init__()
-
-    def load_config(self):
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        # Runs in each worker: database connections are never shared across fork.
-        from . import create_app
-
-        return create_app()
+from granian import Granian
+from granian.constants import Interfaces
+from granian.log import LogLevels
 
 
 def serve(host: str, port: int, workers: int) -> None:
-    _Gunicorn({
-        "bind": f"{host}:{port}",
-        "workers": max(1, workers),
-        "worker_class": "sync",
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "warning",
-        "keepalive": 5,
-        "preload_app": False,
-    }).run()
+    Granian(
+        "idp:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=max(1, workers),
+        blocking_threads=int(os.environ.get("IDP_THREADS", "1")),
+        log_level=LogLevels.warning,
+        respawn_failed_workers=True,
+    ).serve()
