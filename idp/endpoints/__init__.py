@@ -9,9 +9,9 @@ def register_blueprints(app: Flask) -> None:
     from ..account.views import bp as account
     from ..security import csrf
     from ..signin.views import bp as signin
-    from . import authorize, discovery, end_session, registration, token, userinfo
+    from . import authorize, discovery, end_session, par, registration, token, userinfo
 
-    for module in (discovery, token, userinfo, registration):
+    for module in (discovery, token, userinfo, registration, par):
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation

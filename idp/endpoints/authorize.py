@@ -20,6 +20,7 @@ from .. import sessions
 from ..i18n import remember_ui_locales
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
 from ..security import error_page
+from .par import take_pushed_request
 from ..store import Client, Consent, PendingAuthorization, db, utcnow
 
 bp = Blueprint("authorize", __name__)
@@ -41,6 +42,11 @@ def authorize():
     if duplicate:
         return error_page(_("The application sent an invalid sign-in request (%(name)s repeated).", name=duplicate))
     params = {k: v for k, v in request.values.items()}
+    if "request_uri" in params:
+        pending = take_pushed_request(params["request_uri"], params.get("client_id"))
+        if pending is None:
+            return error_page(_("This sign-in request has expired. Go back to the application and start again."))
+        return _process(pending.params, pending=pending)
     return _process(params, pending=None)
 
 

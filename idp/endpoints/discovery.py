@@ -29,6 +29,8 @@ def server_metadata(settings) -> dict:
         "revocation_endpoint": f"{iss}/revoke",
         "introspection_endpoint": f"{iss}/introspect",
         "end_session_endpoint": f"{iss}/logout",
+        "pushed_authorization_request_endpoint": f"{iss}/par",
+        "require_pushed_authorization_requests": False,
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

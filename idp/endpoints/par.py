@@ -1,0 +1,78 @@
+"""Pushed authorization requests (RFC 9126): the client posts its request, gets a request_uri.
+
+The pushed request goes through the same checks as one sent to /authorize, and
+is kept as a `PendingAuthorization` for 60 seconds, usable once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
+from flask import Blueprint, current_app, jsonify, request
+
+from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
+from ..oauth.grants import TOKEN_AUTH_METHODS
+from ..store import PendingAuthorization, db, utcnow
+
+bp = Blueprint("par", __name__)
+
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
+PUSHED_TTL = 60
+PUSHED = "pushed"
+# Client authentication travels in the same body; it is not part of the request kept.
+CLIENT_AUTH_PARAMS = {"client_secret", "client_assertion", "client_assertion_type"}
+
+
+def _error(error: OAuth2Error):
+    resp = jsonify(error=error.error, error_description=error.description or "")
+    resp.status_code = error.status_code if error.error == "invalid_client" else 400
+    resp.headers["Cache-Control"] = "no-store"
+    for name, value in error.get_headers() if error.error == "invalid_client" else []:
+        if name.lower() == "www-authenticate":
+            resp.headers[name] = value
+    return resp
+
+
+@bp.post("/par")
+def pushed_authorization_request():
+    server = current_app.extensions["idp.oauth"]
+    try:
+        client = server.authenticate_client(server.create_oauth2_request(None), TOKEN_AUTH_METHODS, "token")
+        duplicate = duplicated_parameter(request.form)
+        if duplicate:
+            raise InvalidRequestError(f"{duplicate} repeated")
+        params = {k: v for k, v in request.form.items() if k not in CLIENT_AUTH_PARAMS}
+        if "request_uri" in params:
+            raise InvalidRequestError("request_uri cannot be pushed")
+        if params.setdefault("client_id", client.client_id) != client.client_id:
+            raise InvalidRequestError("client_id does not match the authenticated client")
+        # prompt=none cannot be judged before a browser shows up; its syntax is checked below.
+        shape = {k: v for k, v in params.items() if k != "prompt"}
+        server.get_consent_grant(StoredAuthorizationRequest(shape, request.url), end_user=None)
+        run_checks(params)
+    except OAuth2Error as err:
+        return _error(err)
+    row = PendingAuthorization(client_id=client.client_id, params=params, note=PUSHED,
+                               expires_at=utcnow() + timedelta(seconds=PUSHED_TTL))
+    db.session.add(row)
+    db.session.commit()
+    resp = jsonify(request_uri=REQUEST_URI_PREFIX + row.id, expires_in=PUSHED_TTL)
+    resp.status_code = 201
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def take_pushed_request(request_uri: str, client_id: str | None) -> PendingAuthorization | None:
+    """The pushed request named by `request_uri` for `client_id`, claimed for this one use."""
+    if not request_uri.startswith(REQUEST_URI_PREFIX) or not client_id:
+        return None
+    row = db.session.get(PendingAuthorization, request_uri[len(REQUEST_URI_PREFIX):][:32])
+    if row is None or row.note != PUSHED or row.client_id != client_id or row.expires_at <= utcnow():
+        return None
+    # From here it is an ordinary pending request: it cannot be pushed-used again,
+    # and it lives as long as a sign-in may take.
+    row.note = None
+    row.expires_at = utcnow() + timedelta(minutes=30)
+    db.session.commit()
+    return row
