@@ -248,6 +248,9 @@ def cmd_not_yet(args) -> None:
 # --- parser ------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .store.clients import DEVICE_CODE, GRANT_TYPES
+
+    GRANT_ALIASES = {"device_code": DEVICE_CODE}
     p = Parser(prog="idp", description="myaccount identity provider")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -278,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", required=True)
     c.add_argument("--redirect-uri", action="append")
     c.add_argument("--post-logout-redirect-uri", action="append")
-    c.add_argument("--grant-type", action="append", choices=["authorization_code", "refresh_token", "client_credentials"])
+    c.add_argument("--grant-type", action="append", type=lambda g: GRANT_ALIASES.get(g, g), choices=GRANT_TYPES,
+                   help="authorization_code, refresh_token, client_credentials, device_code")
     c.add_argument("--scope")
     c.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
     c.add_argument("--jwks", help="file with the client's public JWK Set (private_key_jwt)")

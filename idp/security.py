@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 csrf = CSRFProtect()
 
 # Machine-facing paths answer errors in JSON, people get a page.
-API_PREFIXES = ("/token", "/revoke", "/introspect", "/userinfo", "/register", "/jwks", "/.well-known", "/par")
+API_PREFIXES = ("/token", "/revoke", "/introspect", "/userinfo", "/register", "/jwks", "/.well-known", "/par",
+                "/device_authorization")
 
 PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; "

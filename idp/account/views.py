@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, url_for
 
 from .. import sessions
+from ..signin.views import require_sign_in
 
 bp = Blueprint("account", __name__)
 
@@ -13,7 +14,7 @@ bp = Blueprint("account", __name__)
 def home():
     browser = sessions.current()
     if browser is None:
-        return redirect(url_for("signin.email"))
+        return require_sign_in(url_for("account.home"))
     return render_template("account/home.html", user=browser.user, browser=browser)
 
 

@@ -8,6 +8,7 @@ from flask import Flask
 def register_blueprints(app: Flask) -> None:
     from ..account.views import bp as account
     from ..security import csrf
+    from ..signin.device import bp as device
     from ..signin.views import bp as signin
     from . import authorize, discovery, end_session, par, registration, token, userinfo
 
@@ -15,5 +16,5 @@ def register_blueprints(app: Flask) -> None:
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
-    for bp in (authorize.bp, end_session.bp, signin, account):
+    for bp in (authorize.bp, end_session.bp, signin, device, account):
         app.register_blueprint(bp)

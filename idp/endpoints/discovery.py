@@ -14,6 +14,7 @@ from keys import ALGORITHMS
 
 from ..oauth.claims import SCOPES
 from ..oauth.grants import TOKEN_AUTH_METHODS
+from ..store.clients import GRANT_TYPES
 
 bp = Blueprint("discovery", __name__)
 
@@ -30,11 +31,12 @@ def server_metadata(settings) -> dict:
         "introspection_endpoint": f"{iss}/introspect",
         "end_session_endpoint": f"{iss}/logout",
         "pushed_authorization_request_endpoint": f"{iss}/par",
+        "device_authorization_endpoint": f"{iss}/device_authorization",
         "require_pushed_authorization_requests": False,
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": list(GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "userinfo_signing_alg_values_supported": [],

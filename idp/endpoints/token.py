@@ -24,3 +24,8 @@ def revoke():
 @bp.post("/introspect")
 def introspect():
     return _server().create_endpoint_response("introspection")
+
+
+@bp.post("/device_authorization")
+def device_authorization():
+    return _server().create_endpoint_response("device_authorization")

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select
 
 from ..store import Client, Grant, RefreshToken, db, digest, utcnow
 from .clients import PrivateKeyJWT
+from .device import DeviceAuthorizationService, DeviceCodeGrant
 from .grants import (
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
@@ -46,7 +47,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
         value = token.get("refresh_token")
         if not value:
             return
-        source = request.authorization_code or request.refresh_token
+        source = request.authorization_code or request.refresh_token or request.credential
         family = db.session.get(Grant, source.grant_id)
         settings = current_app.extensions["idp.settings"]
         db.session.add(RefreshToken(
@@ -76,6 +77,8 @@ def create_authorization_server(app) -> AuthorizationServer:
     server.register_grant(AuthorizationCodeGrant, [OpenIDCodeExtension(require_nonce=False), S256CodeChallenge(required=True)])
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
+    server.register_grant(DeviceCodeGrant)
+    server.register_endpoint(DeviceAuthorizationService)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_extension(Issuer())
     from .endpoints import register_endpoints

@@ -38,6 +38,27 @@ def _req() -> str | None:
     return request.values.get("req") or None
 
 
+# Pages a sign-in may return to when it does not serve an authorization request.
+RETURN_PATHS = ("/account", "/device")
+
+
+def _own_page(path) -> bool:
+    """True for a path on one of our pages, never another site (no open redirect)."""
+    return isinstance(path, str) and path.startswith(RETURN_PATHS) and "//" not in path and "\\" not in path
+
+
+def require_sign_in(return_to: str):
+    """Send the browser to sign in, then back to `return_to` (one of our own pages)."""
+    if _own_page(return_to):
+        session["return_to"] = return_to
+    return redirect(url_for("signin.email"))
+
+
+def _after_sign_in():
+    target = session.pop("return_to", None)
+    return redirect(target if _own_page(target) else url_for("account.home"))
+
+
 @bp.route("/signin", methods=["GET", "POST"])
 def email():
     req = _req()
@@ -88,7 +109,7 @@ def password():
         pending.authenticated_session_id = browser.id
         db.session.commit()
         return redirect(url_for("authorize.resume", pending_id=pending.id))
-    return redirect(url_for("account.home"))
+    return _after_sign_in()
 
 
 @bp.post("/signout")

@@ -48,12 +48,12 @@ def digest(secret: str) -> str:
 
 from .accounts import User  # noqa: E402
 from .clients import Client, RegistrationToken  # noqa: E402
-from .grants import AuthorizationCode, Consent, Grant, RefreshToken, RevokedToken  # noqa: E402
+from .grants import AuthorizationCode, Consent, DeviceAuthorization, Grant, RefreshToken, RevokedToken  # noqa: E402
 from .sessions import BrowserSession, PendingAuthorization  # noqa: E402
 from .keys import SigningKey  # noqa: E402
 
 __all__ = [
     "db", "utcnow", "new_id", "new_secret", "digest",
-    "User", "Client", "RegistrationToken", "AuthorizationCode", "Consent", "Grant",
+    "User", "Client", "RegistrationToken", "AuthorizationCode", "Consent", "DeviceAuthorization", "Grant",
     "RefreshToken", "RevokedToken", "BrowserSession", "PendingAuthorization", "SigningKey",
 ]

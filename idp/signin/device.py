@@ -1,0 +1,46 @@
+"""/device: a signed-in person types the code their device shows, then allows or denies it."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from .. import sessions
+from ..oauth.device import decide, find_by_user_code
+from ..store import Client, db
+from .views import require_sign_in
+
+bp = Blueprint("device", __name__)
+
+
+@bp.get("/device")
+def enter_code():
+    browser = sessions.current()
+    if browser is None:
+        return require_sign_in(url_for("device.enter_code", user_code=request.args.get("user_code")))
+    return render_template("signin/device.html", user_code=request.args.get("user_code", ""))
+
+
+@bp.post("/device")
+def submit_code():
+    browser = sessions.current()
+    if browser is None:
+        return require_sign_in(url_for("device.enter_code"))
+    user_code = request.form.get("user_code", "")
+    row = find_by_user_code(user_code)
+    if row is None:
+        return render_template("signin/device.html", user_code=user_code,
+                               error=_("This code is not valid or has expired.")), 400
+    if "decision" not in request.form:
+        client = db.session.get(Client, row.client_id)
+        return render_template("signin/device_confirm.html", client=client, scopes=row.scope.split(),
+                               user_code=user_code, user=browser.user)
+    decide(row, browser.user, browser, approve=request.form["decision"] == "allow")
+    message = _("Your device is connected. You can return to it.") if request.form["decision"] == "allow" \
+        else _("The device was not connected.")
+    return render_template("signin/device_done.html", message=message)
+
+
+@bp.get("/device/done")
+def done():
+    return redirect(url_for("device.enter_code"))
