@@ -53,9 +53,19 @@ from .clients import Client, RegistrationToken  # noqa: E402
 from .grants import AuthorizationCode, Consent, DeviceAuthorization, Grant, RefreshToken, RevokedToken  # noqa: E402
 from .sessions import BrowserSession, PendingAuthorization  # noqa: E402
 from .keys import SigningKey  # noqa: E402
+from .security import (  # noqa: E402
+    BackchannelDelivery,
+    MailToken,
+    RateLimit,
+    RecoveryCode,
+    SecurityEvent,
+    TotpFactor,
+    TrustedDevice,
+)
 
 __all__ = [
     "db", "utcnow", "new_id", "new_secret", "digest",
     "User", "Client", "RegistrationToken", "AuthorizationCode", "Consent", "DeviceAuthorization", "Grant",
     "RefreshToken", "RevokedToken", "BrowserSession", "PendingAuthorization", "SigningKey",
+    "BackchannelDelivery", "MailToken", "RateLimit", "RecoveryCode", "SecurityEvent", "TotpFactor", "TrustedDevice",
 ]

@@ -22,6 +22,8 @@ class BrowserSession(db.Model):
     auth_time: Mapped[int] = mapped_column(Integer)
     amr: Mapped[list] = mapped_column(JSON, default=list)
     acr: Mapped[str | None] = mapped_column(String(100))
+    # When this session last passed a second factor (for max_age / acr_values on the factor).
+    mfa_time: Mapped[int | None] = mapped_column(Integer)
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
