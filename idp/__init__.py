@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app: settings, database, key ring, OAuth server, pages, error handlers."""
+def create_app(settings: Settings | None = None, run_workers: bool = False) -> Flask:
+    """Build the app: settings, database, key ring, OAuth server, pages, error handlers.
+
+    `run_workers` starts this process's background delivery of back-channel logouts
+    (server worker processes only; tests and CLI commands leave it off).
+    """
     settings = (settings or Settings.from_env()).with_secret_key()
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,11 +60,18 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.extensions["idp.keyring"] = make_key_ring(settings)
 
-    from . import i18n, security, sessions
+    from . import audit, backchannel, i18n, mail, ratelimit, security, sessions
 
     i18n.init_app(app)
     security.init_app(app)
+    mail.init_app(app)
+    ratelimit.init_app(app)
+    backchannel.init_app(app, run=run_workers)
     app.after_request(sessions.apply_cookie)
+    from .mfa import devices
+
+    app.after_request(devices.apply_cookie)
+    app.jinja_env.globals["event_label"] = audit.event_label
 
     from .oauth.server import create_authorization_server
 

@@ -87,9 +87,11 @@ def cmd_users_create(args) -> None:
     password_hash = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-        problem = policy_problem(password)
+        problem = policy_problem(password, (email,))
         if problem:
-            raise CommandError(f"password refused: {problem}")
+            reason = {"too_short": "shorter than 8 characters", "too_long": "longer than 256 characters",
+                      "too_common": "too common"}[problem]
+            raise CommandError(f"password refused: {reason}")
         password_hash = hash_password(password)
     app = _app()
     with app.app_context():

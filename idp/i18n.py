@@ -34,3 +34,8 @@ def select_locale() -> str:
 def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.globals["get_locale"] = get_locale
+
+
+def current_language() -> str:
+    """The language of the page being served (for mail sent from it)."""
+    return str(get_locale() or "en")

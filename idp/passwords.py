@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn import zxcvbn
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -35,8 +36,27 @@ def needs_rehash(stored_hash: str) -> bool:
         return True
 
 
-def policy_problem(password: str) -> str | None:
-    """Why a new password is refused, or None. (Issue 3 adds the common-password list.)"""
+MAX_LENGTH = 256  # argon2 takes any length; this only keeps requests sane
+
+
+def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
+    """Why a new password is refused: "too_short", "too_long", "too_common", or None.
+
+    "Too common" is zxcvbn's lowest score (under a thousand guesses: the common
+    password lists it ships, keyboard walks, the email itself via `context`).
+    """
     if len(password) < MIN_LENGTH:
-        return f"at least {MIN_LENGTH} characters"
+        return "too_short"
+    if len(password) > MAX_LENGTH:
+        return "too_long"
+    if zxcvbn(password[:100], user_inputs=list(context))["score"] == 0:
+        return "too_common"
     return None
+
+
+def set_password(user, password: str) -> None:
+    """Store a new password; every reset link sent before now stops working."""
+    from .store import utcnow
+
+    user.password_hash = hash_password(password)
+    user.password_changed_at = utcnow()

@@ -15,9 +15,16 @@ from granian.constants import Interfaces
 from granian.log import LogLevels
 
 
+def worker_app():
+    """The app as each server worker builds it: with the background deliveries running."""
+    from . import create_app
+
+    return create_app(run_workers=True)
+
+
 def serve(host: str, port: int, workers: int) -> None:
     Granian(
-        "idp:create_app",
+        "idp.server:worker_app",
         factory=True,
         address=host,
         port=port,

@@ -12,16 +12,18 @@ from datetime import timedelta
 from flask import current_app, g, request
 from sqlalchemy import select, update
 
-from .store import BrowserSession, Grant, RefreshToken, User, db, digest, new_secret, utcnow
+from .store import BrowserSession, Grant, RefreshToken, TrustedDevice, User, db, digest, new_secret, utcnow
 
 COOKIE = "idp_session"
+SEEN_RESOLUTION = 300  # seconds between last_seen_at updates
 
 
 def _settings():
     return current_app.extensions["idp.settings"]
 
 
-def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None) -> BrowserSession:
+def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
+          second_factor: bool = False) -> BrowserSession:
     """Sign `user` in on this browser; the cookie is set on the response."""
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
@@ -37,6 +39,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         auth_time=int(time.time()),
         amr=amr,
         acr=acr,
+        mfa_time=int(time.time()) if second_factor else None,
         ip=request.remote_addr,
         user_agent=(request.user_agent.string or "")[:500],
         created_at=now,
@@ -60,10 +63,22 @@ def current() -> BrowserSession | None:
         row = db.session.execute(
             select(BrowserSession).where(BrowserSession.secret_hash == digest(secret))
         ).scalar_one_or_none()
-        if row and row.ended_at is None and row.expires_at > utcnow() and not row.user.disabled:
+        now = utcnow()
+        if row and row.ended_at is None and row.expires_at > now and not row.user.disabled:
             found = row
+            if (now - row.last_seen_at).total_seconds() > SEEN_RESOLUTION:
+                row.last_seen_at = now  # for the account page's list; not on every request
+                db.session.commit()
     g.browser_session = found
     return found
+
+
+def step_up(row: BrowserSession, amr: list[str], acr: str) -> None:
+    """Record that this session just passed a second factor (asked by a product)."""
+    row.amr = sorted(set(row.amr) | set(amr))
+    row.acr = acr
+    row.mfa_time = int(time.time())
+    db.session.commit()
 
 
 def end_current() -> BrowserSession | None:
@@ -72,17 +87,44 @@ def end_current() -> BrowserSession | None:
     if row is not None:
         row.ended_at = utcnow()
         db.session.commit()
+        _notify_products(row.user_id, [row.id])
     g.browser_session = None
     g.session_cookie = ("", 0)
     return row
 
 
+def open_sessions(user: User) -> list[BrowserSession]:
+    """The person's live sessions, newest activity first."""
+    return list(db.session.execute(
+        select(BrowserSession)
+        .where(BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None),
+               BrowserSession.expires_at > utcnow())
+        .order_by(BrowserSession.last_seen_at.desc())
+    ).scalars())
+
+
+def revoke(user: User, session_id: str) -> bool:
+    """End one of the person's sessions (from the account page); products holding it are told."""
+    row = db.session.get(BrowserSession, session_id[:32])
+    if row is None or row.user_id != user.id or row.ended_at is not None:
+        return False
+    row.ended_at = utcnow()
+    db.session.commit()
+    _notify_products(user.id, [row.id])
+    if g.get("browser_session") is not None and g.browser_session.id == row.id:
+        g.browser_session = None
+        g.session_cookie = ("", 0)
+    return True
+
+
 def sign_out_everywhere(user: User) -> None:
-    """End every session of `user` and revoke every grant (so every refresh token).
+    """End every session of `user`, revoke every grant (so every refresh token) and every
+    trusted device, and tell every product that holds a session (back-channel logout).
 
     The one function the reset page, the account page and the Admin Center call.
     """
     now = utcnow()
+    ended = [s.id for s in open_sessions(user)]
     db.session.execute(
         update(BrowserSession)
         .where(BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None))
@@ -96,8 +138,21 @@ def sign_out_everywhere(user: User) -> None:
         .where(RefreshToken.grant_id.in_(select(Grant.id).where(Grant.user_id == user.id)))
         .values(revoked=True)
     )
+    db.session.execute(
+        update(TrustedDevice).where(TrustedDevice.user_id == user.id, TrustedDevice.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
     db.session.commit()
+    _notify_products(user.id, ended)
     g.browser_session = None
+    g.session_cookie = ("", 0)
+
+
+def _notify_products(user_id: str, session_ids: list[str]) -> None:
+    from .backchannel import notify_logout
+
+    if session_ids:
+        notify_logout(user_id, session_ids)
 
 
 def apply_cookie(response):

@@ -38,6 +38,16 @@ def database_url(request, tmp_path_factory):
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def mailbox():
+    from tests import smtp
+
+    controller, box = smtp.start(free_port())
+    box.port = controller.port
+    yield box
+    controller.stop()
+
+
 @dataclass
 class Live:
     """A running `idp serve` and an app object on the same database for test set-up."""
@@ -47,6 +57,7 @@ class Live:
     app: object
     proc: subprocess.Popen
     log: Path
+    mailbox: object = None
     _meta: dict = field(default_factory=dict)
 
     @property
@@ -83,7 +94,7 @@ class Live:
 
 
 @pytest.fixture(scope="session")
-def live(database_url, tmp_path_factory):
+def live(database_url, tmp_path_factory, mailbox):
     from idp import create_app
     from idp.config import Settings
 
@@ -96,6 +107,8 @@ def live(database_url, tmp_path_factory):
         "IDP_DATABASE_URL": database_url,
         "IDP_LOG_LEVEL": "WARNING",
         "IDP_REGISTRATION": "token",
+        "IDP_SMTP_HOST": "127.0.0.1",
+        "IDP_SMTP_PORT": str(mailbox.port),
     }
     env.pop("IDP_SECRET_KEY", None)
     init = subprocess.run([IDP, "init"], env=env, capture_output=True, text=True, timeout=120)
@@ -117,7 +130,7 @@ def live(database_url, tmp_path_factory):
         pytest.fail(f"idp serve did not start: {log.read_text()}")
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("IDP_")})
     app = create_app(settings)
-    yield Live(issuer=issuer, env=env, app=app, proc=proc, log=log)
+    yield Live(issuer=issuer, env=env, app=app, proc=proc, log=log, mailbox=mailbox)
     os.killpg(proc.pid, 15)
     proc.wait(timeout=20)
     with app.app_context():

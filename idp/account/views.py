@@ -1,21 +1,77 @@
-"""/account: who is signed in, and the way out. (Security, sessions and devices come with issue 3.)"""
+"""/account: the signed-in person's security, sessions, trusted devices and recent activity."""
 
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, url_for
+from sqlalchemy import select
 
-from .. import sessions
+from .. import audit, sessions
 from ..signin.views import require_sign_in
+from ..store import TrustedDevice, db, utcnow
 
 bp = Blueprint("account", __name__)
 
 
+def _signed_in():
+    browser = sessions.current()
+    return browser, (require_sign_in(url_for("account.home")) if browser is None else None)
+
+
 @bp.get("/account")
 def home():
-    browser = sessions.current()
-    if browser is None:
-        return require_sign_in(url_for("account.home"))
-    return render_template("account/home.html", user=browser.user, browser=browser)
+    browser, away = _signed_in()
+    if away:
+        return away
+    user = browser.user
+    devices = db.session.execute(
+        select(TrustedDevice).where(TrustedDevice.user_id == user.id, TrustedDevice.revoked_at.is_(None),
+                                    TrustedDevice.expires_at > utcnow())
+        .order_by(TrustedDevice.last_seen_at.desc())
+    ).scalars().all()
+    from ..mfa.totp import has_totp, recovery_codes_left
+
+    return render_template(
+        "account/home.html", user=user, browser=browser, sessions=sessions.open_sessions(user),
+        devices=devices, events=audit.recent(user), has_totp=has_totp(user),
+        recovery_left=recovery_codes_left(user),
+    )
+
+
+@bp.post("/account/sessions/<session_id>/revoke")
+def revoke_session(session_id: str):
+    browser, away = _signed_in()
+    if away:
+        return away
+    user = browser.user
+    if sessions.revoke(user, session_id):
+        audit.record("session.revoked", user)
+    if sessions.current() is None:
+        return redirect(url_for("signin.email"))
+    return redirect(url_for("account.home"))
+
+
+@bp.post("/account/sessions/revoke-all")
+def sign_out_everywhere():
+    browser, away = _signed_in()
+    if away:
+        return away
+    user = browser.user
+    sessions.sign_out_everywhere(user)
+    audit.record("sessions.revoked", user)
+    return render_template("signin/signed_out.html")
+
+
+@bp.post("/account/devices/<device_id>/revoke")
+def revoke_device(device_id: str):
+    browser, away = _signed_in()
+    if away:
+        return away
+    device = db.session.get(TrustedDevice, device_id[:32])
+    if device is not None and device.user_id == browser.user_id and device.revoked_at is None:
+        device.revoked_at = utcnow()
+        db.session.commit()
+        audit.record("device.revoked", browser.user)
+    return redirect(url_for("account.home"))
 
 
 @bp.get("/")

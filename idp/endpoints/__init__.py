@@ -7,8 +7,10 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     from ..account.views import bp as account
+    from ..mfa.views import bp as mfa
     from ..security import csrf
     from ..signin.device import bp as device
+    from ..signin.password_reset import bp as password
     from ..signin.views import bp as signin
     from . import authorize, discovery, end_session, par, registration, token, userinfo
 
@@ -16,5 +18,5 @@ def register_blueprints(app: Flask) -> None:
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
-    for bp in (authorize.bp, end_session.bp, signin, device, account):
+    for bp in (authorize.bp, end_session.bp, signin, password, device, account, mfa):
         app.register_blueprint(bp)

@@ -12,14 +12,17 @@ from datetime import timedelta
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import AccessDeniedError
 from authlib.common.urls import add_params_to_uri
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from .. import sessions
+from ..assurance import wants_second_factor
 from ..i18n import remember_ui_locales
+from ..mfa import totp
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
 from ..security import error_page
+from ..signin.views import start_step_up
 from .par import take_pushed_request
 from ..store import Client, Consent, PendingAuthorization, db, utcnow
 
@@ -121,6 +124,12 @@ def _process(params: dict, pending: PendingAuthorization | None):
         pending = pending or _save_pending(params, oauth_request.client)
         return redirect(url_for("signin.email", req=pending.id))
 
+    if wants_second_factor(params) and not _second_factor_fresh(browser, max_age) and totp.has_totp(browser.user):
+        if "none" in prompts:
+            return _error_redirect(InteractionRequiredError(), oauth_request, params)
+        pending = pending or _save_pending(params, oauth_request.client)
+        return start_step_up(browser, pending)
+
     client: Client = oauth_request.client
     if not client.first_party:
         consented = pending is not None and pending.note == "consented"
@@ -140,6 +149,13 @@ def _process(params: dict, pending: PendingAuthorization | None):
     return response
 
 
+def _second_factor_fresh(browser, max_age: str | None) -> bool:
+    """The session passed a second factor, recently enough for `max_age` when one is given."""
+    if browser.mfa_time is None:
+        return False
+    return max_age is None or time.time() - browser.mfa_time <= int(max_age)
+
+
 def _save_pending(params: dict, client: Client) -> PendingAuthorization:
     row = PendingAuthorization(client_id=client.client_id, params=params, expires_at=utcnow() + PENDING_TTL)
     db.session.add(row)
@@ -153,7 +169,8 @@ def _error_redirect(error: OAuth2Error, oauth_request, params: dict):
     Never redirect to an unverified URI (RFC 9700 §4.11: no open redirector).
     """
     redirect_uri = error.redirect_uri
-    if redirect_uri is None and not isinstance(error, (LoginRequiredError, ConsentRequiredError, AccessDeniedError)):
+    if redirect_uri is None and not isinstance(error, (LoginRequiredError, ConsentRequiredError, InteractionRequiredError,
+                                                           AccessDeniedError)):
         return error_page(_("The application sent an invalid sign-in request: %(why)s",
                             why=error.description or error.error))
     if redirect_uri is None:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app
 
 from keys import ALGORITHMS
 
+from ..assurance import ACR_VALUES
 from ..oauth.claims import SCOPES
 from ..oauth.grants import TOKEN_AUTH_METHODS
 from ..store.clients import GRANT_TYPES
@@ -55,8 +56,10 @@ def server_metadata(settings) -> dict:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
+        "acr_values_supported": list(ACR_VALUES),
         "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }
     if settings.registration != "off":
         meta["registration_endpoint"] = f"{iss}/register"

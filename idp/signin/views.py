@@ -8,6 +8,7 @@ database and is named by `req`.
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
@@ -15,14 +16,17 @@ from sqlalchemy import select
 
 from federation.discovery import home_realm_for
 
-from .. import sessions
+from .. import audit, sessions
+from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
+from ..mfa import devices, totp
 from ..passwords import hash_password, needs_rehash, verify_password
+from ..ratelimit import throttle
 from ..store import PendingAuthorization, User, db, utcnow
+from .throttling import too_many_attempts
 
 log = logging.getLogger(__name__)
 bp = Blueprint("signin", __name__)
 
-ACR_SINGLE_FACTOR = "urn:myaccount:loa:1"
 
 
 def _pending(req: str | None) -> PendingAuthorization | None:
@@ -37,6 +41,8 @@ def _pending(req: str | None) -> PendingAuthorization | None:
 def _req() -> str | None:
     return request.values.get("req") or None
 
+
+MFA_STEP_TTL = 600  # seconds between the password and the second factor
 
 # Pages a sign-in may return to when it does not serve an authorization request.
 RETURN_PATHS = ("/account", "/device")
@@ -93,23 +99,100 @@ def password():
         return render_template("signin/password.html", email=address, req=req,
                                remember=session.get("remember", False))
     remember = request.form.get("remember") == "on"
+    limits = throttle()
+    keys = (("password:account", address), ("password:ip", request.remote_addr or ""))
+    for scope, value in keys:
+        decision = limits.check(scope, value)
+        if not decision.allowed:
+            audit.record("signin.throttled", None, method="pwd", scope=scope)
+            return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
     user = db.session.execute(select(User).where(User.email == address)).scalar_one_or_none()
     # verify_password spends the same argon2 time whether or not the account exists.
     ok = verify_password(user.password_hash if user else None, request.form.get("password", ""))
     if not ok or user is None or user.disabled:
-        log.info("password sign-in failed")
+        for scope, value in keys:
+            limits.failure(scope, value)
+        audit.record("signin.failure", user, method="pwd")
         return render_template("signin/password.html", email=address, req=req, remember=remember,
                                error=_("Incorrect email or password.")), 401
+    limits.success("password:account", address)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(request.form["password"])
-    browser = sessions.start(user, persistent=remember, amr=["pwd"], acr=ACR_SINGLE_FACTOR)
+        db.session.commit()
     session.pop("signin_email", None)
     session.pop("remember", None)
+    if totp.has_totp(user) and not devices.is_trusted(user):
+        session["mfa"] = {"user": user.id, "remember": remember, "at": int(time.time()), "step_up": False}
+        return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
+    return _finish(user, pending, remember=remember, amr=AMR_PASSWORD, acr=ACR_SINGLE_FACTOR)
+
+
+def _finish(user: User, pending: PendingAuthorization | None, *, remember: bool, amr: list[str], acr: str,
+            second_factor: bool = False):
+    """The person is who they say: open the session, then back to the request or page."""
+    browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor)
+    audit.record("signin.success", user, method=" ".join(amr))
+    return _continue(browser, pending)
+
+
+def _continue(browser, pending: PendingAuthorization | None):
     if pending is not None:
         pending.authenticated_session_id = browser.id
         db.session.commit()
         return redirect(url_for("authorize.resume", pending_id=pending.id))
     return _after_sign_in()
+
+
+def start_step_up(browser, pending: PendingAuthorization):
+    """A product asked for a second factor this session has not passed: ask for it now."""
+    session["mfa"] = {"user": browser.user_id, "remember": browser.persistent, "at": int(time.time()),
+                      "step_up": True}
+    return redirect(url_for("signin.second_factor", req=pending.id))
+
+
+@bp.route("/signin/verify", methods=["GET", "POST"])
+def second_factor():
+    """"Confirm your identity": a code from the authenticator app, or a recovery code."""
+    req = _req()
+    pending = _pending(req)
+    state = session.get("mfa")
+    if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
+        session.pop("mfa", None)
+        return redirect(url_for("signin.email", req=req) if pending else url_for("signin.email"))
+    user = db.session.get(User, state["user"])
+    if user is None or user.disabled:
+        session.pop("mfa", None)
+        return redirect(url_for("signin.email"))
+    if request.method == "GET":
+        return render_template("signin/verify.html", req=req)
+    limits = throttle()
+    decision = limits.check("code:account", user.id)
+    if not decision.allowed:
+        audit.record("signin.throttled", user, method="otp")
+        return too_many_attempts("signin/verify.html", decision, req=req)
+    code = request.form.get("code", "")
+    if totp.verify(user, code):
+        extra = AMR_TOTP
+    elif totp.use_recovery_code(user, code):
+        extra = AMR_RECOVERY
+        audit.record("recovery.used", user)
+    else:
+        limits.failure("code:account", user.id)
+        audit.record("signin.failure", user, method="otp")
+        return render_template("signin/verify.html", req=req,
+                               error=_("This code is not right. Try again.")), 401
+    limits.success("code:account", user.id)
+    session.pop("mfa", None)
+    if request.form.get("trust") == "on":
+        devices.trust_this_device(user)
+        audit.record("device.trusted", user)
+    browser = sessions.current()
+    if state.get("step_up") and browser is not None and browser.user_id == user.id:
+        sessions.step_up(browser, extra, ACR_MULTI_FACTOR)
+        audit.record("signin.success", user, method="step-up " + " ".join(extra))
+        return _continue(browser, pending)
+    return _finish(user, pending, remember=state.get("remember", False), amr=AMR_PASSWORD + extra,
+                   acr=ACR_MULTI_FACTOR, second_factor=True)
 
 
 @bp.post("/signout")

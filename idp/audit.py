@@ -1,0 +1,60 @@
+"""The audit trail: security events with time, account, IP and user agent."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import has_request_context, request
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from .store import SecurityEvent, User, db
+
+log = logging.getLogger("idp.audit")
+
+
+
+def record(kind: str, user: User | None = None, **detail) -> None:
+    """Store one event (and commit). `detail` never holds secrets."""
+    assert kind in LABELS, kind
+    ip = ua = None
+    if has_request_context():
+        ip = request.remote_addr
+        ua = (request.user_agent.string or "")[:300]
+    db.session.add(SecurityEvent(user_id=user.id if user else None, kind=kind, detail=detail, ip=ip, user_agent=ua))
+    db.session.commit()
+    log.info("%s user=%s ip=%s %s", kind, user.id if user else "-", ip, detail)
+
+
+LABELS = {
+    "signin.success": lambda: _("Signed in"),
+    "signin.failure": lambda: _("Failed sign-in attempt"),
+    "signin.throttled": lambda: _("Sign-in attempts slowed down"),
+    "signout": lambda: _("Signed out"),
+    "password.reset_requested": lambda: _("Password reset requested"),
+    "password.reset": lambda: _("Password reset"),
+    "password.changed": lambda: _("Password changed"),
+    "sessions.revoked": lambda: _("Signed out of all sessions"),
+    "session.revoked": lambda: _("Session revoked"),
+    "device.trusted": lambda: _("Device trusted"),
+    "device.revoked": lambda: _("Trusted device revoked"),
+    "totp.enabled": lambda: _("Authenticator app set up"),
+    "totp.disabled": lambda: _("Authenticator app turned off"),
+    "recovery.generated": lambda: _("New recovery codes"),
+    "recovery.used": lambda: _("Recovery code used"),
+    "signup": lambda: _("Account created"),
+    "email.verified": lambda: _("Email address confirmed"),
+}
+
+
+def event_label(kind: str) -> str:
+    """The event's name for the account page, in the page's language."""
+    label = LABELS.get(kind)
+    return label() if label else kind
+
+
+def recent(user: User, limit: int = 20) -> list[SecurityEvent]:
+    return list(db.session.execute(
+        select(SecurityEvent).where(SecurityEvent.user_id == user.id)
+        .order_by(SecurityEvent.created_at.desc(), SecurityEvent.id.desc()).limit(limit)
+    ).scalars())

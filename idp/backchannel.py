@@ -1,0 +1,347 @@
+"""OpenID Connect Back-Channel Logout 1.0: tell products, server to server, that a person signed out.
+
+Signing out queues one logout token per (product, browser session) in the
+`backchannel_deliveries` table (`queue_logouts`); a daemon thread in each server
+process sends them (`deliver_due`), so a page never waits on a product. Rows are
+claimed with a conditional UPDATE, so several processes never send the same row
+at the same time, and failures are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from urllib.parse import urlencode, urlsplit
+
+from flask import current_app
+from joserfc import jws
+from sqlalchemy import or_, select, update
+
+from .store import BackchannelDelivery, Client, Grant, db, new_secret, utcnow
+
+log = logging.getLogger(__name__)
+
+LOGOUT_TOKEN_TYP = "logout+jwt"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+TOKEN_TTL = 120  # seconds a logout token is valid
+RESIGN_BELOW = 60  # a stored token with less life left than this is signed afresh before sending
+GRANT_LOOKBACK = timedelta(days=30)  # grants older than this are not notified
+CLAIM_FOR = timedelta(seconds=30)  # how long a process owns a row it is sending
+HTTP_TIMEOUT = 5  # seconds
+MAX_ATTEMPTS = 10
+MAX_BACKOFF = 3600  # seconds
+GAVE_UP = datetime(9999, 1, 1)  # next_attempt_at of a row that is no longer retried
+POLL_INTERVAL = 5.0  # seconds between delivery rounds of the runner
+
+
+def _settings():
+    return current_app.extensions["idp.settings"]
+
+
+# --- logout tokens ------------------------------------------------------------------------
+
+
+def logout_token(client_id: str, user_id: str, sid: str | None) -> str:
+    """A signed Logout Token (Back-Channel Logout §2.4) for `client_id`; never carries a nonce."""
+    now = int(time.time())
+    claims = {
+        "iss": _settings().issuer,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + TOKEN_TTL,
+        "jti": new_secret(16),
+        "sub": user_id,
+        "events": {LOGOUT_EVENT: {}},
+    }
+    if sid:
+        claims["sid"] = sid
+    return current_app.extensions["idp.keyring"].signing_key().sign(claims, typ=LOGOUT_TOKEN_TYP)
+
+
+def _stored_claims(token: str) -> dict:
+    """The claims of a logout token from our own outbox (read back to sign it afresh)."""
+    payload = jws.extract_compact(token.encode()).payload
+    return json.loads(payload)
+
+
+def _fresh(client_id: str, token: str) -> str:
+    """`token`, or a newly signed equivalent when it is about to expire (retries run for hours)."""
+    claims = _stored_claims(token)
+    if claims.get("exp", 0) - time.time() >= RESIGN_BELOW:
+        return token
+    return logout_token(client_id, claims["sub"], claims.get("sid"))
+
+
+# --- queueing -----------------------------------------------------------------------------
+
+
+def queue_logouts(user_id: str, session_ids: list[str] | None) -> int:
+    """Queue a logout token for every product with a back-channel logout URI that `user_id`
+    signed in to: from these browser sessions, or from any session when `session_ids` is None.
+
+    One row per (product, session); one per product for grants without a session.
+    Revoked grants count (call this before or after revoking), grants older than 30
+    days do not. Commits; returns how many rows were queued.
+    """
+    query = (
+        select(Grant.client_id, Grant.sid, Client.backchannel_logout_uri)
+        .join(Client, Client.client_id == Grant.client_id)
+        .where(
+            Grant.user_id == user_id,
+            Grant.created_at >= utcnow() - GRANT_LOOKBACK,
+            Client.backchannel_logout_uri.is_not(None),
+            Client.backchannel_logout_uri != "",
+        )
+        .distinct()
+    )
+    if session_ids is not None:
+        wanted = [s for s in session_ids if s]
+        if not wanted:
+            return 0
+        query = query.where(Grant.sid.in_(wanted))
+    targets = sorted({tuple(row) for row in db.session.execute(query)}, key=lambda t: (t[0], t[1] or ""))
+    now = utcnow()
+    for client_id, sid, uri in targets:
+        db.session.add(BackchannelDelivery(
+            client_id=client_id, uri=uri, logout_token=logout_token(client_id, user_id, sid),
+            attempts=0, next_attempt_at=now, created_at=now,
+        ))
+    db.session.commit()
+    if targets:
+        log.info("queued %d back-channel logout(s) for user %s", len(targets), user_id)
+    return len(targets)
+
+
+# --- delivery -----------------------------------------------------------------------------
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed delivery: following it would turn the POST into a GET."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _post(uri: str, token: str) -> str | None:
+    """POST the token to `uri`; None on success (200 or 204), else a short reason."""
+    body = urlencode({"logout_token": token}).encode()
+    request = urllib.request.Request(uri, data=body, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Accept": "*/*",
+        "User-Agent": "myaccount-backchannel-logout",
+    })
+    try:
+        with _OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
+            response.read(4096)
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return f"HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        return f"unreachable: {exc.reason}"[:200]
+    except TimeoutError:
+        return "timed out"
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return None if status in (200, 204) else f"HTTP {status}"
+
+
+def _due(now: datetime):
+    return (
+        BackchannelDelivery.delivered_at.is_(None),
+        BackchannelDelivery.attempts < MAX_ATTEMPTS,
+        BackchannelDelivery.next_attempt_at <= now,
+        or_(BackchannelDelivery.claimed_until.is_(None), BackchannelDelivery.claimed_until < now),
+    )
+
+
+def _claim(row_id: str):
+    """Take the row for this process for CLAIM_FOR, or None when it is not due or someone has it."""
+    now = utcnow()
+    result = db.session.execute(
+        update(BackchannelDelivery)
+        .where(BackchannelDelivery.id == row_id, *_due(now))
+        .values(claimed_until=now + CLAIM_FOR)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        return None
+    row = db.session.execute(
+        select(BackchannelDelivery.client_id, BackchannelDelivery.uri, BackchannelDelivery.logout_token,
+               BackchannelDelivery.attempts)
+        .where(BackchannelDelivery.id == row_id)
+    ).one()
+    db.session.commit()
+    return row
+
+
+def _record(row_id: str, values: dict) -> None:
+    db.session.execute(
+        update(BackchannelDelivery).where(BackchannelDelivery.id == row_id).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def _failed(row_id: str, client_id: str, attempts: int, reason: str, *, final: bool = False,
+            **values) -> None:
+    attempts += 1
+    now = utcnow()
+    if final or attempts >= MAX_ATTEMPTS:
+        next_at = GAVE_UP
+        log.warning("back-channel logout %s to client %s abandoned after %d attempt(s): %s",
+                    row_id, client_id, attempts, reason)
+    else:
+        next_at = now + timedelta(seconds=min(5 * 2 ** attempts, MAX_BACKOFF))
+        log.info("back-channel logout %s to client %s failed (attempt %d): %s",
+                 row_id, client_id, attempts, reason)
+    _record(row_id, {**values, "attempts": attempts, "last_error": reason[:200], "next_attempt_at": next_at,
+                     "claimed_until": None})
+
+
+def _deliver_one(row_id: str) -> bool | None:
+    """Claim and send one row: True delivered, False failed, None not ours to send."""
+    row = _claim(row_id)
+    if row is None:
+        return None
+    client_id, uri, token, attempts = row
+    try:
+        if urlsplit(uri).scheme not in ("http", "https"):
+            _failed(row_id, client_id, attempts, "not an http(s) URI", final=True)
+            return False
+        token = _fresh(client_id, token)
+        reason = _post(uri, token)
+        if reason is None:
+            _record(row_id, {"delivered_at": utcnow(), "claimed_until": None, "logout_token": token,
+                             "last_error": None})
+            return True
+        _failed(row_id, client_id, attempts, reason, logout_token=token)
+        return False
+    except Exception as exc:  # a broken row must not stop the others, nor loop every CLAIM_FOR
+        log.exception("back-channel logout %s to client %s could not be sent", row_id, client_id)
+        db.session.rollback()
+        try:
+            _failed(row_id, client_id, attempts, f"internal error: {type(exc).__name__}")
+        except Exception:
+            log.exception("back-channel logout %s: could not record the failure", row_id)
+            db.session.rollback()
+        return False
+
+
+def _deliver(limit: int) -> tuple[int, int]:
+    """(rows this process sent, rows delivered); never raises."""
+    sent = delivered = 0
+    try:
+        now = utcnow()
+        ids = db.session.execute(
+            select(BackchannelDelivery.id).where(*_due(now))
+            .order_by(BackchannelDelivery.next_attempt_at).limit(limit)
+        ).scalars().all()
+        db.session.commit()
+        for row_id in ids:
+            outcome = _deliver_one(row_id)
+            if outcome is not None:
+                sent += 1
+                delivered += 1 if outcome else 0
+    except Exception:
+        log.exception("back-channel logout delivery round failed")
+        try:
+            db.session.rollback()
+        except Exception:
+            log.exception("back-channel logout: rollback failed")
+    return sent, delivered
+
+
+def deliver_due(limit: int = 20) -> int:
+    """Send up to `limit` due logout tokens; returns how many were delivered. Never raises."""
+    return _deliver(limit)[1]
+
+
+# --- the per-process runner ---------------------------------------------------------------
+
+
+class DeliveryRunner:
+    """One daemon thread per process that sends due logout tokens every few seconds, or at once
+    when kicked, so that no page ever waits on a product's back-channel endpoint."""
+
+    def __init__(self, interval: float = POLL_INTERVAL, limit: int = 20):
+        self.interval = interval
+        self.limit = limit
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+
+    def start(self, app) -> None:
+        with self._lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, args=(app,), name="idp-backchannel", daemon=True)
+            self._thread.start()
+
+    def kick(self) -> None:
+        """Send what is queued now rather than at the next round."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self, app) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # a kick during the round below makes the next one start at once
+            sent = 0
+            try:
+                with app.app_context():
+                    sent, _ = _deliver(self.limit)
+            except Exception:
+                log.exception("back-channel logout runner round failed")
+            if sent < self.limit:  # a full batch: more may be due, go on without waiting
+                self._wake.wait(self.interval)
+
+
+def init_app(app, run: bool) -> DeliveryRunner:
+    """Attach a runner to `app`; start its thread only when `run` (server worker processes)."""
+    runner = DeliveryRunner()
+    app.extensions["idp.backchannel"] = runner
+    if run:
+        runner.start(app)
+    return runner
+
+
+def notify_logout(user_id: str, session_ids: list[str] | None = None) -> None:
+    """Queue logout tokens for these sessions (all of the user's when None) and wake the runner.
+
+    Call after the sign-out itself is committed. A failure here is logged, never raised:
+    the person is signed out either way.
+    """
+    try:
+        queued = queue_logouts(user_id, session_ids)
+    except Exception:
+        log.exception("could not queue back-channel logouts for user %s", user_id)
+        db.session.rollback()
+        return
+    runner = current_app.extensions.get("idp.backchannel")
+    if queued and runner is not None:
+        runner.kick()

@@ -1,0 +1,51 @@
+"""Single-use links sent by mail (password reset, email verification), stored only by hash."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from .store import MailToken, User, db, digest, new_secret, utcnow
+
+LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24)}
+
+
+def issue(user: User, purpose: str) -> str:
+    """A new token for `purpose`; any earlier unused one of the same purpose dies."""
+    now = utcnow()
+    db.session.execute(
+        update(MailToken)
+        .where(MailToken.user_id == user.id, MailToken.purpose == purpose, MailToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    value = new_secret(32)
+    db.session.add(MailToken(token_hash=digest(value), user_id=user.id, purpose=purpose, created_at=now,
+                             expires_at=now + LIFETIMES[purpose]))
+    db.session.commit()
+    return value
+
+
+def find(value: str, purpose: str) -> tuple[MailToken, User] | None:
+    """The live token and its account, or None (unknown, used, expired, superseded)."""
+    if not value or len(value) > 100:
+        return None
+    row = db.session.get(MailToken, digest(value))
+    if row is None or row.purpose != purpose or row.used_at is not None or row.expires_at <= utcnow():
+        return None
+    user = db.session.get(User, row.user_id)
+    if user is None or user.disabled:
+        return None
+    # A reset link dies when the password changes by any other way.
+    if purpose == "reset" and user.password_changed_at and user.password_changed_at > row.created_at:
+        return None
+    return row, user
+
+
+def consume(row: MailToken) -> bool:
+    """Mark used, atomically: False when another request used it first."""
+    used = db.session.execute(
+        update(MailToken).where(MailToken.token_hash == row.token_hash, MailToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    ).rowcount
+    return used == 1

@@ -1,0 +1,1 @@
+"""Second factors: TOTP authenticator apps, recovery codes, trusted devices."""

@@ -1,0 +1,49 @@
+"""Trusted devices: after a second factor, "Trust this device" skips it here for 30 days."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app, g, request
+
+from ..store import TrustedDevice, User, db, digest, new_secret, utcnow
+
+COOKIE = "idp_device"
+TRUST_DAYS = 30
+
+
+def is_trusted(user: User) -> bool:
+    """True when this browser carries a live trusted-device cookie of `user`."""
+    secret = request.cookies.get(COOKIE)
+    if not secret:
+        return False
+    row = db.session.query(TrustedDevice).filter_by(secret_hash=digest(secret)).one_or_none()
+    now = utcnow()
+    if row is None or row.user_id != user.id or row.revoked_at is not None or row.expires_at <= now:
+        return False
+    row.last_seen_at = now
+    row.ip = request.remote_addr
+    db.session.commit()
+    return True
+
+
+def trust_this_device(user: User) -> TrustedDevice:
+    secret = new_secret()
+    now = utcnow()
+    row = TrustedDevice(secret_hash=digest(secret), user_id=user.id, ip=request.remote_addr,
+                        user_agent=(request.user_agent.string or "")[:300], created_at=now, last_seen_at=now,
+                        expires_at=now + timedelta(days=TRUST_DAYS))
+    db.session.add(row)
+    db.session.commit()
+    g.device_cookie = secret
+    return row
+
+
+def apply_cookie(response):
+    """after_request: set the device cookie chosen during the request."""
+    secret = g.get("device_cookie")
+    if secret:
+        settings = current_app.extensions["idp.settings"]
+        response.set_cookie(COOKIE, secret, max_age=TRUST_DAYS * 86400, path="/", httponly=True,
+                            samesite="Lax", secure=settings.secure_cookies)
+    return response

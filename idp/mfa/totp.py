@@ -1,0 +1,152 @@
+"""TOTP (RFC 6238, via pyotp) and single-use recovery codes.
+
+The shared secret is sealed at rest with the instance secret; a code's time step
+is remembered so the same code cannot be used twice (no replay within its window).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+
+import pyotp
+import segno
+from flask import current_app
+from sqlalchemy import delete, func, select, update
+
+from keys import seal, unseal
+
+from ..store import RecoveryCode, TotpFactor, User, db, digest, utcnow
+
+ISSUER_NAME = "myaccount"
+PURPOSE = b"totp secrets"
+RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes
+
+
+def _secret_key() -> str:
+    return current_app.extensions["idp.settings"].secret_key
+
+
+def has_totp(user: User) -> bool:
+    row = db.session.get(TotpFactor, user.id)
+    return row is not None and row.confirmed_at is not None
+
+
+def start_enrolment(user: User) -> str:
+    """A fresh, unconfirmed secret for `user` (replacing an unconfirmed one); returns it in base32."""
+    secret = pyotp.random_base32()
+    row = db.session.get(TotpFactor, user.id)
+    if row is None:
+        row = TotpFactor(user_id=user.id)
+        db.session.add(row)
+    elif row.confirmed_at is not None:
+        raise ValueError("an authenticator app is already set up")
+    row.sealed_secret = seal(_secret_key(), secret.encode(), user.id, PURPOSE)
+    row.last_step = None
+    db.session.commit()
+    return secret
+
+
+def pending_secret(user: User) -> str | None:
+    row = db.session.get(TotpFactor, user.id)
+    if row is None or row.confirmed_at is not None:
+        return None
+    return unseal(_secret_key(), row.sealed_secret, user.id, PURPOSE).decode()
+
+
+def provisioning_uri(user: User, secret: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER_NAME)
+
+
+def qr_svg(uri: str) -> str:
+    """The otpauth:// URI as an inline SVG QR code, rendered here (no third party sees the secret)."""
+    return segno.make(uri, error="m").svg_inline(scale=4, omitsize=False)
+
+
+def _matching_step(secret: str, code: str, now: float) -> int | None:
+    code = "".join(ch for ch in code if ch.isdigit())
+    if len(code) != 6:
+        return None
+    totp = pyotp.TOTP(secret)
+    step = int(now // totp.interval)
+    for candidate in (step - 1, step, step + 1):  # one step of clock drift either way
+        if hmac.compare_digest(totp.at(candidate * totp.interval), code):
+            return candidate
+    return None
+
+
+def confirm_enrolment(user: User, code: str, now: float | None = None) -> bool:
+    secret = pending_secret(user)
+    if secret is None:
+        return False
+    step = _matching_step(secret, code, now or time.time())
+    if step is None:
+        return False
+    row = db.session.get(TotpFactor, user.id)
+    row.confirmed_at = utcnow()
+    row.last_step = step
+    db.session.commit()
+    return True
+
+
+def verify(user: User, code: str, now: float | None = None) -> bool:
+    """True for a current code not used before; the step is claimed atomically."""
+    row = db.session.get(TotpFactor, user.id)
+    if row is None or row.confirmed_at is None:
+        return False
+    secret = unseal(_secret_key(), row.sealed_secret, user.id, PURPOSE).decode()
+    step = _matching_step(secret, code, now or time.time())
+    if step is None:
+        return False
+    claimed = db.session.execute(
+        update(TotpFactor)
+        .where(TotpFactor.user_id == user.id,
+               (TotpFactor.last_step.is_(None)) | (TotpFactor.last_step < step))
+        .values(last_step=step)
+    ).rowcount
+    db.session.commit()
+    return claimed == 1
+
+
+def remove(user: User) -> None:
+    db.session.execute(delete(TotpFactor).where(TotpFactor.user_id == user.id))
+    db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    db.session.commit()
+
+
+def _normalize_recovery(code: str) -> str:
+    return "".join(ch for ch in code.lower() if ch in RECOVERY_ALPHABET)
+
+
+def new_recovery_codes(user: User, count: int = 10) -> list[str]:
+    """Ten fresh single-use codes (older ones die), shown once, stored hashed."""
+    db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    codes = []
+    for _ in range(count):
+        raw = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(10))
+        codes.append(f"{raw[:5]}-{raw[5:]}")
+        db.session.add(RecoveryCode(code_hash=digest(raw), user_id=user.id))
+    db.session.commit()
+    return codes
+
+
+def use_recovery_code(user: User, code: str) -> bool:
+    normalized = _normalize_recovery(code)
+    if len(normalized) != 10:
+        return False
+    used = db.session.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.code_hash == digest(normalized), RecoveryCode.user_id == user.id,
+               RecoveryCode.used_at.is_(None))
+        .values(used_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    return used == 1
+
+
+def recovery_codes_left(user: User) -> int:
+    return db.session.execute(
+        select(func.count()).select_from(RecoveryCode)
+        .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+    ).scalar_one()

@@ -1,0 +1,281 @@
+"""Brute-force throttling shared by every server process.
+
+A throttled key is one (scope, value) pair: an account's password attempts, an IP's
+sign-ups, an address's reset mails. Each scope has a `Policy`: inside a fixed window the
+first `free` failures cost nothing, then every further failure blocks the key for a delay
+that doubles each time, up to `max_delay`. A failure after the window is over starts a new
+window. A success (a correct password) forgets the key.
+
+The counters must be shared by all `idp serve` processes and machines, so they live in the
+database (the `rate_limits` table) or, when IDP_REDIS_URL is set, in Redis. Either way one
+failure is recorded by one atomic operation, so concurrent attempts are never lost.
+
+Values are hashed into the key (sha256 of "scope:value"): neither store ever holds an email
+address or an IP in clear. Callers pass email addresses lower-cased (as `User.email` stores
+them), or "Bob@x" and "bob@x" would be throttled separately.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import redis
+from flask import Flask, current_app
+from sqlalchemy import DateTime, case, delete, literal, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .store import RateLimit, db, digest, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: int  # seconds, 0 when allowed
+
+
+@dataclass(frozen=True)
+class Policy:
+    free: int  # failures per window that cost nothing
+    window: int  # seconds; the count restarts with the first failure after it
+    base_delay: int  # seconds blocked after the first failure beyond `free`
+    max_delay: int  # the delay doubles with each further failure, up to this
+
+    def delay(self, failures: int) -> int:
+        """Seconds the key is blocked after its `failures`-th failure in a window (0: none)."""
+        if failures <= self.free:
+            return 0
+        return min(self.max_delay, self.base_delay * 2 ** (failures - self.free - 1))
+
+
+POLICIES: dict[str, Policy] = {
+    "password:account": Policy(free=5, window=900, base_delay=2, max_delay=900),
+    "password:ip": Policy(free=30, window=900, base_delay=2, max_delay=900),
+    "code:account": Policy(free=5, window=900, base_delay=2, max_delay=900),
+    "reset:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
+    "reset:ip": Policy(free=20, window=3600, base_delay=60, max_delay=3600),
+    "signup:ip": Policy(free=10, window=3600, base_delay=60, max_delay=3600),
+}
+
+
+def throttle_key(scope: str, value: str) -> str:
+    """The stored key: a hash, so the store never holds the address or IP itself. An unknown
+    scope raises: a misspelt scope must not silently mean "never throttled"."""
+    if scope not in POLICIES:
+        raise KeyError(f"unknown throttle scope {scope!r}")
+    return digest(f"{scope}:{value}")
+
+
+class Counters(Protocol):
+    """Where failure counts live. Times are naive UTC, given by the caller (one clock)."""
+
+    def blocked_until(self, key: str) -> datetime | None: ...
+
+    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
+        """Count one failure atomically; return the key's resulting blocked_until."""
+
+    def forget(self, key: str) -> None: ...
+
+
+class DatabaseCounters:
+    """Counters in the `rate_limits` table, through the request's `db.session`.
+
+    A failure is one INSERT ... ON CONFLICT DO UPDATE ... RETURNING statement: PostgreSQL
+    and SQLite both apply it atomically to the row, so concurrent processes neither lose a
+    count nor collide on the first insert. The new block time is chosen inside the statement
+    from the new count, among precomputed instants (one per doubling step, so no dialect's
+    date arithmetic is needed). `record_failure` and `forget` commit the session: call them
+    where the request has nothing half-done pending.
+    """
+
+    def blocked_until(self, key: str) -> datetime | None:
+        query = select(RateLimit.blocked_until).where(RateLimit.key == key)
+        return db.session.execute(query).scalar()
+
+    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
+        table = RateLimit.__table__
+        dialect = db.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        expired = table.c.window_start < now - timedelta(seconds=policy.window)
+        count = case((expired, 1), else_=table.c.failures + 1)
+        new_block = case(*_steps(count, policy, now), else_=None)
+        blocked = case(
+            (new_block.is_(None), table.c.blocked_until),
+            (or_(table.c.blocked_until.is_(None), table.c.blocked_until < new_block), new_block),
+            else_=table.c.blocked_until,
+        )
+        stmt = insert(table).values(key=key, failures=1, window_start=now,
+                                    blocked_until=_at(now, policy.delay(1)))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={"failures": count,
+                  "window_start": case((expired, now), else_=table.c.window_start),
+                  "blocked_until": blocked},
+        ).returning(table.c.blocked_until)
+        try:
+            result = db.session.execute(stmt).scalar_one()
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
+        return result
+
+    def forget(self, key: str) -> None:
+        db.session.execute(delete(RateLimit).where(RateLimit.key == key))
+        db.session.commit()
+
+    def purge(self, now: datetime) -> int:
+        """Delete rows whose longest window and block are both over (for a periodic job)."""
+        longest = max(p.window for p in POLICIES.values())
+        result = db.session.execute(delete(RateLimit).where(
+            RateLimit.window_start < now - timedelta(seconds=longest),
+            or_(RateLimit.blocked_until.is_(None), RateLimit.blocked_until < now)))
+        db.session.commit()
+        return result.rowcount
+
+
+def _at(now: datetime, seconds: int):
+    """A typed bind parameter for a block end (None when there is no block)."""
+    return literal(now + timedelta(seconds=seconds) if seconds else None, DateTime())
+
+
+def _steps(count, policy: Policy, now: datetime) -> list:
+    """CASE branches mapping the new count to its block end: one per doubling, then the cap."""
+    branches, n = [], policy.free + 1
+    while policy.delay(n) < policy.max_delay:
+        branches.append((count == n, _at(now, policy.delay(n))))
+        n += 1
+    branches.append((count >= n, _at(now, policy.max_delay)))
+    return branches
+
+
+# KEYS[1]: the counter hash; ARGV: now (epoch milliseconds, from the app's clock), window,
+# free, base_delay, max_delay (seconds). Returns the resulting blocked_until in epoch
+# milliseconds ("" when never blocked). Whole milliseconds stay exact in Lua's doubles.
+_FAILURE_LUA = """
+local now, window, free = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000, tonumber(ARGV[3])
+local base, cap = tonumber(ARGV[4]) * 1000, tonumber(ARGV[5]) * 1000
+local row = redis.call('HMGET', KEYS[1], 'failures', 'window_start', 'blocked_until')
+local failures, start, blocked = tonumber(row[1]) or 0, tonumber(row[2]), tonumber(row[3])
+if start == nil or now - start > window then
+  failures, start = 1, now
+else
+  failures = failures + 1
+end
+if failures > free then
+  local until_ = now + math.min(cap, base * 2 ^ (failures - free - 1))
+  if blocked == nil or blocked < until_ then blocked = until_ end
+end
+redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', string.format('%d', start))
+if blocked then redis.call('HSET', KEYS[1], 'blocked_until', string.format('%d', blocked)) end
+local live = math.max(start + window, blocked or 0) - now
+redis.call('EXPIRE', KEYS[1], math.ceil(live / 1000) + 1)
+return blocked and string.format('%d', blocked) or ''
+"""
+
+
+class RedisCounters:
+    """Counters in Redis: one hash per key under "idp:rl:", updated by one Lua script (atomic
+    on the server), expiring by itself once its window and block are over. Times come from
+    the app's clock as epoch milliseconds, not from Redis, so tests can move time."""
+
+    PREFIX = "idp:rl:"
+
+    def __init__(self, url: str):
+        # Short timeouts: a hung Redis must not hold a sign-in request for long.
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        self._failure = self.client.register_script(_FAILURE_LUA)
+
+    def blocked_until(self, key: str) -> datetime | None:
+        return _from_epoch_ms(self.client.hget(self.PREFIX + key, "blocked_until"))
+
+    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
+        args = [_epoch_ms(now), policy.window, policy.free, policy.base_delay, policy.max_delay]
+        return _from_epoch_ms(self._failure(keys=[self.PREFIX + key], args=args))
+
+    def forget(self, key: str) -> None:
+        self.client.delete(self.PREFIX + key)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    # Rounded down, so a block never ends later than now + delay (retry_after stays exact).
+    return math.floor(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _from_epoch_ms(raw: bytes | str | None) -> datetime | None:
+    if not raw:
+        return None
+    return datetime.fromtimestamp(int(raw) / 1000, UTC).replace(tzinfo=None)
+
+
+class Throttle:
+    """The throttling API: `check` before an attempt, `failure` after a wrong one, `success`
+    after a right one. `value` is the account's lower-cased email, an IP, an address."""
+
+    def __init__(self, counters: Counters, fallback: Counters | None = None,
+                 now: Callable[[], datetime] = utcnow):
+        self.counters = counters
+        self.fallback = fallback
+        self.now = now
+        self._degraded = False
+
+    def check(self, scope: str, value: str) -> Decision:
+        """Whether the key is blocked right now; counts nothing."""
+        now = self.now()
+        return _decide(self._call("blocked_until", throttle_key(scope, value)), now)
+
+    def failure(self, scope: str, value: str) -> Decision:
+        """Record one failure and say whether the key is now blocked."""
+        now = self.now()
+        key = throttle_key(scope, value)
+        return _decide(self._call("record_failure", key, POLICIES[scope], now), now)
+
+    def success(self, scope: str, value: str) -> None:
+        """Forget the key: its failures no longer count."""
+        self._call("forget", throttle_key(scope, value))
+
+    def _call(self, method: str, *args):
+        """Run on the primary counters. If Redis is unreachable, use the database for this
+        call: failing open would hand attackers unlimited guesses during an outage, failing
+        closed would lock everybody out; the database is shared by all processes too, so the
+        limits still hold (counts made during the outage stay in the database)."""
+        if self.fallback is None:
+            return getattr(self.counters, method)(*args)
+        try:
+            result = getattr(self.counters, method)(*args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if not self._degraded:
+                self._degraded = True
+                log.warning("rate limits: Redis unreachable (%s); using the database until it is back",
+                            exc)
+            return getattr(self.fallback, method)(*args)
+        if self._degraded:
+            self._degraded = False
+            log.warning("rate limits: Redis reachable again")
+        return result
+
+
+def _decide(blocked_until: datetime | None, now: datetime) -> Decision:
+    if blocked_until is None or blocked_until <= now:
+        return Decision(True, 0)
+    return Decision(False, math.ceil((blocked_until - now).total_seconds()))
+
+
+def init_app(app: Flask) -> None:
+    """Choose the counters once: Redis when IDP_REDIS_URL is set (database as fallback)."""
+    settings = app.extensions["idp.settings"]
+    if settings.redis_url:
+        counters = RedisCounters(settings.redis_url)
+        app.extensions["idp.throttle"] = Throttle(counters, fallback=DatabaseCounters())
+    else:
+        app.extensions["idp.throttle"] = Throttle(DatabaseCounters())
+
+
+def throttle() -> Throttle:
+    return current_app.extensions["idp.throttle"]

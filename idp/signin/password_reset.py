@@ -1,0 +1,84 @@
+"""Forgotten password: ask by email → mail with a single-use link → new password.
+
+The request page answers the same whether or not the account exists, in the
+same time (the mail leaves on a background thread).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request, url_for
+from flask_babel import gettext as _
+
+from .. import audit, mail_tokens, sessions
+from ..i18n import current_language
+from ..mail import send_mail
+from ..passwords import policy_problem, set_password
+from ..ratelimit import throttle
+from ..store import User, db
+from .throttling import too_many_attempts
+
+bp = Blueprint("password", __name__)
+
+POLICY_MESSAGES = {
+    "too_short": lambda: _("Use at least 8 characters."),
+    "too_long": lambda: _("Use at most 256 characters."),
+    "too_common": lambda: _("This password is too common. Choose one that is harder to guess."),
+}
+
+
+@bp.get("/password/forgot")
+def forgot():
+    return render_template("signin/forgot.html", email=request.args.get("email", ""))
+
+
+@bp.post("/password/forgot")
+def send_link():
+    address = User.normalize_email(request.form.get("email", ""))
+    if "@" not in address or len(address) > 320:
+        return render_template("signin/forgot.html", email=address, error=_("Enter a valid email address.")), 400
+    limits = throttle()
+    for scope, value in (("reset:ip", request.remote_addr or ""), ("reset:address", address)):
+        decision = limits.failure(scope, value)  # every request counts here
+        if not decision.allowed:
+            return too_many_attempts("signin/forgot.html", decision, email=address)
+    user = db.session.query(User).filter_by(email=address).one_or_none()
+    if user is not None and not user.disabled:
+        token = mail_tokens.issue(user, "reset")
+        lang = user.locale or current_language()
+        link = url_for("password.reset", token=token, _external=True)
+        send_mail(user.email, "reset", lang, link=link, minutes=60)
+        audit.record("password.reset_requested", user)
+    return render_template("signin/forgot_sent.html", email=address)
+
+
+@bp.get("/password/reset/<token>")
+def reset(token: str):
+    if mail_tokens.find(token, "reset") is None:
+        return _dead_link()
+    return render_template("signin/reset.html", token=token)
+
+
+@bp.post("/password/reset/<token>")
+def save_new_password(token: str):
+    found = mail_tokens.find(token, "reset")
+    if found is None:
+        return _dead_link()
+    row, user = found
+    password = request.form.get("password", "")
+    problem = policy_problem(password, (user.email,))
+    if problem:
+        return render_template("signin/reset.html", token=token, error=POLICY_MESSAGES[problem]()), 400
+    if not mail_tokens.consume(row):
+        return _dead_link()
+    set_password(user, password)
+    db.session.commit()
+    everywhere = request.form.get("sign_out_everywhere") == "on"
+    audit.record("password.reset", user, signed_out_everywhere=everywhere)
+    if everywhere:
+        sessions.sign_out_everywhere(user)
+    return render_template("signin/reset_done.html")
+
+
+def _dead_link():
+    return render_template("error.html", message=_(
+        "This link has expired or was already used. Ask for a new one from the sign-in page.")), 400

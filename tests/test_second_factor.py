@@ -1,0 +1,126 @@
+"""Second factor: TOTP enrolment, the "Confirm your identity" step, recovery codes, trusted devices, step-up."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pyotp
+
+from tests.conftest import Browser
+from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+
+
+def _signed_in(live, email, password="second-factor-pw"):
+    b = Browser(live.issuer)
+    page = b.get(f"{live.issuer}/account")
+    page = b.sign_in(page, email, password)
+    assert page.status_code == 200 and "Your account" in page.text, page.text[:300]
+    return b, page
+
+
+def _enrol(live, email) -> tuple[Browser, str, list[str]]:
+    live.create_user(email, "second-factor-pw")
+    b, account = _signed_in(live, email)
+    assert "Set up authenticator app" in account.text
+    page = b.get(f"{live.issuer}/account/totp")
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    assert "<svg" in page.text and "Verification code" in page.text
+    wrong = b.submit(page, {"code": "000000"})
+    assert wrong.status_code == 400
+    page = b.get(f"{live.issuer}/account/totp")  # each visit starts over with a new secret
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    done = b.submit(page, {"code": pyotp.TOTP(secret).now()})
+    assert done.status_code == 200
+    codes = re.findall(r"<li>([a-z2-9]{5}-[a-z2-9]{5})</li>", done.text)
+    assert len(codes) == 10
+    return b, secret, codes
+
+
+def _code_at(secret: str, offset_steps: int = 0) -> str:
+    totp = pyotp.TOTP(secret)
+    return totp.at(time.time() + offset_steps * totp.interval)
+
+
+def test_totp_sign_in_replay_and_recovery_codes(live):
+    _, secret, codes = _enrol(live, "totp@example.com")
+    client_id, client_secret = live.create_client()
+    b = Browser(live.issuer)
+    verifier, challenge = pkce()
+    page = b.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
+    page = b.sign_in(page, "totp@example.com", "second-factor-pw")
+    assert "Confirm your identity" in page.text and "Verification code" in page.text and "Trust this device" in page.text
+    wrong = b.submit(page, {"code": "123456"})
+    assert wrong.status_code == 401
+    code = _code_at(secret, 1)  # enrolment used the current step; each step works once
+    params = redirect_params(b.submit(page, {"code": code}))
+    body = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, client_secret)).json()
+    _, claims = verify(live.issuer, body["id_token"])
+    assert set(claims["amr"]) == {"pwd", "otp", "mfa"} and claims["acr"] == "urn:myaccount:loa:2"
+    # the same code cannot be used again
+    b2 = Browser(live.issuer)
+    page = b2.sign_in(b2.get(authorize_url(live.issuer, client_id)), "totp@example.com", "second-factor-pw")
+    assert b2.submit(page, {"code": code}).status_code == 401
+    # a recovery code works once
+    assert "code" in redirect_params(b2.submit(page, {"code": codes[0].upper()}))
+    b3 = Browser(live.issuer)
+    page = b3.sign_in(b3.get(authorize_url(live.issuer, client_id)), "totp@example.com", "second-factor-pw")
+    assert b3.submit(page, {"code": codes[0]}).status_code == 401
+
+
+def test_trusted_device_skips_the_factor_until_revoked(live):
+    _, secret, _ = _enrol(live, "trusted@example.com")
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), "trusted@example.com", "second-factor-pw")
+    page = b.submit(page, {"code": _code_at(secret, 1), "trust": "on"})
+    assert "Trusted devices" in page.text and "Revoke" in page.text
+    assert b.http.cookies.get("idp_device")
+    # sign out and back in: no second factor on this device
+    b.submit(page, {}, action=f"{live.issuer}/signout")
+    page = b.sign_in(b.get(f"{live.issuer}/account"), "trusted@example.com", "second-factor-pw")
+    assert "Your account" in page.text
+    # another browser is asked
+    other = Browser(live.issuer)
+    page = other.sign_in(other.get(f"{live.issuer}/account"), "trusted@example.com", "second-factor-pw")
+    assert "Confirm your identity" in page.text
+    # revoke the device: asked again
+    account = b.get(f"{live.issuer}/account")
+    device_id = re.search(r'/account/devices/([0-9a-f]+)/revoke', account.text).group(1)
+    b.submit(account, {}, action=f"{live.issuer}/account/devices/{device_id}/revoke")
+    b.submit(b.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/signout")
+    page = b.sign_in(b.get(f"{live.issuer}/account"), "trusted@example.com", "second-factor-pw")
+    assert "Confirm your identity" in page.text
+
+
+def test_product_asking_for_mfa_gets_a_step_up(live):
+    _, secret, codes = _enrol(live, "stepup@example.com")
+    client_id, client_secret = live.create_client()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), "stepup@example.com", "second-factor-pw")
+    page = b.submit(page, {"code": codes[0], "trust": "on"})
+    b.submit(page, {}, action=f"{live.issuer}/signout")
+    page = b.sign_in(b.get(authorize_url(live.issuer, client_id)), "stepup@example.com", "second-factor-pw")
+    params = redirect_params(page)  # trusted device: password only
+    # now the product asks for multi-factor assurance
+    resp = b.get(authorize_url(live.issuer, client_id, acr_values="urn:myaccount:loa:2", prompt="none"))
+    assert redirect_params(resp)["error"] == "interaction_required"
+    verifier, challenge = pkce()
+    page = b.get(authorize_url(live.issuer, client_id, acr_values="urn:myaccount:loa:2",
+                               code_challenge=challenge, code_challenge_method="S256"))
+    assert "Confirm your identity" in page.text
+    params = redirect_params(b.submit(page, {"code": _code_at(secret, 1)}))
+    body = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, client_secret)).json()
+    _, claims = verify(live.issuer, body["id_token"])
+    assert claims["acr"] == "urn:myaccount:loa:2" and "otp" in claims["amr"]
+
+
+def test_wrong_codes_are_throttled(live):
+    _, secret, _ = _enrol(live, "hammer-codes@example.com")
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), "hammer-codes@example.com", "second-factor-pw")
+    statuses = [b.submit(page, {"code": f"00000{i}"}).status_code for i in range(7)]
+    assert statuses[:5] == [401] * 5 and statuses[-1] == 429
+    resp = b.submit(page, {"code": _code_at(secret, 1)})
+    assert resp.status_code == 429 and "Too many attempts" in resp.text
