@@ -57,6 +57,7 @@ def send_mail(to: str, template: str, lang: str, **context) -> None:
 SUBJECTS = {
     "reset": lambda: _("Reset your password"),
     "verify": lambda: _("Confirm your email address"),
+    "signup_exists": lambda: _("You already have an account"),
 }
 
 

@@ -124,6 +124,11 @@ def _process(params: dict, pending: PendingAuthorization | None):
         pending = pending or _save_pending(params, oauth_request.client)
         return redirect(url_for("signin.email", req=pending.id))
 
+    if not browser.user.email_verified:  # sign-up is not finished until the mailed link is opened
+        if "none" in prompts:
+            return _error_redirect(InteractionRequiredError(), oauth_request, params)
+        return render_template("signin/unverified.html", email=browser.user.email), 403
+
     if wants_second_factor(params) and not _second_factor_fresh(browser, max_age) and totp.has_totp(browser.user):
         if "none" in prompts:
             return _error_redirect(InteractionRequiredError(), oauth_request, params)

@@ -1,0 +1,93 @@
+"""Self-service sign-up with email verification.
+
+The answer is the same whether or not the address already has an account (the
+owner of an existing account gets a mail saying so instead), and an unverified
+address cannot sign in to products until its link is opened.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request, url_for
+from flask_babel import gettext as _
+
+from .. import audit, mail_tokens
+from ..i18n import current_language
+from ..mail import send_mail
+from ..passwords import hash_password, policy_problem
+from ..ratelimit import throttle
+from ..store import User, db
+from .password_reset import POLICY_MESSAGES
+from .throttling import too_many_attempts
+
+bp = Blueprint("signup", __name__)
+
+
+@bp.get("/signup")
+def form():
+    return render_template("signin/signup.html", email="", name="")
+
+
+@bp.post("/signup")
+def create():
+    address = User.normalize_email(request.form.get("email", ""))
+    name = request.form.get("name", "").strip()[:200] or None
+    password = request.form.get("password", "")
+    if "@" not in address or len(address) > 320:
+        return render_template("signin/signup.html", email=address, name=name or "",
+                               error=_("Enter a valid email address.")), 400
+    problem = policy_problem(password, (address,))
+    if problem:
+        return render_template("signin/signup.html", email=address, name=name or "",
+                               error=POLICY_MESSAGES[problem]()), 400
+    decision = throttle().failure("signup:ip", request.remote_addr or "")
+    if not decision.allowed:
+        return too_many_attempts("signin/signup.html", decision, email=address, name=name or "")
+    lang = current_language()
+    # Hashed in both branches, so a taken address answers in the same time.
+    password_hash = hash_password(password)
+    existing = db.session.query(User).filter_by(email=address).one_or_none()
+    if existing is not None:
+        send_mail(address, "signup_exists", existing.locale or lang,
+                  signin=url_for("signin.email", _external=True),
+                  reset=url_for("password.forgot", _external=True))
+    else:
+        user = User(email=address, name=name, password_hash=password_hash, email_verified=False,
+                    locale=lang)
+        db.session.add(user)
+        db.session.commit()
+        audit.record("signup", user)
+        send_verification(user, lang)
+    return render_template("signin/signup_sent.html", email=address)
+
+
+def send_verification(user: User, lang: str) -> None:
+    token = mail_tokens.issue(user, "verify")
+    send_mail(user.email, "verify", lang, link=url_for("signup.verify", token=token, _external=True))
+
+
+@bp.get("/signup/verify/<token>")
+def verify(token: str):
+    found = mail_tokens.find(token, "verify")
+    if found is None or not mail_tokens.consume(found[0]):
+        return render_template("error.html", message=_(
+            "This link has expired or was already used. Sign in to get a new one.")), 400
+    user = found[1]
+    user.email_verified = True
+    db.session.commit()
+    audit.record("email.verified", user)
+    return render_template("signin/signup_verified.html")
+
+
+@bp.post("/signup/resend")
+def resend():
+    from .. import sessions
+
+    browser = sessions.current()
+    if browser is None:
+        return render_template("signin/signup.html", email="", name="")
+    user = browser.user
+    if not user.email_verified:
+        decision = throttle().failure("reset:address", user.email)
+        if decision.allowed:
+            send_verification(user, user.locale or current_language())
+    return render_template("signin/signup_sent.html", email=user.email)

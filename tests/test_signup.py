@@ -1,0 +1,46 @@
+"""Self-service sign-up with email verification."""
+
+from __future__ import annotations
+
+from tests.conftest import Browser
+from tests.oidc import authorize_url, redirect_params
+from tests.smtp import body_of, link_in
+
+
+def _sign_up(live, email, password="sign-up-password-3"):
+    b = Browser(live.issuer)
+    page = b.get(f"{live.issuer}/signin")
+    assert "Create account" in page.text
+    page = b.get(f"{live.issuer}/signup")
+    return b, b.submit(page, {"email": email, "name": "New Person", "password": password})
+
+
+def test_sign_up_verify_then_sign_in_to_a_product(live):
+    client_id, _ = live.create_client()
+    _, done = _sign_up(live, "newbie@example.com")
+    assert done.status_code == 200 and "Check your mail" in done.text
+    link = link_in(live.mailbox.wait_for("newbie@example.com")[-1], live.issuer)
+    # before verifying: the product is refused
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(authorize_url(live.issuer, client_id)), "newbie@example.com", "sign-up-password-3")
+    assert page.status_code == 403 and "Confirm your email address" in page.text
+    assert redirect_params(b.get(authorize_url(live.issuer, client_id, prompt="none")))["error"] == \
+        "interaction_required"
+    assert b.get(link).status_code == 200
+    assert b.get(link).status_code == 400  # single use
+    assert "code" in redirect_params(b.get(authorize_url(live.issuer, client_id)))
+
+
+def test_sign_up_with_a_taken_address_answers_the_same(live):
+    live.create_user("taken@example.com", "taken-password-1")
+    _, fresh = _sign_up(live, "fresh-signup@example.com")
+    _, taken = _sign_up(live, "taken@example.com")
+    assert taken.status_code == fresh.status_code == 200
+    assert taken.text.replace("taken@example.com", "X") == fresh.text.replace("fresh-signup@example.com", "X")
+    msg = live.mailbox.wait_for("taken@example.com")[-1]
+    assert "already has one" in body_of(msg)
+
+
+def test_sign_up_refuses_weak_passwords(live):
+    _, resp = _sign_up(live, "weak@example.com", password="12345678")
+    assert resp.status_code == 400 and 'role="alert"' in resp.text
