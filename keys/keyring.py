@@ -45,22 +45,23 @@ class LoadedKey:
         return jwt.encode(header, claims, self.key, algorithms=[self.alg])
 
 
-def _sealing_key(secret: str) -> AESGCM:
-    # A dedicated key derived from the instance secret, so the session-cookie key
-    # itself never touches key material.
-    okm = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"myaccount signing keys").derive(
+def _sealing_key(secret: str, purpose: bytes) -> AESGCM:
+    # A dedicated key per purpose derived from the instance secret, so the
+    # session-cookie key itself never touches stored secrets.
+    okm = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"myaccount " + purpose).derive(
         secret.encode()
     )
     return AESGCM(okm)
 
 
-def seal(secret: str, plaintext: bytes, kid: str) -> bytes:
+def seal(secret: str, plaintext: bytes, label: str, purpose: bytes = b"signing keys") -> bytes:
+    """Encrypt `plaintext` at rest (AES-GCM), bound to `label` (a key id, an account id)."""
     nonce = os.urandom(12)
-    return nonce + _sealing_key(secret).encrypt(nonce, plaintext, kid.encode())
+    return nonce + _sealing_key(secret, purpose).encrypt(nonce, plaintext, label.encode())
 
 
-def unseal(secret: str, sealed: bytes, kid: str) -> bytes:
-    return _sealing_key(secret).decrypt(sealed[:12], sealed[12:], kid.encode())
+def unseal(secret: str, sealed: bytes, label: str, purpose: bytes = b"signing keys") -> bytes:
+    return _sealing_key(secret, purpose).decrypt(sealed[:12], sealed[12:], label.encode())
 
 
 def _generate_private_key(alg: str):

@@ -21,6 +21,7 @@ if [ "$mode" != bench ]; then
   done
   # pysaml2 signs and verifies SAML messages by calling xmlsec1.
   command -v xmlsec1 >/dev/null || want xmlsec1
+  command -v redis-server >/dev/null || want redis-server  # the rate-limit tests' Redis
   # Browser tests drive Debian's chromium, never a browser Playwright downloads.
   [ -x /usr/bin/chromium ] || want chromium
   # chromium's dependencies pull in DejaVu only; Liberation gives the

@@ -39,7 +39,8 @@ def database_url(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def mailbox():
+def mailbox(database_url):
+    """One SMTP server per live server (per database), so tests never read another run's mail."""
     from tests import smtp
 
     controller, box = smtp.start(free_port())

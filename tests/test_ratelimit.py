@@ -1,0 +1,330 @@
+"""Brute-force throttling: the same cases on the database counters (SQLite and PostgreSQL)
+and on a real Redis, with a clock the tests move."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+import pytest
+import redis
+from flask import Flask
+from sqlalchemy import select
+
+from idp.ratelimit import (
+    POLICIES,
+    DatabaseCounters,
+    Decision,
+    Policy,
+    RedisCounters,
+    Throttle,
+    init_app,
+    throttle,
+    throttle_key,
+)
+from tests.conftest import free_port
+
+
+class Clock:
+    """A naive-UTC clock that only moves when told. It starts long ago, so the rows these
+    tests leave (and purge) never look newer than rows other test modules wrote for real."""
+
+    def __init__(self):
+        self.now = datetime(2001, 1, 1, 12, 0, 0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server not found: install the `redis-server` package (scripts/system-deps.sh test)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                if proc.poll() is not None:
+                    pytest.fail(f"redis-server exited with {proc.returncode}")
+                time.sleep(0.05)
+        else:
+            pytest.fail("redis-server did not answer")
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def app(database_url, tmp_path_factory):
+    from idp import create_app
+    from idp.config import Settings
+    from idp.schema import upgrade
+    from idp.store import db
+
+    instance = tmp_path_factory.mktemp("ratelimit")
+    app = create_app(Settings.from_env({"IDP_DATABASE_URL": database_url, "IDP_INSTANCE_DIR": str(instance)}))
+    if "idp.throttle" not in app.extensions:
+        init_app(app)
+    with app.app_context():
+        upgrade()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture(params=["database", "redis"])
+def backend(request, app, clock):
+    """(throttle, failures(scope, value) -> stored count) on one kind of counters."""
+    from idp.store import RateLimit, db
+
+    with app.app_context():
+        if request.param == "database":
+            def failures(scope, value):
+                key = throttle_key(scope, value)
+                return db.session.execute(select(RateLimit.failures).where(RateLimit.key == key)).scalar()
+
+            yield Throttle(DatabaseCounters(), now=clock), failures
+        else:
+            counters = RedisCounters(request.getfixturevalue("redis_url"))
+
+            def failures(scope, value):
+                raw = counters.client.hget(RedisCounters.PREFIX + throttle_key(scope, value), "failures")
+                return int(raw) if raw is not None else None
+
+            yield Throttle(counters, now=clock), failures
+            counters.client.close()
+
+
+def an_email() -> str:
+    return f"{uuid.uuid4().hex}@example.com"
+
+
+def fail(t: Throttle, scope: str, value: str, times: int) -> list[Decision]:
+    return [t.failure(scope, value) for _ in range(times)]
+
+
+def test_policies_are_the_agreed_ones():
+    assert POLICIES == {
+        "password:account": Policy(5, 900, 2, 900),
+        "password:ip": Policy(30, 900, 2, 900),
+        "code:account": Policy(5, 900, 2, 900),
+        "reset:address": Policy(3, 3600, 60, 3600),
+        "reset:ip": Policy(20, 3600, 60, 3600),
+        "signup:ip": Policy(10, 3600, 60, 3600),
+    }
+
+
+def test_free_failures_then_blocked_for_base_delay(backend, clock):
+    t, failures = backend
+    email = an_email()
+    assert t.check("password:account", email) == Decision(True, 0)
+    assert fail(t, "password:account", email, 5) == [Decision(True, 0)] * 5
+    assert t.check("password:account", email) == Decision(True, 0)
+    assert t.failure("password:account", email) == Decision(False, 2)
+    assert t.check("password:account", email) == Decision(False, 2)
+    clock.advance(1.5)
+    assert t.check("password:account", email) == Decision(False, 1)
+    clock.advance(0.5)
+    assert t.check("password:account", email) == Decision(True, 0)
+    assert failures("password:account", email) == 6
+    # another scope, and another value, are other keys
+    assert t.check("code:account", email).allowed
+    assert t.check("password:account", an_email()).allowed
+
+
+def test_delays_double_up_to_the_cap(backend, clock):
+    t, _ = backend
+    email = an_email()
+    fail(t, "password:account", email, 5)
+    decisions = fail(t, "password:account", email, 12)
+    assert not any(d.allowed for d in decisions)
+    assert [d.retry_after for d in decisions] == [2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900, 900]
+    clock.advance(899)
+    assert t.check("password:account", email) == Decision(False, 1)
+
+
+def test_reset_scope_delays(backend):
+    t, _ = backend
+    address = an_email()
+    assert all(d.allowed for d in fail(t, "reset:address", address, 3))
+    assert [d.retry_after for d in fail(t, "reset:address", address, 8)] == [
+        60, 120, 240, 480, 960, 1920, 3600, 3600]
+
+
+def test_success_forgets_the_key(backend):
+    t, failures = backend
+    email = an_email()
+    fail(t, "password:account", email, 7)
+    assert not t.check("password:account", email).allowed
+    t.success("password:account", email)
+    assert t.check("password:account", email) == Decision(True, 0)
+    assert failures("password:account", email) is None
+    assert fail(t, "password:account", email, 5) == [Decision(True, 0)] * 5
+    t.success("password:account", an_email())  # forgetting an unknown key is fine
+
+
+def test_window_expiry_starts_a_new_count(backend, clock):
+    t, failures = backend
+    email = an_email()
+    fail(t, "password:account", email, 5)
+    clock.advance(800)  # still inside the 900 s window: the sixth failure blocks
+    assert t.failure("password:account", email) == Decision(False, 2)
+    clock.advance(101)  # 901 s after the first failure: the window is over
+    assert t.failure("password:account", email) == Decision(True, 0)
+    assert failures("password:account", email) == 1
+    assert fail(t, "password:account", email, 4) == [Decision(True, 0)] * 4
+    assert t.failure("password:account", email) == Decision(False, 2)
+
+
+def test_block_outlives_its_window(backend, clock):
+    t, _ = backend
+    address = an_email()
+    fail(t, "reset:address", address, 3)
+    clock.advance(3500)
+    fail(t, "reset:address", address, 7)  # the 7th extra failure blocks for the cap: 3600 s
+    clock.advance(200)  # new window; the block set 200 s ago still holds
+    assert t.failure("reset:address", address) == Decision(False, 3400)
+    assert t.check("reset:address", address) == Decision(False, 3400)
+
+
+def test_keys_are_hashed(backend, app, redis_url):
+    from idp.store import RateLimit, db
+
+    t, _ = backend
+    email, ip = an_email(), "203.0.113.77"
+    t.failure("password:account", email)
+    t.failure("password:ip", ip)
+    expected = hashlib.sha256(f"password:account:{email}".encode()).hexdigest()
+    assert throttle_key("password:account", email) == expected
+    rows = db.session.execute(select(RateLimit)).scalars().all()
+    stored = [str(v) for r in rows for v in (r.key, r.failures, r.window_start, r.blocked_until)]
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("*"):
+        stored.append(key.decode())
+        stored.extend(str(v) for v in client.hgetall(key).values())
+    client.close()
+    assert not any(email in s or ip in s or "example.com" in s for s in stored)
+    if isinstance(t.counters, DatabaseCounters):
+        assert expected in {r.key for r in rows}
+    else:
+        assert f"idp:rl:{expected}" in stored
+
+
+def test_redis_keys_expire_by_themselves(redis_url, clock):
+    counters = RedisCounters(redis_url)
+    t = Throttle(counters, now=clock)
+    address = an_email()
+    t.failure("reset:address", address)
+    ttl = counters.client.ttl(RedisCounters.PREFIX + throttle_key("reset:address", address))
+    assert 3600 <= ttl <= 3602
+    counters.client.close()
+
+
+@pytest.mark.parametrize("kind", ["database", "redis"])
+def test_concurrent_failures_all_count(kind, app, clock, redis_url):
+    counters = DatabaseCounters() if kind == "database" else RedisCounters(redis_url)
+    t = Throttle(counters, now=clock)
+    ip = f"198.51.100.{uuid.uuid4().int % 250}-{uuid.uuid4().hex}"
+    start = threading.Barrier(8)
+
+    def worker():
+        with app.app_context():
+            start.wait()  # all eight hammer the same key at once
+            fail(t, "password:ip", ip, 25)
+
+    with ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(worker) for _ in range(8)]:
+            future.result()  # re-raises a worker's exception
+    with app.app_context():
+        if kind == "database":
+            from idp.store import RateLimit, db
+
+            row = db.session.get(RateLimit, throttle_key("password:ip", ip))
+            assert row.failures == 200
+        else:
+            raw = counters.client.hget(RedisCounters.PREFIX + throttle_key("password:ip", ip), "failures")
+            assert int(raw) == 200
+        # 200 failures, 30 free: blocked for the cap
+        assert t.check("password:ip", ip) == Decision(False, 900)
+
+
+def test_redis_down_falls_back_to_the_database(app, clock, caplog):
+    from idp.store import RateLimit, db
+
+    down = RedisCounters(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    t = Throttle(down, fallback=DatabaseCounters(), now=clock)
+    email = an_email()
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="idp.ratelimit"):
+        assert fail(t, "password:account", email, 5) == [Decision(True, 0)] * 5
+        assert t.failure("password:account", email) == Decision(False, 2)
+        assert t.check("password:account", email) == Decision(False, 2)
+        assert db.session.get(RateLimit, throttle_key("password:account", email)).failures == 6
+        t.success("password:account", email)
+        assert db.session.get(RateLimit, throttle_key("password:account", email)) is None
+    warnings = [r for r in caplog.records if r.name == "idp.ratelimit"]
+    assert len(warnings) == 1 and "Redis unreachable" in warnings[0].getMessage()
+
+
+def test_unknown_scope_is_an_error(backend):
+    t, _ = backend
+    for call in (t.check, t.failure, t.success):
+        with pytest.raises(KeyError):
+            call("password:acount", "x@example.com")
+
+
+def test_purge_removes_only_finished_rows(app, clock):
+    from idp.store import RateLimit, db
+
+    t = Throttle(DatabaseCounters(), now=clock)
+    old, blocked, recent = an_email(), an_email(), an_email()
+    with app.app_context():
+        t.failure("password:account", old)
+        fail(t, "reset:address", blocked, 3)
+        clock.advance(3000)
+        fail(t, "reset:address", blocked, 7)  # blocked until 6600 s after its window began
+        t.failure("password:account", recent)
+        clock.advance(601)  # both windows that began at the start are over
+        assert DatabaseCounters().purge(clock()) >= 1
+        left = {r.key for r in db.session.execute(select(RateLimit)).scalars()}
+        assert throttle_key("password:account", old) not in left
+        assert throttle_key("reset:address", blocked) in left
+        assert throttle_key("password:account", recent) in left
+
+
+def test_init_app_chooses_the_counters(app, redis_url):
+    from idp.config import Settings
+
+    with app.app_context():
+        assert throttle() is app.extensions["idp.throttle"]
+        assert isinstance(throttle().counters, DatabaseCounters)
+    other = Flask(__name__)
+    other.extensions["idp.settings"] = Settings(redis_url=redis_url)
+    init_app(other)
+    chosen = other.extensions["idp.throttle"]
+    assert isinstance(chosen.counters, RedisCounters)
+    assert isinstance(chosen.fallback, DatabaseCounters)
