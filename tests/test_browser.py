@@ -130,3 +130,50 @@ def test_bad_redirect_uri_shows_an_error_page_in_the_browser(live, chromium):
     assert page.url.startswith(live.issuer)
     assert page.get_by_role("alert").is_visible()
     page.close()
+
+
+def test_forgotten_password_journey_in_the_browser(live, chromium, product):
+    from tests.smtp import link_in
+
+    live.create_user("journey@example.com", "first-password-4")
+    redirect = _callback_url(product)
+    client_id, _ = live.create_client(redirect_uris=[redirect])
+    # another browser is signed in and will be signed out
+    other = chromium.new_context()
+    other_page = other.new_page()
+    other_page.goto(f"{live.issuer}/account")
+    other_page.get_by_label("Email").fill("journey@example.com")
+    other_page.get_by_role("button", name="Next").click()
+    other_page.get_by_label("Password").fill("first-password-4")
+    other_page.get_by_role("button", name="Sign in").click()
+    other_page.get_by_role("heading", name="Sessions").wait_for()
+
+    context = chromium.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(authorize_url(live.issuer, client_id, redirect_uri=redirect, code_challenge=pkce()[1],
+                            code_challenge_method="S256"))
+    page.get_by_label("Email").fill("journey@example.com")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("link", name="Forgot password?").click()
+    assert page.get_by_label("Email").input_value() == "journey@example.com"
+    page.get_by_role("button", name="Reset password").click()
+    page.get_by_role("status").wait_for()
+    link = link_in(live.mailbox.wait_for("journey@example.com")[-1], live.issuer)
+    page.goto(link)
+    page.get_by_label("New password").fill("second-password-5")
+    assert page.get_by_label("Sign out of all sessions").is_checked()
+    page.get_by_role("button", name="Save password").click()
+    page.get_by_role("heading", name="Password changed").wait_for()
+    # back to the product: sign in with the new password
+    page.goto(authorize_url(live.issuer, client_id, redirect_uri=redirect, code_challenge=pkce()[1],
+                            code_challenge_method="S256"))
+    page.get_by_label("Email").fill("journey@example.com")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Password").fill("second-password-5")
+    page.get_by_role("button", name="Sign in").click()
+    assert "code" in _wait_for_callback(page, product)
+    # the other browser's session is over
+    other_page.goto(f"{live.issuer}/account")
+    assert other_page.get_by_label("Email").is_visible()
+    other.close()
+    context.close()
