@@ -46,7 +46,8 @@ def send_link():
         token = mail_tokens.issue(user, "reset")
         lang = user.locale or current_language()
         link = url_for("password.reset", token=token, _external=True)
-        send_mail(user.email, "reset", lang, link=link, minutes=60)
+        send_mail(user.email, "reset", lang, link=link,
+                  minutes=int(mail_tokens.LIFETIMES["reset"].total_seconds() // 60))
         audit.record("password.reset_requested", user)
     return render_template("signin/forgot_sent.html", email=address)
 
