@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="idp", description="myaccount identity provider")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    sub.add_parser("init", help="create or upgrade the schema, make sure a signing key exists").set_defaults(func=cmd_init)
+    init = sub.add_parser("init", help="create or upgrade the schema, make sure a signing key exists")
+    init.set_defaults(func=cmd_init)
     s = sub.add_parser("serve", help="production server")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=5000)
@@ -311,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_keys_rotate)
 
     for group, actions in (("orgs", ("create", "saml", "sp-metadata", "enforce-sso")), ("social", ("add",))):
-        g = sub.add_parser(group, help="not available yet").add_subparsers(dest="action", required=True, parser_class=Parser)
+        g = sub.add_parser(group, help="not available yet").add_subparsers(
+            dest="action", required=True, parser_class=Parser)
         for action in actions:
             a = g.add_parser(action)
             a.add_argument("rest", nargs=argparse.REMAINDER)

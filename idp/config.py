@@ -49,7 +49,7 @@ class Settings:
         return max(self.access_token_ttl, self.id_token_ttl)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
         env = dict(os.environ if env is None else env)
         issuer = env.get("IDP_ISSUER", cls.issuer).rstrip("/")
         parts = urlsplit(issuer)
@@ -82,7 +82,7 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
-    def with_secret_key(self) -> "Settings":
+    def with_secret_key(self) -> Settings:
         """Return settings whose secret key is set: from the environment, else the
         instance dir's generated one (created once, readable only by its owner)."""
         if self.secret_key:

@@ -12,7 +12,7 @@ import smtplib
 import threading
 from email.message import EmailMessage
 
-from flask import Flask, current_app, render_template
+from flask import Flask, current_app, render_template, url_for
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
@@ -63,3 +63,9 @@ SUBJECTS = {
 
 def init_app(app: Flask) -> None:
     app.extensions["idp.mailer"] = Mailer(app.extensions["idp.settings"])
+
+
+def link_to(endpoint: str, **values) -> str:
+    """An absolute link for a mail, always on the issuer: never built from the request's
+    Host header, which an attacker can set (password-reset poisoning)."""
+    return current_app.extensions["idp.settings"].issuer + url_for(endpoint, **values)

@@ -12,7 +12,17 @@ from datetime import timedelta
 from flask import current_app, g, request
 from sqlalchemy import select, update
 
-from .store import BrowserSession, Grant, RefreshToken, TrustedDevice, User, db, digest, new_secret, utcnow
+from .store import (
+    BrowserSession,
+    Grant,
+    RefreshToken,
+    TrustedDevice,
+    User,
+    db,
+    digest,
+    new_secret,
+    utcnow,
+)
 
 COOKIE = "idp_session"
 SEEN_RESOLUTION = 300  # seconds between last_seen_at updates

@@ -7,9 +7,9 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -132,7 +132,7 @@ class KeyRing:
     def _rebuild(self, records: list[KeyRecord]) -> None:
         published: dict[str, LoadedKey] = {}
         signing = None
-        wall = datetime.now(timezone.utc).replace(tzinfo=None)
+        wall = datetime.now(UTC).replace(tzinfo=None)
         for rec in sorted(records, key=lambda r: r.created_at, reverse=True):
             if rec.unpublish_at is not None and rec.unpublish_at <= wall:
                 continue

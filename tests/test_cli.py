@@ -21,7 +21,8 @@ def test_users_and_clients_commands(live):
     dup = live.idp("users", "create", "cli@example.com")
     assert dup.returncode != 0 and dup.stderr.startswith("error: ") and len(dup.stderr.strip().splitlines()) == 1
 
-    out = live.idp("clients", "create", "--name", "Pub", "--redirect-uri", "http://127.0.0.1:9/cb", "--public", "--json")
+    out = live.idp("clients", "create", "--name", "Pub", "--redirect-uri", "http://127.0.0.1:9/cb", "--public",
+                   "--json")
     pub = json.loads(out.stdout)
     assert "client_secret" not in pub and pub["token_endpoint_auth_method"] == "none"
     out = live.idp("clients", "create", "--name", "Svc", "--grant-type", "client_credentials", "--json")

@@ -61,7 +61,8 @@ def test_logout_refuses_unregistered_redirects_and_bad_hints(live, browser):
     page = browser.http.get(f"{live.issuer}/logout", timeout=10)
     resp = browser.submit(page, {"confirm": "yes"})
     assert resp.status_code == 200
-    assert redirect_params(browser.get(authorize_url(live.issuer, client_id, prompt="none")))["error"] == "login_required"
+    resp = browser.get(authorize_url(live.issuer, client_id, prompt="none"))
+    assert redirect_params(resp)["error"] == "login_required"
 
 
 def test_pages_carry_security_headers_and_forms_need_csrf(live, browser):
@@ -71,7 +72,8 @@ def test_pages_carry_security_headers_and_forms_need_csrf(live, browser):
     assert "frame-ancestors 'none'" in csp
     assert page.headers["X-Frame-Options"] == "DENY"
     assert "HttpOnly" in page.headers.get("Set-Cookie", "") and "SameSite=Lax" in page.headers["Set-Cookie"]
-    resp = browser.http.post(f"{live.issuer}/signin", data={"email": "x@example.com"}, allow_redirects=False, timeout=10)
+    resp = browser.http.post(f"{live.issuer}/signin", data={"email": "x@example.com"}, allow_redirects=False,
+                             timeout=10)
     assert resp.status_code == 400 and "expired" in resp.text
 
 

@@ -23,7 +23,9 @@ def test_same_answer_for_known_and_unknown_addresses(live):
     known = _ask(live, "known-reset@example.com")
     unknown = _ask(live, "nobody-reset@example.com")
     assert known.status_code == unknown.status_code == 200
-    strip = lambda html, email: re.sub(r'name="csrf_token" value="[^"]+"', "", html).replace(email, "EMAIL")  # noqa: E731
+    def strip(html, email):
+        return re.sub(r'name="csrf_token" value="[^"]+"', "", html).replace(email, "EMAIL")
+
     assert strip(known.text, "known-reset@example.com") == strip(unknown.text, "nobody-reset@example.com")
     assert live.mailbox.wait_for("known-reset@example.com")
     assert live.mailbox.to("nobody-reset@example.com") == []
@@ -106,3 +108,13 @@ def test_reset_requests_are_throttled_per_address(live):
     assert answers[:3] == [200, 200, 200] and answers[-1] == 429
     resp = _ask(live, "hammer@example.com")
     assert "Too many attempts" in resp.text and resp.headers["Retry-After"]
+
+
+def test_reset_link_ignores_a_forged_host_header(live):
+    live.create_user("poison@example.com", "old-password-1")
+    b = Browser(live.issuer)
+    b.http.headers["Host"] = "evil.example"  # an attacker's request, cookies and all
+    page = b.get(f"{live.issuer}/password/forgot")
+    b.submit(page, {"email": "poison@example.com"}, action=f"{live.issuer}/password/forgot")
+    body = body_of(live.mailbox.wait_for("poison@example.com")[-1])
+    assert "evil.example" not in body and f"{live.issuer}/password/reset/" in body

@@ -9,10 +9,14 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import AccessDeniedError
-from authlib.common.urls import add_params_to_uri
-from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    InteractionRequiredError,
+    LoginRequiredError,
+)
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
@@ -23,8 +27,8 @@ from ..mfa import totp
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
 from ..security import error_page
 from ..signin.views import start_step_up
-from .par import take_pushed_request
 from ..store import Client, Consent, PendingAuthorization, db, utcnow
+from .par import take_pushed_request
 
 bp = Blueprint("authorize", __name__)
 
@@ -168,14 +172,17 @@ def _save_pending(params: dict, client: Client) -> PendingAuthorization:
     return row
 
 
+# Errors raised by our own steps, after the client and its redirect URI were proven.
+ANSWERED_BY_REDIRECT = (LoginRequiredError, ConsentRequiredError, InteractionRequiredError, AccessDeniedError)
+
+
 def _error_redirect(error: OAuth2Error, oauth_request, params: dict):
     """Send the error back to the client when its redirect URI is proven, else show a page.
 
     Never redirect to an unverified URI (RFC 9700 §4.11: no open redirector).
     """
     redirect_uri = error.redirect_uri
-    if redirect_uri is None and not isinstance(error, (LoginRequiredError, ConsentRequiredError, InteractionRequiredError,
-                                                           AccessDeniedError)):
+    if redirect_uri is None and not isinstance(error, ANSWERED_BY_REDIRECT):
         return error_page(_("The application sent an invalid sign-in request: %(why)s",
                             why=error.description or error.error))
     if redirect_uri is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import current_app
@@ -26,7 +26,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         # Each assertion is single-use: remember its jti until it expires. The
         # primary key makes the check atomic across processes.
         marker = "assertion:" + digest(f"{claims['sub']}:{jti}")
-        exp = datetime.fromtimestamp(int(claims["exp"]), timezone.utc).replace(tzinfo=None)
+        exp = datetime.fromtimestamp(int(claims["exp"]), UTC).replace(tzinfo=None)
         db.session.add(RevokedToken(jti=marker[:64], expires_at=exp))
         try:
             db.session.commit()

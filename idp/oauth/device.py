@@ -8,9 +8,11 @@ from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidGrantError, Unautho
 from authlib.oauth2.rfc8628 import (
     AuthorizationPendingError,
     DeviceAuthorizationEndpoint,
-    DeviceCodeGrant as AuthlibDeviceCodeGrant,
     ExpiredTokenError,
     SlowDownError,
+)
+from authlib.oauth2.rfc8628 import (
+    DeviceCodeGrant as AuthlibDeviceCodeGrant,
 )
 from flask import current_app
 from sqlalchemy import update

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -65,7 +65,7 @@ class Revocation(RevocationEndpoint):
             # Revoking a refresh token ends its whole grant (RFC 7009 §2.1: SHOULD).
             revoke_grant(token.refresh.grant_id)
         elif token.claims is not None:
-            exp = datetime.fromtimestamp(int(token.claims["exp"]), timezone.utc).replace(tzinfo=None)
+            exp = datetime.fromtimestamp(int(token.claims["exp"]), UTC).replace(tzinfo=None)
             db.session.add(RevokedToken(jti=token.claims["jti"], expires_at=exp))
             try:
                 db.session.commit()
@@ -98,8 +98,8 @@ class Introspection(IntrospectionEndpoint):
             "client_id": row.client_id,
             "scope": row.scope,
             "sub": family.user_id,
-            "exp": int(row.expires_at.replace(tzinfo=timezone.utc).timestamp()),
-            "iat": int(row.created_at.replace(tzinfo=timezone.utc).timestamp()),
+            "exp": int(row.expires_at.replace(tzinfo=UTC).timestamp()),
+            "iat": int(row.created_at.replace(tzinfo=UTC).timestamp()),
             "token_type": "refresh_token",
         }
 

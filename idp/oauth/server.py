@@ -21,7 +21,6 @@ from .grants import (
     S256CodeChallenge,
 )
 
-
 _CLIENT_BY_ID = select(Client.__table__).where(Client.__table__.c.client_id == bindparam("client_id"))
 
 
@@ -74,7 +73,8 @@ class Issuer(IssuerParameter):
 def create_authorization_server(app) -> AuthorizationServer:
     server = AuthorizationServer()
     server.init_app(app)
-    server.register_grant(AuthorizationCodeGrant, [OpenIDCodeExtension(require_nonce=False), S256CodeChallenge(required=True)])
+    server.register_grant(AuthorizationCodeGrant,
+                          [OpenIDCodeExtension(require_nonce=False), S256CodeChallenge(required=True)])
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(DeviceCodeGrant)

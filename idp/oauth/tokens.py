@@ -13,6 +13,7 @@ import time
 from flask import current_app
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
+
 from ..store import Grant, RevokedToken, User, db, new_secret
 from .claims import user_claims
 

@@ -6,12 +6,12 @@ same time (the mail leaves on a background thread).
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, render_template, request
 from flask_babel import gettext as _
 
 from .. import audit, mail_tokens, sessions
 from ..i18n import current_language
-from ..mail import send_mail
+from ..mail import link_to, send_mail
 from ..passwords import policy_problem, set_password
 from ..ratelimit import throttle
 from ..store import User, db
@@ -45,7 +45,7 @@ def send_link():
     if user is not None and not user.disabled:
         token = mail_tokens.issue(user, "reset")
         lang = user.locale or current_language()
-        link = url_for("password.reset", token=token, _external=True)
+        link = link_to("password.reset", token=token)
         send_mail(user.email, "reset", lang, link=link,
                   minutes=int(mail_tokens.LIFETIMES["reset"].total_seconds() // 60))
         audit.record("password.reset_requested", user)

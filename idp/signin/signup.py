@@ -7,12 +7,12 @@ address cannot sign in to products until its link is opened.
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, render_template, request
 from flask_babel import gettext as _
 
 from .. import audit, mail_tokens
 from ..i18n import current_language
-from ..mail import send_mail
+from ..mail import link_to, send_mail
 from ..passwords import hash_password, policy_problem
 from ..ratelimit import throttle
 from ..store import User, db
@@ -48,8 +48,8 @@ def create():
     existing = db.session.query(User).filter_by(email=address).one_or_none()
     if existing is not None:
         send_mail(address, "signup_exists", existing.locale or lang,
-                  signin=url_for("signin.email", _external=True),
-                  reset=url_for("password.forgot", _external=True))
+                  signin=link_to("signin.email"),
+                  reset=link_to("password.forgot"))
     else:
         user = User(email=address, name=name, password_hash=password_hash, email_verified=False,
                     locale=lang)
@@ -62,7 +62,7 @@ def create():
 
 def send_verification(user: User, lang: str) -> None:
     token = mail_tokens.issue(user, "verify")
-    send_mail(user.email, "verify", lang, link=url_for("signup.verify", token=token, _external=True))
+    send_mail(user.email, "verify", lang, link=link_to("signup.verify", token=token))
 
 
 @bp.get("/signup/verify/<token>")

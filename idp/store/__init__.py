@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -30,7 +30,7 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 def utcnow() -> datetime:
     """Naive UTC now: SQLite keeps no time zone, so every stored time is naive UTC."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def new_id() -> str:
@@ -48,12 +48,18 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-from .accounts import User  # noqa: E402
-from .clients import Client, RegistrationToken  # noqa: E402
-from .grants import AuthorizationCode, Consent, DeviceAuthorization, Grant, RefreshToken, RevokedToken  # noqa: E402
-from .sessions import BrowserSession, PendingAuthorization  # noqa: E402
-from .keys import SigningKey  # noqa: E402
-from .security import (  # noqa: E402
+from .accounts import User
+from .clients import Client, RegistrationToken
+from .grants import (
+    AuthorizationCode,
+    Consent,
+    DeviceAuthorization,
+    Grant,
+    RefreshToken,
+    RevokedToken,
+)
+from .keys import SigningKey
+from .security import (
     BackchannelDelivery,
     MailToken,
     RateLimit,
@@ -62,10 +68,31 @@ from .security import (  # noqa: E402
     TotpFactor,
     TrustedDevice,
 )
+from .sessions import BrowserSession, PendingAuthorization
 
 __all__ = [
-    "db", "utcnow", "new_id", "new_secret", "digest",
-    "User", "Client", "RegistrationToken", "AuthorizationCode", "Consent", "DeviceAuthorization", "Grant",
-    "RefreshToken", "RevokedToken", "BrowserSession", "PendingAuthorization", "SigningKey",
-    "BackchannelDelivery", "MailToken", "RateLimit", "RecoveryCode", "SecurityEvent", "TotpFactor", "TrustedDevice",
+    "AuthorizationCode",
+    "BackchannelDelivery",
+    "BrowserSession",
+    "Client",
+    "Consent",
+    "DeviceAuthorization",
+    "Grant",
+    "MailToken",
+    "PendingAuthorization",
+    "RateLimit",
+    "RecoveryCode",
+    "RefreshToken",
+    "RegistrationToken",
+    "RevokedToken",
+    "SecurityEvent",
+    "SigningKey",
+    "TotpFactor",
+    "TrustedDevice",
+    "User",
+    "db",
+    "digest",
+    "new_id",
+    "new_secret",
+    "utcnow",
 ]
