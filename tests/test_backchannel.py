@@ -403,3 +403,16 @@ def test_runner_sends_at_once_when_kicked(live, browser, receiver):
 
     quiet = Flask("quiet")
     assert not init_app(quiet, run=False).running and "idp.backchannel" in quiet.extensions
+
+
+def test_sign_out_everywhere_on_the_account_page_reaches_the_product(live, browser, receiver):
+    """End to end: the person's click, the server's own delivery thread, the product's endpoint."""
+    user_id, client_id, id_claims = _setup(live, browser, receiver, "bc-account@example.com")
+    account = browser.get(f"{live.issuer}/account")
+    assert "Sign out of all sessions" in account.text
+    done = browser.submit(account, {}, action=f"{live.issuer}/account/sessions/revoke-all")
+    assert done.status_code == 200
+    tokens = receiver.wait_for(1, timeout=15)
+    assert tokens, "the server did not deliver the logout token"
+    _, claims = verify(live.issuer, tokens[0])
+    assert claims["sub"] == user_id and claims["sid"] == id_claims["sid"] and claims["aud"] == client_id

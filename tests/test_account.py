@@ -1,0 +1,62 @@
+"""The account page: sections, open sessions (revocable), recent activity, throttled password attempts."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import Browser
+from tests.oidc import authorize_url, redirect_params
+
+
+def _sign_in(live, email, password):
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, password)
+    assert page.status_code == 200, page.text[:300]
+    return b, page
+
+
+def test_account_page_sections_sessions_and_activity(live):
+    live.create_user("acct@example.com", "account-password")
+    client_id, _ = live.create_client()
+    # a failed attempt first, for the activity list
+    b0 = Browser(live.issuer)
+    page = b0.submit(b0.get(f"{live.issuer}/signin"), {"email": "acct@example.com"})
+    assert b0.submit(page, {"password": "wrong-password"}).status_code == 401
+    phone, _ = _sign_in(live, "acct@example.com", "account-password")
+    laptop, page = _sign_in(live, "acct@example.com", "account-password")
+    for section in ("Security", "Sessions", "Trusted devices", "Connected accounts", "Recent activity"):
+        assert f"<h2>{section}</h2>" in page.text, section
+    assert "Signed in" in page.text and "Failed sign-in attempt" in page.text
+    revokes = re.findall(r"/account/sessions/([0-9a-f]{32})/revoke", page.text)
+    assert len(revokes) >= 2
+    # revoke the other session (the one not marked "this browser")
+    this = re.search(r"this browser.*?/account/sessions/([0-9a-f]{32})/revoke", page.text, re.S).group(1)
+    other = next(s for s in revokes if s != this)
+    laptop.submit(page, {}, action=f"{live.issuer}/account/sessions/{other}/revoke")
+    assert redirect_params(phone.get(authorize_url(live.issuer, client_id, prompt="none")))["error"] == "login_required"
+    assert "code" in redirect_params(laptop.get(authorize_url(live.issuer, client_id, prompt="none")))
+    assert "Session revoked" in laptop.get(f"{live.issuer}/account").text
+
+
+def test_account_needs_sign_in_and_comes_back(live):
+    live.create_user("comeback@example.com", "account-password")
+    b = Browser(live.issuer)
+    page = b.get(f"{live.issuer}/account")
+    assert 'name="email"' in page.text
+    page = b.sign_in(page, "comeback@example.com", "account-password")
+    assert "Your account" in page.text
+
+
+def test_password_attempts_are_throttled_per_account(live):
+    live.create_user("throttled@example.com", "the-right-password")
+    b = Browser(live.issuer)
+    page = b.submit(b.get(f"{live.issuer}/signin"), {"email": "throttled@example.com"})
+    statuses = [b.submit(page, {"password": f"wrong-{i}"}).status_code for i in range(6)]
+    assert statuses[:5] == [401] * 5 and statuses[5] == 401  # the 6th failure is counted, then the block starts
+    blocked = b.submit(page, {"password": "the-right-password"})
+    assert blocked.status_code == 429 and "Too many attempts" in blocked.text and blocked.headers["Retry-After"]
+    # another account from the same address is not blocked
+    live.create_user("neighbour@example.com", "neighbour-password")
+    other = Browser(live.issuer)
+    page = other.submit(other.get(f"{live.issuer}/signin"), {"email": "neighbour@example.com"})
+    assert other.submit(page, {"password": "neighbour-password"}).status_code == 200
