@@ -9,6 +9,7 @@ ACR_VALUES = (ACR_SINGLE_FACTOR, ACR_MULTI_FACTOR)
 AMR_PASSWORD = ["pwd"]
 AMR_TOTP = ["otp", "mfa"]  # added to the first factor's amr
 AMR_RECOVERY = ["mfa"]
+AMR_PASSKEY = ["hwk", "mfa"]  # a passkey that verified the person (PIN or biometrics)
 
 
 def wants_second_factor(params: dict) -> bool:

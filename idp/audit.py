@@ -42,6 +42,8 @@ LABELS = {
     "totp.disabled": lambda: _("Authenticator app turned off"),
     "recovery.generated": lambda: _("New recovery codes"),
     "recovery.used": lambda: _("Recovery code used"),
+    "passkey.added": lambda: _("Passkey added"),
+    "passkey.removed": lambda: _("Passkey removed"),
     "signup": lambda: _("Account created"),
     "email.verified": lambda: _("Email address confirmed"),
 }

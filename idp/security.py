@@ -17,7 +17,7 @@ API_PREFIXES = ("/token", "/revoke", "/introspect", "/userinfo", "/register", "/
                 "/device_authorization")
 
 PAGE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 

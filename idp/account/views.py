@@ -28,12 +28,13 @@ def home():
                                     TrustedDevice.expires_at > utcnow())
         .order_by(TrustedDevice.last_seen_at.desc())
     ).scalars().all()
+    from ..mfa.passkeys import user_passkeys
     from ..mfa.totp import has_totp, recovery_codes_left
 
     return render_template(
         "account/home.html", user=user, browser=browser, sessions=sessions.open_sessions(user),
         devices=devices, events=audit.recent(user), has_totp=has_totp(user),
-        recovery_left=recovery_codes_left(user),
+        recovery_left=recovery_codes_left(user), passkeys=user_passkeys(user),
     )
 
 

@@ -23,7 +23,7 @@ from flask_babel import gettext as _
 from .. import sessions
 from ..assurance import wants_second_factor
 from ..i18n import remember_ui_locales
-from ..mfa import totp
+from ..mfa import has_second_factor
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
 from ..security import error_page
 from ..signin.views import start_step_up
@@ -133,7 +133,7 @@ def _process(params: dict, pending: PendingAuthorization | None):
             return _error_redirect(InteractionRequiredError(), oauth_request, params)
         return render_template("signin/unverified.html", email=browser.user.email), 403
 
-    if wants_second_factor(params) and not _second_factor_fresh(browser, max_age) and totp.has_totp(browser.user):
+    if wants_second_factor(params) and not _second_factor_fresh(browser, max_age) and has_second_factor(browser.user):
         if "none" in prompts:
             return _error_redirect(InteractionRequiredError(), oauth_request, params)
         pending = pending or _save_pending(params, oauth_request.client)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+import logging
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from .. import audit, sessions
 from ..signin.views import require_sign_in
-from . import totp
+from . import passkeys, totp
 
+log = logging.getLogger(__name__)
 bp = Blueprint("mfa", __name__)
 
 
@@ -65,4 +68,37 @@ def remove_totp():
         return require_sign_in(url_for("account.home"))
     totp.remove(user)
     audit.record("totp.disabled", user)
+    return redirect(url_for("account.home"))
+
+
+@bp.post("/account/passkeys/options")
+def passkey_options():
+    user = _user()
+    if user is None:
+        return jsonify(error="sign in first"), 401
+    return Response(passkeys.registration_options(user), mimetype="application/json")
+
+
+@bp.post("/account/passkeys")
+def add_passkey():
+    user = _user()
+    if user is None:
+        return jsonify(error="sign in first"), 401
+    try:
+        body = passkeys.parse_body(request.get_data())
+        row = passkeys.finish_registration(user, body.get("credential"), body.get("name"))
+    except passkeys.PasskeyError as err:
+        log.info("passkey registration refused: %s", err)
+        return jsonify(error=_("This passkey could not be added.")), 400
+    audit.record("passkey.added", user)
+    return jsonify(id=row.id, redirect=url_for("account.home")), 201
+
+
+@bp.post("/account/passkeys/<passkey_id>/remove")
+def remove_passkey(passkey_id: str):
+    user = _user()
+    if user is None:
+        return require_sign_in(url_for("account.home"))
+    if passkeys.remove(user, passkey_id):
+        audit.record("passkey.removed", user)
     return redirect(url_for("account.home"))

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from federation.discovery import home_realm_for
 
 from .. import audit, sessions
-from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
-from ..mfa import devices, totp
+from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
+from ..mfa import devices, has_second_factor, passkeys, totp
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..ratelimit import throttle
 from ..store import PendingAuthorization, User, db, utcnow
@@ -121,7 +121,7 @@ def password():
         db.session.commit()
     session.pop("signin_email", None)
     session.pop("remember", None)
-    if totp.has_totp(user) and not devices.is_trusted(user):
+    if has_second_factor(user) and not devices.is_trusted(user):
         session["mfa"] = {"user": user.id, "remember": remember, "at": int(time.time()), "step_up": False}
         return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
     return _finish(user, pending, remember=remember, amr=AMR_PASSWORD, acr=ACR_SINGLE_FACTOR)
@@ -164,12 +164,12 @@ def second_factor():
         session.pop("mfa", None)
         return redirect(url_for("signin.email"))
     if request.method == "GET":
-        return render_template("signin/verify.html", req=req)
+        return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user))
     limits = throttle()
     decision = limits.check("code:account", user.id)
     if not decision.allowed:
         audit.record("signin.throttled", user, method="otp")
-        return too_many_attempts("signin/verify.html", decision, req=req)
+        return too_many_attempts("signin/verify.html", decision, req=req, passkey=passkeys.has_passkey(user))
     code = request.form.get("code", "")
     if totp.verify(user, code):
         extra = AMR_TOTP
@@ -179,7 +179,7 @@ def second_factor():
     else:
         limits.failure("code:account", user.id)
         audit.record("signin.failure", user, method="otp")
-        return render_template("signin/verify.html", req=req,
+        return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user),
                                error=_("This code is not right. Try again.")), 401
     limits.success("code:account", user.id)
     session.pop("mfa", None)
@@ -199,3 +199,70 @@ def second_factor():
 def signout():
     sessions.end_current()
     return render_template("signin/signed_out.html")
+
+
+def _passkey_error(message: str, status: int = 400):
+    resp = jsonify(error=message)
+    resp.status_code = status
+    return resp
+
+
+@bp.post("/signin/passkey/options")
+def passkey_options():
+    """Passwordless sign-in: any passkey this site knows, discovered by the browser."""
+    return Response(passkeys.authentication_options(None), mimetype="application/json")
+
+
+@bp.post("/signin/passkey")
+def passkey_sign_in():
+    req = _req()
+    pending = _pending(req)
+    if req and pending is None:
+        return _passkey_error(_("This sign-in request has expired. Go back to the application and start again."))
+    try:
+        body = passkeys.parse_body(request.get_data())
+        user, verified_person = passkeys.finish_authentication(body.get("credential"))
+    except passkeys.PasskeyError as err:
+        log.info("passkey sign-in refused: %s", err)
+        audit.record("signin.failure", None, method="hwk")
+        return _passkey_error(_("This passkey could not sign you in."))
+    if not verified_person:
+        # Without PIN or biometrics a passkey proves possession only: one factor, not enough alone.
+        return _passkey_error(_("Your passkey did not confirm it is you. Sign in with your password."))
+    resp = _finish(user, pending, remember=False, amr=AMR_PASSKEY, acr=ACR_MULTI_FACTOR, second_factor=True)
+    return jsonify(redirect=resp.location)
+
+
+@bp.post("/signin/verify/passkey/options")
+def second_factor_passkey_options():
+    state = session.get("mfa")
+    user = db.session.get(User, state["user"]) if state else None
+    if user is None:
+        return _passkey_error(_("This sign-in has expired. Start again."))
+    return Response(passkeys.authentication_options(user), mimetype="application/json")
+
+
+@bp.post("/signin/verify/passkey")
+def second_factor_passkey():
+    req = _req()
+    pending = _pending(req)
+    state = session.get("mfa")
+    if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
+        return _passkey_error(_("This sign-in has expired. Start again."))
+    try:
+        body = passkeys.parse_body(request.get_data())
+        user, _verified = passkeys.finish_authentication(body.get("credential"))
+    except passkeys.PasskeyError as err:
+        log.info("passkey second factor refused: %s", err)
+        return _passkey_error(_("This passkey could not confirm your identity."))
+    if user.id != state["user"]:
+        return _passkey_error(_("This passkey could not confirm your identity."))
+    session.pop("mfa", None)
+    browser = sessions.current()
+    if state.get("step_up") and browser is not None and browser.user_id == user.id:
+        sessions.step_up(browser, AMR_PASSKEY, ACR_MULTI_FACTOR)
+        audit.record("signin.success", user, method="step-up hwk")
+        return jsonify(redirect=_continue(browser, pending).location)
+    resp = _finish(user, pending, remember=state.get("remember", False), amr=AMR_PASSWORD + AMR_PASSKEY,
+                   acr=ACR_MULTI_FACTOR, second_factor=True)
+    return jsonify(redirect=resp.location)

@@ -62,6 +62,7 @@ from .keys import SigningKey
 from .security import (
     BackchannelDelivery,
     MailToken,
+    Passkey,
     RateLimit,
     RecoveryCode,
     SecurityEvent,
@@ -79,6 +80,7 @@ __all__ = [
     "DeviceAuthorization",
     "Grant",
     "MailToken",
+    "Passkey",
     "PendingAuthorization",
     "RateLimit",
     "RecoveryCode",
