@@ -14,11 +14,14 @@ log = logging.getLogger("idp.audit")
 
 
 
-def record(kind: str, user: User | None = None, **detail) -> None:
-    """Store one event (and commit). `detail` never holds secrets."""
+def record(kind: str, user: User | None = None, origin=None, **detail) -> None:
+    """Store one event (and commit). `detail` never holds secrets. `origin` (ip, user agent)
+    is the request's unless given (background jobs pass the request's they came from)."""
     assert kind in LABELS, kind
     ip = ua = None
-    if has_request_context():
+    if origin is not None:
+        ip, ua = origin.ip, origin.user_agent
+    elif has_request_context():
         ip = request.remote_addr
         ua = (request.user_agent.string or "")[:300]
     db.session.add(SecurityEvent(user_id=user.id if user else None, kind=kind, detail=detail, ip=ip, user_agent=ua))

@@ -11,15 +11,16 @@ from .store import MailToken, User, db, digest, new_secret, utcnow
 LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24)}
 
 
-def issue(user: User, purpose: str) -> str:
-    """A new token for `purpose`; any earlier unused one of the same purpose dies."""
+def issue(user: User, purpose: str, value: str | None = None) -> str:
+    """A new token for `purpose` (`value` when the caller made it already); any earlier
+    unused one of the same purpose dies."""
     now = utcnow()
     db.session.execute(
         update(MailToken)
         .where(MailToken.user_id == user.id, MailToken.purpose == purpose, MailToken.used_at.is_(None))
         .values(used_at=now)
     )
-    value = new_secret(32)
+    value = value or new_secret(32)
     db.session.add(MailToken(token_hash=digest(value), user_id=user.id, purpose=purpose, created_at=now,
                              expires_at=now + LIFETIMES[purpose]))
     db.session.commit()

@@ -10,11 +10,12 @@ from flask import Blueprint, render_template, request
 from flask_babel import gettext as _
 
 from .. import audit, mail_tokens, sessions
+from ..background import Origin, defer
 from ..i18n import current_language
 from ..mail import link_to, send_mail
 from ..passwords import policy_problem, set_password
 from ..ratelimit import throttle
-from ..store import User, db
+from ..store import User, db, new_secret
 from .throttling import too_many_attempts
 
 bp = Blueprint("password", __name__)
@@ -41,15 +42,21 @@ def send_link():
         decision = limits.failure(scope, value)  # every request counts here
         if not decision.allowed:
             return too_many_attempts("signin/forgot.html", decision, email=address)
-    user = db.session.query(User).filter_by(email=address).one_or_none()
-    if user is not None and not user.disabled:
-        token = mail_tokens.issue(user, "reset")
-        lang = user.locale or current_language()
-        link = link_to("password.reset", token=token)
-        send_mail(user.email, "reset", lang, link=link,
-                  minutes=int(mail_tokens.LIFETIMES["reset"].total_seconds() // 60))
-        audit.record("password.reset_requested", user)
+    # The lookup happens after the answer: known and unknown addresses take the same time.
+    token = new_secret(32)
+    defer(_mail_reset_link, address, token, link_to("password.reset", token=token), current_language(),
+          Origin.of_request())
     return render_template("signin/forgot_sent.html", email=address)
+
+
+def _mail_reset_link(address: str, token: str, link: str, lang: str, origin: Origin) -> None:
+    user = db.session.query(User).filter_by(email=address).one_or_none()
+    if user is None or user.disabled:
+        return
+    mail_tokens.issue(user, "reset", value=token)
+    send_mail(user.email, "reset", user.locale or lang, link=link,
+              minutes=int(mail_tokens.LIFETIMES["reset"].total_seconds() // 60))
+    audit.record("password.reset_requested", user, origin=origin)
 
 
 @bp.get("/password/reset/<token>")

@@ -10,7 +10,10 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 from flask_babel import gettext as _
 
+from sqlalchemy.exc import IntegrityError
+
 from .. import audit, mail_tokens
+from ..background import Origin, defer
 from ..i18n import current_language
 from ..mail import link_to, send_mail
 from ..passwords import hash_password, policy_problem
@@ -42,22 +45,27 @@ def create():
     decision = throttle().failure("signup:ip", request.remote_addr or "")
     if not decision.allowed:
         return too_many_attempts("signin/signup.html", decision, email=address, name=name or "")
-    lang = current_language()
-    # Hashed in both branches, so a taken address answers in the same time.
-    password_hash = hash_password(password)
+    # Everything that depends on whether the address is taken happens after the answer.
+    defer(_register, address, name, password, current_language(), Origin.of_request())
+    return render_template("signin/signup_sent.html", email=address)
+
+
+def _register(address: str, name: str | None, password: str, lang: str, origin: Origin) -> None:
     existing = db.session.query(User).filter_by(email=address).one_or_none()
     if existing is not None:
         send_mail(address, "signup_exists", existing.locale or lang,
-                  signin=link_to("signin.email"),
-                  reset=link_to("password.forgot"))
-    else:
-        user = User(email=address, name=name, password_hash=password_hash, email_verified=False,
-                    locale=lang)
-        db.session.add(user)
+                  signin=link_to("signin.email"), reset=link_to("password.forgot"))
+        return
+    user = User(email=address, name=name, password_hash=hash_password(password), email_verified=False,
+                locale=lang)
+    db.session.add(user)
+    try:
         db.session.commit()
-        audit.record("signup", user)
-        send_verification(user, lang)
-    return render_template("signin/signup_sent.html", email=address)
+    except IntegrityError:  # the same address signed up twice at once
+        db.session.rollback()
+        return
+    audit.record("signup", user, origin=origin)
+    send_verification(user, lang)
 
 
 def send_verification(user: User, lang: str) -> None:
