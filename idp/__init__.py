@@ -67,6 +67,10 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
     mail.init_app(app)
     ratelimit.init_app(app)
     backchannel.init_app(app, run=run_workers)
+    if run_workers:
+        from . import housekeeping
+
+        housekeeping.start(app)
     app.after_request(sessions.apply_cookie)
     from .mfa import devices
 

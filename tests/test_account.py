@@ -60,3 +60,22 @@ def test_password_attempts_are_throttled_per_account(live):
     other = Browser(live.issuer)
     page = other.submit(other.get(f"{live.issuer}/signin"), {"email": "neighbour@example.com"})
     assert other.submit(page, {"password": "neighbour-password"}).status_code == 200
+
+
+def test_housekeeping_deletes_only_what_expired(live):
+    from datetime import timedelta
+
+    from idp.housekeeping import purge_expired
+    from idp.store import PendingAuthorization, RevokedToken, db, utcnow
+
+    with live.db():
+        old = PendingAuthorization(client_id="x", params={}, expires_at=utcnow() - timedelta(seconds=1))
+        fresh = PendingAuthorization(client_id="x", params={}, expires_at=utcnow() + timedelta(minutes=5))
+        db.session.add_all([old, fresh, RevokedToken(jti="hk-old", expires_at=utcnow() - timedelta(seconds=1)),
+                            RevokedToken(jti="hk-new", expires_at=utcnow() + timedelta(minutes=5))])
+        db.session.commit()
+        old_id, fresh_id = old.id, fresh.id
+        assert purge_expired() >= 2
+        assert db.session.get(PendingAuthorization, old_id) is None
+        assert db.session.get(PendingAuthorization, fresh_id) is not None
+        assert db.session.get(RevokedToken, "hk-old") is None and db.session.get(RevokedToken, "hk-new") is not None
