@@ -94,16 +94,15 @@ class Live:
         return self.app.app_context()
 
 
-@pytest.fixture(scope="session")
-def live(database_url, tmp_path_factory, mailbox):
+def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1"):
+    """Run `idp init` and `idp serve --workers 2` on a free port; yield the `Live` handle."""
     from idp import create_app
     from idp.config import Settings
 
-    root = tmp_path_factory.mktemp("live")
     port = free_port()
     env = {
         **os.environ,
-        "IDP_ISSUER": f"http://127.0.0.1:{port}",
+        "IDP_ISSUER": f"http://{host}:{port}",
         "IDP_INSTANCE_DIR": str(root / "instance"),
         "IDP_DATABASE_URL": database_url,
         "IDP_LOG_LEVEL": "WARNING",
@@ -115,12 +114,13 @@ def live(database_url, tmp_path_factory, mailbox):
     init = subprocess.run([IDP, "init"], env=env, capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     log = root / "serve.log"
-    proc = subprocess.Popen([IDP, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    issuer = env["IDP_ISSUER"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([IDP, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    probe = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
     for _ in range(200):
         try:
-            if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=1).ok:
+            if requests.get(probe, timeout=1).ok:
                 break
         except requests.ConnectionError:
             pass
@@ -131,13 +131,18 @@ def live(database_url, tmp_path_factory, mailbox):
         pytest.fail(f"idp serve did not start: {log.read_text()}")
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("IDP_")})
     app = create_app(settings)
-    yield Live(issuer=issuer, env=env, app=app, proc=proc, log=log, mailbox=mailbox)
+    yield Live(issuer=env["IDP_ISSUER"], env=env, app=app, proc=proc, log=log, mailbox=mailbox)
     os.killpg(proc.pid, 15)
     proc.wait(timeout=20)
     with app.app_context():
         from idp.store import db
 
         db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live(database_url, tmp_path_factory, mailbox):
+    yield from start_live(database_url, tmp_path_factory.mktemp("live"), mailbox)
 
 
 # --- driving the pages without a browser --------------------------------------------

@@ -177,3 +177,46 @@ def test_forgotten_password_journey_in_the_browser(live, chromium, product):
     assert other_page.get_by_label("Email").is_visible()
     other.close()
     context.close()
+
+
+@pytest.fixture(scope="module")
+def localhost_live(tmp_path_factory):
+    """A server whose issuer is a domain name: browsers refuse WebAuthn on IP addresses."""
+    from tests import smtp
+    from tests.conftest import free_port, start_live
+
+    controller, box = smtp.start(free_port())
+    box.port = controller.port
+    root = tmp_path_factory.mktemp("localhost")
+    yield from start_live(f"sqlite:///{root / 'idp.db'}", root, box, host="localhost")
+    controller.stop()
+
+
+def test_passkey_registration_and_sign_in_in_the_browser(localhost_live, chromium, product):
+    live = localhost_live
+    live.create_user("passkey-browser@example.com", "passkey-password")
+    redirect = _callback_url(product)
+    client_id, _ = live.create_client(redirect_uris=[redirect])
+    context = chromium.new_context(locale="en-US")
+    page = context.new_page()
+    # Chromium's own virtual authenticator (CTAP2, resident keys, user verification): a real
+    # browser running our page's JavaScript against the WebAuthn API.
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
+        "isUserVerified": True, "automaticPresenceSimulation": True}})
+    page.goto(f"{live.issuer}/account")
+    page.get_by_label("Email").fill("passkey-browser@example.com")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Password").fill("passkey-password")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Add a passkey").click()
+    page.get_by_text("Passkey added").wait_for(timeout=10000)  # the page reloaded with it in the activity
+    page.get_by_role("button", name="Sign out").last.click()
+    # back at the product: no password, the passkey signs in
+    page.goto(authorize_url(live.issuer, client_id, redirect_uri=redirect, code_challenge=pkce()[1],
+                            code_challenge_method="S256"))
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    assert "code" in _wait_for_callback(page, product)
+    context.close()
