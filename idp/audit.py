@@ -47,6 +47,8 @@ LABELS = {
     "recovery.used": lambda: _("Recovery code used"),
     "passkey.added": lambda: _("Passkey added"),
     "passkey.removed": lambda: _("Passkey removed"),
+    "social.linked": lambda: _("Connected account linked"),
+    "social.unlinked": lambda: _("Connected account unlinked"),
     "signup": lambda: _("Account created"),
     "email.verified": lambda: _("Email address confirmed"),
 }

@@ -243,6 +243,38 @@ def cmd_keys_rotate(args) -> None:
         print(f"new signing key {row.kid} ({row.alg}); older keys stay published until their tokens expire")
 
 
+def cmd_social_add(args) -> None:
+    import re
+    from urllib.parse import urlsplit
+
+    from federation.social import BUILT_IN
+
+    from .social import add_provider, redirect_uri
+
+    name = args.provider.lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
+        raise CommandError("provider names use lower-case letters, digits, - and _ (at most 40)")
+    if name not in BUILT_IN and not args.issuer:
+        raise CommandError(f"{name} is not a built-in provider (google, microsoft, facebook, linkedin): give --issuer")
+    if args.issuer:
+        parts = urlsplit(args.issuer)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise CommandError(f"--issuer must be an http(s) URL: {args.issuer}")
+        if name == "facebook":
+            raise CommandError("facebook is OAuth 2.0 without an OpenID issuer; leave out --issuer")
+    if not args.client_id or not args.client_secret:
+        raise CommandError("--client-id and --client-secret must not be empty")
+    app = _app()
+    with app.app_context():
+        add_provider(name, args.client_id, args.client_secret, args.issuer.rstrip("/") if args.issuer else None)
+        uri = redirect_uri(name)
+    if args.json:
+        _print_json({"provider": name, "issuer": args.issuer or (BUILT_IN[name].issuer if name in BUILT_IN else None),
+                     "client_id": args.client_id, "redirect_uri": uri})
+    else:
+        print(f"enabled {name}; register this redirect URI at the provider: {uri}")
+
+
 def cmd_not_yet(args) -> None:
     raise CommandError(f"`idp {args.group} {args.action}` is not available yet in this version")
 
@@ -311,7 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--alg", default="ES256", choices=["ES256", "RS256", "EdDSA"])
     k.set_defaults(func=cmd_keys_rotate)
 
-    for group, actions in (("orgs", ("create", "saml", "sp-metadata", "enforce-sso")), ("social", ("add",))):
+    social = sub.add_parser("social", help="social sign-in providers").add_subparsers(
+        dest="action", required=True, parser_class=Parser)
+    so = social.add_parser("add", help="enable a provider: google, microsoft, facebook, linkedin, or any with --issuer")
+    so.add_argument("provider")
+    so.add_argument("--client-id", required=True)
+    so.add_argument("--client-secret", required=True)
+    so.add_argument("--issuer", help="OpenID Connect issuer (discovery at ISSUER/.well-known/openid-configuration)")
+    so.add_argument("--json", action="store_true")
+    so.set_defaults(func=cmd_social_add)
+
+    for group, actions in (("orgs", ("create", "saml", "sp-metadata", "enforce-sso")),):
         g = sub.add_parser(group, help="not available yet").add_subparsers(
             dest="action", required=True, parser_class=Parser)
         for action in actions:

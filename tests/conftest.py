@@ -159,16 +159,19 @@ def csrf_of(html: str) -> str:
 class Browser:
     """A cookie-keeping HTTP client that follows redirects only on the identity provider."""
 
-    def __init__(self, issuer: str, lang: str = "en"):
+    def __init__(self, issuer: str, lang: str = "en", also: tuple[str, ...] = ()):
         self.issuer = issuer
+        self.hosts = (issuer, *also)  # other identity providers this browser follows redirects to
         self.http = requests.Session()
         self.http.headers["Accept-Language"] = lang
 
     def follow(self, resp: requests.Response) -> requests.Response:
-        while resp.is_redirect and resp.headers["Location"].startswith(("/", self.issuer)):
+        while resp.is_redirect and resp.headers["Location"].startswith(("/", *self.hosts)):
             loc = resp.headers["Location"]
-            url = loc if loc.startswith("http") else self.issuer + loc
-            resp = self.http.get(url, allow_redirects=False, timeout=30)
+            if loc.startswith("/"):
+                base = re.match(r"https?://[^/]+", resp.url).group(0)
+                loc = base + loc
+            resp = self.http.get(loc, allow_redirects=False, timeout=30)
         return resp
 
     def get(self, url: str, **params) -> requests.Response:
@@ -178,7 +181,8 @@ class Browser:
         if action is None:
             m = re.search(r'<form method="post" action="([^"]+)"', page.text)
             action = m.group(1).replace("&amp;", "&")
-        url = action if action.startswith("http") else self.issuer + action
+        base = re.match(r"https?://[^/]+", page.url).group(0) if page.url else self.issuer
+        url = action if action.startswith("http") else base + action
         form = {"csrf_token": csrf_of(page.text), **data}
         return self.follow(self.http.post(url, data=form, allow_redirects=False, timeout=30))
 

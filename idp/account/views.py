@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, url_for
 from sqlalchemy import select
 
-from .. import audit, sessions
+from federation.social import label_for
+
+from .. import audit, sessions, social
 from ..signin.views import require_sign_in
 from ..store import TrustedDevice, db, utcnow
 
@@ -31,8 +33,11 @@ def home():
     from ..mfa.passkeys import user_passkeys
     from ..mfa.totp import has_totp, recovery_codes_left
 
+    links = social.links_of(user)
     return render_template(
-        "account/home.html", user=user, browser=browser, sessions=sessions.open_sessions(user),
+        "account/home.html", user=user, links=links, providers=social.enabled(),
+        linked_names={link.provider for link in links}, label_of=label_for, browser=browser,
+        sessions=sessions.open_sessions(user),
         devices=devices, events=audit.recent(user), has_totp=has_totp(user),
         recovery_left=recovery_codes_left(user), passkeys=user_passkeys(user),
     )

@@ -12,6 +12,7 @@ def register_blueprints(app: Flask) -> None:
     from ..signin.device import bp as device
     from ..signin.password_reset import bp as password
     from ..signin.signup import bp as signup
+    from ..signin.social import bp as social
     from ..signin.views import bp as signin
     from . import authorize, discovery, end_session, par, registration, token, userinfo
 
@@ -19,5 +20,5 @@ def register_blueprints(app: Flask) -> None:
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
-    for bp in (authorize.bp, end_session.bp, signin, password, signup, device, account, mfa):
+    for bp in (authorize.bp, end_session.bp, signin, password, signup, social, device, account, mfa):
         app.register_blueprint(bp)

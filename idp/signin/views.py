@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from federation.discovery import home_realm_for
 
-from .. import audit, sessions
+from .. import audit, sessions, social
 from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
 from ..mfa import devices, has_second_factor, passkeys, totp
 from ..passwords import hash_password, needs_rehash, verify_password
@@ -29,7 +29,7 @@ bp = Blueprint("signin", __name__)
 
 
 
-def _pending(req: str | None) -> PendingAuthorization | None:
+def pending_request(req: str | None) -> PendingAuthorization | None:
     if not req:
         return None
     row = db.session.get(PendingAuthorization, req[:32])
@@ -68,17 +68,17 @@ def _after_sign_in():
 @bp.route("/signin", methods=["GET", "POST"])
 def email():
     req = _req()
-    pending = _pending(req)
+    pending = pending_request(req)
     if req and pending is None:
         return render_template("error.html", message=_(
             "This sign-in request has expired. Go back to the application and start again.")), 400
     if request.method == "GET":
         hint = (pending.params.get("login_hint") if pending else None) or session.get("signin_email", "")
         return render_template("signin/email.html", email=hint, req=req,
-                               remember=session.get("remember", False))
+                               remember=session.get("remember", False), providers=social.enabled())
     address = User.normalize_email(request.form.get("email", ""))
     if "@" not in address or len(address) > 320:
-        return render_template("signin/email.html", email=address, req=req,
+        return render_template("signin/email.html", email=address, req=req, providers=social.enabled(),
                                error=_("Enter a valid email address.")), 400
     session["signin_email"] = address
     session["remember"] = request.form.get("remember") == "on"
@@ -91,7 +91,7 @@ def email():
 @bp.route("/signin/password", methods=["GET", "POST"])
 def password():
     req = _req()
-    pending = _pending(req)
+    pending = pending_request(req)
     address = session.get("signin_email")
     if not address or (req and pending is None):
         return redirect(url_for("signin.email", req=req) if pending else url_for("signin.email"))
@@ -121,13 +121,21 @@ def password():
         db.session.commit()
     session.pop("signin_email", None)
     session.pop("remember", None)
+    return first_factor_passed(user, pending, req, remember=remember, amr=AMR_PASSWORD)
+
+
+def first_factor_passed(user: User, pending: PendingAuthorization | None, req: str | None, *,
+                        remember: bool, amr: list[str]):
+    """After a password or a linked social account: the second factor when the account has
+    one and this device is not trusted, else the session."""
     if has_second_factor(user) and not devices.is_trusted(user):
-        session["mfa"] = {"user": user.id, "remember": remember, "at": int(time.time()), "step_up": False}
+        session["mfa"] = {"user": user.id, "remember": remember, "at": int(time.time()), "step_up": False,
+                          "amr": amr}
         return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
-    return _finish(user, pending, remember=remember, amr=AMR_PASSWORD, acr=ACR_SINGLE_FACTOR)
+    return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR)
 
 
-def _finish(user: User, pending: PendingAuthorization | None, *, remember: bool, amr: list[str], acr: str,
+def finish_sign_in(user: User, pending: PendingAuthorization | None, *, remember: bool, amr: list[str], acr: str,
             second_factor: bool = False):
     """The person is who they say: open the session, then back to the request or page."""
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor)
@@ -154,7 +162,7 @@ def start_step_up(browser, pending: PendingAuthorization):
 def second_factor():
     """"Confirm your identity": a code from the authenticator app, or a recovery code."""
     req = _req()
-    pending = _pending(req)
+    pending = pending_request(req)
     state = session.get("mfa")
     if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
         session.pop("mfa", None)
@@ -191,8 +199,9 @@ def second_factor():
         sessions.step_up(browser, extra, ACR_MULTI_FACTOR)
         audit.record("signin.success", user, method="step-up " + " ".join(extra))
         return _continue(browser, pending)
-    return _finish(user, pending, remember=state.get("remember", False), amr=AMR_PASSWORD + extra,
-                   acr=ACR_MULTI_FACTOR, second_factor=True)
+    first = state.get("amr") or AMR_PASSWORD
+    return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra,
+                          acr=ACR_MULTI_FACTOR, second_factor=True)
 
 
 @bp.post("/signout")
@@ -216,7 +225,7 @@ def passkey_options():
 @bp.post("/signin/passkey")
 def passkey_sign_in():
     req = _req()
-    pending = _pending(req)
+    pending = pending_request(req)
     if req and pending is None:
         return _passkey_error(_("This sign-in request has expired. Go back to the application and start again."))
     try:
@@ -229,7 +238,7 @@ def passkey_sign_in():
     if not verified_person:
         # Without PIN or biometrics a passkey proves possession only: one factor, not enough alone.
         return _passkey_error(_("Your passkey did not confirm it is you. Sign in with your password."))
-    resp = _finish(user, pending, remember=False, amr=AMR_PASSKEY, acr=ACR_MULTI_FACTOR, second_factor=True)
+    resp = finish_sign_in(user, pending, remember=False, amr=AMR_PASSKEY, acr=ACR_MULTI_FACTOR, second_factor=True)
     return jsonify(redirect=resp.location)
 
 
@@ -245,7 +254,7 @@ def second_factor_passkey_options():
 @bp.post("/signin/verify/passkey")
 def second_factor_passkey():
     req = _req()
-    pending = _pending(req)
+    pending = pending_request(req)
     state = session.get("mfa")
     if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
         return _passkey_error(_("This sign-in has expired. Start again."))
@@ -263,6 +272,7 @@ def second_factor_passkey():
         sessions.step_up(browser, AMR_PASSKEY, ACR_MULTI_FACTOR)
         audit.record("signin.success", user, method="step-up hwk")
         return jsonify(redirect=_continue(browser, pending).location)
-    resp = _finish(user, pending, remember=state.get("remember", False), amr=AMR_PASSWORD + AMR_PASSKEY,
-                   acr=ACR_MULTI_FACTOR, second_factor=True)
+    first = state.get("amr") or AMR_PASSWORD
+    resp = finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + AMR_PASSKEY,
+                          acr=ACR_MULTI_FACTOR, second_factor=True)
     return jsonify(redirect=resp.location)

@@ -58,6 +58,7 @@ from .grants import (
     RefreshToken,
     RevokedToken,
 )
+from .federation import LinkedIdentity, SocialProvider
 from .keys import SigningKey
 from .security import (
     BackchannelDelivery,
@@ -79,6 +80,7 @@ __all__ = [
     "Consent",
     "DeviceAuthorization",
     "Grant",
+    "LinkedIdentity",
     "MailToken",
     "Passkey",
     "PendingAuthorization",
@@ -89,6 +91,7 @@ __all__ = [
     "RevokedToken",
     "SecurityEvent",
     "SigningKey",
+    "SocialProvider",
     "TotpFactor",
     "TrustedDevice",
     "User",

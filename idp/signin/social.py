@@ -1,0 +1,126 @@
+"""Social sign-in and linking, our side: start the upstream flow, take its answer, decide.
+
+A social identity signs someone in only once it was linked from the signed-in
+account page; an unknown identity gets a page explaining how to link it, and
+nothing is created.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+
+from federation.social import UpstreamError, authorization_url, complete
+
+from .. import audit, sessions, social
+from ..store import new_secret
+from .views import first_factor_passed, pending_request, require_sign_in
+
+log = logging.getLogger(__name__)
+bp = Blueprint("social", __name__)
+
+FLOW_TTL = 600
+AMR_FEDERATED = ["fed"]  # signed in through a linked external account
+
+
+def _page(message: str, status: int = 400, link_account: bool = False, label: str | None = None):
+    return render_template("signin/social_error.html", message=message, link_account=link_account,
+                           label=label), status
+
+
+def _start(name: str, purpose: str, req: str | None):
+    try:
+        provider = social.load(name)
+    except UpstreamError as err:
+        log.warning("social provider %s unavailable: %s", name, err)
+        return _page(_("%(provider)s cannot be reached right now. Try again later or sign in another way.",
+                       provider=name.title()), 503)
+    if provider is None:
+        return _page(_("This sign-in method is not available."), 404)
+    state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
+    session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
+                         "purpose": purpose, "req": req, "at": int(time.time())}
+    return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier))
+
+
+@bp.get("/social/<name>/start")
+def start(name: str):
+    req = request.args.get("req")
+    if req and pending_request(req) is None:
+        return _page(_("This sign-in request has expired. Go back to the application and start again."))
+    return _start(name, "signin", req)
+
+
+@bp.post("/account/connected/<name>/link")
+def link(name: str):
+    if sessions.current() is None:
+        return require_sign_in(url_for("account.home"))
+    return _start(name, "link", None)
+
+
+@bp.get("/social/<name>/callback")
+def callback(name: str):
+    flow = session.pop("social", None)
+    state = request.args.get("state", "")
+    if not flow or flow.get("provider") != name or time.time() - flow.get("at", 0) > FLOW_TTL \
+            or not hmac.compare_digest(flow["state"], state):
+        return _page(_("This sign-in could not be completed (it expired or did not start here). Start again."))
+    if request.args.get("error"):
+        return _page(_("You cancelled the sign-in with %(provider)s.", provider=name.title()), 400)
+    try:
+        provider = social.load(name)
+        if provider is None:
+            return _page(_("This sign-in method is not available."), 404)
+        identity = complete(provider, request.args.get("code", ""), social.redirect_uri(name), flow["verifier"],
+                            flow["nonce"])
+    except UpstreamError as err:
+        log.warning("social sign-in with %s refused: %s", name, err)
+        if err.reason == "unavailable":
+            return _page(_("%(provider)s cannot be reached right now. Try again later or sign in another way.",
+                           provider=name.title()), 503)
+        return _page(_("%(provider)s did not confirm who you are. Try again.", provider=name.title()))
+    if provider.issuer and not social.spend_nonce(flow["nonce"]):
+        return _page(_("%(provider)s did not confirm who you are. Try again.", provider=name.title()))
+    if flow["purpose"] == "link":
+        return _finish_link(provider.label, identity)
+    return _finish_sign_in(provider.label, identity, flow.get("req"))
+
+
+def _finish_link(label: str, identity):
+    browser = sessions.current()
+    if browser is None:
+        return require_sign_in(url_for("account.home"))
+    if not social.link(browser.user, identity):
+        return _page(_("This %(provider)s account is already linked to another account.", provider=label), 409)
+    audit.record("social.linked", browser.user, provider=identity.provider)
+    return redirect(url_for("account.home"))
+
+
+def _finish_sign_in(label: str, identity, req: str | None):
+    pending = pending_request(req) if req else None
+    if req and pending is None:
+        return _page(_("This sign-in request has expired. Go back to the application and start again."))
+    user = social.linked_user(identity)
+    if user is None:
+        audit.record("signin.failure", None, method="fed", provider=identity.provider)
+        return _page(_("This %(provider)s account is not linked to an account here. Sign in with your email "
+                       "and password, then link %(provider)s from your account page.", provider=label),
+                     403, link_account=True, label=label)
+    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
+
+
+@bp.post("/account/connected/<link_id>/unlink")
+def unlink(link_id: str):
+    browser = sessions.current()
+    if browser is None:
+        return require_sign_in(url_for("account.home"))
+    result = social.unlink(browser.user, link_id)
+    if result == "last":
+        return _page(_("This is the only way into your account: set a password or add a passkey first."), 409)
+    if result == "ok":
+        audit.record("social.unlinked", browser.user)
+    return redirect(url_for("account.home"))

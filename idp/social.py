@@ -1,0 +1,128 @@
+"""Social providers as configured here: stored with their client secret sealed, discovered
+on first use, and the identities linked to accounts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from federation import social as upstream
+from keys import seal, unseal
+
+from .store import LinkedIdentity, RevokedToken, SocialProvider, User, db, digest, utcnow
+
+PURPOSE = b"social client secrets"
+METADATA_TTL = timedelta(hours=1)
+
+
+def _secret_key() -> str:
+    return current_app.extensions["idp.settings"].secret_key
+
+
+def redirect_uri(name: str) -> str:
+    return f"{current_app.extensions['idp.settings'].issuer}/social/{name}/callback"
+
+
+def add_provider(name: str, client_id: str, client_secret: str, issuer: str | None) -> SocialProvider:
+    """Enable (or reconfigure) a provider. Nothing is fetched now: discovery happens on first use."""
+    row = db.session.get(SocialProvider, name) or SocialProvider(name=name)
+    row.issuer = issuer
+    row.client_id = client_id
+    row.sealed_client_secret = seal(_secret_key(), client_secret.encode(), name, PURPOSE)
+    row.metadata_cache = None
+    row.metadata_fetched_at = None
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def enabled() -> list[tuple[str, str]]:
+    """(name, label) of every provider, for the sign-in and account pages."""
+    names = db.session.execute(select(SocialProvider.name).order_by(SocialProvider.name)).scalars()
+    return [(n, upstream.label_for(n)) for n in names]
+
+
+def load(name: str) -> upstream.Provider | None:
+    """The provider with its endpoints; raises UpstreamError when its discovery fails."""
+    row = db.session.get(SocialProvider, name[:40])
+    if row is None:
+        return None
+    built_in = upstream.BUILT_IN.get(name)
+    issuer = row.issuer or (built_in.issuer if built_in else None)
+    if issuer:
+        stale = row.metadata_fetched_at is None or row.metadata_fetched_at < utcnow() - METADATA_TTL
+        if row.metadata_cache is None or stale:
+            row.metadata_cache = upstream.discover(issuer)
+            row.metadata_fetched_at = utcnow()
+            db.session.commit()
+        metadata = row.metadata_cache
+    else:  # Facebook: OAuth 2.0 without discovery
+        metadata = {"authorization_endpoint": built_in.authorization_endpoint,
+                    "token_endpoint": built_in.token_endpoint,
+                    "token_endpoint_auth_methods_supported": ["client_secret_post"]}
+    return upstream.Provider(
+        name=name, label=upstream.label_for(name), client_id=row.client_id,
+        client_secret=unseal(_secret_key(), row.sealed_client_secret, name, PURPOSE).decode(),
+        issuer=issuer, metadata=metadata, scope=built_in.scope if built_in else "openid email profile",
+        profile_endpoint=built_in.profile_endpoint if built_in else None)
+
+
+def spend_nonce(nonce: str, lifetime: int = 900) -> bool:
+    """False when this nonce was already accepted once (a replayed ID token)."""
+    db.session.add(RevokedToken(jti="social-nonce:" + digest(nonce)[:50],
+                                expires_at=utcnow() + timedelta(seconds=lifetime)))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
+
+
+def linked_user(identity: upstream.UpstreamIdentity) -> User | None:
+    row = db.session.execute(select(LinkedIdentity).where(
+        LinkedIdentity.provider == identity.provider, LinkedIdentity.subject == identity.subject)).scalar_one_or_none()
+    if row is None:
+        return None
+    row.last_used_at = utcnow()
+    db.session.commit()
+    user = db.session.get(User, row.user_id)
+    return user if user is not None and not user.disabled else None
+
+
+def link(user: User, identity: upstream.UpstreamIdentity) -> bool:
+    """Link `identity` to `user`; False when it is already linked to another account."""
+    existing = db.session.execute(select(LinkedIdentity).where(
+        LinkedIdentity.provider == identity.provider, LinkedIdentity.subject == identity.subject)).scalar_one_or_none()
+    if existing is not None:
+        return existing.user_id == user.id
+    db.session.add(LinkedIdentity(user_id=user.id, provider=identity.provider, subject=identity.subject,
+                                  email=identity.email))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
+
+
+def links_of(user: User) -> list[LinkedIdentity]:
+    return list(db.session.execute(
+        select(LinkedIdentity).where(LinkedIdentity.user_id == user.id).order_by(LinkedIdentity.created_at)).scalars())
+
+
+def unlink(user: User, link_id: str) -> str:
+    """"ok", "missing", or "last" (refused: it is the only way into the account)."""
+    from .mfa.passkeys import has_passkey
+
+    row = db.session.get(LinkedIdentity, link_id[:32])
+    if row is None or row.user_id != user.id:
+        return "missing"
+    if not user.password_hash and len(links_of(user)) == 1 and not has_passkey(user):
+        return "last"
+    db.session.delete(row)
+    db.session.commit()
+    return "ok"

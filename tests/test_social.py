@@ -1,0 +1,161 @@
+"""Social sign-in against a real upstream OpenID provider: another running instance of this product."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import Browser, free_port
+from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    from tests import smtp
+    from tests.conftest import start_live
+
+    controller, box = smtp.start(free_port())
+    box.port = controller.port
+    root = tmp_path_factory.mktemp("upstream")
+    # Another host name than the product's provider (127.0.0.1): cookies are per host, not per port.
+    yield from start_live(f"sqlite:///{root / 'idp.db'}", root, box, host="localhost")
+    controller.stop()
+
+
+@pytest.fixture
+def provider(live, upstream):
+    """`idp social add upstream ...` on the product's identity provider, registered at the upstream."""
+    client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/upstream/callback"],
+                                               first_party=True)
+    out = live.idp("social", "add", "upstream", "--client-id", client_id, "--client-secret", secret,
+                   "--issuer", upstream.issuer, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["redirect_uri"] == f"{live.issuer}/social/upstream/callback"
+    return client_id
+
+
+def _browser(live, upstream) -> Browser:
+    return Browser(live.issuer, also=(upstream.issuer,))
+
+
+def _upstream_sign_in(b: Browser, page, email, password):
+    """The upstream's own sign-in pages, reached by redirect."""
+    assert page.url.startswith(b.hosts[1]), page.url
+    return b.sign_in(page, email, password)
+
+
+def _link(live, upstream, email, password, upstream_email, upstream_password="upstream-password"):
+    b = _browser(live, upstream)
+    account = b.sign_in(b.get(f"{live.issuer}/account"), email, password)
+    assert "Link Upstream" in account.text
+    page = b.submit(account, {}, action=f"{live.issuer}/account/connected/upstream/link")
+    done = _upstream_sign_in(b, page, upstream_email, upstream_password)
+    return b, done
+
+
+def test_link_sign_in_and_unlink(live, upstream, provider):
+    live.create_user("bob@example.com", "bob-password-1")
+    upstream.create_user("bob@upstream.example", "upstream-password")
+    b, account = _link(live, upstream, "bob@example.com", "bob-password-1", "bob@upstream.example")
+    assert account.url.startswith(f"{live.issuer}/account") and "Unlink" in account.text
+    assert "bob@upstream.example" in account.text
+
+    # a product sends a new browser here: the Upstream button signs in without a password
+    client_id, secret = live.create_client()
+    fresh = _browser(live, upstream)
+    verifier, challenge = pkce()
+    page = fresh.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
+    start = re.search(r'href="(/social/upstream/start\?req=[0-9a-f]+)"', page.text).group(1)
+    assert ">Upstream</a>" in page.text
+    page = fresh.get(live.issuer + start)
+    resp = _upstream_sign_in(fresh, page, "bob@upstream.example", "upstream-password")
+    params = redirect_params(resp)
+    body = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, secret)).json()
+    _, claims = verify(live.issuer, body["id_token"])
+    assert claims["email"] == "bob@example.com" and claims["amr"] == ["fed"]
+
+    # unlink: the identity no longer signs in
+    account = b.get(f"{live.issuer}/account")
+    link_id = re.search(r"/account/connected/([0-9a-f]{32})/unlink", account.text).group(1)
+    b.submit(account, {}, action=f"{live.issuer}/account/connected/{link_id}/unlink")
+    again = _browser(live, upstream)
+    page = again.get(f"{live.issuer}/social/upstream/start")
+    resp = _upstream_sign_in(again, page, "bob@upstream.example", "upstream-password")
+    assert resp.status_code == 403 and "not linked" in resp.text
+
+
+def test_unlinked_identity_is_turned_away_and_nothing_is_created(live, upstream, provider):
+    from idp.store import User, db
+
+    upstream.create_user("stranger@upstream.example", "upstream-password")
+    with live.db():
+        before = db.session.query(User).count()
+    b = _browser(live, upstream)
+    resp = _upstream_sign_in(b, b.get(f"{live.issuer}/social/upstream/start"), "stranger@upstream.example",
+                             "upstream-password")
+    assert resp.status_code == 403 and "link" in resp.text.lower() and 'href="/account"' in resp.text
+    with live.db():
+        assert db.session.query(User).count() == before
+        assert db.session.query(User).filter_by(email="stranger@upstream.example").count() == 0
+
+
+def test_identity_linked_elsewhere_cannot_be_linked_again(live, upstream, provider):
+    live.create_user("first@example.com", "first-password-1")
+    live.create_user("second@example.com", "second-password-1")
+    upstream.create_user("shared@upstream.example", "upstream-password")
+    _link(live, upstream, "first@example.com", "first-password-1", "shared@upstream.example")
+    _, resp = _link(live, upstream, "second@example.com", "second-password-1", "shared@upstream.example")
+    assert resp.status_code == 409 and "already linked" in resp.text
+
+
+def test_state_mismatch_and_replayed_callback_are_refused(live, upstream, provider):
+    upstream.create_user("state@upstream.example", "upstream-password")
+    b = _browser(live, upstream)
+    page = b.get(f"{live.issuer}/social/upstream/start")
+    # stop at the callback instead of following it
+    b.hosts = (upstream.issuer,)
+    resp = b.sign_in(page, "state@upstream.example", "upstream-password")
+    callback = resp.headers["Location"]
+    assert callback.startswith(f"{live.issuer}/social/upstream/callback?")
+    forged = re.sub(r"state=[^&]+", "state=forged", callback)
+    assert b.http.get(forged, allow_redirects=False, timeout=10).status_code == 400
+    # the flow was spent by the failed attempt: the real callback no longer works either
+    assert b.http.get(callback, allow_redirects=False, timeout=10).status_code == 400
+
+
+def test_cancel_and_unreachable_provider_give_clear_pages(live, upstream):
+    client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/picky/callback"],
+                                               first_party=False)
+    out = live.idp("social", "add", "picky", "--client-id", client_id, "--client-secret", secret,
+                   "--issuer", upstream.issuer)
+    assert out.returncode == 0, out.stderr
+    upstream.create_user("cancel@upstream.example", "upstream-password")
+    b = _browser(live, upstream)
+    consent = _upstream_sign_in(b, b.get(f"{live.issuer}/social/picky/start"), "cancel@upstream.example",
+                                "upstream-password")
+    resp = b.submit(consent, {"decision": "deny"})
+    assert resp.status_code == 400 and "cancelled" in resp.text
+    # a provider that is down: a page, not a 500, and quickly
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert live.idp("social", "add", "down", "--client-id", "x", "--client-secret", "y",
+                    "--issuer", closed).returncode == 0
+    resp = b.http.get(f"{live.issuer}/social/down/start", allow_redirects=False, timeout=30)
+    assert resp.status_code == 503 and "cannot be reached" in resp.text
+
+
+def test_social_add_errors_and_buttons(live):
+    out = live.idp("social", "add", "myco", "--client-id", "a", "--client-secret", "b")
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and "--issuer" in out.stderr
+    out = live.idp("social", "add", "google", "--client-id", "g-id", "--client-secret", "g-secret", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["redirect_uri"] == f"{live.issuer}/social/google/callback"
+    page = Browser(live.issuer).get(f"{live.issuer}/signin")
+    assert ">Google</a>" in page.text
+    # the secret is stored sealed, never in clear
+    from idp.store import SocialProvider, db
+
+    with live.db():
+        row = db.session.get(SocialProvider, "google")
+        assert b"g-secret" not in row.sealed_client_secret
