@@ -103,7 +103,7 @@ def create_client(meta: dict, *, first_party: bool = False) -> tuple[Client, str
     values = validate_metadata(meta)
     secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
     client = Client(
-        client_id=secrets.token_urlsafe(18),
+        client_id=secrets.token_hex(16),  # hex: never starts with "-", safe on any command line
         client_secret_hash=digest(secret) if secret else None,
         first_party=first_party,
         **values,

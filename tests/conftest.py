@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import sync_playwright
 
 from tests.pg import Cluster
 
@@ -202,3 +206,42 @@ class Browser:
 @pytest.fixture
 def browser(live):
     return Browser(live.issuer)
+
+
+# --- a real browser and a product's callback ---------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+class _Callback(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<h1>back at the product</h1>")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def product():
+    """The relying product's callback: a real HTTP server on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
+    server.hits = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is not installed (make test installs it with apt-get)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser
+        browser.close()

@@ -2,52 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests.oidc import authorize_url, pkce, token, verify
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-class _Callback(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.hits.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(b"<h1>back at the product</h1>")
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def product():
-    """The relying product's callback: a real HTTP server on loopback."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
-    server.hits = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
-        pytest.fail("Debian's chromium is not installed (make test installs it with apt-get)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 def _callback_url(product) -> str:

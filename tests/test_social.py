@@ -29,7 +29,7 @@ def provider(live, upstream):
     """`idp social add upstream ...` on the product's identity provider, registered at the upstream."""
     client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/upstream/callback"],
                                                first_party=True)
-    out = live.idp("social", "add", "upstream", "--client-id", client_id, "--client-secret", secret,
+    out = live.idp("social", "add", "upstream", f"--client-id={client_id}", f"--client-secret={secret}",
                    "--issuer", upstream.issuer, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["redirect_uri"] == f"{live.issuer}/social/upstream/callback"
@@ -129,7 +129,7 @@ def test_state_mismatch_and_replayed_callback_are_refused(live, upstream, provid
 def test_cancel_and_unreachable_provider_give_clear_pages(live, upstream):
     client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/picky/callback"],
                                                first_party=False)
-    out = live.idp("social", "add", "picky", "--client-id", client_id, "--client-secret", secret,
+    out = live.idp("social", "add", "picky", f"--client-id={client_id}", f"--client-secret={secret}",
                    "--issuer", upstream.issuer)
     assert out.returncode == 0, out.stderr
     upstream.create_user("cancel@upstream.example", "upstream-password")
@@ -159,3 +159,48 @@ def test_social_add_errors_and_buttons(live):
     with live.db():
         row = db.session.get(SocialProvider, "google")
         assert b"g-secret" not in row.sealed_client_secret
+
+
+def test_second_factor_still_applies_after_a_social_sign_in(live, upstream, provider):
+    import pyotp
+
+    live.create_user("carol@example.com", "carol-password-1")
+    upstream.create_user("carol@upstream.example", "upstream-password")
+    b, account = _link(live, upstream, "carol@example.com", "carol-password-1", "carol@upstream.example")
+    page = b.get(f"{live.issuer}/account/totp")
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    fresh = _browser(live, upstream)
+    page = _upstream_sign_in(fresh, fresh.get(f"{live.issuer}/social/upstream/start"), "carol@upstream.example",
+                             "upstream-password")
+    assert "Confirm your identity" in page.text
+
+
+def test_link_and_sign_in_in_the_browser(live, upstream, provider, chromium):
+    """Through real chromium: link from the account page, sign out, sign in with the button, unlink."""
+    live.create_user("dave@example.com", "dave-password-1")
+    upstream.create_user("dave@upstream.example", "upstream-password")
+    context = chromium.new_context(locale="en-US")
+    page = context.new_page()
+
+    def sign_in_at(email, password):
+        page.get_by_label("Email").fill(email)
+        page.get_by_role("button", name="Next").click()
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+
+    page.goto(f"{live.issuer}/account")
+    sign_in_at("dave@example.com", "dave-password-1")
+    page.get_by_role("button", name="Link Upstream").click()
+    assert page.url.startswith(upstream.issuer)
+    sign_in_at("dave@upstream.example", "upstream-password")
+    page.get_by_role("button", name="Unlink").wait_for()
+    page.get_by_role("button", name="Sign out").last.click()
+    # sign in with the provider's button; the upstream session is still open: no password at all
+    page.goto(f"{live.issuer}/signin")
+    page.get_by_role("button", name="Upstream").click()
+    page.get_by_role("heading", name="Connected accounts").wait_for()
+    assert page.url.startswith(f"{live.issuer}/account")
+    page.get_by_role("button", name="Unlink").click()
+    page.get_by_role("button", name="Link Upstream").wait_for()
+    context.close()
