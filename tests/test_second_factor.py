@@ -125,3 +125,19 @@ def test_wrong_codes_are_throttled(live):
     assert statuses[:5] == [401] * 5 and statuses[-1] == 429
     resp = b.submit(page, {"code": _code_at(secret, 1)})
     assert resp.status_code == 429 and "Too many attempts" in resp.text
+
+
+def test_max_age_asks_a_stale_factor_again_even_on_a_trusted_device(live):
+    _, secret, codes = _enrol(live, "maxage@example.com")
+    client_id, _ = live.create_client()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), "maxage@example.com", "second-factor-pw")
+    b.submit(page, {"code": codes[0], "trust": "on"})
+    time.sleep(1.1)
+    # the factor is a second old; the product wants a sign-in within the last 0 seconds
+    page = b.get(authorize_url(live.issuer, client_id, max_age="0"))
+    page = b.sign_in(page, "maxage@example.com", "second-factor-pw")  # password again
+    assert "Confirm your identity" in page.text  # and the factor, trusted device or not
+    assert "code" in redirect_params(b.submit(page, {"code": codes[1]}))
+    # a generous max_age is satisfied by the fresh factor
+    assert "code" in redirect_params(b.get(authorize_url(live.issuer, client_id, max_age="600")))

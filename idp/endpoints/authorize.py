@@ -7,7 +7,7 @@ and consent come back to `/authorize/resume/<id>`, which runs the same steps aga
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -133,7 +133,13 @@ def _process(params: dict, pending: PendingAuthorization | None):
             return _error_redirect(InteractionRequiredError(), oauth_request, params)
         return render_template("signin/unverified.html", email=browser.user.email), 403
 
-    if wants_second_factor(params) and not _second_factor_fresh(browser, max_age) and has_second_factor(browser.user):
+    # A product asking for multi-factor assurance, or for a recent sign-in (max_age), gets
+    # the account's second factor again when the session's is missing or older than asked.
+    asks_factor = wants_second_factor(params) or max_age is not None
+    factor_now = just_signed_in and browser.mfa_time is not None and \
+        browser.mfa_time >= int(pending.created_at.replace(tzinfo=timezone.utc).timestamp())
+    if asks_factor and not factor_now and not _second_factor_fresh(browser, max_age) \
+            and has_second_factor(browser.user):
         if "none" in prompts:
             return _error_redirect(InteractionRequiredError(), oauth_request, params)
         pending = pending or _save_pending(params, oauth_request.client)
