@@ -7,7 +7,7 @@ and consent come back to `/authorize/resume/<id>`, which runs the same steps aga
 from __future__ import annotations
 
 import time
-from datetime import timedelta, timezone
+from datetime import timedelta, UTC
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -137,7 +137,7 @@ def _process(params: dict, pending: PendingAuthorization | None):
     # the account's second factor again when the session's is missing or older than asked.
     asks_factor = wants_second_factor(params) or max_age is not None
     factor_now = just_signed_in and browser.mfa_time is not None and \
-        browser.mfa_time >= int(pending.created_at.replace(tzinfo=timezone.utc).timestamp())
+        browser.mfa_time >= int(pending.created_at.replace(tzinfo=UTC).timestamp())
     if asks_factor and not factor_now and not _second_factor_fresh(browser, max_age) \
             and has_second_factor(browser.user):
         if "none" in prompts:
