@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from federation import social as upstream
 from keys import seal, unseal
 
-from .store import LinkedIdentity, RevokedToken, SocialProvider, User, db, digest, utcnow
+from .single_use import claim
+from .store import LinkedIdentity, SocialProvider, User, db, utcnow
 
 PURPOSE = b"social client secrets"
 METADATA_TTL = timedelta(hours=1)
@@ -72,14 +73,7 @@ def load(name: str) -> upstream.Provider | None:
 
 def spend_nonce(nonce: str, lifetime: int = 900) -> bool:
     """False when this nonce was already accepted once (a replayed ID token)."""
-    db.session.add(RevokedToken(jti="social-nonce:" + digest(nonce)[:50],
-                                expires_at=utcnow() + timedelta(seconds=lifetime)))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        return False
-    return True
+    return claim("social-nonce", nonce, utcnow() + timedelta(seconds=lifetime))
 
 
 def linked_user(identity: upstream.UpstreamIdentity) -> User | None:

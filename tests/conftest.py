@@ -144,6 +144,18 @@ def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1"):
         db.engine.dispose()
 
 
+def separate_live(tmp_path_factory, name: str):
+    """Another server on its own SQLite, SMTP server and host name ("localhost": cookies are
+    per host, not per port, and browsers accept WebAuthn on domain names only)."""
+    from tests import smtp
+
+    controller, box = smtp.start(free_port())
+    box.port = controller.port
+    root = tmp_path_factory.mktemp(name)
+    yield from start_live(f"sqlite:///{root / 'idp.db'}", root, box, host="localhost")
+    controller.stop()
+
+
 @pytest.fixture(scope="session")
 def live(database_url, tmp_path_factory, mailbox):
     yield from start_live(database_url, tmp_path_factory.mktemp("live"), mailbox)

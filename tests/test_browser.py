@@ -142,14 +142,9 @@ def test_forgotten_password_journey_in_the_browser(live, chromium, product):
 @pytest.fixture(scope="module")
 def localhost_live(tmp_path_factory):
     """A server whose issuer is a domain name: browsers refuse WebAuthn on IP addresses."""
-    from tests import smtp
-    from tests.conftest import free_port, start_live
+    from tests.conftest import separate_live
 
-    controller, box = smtp.start(free_port())
-    box.port = controller.port
-    root = tmp_path_factory.mktemp("localhost")
-    yield from start_live(f"sqlite:///{root / 'idp.db'}", root, box, host="localhost")
-    controller.stop()
+    yield from separate_live(tmp_path_factory, "localhost")
 
 
 def test_passkey_registration_and_sign_in_in_the_browser(localhost_live, chromium, product):

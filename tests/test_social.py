@@ -13,15 +13,10 @@ from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, ve
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
-    from tests import smtp
-    from tests.conftest import start_live
+    """The upstream OpenID provider: another running instance of this product."""
+    from tests.conftest import separate_live
 
-    controller, box = smtp.start(free_port())
-    box.port = controller.port
-    root = tmp_path_factory.mktemp("upstream")
-    # Another host name than the product's provider (127.0.0.1): cookies are per host, not per port.
-    yield from start_live(f"sqlite:///{root / 'idp.db'}", root, box, host="localhost")
-    controller.stop()
+    yield from separate_live(tmp_path_factory, "upstream")
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from ..store import Passkey, RevokedToken, User, db, digest, utcnow
+from ..single_use import claim
+from ..store import Passkey, User, db, utcnow
 
 CHALLENGE_TTL = 300
 RP_NAME = "myaccount"
@@ -71,13 +72,8 @@ def _take_challenge(kind: str) -> dict:
 
 def _spend(challenge_b64: str) -> None:
     """A challenge answers one ceremony only, across every process."""
-    db.session.add(RevokedToken(jti="webauthn:" + digest(challenge_b64)[:54],
-                                expires_at=utcnow() + timedelta(seconds=CHALLENGE_TTL)))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise PasskeyError("challenge already used") from None
+    if not claim("webauthn", challenge_b64, utcnow() + timedelta(seconds=CHALLENGE_TTL)):
+        raise PasskeyError("challenge already used")
 
 
 def registration_options(user: User) -> str:

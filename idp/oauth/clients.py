@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import current_app
 from joserfc.jwk import KeySet
-from sqlalchemy.exc import IntegrityError
 
-from ..store import RevokedToken, db, digest
+from ..single_use import claim
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
@@ -23,14 +22,6 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return KeySet.import_key_set(client.jwks or {"keys": []})
 
     def validate_jti(self, claims, jti):
-        # Each assertion is single-use: remember its jti until it expires. The
-        # primary key makes the check atomic across processes.
-        marker = "assertion:" + digest(f"{claims['sub']}:{jti}")
+        # Each assertion is single-use: remembered until it expires, in every process.
         exp = datetime.fromtimestamp(int(claims["exp"]), UTC).replace(tzinfo=None)
-        db.session.add(RevokedToken(jti=marker[:64], expires_at=exp))
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
-            return False
-        return True
+        return claim("assertion", f"{claims['sub']}:{jti}", exp)
