@@ -158,19 +158,42 @@ def start_step_up(browser, pending: PendingAuthorization):
     return redirect(url_for("signin.second_factor", req=pending.id))
 
 
-@bp.route("/signin/verify", methods=["GET", "POST"])
-def second_factor():
-    """"Confirm your identity": a code from the authenticator app, or a recovery code."""
-    req = _req()
+def _second_factor_step(req: str | None):
+    """(pending request, step state, account) of this browser's second-factor step, or None
+    when there is none, it is older than MFA_STEP_TTL, or its request or account is gone."""
     pending = pending_request(req)
     state = session.get("mfa")
     if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
         session.pop("mfa", None)
-        return redirect(url_for("signin.email", req=req) if pending else url_for("signin.email"))
+        return None
     user = db.session.get(User, state["user"])
     if user is None or user.disabled:
         session.pop("mfa", None)
-        return redirect(url_for("signin.email"))
+        return None
+    return pending, state, user
+
+
+def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]):
+    """Step-up of the open session, or the end of a sign-in; returns the redirect."""
+    session.pop("mfa", None)
+    browser = sessions.current()
+    if state.get("step_up") and browser is not None and browser.user_id == user.id:
+        sessions.step_up(browser, extra_amr, ACR_MULTI_FACTOR)
+        audit.record("signin.success", user, method="step-up " + " ".join(extra_amr))
+        return _continue(browser, pending)
+    first = state.get("amr") or AMR_PASSWORD
+    return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra_amr,
+                          acr=ACR_MULTI_FACTOR, second_factor=True)
+
+
+@bp.route("/signin/verify", methods=["GET", "POST"])
+def second_factor():
+    """"Confirm your identity": a code from the authenticator app, or a recovery code."""
+    req = _req()
+    step = _second_factor_step(req)
+    if step is None:
+        return redirect(url_for("signin.email", req=req) if pending_request(req) else url_for("signin.email"))
+    pending, state, user = step
     if request.method == "GET":
         return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user))
     limits = throttle()
@@ -190,18 +213,10 @@ def second_factor():
         return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user),
                                error=_("This code is not right. Try again.")), 401
     limits.success("code:account", user.id)
-    session.pop("mfa", None)
     if request.form.get("trust") == "on":
         devices.trust_this_device(user)
         audit.record("device.trusted", user)
-    browser = sessions.current()
-    if state.get("step_up") and browser is not None and browser.user_id == user.id:
-        sessions.step_up(browser, extra, ACR_MULTI_FACTOR)
-        audit.record("signin.success", user, method="step-up " + " ".join(extra))
-        return _continue(browser, pending)
-    first = state.get("amr") or AMR_PASSWORD
-    return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra,
-                          acr=ACR_MULTI_FACTOR, second_factor=True)
+    return _second_factor_passed(user, state, pending, extra)
 
 
 @bp.post("/signout")
@@ -244,35 +259,24 @@ def passkey_sign_in():
 
 @bp.post("/signin/verify/passkey/options")
 def second_factor_passkey_options():
-    state = session.get("mfa")
-    user = db.session.get(User, state["user"]) if state else None
-    if user is None:
+    step = _second_factor_step(_req())
+    if step is None:
         return _passkey_error(_("This sign-in has expired. Start again."))
-    return Response(passkeys.authentication_options(user), mimetype="application/json")
+    return Response(passkeys.authentication_options(step[2]), mimetype="application/json")
 
 
 @bp.post("/signin/verify/passkey")
 def second_factor_passkey():
-    req = _req()
-    pending = pending_request(req)
-    state = session.get("mfa")
-    if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
+    step = _second_factor_step(_req())
+    if step is None:
         return _passkey_error(_("This sign-in has expired. Start again."))
+    pending, state, expected = step
     try:
         body = passkeys.parse_body(request.get_data())
         user, _verified = passkeys.finish_authentication(body.get("credential"))
     except passkeys.PasskeyError as err:
         log.info("passkey second factor refused: %s", err)
         return _passkey_error(_("This passkey could not confirm your identity."))
-    if user.id != state["user"]:
+    if user.id != expected.id:
         return _passkey_error(_("This passkey could not confirm your identity."))
-    session.pop("mfa", None)
-    browser = sessions.current()
-    if state.get("step_up") and browser is not None and browser.user_id == user.id:
-        sessions.step_up(browser, AMR_PASSKEY, ACR_MULTI_FACTOR)
-        audit.record("signin.success", user, method="step-up hwk")
-        return jsonify(redirect=_continue(browser, pending).location)
-    first = state.get("amr") or AMR_PASSWORD
-    resp = finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + AMR_PASSKEY,
-                          acr=ACR_MULTI_FACTOR, second_factor=True)
-    return jsonify(redirect=resp.location)
+    return jsonify(redirect=_second_factor_passed(user, state, pending, AMR_PASSKEY).location)
