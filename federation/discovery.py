@@ -4,18 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from idp.store import Org, OrgDomain, db
+
 
 @dataclass(frozen=True)
 class HomeRealm:
-    """Where a person with this email signs in: `password` here, or an org's IdP."""
+    """Where a person with this email signs in: by password here, or at their org's IdP."""
 
-    method: str  # "password" (later: "saml", "oidc")
-    org_id: str | None = None
+    method: str  # "password" | "saml"
+    org: Org | None = None
+
+    @property
+    def enforced(self) -> bool:
+        """The org allows Enterprise Sign-In only (no password, no social account)."""
+        return self.org is not None and self.org.enforce_sso
 
 
 PASSWORD = HomeRealm("password")
 
 
+def domain_of(email: str) -> str:
+    return email.rsplit("@", 1)[-1].strip().lower()
+
+
+def org_for_email(email: str) -> Org | None:
+    row = db.session.get(OrgDomain, domain_of(email))
+    return db.session.get(Org, row.org_id) if row else None
+
+
 def home_realm_for(email: str) -> HomeRealm:
-    """The method for `email`. Without enterprise orgs yet, everyone signs in by password."""
-    return PASSWORD
+    """The method for `email`: the org's SAML IdP when its domain has one, else password."""
+    org = org_for_email(email)
+    if org is None:
+        return PASSWORD
+    if org.saml_metadata:
+        return HomeRealm("saml", org)
+    return HomeRealm("password", org)

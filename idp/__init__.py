@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
     settings = (settings or Settings.from_env()).with_secret_key()
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    for noisy in ("alembic", "xmlschema", "saml2"):  # chatty at INFO about their own internals
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
     app = Flask(
         __name__,

@@ -82,8 +82,6 @@ def cmd_users_create(args) -> None:
     email = User.normalize_email(args.email)
     if "@" not in email or email.startswith("@") or email.endswith("@"):
         raise CommandError(f"not an email address: {args.email}")
-    if args.org:
-        raise CommandError("--org needs enterprise orgs, which are not available yet")
     password_hash = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -95,8 +93,9 @@ def cmd_users_create(args) -> None:
         password_hash = hash_password(password)
     app = _app()
     with app.app_context():
+        org_id = _org(args.org).id if args.org else None
         user = User(email=email, name=args.name, password_hash=password_hash, is_admin=args.admin,
-                    email_verified=True)
+                    email_verified=True, org_id=org_id)
         db.session.add(user)
         try:
             db.session.commit()
@@ -275,8 +274,60 @@ def cmd_social_add(args) -> None:
         print(f"enabled {name}; register this redirect URI at the provider: {uri}")
 
 
-def cmd_not_yet(args) -> None:
-    raise CommandError(f"`idp {args.group} {args.action}` is not available yet in this version")
+def _org(name: str):
+    from . import orgs
+
+    org = orgs.find(name)
+    if org is None:
+        raise CommandError(f"no org {name}")
+    return org
+
+
+def cmd_orgs_create(args) -> None:
+    from . import orgs
+
+    app = _app()
+    with app.app_context():
+        try:
+            org = orgs.create(args.name, args.domain)
+        except orgs.OrgError as err:
+            raise CommandError(str(err)) from None
+        print(f"created org {org.name} ({org.id}) with domains {', '.join(orgs.domains_of(org))}")
+
+
+def cmd_orgs_saml(args) -> None:
+    from . import orgs
+
+    app = _app()
+    with app.app_context():
+        org = _org(args.org)
+        try:
+            orgs.attach_saml(org, args.metadata)
+        except orgs.OrgError as err:
+            raise CommandError(str(err)) from None
+        sp = orgs.service_provider(org)
+        print(f"{org.name}: SAML IdP {sp.idp_entity_id()} attached; our ACS is {sp.acs_url}")
+
+
+def cmd_orgs_sp_metadata(args) -> None:
+    from . import orgs
+
+    app = _app()
+    with app.app_context():
+        print(orgs.sp_metadata(_org(args.org)))
+
+
+def cmd_orgs_enforce_sso(args) -> None:
+    app = _app()
+    with app.app_context():
+        from .store import db
+
+        org = _org(args.org)
+        if not args.off and not org.saml_metadata:
+            raise CommandError(f"{org.name} has no SAML IdP yet: attach one with `idp orgs saml` first")
+        org.enforce_sso = not args.off
+        db.session.commit()
+        print(f"{org.name}: Enterprise Sign-In is {'the only way in' if org.enforce_sso else 'optional'}")
 
 
 # --- parser ------------------------------------------------------------------------
@@ -353,13 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--json", action="store_true")
     so.set_defaults(func=cmd_social_add)
 
-    for group, actions in (("orgs", ("create", "saml", "sp-metadata", "enforce-sso")),):
-        g = sub.add_parser(group, help="not available yet").add_subparsers(
-            dest="action", required=True, parser_class=Parser)
-        for action in actions:
-            a = g.add_parser(action)
-            a.add_argument("rest", nargs=argparse.REMAINDER)
-            a.set_defaults(func=cmd_not_yet, group=group)
+    orgs = sub.add_parser("orgs", help="enterprise accounts").add_subparsers(
+        dest="action", required=True, parser_class=Parser)
+    o = orgs.add_parser("create", help="an org owning verified email domains")
+    o.add_argument("name")
+    o.add_argument("--domain", action="append", required=True)
+    o.set_defaults(func=cmd_orgs_create)
+    o = orgs.add_parser("saml", help="attach the org's SAML IdP (its metadata XML)")
+    o.add_argument("org")
+    o.add_argument("--metadata", required=True, help="file or URL")
+    o.set_defaults(func=cmd_orgs_saml)
+    o = orgs.add_parser("sp-metadata", help="print our SAML SP metadata for the org's IdP")
+    o.add_argument("org")
+    o.set_defaults(func=cmd_orgs_sp_metadata)
+    o = orgs.add_parser("enforce-sso", help="make (or stop making) Enterprise Sign-In the only way in")
+    o.add_argument("org")
+    o.add_argument("--off", action="store_true")
+    o.set_defaults(func=cmd_orgs_enforce_sso)
     return p
 
 

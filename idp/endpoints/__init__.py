@@ -10,6 +10,8 @@ def register_blueprints(app: Flask) -> None:
     from ..mfa.views import bp as mfa
     from ..security import csrf
     from ..signin.device import bp as device
+    from ..signin.enterprise import acs as saml_acs
+    from ..signin.enterprise import bp as enterprise
     from ..signin.password_reset import bp as password
     from ..signin.signup import bp as signup
     from ..signin.social import bp as social
@@ -20,5 +22,6 @@ def register_blueprints(app: Flask) -> None:
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
-    for bp in (authorize.bp, end_session.bp, signin, password, signup, social, device, account, mfa):
+    csrf.exempt(saml_acs)  # the IdP posts here; the response is bound to the browser's request instead
+    for bp in (authorize.bp, end_session.bp, signin, password, signup, social, enterprise, device, account, mfa):
         app.register_blueprint(bp)

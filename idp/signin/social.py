@@ -18,7 +18,7 @@ from federation.social import UpstreamError, authorization_url, complete
 
 from .. import audit, sessions, social
 from ..store import new_secret
-from .views import first_factor_passed, pending_request, require_sign_in
+from .views import enforced_for, first_factor_passed, pending_request, require_sign_in, sso_required
 
 log = logging.getLogger(__name__)
 bp = Blueprint("social", __name__)
@@ -110,6 +110,8 @@ def _finish_sign_in(label: str, identity, req: str | None):
         return _page(_("This %(provider)s account is not linked to an account here. Sign in with your email "
                        "and password, then link %(provider)s from your account page.", provider=label),
                      403, link_account=True, label=label)
+    if enforced_for(user):
+        return sso_required(user.email)
     return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
 
 

@@ -83,9 +83,11 @@ def email():
     session["signin_email"] = address
     session["remember"] = request.form.get("remember") == "on"
     realm = home_realm_for(address)
-    if realm.method == "password":
-        return redirect(url_for("signin.password", req=req) if req else url_for("signin.password"))
-    return render_template("error.html", message=_("This sign-in method is not available yet.")), 400
+    if realm.method == "saml":
+        from .enterprise import start_sso
+
+        return start_sso(realm.org, req)
+    return redirect(url_for("signin.password", req=req) if req else url_for("signin.password"))
 
 
 @bp.route("/signin/password", methods=["GET", "POST"])
@@ -107,6 +109,8 @@ def password():
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
     user = db.session.execute(select(User).where(User.email == address)).scalar_one_or_none()
+    if enforced_for(user, address):
+        return sso_required(address)
     # verify_password spends the same argon2 time whether or not the account exists.
     ok = verify_password(user.password_hash if user else None, request.form.get("password", ""))
     if not ok or user is None or user.disabled:
@@ -122,6 +126,17 @@ def password():
     session.pop("signin_email", None)
     session.pop("remember", None)
     return first_factor_passed(user, pending, req, remember=remember, amr=AMR_PASSWORD)
+
+
+def enforced_for(user: User | None, email: str | None = None) -> bool:
+    from .enterprise import enforced_for as org_enforces
+
+    return org_enforces(user, email)
+
+
+def sso_required(email: str):
+    """The person's org allows Enterprise Sign-In only: say so, and send them there."""
+    return render_template("signin/sso_required.html", email=email), 403
 
 
 def first_factor_passed(user: User, pending: PendingAuthorization | None, req: str | None, *,
@@ -250,6 +265,8 @@ def passkey_sign_in():
         log.info("passkey sign-in refused: %s", err)
         audit.record("signin.failure", None, method="hwk")
         return _passkey_error(_("This passkey could not sign you in."))
+    if enforced_for(user):
+        return _passkey_error(_("Your organization requires Enterprise Sign-In. Continue with your email."))
     if not verified_person:
         # Without PIN or biometrics a passkey proves possession only: one factor, not enough alone.
         return _passkey_error(_("Your passkey did not confirm it is you. Sign in with your password."))

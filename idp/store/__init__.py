@@ -58,7 +58,7 @@ from .grants import (
     RefreshToken,
     RevokedToken,
 )
-from .federation import LinkedIdentity, SocialProvider
+from .federation import LinkedIdentity, Org, OrgDomain, SamlInbox, SocialProvider, SpCredential
 from .keys import SigningKey
 from .security import (
     BackchannelDelivery,
@@ -82,6 +82,8 @@ __all__ = [
     "Grant",
     "LinkedIdentity",
     "MailToken",
+    "Org",
+    "OrgDomain",
     "Passkey",
     "PendingAuthorization",
     "RateLimit",
@@ -89,9 +91,11 @@ __all__ = [
     "RefreshToken",
     "RegistrationToken",
     "RevokedToken",
+    "SamlInbox",
     "SecurityEvent",
     "SigningKey",
     "SocialProvider",
+    "SpCredential",
     "TotpFactor",
     "TrustedDevice",
     "User",

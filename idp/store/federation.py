@@ -36,3 +36,56 @@ class LinkedIdentity(db.Model):
     email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Org(db.Model):
+    """An enterprise account: owns email domains, may federate a SAML IdP, may enforce it."""
+
+    __tablename__ = "orgs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    enforce_sso: Mapped[bool] = mapped_column(default=False)
+    allow_idp_initiated: Mapped[bool] = mapped_column(default=False)
+    saml_metadata: Mapped[str | None] = mapped_column(Text)  # the IdP's metadata XML, as last read
+    saml_metadata_source: Mapped[str | None] = mapped_column(Text)  # file path or URL, for refreshing
+    saml_metadata_fetched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class OrgDomain(db.Model):
+    """An email domain; it belongs to at most one org (the primary key says so)."""
+
+    __tablename__ = "org_domains"
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+
+
+class SpCredential(db.Model):
+    """The SAML service provider's signing key (sealed) and certificate, one per deployment."""
+
+    __tablename__ = "sp_credentials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SamlInbox(db.Model):
+    """A SAML response posted to the ACS, parked for one redirect.
+
+    The IdP posts cross-site, and a SameSite=Lax cookie does not come with such a
+    POST; the ACS parks the response and redirects, and the GET that follows
+    carries this browser's cookie, so the response is checked against the request
+    this browser started.
+    """
+
+    __tablename__ = "saml_inbox"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    saml_response: Mapped[str] = mapped_column(Text)
+    relay_state: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,206 @@
+"""The SAML 2.0 service provider (on pysaml2): AuthnRequests out, validated responses in.
+
+pysaml2 checks the signature against the IdP certificate from the org's metadata
+(nothing from KeyInfo is trusted), InResponseTo against the outstanding request,
+the audience, Destination and the time conditions. The checks it does not make
+are made here, before and after it: size, no DTD, exactly one assertion (no
+signature wrapping), SubjectConfirmationData's Recipient, a replay cache for
+assertion ids, and the email read from the signed XML whole (comments cannot
+cut it) and within the org's domains.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2.client import Saml2Client
+from saml2.config import SPConfig
+from saml2.metadata import entity_descriptor
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
+from saml2.sigver import get_xmlsec_binary
+from saml2.time_util import str_to_time
+
+from .social import UpstreamIdentity
+
+log = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 256 * 1024
+CLOCK_SKEW = 60
+
+# SPEC §5: the attribute names the common IdPs send.
+EMAIL = ("email", "mail", "urn:oid:0.9.2342.19200300.100.1.3",
+         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress")
+GIVEN_NAME = ("givenName", "firstName", "urn:oid:2.5.4.42",
+              "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname")
+FAMILY_NAME = ("sn", "surname", "lastName", "urn:oid:2.5.4.4",
+               "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname")
+DISPLAY_NAME = ("displayName", "urn:oid:2.16.840.1.113730.3.1.241",
+                "http://schemas.microsoft.com/identity/claims/displayname")
+
+
+class SamlError(Exception):
+    """A response refused; `reason` is logged and audited, the person sees a generic page."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServiceProvider:
+    """Our SP for one org: its entity id and ACS, its key files, the IdP's metadata."""
+
+    entity_id: str
+    acs_url: str
+    key_file: Path
+    cert_file: Path
+    idp_metadata: str
+    allow_idp_initiated: bool = False
+
+    def _client(self) -> Saml2Client:
+        config = SPConfig()
+        config.load({
+            "entityid": self.entity_id,
+            "service": {"sp": {
+                "endpoints": {"assertion_consumer_service": [(self.acs_url, BINDING_HTTP_POST)]},
+                "authn_requests_signed": True,
+                "want_assertions_signed": True,
+                "want_response_signed": False,
+                "allow_unsolicited": self.allow_idp_initiated,
+                "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
+            }},
+            "key_file": str(self.key_file),
+            "cert_file": str(self.cert_file),
+            "xmlsec_binary": get_xmlsec_binary(),
+            "metadata": {"inline": [self.idp_metadata]},
+            "accepted_time_diff": CLOCK_SKEW,
+        })
+        return Saml2Client(config=config)
+
+    def metadata_xml(self) -> str:
+        config = SPConfig()
+        config.load({
+            "entityid": self.entity_id,
+            "service": {"sp": {
+                "endpoints": {"assertion_consumer_service": [(self.acs_url, BINDING_HTTP_POST)]},
+                "authn_requests_signed": True, "want_assertions_signed": True,
+                "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
+            }},
+            "key_file": str(self.key_file), "cert_file": str(self.cert_file),
+            "xmlsec_binary": get_xmlsec_binary(),
+        })
+        return str(entity_descriptor(config))
+
+    def idp_entity_id(self, client: Saml2Client | None = None) -> str:
+        client = client or self._client()
+        idps = list(client.metadata.identity_providers())
+        if len(idps) != 1:
+            raise SamlError(f"the org's metadata names {len(idps)} identity providers, expected one")
+        return idps[0]
+
+    def authn_request(self, relay_state: str) -> tuple[str, str]:
+        """(request id, the IdP URL to redirect to: signed AuthnRequest, HTTP-Redirect)."""
+        client = self._client()
+        request_id, info = client.prepare_for_authenticate(
+            entityid=self.idp_entity_id(client), relay_state=relay_state, binding=BINDING_HTTP_REDIRECT,
+            sign=True)
+        location = dict(info["headers"])["Location"]
+        return request_id, location
+
+    def validate(self, saml_response: str, outstanding_id: str | None) -> tuple[UpstreamIdentity, str, float]:
+        """(identity, assertion id, assertion's NotOnOrAfter as epoch) of a valid response."""
+        if len(saml_response) > MAX_RESPONSE_BYTES * 4 // 3 + 4:
+            raise SamlError("response too large")
+        try:
+            xml = base64.b64decode(saml_response, validate=True)
+        except (binascii.Error, ValueError):
+            raise SamlError("response is not base64") from None
+        if len(xml) > MAX_RESPONSE_BYTES:
+            raise SamlError("response too large")
+        if re.search(rb"<!DOCTYPE|<!ENTITY", xml, re.IGNORECASE):
+            raise SamlError("response carries a DTD")
+        # Signature wrapping puts a second assertion where a careless reader looks first:
+        # accept exactly one, and it must be the signed one pysaml2 verified.
+        if len(re.findall(rb"<(?:[A-Za-z0-9_-]+:)?Assertion[\s>]", xml)) != 1:
+            raise SamlError("response must carry exactly one assertion")
+        if b"EncryptedAssertion" in xml:
+            raise SamlError("encrypted assertions are not supported")
+        client = self._client()
+        outstanding = {outstanding_id: "/"} if outstanding_id else {}
+        try:
+            response = client.parse_authn_request_response(saml_response, BINDING_HTTP_POST, outstanding=outstanding)
+        except Exception as err:  # noqa: BLE001 - pysaml2 raises many types; every one is a refusal
+            raise SamlError(f"pysaml2 refused the response: {type(err).__name__}: {err}") from None
+        if response is None:
+            raise SamlError("no response")
+        assertion = response.assertion
+        if assertion is None or not getattr(assertion, "signature", None):
+            raise SamlError("assertion is not signed")
+        if outstanding_id is None and not self.allow_idp_initiated:
+            raise SamlError("IdP-initiated sign-in is not enabled for this org")
+        if outstanding_id is not None and response.in_response_to != outstanding_id:
+            raise SamlError("InResponseTo does not answer this browser's request")
+        self._check_recipient(assertion)
+        email = self._email(response)
+        identity = UpstreamIdentity(
+            provider="saml", subject=email, email=email, email_verified=True,
+            name=_first(response, DISPLAY_NAME), given_name=_first(response, GIVEN_NAME),
+            family_name=_first(response, FAMILY_NAME))
+        return identity, assertion.id, _not_on_or_after(assertion)
+
+    def _check_recipient(self, assertion) -> None:
+        confirmations = assertion.subject.subject_confirmation if assertion.subject else []
+        recipients = [c.subject_confirmation_data.recipient for c in confirmations
+                      if c.subject_confirmation_data is not None]
+        if not recipients or any(r != self.acs_url for r in recipients):
+            raise SamlError("SubjectConfirmationData Recipient is not our ACS")
+
+    @staticmethod
+    def _email(response) -> str:
+        name_id = response.assertion.subject.name_id if response.assertion.subject else None
+        # pysaml2's parser drops XML comments and joins the text around them, so a comment
+        # inside the NameID cannot shorten the address (it reads the whole signed text).
+        candidates = []
+        if name_id is not None and name_id.text and "@" in name_id.text:
+            candidates.append(name_id.text)
+        candidates += [v for v in _values(response, EMAIL)]
+        if not candidates:
+            raise SamlError("no email in NameID or attributes")
+        email = candidates[0].strip().lower()
+        if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", email):
+            raise SamlError("email is malformed")
+        return email
+
+
+def _values(response, names: tuple[str, ...]) -> list[str]:
+    found = []
+    for statement in response.assertion.attribute_statement or []:
+        for attribute in statement.attribute:
+            if attribute.name in names or attribute.friendly_name in names:
+                found += [v.text.strip() for v in attribute.attribute_value if v.text and v.text.strip()]
+    return found
+
+
+def _first(response, names: tuple[str, ...]) -> str | None:
+    values = _values(response, names)
+    return values[0][:200] if values else None
+
+
+def _not_on_or_after(assertion) -> float:
+    times = []
+    if assertion.conditions is not None and assertion.conditions.not_on_or_after:
+        times.append(assertion.conditions.not_on_or_after)
+    for c in assertion.subject.subject_confirmation if assertion.subject else []:
+        data = c.subject_confirmation_data
+        if data is not None and data.not_on_or_after:
+            times.append(data.not_on_or_after)
+    if not times:
+        raise SamlError("assertion has no NotOnOrAfter")
+    return max(calendar.timegm(str_to_time(t)) for t in times)

@@ -1,0 +1,131 @@
+"""Enterprise Sign-In: the email's domain sends the browser to the org's SAML IdP, and the
+Assertion Consumer Service brings the answer back into the sign-in.
+
+Every refusal is a readable page and a security event with the reason; never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+
+from federation.discovery import domain_of
+from federation.saml import SamlError
+
+from .. import audit, orgs
+from ..single_use import claim
+from ..store import Org, SamlInbox, User, db, new_secret, utcnow
+from .views import first_factor_passed, pending_request
+
+log = logging.getLogger(__name__)
+bp = Blueprint("enterprise", __name__)
+
+REQUEST_TTL = 600
+INBOX_TTL = timedelta(minutes=2)
+AMR_FEDERATED = ["fed"]
+
+
+def start_sso(org: Org, req: str | None):
+    """Send the browser to the org's IdP with a signed AuthnRequest (HTTP-Redirect)."""
+    try:
+        relay = new_secret(16)
+        request_id, location = orgs.service_provider(org).authn_request(relay_state=relay)
+    except Exception as err:  # noqa: BLE001 - a broken org configuration must not give a 500
+        log.warning("cannot start SSO for org %s: %s", org.id, err)
+        return render_template("error.html", message=_(
+            "Your organization's sign-in is not working right now. Try again later.")), 503
+    session["saml"] = {"org": org.id, "request_id": request_id, "relay": relay, "req": req, "at": int(time.time())}
+    return render_template("signin/sso_redirect.html", location=location, org=org)
+
+
+@bp.post("/saml/<org_id>/acs")
+def acs(org_id: str):
+    """The IdP's POST: parked, then a redirect, so the next request carries our cookies."""
+    org = db.session.get(Org, org_id[:32])
+    response = request.form.get("SAMLResponse")
+    if org is None or not org.saml_metadata or not response:
+        return _refuse(None, org, "no SAML response for a known org")
+    row = SamlInbox(org_id=org.id, saml_response=response[:400_000], relay_state=request.form.get("RelayState"),
+                    expires_at=utcnow() + INBOX_TTL)
+    db.session.add(row)
+    db.session.commit()
+    return redirect(url_for("enterprise.consume", org_id=org.id, inbox=row.id), code=303)
+
+
+@bp.get("/saml/<org_id>/acs/<inbox>")
+def consume(org_id: str, inbox: str):
+    row = db.session.get(SamlInbox, inbox[:32])
+    if row is None or row.org_id != org_id or row.expires_at <= utcnow():
+        return _refuse(None, None, "no parked response")
+    db.session.delete(row)  # one use
+    db.session.commit()
+    org = db.session.get(Org, row.org_id)
+    state = session.pop("saml", None)
+    started_here = (state is not None and state.get("org") == org.id
+                    and time.time() - state.get("at", 0) <= REQUEST_TTL)
+    if started_here and not hmac.compare_digest(state.get("relay", ""), row.relay_state or ""):
+        return _refuse(None, org, "RelayState does not match")
+    outstanding = state["request_id"] if started_here else None
+    try:
+        identity, assertion_id, not_after = orgs.service_provider(org).validate(row.saml_response, outstanding)
+    except SamlError as err:
+        return _refuse(None, org, err.reason)
+    expires = datetime.fromtimestamp(not_after, UTC).replace(tzinfo=None)
+    if not claim("saml-assertion", f"{org.id}:{assertion_id}", max(expires, utcnow() + timedelta(minutes=5))):
+        return _refuse(None, org, "assertion replayed")
+    if domain_of(identity.email) not in orgs.domains_of(org):
+        return _refuse(None, org, "email outside the org's domains")
+    user = _just_in_time(org, identity)
+    if user is None:
+        return _refuse(None, org, "account disabled")
+    req = state.get("req") if started_here else None
+    pending = pending_request(req) if req else None
+    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
+
+
+def _just_in_time(org: Org, identity) -> User | None:
+    """The account for this email, created on first sign-in, kept a member of the org,
+    its names refreshed from the IdP's attributes."""
+    user = db.session.query(User).filter_by(email=identity.email).one_or_none()
+    if user is None:
+        user = User(email=identity.email, email_verified=True, org_id=org.id)
+        db.session.add(user)
+        created = True
+    else:
+        created = False
+        if user.disabled:
+            return None
+    user.org_id = org.id
+    user.email_verified = True
+    for field in ("given_name", "family_name", "name"):
+        value = getattr(identity, field)
+        if value:
+            setattr(user, field, value)
+    if not user.name and (user.given_name or user.family_name):
+        user.name = " ".join(p for p in (user.given_name, user.family_name) if p)
+    db.session.commit()
+    if created:
+        audit.record("signup", user, method="saml", org=org.id)
+    return user
+
+
+def _refuse(user, org, reason: str):
+    log.warning("SAML response refused for org %s: %s", org.id if org else "-", reason)
+    audit.record("signin.failure", user, method="saml", org=org.id if org else None, reason=reason)
+    return render_template("error.html", message=_(
+        "Your organization's sign-in could not be completed. Start again from the application.")), 400
+
+
+def enforced_for(user: User | None, email: str | None = None) -> bool:
+    """True when the person's org allows Enterprise Sign-In only."""
+    from federation.discovery import org_for_email
+
+    org = db.session.get(Org, user.org_id) if user is not None and user.org_id else None
+    if org is None and email:
+        org = org_for_email(email)
+    return org is not None and org.enforce_sso
