@@ -1,0 +1,180 @@
+"""Enterprise Sign-In against a real SAML IdP built in the tests (pysaml2, its own key, real signatures)."""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+
+import pytest
+
+from tests.conftest import Browser
+from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+from tests.saml_idp import TestIdP, unsigned, with_comment_in_name_id, with_dtd, oversized, wrapped
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    return TestIdP(tmp_path_factory.mktemp("saml-idp"))
+
+
+@pytest.fixture(scope="module")
+def other_idp(tmp_path_factory):
+    return TestIdP(tmp_path_factory.mktemp("saml-other"), entity_id="https://other-idp.example.test/saml")
+
+
+@pytest.fixture
+def org(live, idp, tmp_path):
+    """An org with its own domain, our SP trusted by the IdP, the IdP attached to the org."""
+    name = "corp-" + secrets.token_hex(3)
+    domain = f"{name}.example"
+    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
+    idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    out = live.idp("orgs", "saml", name, "--metadata", str(path))
+    assert out.returncode == 0, out.stderr
+    return name, domain
+
+
+def _to_idp(live, b: Browser, client_id: str, email: str, **extra):
+    """The product sends the browser here; the email sends it on to the IdP. Returns the parsed AuthnRequest."""
+    page = b.get(authorize_url(live.issuer, client_id, **extra))
+    page = b.submit(page, {"email": email})
+    assert page.status_code == 200 and "Continue" in page.text, page.text[:400]
+    location = html.unescape(re.search(r'<a class="button" role="button" href="([^"]+)"', page.text).group(1))
+    assert f'content="0;url={html.escape(location)}' in page.text or "http-equiv=\"refresh\"" in page.text
+    return location
+
+
+def _post(b: Browser, acs: str, response_b64: str, relay_state: str | None):
+    data = {"SAMLResponse": response_b64}
+    if relay_state is not None:
+        data["RelayState"] = relay_state
+    return b.follow(b.http.post(acs, data=data, allow_redirects=False, timeout=30))
+
+
+def test_enterprise_sign_in_creates_the_account_just_in_time(live, idp, org):
+    from idp.store import Org, User, db
+
+    name, domain = org
+    client_id, secret = live.create_client()
+    b = Browser(live.issuer)
+    verifier, challenge = pkce()
+    location = _to_idp(live, b, client_id, f"alice@{domain}", code_challenge=challenge, code_challenge_method="S256")
+    request = idp.parse_authn_request(location)
+    assert request["signed"] is True, request.get("signature_error")
+    assert request["acs_url"].startswith(f"{live.issuer}/saml/") and request["acs_url"].endswith("/acs")
+    response, acs = idp.response(request, email=f"alice@{domain}", attributes={
+        "email": f"alice@{domain}", "givenName": "Alice", "sn": "Liddell", "displayName": "Alice Liddell"})
+    params = redirect_params(_post(b, acs, response, request["relay_state"]))
+    body = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, secret)).json()
+    _, claims = verify(live.issuer, body["id_token"])
+    assert claims["email"] == f"alice@{domain}" and claims["amr"] == ["fed"]
+    assert claims["given_name"] == "Alice" and claims["family_name"] == "Liddell" and claims["name"] == "Alice Liddell"
+    with live.db():
+        user = db.session.query(User).filter_by(email=f"alice@{domain}").one()
+        assert user.org_id == db.session.query(Org).filter_by(name=name).one().id and user.password_hash is None
+
+
+def _refused(live, b, idp, request, response, relay=None):
+    acs = request["acs_url"]
+    resp = _post(b, acs, response, request["relay_state"] if relay is None else relay)
+    assert resp.status_code == 400 and "could not be completed" in resp.text, resp.text[:300]
+
+
+def _fresh_request(live, idp, domain, email_local="bob"):
+    client_id, _ = live.create_client()
+    b = Browser(live.issuer)
+    request = idp.parse_authn_request(_to_idp(live, b, client_id, f"{email_local}@{domain}"))
+    return b, request
+
+
+@pytest.mark.parametrize("attack", ["other-key", "unsigned", "wrap-sibling", "wrap-extensions", "wrap-advice",
+                                    "dtd", "oversized", "modified", "expired", "wrong-audience", "unsolicited"])
+def test_crafted_responses_are_refused(live, idp, other_idp, org, attack):
+    from idp.store import SecurityEvent, db
+
+    _, domain = org
+    b, request = _fresh_request(live, idp, domain)
+    email = f"bob@{domain}"
+    if attack == "other-key":
+        response, _ = idp.response(request, email=email, signer=other_idp)
+    elif attack == "expired":
+        response, _ = idp.response(request, email=email, not_on_or_after_minutes=-10)
+    elif attack == "wrong-audience":
+        response, _ = idp.response(request, email=email, audience="https://someone-else.example/sp")
+    elif attack == "unsolicited":
+        response, _ = idp.response(request, email=email, in_response_to=None)
+    else:
+        good, _ = idp.response(request, email=email)
+        response = {
+            "unsigned": lambda: unsigned(good),
+            "wrap-sibling": lambda: wrapped(good, f"ceo@{domain}", mode="sibling"),
+            "wrap-extensions": lambda: wrapped(good, f"ceo@{domain}", mode="extensions"),
+            "wrap-advice": lambda: wrapped(good, f"ceo@{domain}", mode="advice"),
+            "dtd": lambda: with_dtd(good),
+            "oversized": lambda: oversized(good, 400_000),
+            "modified": lambda: TestIdP.replace_text(good, email, f"ceo@{domain}"),
+        }[attack]()
+    _refused(live, b, idp, request, response)
+    with live.db():
+        event = db.session.query(SecurityEvent).filter_by(kind="signin.failure").order_by(SecurityEvent.id.desc()).first()
+        assert event.detail["method"] == "saml" and event.detail["reason"]
+
+
+def test_replayed_and_foreign_responses_are_refused(live, idp, org):
+    _, domain = org
+    b, request = _fresh_request(live, idp, domain, "carol")
+    response, acs = idp.response(request, email=f"carol@{domain}")
+    # another browser cannot use a response to this browser's request
+    stranger = Browser(live.issuer)
+    _refused(live, stranger, idp, request, response)
+    assert "code" in redirect_params(_post(b, acs, response, request["relay_state"]))
+    # the same response again, even from a browser with a fresh request: replay
+    b2, request2 = _fresh_request(live, idp, domain, "carol")
+    _refused(live, b2, idp, request2, response, relay=request2["relay_state"])
+
+
+def test_comment_in_name_id_cannot_shorten_the_address(live, idp, org):
+    from idp.store import User, db
+
+    _, domain = org
+    b, request = _fresh_request(live, idp, domain, "dave")
+    # the attacker's real IdP account is dave@<org domain>.evil.example; the comment would make a
+    # naive reader see dave@<org domain>
+    good, _ = idp.response(request, email=f"dave@{domain}.evil.example")
+    _refused(live, b, idp, request, with_comment_in_name_id(good, inject="evil.example"))
+    with live.db():
+        assert db.session.query(User).filter_by(email=f"dave@{domain}").count() == 0
+
+
+def test_enforced_sso_refuses_passwords_but_keeps_open_sessions(live, idp, org):
+    name, domain = org
+    client_id, _ = live.create_client()
+    live.create_user(f"erin@{domain}", "erin-password-1")
+    live.create_user(f"frank@{domain}", "frank-password-1")
+    # Frank signed in by password before enforcement, with Remember me
+    frank = Browser(live.issuer)
+    # The org has an IdP, so the email step sends to SSO; an account with a password can still
+    # reach the password step directly until the org enforces SSO.
+    page = frank.get(f"{live.issuer}/signin")
+    frank.http.post(f"{live.issuer}/signin", data={"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
+                                                                                page.text).group(1),
+                                                        "email": f"frank@{domain}"}, allow_redirects=False)
+    page = frank.get(f"{live.issuer}/signin/password")
+    assert frank.submit(page, {"password": "frank-password-1", "remember": "on"}).status_code == 200
+    assert live.idp("orgs", "enforce-sso", name).returncode == 0
+    # the open session stays valid
+    assert "code" in redirect_params(frank.get(authorize_url(live.issuer, client_id, prompt="none")))
+    # a password sign-in is refused with a clear message pointing to SSO
+    erin = Browser(live.issuer)
+    page = erin.get(f"{live.issuer}/signin")
+    erin.http.post(f"{live.issuer}/signin", data={"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
+                                                                              page.text).group(1),
+                                                      "email": f"erin@{domain}"}, allow_redirects=False)
+    page = erin.get(f"{live.issuer}/signin/password")
+    resp = erin.submit(page, {"password": "erin-password-1"})
+    assert resp.status_code == 403 and "Enterprise Sign-In" in resp.text and "Continue" in resp.text
+    assert live.idp("orgs", "enforce-sso", name, "--off").returncode == 0
