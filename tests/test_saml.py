@@ -120,7 +120,8 @@ def test_crafted_responses_are_refused(live, idp, other_idp, org, attack):
         }[attack]()
     _refused(live, b, idp, request, response)
     with live.db():
-        event = db.session.query(SecurityEvent).filter_by(kind="signin.failure").order_by(SecurityEvent.id.desc()).first()
+        event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
+                 .order_by(SecurityEvent.id.desc()).first())
         assert event.detail["method"] == "saml" and event.detail["reason"]
 
 
