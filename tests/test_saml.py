@@ -179,3 +179,67 @@ def test_enforced_sso_refuses_passwords_but_keeps_open_sessions(live, idp, org):
     resp = erin.submit(page, {"password": "erin-password-1"})
     assert resp.status_code == 403 and "Enterprise Sign-In" in resp.text and "Continue" in resp.text
     assert live.idp("orgs", "enforce-sso", name, "--off").returncode == 0
+
+
+class _IdPWebServer:
+    """The test IdP on loopback HTTP: its SSO URL answers a browser with a form that posts the
+    signed response to our ACS (the HTTP-POST binding, as a real IdP's page does)."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.idp: TestIdP | None = None
+        self.email = ""
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                request = outer.idp.parse_authn_request(outer.base + self.path)
+                response, acs = outer.idp.response(request, email=outer.email)
+                body = (f'<html><body><form method="post" action="{html.escape(acs)}">'
+                        f'<input type="hidden" name="SAMLResponse" value="{response}">'
+                        f'<input type="hidden" name="RelayState" value="{html.escape(request["relay_state"])}">'
+                        '<button type="submit">Send to the service</button></form></body></html>').encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_enterprise_sign_in_in_the_browser(live, tmp_path_factory, chromium, product):
+    """Chromium: a company email → the company's IdP → back in the product, signed in, new account."""
+    web = _IdPWebServer()
+    web.idp = TestIdP(tmp_path_factory.mktemp("saml-web"), entity_id=f"{web.base}/saml")
+    name = "web-" + secrets.token_hex(3)
+    domain = f"{name}.example"
+    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
+    web.idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
+    path = tmp_path_factory.mktemp("saml-web-md") / "idp.xml"
+    path.write_text(web.idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    web.email = f"grace@{domain}"
+    redirect = f"http://127.0.0.1:{product.server_address[1]}/callback"
+    client_id, _ = live.create_client(redirect_uris=[redirect])
+    context = chromium.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(authorize_url(live.issuer, client_id, redirect_uri=redirect, code_challenge=pkce()[1],
+                            code_challenge_method="S256"))
+    page.get_by_label("Email").fill(f"grace@{domain}")
+    page.get_by_role("button", name="Next").click()
+    # the in-between page redirects by itself; its Continue button is there if it does not
+    page.get_by_role("button", name="Send to the service").click()
+    page.wait_for_url(f"{redirect}*", timeout=15000)
+    assert "code=" in page.url
+    context.close()
+    web.server.shutdown()
