@@ -132,10 +132,12 @@ measure jwks "$jwks_url"
 
 password=$(.venv/bin/python bench/password_cost.py) || die "bench/password_cost.py failed"
 echo "$password"
+saml=$(.venv/bin/python -W ignore bench/saml_cost.py) || die "bench/saml_cost.py failed"
+echo "$saml"
 
 echo
 echo "=== summary ($(nproc) CPUs, $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit'), ${dur}s per scenario) ==="
-printf '%s\n' "${results[@]}" "$password"
+printf '%s\n' "${results[@]}" "$password" "$saml"
 if [ ${#warnings[@]} -gt 0 ]; then
   printf '!!! WARNING: %s\n' "${warnings[@]}"
 fi

@@ -17,6 +17,7 @@ import calendar
 import logging
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
@@ -64,7 +65,16 @@ class ServiceProvider:
     idp_metadata: str
     allow_idp_initiated: bool = False
 
+    @cached_property
+    def client(self) -> Saml2Client:
+        """pysaml2's client for this SP, built once: loading the config and parsing the
+        IdP's metadata costs more than checking a response."""
+        return self._new_client()
+
     def _client(self) -> Saml2Client:
+        return self.client
+
+    def _new_client(self) -> Saml2Client:
         config = SPConfig()
         config.load({
             "entityid": self.entity_id,

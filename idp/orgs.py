@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -114,13 +115,25 @@ def _key_files(row: SpCredential) -> tuple[Path, Path]:
     return key_file, cert_file
 
 
+# Per process, keyed by everything the SP is built from: a change of metadata or setting
+# makes a new key, so a cached SP is never stale (it is derived, not authoritative).
+_SERVICE_PROVIDERS: dict[tuple, ServiceProvider] = {}
+
+
 def service_provider(org: Org) -> ServiceProvider:
     issuer = _settings().issuer
     key_file, cert_file = _key_files(_credential())
-    return ServiceProvider(
-        entity_id=f"{issuer}/saml/{org.id}/metadata", acs_url=f"{issuer}/saml/{org.id}/acs",
-        key_file=key_file, cert_file=cert_file, idp_metadata=org.saml_metadata or "",
-        allow_idp_initiated=org.allow_idp_initiated)
+    metadata = org.saml_metadata or ""
+    key = (issuer, org.id, hashlib.sha256(metadata.encode()).hexdigest(), str(key_file), org.allow_idp_initiated)
+    sp = _SERVICE_PROVIDERS.get(key)
+    if sp is None:
+        if len(_SERVICE_PROVIDERS) > 256:
+            _SERVICE_PROVIDERS.clear()
+        sp = _SERVICE_PROVIDERS[key] = ServiceProvider(
+            entity_id=f"{issuer}/saml/{org.id}/metadata", acs_url=f"{issuer}/saml/{org.id}/acs",
+            key_file=key_file, cert_file=cert_file, idp_metadata=metadata,
+            allow_idp_initiated=org.allow_idp_initiated)
+    return sp
 
 
 def sp_metadata(org: Org) -> str:
