@@ -65,18 +65,8 @@ class ServiceProvider:
     idp_metadata: str
     allow_idp_initiated: bool = False
 
-    @cached_property
-    def client(self) -> Saml2Client:
-        """pysaml2's client for this SP, built once: loading the config and parsing the
-        IdP's metadata costs more than checking a response."""
-        return self._new_client()
-
-    def _client(self) -> Saml2Client:
-        return self.client
-
-    def _new_client(self) -> Saml2Client:
-        config = SPConfig()
-        config.load({
+    def _config(self, with_idp: bool) -> SPConfig:
+        settings = {
             "entityid": self.entity_id,
             "service": {"sp": {
                 "endpoints": {"assertion_consumer_service": [(self.acs_url, BINDING_HTTP_POST)]},
@@ -89,27 +79,29 @@ class ServiceProvider:
             "key_file": str(self.key_file),
             "cert_file": str(self.cert_file),
             "xmlsec_binary": get_xmlsec_binary(),
-            "metadata": {"inline": [self.idp_metadata]},
             "accepted_time_diff": CLOCK_SKEW,
-        })
-        return Saml2Client(config=config)
+        }
+        if with_idp:
+            settings["metadata"] = {"inline": [self.idp_metadata]}
+        config = SPConfig()
+        config.load(settings)
+        return config
+
+    @cached_property
+    def client(self) -> Saml2Client:
+        """pysaml2's client for this SP, built once: loading the config and parsing the
+        IdP's metadata costs more than checking a response."""
+        return self.new_client()
+
+    def new_client(self) -> Saml2Client:
+        return Saml2Client(config=self._config(with_idp=True))
 
     def metadata_xml(self) -> str:
-        config = SPConfig()
-        config.load({
-            "entityid": self.entity_id,
-            "service": {"sp": {
-                "endpoints": {"assertion_consumer_service": [(self.acs_url, BINDING_HTTP_POST)]},
-                "authn_requests_signed": True, "want_assertions_signed": True,
-                "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
-            }},
-            "key_file": str(self.key_file), "cert_file": str(self.cert_file),
-            "xmlsec_binary": get_xmlsec_binary(),
-        })
-        return str(entity_descriptor(config))
+        """Our SP metadata for the org's IdP (entity id, ACS, signing certificate)."""
+        return str(entity_descriptor(self._config(with_idp=False)))
 
     def idp_entity_id(self, client: Saml2Client | None = None) -> str:
-        client = client or self._client()
+        client = client or self.client
         idps = list(client.metadata.identity_providers())
         if len(idps) != 1:
             raise SamlError(f"the org's metadata names {len(idps)} identity providers, expected one")
@@ -117,7 +109,7 @@ class ServiceProvider:
 
     def authn_request(self, relay_state: str) -> tuple[str, str]:
         """(request id, the IdP URL to redirect to: signed AuthnRequest, HTTP-Redirect)."""
-        client = self._client()
+        client = self.client
         request_id, info = client.prepare_for_authenticate(
             entityid=self.idp_entity_id(client), relay_state=relay_state, binding=BINDING_HTTP_REDIRECT,
             sign=True)
@@ -142,7 +134,7 @@ class ServiceProvider:
             raise SamlError("response must carry exactly one assertion")
         if b"EncryptedAssertion" in xml:
             raise SamlError("encrypted assertions are not supported")
-        client = self._client()
+        client = self.client
         outstanding = {outstanding_id: "/"} if outstanding_id else {}
         try:
             response = client.parse_authn_request_response(saml_response, BINDING_HTTP_POST, outstanding=outstanding)
