@@ -11,7 +11,7 @@ from idp.store import Org, OrgDomain, db
 class HomeRealm:
     """Where a person with this email signs in: by password here, or at their org's IdP."""
 
-    method: str  # "password" | "saml"
+    method: str  # "password" | "saml" | "oidc"
     org: Org | None = None
 
     @property
@@ -39,4 +39,8 @@ def home_realm_for(email: str) -> HomeRealm:
         return PASSWORD
     if org.saml_metadata:
         return HomeRealm("saml", org)
+    from idp.social import enterprise_provider
+
+    if enterprise_provider(org.id) is not None:
+        return HomeRealm("oidc", org)
     return HomeRealm("password", org)

@@ -103,7 +103,8 @@ def pkce_pair(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: str, verifier: str) -> str:
+def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: str, verifier: str,
+                      login_hint: str | None = None) -> str:
     params = {
         "response_type": "code", "client_id": provider.client_id, "redirect_uri": redirect_uri,
         "scope": provider.scope, "state": state, "code_challenge": pkce_pair(verifier),
@@ -111,6 +112,8 @@ def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: 
     }
     if provider.issuer:
         params["nonce"] = nonce
+    if login_hint:
+        params["login_hint"] = login_hint
     return provider.metadata["authorization_endpoint"] + "?" + urlencode(params)
 
 

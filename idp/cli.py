@@ -309,6 +309,26 @@ def cmd_orgs_saml(args) -> None:
         print(f"{org.name}: SAML IdP {sp.idp_entity_id()} attached; our ACS is {sp.acs_url}")
 
 
+def cmd_orgs_oidc(args) -> None:
+    from urllib.parse import urlsplit
+
+    from .social import add_provider, enterprise_provider_name, redirect_uri
+
+    parts = urlsplit(args.issuer)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise CommandError(f"--issuer must be an http(s) URL: {args.issuer}")
+    app = _app()
+    with app.app_context():
+        org = _org(args.org)
+        name = enterprise_provider_name(org.id)
+        add_provider(name, args.client_id, args.client_secret, args.issuer.rstrip("/"), org_id=org.id)
+        uri = redirect_uri(name)
+    if args.json:
+        _print_json({"org": org.name, "issuer": args.issuer, "client_id": args.client_id, "redirect_uri": uri})
+    else:
+        print(f"{org.name}: enterprise OpenID provider {args.issuer}; register this redirect URI there: {uri}")
+
+
 def cmd_orgs_sp_metadata(args) -> None:
     from . import orgs
 
@@ -323,8 +343,10 @@ def cmd_orgs_enforce_sso(args) -> None:
         from .store import db
 
         org = _org(args.org)
-        if not args.off and not org.saml_metadata:
-            raise CommandError(f"{org.name} has no SAML IdP yet: attach one with `idp orgs saml` first")
+        from .social import enterprise_provider
+
+        if not args.off and not org.saml_metadata and enterprise_provider(org.id) is None:
+            raise CommandError(f"{org.name} has no IdP yet: attach one with `idp orgs saml` or `idp orgs oidc` first")
         org.enforce_sso = not args.off
         db.session.commit()
         print(f"{org.name}: Enterprise Sign-In is {'the only way in' if org.enforce_sso else 'optional'}")
@@ -414,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("org")
     o.add_argument("--metadata", required=True, help="file or URL")
     o.set_defaults(func=cmd_orgs_saml)
+    o = orgs.add_parser("oidc", help="attach the org's enterprise OpenID provider (Okta, Entra ID ...)")
+    o.add_argument("org")
+    o.add_argument("--issuer", required=True)
+    o.add_argument("--client-id", required=True)
+    o.add_argument("--client-secret", required=True)
+    o.add_argument("--json", action="store_true")
+    o.set_defaults(func=cmd_orgs_oidc)
     o = orgs.add_parser("sp-metadata", help="print our SAML SP metadata for the org's IdP")
     o.add_argument("org")
     o.set_defaults(func=cmd_orgs_sp_metadata)

@@ -27,9 +27,12 @@ def redirect_uri(name: str) -> str:
     return f"{current_app.extensions['idp.settings'].issuer}/social/{name}/callback"
 
 
-def add_provider(name: str, client_id: str, client_secret: str, issuer: str | None) -> SocialProvider:
-    """Enable (or reconfigure) a provider. Nothing is fetched now: discovery happens on first use."""
+def add_provider(name: str, client_id: str, client_secret: str, issuer: str | None,
+                 org_id: str | None = None) -> SocialProvider:
+    """Enable (or reconfigure) a provider (`org_id`: an org's enterprise OpenID provider).
+    Nothing is fetched now: discovery happens on first use."""
     row = db.session.get(SocialProvider, name) or SocialProvider(name=name)
+    row.org_id = org_id
     row.issuer = issuer
     row.client_id = client_id
     row.sealed_client_secret = seal(_secret_key(), client_secret.encode(), name, PURPOSE)
@@ -42,7 +45,8 @@ def add_provider(name: str, client_id: str, client_secret: str, issuer: str | No
 
 def enabled() -> list[tuple[str, str]]:
     """(name, label) of every provider, for the sign-in and account pages."""
-    names = db.session.execute(select(SocialProvider.name).order_by(SocialProvider.name)).scalars()
+    names = db.session.execute(select(SocialProvider.name).where(SocialProvider.org_id.is_(None))
+                               .order_by(SocialProvider.name)).scalars()
     return [(n, upstream.label_for(n)) for n in names]
 
 
@@ -69,6 +73,20 @@ def load(name: str) -> upstream.Provider | None:
         client_secret=unseal(_secret_key(), row.sealed_client_secret, name, PURPOSE).decode(),
         issuer=issuer, metadata=metadata, scope=built_in.scope if built_in else "openid email profile",
         profile_endpoint=built_in.profile_endpoint if built_in else None)
+
+
+def enterprise_provider_name(org_id: str) -> str:
+    return f"org-{org_id[:12]}"
+
+
+def is_enterprise(name: str) -> bool:
+    row = db.session.get(SocialProvider, name[:40])
+    return row is not None and row.org_id is not None
+
+
+def enterprise_provider(org_id: str) -> SocialProvider | None:
+    row = db.session.get(SocialProvider, enterprise_provider_name(org_id))
+    return row if row is not None and row.org_id == org_id else None
 
 
 def spend_nonce(nonce: str, lifetime: int = 900) -> bool:

@@ -199,3 +199,59 @@ def test_link_and_sign_in_in_the_browser(live, upstream, provider, chromium):
     page.get_by_role("button", name="Unlink").click()
     page.get_by_role("button", name="Link Upstream").wait_for()
     context.close()
+
+
+@pytest.fixture
+def oidc_org(live, upstream):
+    """An org whose enterprise OpenID provider is the upstream instance."""
+    import secrets
+
+    name = "oidc-" + secrets.token_hex(3)
+    domain = f"{name}.example"
+    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
+    out = live.idp("orgs", "oidc", name, "--issuer", upstream.issuer, "--client-id=placeholder",
+                   "--client-secret=placeholder", "--json")
+    assert out.returncode == 0, out.stderr
+    callback = json.loads(out.stdout)["redirect_uri"]
+    client_id, secret = upstream.create_client(redirect_uris=[callback], first_party=True)
+    out = live.idp("orgs", "oidc", name, "--issuer", upstream.issuer, f"--client-id={client_id}",
+                   f"--client-secret={secret}")
+    assert out.returncode == 0, out.stderr
+    return name, domain
+
+
+def test_enterprise_openid_provider_signs_in_just_in_time(live, upstream, oidc_org):
+    from idp.store import Org, User, db
+
+    name, domain = oidc_org
+    upstream.create_user(f"ivy@{domain}", "upstream-password", name="Ivy Ent")
+    client_id, secret = live.create_client()
+    b = _browser(live, upstream)
+    verifier, challenge = pkce()
+    page = b.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
+    assert ">org-" not in page.text  # the enterprise provider is no social button
+    page = b.submit(page, {"email": f"ivy@{domain}"})  # the domain sends the browser to the org's provider
+    assert page.url.startswith(upstream.issuer) and f'value="ivy@{domain}"' in page.text  # login_hint
+    params = redirect_params(_upstream_sign_in(b, page, f"ivy@{domain}", "upstream-password"))
+    body = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, secret)).json()
+    _, claims = verify(live.issuer, body["id_token"])
+    assert claims["email"] == f"ivy@{domain}" and claims["amr"] == ["fed"] and claims["name"] == "Ivy Ent"
+    with live.db():
+        user = db.session.query(User).filter_by(email=f"ivy@{domain}").one()
+        assert user.org_id == db.session.query(Org).filter_by(name=name).one().id
+
+
+def test_enterprise_openid_provider_refuses_addresses_outside_the_org(live, upstream, oidc_org):
+    from idp.store import User, db
+
+    _, domain = oidc_org
+    upstream.create_user(f"jack@elsewhere-{domain}", "upstream-password")
+    b = _browser(live, upstream)
+    page = b.submit(b.get(f"{live.issuer}/signin"), {"email": f"jack@{domain}"})
+    resp = _upstream_sign_in(b, page, f"jack@elsewhere-{domain}", "upstream-password")  # another account there
+    assert resp.status_code == 400 and "could not be completed" in resp.text
+    with live.db():
+        assert db.session.query(User).filter(User.email.like("jack@%")).count() == 0
+    # and it cannot be used as a social button either
+    assert b.http.get(f"{live.issuer}/social/org-x/start", timeout=10).status_code == 404

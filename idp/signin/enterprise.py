@@ -49,7 +49,7 @@ def acs(org_id: str):
     org = db.session.get(Org, org_id[:32])
     response = request.form.get("SAMLResponse")
     if org is None or not org.saml_metadata or not response:
-        return _refuse(None, org, "no SAML response for a known org")
+        return refuse_enterprise(None, org, "no SAML response for a known org")
     row = SamlInbox(org_id=org.id, saml_response=response[:400_000], relay_state=request.form.get("RelayState"),
                     expires_at=utcnow() + INBOX_TTL)
     db.session.add(row)
@@ -61,7 +61,7 @@ def acs(org_id: str):
 def consume(org_id: str, inbox: str):
     row = db.session.get(SamlInbox, inbox[:32])
     if row is None or row.org_id != org_id or row.expires_at <= utcnow():
-        return _refuse(None, None, "no parked response")
+        return refuse_enterprise(None, None, "no parked response")
     db.session.delete(row)  # one use
     db.session.commit()
     org = db.session.get(Org, row.org_id)
@@ -69,26 +69,26 @@ def consume(org_id: str, inbox: str):
     started_here = (state is not None and state.get("org") == org.id
                     and time.time() - state.get("at", 0) <= REQUEST_TTL)
     if started_here and not hmac.compare_digest(state.get("relay", ""), row.relay_state or ""):
-        return _refuse(None, org, "RelayState does not match")
+        return refuse_enterprise(None, org, "RelayState does not match")
     outstanding = state["request_id"] if started_here else None
     try:
         identity, assertion_id, not_after = orgs.service_provider(org).validate(row.saml_response, outstanding)
     except SamlError as err:
-        return _refuse(None, org, err.reason)
+        return refuse_enterprise(None, org, err.reason)
     expires = datetime.fromtimestamp(not_after, UTC).replace(tzinfo=None)
     if not claim("saml-assertion", f"{org.id}:{assertion_id}", max(expires, utcnow() + timedelta(minutes=5))):
-        return _refuse(None, org, "assertion replayed")
+        return refuse_enterprise(None, org, "assertion replayed")
     if domain_of(identity.email) not in orgs.domains_of(org):
-        return _refuse(None, org, "email outside the org's domains")
-    user = _just_in_time(org, identity)
+        return refuse_enterprise(None, org, "email outside the org's domains")
+    user = just_in_time(org, identity)
     if user is None:
-        return _refuse(None, org, "account disabled")
+        return refuse_enterprise(None, org, "account disabled")
     req = state.get("req") if started_here else None
     pending = pending_request(req) if req else None
     return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
 
 
-def _just_in_time(org: Org, identity) -> User | None:
+def just_in_time(org: Org, identity, method: str = "saml") -> User | None:
     """The account for this email, created on first sign-in, kept a member of the org,
     its names refreshed from the IdP's attributes."""
     user = db.session.query(User).filter_by(email=identity.email).one_or_none()
@@ -110,13 +110,13 @@ def _just_in_time(org: Org, identity) -> User | None:
         user.name = " ".join(p for p in (user.given_name, user.family_name) if p)
     db.session.commit()
     if created:
-        audit.record("signup", user, method="saml", org=org.id)
+        audit.record("signup", user, method=method, org=org.id)
     return user
 
 
-def _refuse(user, org, reason: str):
-    log.warning("SAML response refused for org %s: %s", org.id if org else "-", reason)
-    audit.record("signin.failure", user, method="saml", org=org.id if org else None, reason=reason)
+def refuse_enterprise(user, org, reason: str, method: str = "saml"):
+    log.warning("enterprise sign-in refused for org %s: %s", org.id if org else "-", reason)
+    audit.record("signin.failure", user, method=method, org=org.id if org else None, reason=reason)
     return render_template("error.html", message=_(
         "Your organization's sign-in could not be completed. Start again from the application.")), 400
 

@@ -16,7 +16,10 @@ from flask_babel import gettext as _
 
 from federation.social import UpstreamError, authorization_url, complete
 
-from .. import audit, sessions, social
+from dataclasses import replace
+
+from .. import audit, orgs, sessions, social
+from ..store import Org
 from ..store import new_secret
 from .views import enforced_for, first_factor_passed, pending_request, require_sign_in, sso_required
 
@@ -32,19 +35,25 @@ def _page(message: str, status: int = 400, link_account: bool = False, label: st
                            label=label), status
 
 
-def _start(name: str, purpose: str, req: str | None):
+def _start(name: str, purpose: str, req: str | None, login_hint: str | None = None):
     try:
         provider = social.load(name)
     except UpstreamError as err:
         log.warning("social provider %s unavailable: %s", name, err)
         return _page(_("%(provider)s cannot be reached right now. Try again later or sign in another way.",
                        provider=name.title()), 503)
-    if provider is None:
+    # An org's enterprise provider is reached from the email step only, never as a social button.
+    if provider is None or (purpose != "enterprise") == social.is_enterprise(name):
         return _page(_("This sign-in method is not available."), 404)
     state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
                          "purpose": purpose, "req": req, "at": int(time.time())}
-    return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier))
+    return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier, login_hint))
+
+
+def start_enterprise(org, email: str, req: str | None):
+    """An org's enterprise OpenID provider: the same upstream flow, its answer decided like SAML's."""
+    return _start(social.enterprise_provider_name(org.id), "enterprise", req, login_hint=email)
 
 
 @bp.get("/social/<name>/start")
@@ -87,6 +96,8 @@ def callback(name: str):
         return _page(_("%(provider)s did not confirm who you are. Try again.", provider=name.title()))
     if flow["purpose"] == "link":
         return _finish_link(provider.label, identity)
+    if flow["purpose"] == "enterprise":
+        return _finish_enterprise(name, identity, flow.get("req"))
     return _finish_sign_in(provider.label, identity, flow.get("req"))
 
 
@@ -112,6 +123,29 @@ def _finish_sign_in(label: str, identity, req: str | None):
                      403, link_account=True, label=label)
     if enforced_for(user):
         return sso_required(user.email)
+    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
+
+
+def _finish_enterprise(name: str, identity, req: str | None):
+    """Same rules as SAML: a verified email in the org's domains, account just in time."""
+    from federation.discovery import domain_of
+
+    from ..store import SocialProvider, db
+    from .enterprise import just_in_time, refuse_enterprise
+
+    row = db.session.get(SocialProvider, name)
+    org = db.session.get(Org, row.org_id) if row is not None and row.org_id else None
+    if org is None:
+        return _page(_("This sign-in method is not available."), 404)
+    if not identity.email or not identity.email_verified:
+        return refuse_enterprise(None, org, "no verified email from the enterprise OpenID provider", "oidc")
+    identity = replace(identity, email=identity.email.strip().lower())
+    if domain_of(identity.email) not in orgs.domains_of(org):
+        return refuse_enterprise(None, org, "email outside the org's domains", "oidc")
+    user = just_in_time(org, identity, method="oidc")
+    if user is None:
+        return refuse_enterprise(None, org, "account disabled", "oidc")
+    pending = pending_request(req) if req else None
     return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
 
 

@@ -87,6 +87,10 @@ def email():
         from .enterprise import start_sso
 
         return start_sso(realm.org, req)
+    if realm.method == "oidc":
+        from .social import start_enterprise
+
+        return start_enterprise(realm.org, address, req)
     return redirect(url_for("signin.password", req=req) if req else url_for("signin.password"))
 
 

@@ -20,6 +20,8 @@ class SocialProvider(db.Model):
     # The provider's discovery document, fetched when first used and refreshed hourly.
     metadata_cache: Mapped[dict | None] = mapped_column(JSON)
     metadata_fetched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Set for an org's enterprise OpenID provider: not a social button, the org's way in.
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
