@@ -301,6 +301,7 @@ def cmd_orgs_saml(args) -> None:
     app = _app()
     with app.app_context():
         org = _org(args.org)
+        org.allow_idp_initiated = args.idp_initiated
         try:
             orgs.attach_saml(org, args.metadata)
         except orgs.OrgError as err:
@@ -434,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=cmd_orgs_create)
     o = orgs.add_parser("saml", help="attach the org's SAML IdP (its metadata XML)")
     o.add_argument("org")
-    o.add_argument("--metadata", required=True, help="file or URL")
+    o.add_argument("--metadata", required=True, help="file or URL (run again to refresh)")
+    o.add_argument("--idp-initiated", action="store_true",
+                   help="also accept responses the IdP sends unasked (off: only answers to our requests)")
     o.set_defaults(func=cmd_orgs_saml)
     o = orgs.add_parser("oidc", help="attach the org's enterprise OpenID provider (Okta, Entra ID ...)")
     o.add_argument("org")

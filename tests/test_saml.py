@@ -92,7 +92,8 @@ def _fresh_request(live, idp, domain, email_local="bob"):
 
 
 @pytest.mark.parametrize("attack", ["other-key", "unsigned", "wrap-sibling", "wrap-extensions", "wrap-advice",
-                                    "dtd", "oversized", "modified", "expired", "wrong-audience", "unsolicited"])
+                                    "dtd", "oversized", "modified", "expired", "wrong-audience", "unsolicited",
+                                    "wrong-destination"])
 def test_crafted_responses_are_refused(live, idp, other_idp, org, attack):
     from idp.store import SecurityEvent, db
 
@@ -107,6 +108,8 @@ def test_crafted_responses_are_refused(live, idp, other_idp, org, attack):
         response, _ = idp.response(request, email=email, audience="https://someone-else.example/sp")
     elif attack == "unsolicited":
         response, _ = idp.response(request, email=email, in_response_to=None)
+    elif attack == "wrong-destination":  # Destination and Recipient name another service's ACS
+        response, _ = idp.response(request, email=email, acs_url="https://elsewhere.example/saml/acs")
     else:
         good, _ = idp.response(request, email=email)
         response = {
@@ -243,3 +246,21 @@ def test_enterprise_sign_in_in_the_browser(live, tmp_path_factory, chromium, pro
     assert "code=" in page.url
     context.close()
     web.server.shutdown()
+
+
+def test_idp_initiated_sign_in_only_when_the_org_allows_it(live, idp, org, tmp_path):
+    name, domain = org
+    b = Browser(live.issuer)
+    # refused by default (test_crafted_responses_are_refused[unsolicited] covers a browser with a request)
+    sp_meta = live.idp("orgs", "sp-metadata", name).stdout
+    acs = re.search(r'Location="([^"]+/acs)"', sp_meta).group(1)
+    response, _ = idp.response(None, email=f"kim@{domain}", acs_url=acs, in_response_to=None)
+    resp = _post(b, acs, response, None)
+    assert resp.status_code == 400
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
+    response, _ = idp.response(None, email=f"kim@{domain}", acs_url=acs, in_response_to=None)
+    page = _post(b, acs, response, None)
+    assert page.status_code == 200 and "Your account" in page.text
+    assert _post(Browser(live.issuer), acs, response, None).status_code == 400  # and never twice
