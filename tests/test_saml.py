@@ -254,13 +254,14 @@ def test_idp_initiated_sign_in_only_when_the_org_allows_it(live, idp, org, tmp_p
     # refused by default (test_crafted_responses_are_refused[unsolicited] covers a browser with a request)
     sp_meta = live.idp("orgs", "sp-metadata", name).stdout
     acs = re.search(r'Location="([^"]+/acs)"', sp_meta).group(1)
-    response, _ = idp.response(None, email=f"kim@{domain}", acs_url=acs, in_response_to=None)
+    ours = {"issuer": re.search(r'entityID="([^"]+)"', sp_meta).group(1)}  # which SP to answer, unasked
+    response, _ = idp.response(ours, email=f"kim@{domain}", acs_url=acs, in_response_to=None)
     resp = _post(b, acs, response, None)
     assert resp.status_code == 400
     path = tmp_path / "idp.xml"
     path.write_text(idp.metadata_xml())
     assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
-    response, _ = idp.response(None, email=f"kim@{domain}", acs_url=acs, in_response_to=None)
+    response, _ = idp.response(ours, email=f"kim@{domain}", acs_url=acs, in_response_to=None)
     page = _post(b, acs, response, None)
     assert page.status_code == 200 and "Your account" in page.text
     assert _post(Browser(live.issuer), acs, response, None).status_code == 400  # and never twice
