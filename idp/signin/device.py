@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request, url_for
 from flask_babel import gettext as _
 
 from .. import sessions
@@ -40,7 +40,3 @@ def submit_code():
         else _("The device was not connected.")
     return render_template("signin/device_done.html", message=message)
 
-
-@bp.get("/device/done")
-def done():
-    return redirect(url_for("device.enter_code"))
