@@ -28,6 +28,8 @@ from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
 from saml2.sigver import get_xmlsec_binary
 from saml2.time_util import str_to_time
 
+from idp.emails import normalize
+
 from .social import UpstreamIdentity
 
 log = logging.getLogger(__name__)
@@ -175,8 +177,8 @@ class ServiceProvider:
         candidates += [v for v in _values(response, EMAIL)]
         if not candidates:
             raise SamlError("no email in NameID or attributes")
-        email = candidates[0].strip().lower()
-        if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", email):
+        email = normalize(candidates[0])
+        if email is None:  # one addr-spec only: never a list, a display name or a quoted part
             raise SamlError("email is malformed")
         return email
 

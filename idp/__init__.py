@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
-        SESSION_COOKIE_NAME="idp_flow",
+        # `__Host-` on https: Secure, whole host, and no sibling domain can plant it.
+        SESSION_COOKIE_NAME="__Host-idp_flow" if settings.secure_cookies else "idp_flow",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,

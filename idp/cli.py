@@ -79,8 +79,10 @@ def cmd_users_create(args) -> None:
     from .passwords import hash_password, policy_problem
     from .store import User, db
 
-    email = User.normalize_email(args.email)
-    if "@" not in email or email.startswith("@") or email.endswith("@"):
+    from .emails import normalize
+
+    email = normalize(args.email)
+    if email is None:
         raise CommandError(f"not an email address: {args.email}")
     password_hash = None
     if args.password_stdin:
@@ -149,7 +151,7 @@ def cmd_clients_create(args) -> None:
     app = _app()
     with app.app_context():
         try:
-            client, secret = create_client(meta, first_party=args.first_party)
+            client, secret = create_client(meta, first_party=args.first_party, verified=True)
         except ClientMetadataError as err:
             raise CommandError(err.description) from None
         data = client.to_metadata()

@@ -98,14 +98,16 @@ def needs_secret(auth_method: str) -> bool:
     return auth_method in ("client_secret_basic", "client_secret_post")
 
 
-def create_client(meta: dict, *, first_party: bool = False) -> tuple[Client, str | None]:
-    """Validate and store a client; returns it with its secret (shown once, stored hashed)."""
+def create_client(meta: dict, *, first_party: bool = False, verified: bool = False) -> tuple[Client, str | None]:
+    """Validate and store a client; returns it with its secret (shown once, stored hashed).
+    `verified`: an operator vouches for it (people see its name without a warning)."""
     values = validate_metadata(meta)
     secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
     client = Client(
         client_id=secrets.token_hex(16),  # hex: never starts with "-", safe on any command line
         client_secret_hash=digest(secret) if secret else None,
         first_party=first_party,
+        verified=verified or first_party,
         **values,
     )
     db.session.add(client)

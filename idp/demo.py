@@ -32,6 +32,7 @@ def create_demo_data() -> list[str]:
             post_logout_redirect_uris=["http://127.0.0.1:8080/"],
             grant_types=["authorization_code", "refresh_token"], response_types=["code"],
             scope="openid profile email offline_access", token_endpoint_auth_method="client_secret_basic",
+            verified=True,
         )
         db.session.add(client)
     secret = new_secret(32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -35,6 +35,22 @@ class FlowSessionInterface(SecureCookieSessionInterface):
         if request.path.startswith(API_PREFIXES):
             return self.session_class()
         return super().open_session(app, request)
+
+
+def bind_csrf_to_session() -> None:
+    """before_request, ahead of CSRFProtect: a CSRF token belongs to the session cookie it
+    was issued beside. The flow cookie notes which one (a hash); when the browser now
+    carries another session cookie (a flow cookie planted from elsewhere, or kept across a
+    sign-in), its token is dropped, so a form made for one session never posts for another.
+    """
+    if is_api_request():
+        return
+    from . import sessions
+
+    current = sessions.flow_binding(request.cookies.get(sessions.cookie_name(sessions.COOKIE)))
+    if session.get(sessions.FLOW_BINDING, sessions.flow_binding(None)) != current:
+        session.pop("csrf_token", None)  # Flask-WTF's raw token: validation now fails
+        session[sessions.FLOW_BINDING] = current
 
 
 def add_headers(response: Response) -> Response:
@@ -78,6 +94,7 @@ def _handle_unexpected(error: Exception):
 
 def init_app(app: Flask) -> None:
     app.session_interface = FlowSessionInterface()
+    app.before_request(bind_csrf_to_session)  # must run before CSRFProtect's own check
     csrf.init_app(app)
     app.after_request(add_headers)
     app.register_error_handler(CSRFError, _handle_csrf)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request, session
 from sqlalchemy import select, update
 
 from .store import (
@@ -26,10 +26,35 @@ from .store import (
 
 COOKIE = "idp_session"
 SEEN_RESOLUTION = 300  # seconds between last_seen_at updates
+# What the flow cookie keeps when it is renewed at sign-in: the key that binds this
+# browser's pending authorization requests, and the page to return to.
+FLOW_KEPT_AT_SIGN_IN = ("bk", "return_to")
+FLOW_BINDING = "sk"  # in the flow cookie: which session cookie its CSRF token belongs to
 
 
 def _settings():
     return current_app.extensions["idp.settings"]
+
+
+def cookie_name(base: str) -> str:
+    """`__Host-` names on an https issuer: the browser then refuses the cookie unless it is
+    Secure, for the whole host and set by it (no sibling domain can plant or shadow it)."""
+    return f"__Host-{base}" if _settings().secure_cookies else base
+
+
+def flow_binding(secret: str | None) -> str:
+    """A short hash of a session cookie, kept in the flow cookie to tie its CSRF token to it."""
+    return digest(secret or "")[:16]
+
+
+def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
+    """Start the flow cookie afresh at sign-in and sign-out: nothing from before survives
+    (a planted or stale flow state, the old CSRF token) except `keep`, and its CSRF token
+    is bound to the new session cookie."""
+    kept = {k: session[k] for k in keep if k in session}
+    session.clear()
+    session.update(kept)
+    session[FLOW_BINDING] = flow_binding(secret)
 
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
@@ -60,6 +85,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     db.session.commit()
     g.session_cookie = (secret, ttl if persistent else None)
     g.browser_session = row
+    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
     return row
 
 
@@ -68,13 +94,16 @@ def current() -> BrowserSession | None:
     if "browser_session" in g:
         return g.browser_session
     found = None
-    secret = request.cookies.get(COOKIE)
+    secret = request.cookies.get(cookie_name(COOKIE))
     if secret:
         row = db.session.execute(
             select(BrowserSession).where(BrowserSession.secret_hash == digest(secret))
         ).scalar_one_or_none()
         now = utcnow()
-        if row and row.ended_at is None and row.expires_at > now and not row.user.disabled:
+        # Only a verified, enabled account holds a session (idp.accounts): a row from before
+        # a disable, or of an unverified account, is no session at all.
+        if row and row.ended_at is None and row.expires_at > now and not row.user.disabled \
+                and row.user.email_verified:
             found = row
             if (now - row.last_seen_at).total_seconds() > SEEN_RESOLUTION:
                 row.last_seen_at = now  # for the account page's list; not on every request
@@ -84,11 +113,17 @@ def current() -> BrowserSession | None:
 
 
 def step_up(row: BrowserSession, amr: list[str], acr: str) -> None:
-    """Record that this session just passed a second factor (asked by a product)."""
+    """Record that this session just passed a second factor (asked by a product). The
+    session's secret is replaced: a cookie copied before the step-up is worth nothing."""
+    secret = new_secret()
+    row.secret_hash = digest(secret)
     row.amr = sorted(set(row.amr) | set(amr))
     row.acr = acr
     row.mfa_time = int(time.time())
     db.session.commit()
+    ttl = int((row.expires_at - utcnow()).total_seconds())
+    g.session_cookie = (secret, max(ttl, 1) if row.persistent else None)
+    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
 
 
 def end_current() -> BrowserSession | None:
@@ -100,6 +135,7 @@ def end_current() -> BrowserSession | None:
         _notify_products(row.user_id, [row.id])
     g.browser_session = None
     g.session_cookie = ("", 0)
+    _renew_flow(None)
     return row
 
 
@@ -124,6 +160,7 @@ def revoke(user: User, session_id: str) -> bool:
     if g.get("browser_session") is not None and g.browser_session.id == row.id:
         g.browser_session = None
         g.session_cookie = ("", 0)
+        _renew_flow(None)
     return True
 
 
@@ -131,8 +168,10 @@ def sign_out_everywhere(user: User) -> None:
     """End every session of `user`, revoke every grant (so every refresh token) and every
     trusted device, and tell every product that holds a session (back-channel logout).
 
-    The one function the reset page, the account page and the Admin Center call.
+    The one function the reset page, the account page and the Admin Center call. This
+    browser is signed out too when its session is one of `user`'s.
     """
+    mine = current() if has_request_context() else None
     now = utcnow()
     ended = [s.id for s in open_sessions(user)]
     db.session.execute(
@@ -154,8 +193,10 @@ def sign_out_everywhere(user: User) -> None:
     )
     db.session.commit()
     _notify_products(user.id, ended)
-    g.browser_session = None
-    g.session_cookie = ("", 0)
+    if mine is not None and mine.user_id == user.id:
+        g.browser_session = None
+        g.session_cookie = ("", 0)
+        _renew_flow(None)
 
 
 def _notify_products(user_id: str, session_ids: list[str]) -> None:
@@ -172,11 +213,12 @@ def apply_cookie(response):
         return response
     secret, max_age = pending
     settings = _settings()
+    name = cookie_name(COOKIE)
     if max_age == 0:
-        response.delete_cookie(COOKIE, path="/", secure=settings.secure_cookies, httponly=True, samesite="Lax")
+        response.delete_cookie(name, path="/", secure=settings.secure_cookies, httponly=True, samesite="Lax")
     else:
         response.set_cookie(
-            COOKIE, secret, max_age=max_age, path="/", secure=settings.secure_cookies,
+            name, secret, max_age=max_age, path="/", secure=settings.secure_cookies,
             httponly=True, samesite="Lax",
         )
     return response

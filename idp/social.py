@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from federation import social as upstream
 from keys import seal, unseal
 
+from .emails import normalize
 from .single_use import claim
 from .store import LinkedIdentity, SocialProvider, User, db, utcnow
 
@@ -112,7 +113,7 @@ def link(user: User, identity: upstream.UpstreamIdentity) -> bool:
     if existing is not None:
         return existing.user_id == user.id
     db.session.add(LinkedIdentity(user_id=user.id, provider=identity.provider, subject=identity.subject,
-                                  email=identity.email))
+                                  email=normalize(identity.email)))
     try:
         db.session.commit()
     except IntegrityError:

@@ -19,18 +19,24 @@ def _sign_up(live, email, password="sign-up-password-3"):
 
 def test_sign_up_verify_then_sign_in_to_a_product(live):
     client_id, _ = live.create_client()
-    _, done = _sign_up(live, "newbie@example.com")
+    signed_up, done = _sign_up(live, "newbie@example.com")
     assert done.status_code == 200 and "Check your mail" in done.text
     link = link_in(live.mailbox.wait_for("newbie@example.com")[-1], live.issuer)
-    # before verifying: the product is refused
+    # before verifying: the right password gets no session, only the "confirm" page
     b = Browser(live.issuer)
     page = b.sign_in(b.get(authorize_url(live.issuer, client_id)), "newbie@example.com", "sign-up-password-3")
     assert page.status_code == 403 and "Confirm your email address" in page.text
-    assert redirect_params(b.get(authorize_url(live.issuer, client_id, prompt="none")))["error"] == \
-        "interaction_required"
-    assert b.get(link).status_code == 200
-    assert b.get(link).status_code == 400  # single use
-    assert "code" in redirect_params(b.get(authorize_url(live.issuer, client_id)))
+    assert redirect_params(b.get(authorize_url(live.issuer, client_id, prompt="none")))["error"] == "login_required"
+    assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
+    # "Send the link again" works from that page, without a session
+    resent = b.submit(page, {}, action=f"{live.issuer}/signup/resend")
+    assert resent.status_code == 200 and "Check your mail" in resent.text
+    link = link_in(live.mailbox.wait_for("newbie@example.com", 2)[-1], live.issuer)
+    # the browser that filled in the sign-up form proves the password: one click verifies
+    assert signed_up.get(link).status_code == 200
+    assert signed_up.get(link).status_code == 400  # single use
+    page = b.sign_in(b.get(authorize_url(live.issuer, client_id)), "newbie@example.com", "sign-up-password-3")
+    assert "code" in redirect_params(page)
 
 
 def test_sign_up_with_a_taken_address_answers_the_same(live):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
-from sqlalchemy import select
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from sqlalchemy import delete, select
 
 from federation.social import label_for
 
 from .. import audit, sessions, social
-from ..signin.views import require_sign_in
-from ..store import TrustedDevice, db, utcnow
+from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
+from ..store import LinkedIdentity, Passkey, TrustedDevice, db, utcnow
 
 bp = Blueprint("account", __name__)
 
@@ -58,10 +59,33 @@ def revoke_session(session_id: str):
 
 @bp.post("/account/sessions/revoke-all")
 def sign_out_everywhere():
+    """Sign out everywhere; on request also remove the ways in someone else may have added
+    (passkeys, linked accounts), which needs a recent sign-in and must leave one way in."""
     browser, away = _signed_in()
     if away:
         return away
     user = browser.user
+    drop_passkeys = request.form.get("remove_passkeys") == "on"
+    drop_links = request.form.get("unlink_all") == "on"
+    if drop_passkeys or drop_links:
+        if not signed_in_recently(browser):
+            return require_recent_sign_in(browser, url_for("account.home"))
+        from ..mfa.passkeys import has_passkey
+
+        way_left = bool(user.password_hash) or user.org_id is not None \
+            or (not drop_passkeys and has_passkey(user)) or (not drop_links and bool(social.links_of(user)))
+        if not way_left:
+            return render_template("error.html", message=_(
+                "This would leave no way into your account: set a password first.")), 409
+        if drop_passkeys:
+            db.session.execute(delete(Passkey).where(Passkey.user_id == user.id))
+        if drop_links:
+            db.session.execute(delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id))
+        db.session.commit()
+        if drop_passkeys:
+            audit.record("passkey.removed", user, all=True)
+        if drop_links:
+            audit.record("social.unlinked", user, all=True)
     sessions.sign_out_everywhere(user)
     audit.record("sessions.revoked", user)
     return render_template("signin/signed_out.html")

@@ -1,13 +1,16 @@
 """The authorization endpoint: one path in (/authorize), one path out (a code or an error).
 
-A valid request that needs the person is saved as a `PendingAuthorization`; sign-in
-and consent come back to `/authorize/resume/<id>`, which runs the same steps again.
+A valid request that needs the person is saved as a `PendingAuthorization` bound to
+this browser (`idp.pending`); sign-in and consent come back to `/authorize/resume/<id>`,
+which runs the same steps again. Consent given on the screen counts only for the
+account that gave it, and only in the browser that started the request.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta, UTC
+from datetime import UTC
+from urllib.parse import urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -20,6 +23,7 @@ from authlib.oidc.core.errors import (
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from .. import pending as pending_requests
 from .. import sessions
 from ..assurance import wants_second_factor
 from ..i18n import remember_ui_locales
@@ -27,12 +31,15 @@ from ..mfa import has_second_factor
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
 from ..security import error_page
 from ..signin.views import start_step_up
-from ..store import Client, Consent, PendingAuthorization, db, utcnow
+from ..store import Client, Consent, PendingAuthorization, db
 from .par import take_pushed_request
 
 bp = Blueprint("authorize", __name__)
 
-PENDING_TTL = timedelta(minutes=30)
+
+
+def _expired():
+    return error_page(_("This sign-in request has expired. Go back to the application and start again."))
 
 
 def _server():
@@ -52,28 +59,28 @@ def authorize():
     if "request_uri" in params:
         pending = take_pushed_request(params["request_uri"], params.get("client_id"))
         if pending is None:
-            return error_page(_("This sign-in request has expired. Go back to the application and start again."))
-        return _process(pending.params, pending=pending)
+            return _expired()
+        return _process(pending.params, pending=pending_requests.bind(pending))
     return _process(params, pending=None)
 
 
 @bp.get("/authorize/resume/<pending_id>")
 def resume(pending_id: str):
-    pending = _pending(pending_id)
-    if pending is None:
-        return error_page(_("This sign-in request has expired. Go back to the application and start again."))
+    pending = pending_requests.find(pending_id)
+    if pending is None:  # unknown, expired, or started in another browser
+        return _expired()
     return _process(pending.params, pending=pending)
 
 
 @bp.post("/authorize/consent/<pending_id>")
 def consent(pending_id: str):
-    pending = _pending(pending_id)
+    pending = pending_requests.find(pending_id)
     browser = sessions.current()
     if pending is None or browser is None:
-        return error_page(_("This sign-in request has expired. Go back to the application and start again."))
+        return _expired()
     if request.form.get("decision") != "allow":
         oauth_request = StoredAuthorizationRequest(pending.params, request.url)
-        _delete(pending)
+        pending_requests.delete(pending)
         return _error_redirect(AccessDeniedError(), oauth_request, pending.params)
     scope = set(pending.params.get("scope", "").split())
     row = db.session.get(Consent, (browser.user_id, pending.client_id))
@@ -81,22 +88,9 @@ def consent(pending_id: str):
         row = Consent(user_id=browser.user_id, client_id=pending.client_id, scope="")
         db.session.add(row)
     row.scope = " ".join(sorted(scope | set(row.scope.split())))
-    pending.note = "consented"
+    pending.consented_user_id = browser.user_id
     db.session.commit()
     return _process(pending.params, pending=pending)
-
-
-def _pending(pending_id: str) -> PendingAuthorization | None:
-    row = db.session.get(PendingAuthorization, pending_id[:32])
-    if row is None or row.expires_at <= utcnow():
-        return None
-    return row
-
-
-def _delete(pending: PendingAuthorization | None) -> None:
-    if pending is not None:
-        db.session.delete(pending)
-        db.session.commit()
 
 
 def _process(params: dict, pending: PendingAuthorization | None):
@@ -125,13 +119,8 @@ def _process(params: dict, pending: PendingAuthorization | None):
     if needs_login:
         if "none" in prompts:
             return _error_redirect(LoginRequiredError(), oauth_request, params)
-        pending = pending or _save_pending(params, oauth_request.client)
+        pending = pending or pending_requests.save(params, oauth_request.client.client_id)
         return redirect(url_for("signin.email", req=pending.id))
-
-    if not browser.user.email_verified:  # sign-up is not finished until the mailed link is opened
-        if "none" in prompts:
-            return _error_redirect(InteractionRequiredError(), oauth_request, params)
-        return render_template("signin/unverified.html", email=browser.user.email), 403
 
     # A product asking for multi-factor assurance, or for a recent sign-in (max_age), gets
     # the account's second factor again when the session's is missing or older than asked.
@@ -142,25 +131,26 @@ def _process(params: dict, pending: PendingAuthorization | None):
             and has_second_factor(browser.user):
         if "none" in prompts:
             return _error_redirect(InteractionRequiredError(), oauth_request, params)
-        pending = pending or _save_pending(params, oauth_request.client)
+        pending = pending or pending_requests.save(params, oauth_request.client.client_id)
         return start_step_up(browser, pending)
 
     client: Client = oauth_request.client
     if not client.first_party:
-        consented = pending is not None and pending.note == "consented"
+        # Consent given on this request's screen counts for the account that gave it only.
+        consented = pending is not None and pending.consented_user_id == browser.user_id
         row = db.session.get(Consent, (browser.user_id, client.client_id))
         covered = row is not None and set(oauth_request.scope.split()) <= set(row.scope.split())
         if not consented and ("consent" in prompts or not covered):
             if "none" in prompts:
                 return _error_redirect(ConsentRequiredError(), oauth_request, params)
-            pending = pending or _save_pending(params, client)
+            pending = pending or pending_requests.save(params, client.client_id)
             return render_template(
                 "signin/consent.html", client=client, scopes=oauth_request.scope.split(), pending=pending,
-                user=browser.user,
+                user=browser.user, host=urlsplit(params.get("redirect_uri", "")).netloc or None,
             )
 
     response = server.create_authorization_response(request=oauth_request, grant_user=browser.user, grant=grant)
-    _delete(pending)
+    pending_requests.delete(pending)
     return response
 
 
@@ -169,13 +159,6 @@ def _second_factor_fresh(browser, max_age: str | None) -> bool:
     if browser.mfa_time is None:
         return False
     return max_age is None or time.time() - browser.mfa_time <= int(max_age)
-
-
-def _save_pending(params: dict, client: Client) -> PendingAuthorization:
-    row = PendingAuthorization(client_id=client.client_id, params=params, expires_at=utcnow() + PENDING_TTL)
-    db.session.add(row)
-    db.session.commit()
-    return row
 
 
 # Errors raised by our own steps, after the client and its redirect URI were proven.

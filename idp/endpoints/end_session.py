@@ -1,9 +1,12 @@
 """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
 
 `post_logout_redirect_uri` must match one registered by the client that the
-`id_token_hint` (or `client_id`) names, exactly; otherwise no redirect happens.
-Without a hint that proves the request came from this person's product, the
-person confirms first, so a third-party page cannot sign them out.
+`id_token_hint` names, exactly, and only a valid `id_token_hint` (one we issued to
+that client) earns a redirect: with open registration anyone can register a
+client whose "post-logout" URI is their own page, so a bare `client_id` would
+make /logout an open redirector. Without a hint that proves the request came from
+this person's product, the person confirms first, so a third-party page cannot
+sign them out.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def logout():
             "signin/logout_confirm.html", client=client, params=params.to_dict(flat=True)
         )
     sessions.end_current()
-    if redirect_uri:
+    if redirect_uri and claims is not None:
         out = [("state", params["state"])] if params.get("state") else []
         return redirect(add_params_to_uri(redirect_uri, out))
     return render_template("signin/signed_out.html")

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import update
 
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
 from ..oauth.grants import TOKEN_AUTH_METHODS
@@ -70,9 +71,14 @@ def take_pushed_request(request_uri: str, client_id: str | None) -> PendingAutho
     row = db.session.get(PendingAuthorization, request_uri[len(REQUEST_URI_PREFIX):][:32])
     if row is None or row.note != PUSHED or row.client_id != client_id or row.expires_at <= utcnow():
         return None
-    # From here it is an ordinary pending request: it cannot be pushed-used again,
-    # and it lives as long as a sign-in may take.
-    row.note = None
-    row.expires_at = utcnow() + timedelta(minutes=30)
+    # Claimed atomically: of two browsers racing with one request_uri, one gets it. From
+    # here it is an ordinary pending request, which the caller binds to its browser.
+    claimed = db.session.execute(
+        update(PendingAuthorization).where(PendingAuthorization.id == row.id, PendingAuthorization.note == PUSHED)
+        .values(note=None).execution_options(synchronize_session=False)
+    ).rowcount
     db.session.commit()
+    if claimed != 1:
+        return None
+    row.note = None
     return row

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from flask import current_app, g, request
 
+from ..sessions import cookie_name
 from ..store import TrustedDevice, User, db, digest, new_secret, utcnow
 
 COOKIE = "idp_device"
@@ -14,7 +15,7 @@ TRUST_DAYS = 30
 
 def is_trusted(user: User) -> bool:
     """True when this browser carries a live trusted-device cookie of `user`."""
-    secret = request.cookies.get(COOKIE)
+    secret = request.cookies.get(cookie_name(COOKIE))
     if not secret:
         return False
     row = db.session.query(TrustedDevice).filter_by(secret_hash=digest(secret)).one_or_none()
@@ -44,6 +45,6 @@ def apply_cookie(response):
     secret = g.get("device_cookie")
     if secret:
         settings = current_app.extensions["idp.settings"]
-        response.set_cookie(COOKIE, secret, max_age=TRUST_DAYS * 86400, path="/", httponly=True,
+        response.set_cookie(cookie_name(COOKIE), secret, max_age=TRUST_DAYS * 86400, path="/", httponly=True,
                             samesite="Lax", secure=settings.secure_cookies)
     return response

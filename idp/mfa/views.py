@@ -1,4 +1,9 @@
-"""Account pages for second factors: set up an authenticator app, recovery codes, turn off."""
+"""Account pages for second factors: set up an authenticator app, recovery codes, passkeys.
+
+Every change needs a recent sign-in with the second factor (`signed_in_recently`): a
+session can be 30 days old, and whoever finds it open must not be able to swap the
+factors that protect the account.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,52 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask_babel import gettext as _
 
 from .. import audit, sessions
-from ..signin.views import require_sign_in
+from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from . import passkeys, totp
 
 log = logging.getLogger(__name__)
 bp = Blueprint("mfa", __name__)
 
 
-def _user():
+def _recent_user(return_to: str | None = None):
+    """(user, None) when signed in recently enough to change factors, else (None, the
+    redirect to sign in or to confirm it is them)."""
     browser = sessions.current()
-    return browser.user if browser else None
+    if browser is None:
+        return None, require_sign_in(url_for("account.home"))
+    if not signed_in_recently(browser):
+        return None, require_recent_sign_in(browser, return_to or url_for("account.home"))
+    return browser.user, None
+
+
+def _recent_user_json():
+    """The same for the passkey API: JSON, with where to confirm identity."""
+    browser = sessions.current()
+    if browser is None:
+        return None, (jsonify(error="sign in first"), 401)
+    if not signed_in_recently(browser):
+        return None, (jsonify(error=_("Confirm it is you first."), redirect=url_for("mfa.confirm_identity")), 401)
+    return browser.user, None
+
+
+@bp.get("/account/confirm-identity")
+def confirm_identity():
+    browser = sessions.current()
+    if browser is None:
+        return require_sign_in(url_for("account.home"))
+    return require_recent_sign_in(browser, url_for("account.home"))
 
 
 @bp.get("/account/totp")
 def setup_totp():
-    user = _user()
-    if user is None:
-        return require_sign_in(url_for("account.home"))
+    user, away = _recent_user(url_for("mfa.setup_totp"))
+    if away:
+        return away
     if totp.has_totp(user):
         return redirect(url_for("account.home"))
-    secret = totp.start_enrolment(user)
+    # Reloading shows the same secret: a GET (a prefetch, an image on another site) never
+    # replaces the one the person is scanning.
+    secret = totp.pending_secret(user) or totp.start_enrolment(user)
     return _setup_page(user, secret)
 
 
@@ -38,9 +69,9 @@ def _setup_page(user, secret, error=None, status=200):
 
 @bp.post("/account/totp")
 def confirm_totp():
-    user = _user()
-    if user is None:
-        return require_sign_in(url_for("account.home"))
+    user, away = _recent_user(url_for("mfa.setup_totp"))
+    if away:
+        return away
     secret = totp.pending_secret(user)
     if secret is None:
         return redirect(url_for("account.home"))
@@ -53,8 +84,10 @@ def confirm_totp():
 
 @bp.post("/account/recovery-codes")
 def new_recovery_codes():
-    user = _user()
-    if user is None or not totp.has_totp(user):
+    user, away = _recent_user()
+    if away:
+        return away
+    if not totp.has_totp(user):
         return redirect(url_for("account.home"))
     codes = totp.new_recovery_codes(user)
     audit.record("recovery.generated", user)
@@ -63,9 +96,9 @@ def new_recovery_codes():
 
 @bp.post("/account/totp/remove")
 def remove_totp():
-    user = _user()
-    if user is None:
-        return require_sign_in(url_for("account.home"))
+    user, away = _recent_user()
+    if away:
+        return away
     totp.remove(user)
     audit.record("totp.disabled", user)
     return redirect(url_for("account.home"))
@@ -73,17 +106,17 @@ def remove_totp():
 
 @bp.post("/account/passkeys/options")
 def passkey_options():
-    user = _user()
-    if user is None:
-        return jsonify(error="sign in first"), 401
+    user, refused = _recent_user_json()
+    if refused:
+        return refused
     return Response(passkeys.registration_options(user), mimetype="application/json")
 
 
 @bp.post("/account/passkeys")
 def add_passkey():
-    user = _user()
-    if user is None:
-        return jsonify(error="sign in first"), 401
+    user, refused = _recent_user_json()
+    if refused:
+        return refused
     try:
         body = passkeys.parse_body(request.get_data())
         row = passkeys.finish_registration(user, body.get("credential"), body.get("name"))
@@ -96,9 +129,9 @@ def add_passkey():
 
 @bp.post("/account/passkeys/<passkey_id>/remove")
 def remove_passkey(passkey_id: str):
-    user = _user()
-    if user is None:
-        return require_sign_in(url_for("account.home"))
+    user, away = _recent_user()
+    if away:
+        return away
     if passkeys.remove(user, passkey_id):
         audit.record("passkey.removed", user)
     return redirect(url_for("account.home"))

@@ -17,6 +17,7 @@ from authlib.oauth2.rfc8628 import (
 from flask import current_app
 from sqlalchemy import update
 
+from ..accounts import can_sign_in
 from ..store import DeviceAuthorization, Grant, User, db, digest, utcnow
 from ..store.clients import DEVICE_CODE
 from . import tokens
@@ -80,7 +81,7 @@ class DeviceCodeGrant(IssuesSignedTokens, AuthlibDeviceCodeGrant):
             raise AccessDeniedError()
         if credential.status == "approved":
             user = db.session.get(User, credential.user_id)
-            if user is None or user.disabled:
+            if not can_sign_in(user):  # disabled, or (from before the rule) unverified since
                 raise AccessDeniedError()
             return user
         now = utcnow()

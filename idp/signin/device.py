@@ -23,7 +23,7 @@ def enter_code():
 
 @bp.post("/device")
 def submit_code():
-    browser = sessions.current()
+    browser = sessions.current()  # a live session of a verified, enabled account, or None
     if browser is None:
         return require_sign_in(url_for("device.enter_code"))
     user_code = request.form.get("user_code", "")

@@ -18,6 +18,7 @@ from federation.discovery import domain_of
 from federation.saml import SamlError
 
 from .. import audit, orgs
+from ..accounts import just_in_time
 from ..single_use import claim
 from ..store import Org, SamlInbox, User, db, new_secret, utcnow
 from .views import first_factor_passed, pending_request
@@ -85,33 +86,7 @@ def consume(org_id: str, inbox: str):
         return refuse_enterprise(None, org, "account disabled")
     req = state.get("req") if started_here else None
     pending = pending_request(req) if req else None
-    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
-
-
-def just_in_time(org: Org, identity, method: str = "saml") -> User | None:
-    """The account for this email, created on first sign-in, kept a member of the org,
-    its names refreshed from the IdP's attributes."""
-    user = db.session.query(User).filter_by(email=identity.email).one_or_none()
-    if user is None:
-        user = User(email=identity.email, email_verified=True, org_id=org.id)
-        db.session.add(user)
-        created = True
-    else:
-        created = False
-        if user.disabled:
-            return None
-    user.org_id = org.id
-    user.email_verified = True
-    for field in ("given_name", "family_name", "name"):
-        value = getattr(identity, field)
-        if value:
-            setattr(user, field, value)
-    if not user.name and (user.given_name or user.family_name):
-        user.name = " ".join(p for p in (user.given_name, user.family_name) if p)
-    db.session.commit()
-    if created:
-        audit.record("signup", user, method=method, org=org.id)
-    return user
+    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org)
 
 
 def refuse_enterprise(user, org, reason: str, method: str = "saml"):
@@ -122,10 +97,14 @@ def refuse_enterprise(user, org, reason: str, method: str = "saml"):
 
 
 def enforced_for(user: User | None, email: str | None = None) -> bool:
-    """True when the person's org allows Enterprise Sign-In only."""
+    """True when Enterprise Sign-In is the only way in for this person: the org they are a
+    member of enforces it, or the org owning their address's domain does (an account made
+    before its domain joined an org is bound by that org's rule all the same)."""
     from federation.discovery import org_for_email
 
-    org = db.session.get(Org, user.org_id) if user is not None and user.org_id else None
-    if org is None and email:
-        org = org_for_email(email)
-    return org is not None and org.enforce_sso
+    orgs = []
+    if user is not None and user.org_id:
+        orgs.append(db.session.get(Org, user.org_id))
+    for address in {email, user.email if user is not None else None} - {None}:
+        orgs.append(org_for_email(address))
+    return any(org is not None and org.enforce_sso for org in orgs)

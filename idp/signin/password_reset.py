@@ -9,11 +9,12 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 from flask_babel import gettext as _
 
-from .. import audit, mail_tokens, sessions
+from .. import accounts, audit, mail_tokens, sessions
 from ..background import Origin, defer
+from ..emails import normalize
 from ..i18n import current_language
 from ..mail import link_to, send_mail
-from ..passwords import policy_problem, set_password
+from ..passwords import policy_problem
 from ..ratelimit import throttle
 from ..store import User, db, new_secret
 from .throttling import too_many_attempts
@@ -34,9 +35,10 @@ def forgot():
 
 @bp.post("/password/forgot")
 def send_link():
-    address = User.normalize_email(request.form.get("email", ""))
-    if "@" not in address or len(address) > 320:
-        return render_template("signin/forgot.html", email=address, error=_("Enter a valid email address.")), 400
+    typed = request.form.get("email", "")[:320]
+    address = normalize(typed)
+    if address is None:
+        return render_template("signin/forgot.html", email=typed, error=_("Enter a valid email address.")), 400
     limits = throttle()
     for scope, value in (("reset:ip", request.remote_addr or ""), ("reset:address", address)):
         decision = limits.failure(scope, value)  # every request counts here
@@ -78,8 +80,7 @@ def save_new_password(token: str):
         return render_template("signin/reset.html", token=token, error=POLICY_MESSAGES[problem]()), 400
     if not mail_tokens.consume(row):
         return _dead_link()
-    set_password(user, password)
-    db.session.commit()
+    accounts.reset_password(user, password)  # adopts an unverified account: see idp.accounts
     everywhere = request.form.get("sign_out_everywhere") == "on"
     audit.record("password.reset", user, signed_out_everywhere=everywhere)
     if everywhere:

@@ -2,27 +2,39 @@
 
 The answer is the same whether or not the address already has an account (the
 owner of an existing account gets a mail saying so instead), and an unverified
-address cannot sign in to products until its link is opened.
+account cannot sign in at all until its link is opened. Opening the link proves
+the mailbox; it keeps the sign-up password only when that password is proven too
+(the link is opened in the browser that filled in the form, or the password is
+typed again) — otherwise whoever signed up with someone else's address would
+own the account the day its owner clicks (see `idp.accounts`). Addresses of an
+org that signs its people in with its own IdP cannot sign up: they go to SSO.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
-from flask_babel import gettext as _
+import hmac
+import time
 
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit, mail_tokens
+from federation.discovery import home_realm_for
+
+from .. import accounts, audit, mail_tokens
 from ..background import Origin, defer
+from ..emails import normalize
 from ..i18n import current_language
 from ..mail import link_to, send_mail
-from ..passwords import hash_password, policy_problem
+from ..passwords import hash_password, policy_problem, verify_password
 from ..ratelimit import throttle
-from ..store import User, db
+from ..store import User, db, digest
 from .password_reset import POLICY_MESSAGES
 from .throttling import too_many_attempts
+from .views import UNVERIFIED_TTL
 
 bp = Blueprint("signup", __name__)
+SIGNED_UP = "signed_up"  # in the flow cookie: a hash of the address this browser signed up
 
 
 @bp.get("/signup")
@@ -32,12 +44,15 @@ def form():
 
 @bp.post("/signup")
 def create():
-    address = User.normalize_email(request.form.get("email", ""))
+    typed = request.form.get("email", "")[:320]
+    address = normalize(typed)
     name = request.form.get("name", "").strip()[:200] or None
     password = request.form.get("password", "")
-    if "@" not in address or len(address) > 320:
-        return render_template("signin/signup.html", email=address, name=name or "",
+    if address is None:
+        return render_template("signin/signup.html", email=typed, name=name or "",
                                error=_("Enter a valid email address.")), 400
+    if home_realm_for(address).method != "password":
+        return render_template("signin/sso_required.html", email=address), 403
     problem = policy_problem(password, (address,))
     if problem:
         return render_template("signin/signup.html", email=address, name=name or "",
@@ -47,6 +62,7 @@ def create():
         return too_many_attempts("signin/signup.html", decision, email=address, name=name or "")
     # Everything that depends on whether the address is taken happens after the answer.
     defer(_register, address, name, password, current_language(), Origin.of_request())
+    session[SIGNED_UP] = _marker(address)  # this browser chose the password
     return render_template("signin/signup_sent.html", email=address)
 
 
@@ -73,27 +89,63 @@ def send_verification(user: User, lang: str) -> None:
     send_mail(user.email, "verify", lang, link=link_to("signup.verify", token=token))
 
 
+def _marker(address: str) -> str:
+    return digest(f"signed-up:{address}")[:32]
+
+
+def _dead_link():
+    return render_template("error.html", message=_(
+        "This link has expired or was already used. Sign in to get a new one.")), 400
+
+
+def _verified(row, user, *, password_proven: bool):
+    if not mail_tokens.consume(row):
+        return _dead_link()
+    accounts.verify_email(user, password_proven=password_proven)
+    session.pop(SIGNED_UP, None)
+    return render_template("signin/signup_verified.html")
+
+
 @bp.get("/signup/verify/<token>")
 def verify(token: str):
     found = mail_tokens.find(token, "verify")
-    if found is None or not mail_tokens.consume(found[0]):
-        return render_template("error.html", message=_(
-            "This link has expired or was already used. Sign in to get a new one.")), 400
-    user = found[1]
-    user.email_verified = True
-    db.session.commit()
-    audit.record("email.verified", user)
-    return render_template("signin/signup_verified.html")
+    if found is None:
+        return _dead_link()
+    row, user = found
+    if hmac.compare_digest(session.get(SIGNED_UP, ""), _marker(user.email)):
+        return _verified(row, user, password_proven=True)
+    # Another browser: the mailbox is proven, the password is not yet.
+    return render_template("signin/verify_password.html", token=token, email=user.email)
+
+
+@bp.post("/signup/verify/<token>")
+def verify_with_password(token: str):
+    found = mail_tokens.find(token, "verify")
+    if found is None:
+        return _dead_link()
+    row, user = found
+    limits = throttle()
+    decision = limits.check("password:account", user.email)
+    if not decision.allowed:
+        return too_many_attempts("signin/verify_password.html", decision, token=token, email=user.email)
+    if not verify_password(user.password_hash, request.form.get("password", "")):
+        limits.failure("password:account", user.email)
+        return render_template("signin/verify_password.html", token=token, email=user.email,
+                               error=_("Incorrect email or password.")), 401
+    limits.success("password:account", user.email)
+    return _verified(row, user, password_proven=True)
 
 
 @bp.post("/signup/resend")
 def resend():
-    from .. import sessions
-
-    browser = sessions.current()
-    if browser is None:
-        return render_template("signin/signup.html", email="", name="")
-    user = browser.user
+    """"Send the link again", from the page shown after a correct password on an
+    unverified account (there is no session: the flow cookie names the account)."""
+    state = session.get("unverified")
+    if not state or time.time() - state.get("at", 0) > UNVERIFIED_TTL:
+        return redirect(url_for("signin.email"))
+    user = db.session.get(User, state.get("user"))
+    if user is None:
+        return redirect(url_for("signin.email"))
     if not user.email_verified:
         decision = throttle().failure("reset:address", user.email)
         if decision.allowed:

@@ -21,7 +21,13 @@ from dataclasses import replace
 from .. import audit, orgs, sessions, social
 from ..store import Org
 from ..store import new_secret
-from .views import enforced_for, first_factor_passed, pending_request, require_sign_in, sso_required
+from .views import (
+    first_factor_passed,
+    pending_request,
+    require_recent_sign_in,
+    require_sign_in,
+    signed_in_recently,
+)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("social", __name__)
@@ -66,8 +72,11 @@ def start(name: str):
 
 @bp.post("/account/connected/<name>/link")
 def link(name: str):
-    if sessions.current() is None:
+    browser = sessions.current()
+    if browser is None:
         return require_sign_in(url_for("account.home"))
+    if not signed_in_recently(browser):  # a linked account is a way in: prove it is you first
+        return require_recent_sign_in(browser, url_for("account.home"))
     return _start(name, "link", None)
 
 
@@ -121,8 +130,6 @@ def _finish_sign_in(label: str, identity, req: str | None):
         return _page(_("This %(provider)s account is not linked to an account here. Sign in with your email "
                        "and password, then link %(provider)s from your account page.", provider=label),
                      403, link_account=True, label=label)
-    if enforced_for(user):
-        return sso_required(user.email)
     return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
 
 
@@ -130,23 +137,26 @@ def _finish_enterprise(name: str, identity, req: str | None):
     """Same rules as SAML: a verified email in the org's domains, account just in time."""
     from federation.discovery import domain_of
 
+    from ..accounts import just_in_time
+    from ..emails import normalize
     from ..store import SocialProvider, db
-    from .enterprise import just_in_time, refuse_enterprise
+    from .enterprise import refuse_enterprise
 
     row = db.session.get(SocialProvider, name)
     org = db.session.get(Org, row.org_id) if row is not None and row.org_id else None
     if org is None:
         return _page(_("This sign-in method is not available."), 404)
-    if not identity.email or not identity.email_verified:
-        return refuse_enterprise(None, org, "no verified email from the enterprise OpenID provider", "oidc")
-    identity = replace(identity, email=identity.email.strip().lower())
+    email = normalize(identity.email)
+    if email is None or not identity.email_verified:
+        return refuse_enterprise(None, org, "no verified single email from the enterprise OpenID provider", "oidc")
+    identity = replace(identity, email=email)
     if domain_of(identity.email) not in orgs.domains_of(org):
         return refuse_enterprise(None, org, "email outside the org's domains", "oidc")
     user = just_in_time(org, identity, method="oidc")
     if user is None:
         return refuse_enterprise(None, org, "account disabled", "oidc")
     pending = pending_request(req) if req else None
-    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED)
+    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org)
 
 
 @bp.post("/account/connected/<link_id>/unlink")
@@ -154,6 +164,8 @@ def unlink(link_id: str):
     browser = sessions.current()
     if browser is None:
         return require_sign_in(url_for("account.home"))
+    if not signed_in_recently(browser):
+        return require_recent_sign_in(browser, url_for("account.home"))
     result = social.unlink(browser.user, link_id)
     if result == "last":
         return _page(_("This is the only way into your account: set a password or add a passkey first."), 409)

@@ -18,24 +18,16 @@ from federation.discovery import home_realm_for
 
 from .. import audit, sessions, social
 from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
+from ..emails import normalize
 from ..mfa import devices, has_second_factor, passkeys, totp
 from ..passwords import hash_password, needs_rehash, verify_password
+from ..pending import find as pending_request
 from ..ratelimit import throttle
-from ..store import PendingAuthorization, User, db, utcnow
+from ..store import Org, PendingAuthorization, User, db
 from .throttling import too_many_attempts
 
 log = logging.getLogger(__name__)
 bp = Blueprint("signin", __name__)
-
-
-
-def pending_request(req: str | None) -> PendingAuthorization | None:
-    if not req:
-        return None
-    row = db.session.get(PendingAuthorization, req[:32])
-    if row is None or row.expires_at <= utcnow():
-        return None
-    return row
 
 
 def _req() -> str | None:
@@ -43,6 +35,10 @@ def _req() -> str | None:
 
 
 MFA_STEP_TTL = 600  # seconds between the password and the second factor
+UNVERIFIED_TTL = 600  # seconds the "confirm your email" page may ask for the link again
+# Changing security settings needs a sign-in (and a second factor, when the account has
+# one) this recent: a session may be 30 days old and left open on a shared computer.
+RECENT_SIGN_IN = 600
 
 # Pages a sign-in may return to when it does not serve an authorization request.
 RETURN_PATHS = ("/account", "/device")
@@ -65,6 +61,26 @@ def _after_sign_in():
     return redirect(target if _own_page(target) else url_for("account.home"))
 
 
+def signed_in_recently(browser) -> bool:
+    """The session's sign-in, and its second factor when the account has one, are recent."""
+    now = time.time()
+    if now - browser.auth_time > RECENT_SIGN_IN:
+        return False
+    if has_second_factor(browser.user):
+        return browser.mfa_time is not None and now - browser.mfa_time <= RECENT_SIGN_IN
+    return True
+
+
+def require_recent_sign_in(browser, return_to: str):
+    """Ask the person to sign in again (with their second factor, trusted device or not),
+    then come back to `return_to`. The new sign-in replaces the session (a new secret)."""
+    if _own_page(return_to):
+        session["return_to"] = return_to
+    session["reauth"] = browser.user_id
+    session["signin_email"] = browser.user.email
+    return redirect(url_for("signin.email"))
+
+
 @bp.route("/signin", methods=["GET", "POST"])
 def email():
     req = _req()
@@ -74,11 +90,12 @@ def email():
             "This sign-in request has expired. Go back to the application and start again.")), 400
     if request.method == "GET":
         hint = (pending.params.get("login_hint") if pending else None) or session.get("signin_email", "")
-        return render_template("signin/email.html", email=hint, req=req,
+        return render_template("signin/email.html", email=hint, req=req, reauth="reauth" in session,
                                remember=session.get("remember", False), providers=social.enabled())
-    address = User.normalize_email(request.form.get("email", ""))
-    if "@" not in address or len(address) > 320:
-        return render_template("signin/email.html", email=address, req=req, providers=social.enabled(),
+    typed = request.form.get("email", "")[:320]
+    address = normalize(typed)
+    if address is None:
+        return render_template("signin/email.html", email=typed, req=req, providers=social.enabled(),
                                error=_("Enter a valid email address.")), 400
     session["signin_email"] = address
     session["remember"] = request.form.get("remember") == "on"
@@ -143,11 +160,43 @@ def sso_required(email: str):
     return render_template("signin/sso_required.html", email=email), 403
 
 
+def sign_in_refusal(user: User, org: Org | None) -> str | None:
+    """Why `user`, who just proved a first factor, may not sign in (None: they may).
+
+    One rule for every method: an org that enforces Enterprise Sign-In (by membership or by
+    the email's domain) admits only its own IdP (`org`, set by the SAML and enterprise
+    OpenID paths); a disabled account never; an unverified one must open its link first.
+    """
+    if user.disabled:
+        return "disabled"
+    if org is None and enforced_for(user):
+        return "sso"
+    if not user.email_verified:
+        return "unverified"
+    return None
+
+
+def refused_page(user: User, reason: str):
+    if reason == "sso":
+        return sso_required(user.email)
+    if reason == "unverified":
+        # No session: the page may only send the link again, to this account's address.
+        session["unverified"] = {"user": user.id, "at": int(time.time())}
+        return render_template("signin/unverified.html", email=user.email), 403
+    return render_template("error.html", message=_("This account cannot sign in.")), 403
+
+
 def first_factor_passed(user: User, pending: PendingAuthorization | None, req: str | None, *,
-                        remember: bool, amr: list[str]):
-    """After a password or a linked social account: the second factor when the account has
-    one and this device is not trusted, else the session."""
-    if has_second_factor(user) and not devices.is_trusted(user):
+                        remember: bool, amr: list[str], org: Org | None = None):
+    """After a password, a linked social account or the org's IdP (`org`): refused when the
+    account may not sign in this way; else the second factor when the account has one and
+    this device is not trusted (or the person is confirming it is them), else the session."""
+    reason = sign_in_refusal(user, org)
+    if reason:
+        audit.record("signin.failure", user, method=" ".join(amr), reason=reason)
+        return refused_page(user, reason)
+    reauth = session.get("reauth") == user.id
+    if has_second_factor(user) and (reauth or not devices.is_trusted(user)):
         session["mfa"] = {"user": user.id, "remember": remember, "at": int(time.time()), "step_up": False,
                           "amr": amr}
         return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
@@ -269,8 +318,12 @@ def passkey_sign_in():
         log.info("passkey sign-in refused: %s", err)
         audit.record("signin.failure", None, method="hwk")
         return _passkey_error(_("This passkey could not sign you in."))
-    if enforced_for(user):
+    reason = sign_in_refusal(user, None)
+    if reason == "sso":
         return _passkey_error(_("Your organization requires Enterprise Sign-In. Continue with your email."))
+    if reason:
+        audit.record("signin.failure", user, method="hwk", reason=reason)
+        return _passkey_error(_("This passkey could not sign you in."))
     if not verified_person:
         # Without PIN or biometrics a passkey proves possession only: one factor, not enough alone.
         return _passkey_error(_("Your passkey did not confirm it is you. Sign in with your password."))

@@ -91,6 +91,9 @@ class Client(ClientPolicy, db.Model):
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
     jwks: Mapped[dict | None] = mapped_column(JSON)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Vouched for by an operator (made on the command line); self-registered apps are shown
+    # to people as "not verified", with the host they send people back to.
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
     backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
     # RFC 7592: the registration access token, by hash; null for operator-made clients.
     registration_token_hash: Mapped[str | None] = mapped_column(String(64))
@@ -114,6 +117,7 @@ class ClientRecord(ClientPolicy):
     token_endpoint_auth_method: str
     jwks: dict | None
     first_party: bool
+    verified: bool
     backchannel_logout_uri: str | None
     registration_token_hash: str | None
     metadata_extra: dict

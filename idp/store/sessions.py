@@ -44,6 +44,11 @@ class PendingAuthorization(db.Model):
     params: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+    # Hash of the browser key in the flow cookie of the browser that started (or, for a
+    # pushed request, first used) the request: no other browser can resume it.
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
     # Set once the person signed in for this request (prompt=login / max_age satisfied).
     authenticated_session_id: Mapped[str | None] = mapped_column(String(32))
-    note: Mapped[str | None] = mapped_column(Text)
+    # The account that answered this request's consent screen: consent belongs to a person.
+    consented_user_id: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)  # "pushed" until a browser takes a PAR request

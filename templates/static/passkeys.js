@@ -13,6 +13,8 @@
       body: JSON.stringify(body || {})
     }).then(function (r) {
       return r.json().then(function (data) {
+        // The server asks the person to confirm it is them first (a recent sign-in).
+        if (r.status === 401 && data.redirect) { window.location.assign(data.redirect); }
         if (!r.ok) { throw new Error(data.error || "failed"); }
         return data;
       });

@@ -1,0 +1,106 @@
+"""An account's life: who may sign in, and what an account keeps when someone new proves it.
+
+The pre-account takeover (Sudhodanan & Paverd, "Pre-hijacked accounts", 2022): someone
+signs up with another person's address, plants a password, a linked social account, a
+passkey or a session, and waits for the address's owner to verify the mail, reset the
+password or arrive through their company's Enterprise Sign-In — which then adopts the
+row with everything planted in it. The rules here close it:
+
+- an unverified account can do nothing but verify (no session, so no linking, no
+  factors, no device approvals, no products);
+- whoever adopts an unverified row (first verification, a reset link, a just-in-time
+  sign-in) keeps only what their proof covers: every credential, link, factor,
+  session, grant and consent they did not prove is wiped first.
+
+Every path that changes these states calls this module.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, update
+
+from . import audit, sessions
+from .passwords import set_password
+from .store import (
+    Consent,
+    LinkedIdentity,
+    MailToken,
+    Org,
+    Passkey,
+    RecoveryCode,
+    TotpFactor,
+    TrustedDevice,
+    User,
+    db,
+    utcnow,
+)
+
+
+def wipe_unproven(user: User, *, keep_password: bool) -> None:
+    """Remove what someone other than the prover may have planted on `user`: the password
+    (unless the prover proved it), linked identities, passkeys, the authenticator app and
+    recovery codes, trusted devices, consents, unused mailed links; end every session and
+    revoke every grant (back-channel logout included)."""
+    if not keep_password:
+        user.password_hash = None
+        user.password_changed_at = utcnow()  # reset links sent before now die too
+    for model in (LinkedIdentity, Passkey, TotpFactor, RecoveryCode, TrustedDevice, Consent):
+        db.session.execute(delete(model).where(model.user_id == user.id))
+    db.session.execute(update(MailToken).where(MailToken.user_id == user.id, MailToken.used_at.is_(None))
+                       .values(used_at=utcnow()))
+    db.session.commit()
+    sessions.sign_out_everywhere(user)
+    audit.record("account.adopted", user, kept_password=keep_password)
+
+
+def verify_email(user: User, *, password_proven: bool) -> None:
+    """The mailed link was opened: the mailbox is proven, and the password too when the
+    sign-up form was filled in this browser or the password was typed again."""
+    if user.email_verified:
+        return
+    wipe_unproven(user, keep_password=password_proven)
+    user.email_verified = True
+    db.session.commit()
+    audit.record("email.verified", user)
+
+
+def reset_password(user: User, password: str) -> None:
+    """A reset link proves the mailbox and sets a new password; an unverified row is
+    adopted by it (verified, and cleared of all it did not prove)."""
+    if not user.email_verified:
+        wipe_unproven(user, keep_password=False)
+        user.email_verified = True
+    set_password(user, password)
+    db.session.commit()
+
+
+def just_in_time(org: Org, identity, method: str = "saml") -> User | None:
+    """The account for an email the org's IdP vouches for: created on first sign-in, kept
+    a member of the org, names refreshed from the IdP. An unverified row with this address
+    is adopted (its password and all else wiped); None for a disabled account."""
+    user = db.session.query(User).filter_by(email=identity.email).one_or_none()
+    created = user is None
+    if created:
+        user = User(email=identity.email, email_verified=True, org_id=org.id)
+        db.session.add(user)
+    elif user.disabled:
+        return None
+    elif not user.email_verified:
+        wipe_unproven(user, keep_password=False)
+    user.org_id = org.id
+    user.email_verified = True
+    for field in ("given_name", "family_name", "name"):
+        value = getattr(identity, field)
+        if value:
+            setattr(user, field, value)
+    if not user.name and (user.given_name or user.family_name):
+        user.name = " ".join(p for p in (user.given_name, user.family_name) if p)
+    db.session.commit()
+    if created:
+        audit.record("signup", user, method=method, org=org.id)
+    return user
+
+
+def can_sign_in(user: User | None) -> bool:
+    """True for an account that may hold a session: it exists, is enabled and verified."""
+    return user is not None and not user.disabled and user.email_verified
