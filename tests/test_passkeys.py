@@ -120,3 +120,20 @@ def test_removed_passkey_no_longer_signs_in(live):
     b.submit(page, {}, action=f"{live.issuer}/account/passkeys/{passkey_id}/remove")
     resp, _ = _passkey_sign_in(live, Browser(live.issuer), device)
     assert resp.status_code == 400
+
+
+def test_enforced_sso_binds_passkeys_of_accounts_in_the_domain_without_membership(live):
+    """One rule by domain and membership (security review, finding 5): an account made before
+    its domain joined an org cannot go around the org's enforced Enterprise Sign-In with a
+    passkey."""
+    import secrets
+
+    name = "pkorg-" + secrets.token_hex(3)
+    email = f"early@{name}.example"
+    _, device = _with_passkey(live, email)
+    assert live.idp("orgs", "create", name, "--domain", f"{name}.example").returncode == 0
+    assert live.idp("orgs", "oidc", name, "--issuer", "https://login.pk.example", "--client-id=c",
+                    "--client-secret=s").returncode == 0
+    assert live.idp("orgs", "enforce-sso", name).returncode == 0
+    resp, _ = _passkey_sign_in(live, Browser(live.issuer), device)
+    assert resp.status_code == 400 and "Enterprise Sign-In" in resp.json()["error"]

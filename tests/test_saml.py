@@ -265,3 +265,16 @@ def test_idp_initiated_sign_in_only_when_the_org_allows_it(live, idp, org, tmp_p
     page = _post(b, acs, response, None)
     assert page.status_code == 200 and "Your account" in page.text
     assert _post(Browser(live.issuer), acs, response, None).status_code == 400  # and never twice
+
+
+def test_a_list_of_addresses_in_the_name_id_is_refused(live, idp, org):
+    """One addr-spec only (security review, finding 4): "eve@<domain>,ceo@<domain>" is no address."""
+    from idp.store import User, db
+
+    _, domain = org
+    b, request = _fresh_request(live, idp, domain, "eve")
+    listed = f"eve@{domain},ceo@{domain}"
+    response, _ = idp.response(request, email=listed, attributes={"email": None, "mail": None})
+    _refused(live, b, idp, request, response)
+    with live.db():
+        assert db.session.query(User).filter(User.email.like(f"%ceo@{domain}%")).count() == 0

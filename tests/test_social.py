@@ -255,3 +255,32 @@ def test_enterprise_openid_provider_refuses_addresses_outside_the_org(live, upst
         assert db.session.query(User).filter(User.email.like("jack@%")).count() == 0
     # and it cannot be used as a social button either
     assert b.http.get(f"{live.issuer}/social/org-x/start", timeout=10).status_code == 404
+
+
+def test_just_in_time_sign_in_adopts_an_unverified_row_and_wipes_what_was_planted(live, upstream, oidc_org):
+    """Pre-account takeover: someone signed up with an address of the org's domain before
+    the org's IdP was set up; the real person's first enterprise sign-in adopts the row,
+    and the planted password and link are gone."""
+    from idp.passwords import hash_password
+    from idp.store import LinkedIdentity, SocialProvider, User, db
+
+    _, domain = oidc_org
+    with live.db():
+        row = User(email=f"kim@{domain}", email_verified=False, password_hash=hash_password("planted-password"))
+        db.session.add(row)
+        if db.session.get(SocialProvider, "planted") is None:
+            db.session.add(SocialProvider(name="planted", issuer="https://planted.example", client_id="x",
+                                          sealed_client_secret=b"x"))
+        db.session.commit()
+        db.session.add(LinkedIdentity(user_id=row.id, provider="planted", subject=f"planted-{row.id}"))
+        db.session.commit()
+        user_id = row.id
+    upstream.create_user(f"kim@{domain}", "upstream-password")
+    b = _browser(live, upstream)
+    page = b.submit(b.get(f"{live.issuer}/signin"), {"email": f"kim@{domain}"})
+    done = _upstream_sign_in(b, page, f"kim@{domain}", "upstream-password")
+    assert done.status_code == 200 and done.url.startswith(f"{live.issuer}/account")
+    with live.db():
+        user = db.session.get(User, user_id)
+        assert user.email_verified and user.password_hash is None and user.org_id is not None
+        assert db.session.query(LinkedIdentity).filter_by(user_id=user_id).count() == 0
