@@ -8,7 +8,7 @@ import re
 import pyotp
 
 from tests.conftest import Browser
-from tests.oidc import authorize_url, redirect_params
+from tests.oidc import authorize_url
 from tests.smtp import link_in
 
 
