@@ -84,3 +84,20 @@ def test_step_up_replaces_the_session_secret(live):
     resp = copied.get(f"{live.issuer}/account", allow_redirects=False, timeout=10)
     assert resp.status_code == 302 and "/signin" in resp.headers["Location"]
     assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/account")
+
+
+def test_sign_out_everywhere_can_also_remove_passkeys(live):
+    """After a compromise, signing out everywhere is not enough if the intruder added a
+    passkey: the account page offers removing them in the same step."""
+    from idp.store import Passkey, User, db
+    from tests.test_passkeys import _with_passkey
+
+    b, _ = _with_passkey(live, "evict@example.com")
+    page = b.get(f"{live.issuer}/account")
+    assert "Also remove every passkey" in page.text
+    done = b.submit(page, {"remove_passkeys": "on"}, action=f"{live.issuer}/account/sessions/revoke-all")
+    assert done.status_code == 200
+    with live.db():
+        user = db.session.query(User).filter_by(email="evict@example.com").one()
+        assert db.session.query(Passkey).filter_by(user_id=user.id).count() == 0
+    assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
