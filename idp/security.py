@@ -8,6 +8,7 @@ from flask import Flask, Response, jsonify, render_template, request, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ csrf = CSRFProtect()
 
 # Machine-facing paths answer errors in JSON, people get a page.
 API_PREFIXES = ("/token", "/revoke", "/introspect", "/userinfo", "/register", "/jwks", "/.well-known", "/par",
-                "/device_authorization")
+                "/device_authorization", "/healthz", "/readyz")
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -85,6 +86,25 @@ def _handle_csrf(error: CSRFError):
     return error_page(_("This form has expired. Go back, reload the page and try again."), 400)
 
 
+def _handle_database_down(error: DBAPIError):
+    """The database cannot be reached: a quick 503 with Retry-After, one log line, no
+    traceback; the pool reconnects by itself when it is back (pool_pre_ping)."""
+    if not error.connection_invalidated and not isinstance(error, OperationalError):
+        return _handle_unexpected(error)
+    log.error("database unavailable on %s %s: %s", request.method, request.path, type(error.orig).__name__)
+    from .store import db
+
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone already
+        pass
+    if is_api_request():
+        resp = jsonify(error="temporarily_unavailable", error_description="try again shortly")
+    else:
+        resp = error_page(_("The service is busy. Please try again in a moment."), 503)[0]
+    return resp, 503, {"Retry-After": "5"}
+
+
 def _handle_unexpected(error: Exception):
     log.exception("unexpected error on %s %s", request.method, request.path)
     if is_api_request():
@@ -98,5 +118,6 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     app.after_request(add_headers)
     app.register_error_handler(CSRFError, _handle_csrf)
+    app.register_error_handler(DBAPIError, _handle_database_down)
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -126,6 +126,14 @@ def step_up(row: BrowserSession, amr: list[str], acr: str) -> None:
     _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
 
 
+def factor_enrolled(row: BrowserSession) -> None:
+    """The person just proved a new second factor in this session (its first code, a new
+    passkey): the session counts as having passed a factor now, so managing factors right
+    after enrolling one does not ask for a sign-in again."""
+    row.mfa_time = int(time.time())
+    db.session.commit()
+
+
 def end_current() -> BrowserSession | None:
     """Sign this browser out; returns the session that ended."""
     row = current()

@@ -50,6 +50,12 @@ class Cluster:
                     os.chmod(parent, os.stat(parent).st_mode | 0o711)
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "idp", "--auth=trust",
                   "-E", "UTF8", "--no-sync")
+        self.resume()
+        self._run(str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "idp", "idp")
+        return f"postgresql+psycopg://idp@127.0.0.1:{self.port}/idp"
+
+    def resume(self) -> None:
+        """Start the server on the existing data directory (after `start` made it, or a `stop`)."""
         opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
                   str(self.root / "log"), "-w", "start")
@@ -58,8 +64,6 @@ class Cluster:
                          check=False).returncode == 0:
                 break
             time.sleep(0.1)
-        self._run(str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "idp", "idp")
-        return f"postgresql+psycopg://idp@127.0.0.1:{self.port}/idp"
 
     def stop(self) -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop", check=False)

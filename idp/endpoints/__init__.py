@@ -16,9 +16,10 @@ def register_blueprints(app: Flask) -> None:
     from ..signin.signup import bp as signup
     from ..signin.social import bp as social
     from ..signin.views import bp as signin
+    from ..observability import health
     from . import authorize, discovery, end_session, par, registration, token, userinfo
 
-    for module in (discovery, token, userinfo, registration, par):
+    for module in (health, discovery, token, userinfo, registration, par):
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation

@@ -78,6 +78,7 @@ def confirm_totp():
     if not totp.confirm_enrolment(user, request.form.get("code", "")):
         return _setup_page(user, secret, _("This code is not right. Enter the current code from the app."), 400)
     codes = totp.new_recovery_codes(user)
+    sessions.factor_enrolled(sessions.current())
     audit.record("totp.enabled", user)
     return render_template("account/recovery_codes.html", codes=codes)
 
@@ -123,6 +124,7 @@ def add_passkey():
     except passkeys.PasskeyError as err:
         log.info("passkey registration refused: %s", err)
         return jsonify(error=_("This passkey could not be added.")), 400
+    sessions.factor_enrolled(sessions.current())
     audit.record("passkey.added", user)
     return jsonify(id=row.id, redirect=url_for("account.home")), 201
 

@@ -1,0 +1,1 @@
+"""What operators see of a running server: health and readiness (SPEC §2)."""
