@@ -51,6 +51,7 @@ LABELS = {
     "social.unlinked": lambda: _("Connected account unlinked"),
     "signup": lambda: _("Account created"),
     "email.verified": lambda: _("Email address confirmed"),
+    "signing_key.revoked": lambda: _("Signing key revoked"),
 }
 
 
