@@ -58,9 +58,10 @@ def cmd_serve(args) -> None:
 
 
 def cmd_dev(args) -> None:
+    from . import create_app
     from .demo import create_demo_data
 
-    app = _app()
+    app = create_app(Settings.from_env(development=True))
     initialize(app)
     with app.app_context():
         for line in create_demo_data():
