@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from .config import Settings
+from .config import Settings, make_instance_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
     (server worker processes only; tests and CLI commands leave it off).
     """
     settings = (settings or Settings.from_env()).with_secret_key()
-    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    make_instance_dir(settings.instance_dir)
+    _create_sqlite_file(settings.database_url)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "xmlschema", "saml2"):  # chatty at INFO about their own internals
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
@@ -87,6 +88,27 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
 
     register_blueprints(app)
     return app
+
+
+def _create_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file readable by its owner only, before SQLite does.
+
+    SQLite would create it with 0644 (less the umask) and gives its -wal and -shm
+    companions the mode of the database file, so making the (empty, hence valid)
+    file ourselves with 0600 covers all three. A umask around the first connection
+    would do too, but the umask is process-wide and other threads may be creating
+    files at that moment. An existing file keeps the mode it has.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
+            or parsed.query.get("uri") or parsed.database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # it exists; or its directory is missing, which the first query reports
+        pass
 
 
 def _engine_options(url: str) -> dict:

@@ -52,6 +52,7 @@ LABELS = {
     "signup": lambda: _("Account created"),
     "email.verified": lambda: _("Email address confirmed"),
     "account.adopted": lambda: _("Account cleared of everything its new owner did not prove"),
+    "signing_key.revoked": lambda: _("Signing key revoked"),
 }
 
 

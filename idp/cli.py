@@ -58,9 +58,10 @@ def cmd_serve(args) -> None:
 
 
 def cmd_dev(args) -> None:
+    from . import create_app
     from .demo import create_demo_data
 
-    app = _app()
+    app = create_app(Settings.from_env(development=True))
     initialize(app)
     with app.app_context():
         for line in create_demo_data():
@@ -244,6 +245,24 @@ def cmd_keys_rotate(args) -> None:
         print(f"new signing key {row.kid} ({row.alg}); older keys stay published until their tokens expire")
 
 
+def cmd_keys_revoke(args) -> None:
+    from . import audit
+    from .keystore import revoke
+
+    app = _app()
+    settings = app.extensions["idp.settings"]
+    with app.app_context():
+        try:
+            successor = revoke(settings, args.kid)
+        except LookupError:
+            raise CommandError(f"no signing key {args.kid} (see `idp keys list`)") from None
+        audit.record("signing_key.revoked", kid=args.kid, successor=successor.kid if successor else None)
+    if successor:
+        print(f"new signing key {successor.kid} ({successor.alg})")
+    print(f"revoked signing key {args.kid}: every server stops publishing it and accepting tokens "
+          f"signed with it within {settings.key_cache_seconds:g} s")
+
+
 def cmd_social_add(args) -> None:
     import re
     from urllib.parse import urlsplit
@@ -418,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("rotate", help="make a new signing key")
     k.add_argument("--alg", default="ES256", choices=["ES256", "RS256", "EdDSA"])
     k.set_defaults(func=cmd_keys_rotate)
+    k = keys.add_parser("revoke", help="remove a key now (compromised): unpublished, its tokens refused; "
+                                       "a new signing key takes over if it was signing")
+    k.add_argument("kid")
+    k.set_defaults(func=cmd_keys_revoke)
 
     social = sub.add_parser("social", help="social sign-in providers").add_subparsers(
         dest="action", required=True, parser_class=Parser)

@@ -14,6 +14,9 @@ class ConfigError(Exception):
 
 
 REGISTRATION_MODES = ("token", "open", "off")
+# The secret signs the flow cookie and, through HKDF, seals the private signing keys
+# at rest: 32 bytes is the least that leaves a brute-force search out of reach.
+MIN_SECRET_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Settings:
     remember_me_ttl: int = 30 * 24 * 3600
     # How long a process trusts its cached copy of the key ring.
     key_cache_seconds: float = 1.0
+    # `idp dev`: mail without an SMTP server is logged whole, links included.
+    development: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -67,11 +72,15 @@ class Settings:
         log_level = env.get("IDP_LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("IDP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        secret_key = env.get("IDP_SECRET_KEY", "")
+        if secret_key and len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(f"IDP_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long "
+                              "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')")
         values = dict(
             issuer=issuer,
             instance_dir=instance_dir,
             database_url=database_url,
-            secret_key=env.get("IDP_SECRET_KEY", ""),
+            secret_key=secret_key,
             smtp_host=env.get("IDP_SMTP_HOST") or None,
             smtp_port=smtp_port,
             mail_from=env.get("IDP_MAIL_FROM") or f"no-reply@{parts.hostname}",
@@ -87,15 +96,44 @@ class Settings:
         instance dir's generated one (created once, readable only by its owner)."""
         if self.secret_key:
             return self
-        self.instance_dir.mkdir(parents=True, exist_ok=True)
+        make_instance_dir(self.instance_dir)
         path = self.instance_dir / "secret_key"
         if not path.exists():
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process won the race
-                pass
-            else:
-                with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_urlsafe(48))
+            _publish_new_secret(path)
         key = path.read_text().strip()
+        if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(f"{path} holds no usable secret key (shorter than {MIN_SECRET_KEY_BYTES} bytes): "
+                              "delete it to have a new one generated, or set IDP_SECRET_KEY")
         return Settings(**{**self.__dict__, "secret_key": key})
+
+
+def make_instance_dir(path: Path) -> None:
+    """Create the instance dir readable by its owner only: it holds the secret key and,
+    by default, the SQLite database. An existing directory keeps the mode it was given."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _publish_new_secret(path: Path) -> None:
+    # Written whole and synced under a temporary name, then hard-linked to the final
+    # name, which therefore never exists empty or half-written: a process starting at
+    # the same moment reads either nothing (and makes its own attempt) or the whole key.
+    # link() fails when the name exists, so of several racing processes exactly one
+    # wins and the others read the winner's key.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process won the race: theirs is the key
+            return
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the new name survives a crash too
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -21,8 +21,9 @@ def _records() -> list[KeyRecord]:
 
 
 def _version():
-    # Any rotation adds a row and retires one: count plus newest creation time
-    # changes whenever the ring does.
+    # Any rotation adds a row and retires one, a revocation deletes one: count plus
+    # newest creation time changes whenever the rows do. The end of a retired key's
+    # publication changes no row; the ring watches the clock for that.
     return db.session.execute(
         select(func.count(SigningKey.kid), func.max(SigningKey.created_at), func.max(SigningKey.retired_at))
     ).one()
@@ -49,6 +50,23 @@ def rotate(settings: Settings, alg: str = "ES256") -> SigningKey:
         old.retired_at = now
         old.unpublish_at = unpublish
     return _add_key(settings, alg)
+
+
+def revoke(settings: Settings, kid: str) -> SigningKey | None:
+    """Remove key `kid` at once: every process stops publishing it and accepting tokens
+    signed with it within its key cache time. When it is the signing key a new key (same
+    algorithm) takes over first, so signing never stops; that key is returned.
+
+    The row is deleted, private half included: a revoked key is presumed compromised and
+    must never sign again. Raises LookupError for an unknown kid.
+    """
+    row = db.session.get(SigningKey, kid)
+    if row is None:
+        raise LookupError(kid)
+    successor = rotate(settings, row.alg) if row.retired_at is None else None
+    db.session.delete(row)
+    db.session.commit()
+    return successor
 
 
 def _add_key(settings: Settings, alg: str) -> SigningKey:

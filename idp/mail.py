@@ -1,4 +1,8 @@
-"""Outgoing mail: SMTP to IDP_SMTP_HOST:IDP_SMTP_PORT, else the log. Localized templates.
+"""Outgoing mail: SMTP to IDP_SMTP_HOST:IDP_SMTP_PORT. Localized templates.
+
+Without an SMTP server the mail is written to the log only under `idp dev`: its
+body holds a reset or verification link, a credential that must not sit in the
+logs of a real deployment, where only the failure to send is logged.
 
 Mail leaves on a background thread, so a page answers in the same time whether
 or not it sent one (no account enumeration by timing) and a slow SMTP server
@@ -24,6 +28,7 @@ class Mailer:
         self.host = settings.smtp_host
         self.port = settings.smtp_port
         self.sender = settings.mail_from
+        self.log_bodies = settings.development
 
     def send(self, to: str, subject: str, body: str) -> None:
         msg = EmailMessage()
@@ -35,9 +40,11 @@ class Mailer:
 
     def _deliver(self, msg: EmailMessage) -> None:
         if not self.host:
-            # SPEC §2: without SMTP, mail goes to the log (development set-ups).
-            log.info("mail to %s (no IDP_SMTP_HOST set):\nSubject: %s\n\n%s", msg["To"], msg["Subject"],
-                     msg.get_content())
+            if self.log_bodies:
+                log.info("mail to %s (no IDP_SMTP_HOST set):\nSubject: %s\n\n%s", msg["To"], msg["Subject"],
+                         msg.get_content())
+            else:
+                log.warning("mail to %s not sent: no SMTP server configured (IDP_SMTP_HOST)", msg["To"])
             return
         try:
             with smtplib.SMTP(self.host, self.port, timeout=10) as smtp:

@@ -88,12 +88,18 @@ def new_key_record(alg: str, secret: str, now: datetime) -> KeyRecord:
     )
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 class KeyRing:
     """The keys of this deployment as one process sees them.
 
     Rows are reloaded when their version (a cheap fingerprint the loader computes)
     changes, checked at most every `ttl` seconds, so a rotation made by any process
-    reaches every process within `ttl` without a restart.
+    reaches every process within `ttl` without a restart. A retired key leaving the
+    JWKS at its `unpublish_at` changes no row, so the ring is also rebuilt once the
+    wall clock (`wall`, naive UTC like the rows) passes the earliest such time.
     """
 
     def __init__(
@@ -103,18 +109,21 @@ class KeyRing:
         load: Callable[[], list[KeyRecord]],
         ttl: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._secret = secret
         self._version = version
         self._load = load
         self._ttl = ttl
         self._clock = clock
+        self._wall = wall
         self._lock = threading.Lock()
         self._checked_at = -1e18
         self._seen_version: object = object()
         self._signing: LoadedKey | None = None
         self._published: dict[str, LoadedKey] = {}
         self._jwks_json = b'{"keys":[]}'
+        self._next_unpublish: datetime | None = None
 
     def _refresh(self) -> None:
         now = self._clock()
@@ -124,7 +133,8 @@ class KeyRing:
             if now - self._checked_at < self._ttl:
                 return
             version = self._version()
-            if version != self._seen_version:
+            due = self._next_unpublish is not None and self._wall() >= self._next_unpublish
+            if version != self._seen_version or due:
                 self._rebuild(self._load())
                 self._seen_version = version
             self._checked_at = now
@@ -132,7 +142,7 @@ class KeyRing:
     def _rebuild(self, records: list[KeyRecord]) -> None:
         published: dict[str, LoadedKey] = {}
         signing = None
-        wall = datetime.now(UTC).replace(tzinfo=None)
+        wall = self._wall()
         for rec in sorted(records, key=lambda r: r.created_at, reverse=True):
             if rec.unpublish_at is not None and rec.unpublish_at <= wall:
                 continue
@@ -143,6 +153,9 @@ class KeyRing:
                 signing = loaded
         self._published = published
         self._signing = signing
+        self._next_unpublish = min(
+            (r.unpublish_at for r in records if r.kid in published and r.unpublish_at is not None), default=None
+        )
         keys = [
             {**r.public_jwk} for r in sorted(records, key=lambda r: r.created_at, reverse=True)
             if r.kid in published

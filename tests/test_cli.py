@@ -88,3 +88,90 @@ def test_key_rotation_reaches_running_workers_and_keeps_old_keys_published(live)
     assert info["active"] is True
     live.idp("keys", "rotate")  # back to ES256 for the other tests
     time.sleep(1.5)
+
+
+def _kid_of(tok: str) -> str:
+    import base64
+
+    head = tok.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+
+
+def _published(live) -> set[str]:
+    return {k["kid"] for k in requests.get(f"{live.issuer}/jwks.json", timeout=10).json()["keys"]}
+
+
+def test_revoking_the_signing_key_drops_it_everywhere_and_signing_goes_on(live, browser):
+    from tests.oidc import authorize_url, pkce, redirect_params, REDIRECT
+
+    live.create_user("revoked-key@example.com", "revoked-key-pw")
+    client_id, secret = live.create_client()
+    rs = json.loads(live.idp("clients", "create", "--name", "RS", "--grant-type", "client_credentials",
+                             "--json").stdout)
+    rs_auth = (rs["client_id"], rs["client_secret"])
+    verifier, challenge = pkce()
+    page = browser.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
+    code = redirect_params(browser.sign_in(page, "revoked-key@example.com", "revoked-key-pw"))["code"]
+    access = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                 "code_verifier": verifier}, auth=(client_id, secret)).json()["access_token"]
+    kid = _kid_of(access)
+    bearer = {"Authorization": f"Bearer {access}"}
+
+    def accepted() -> tuple[bool, bool]:
+        userinfo = requests.get(f"{live.issuer}/userinfo", headers=bearer, timeout=10).status_code == 200
+        info = requests.post(f"{live.issuer}/introspect", data={"token": access}, auth=rs_auth, timeout=10)
+        return userinfo, info.json()["active"]
+
+    assert accepted() == (True, True) and kid in _published(live)
+
+    out = live.idp("keys", "revoke", kid)
+    assert out.returncode == 0, out.stderr
+    assert f"revoked signing key {kid}" in out.stdout and "new signing key" in out.stdout
+    time.sleep(1.5)  # the key ring's cache time (1 s) in every worker, and a margin
+    for _ in range(6):  # several requests, so both workers answer
+        assert kid not in _published(live)
+        assert accepted() == (False, False)
+        fresh = token(live.issuer, {"grant_type": "client_credentials"}, auth=rs_auth).json()["access_token"]
+        assert _kid_of(fresh) != kid and _kid_of(fresh) in _published(live)
+        info = requests.post(f"{live.issuer}/introspect", data={"token": fresh}, auth=rs_auth, timeout=10).json()
+        assert info["active"] is True
+    keys = json.loads(live.idp("keys", "list", "--json").stdout)
+    assert kid not in {k["kid"] for k in keys} and sum(k["state"] == "active" for k in keys) == 1
+    with live.db():
+        from sqlalchemy import select
+
+        from idp.store import SecurityEvent, db
+
+        event = db.session.execute(select(SecurityEvent).where(SecurityEvent.kind == "signing_key.revoked")
+                                   .order_by(SecurityEvent.created_at.desc())).scalars().first()
+        assert event is not None and event.detail["kid"] == kid
+
+
+def test_revoking_a_retired_key_keeps_the_signing_key(live):
+    rs = json.loads(live.idp("clients", "create", "--name", "RS2", "--grant-type", "client_credentials",
+                             "--json").stdout)
+    rs_auth = (rs["client_id"], rs["client_secret"])
+    old = token(live.issuer, {"grant_type": "client_credentials"}, auth=rs_auth).json()["access_token"]
+    assert live.idp("keys", "rotate").returncode == 0
+    time.sleep(1.5)
+    current = token(live.issuer, {"grant_type": "client_credentials"}, auth=rs_auth).json()["access_token"]
+    assert _kid_of(current) != _kid_of(old) and _kid_of(old) in _published(live)  # retired, still published
+    out = live.idp("keys", "revoke", _kid_of(old))
+    assert out.returncode == 0 and "new signing key" not in out.stdout, out.stderr
+    time.sleep(1.5)
+    for _ in range(4):
+        assert _kid_of(old) not in _published(live) and _kid_of(current) in _published(live)
+        info = requests.post(f"{live.issuer}/introspect", data={"token": old}, auth=rs_auth, timeout=10).json()
+        assert info == {"active": False}
+        info = requests.post(f"{live.issuer}/introspect", data={"token": current}, auth=rs_auth, timeout=10).json()
+        assert info["active"] is True
+        again = token(live.issuer, {"grant_type": "client_credentials"}, auth=rs_auth).json()["access_token"]
+        assert _kid_of(again) == _kid_of(current)
+
+
+def test_revoking_an_unknown_key_is_an_error_line(live):
+    out = live.idp("keys", "revoke", "no-such-kid")
+    assert out.returncode == 1 and out.stderr.startswith("error: no signing key no-such-kid")
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert live.idp("keys", "revoke", "--help").returncode == 0
+    assert live.idp("keys", "revoke").returncode != 0  # the kid is required

@@ -141,6 +141,74 @@ def test_private_key_jwt(live):
         assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
 
 
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _key_jwt_client(live):
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    client_id, _ = live.create_client(grant_types=["client_credentials"], redirect_uris=[],
+                                      token_endpoint_auth_method="private_key_jwt",
+                                      jwks={"keys": [key.as_dict(private=False)]})
+    return key, client_id
+
+
+def _authenticate(live, key, client_id, **claims) -> requests.Response:
+    """A client_credentials request authenticated by an assertion with these claims
+    (the defaults, iat now and exp a minute later, unless overridden; None drops one)."""
+    now = int(time.time())
+    body = {"iss": client_id, "sub": client_id, "aud": live.meta["token_endpoint"], "iat": now, "exp": now + 60,
+            "jti": secrets.token_hex(8), **claims}
+    assertion = jwt.encode({"alg": "ES256", "kid": "k1"}, {k: v for k, v in body.items() if v is not None}, key)
+    return token(live.issuer, {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                               "client_assertion": assertion})
+
+
+def _marker(live, client_id: str, jti: str):
+    from idp.store import RevokedToken, db, digest
+
+    with live.db():
+        return db.session.get(RevokedToken, f"assertion:{digest(f'{client_id}:{jti}')}"[:64])
+
+
+def test_private_key_jwt_assertions_living_too_long_are_refused(live):
+    key, client_id = _key_jwt_client(live)
+    now = int(time.time())
+    for claims in ({"exp": now + 301},  # iat now: one second over five minutes
+                   {"exp": now + 365 * 86400},
+                   {"iat": None, "exp": now + 3600},
+                   {"iat": now - 3600, "exp": now + 60},  # made an hour ago, still "valid" for a minute
+                   {"exp": 10**12}):  # past year 9999
+        jti = secrets.token_hex(8)
+        resp = _authenticate(live, key, client_id, jti=jti, **claims)
+        assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (claims, resp.text)
+        assert _marker(live, client_id, jti) is None  # a refused assertion stores nothing
+    for claims in ({"exp": now + 300}, {"iat": None, "exp": now + 120}):
+        resp = _authenticate(live, key, client_id, **claims)
+        assert resp.status_code == 200, (claims, resp.text)
+
+
+def test_private_key_jwt_replay_is_refused_as_long_as_the_assertion_is_accepted(live):
+    from datetime import UTC, datetime
+
+    from idp.housekeeping import purge_expired
+
+    key, client_id = _key_jwt_client(live)
+    jti, exp = secrets.token_hex(8), int(time.time()) + 2
+    assertion = {"jti": jti, "exp": exp}
+    assert _authenticate(live, key, client_id, **assertion).status_code == 200
+    # Authlib accepts an assertion until exp + 60 s (its clock-skew leeway): the marker
+    # must be kept at least that long, housekeeping included.
+    leeway = 60
+    marker = _marker(live, client_id, jti)
+    assert marker.expires_at >= datetime.fromtimestamp(exp + leeway, UTC).replace(tzinfo=None)
+    time.sleep(max(0.0, exp + 1.5 - time.time()))
+    with live.db():
+        purge_expired()
+    assert _marker(live, client_id, jti) is not None
+    resp = _authenticate(live, key, client_id, **assertion)
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", resp.text
+
+
 def test_revocation(live, browser):
     live.create_user("revoke@example.com", "token-tests-pw")
     client_id, secret = live.create_client()

@@ -55,3 +55,27 @@ def test_unpublished_keys_leave_the_jwks():
     ring = KeyRing("s", lambda: 1, lambda: [gone, new])
     assert [k.kid for k in ring.public_keys()] == [new.kid]
     assert ring.key(old.kid) is None
+
+
+def test_retired_key_leaves_at_unpublish_at_without_any_row_changing():
+    # Nothing in the version changes when a retired key's publication ends: the ring
+    # must notice from the wall clock alone, within its cache time.
+    clock, wall = [0.0], [NOW]
+    old = new_key_record("ES256", "s", NOW)
+    retired = old.__class__(**{**old.__dict__, "retired_at": NOW, "unpublish_at": NOW + timedelta(minutes=10)})
+    other = new_key_record("ES256", "s", NOW)
+    later = other.__class__(**{**other.__dict__, "retired_at": NOW, "unpublish_at": NOW + timedelta(minutes=20)})
+    new = new_key_record("ES256", "s", NOW + timedelta(seconds=1))
+    ring = KeyRing("s", lambda: 1, lambda: [retired, later, new], ttl=1.0,
+                   clock=lambda: clock[0], wall=lambda: wall[0])
+    assert {k.kid for k in ring.public_keys()} == {old.kid, other.kid, new.kid}
+    wall[0] = NOW + timedelta(minutes=10, seconds=1)
+    assert ring.key(old.kid) is not None  # still within the cache time
+    clock[0] = 1.5
+    assert ring.key(old.kid) is None and old.kid not in ring.jwks_json().decode()
+    assert {k.kid for k in ring.public_keys()} == {other.kid, new.kid}
+    assert ring.signing_key().kid == new.kid
+    # and the next one goes at its own time
+    wall[0] = NOW + timedelta(minutes=20)
+    clock[0] = 3.0
+    assert [k.kid for k in ring.public_keys()] == [new.kid]
