@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ class Settings:
     redis_url: str | None = None
     registration: str = "token"
     log_level: str = "INFO"
+    # Reverse proxies in front of the server (SPEC §2): how many X-Forwarded-* hops to believe.
+    trusted_proxies: int = 0
+    # How long the audit trail and the back-channel logout outbox keep their rows.
+    audit_retention_days: int = 400
+    delivery_retention_days: int = 7
     # Lifetimes in seconds. Codes are short (RFC 9700 §4.5 / RFC 6749 §4.1.2).
     code_ttl: int = 60
     access_token_ttl: int = 900
@@ -67,6 +73,9 @@ class Settings:
         log_level = env.get("IDP_LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("IDP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        trusted_proxies = _count(env, "IDP_TRUSTED_PROXIES", "0", minimum=0)
+        audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1)
+        delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1)
         values = dict(
             issuer=issuer,
             instance_dir=instance_dir,
@@ -78,6 +87,9 @@ class Settings:
             redis_url=env.get("IDP_REDIS_URL") or None,
             registration=registration,
             log_level=log_level,
+            trusted_proxies=trusted_proxies,
+            audit_retention_days=audit_retention_days,
+            delivery_retention_days=delivery_retention_days,
         )
         values.update(overrides)
         return cls(**values)
@@ -99,3 +111,13 @@ class Settings:
                     f.write(secrets.token_urlsafe(48))
         key = path.read_text().strip()
         return Settings(**{**self.__dict__, "secret_key": key})
+
+
+def _count(env: dict[str, str], name: str, default: str, minimum: int) -> int:
+    """A whole number of at least `minimum` from `env[name]`, else ConfigError naming it."""
+    raw = env.get(name, "").strip() or default
+    # ASCII digits only: int() would also take "+3", "1_0" and other scripts' digits.
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < minimum:
+        what = "a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}"
+        raise ConfigError(f"{name} must be {what}: {raw!r}")
+    return int(raw)

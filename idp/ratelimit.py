@@ -17,6 +17,7 @@ them), or "Bob@x" and "bob@x" would be throttled separately.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Callable
@@ -66,10 +67,30 @@ POLICIES: dict[str, Policy] = {
 
 def throttle_key(scope: str, value: str) -> str:
     """The stored key: a hash, so the store never holds the address or IP itself. An unknown
-    scope raises: a misspelt scope must not silently mean "never throttled"."""
+    scope raises: a misspelt scope must not silently mean "never throttled". The value of
+    every `...:ip` scope is first grouped by `client_network`."""
     if scope not in POLICIES:
         raise KeyError(f"unknown throttle scope {scope!r}")
+    if scope.endswith(":ip"):
+        value = client_network(value)
     return digest(f"{scope}:{value}")
+
+
+def client_network(address: str) -> str:
+    """What one client is, for per-IP throttling: an IPv4 address as is (an IPv4-mapped IPv6
+    address as its IPv4), an IPv6 address as its /64. One home or host is given a whole /64
+    (RFC 6177, RFC 7934) and picks any address in it at will, so a per-address count would
+    give one attacker 2^64 fresh budgets. Anything that is not an address is kept as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))  # also drops a %zone
+        return str(network)
+    return str(ip)
 
 
 class Counters(Protocol):

@@ -328,3 +328,32 @@ def test_init_app_chooses_the_counters(app, redis_url):
     chosen = other.extensions["idp.throttle"]
     assert isinstance(chosen.counters, RedisCounters)
     assert isinstance(chosen.fallback, DatabaseCounters)
+
+
+def test_ip_scopes_group_ipv6_by_64_and_unmap_ipv4():
+    same = ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:DB8:1:2:0:0:0:9", "2001:db8:1:2::7%eth0"]
+    for scope in [s for s in POLICIES if s.endswith(":ip")]:
+        assert len({throttle_key(scope, a) for a in same}) == 1, scope
+        assert throttle_key(scope, same[0]) == throttle_key(scope, "2001:db8:1:2::/64")
+        assert throttle_key(scope, "2001:db8:1:3::1") != throttle_key(scope, same[0])  # the next /64
+        assert throttle_key(scope, "::ffff:203.0.113.5") == throttle_key(scope, "203.0.113.5")
+        assert throttle_key(scope, "203.0.113.5") != throttle_key(scope, "203.0.113.6")  # IPv4 stays whole
+        assert throttle_key(scope, "not an address") == digest_of(scope, "not an address")
+    # other scopes take their value as it is
+    assert throttle_key("password:account", "2001:db8:1:2::1") == digest_of("password:account", "2001:db8:1:2::1")
+
+
+def digest_of(scope: str, value: str) -> str:
+    return hashlib.sha256(f"{scope}:{value}".encode()).hexdigest()
+
+
+def test_one_ipv6_network_shares_one_budget(backend):
+    t, failures = backend
+    prefix = f"2001:db8:{uuid.uuid4().int % 65536:x}:{uuid.uuid4().int % 65536:x}"
+    free = POLICIES["password:ip"].free
+    # an attacker walking through the addresses of its /64 gets no fresh budget
+    assert all(d.allowed for d in (t.failure("password:ip", f"{prefix}::{i + 1:x}") for i in range(free)))
+    assert t.failure("password:ip", f"{prefix}:abcd::1") == Decision(False, 2)
+    assert not t.check("password:ip", f"{prefix}::ffff").allowed
+    assert failures("password:ip", f"{prefix}::1") == free + 1
+    assert t.check("password:ip", "2001:db8:ffff:ffff::1").allowed  # another network is another client
