@@ -163,6 +163,13 @@ def live(database_url, tmp_path_factory, mailbox):
     yield from start_live(database_url, tmp_path_factory.mktemp("live"), mailbox)
 
 
+@pytest.fixture(scope="session")
+def proxied(tmp_path_factory):
+    """A server behind one reverse proxy of ours (IDP_TRUSTED_PROXIES=1): the last
+    X-Forwarded-For entry is the client, so tests choose their client's address."""
+    yield from separate_live(tmp_path_factory, "proxied", extra_env={"IDP_TRUSTED_PROXIES": "1"})
+
+
 # --- driving the pages without a browser --------------------------------------------
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

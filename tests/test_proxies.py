@@ -15,12 +15,6 @@ PASSWORD = "proxied-password-1"
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory):
-    """A server behind one proxy of ours: the last X-Forwarded-For entry is the client."""
-    yield from separate_live(tmp_path_factory, "proxied", extra_env={"IDP_TRUSTED_PROXIES": "1"})
-
-
-@pytest.fixture(scope="module")
 def direct(tmp_path_factory):
     """A server with the default IDP_TRUSTED_PROXIES=0: forwarding headers mean nothing."""
     yield from separate_live(tmp_path_factory, "direct")
@@ -65,8 +59,8 @@ def test_behind_a_proxy_each_client_has_its_own_budget(proxied):
         success = db.session.query(SecurityEvent).filter_by(user_id=user.id, kind="signin.success").one()
         assert success.ip == "203.0.113.6"  # the audit trail and the sessions list show the client
         assert db.session.query(BrowserSession).filter_by(user_id=user.id).one().ip == "203.0.113.6"
-        failures = db.session.query(SecurityEvent).filter_by(kind="signin.failure").all()
-        assert {e.ip for e in failures} == {"203.0.113.5"}
+        ips = [e.ip for e in db.session.query(SecurityEvent).filter_by(kind="signin.failure")]
+        assert ips.count("203.0.113.5") == free + 1 and not any(ip.startswith("10.9.") for ip in ips)
 
 
 def test_without_trusted_proxies_a_forged_header_changes_nothing(direct):
