@@ -42,9 +42,8 @@ def delete_in_batches(model, *conditions) -> int:
     deleted = 0
     while True:
         batch = select(key).where(*conditions).limit(BATCH)
-        count = db.session.execute(
-            delete(model).where(key.in_(batch)).execution_options(synchronize_session=False)
-        ).rowcount or 0
+        # synchronize_session "fetch" (chosen by default): deleted rows leave the session too
+        count = db.session.execute(delete(model).where(key.in_(batch))).rowcount or 0
         db.session.commit()
         deleted += count
         if count < BATCH:
