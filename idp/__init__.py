@@ -54,6 +54,14 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp.settings"] = settings
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the last N X-Forwarded-* entries were written by our own proxies; earlier
+        # ones come from the client and are believed by no one (SPEC §2). Mail links stay
+        # on IDP_ISSUER whatever X-Forwarded-Host says (`mail.link_to`).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     from .store import db
 

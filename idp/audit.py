@@ -45,6 +45,7 @@ LABELS = {
     "totp.disabled": lambda: _("Authenticator app turned off"),
     "recovery.generated": lambda: _("New recovery codes"),
     "recovery.used": lambda: _("Recovery code used"),
+    "mfa.locked": lambda: _("Verification codes blocked after too many wrong ones"),
     "passkey.added": lambda: _("Passkey added"),
     "passkey.removed": lambda: _("Passkey removed"),
     "social.linked": lambda: _("Connected account linked"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,11 @@ class Settings:
     redis_url: str | None = None
     registration: str = "token"
     log_level: str = "INFO"
+    # Reverse proxies in front of the server (SPEC §2): how many X-Forwarded-* hops to believe.
+    trusted_proxies: int = 0
+    # How long the audit trail and the back-channel logout outbox keep their rows.
+    audit_retention_days: int = 400
+    delivery_retention_days: int = 7
     # Lifetimes in seconds. Codes are short (RFC 9700 §4.5 / RFC 6749 §4.1.2).
     code_ttl: int = 60
     access_token_ttl: int = 900
@@ -76,6 +82,9 @@ class Settings:
         if secret_key and len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise ConfigError(f"IDP_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long "
                               "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        trusted_proxies = _count(env, "IDP_TRUSTED_PROXIES", "0", minimum=0)
+        audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1)
+        delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1)
         values = dict(
             issuer=issuer,
             instance_dir=instance_dir,
@@ -87,6 +96,9 @@ class Settings:
             redis_url=env.get("IDP_REDIS_URL") or None,
             registration=registration,
             log_level=log_level,
+            trusted_proxies=trusted_proxies,
+            audit_retention_days=audit_retention_days,
+            delivery_retention_days=delivery_retention_days,
         )
         values.update(overrides)
         return cls(**values)
@@ -137,3 +149,11 @@ def _publish_new_secret(path: Path) -> None:
             os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+def _count(env: dict[str, str], name: str, default: str, minimum: int) -> int:
+    """A whole number of at least `minimum` from `env[name]`, else ConfigError naming it."""
+    raw = env.get(name, "").strip() or default
+    # ASCII digits only: int() would also take "+3", "1_0" and other scripts' digits.
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < minimum:
+        what = "a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}"
+        raise ConfigError(f"{name} must be {what}: {raw!r}")
+    return int(raw)

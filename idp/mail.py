@@ -65,6 +65,7 @@ SUBJECTS = {
     "reset": lambda: _("Reset your password"),
     "verify": lambda: _("Confirm your email address"),
     "signup_exists": lambda: _("You already have an account"),
+    "second_factor_locked": lambda: _("Too many wrong verification codes for your account"),
 }
 
 

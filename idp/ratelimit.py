@@ -3,8 +3,13 @@
 A throttled key is one (scope, value) pair: an account's password attempts, an IP's
 sign-ups, an address's reset mails. Each scope has a `Policy`: inside a fixed window the
 first `free` failures cost nothing, then every further failure blocks the key for a delay
-that doubles each time, up to `max_delay`. A failure after the window is over starts a new
+that doubles each time, up to `max_delay`; a policy may also lock the key out for a long
+time from its `lockout_after`-th failure on. A failure after the window is over starts a new
 window. A success (a correct password) forgets the key.
+
+Two ways to count: `check` before and `failure` after a wrong answer, or `attempt`, which
+counts the attempt before the answer is checked, in the same atomic operation that decides
+whether it may go ahead; only `attempt` holds when concurrent guesses race each other.
 
 The counters must be shared by all `idp serve` processes and machines, so they live in the
 database (the `rate_limits` table) or, when IDP_REDIS_URL is set, in Redis. Either way one
@@ -17,6 +22,7 @@ them), or "Bob@x" and "bob@x" would be throttled separately.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Callable
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 class Decision:
     allowed: bool
     retry_after: int  # seconds, 0 when allowed
+    # From `attempt`: a wrong answer to this attempt leaves the key locked out (policy.lockout).
+    locks_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,30 +54,75 @@ class Policy:
     window: int  # seconds; the count restarts with the first failure after it
     base_delay: int  # seconds blocked after the first failure beyond `free`
     max_delay: int  # the delay doubles with each further failure, up to this
+    lockout_after: int = 0  # from this failure on (0: never) every failure blocks for `lockout`
+    lockout: int = 0  # seconds
 
     def delay(self, failures: int) -> int:
         """Seconds the key is blocked after its `failures`-th failure in a window (0: none)."""
+        if self.locks_out(failures):
+            return self.lockout
         if failures <= self.free:
             return 0
         return min(self.max_delay, self.base_delay * 2 ** (failures - self.free - 1))
+
+    def locks_out(self, failures: int) -> bool:
+        return bool(self.lockout_after) and failures >= self.lockout_after
+
+    def settled(self, failures: int) -> bool:
+        """True when every failure from this one on blocks for the same time."""
+        if self.lockout_after:
+            return failures >= self.lockout_after
+        return self.delay(failures) >= self.max_delay
 
 
 POLICIES: dict[str, Policy] = {
     "password:account": Policy(free=5, window=900, base_delay=2, max_delay=900),
     "password:ip": Policy(free=30, window=900, base_delay=2, max_delay=900),
-    "code:account": Policy(free=5, window=900, base_delay=2, max_delay=900),
+    # Second-factor codes (TOTP and recovery codes) of an account that passed its password.
+    # The count does not restart every quarter of an hour (that allowed ~1,200 guesses a day):
+    # wrong codes add up until a right one, for 30 days. 5 free, then 2, 4, 8, 16 s, and the
+    # 10th wrong code in a row locks the codes out for 6 hours, as does every one after it:
+    # at most 4 guesses a day once locked, and the owner gets a mail each time (a person who
+    # mistypes does not get near 10). One guess hits with p ~ 3e-6 (3 accepted codes of 10^6).
+    "code:account": Policy(free=5, window=30 * 86400, base_delay=2, max_delay=16,
+                           lockout_after=10, lockout=6 * 3600),
     "reset:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
     "reset:ip": Policy(free=20, window=3600, base_delay=60, max_delay=3600),
     "signup:ip": Policy(free=10, window=3600, base_delay=60, max_delay=3600),
+    # Posts to a SAML ACS, each of which parks up to ~350 kB for two minutes. One address may
+    # be a whole company behind its NAT, signing in at nine: 600 posts per 10 minutes (one a
+    # second, 3,600 sign-ins an hour) is more than a several-thousand-person office needs
+    # (an SSO session lasts the working day), and caps what one address can park at any time.
+    "saml:ip": Policy(free=600, window=600, base_delay=10, max_delay=600),
 }
 
 
 def throttle_key(scope: str, value: str) -> str:
     """The stored key: a hash, so the store never holds the address or IP itself. An unknown
-    scope raises: a misspelt scope must not silently mean "never throttled"."""
+    scope raises: a misspelt scope must not silently mean "never throttled". The value of
+    every `...:ip` scope is first grouped by `client_network`."""
     if scope not in POLICIES:
         raise KeyError(f"unknown throttle scope {scope!r}")
+    if scope.endswith(":ip"):
+        value = client_network(value)
     return digest(f"{scope}:{value}")
+
+
+def client_network(address: str) -> str:
+    """What one client is, for per-IP throttling: an IPv4 address as is (an IPv4-mapped IPv6
+    address as its IPv4), an IPv6 address as its /64. One home or host is given a whole /64
+    (RFC 6177, RFC 7934) and picks any address in it at will, so a per-address count would
+    give one attacker 2^64 fresh budgets. Anything that is not an address is kept as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))  # also drops a %zone
+        return str(network)
+    return str(ip)
 
 
 class Counters(Protocol):
@@ -79,6 +132,10 @@ class Counters(Protocol):
 
     def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
         """Count one failure atomically; return the key's resulting blocked_until."""
+
+    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
+        """In one atomic operation: if the key is not blocked, count one failure. Returns
+        (counted, resulting blocked_until, resulting count; 0 when not counted)."""
 
     def forget(self, key: str) -> None: ...
 
@@ -126,18 +183,48 @@ class DatabaseCounters:
             raise
         return result
 
+    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
+        # The upsert's WHERE makes the check and the count one statement: on a blocked key it
+        # updates nothing and RETURNING gives no row (PostgreSQL re-checks the WHERE on the
+        # row it locked, SQLite runs one writer at a time), so racing attempts never both pass.
+        table = RateLimit.__table__
+        dialect = db.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        expired = table.c.window_start < now - timedelta(seconds=policy.window)
+        count = case((expired, 1), else_=table.c.failures + 1)
+        stmt = insert(table).values(key=key, failures=1, window_start=now,
+                                    blocked_until=_at(now, policy.delay(1)))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={"failures": count,
+                  "window_start": case((expired, now), else_=table.c.window_start),
+                  # the old block, if any, is over (the WHERE says so): the new count decides
+                  "blocked_until": case(*_steps(count, policy, now), else_=None)},
+            where=or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
+        ).returning(table.c.failures, table.c.blocked_until)
+        try:
+            row = db.session.execute(stmt).first()
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
+        if row is None:
+            return False, self.blocked_until(key), 0
+        return True, row.blocked_until, row.failures
+
     def forget(self, key: str) -> None:
         db.session.execute(delete(RateLimit).where(RateLimit.key == key))
         db.session.commit()
 
     def purge(self, now: datetime) -> int:
-        """Delete rows whose longest window and block are both over (for a periodic job)."""
+        """Delete rows whose longest window and block are both over (for a periodic job).
+        The scope of a row is unknown (its key is a hash), so every row waits for the
+        longest window."""
+        from .housekeeping import delete_in_batches
+
         longest = max(p.window for p in POLICIES.values())
-        result = db.session.execute(delete(RateLimit).where(
-            RateLimit.window_start < now - timedelta(seconds=longest),
-            or_(RateLimit.blocked_until.is_(None), RateLimit.blocked_until < now)))
-        db.session.commit()
-        return result.rowcount
+        return delete_in_batches(RateLimit, RateLimit.window_start < now - timedelta(seconds=longest),
+                                 or_(RateLimit.blocked_until.is_(None), RateLimit.blocked_until < now))
 
 
 def _at(now: datetime, seconds: int):
@@ -146,37 +233,59 @@ def _at(now: datetime, seconds: int):
 
 
 def _steps(count, policy: Policy, now: datetime) -> list:
-    """CASE branches mapping the new count to its block end: one per doubling, then the cap."""
+    """CASE branches mapping the new count to its block end: one per doubling, then the cap
+    (or the lock-out)."""
     branches, n = [], policy.free + 1
-    while policy.delay(n) < policy.max_delay:
+    while not policy.settled(n):
         branches.append((count == n, _at(now, policy.delay(n))))
         n += 1
-    branches.append((count >= n, _at(now, policy.max_delay)))
+    branches.append((count >= n, _at(now, policy.delay(n))))
     return branches
 
 
 # KEYS[1]: the counter hash; ARGV: now (epoch milliseconds, from the app's clock), window,
-# free, base_delay, max_delay (seconds). Returns the resulting blocked_until in epoch
-# milliseconds ("" when never blocked). Whole milliseconds stay exact in Lua's doubles.
-_FAILURE_LUA = """
+# free, base_delay, max_delay, lockout_after, lockout (seconds). Whole milliseconds stay exact
+# in Lua's doubles. `count` adds one failure (a new window when the old one is over) and
+# returns the new count and blocked_until ("" when never blocked).
+_COUNT_LUA = """
 local now, window, free = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000, tonumber(ARGV[3])
 local base, cap = tonumber(ARGV[4]) * 1000, tonumber(ARGV[5]) * 1000
+local lock_after, lock = tonumber(ARGV[6]), tonumber(ARGV[7]) * 1000
+local function delay(n)
+  if lock_after > 0 and n >= lock_after then return lock end
+  if n <= free then return 0 end
+  return math.min(cap, base * 2 ^ (n - free - 1))
+end
+local function count(failures, start, blocked)
+  if start == nil or now - start > window then
+    failures, start = 1, now
+  else
+    failures = failures + 1
+  end
+  local d = delay(failures)
+  if d > 0 and (blocked == nil or blocked < now + d) then blocked = now + d end
+  redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', string.format('%d', start))
+  if blocked then redis.call('HSET', KEYS[1], 'blocked_until', string.format('%d', blocked)) end
+  local live = math.max(start + window, blocked or 0) - now
+  redis.call('EXPIRE', KEYS[1], math.ceil(live / 1000) + 1)
+  return failures, blocked and string.format('%d', blocked) or ''
+end
 local row = redis.call('HMGET', KEYS[1], 'failures', 'window_start', 'blocked_until')
 local failures, start, blocked = tonumber(row[1]) or 0, tonumber(row[2]), tonumber(row[3])
-if start == nil or now - start > window then
-  failures, start = 1, now
-else
-  failures = failures + 1
-end
-if failures > free then
-  local until_ = now + math.min(cap, base * 2 ^ (failures - free - 1))
-  if blocked == nil or blocked < until_ then blocked = until_ end
-end
-redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', string.format('%d', start))
-if blocked then redis.call('HSET', KEYS[1], 'blocked_until', string.format('%d', blocked)) end
-local live = math.max(start + window, blocked or 0) - now
-redis.call('EXPIRE', KEYS[1], math.ceil(live / 1000) + 1)
-return blocked and string.format('%d', blocked) or ''
+"""
+
+# Returns the resulting blocked_until in epoch milliseconds ("" when never blocked).
+_FAILURE_LUA = _COUNT_LUA + """
+local _, until_ = count(failures, start, blocked)
+return until_
+"""
+
+# Counts only when the key is not blocked; returns {1, blocked_until, count} when counted,
+# {0, blocked_until, 0} when not.
+_ATTEMPT_LUA = _COUNT_LUA + """
+if blocked ~= nil and blocked > now then return {0, string.format('%d', blocked), 0} end
+local n, until_ = count(failures, start, nil)
+return {1, until_, n}
 """
 
 
@@ -191,16 +300,25 @@ class RedisCounters:
         # Short timeouts: a hung Redis must not hold a sign-in request for long.
         self.client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         self._failure = self.client.register_script(_FAILURE_LUA)
+        self._attempt = self.client.register_script(_ATTEMPT_LUA)
 
     def blocked_until(self, key: str) -> datetime | None:
         return _from_epoch_ms(self.client.hget(self.PREFIX + key, "blocked_until"))
 
     def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
-        args = [_epoch_ms(now), policy.window, policy.free, policy.base_delay, policy.max_delay]
-        return _from_epoch_ms(self._failure(keys=[self.PREFIX + key], args=args))
+        return _from_epoch_ms(self._failure(keys=[self.PREFIX + key], args=_lua_args(policy, now)))
+
+    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
+        counted, blocked, count = self._attempt(keys=[self.PREFIX + key], args=_lua_args(policy, now))
+        return bool(counted), _from_epoch_ms(blocked), int(count)
 
     def forget(self, key: str) -> None:
         self.client.delete(self.PREFIX + key)
+
+
+def _lua_args(policy: Policy, now: datetime) -> list[int]:
+    return [_epoch_ms(now), policy.window, policy.free, policy.base_delay, policy.max_delay,
+            policy.lockout_after, policy.lockout]
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -216,7 +334,8 @@ def _from_epoch_ms(raw: bytes | str | None) -> datetime | None:
 
 class Throttle:
     """The throttling API: `check` before an attempt, `failure` after a wrong one, `success`
-    after a right one. `value` is the account's lower-cased email, an IP, an address."""
+    after a right one; or `attempt` instead of `check` and `failure`, where guesses may race.
+    `value` is the account's lower-cased email, an IP, an address, an account id."""
 
     def __init__(self, counters: Counters, fallback: Counters | None = None,
                  now: Callable[[], datetime] = utcnow):
@@ -235,6 +354,21 @@ class Throttle:
         now = self.now()
         key = throttle_key(scope, value)
         return _decide(self._call("record_failure", key, POLICIES[scope], now), now)
+
+    def attempt(self, scope: str, value: str) -> Decision:
+        """Count one attempt before its answer is checked, and say whether it may go ahead.
+
+        The check and the count are one atomic operation, so N concurrent attempts never get
+        further than N sequential ones. A refused attempt is not counted (it checks nothing).
+        Every allowed attempt counts as a failure until `success` forgets the key.
+        """
+        now = self.now()
+        policy = POLICIES[scope]
+        counted, blocked_until, count = self._call("record_attempt", throttle_key(scope, value), policy, now)
+        if not counted:
+            # the block may have ended (or the key been forgotten) since: still refused, briefly
+            return Decision(False, max(1, _decide(blocked_until, now).retry_after))
+        return Decision(True, 0, locks_out=policy.locks_out(count))
 
     def success(self, scope: str, value: str) -> None:
         """Forget the key: its failures no longer count."""

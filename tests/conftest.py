@@ -98,8 +98,9 @@ class Live:
         return self.app.app_context()
 
 
-def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1"):
-    """Run `idp init` and `idp serve --workers 2` on a free port; yield the `Live` handle."""
+def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1", extra_env: dict | None = None):
+    """Run `idp init` and `idp serve --workers 2` on a free port; yield the `Live` handle.
+    `extra_env` adds or overrides IDP_* settings of that server (and of `Live.app`)."""
     from idp import create_app
     from idp.config import Settings
 
@@ -113,6 +114,7 @@ def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1"):
         "IDP_REGISTRATION": "token",
         "IDP_SMTP_HOST": "127.0.0.1",
         "IDP_SMTP_PORT": str(mailbox.port),
+        **(extra_env or {}),
     }
     env.pop("IDP_SECRET_KEY", None)
     init = subprocess.run([IDP, "init"], env=env, capture_output=True, text=True, timeout=120)
@@ -144,7 +146,7 @@ def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1"):
         db.engine.dispose()
 
 
-def separate_live(tmp_path_factory, name: str):
+def separate_live(tmp_path_factory, name: str, extra_env: dict | None = None):
     """Another server on its own SQLite, SMTP server and host name ("localhost": cookies are
     per host, not per port, and browsers accept WebAuthn on domain names only)."""
     from tests import smtp
@@ -152,13 +154,20 @@ def separate_live(tmp_path_factory, name: str):
     controller, box = smtp.start(free_port())
     box.port = controller.port
     root = tmp_path_factory.mktemp(name)
-    yield from start_live(f"sqlite:///{root / 'idp.db'}", root, box, host="localhost")
+    yield from start_live(f"sqlite:///{root / 'idp.db'}", root, box, host="localhost", extra_env=extra_env)
     controller.stop()
 
 
 @pytest.fixture(scope="session")
 def live(database_url, tmp_path_factory, mailbox):
     yield from start_live(database_url, tmp_path_factory.mktemp("live"), mailbox)
+
+
+@pytest.fixture(scope="session")
+def proxied(tmp_path_factory):
+    """A server behind one reverse proxy of ours (IDP_TRUSTED_PROXIES=1): the last
+    X-Forwarded-For entry is the client, so tests choose their client's address."""
+    yield from separate_live(tmp_path_factory, "proxied", extra_env={"IDP_TRUSTED_PROXIES": "1"})
 
 
 # --- driving the pages without a browser --------------------------------------------

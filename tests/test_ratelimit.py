@@ -132,10 +132,11 @@ def test_policies_are_the_agreed_ones():
     assert POLICIES == {
         "password:account": Policy(5, 900, 2, 900),
         "password:ip": Policy(30, 900, 2, 900),
-        "code:account": Policy(5, 900, 2, 900),
+        "code:account": Policy(5, 30 * 86400, 2, 16, lockout_after=10, lockout=6 * 3600),
         "reset:address": Policy(3, 3600, 60, 3600),
         "reset:ip": Policy(20, 3600, 60, 3600),
         "signup:ip": Policy(10, 3600, 60, 3600),
+        "saml:ip": Policy(600, 600, 10, 600),
     }
 
 
@@ -301,17 +302,20 @@ def test_purge_removes_only_finished_rows(app, clock):
     from idp.store import RateLimit, db
 
     t = Throttle(DatabaseCounters(), now=clock)
-    old, blocked, recent = an_email(), an_email(), an_email()
+    old, blocked, recent, locked = an_email(), an_email(), an_email(), an_email()
+    longest = max(p.window for p in POLICIES.values())  # rows are hashed: their scope is unknown
     with app.app_context():
         t.failure("password:account", old)
         fail(t, "reset:address", blocked, 3)
-        clock.advance(3000)
-        fail(t, "reset:address", blocked, 7)  # blocked until 6600 s after its window began
+        attempts(t, clock, locked, 10)  # the 10th attempt locks the codes out for 6 hours
+        clock.advance(longest - 3000)
+        fail(t, "reset:address", blocked, 7)  # blocked until longest + 600 s
         t.failure("password:account", recent)
-        clock.advance(601)  # both windows that began at the start are over
+        clock.advance(3001)  # every window that began at the start is over
         assert DatabaseCounters().purge(clock()) >= 1
         left = {r.key for r in db.session.execute(select(RateLimit)).scalars()}
         assert throttle_key("password:account", old) not in left
+        assert throttle_key("code:account", locked) not in left
         assert throttle_key("reset:address", blocked) in left
         assert throttle_key("password:account", recent) in left
 
@@ -328,3 +332,113 @@ def test_init_app_chooses_the_counters(app, redis_url):
     chosen = other.extensions["idp.throttle"]
     assert isinstance(chosen.counters, RedisCounters)
     assert isinstance(chosen.fallback, DatabaseCounters)
+
+
+def test_ip_scopes_group_ipv6_by_64_and_unmap_ipv4():
+    same = ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:DB8:1:2:0:0:0:9", "2001:db8:1:2::7%eth0"]
+    for scope in [s for s in POLICIES if s.endswith(":ip")]:
+        assert len({throttle_key(scope, a) for a in same}) == 1, scope
+        assert throttle_key(scope, same[0]) == throttle_key(scope, "2001:db8:1:2::/64")
+        assert throttle_key(scope, "2001:db8:1:3::1") != throttle_key(scope, same[0])  # the next /64
+        assert throttle_key(scope, "::ffff:203.0.113.5") == throttle_key(scope, "203.0.113.5")
+        assert throttle_key(scope, "203.0.113.5") != throttle_key(scope, "203.0.113.6")  # IPv4 stays whole
+        assert throttle_key(scope, "not an address") == digest_of(scope, "not an address")
+    # other scopes take their value as it is
+    assert throttle_key("password:account", "2001:db8:1:2::1") == digest_of("password:account", "2001:db8:1:2::1")
+
+
+def digest_of(scope: str, value: str) -> str:
+    return hashlib.sha256(f"{scope}:{value}".encode()).hexdigest()
+
+
+def test_one_ipv6_network_shares_one_budget(backend):
+    t, failures = backend
+    prefix = f"2001:db8:{uuid.uuid4().int % 65536:x}:{uuid.uuid4().int % 65536:x}"
+    free = POLICIES["password:ip"].free
+    # an attacker walking through the addresses of its /64 gets no fresh budget
+    assert all(d.allowed for d in (t.failure("password:ip", f"{prefix}::{i + 1:x}") for i in range(free)))
+    assert t.failure("password:ip", f"{prefix}:abcd::1") == Decision(False, 2)
+    assert not t.check("password:ip", f"{prefix}::ffff").allowed
+    assert failures("password:ip", f"{prefix}::1") == free + 1
+    assert t.check("password:ip", "2001:db8:ffff:ffff::1").allowed  # another network is another client
+
+
+def attempts(t: Throttle, clock: Clock, value: str, times: int, gap: float = 60) -> list[Decision]:
+    """`times` second-factor attempts, `gap` seconds apart (past each doubling delay)."""
+    decisions = []
+    for _ in range(times):
+        decisions.append(t.attempt("code:account", value))
+        clock.advance(gap)
+    return decisions
+
+
+def test_attempt_counts_before_the_check_and_locks_out(backend, clock):
+    t, failures = backend
+    account = uuid.uuid4().hex
+    free = [t.attempt("code:account", account) for _ in range(5)]
+    assert free == [Decision(True, 0)] * 5
+    assert failures("code:account", account) == 5  # counted although nobody said "wrong"
+    assert t.attempt("code:account", account) == Decision(True, 0)  # the 6th goes ahead, then a block
+    assert t.attempt("code:account", account) == Decision(False, 2)
+    assert t.attempt("code:account", account) == Decision(False, 2)
+    assert failures("code:account", account) == 6  # refused attempts check nothing and count nothing
+    for delay in (2, 4, 8):  # the 7th, 8th, 9th
+        clock.advance(delay)
+        assert t.attempt("code:account", account) == Decision(True, 0)
+    clock.advance(16)
+    tenth = t.attempt("code:account", account)
+    assert tenth == Decision(True, 0, locks_out=True)  # a wrong 10th code starts the lock-out
+    assert t.attempt("code:account", account) == Decision(False, 6 * 3600)
+    clock.advance(6 * 3600 - 1)
+    assert t.check("code:account", account) == Decision(False, 1)
+    clock.advance(1)
+    assert t.attempt("code:account", account) == Decision(True, 0, locks_out=True)  # one more, 6 hours more
+    assert t.attempt("code:account", account) == Decision(False, 6 * 3600)
+    assert failures("code:account", account) == 11
+    t.success("code:account", account)  # a right code forgets it all
+    assert failures("code:account", account) is None
+    assert t.attempt("code:account", account) == Decision(True, 0)
+
+
+def test_code_budget_does_not_restart_after_the_old_window(backend, clock):
+    t, failures = backend
+    account = uuid.uuid4().hex
+    assert all(d.allowed for d in attempts(t, clock, account, 5, gap=60))
+    clock.advance(901)  # the old 15-minute window would have restarted the count here
+    assert t.attempt("code:account", account) == Decision(True, 0)
+    assert t.attempt("code:account", account) == Decision(False, 2)  # 6 so far: blocked, not free
+    clock.advance(3 * 86400)  # nor a few days later
+    assert all(not d.locks_out for d in attempts(t, clock, account, 3))
+    assert attempts(t, clock, account, 1) == [Decision(True, 0, locks_out=True)]
+    assert failures("code:account", account) == 10
+    # a day of trying from then on: 4 guesses, one per lock-out
+    allowed = [d for d in attempts(t, clock, account, 24 * 60, gap=60) if d.allowed]
+    assert len(allowed) == 4 and all(d.locks_out for d in allowed)
+
+
+def test_failures_of_the_lockout_policy_follow_the_same_steps(backend, clock):
+    t, _ = backend
+    account = uuid.uuid4().hex
+    fail(t, "code:account", account, 5)
+    assert [d.retry_after for d in fail(t, "code:account", account, 6)] == [2, 4, 8, 16, 21600, 21600]
+
+
+@pytest.mark.parametrize("kind", ["database", "redis"])
+def test_concurrent_attempts_never_exceed_the_budget(kind, app, clock, redis_url):
+    counters = DatabaseCounters() if kind == "database" else RedisCounters(redis_url)
+    t = Throttle(counters, now=clock)
+    account = uuid.uuid4().hex
+    start = threading.Barrier(8)
+
+    def worker():
+        with app.app_context():
+            start.wait()
+            return [t.attempt("code:account", account) for _ in range(10)]
+
+    with ThreadPoolExecutor(8) as pool:
+        decisions = [d for f in [pool.submit(worker) for _ in range(8)] for d in f.result()]
+    # the clock stands still: 5 free and the 6th, which starts the first block, and no more
+    assert sum(d.allowed for d in decisions) == 6
+    assert all(d == Decision(False, 2) for d in decisions if not d.allowed)
+    if kind == "redis":
+        counters.client.close()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from tests.conftest import Browser
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
@@ -278,3 +280,70 @@ def test_a_list_of_addresses_in_the_name_id_is_refused(live, idp, org):
     _refused(live, b, idp, request, response)
     with live.db():
         assert db.session.query(User).filter(User.email.like(f"%ceo@{domain}%")).count() == 0
+def _parked(server) -> int:
+    from idp.store import SamlInbox, db
+
+    with server.db():
+        return db.session.query(SamlInbox).count()
+
+
+def test_acs_refuses_an_oversized_relay_state_or_response_and_stores_nothing(live, idp, org):
+    from federation.saml import MAX_RESPONSE_BYTES
+    from idp.store import SecurityEvent, db
+
+    _, domain = org
+    b, request = _fresh_request(live, idp, domain, "heidi")
+    good, acs = idp.response(request, email=f"heidi@{domain}")
+    before = _parked(live)
+    for data, reason in (
+        ({"SAMLResponse": good, "RelayState": "r" * 81}, "RelayState longer than 80 bytes"),
+        ({"SAMLResponse": good, "RelayState": "é" * 41}, "RelayState longer than 80 bytes"),  # 82 bytes
+        ({"SAMLResponse": oversized(good, MAX_RESPONSE_BYTES + 1000), "RelayState": request["relay_state"]},
+         "response too large"),
+    ):
+        resp = b.http.post(acs, data=data, allow_redirects=False, timeout=30)
+        assert resp.status_code == 400 and "could not be completed" in resp.text, resp.text[:300]
+        with live.db():
+            event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
+                     .order_by(SecurityEvent.id.desc()).first())
+            assert event.detail["reason"] == reason
+    assert _parked(live) == before  # refused whole: nothing parked, not even a truncated copy
+    # 80 bytes is allowed (parked; this browser's own RelayState would not match it)
+    assert b.http.post(acs, data={"SAMLResponse": good, "RelayState": "r" * 80}, allow_redirects=False,
+                       timeout=30).status_code == 303
+    assert _parked(live) == before + 1
+    # and the real answer still signs in
+    assert "code" in redirect_params(_post(b, acs, good, request["relay_state"]))
+
+
+def test_acs_posts_past_the_budget_are_throttled_per_address(proxied, idp, tmp_path):
+    from idp.ratelimit import POLICIES, DatabaseCounters, Throttle
+    from idp.store import Org, db
+
+    name = "nat-" + secrets.token_hex(3)
+    assert proxied.idp("orgs", "create", name, "--domain", f"{name}.example").returncode == 0
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert proxied.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    with proxied.db():
+        acs = f"{proxied.issuer}/saml/{db.session.query(Org).filter_by(name=name).one().id}/acs"
+
+    def post(address: str) -> requests.Response:
+        return requests.post(acs, data={"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r"},
+                             headers={"X-Forwarded-For": address, "Accept-Language": "en"},
+                             allow_redirects=False, timeout=30)
+
+    # most of the budget spent already (as many posts would), the rest by posting
+    budget, last = POLICIES["saml:ip"].free, 40
+    with proxied.db():
+        t = Throttle(DatabaseCounters())
+        assert all(t.failure("saml:ip", "203.0.113.77").allowed for _ in range(budget - last))
+    with ThreadPoolExecutor(8) as pool:  # a company's NAT: many people at once
+        statuses = list(pool.map(lambda _: post("203.0.113.77").status_code, range(last)))
+    assert statuses == [303] * last
+    parked = _parked(proxied)
+    refused = post("203.0.113.77")
+    assert refused.status_code == 429 and "Too many attempts. Try again in" in refused.text
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert _parked(proxied) == parked  # a throttled post stores nothing
+    assert post("203.0.113.78").status_code == 303  # another address is not slowed down

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pyotp
+import pytest
+import requests
 
-from tests.conftest import Browser
+from tests.conftest import Browser, csrf_of
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
 
 
@@ -141,3 +146,100 @@ def test_max_age_asks_a_stale_factor_again_even_on_a_trusted_device(live):
     assert "code" in redirect_params(b.submit(page, {"code": codes[1]}))
     # a generous max_age is satisfied by the fresh factor
     assert "code" in redirect_params(b.get(authorize_url(live.issuer, client_id, max_age="600")))
+
+
+def _at_code_step(live, email) -> tuple[Browser, requests.Response]:
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, "second-factor-pw")
+    assert "Confirm your identity" in page.text
+    return b, page
+
+
+def test_concurrent_wrong_codes_stay_within_the_budget(live):
+    from idp.ratelimit import POLICIES
+    from idp.store import SecurityEvent, User, db
+
+    _, secret, _ = _enrol(live, "race-codes@example.com")
+    b, page = _at_code_step(live, "race-codes@example.com")
+    action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+    form = {"csrf_token": csrf_of(page.text)}
+    start = threading.Barrier(20)
+
+    def guess(i: int) -> int:
+        http = requests.Session()  # one connection each, the same browser's cookies
+        http.cookies.update(b.http.cookies)
+        start.wait()
+        return http.post(live.issuer + action, data={**form, "code": f"{i:06d}"}, allow_redirects=False,
+                         timeout=30).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(guess, range(20)))
+    budget = POLICIES["code:account"].free + 1  # the free ones and the one that starts the first block
+    assert statuses.count(401) + statuses.count(429) == 20, statuses
+    assert 1 <= statuses.count(401) <= budget, statuses
+    with live.db():
+        user = db.session.query(User).filter_by(email="race-codes@example.com").one()
+        checked = db.session.query(SecurityEvent).filter_by(user_id=user.id, kind="signin.failure").count()
+        assert checked == statuses.count(401)  # a 429 never reached the code check
+
+
+def _past_attempts(live, user_id: str, count: int) -> None:
+    """`count` wrong codes an hour ago, a minute apart: the doubling delays are long over."""
+    from idp.ratelimit import DatabaseCounters, Throttle
+    from idp.store import utcnow
+
+    moments = iter([utcnow() - timedelta(hours=1) + timedelta(minutes=i) for i in range(count)])
+    with live.db():
+        t = Throttle(DatabaseCounters(), now=lambda: next(moments))
+        assert all(t.attempt("code:account", user_id).allowed for _ in range(count))
+
+
+LOCKOUT_MAIL = {  # (subject, words of the body) in the person's language
+    None: ("Too many wrong verification codes for your account", ("10 wrong verification codes", "6 hours")),
+    "fr": ("Trop de codes de vérification erronés pour votre compte",
+           ("10 codes de vérification erronés", "6 heures")),
+}
+
+
+@pytest.mark.parametrize("locale", [None, "fr"])
+def test_lock_out_after_ten_wrong_codes_mails_the_owner(live, locale):
+    from idp.ratelimit import POLICIES
+    from idp.store import SecurityEvent, User, db
+    from tests.smtp import body_of, link_in
+
+    policy = POLICIES["code:account"]
+    email = f"locked-out-{locale or 'en'}@example.com"
+    _, secret, codes = _enrol(live, email)
+    with live.db():
+        user = db.session.query(User).filter_by(email=email).one()
+        user.locale = locale
+        db.session.commit()
+        user_id = user.id
+    _past_attempts(live, user_id, policy.lockout_after - 1)
+    b, page = _at_code_step(live, email)
+    assert live.mailbox.to(email) == []
+    wrong = b.submit(page, {"code": "000000"})  # the 10th wrong code in a row
+    assert wrong.status_code == 401 and "This code is not right" in wrong.text
+    (mail,) = live.mailbox.wait_for(email)
+    subject, words = LOCKOUT_MAIL[locale]
+    assert str(mail["Subject"]) == subject
+    assert all(w in body_of(mail) for w in words), body_of(mail)
+    assert link_in(mail, live.issuer) == f"{live.issuer}/password/forgot"
+    # now even the right code, or a recovery code, waits for hours
+    for code in (_code_at(secret, 1), codes[0]):
+        blocked = b.submit(page, {"code": code})
+        assert blocked.status_code == 429 and "Too many attempts" in blocked.text
+        assert policy.lockout - 60 <= int(blocked.headers["Retry-After"]) <= policy.lockout
+    with live.db():
+        kinds = [e.kind for e in db.session.query(SecurityEvent).filter_by(user_id=user_id)]
+        assert kinds.count("mfa.locked") == 1
+    time.sleep(0.5)
+    assert len(live.mailbox.to(email)) == 1  # one lock-out, one mail
+
+
+def test_a_code_in_other_digits_is_just_wrong(live):
+    _enrol(live, "arabic-digits@example.com")
+    b, page = _at_code_step(live, "arabic-digits@example.com")
+    for code in ("١٢٣٤٥٦", "１２３４５６", "12345²"):
+        resp = b.submit(page, {"code": code})
+        assert resp.status_code == 401 and "This code is not right" in resp.text, code

@@ -64,8 +64,12 @@ def qr_svg(uri: str) -> str:
     return segno.make(uri, error="m").svg_inline(scale=4, omitsize=False)
 
 
+ASCII_DIGITS = frozenset("0123456789")
+
+
 def _matching_step(secret: str, code: str, now: float) -> int | None:
-    code = "".join(ch for ch in code if ch.isdigit())
+    # ASCII digits only: str.isdigit() also takes "١٢٣" and "²", which compare_digest refuses.
+    code = "".join(ch for ch in code if ch in ASCII_DIGITS)
     if len(code) != 6:
         return None
     totp = pyotp.TOTP(secret)

@@ -15,12 +15,14 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from flask_babel import gettext as _
 
 from federation.discovery import domain_of
-from federation.saml import SamlError
+from federation.saml import MAX_RESPONSE_BYTES, SamlError
 
 from .. import audit, orgs
 from ..accounts import just_in_time
+from ..ratelimit import throttle
 from ..single_use import claim
 from ..store import Org, SamlInbox, User, db, new_secret, utcnow
+from .throttling import wait_message
 from .views import first_factor_passed, pending_request
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,10 @@ bp = Blueprint("enterprise", __name__)
 
 REQUEST_TTL = 600
 INBOX_TTL = timedelta(minutes=2)
+# SAML bindings §3.4.3 and §3.5.3: RelayState MUST NOT exceed 80 bytes (ours are 22).
+MAX_RELAY_STATE_BYTES = 80
+# The base64 of the largest response `ServiceProvider.validate` would read.
+MAX_POSTED_RESPONSE = MAX_RESPONSE_BYTES * 4 // 3 + 4
 AMR_FEDERATED = ["fed"]
 
 
@@ -46,12 +52,26 @@ def start_sso(org: Org, req: str | None):
 
 @bp.post("/saml/<org_id>/acs")
 def acs(org_id: str):
-    """The IdP's POST: parked, then a redirect, so the next request carries our cookies."""
+    """The IdP's POST: parked, then a redirect, so the next request carries our cookies.
+
+    Anyone can post here, and a parked response is stored before anything is checked: every
+    post counts against the client's address ("saml:ip"), and a post that could never be
+    valid is refused whole, with nothing stored.
+    """
+    decision = throttle().failure("saml:ip", request.remote_addr or "")
+    if not decision.allowed:
+        return render_template("error.html", message=wait_message(decision.retry_after)), 429, {
+            "Retry-After": str(decision.retry_after)}
     org = db.session.get(Org, org_id[:32])
     response = request.form.get("SAMLResponse")
+    relay_state = request.form.get("RelayState")
     if org is None or not org.saml_metadata or not response:
         return refuse_enterprise(None, org, "no SAML response for a known org")
-    row = SamlInbox(org_id=org.id, saml_response=response[:400_000], relay_state=request.form.get("RelayState"),
+    if len(response) > MAX_POSTED_RESPONSE:
+        return refuse_enterprise(None, org, "response too large")
+    if relay_state is not None and len(relay_state.encode()) > MAX_RELAY_STATE_BYTES:
+        return refuse_enterprise(None, org, "RelayState longer than 80 bytes")
+    row = SamlInbox(org_id=org.id, saml_response=response, relay_state=relay_state,
                     expires_at=utcnow() + INBOX_TTL)
     db.session.add(row)
     db.session.commit()

@@ -265,7 +265,7 @@ def second_factor():
     if request.method == "GET":
         return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user))
     limits = throttle()
-    decision = limits.check("code:account", user.id)
+    decision = limits.attempt("code:account", user.id)  # counted before the code is checked: no race
     if not decision.allowed:
         audit.record("signin.throttled", user, method="otp")
         return too_many_attempts("signin/verify.html", decision, req=req, passkey=passkeys.has_passkey(user))
@@ -276,7 +276,10 @@ def second_factor():
         extra = AMR_RECOVERY
         audit.record("recovery.used", user)
     else:
-        limits.failure("code:account", user.id)
+        if decision.locks_out:
+            from ..mfa.lockout import second_factor_locked
+
+            second_factor_locked(user)
         audit.record("signin.failure", user, method="otp")
         return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user),
                                error=_("This code is not right. Try again.")), 401
