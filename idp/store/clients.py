@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db, digest, utcnow
@@ -95,6 +95,8 @@ class Client(ClientPolicy, db.Model):
     # to people as "not verified", with the host they send people back to.
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
+    # The person who registered it in the developer portal; null for operator-made clients.
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     # RFC 7592: the registration access token, by hash; null for operator-made clients.
     registration_token_hash: Mapped[str | None] = mapped_column(String(64))
     metadata_extra: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -119,6 +121,7 @@ class ClientRecord(ClientPolicy):
     first_party: bool
     verified: bool
     backchannel_logout_uri: str | None
+    owner_id: str | None
     registration_token_hash: str | None
     metadata_extra: dict
     created_at: datetime
