@@ -37,11 +37,21 @@ class Settings:
     remember_me_ttl: int = 30 * 24 * 3600
     # How long a process trusts its cached copy of the key ring.
     key_cache_seconds: float = 1.0
+    # Non-public networks this server may send requests to (IDP_OUTBOUND_ALLOW);
+    # None: loopback when the issuer is on loopback, else none.
+    outbound_allow: tuple | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def secure_cookies(self) -> bool:
         return self.issuer.startswith("https://")
+
+    @property
+    def outbound_networks(self) -> tuple:
+        """The networks outside the public internet that server-initiated requests may reach."""
+        from .outbound import default_allow_list
+
+        return default_allow_list(self.issuer) if self.outbound_allow is None else self.outbound_allow
 
     @property
     def max_token_ttl(self) -> int:
@@ -67,6 +77,14 @@ class Settings:
         log_level = env.get("IDP_LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("IDP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        outbound_allow = None
+        if env.get("IDP_OUTBOUND_ALLOW", "").strip():
+            from .outbound import parse_allow_list
+
+            try:
+                outbound_allow = parse_allow_list(env["IDP_OUTBOUND_ALLOW"])
+            except ValueError as err:
+                raise ConfigError(f"IDP_OUTBOUND_ALLOW must be comma-separated CIDRs or none: {err}") from None
         values = dict(
             issuer=issuer,
             instance_dir=instance_dir,
@@ -78,6 +96,7 @@ class Settings:
             redis_url=env.get("IDP_REDIS_URL") or None,
             registration=registration,
             log_level=log_level,
+            outbound_allow=outbound_allow,
         )
         values.update(overrides)
         return cls(**values)
