@@ -406,7 +406,8 @@ class Outbound:
         try:
             resp = session.request(method, url, data=data, headers=sent_headers, auth=auth, verify=self.verify,
                                    allow_redirects=False, stream=True,
-                                   timeout=(min(CONNECT_TIMEOUT, remaining), max(remaining, 0.001)))
+                                   # the deadline's watchdog ends slow reads; this is a backstop
+                                   timeout=(min(CONNECT_TIMEOUT, remaining), remaining + 1))
             try:
                 if resp.is_redirect or 300 <= resp.status_code < 400:
                     raise OutboundError(f"HTTP {resp.status_code}: redirects are not followed")
