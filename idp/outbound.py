@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import socket
 import threading
@@ -144,8 +145,18 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-# Name lookups run here so a slow resolver is bounded by our deadline (getaddrinfo has none).
-_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="idp-outbound-dns")
+# Name lookups run in these threads so a slow resolver is bounded by our deadline (getaddrinfo
+# has none). One pool per process: threads do not survive the fork into server workers.
+_lookups: tuple[int, ThreadPoolExecutor] | None = None
+_lookups_lock = threading.Lock()
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    global _lookups
+    with _lookups_lock:
+        if _lookups is None or _lookups[0] != os.getpid():
+            _lookups = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="idp-outbound-dns"))
+        return _lookups[1]
 
 
 # --- the deadline ---------------------------------------------------------------------------
@@ -348,7 +359,7 @@ class Outbound:
         if timeout <= 0:
             raise OutboundError(f"no time left to resolve {host}")
         try:
-            return list(_LOOKUPS.submit(self.resolver, host, port).result(timeout))
+            return list(_lookup_pool().submit(self.resolver, host, port).result(timeout))
         except FutureTimeout:
             raise OutboundError(f"resolving {host} timed out") from None
         except (OSError, UnicodeError) as err:
