@@ -3,6 +3,8 @@ PKCE, state and nonce, and a validated `UpstreamIdentity` at the end.
 
 This module speaks to providers and checks what they return; it stores nothing
 and never decides which account an identity signs in to (that is `idp`'s job).
+Every request goes through the outbound guard it is given (`idp.outbound.Outbound`):
+public addresses only, https, capped answers and a total deadline.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-import requests
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-TIMEOUT = (5, 10)  # connect, read: a provider that hangs must not hold the person's page
+from idp.outbound import Outbound, OutboundError
+
+DEADLINE = 10.0  # seconds for each request: a provider that hangs must not hold the person's page
 CLOCK_SKEW = 120
+# What Microsoft's multi-tenant discovery documents say (OpenID Connect Discovery §4.3 wants
+# the configured issuer; this template is the one known exception, filled from `tid`).
+MICROSOFT_TENANT_ISSUER = "https://login.microsoftonline.com/{tenantid}/v2.0"
 
 
 @dataclass(frozen=True)
@@ -84,18 +90,38 @@ def label_for(name: str) -> str:
     return BUILT_IN[name].label if name in BUILT_IN else name.replace("-", " ").replace("_", " ").title()
 
 
-def discover(issuer: str) -> dict:
-    """The provider's OpenID Connect discovery document."""
-    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+def issuer_matches(configured: str, discovered) -> bool:
+    """The discovered `issuer` is the configured one, exactly (OpenID Connect Discovery §4.3),
+    or Microsoft's multi-tenant template for the built-in multi-tenant issuer."""
+    if discovered == configured:
+        return True
+    return configured == BUILT_IN["microsoft"].issuer and discovered == MICROSOFT_TENANT_ISSUER
+
+
+def _get_json(http: Outbound, url: str, what: str, **kwargs) -> dict:
     try:
-        resp = requests.get(url, timeout=TIMEOUT)
-        resp.raise_for_status()
-        meta = resp.json()
-    except (requests.RequestException, ValueError) as err:
-        raise UpstreamError("unavailable", f"discovery at {url} failed: {err}") from None
+        resp = http.get(url, deadline=DEADLINE, headers={"Accept": "application/json"}, **kwargs)
+        if resp.status != 200:
+            raise UpstreamError("unavailable", f"{what} at {url} answered HTTP {resp.status}")
+        data = resp.json()
+    except OutboundError as err:
+        raise UpstreamError("unavailable", f"{what} at {url} failed: {err}") from None
+    except ValueError:
+        raise UpstreamError("unavailable", f"{what} at {url} is not JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamError("unavailable", f"{what} at {url} is not a JSON object")
+    return data
+
+
+def discover(issuer: str, http: Outbound) -> dict:
+    """The provider's OpenID Connect discovery document, for this very issuer."""
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    meta = _get_json(http, url, "discovery")
     for field in ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri"):
         if not isinstance(meta.get(field), str):
             raise UpstreamError("unavailable", f"discovery at {url} lacks {field}")
+    if not issuer_matches(issuer, meta["issuer"]):
+        raise UpstreamError("unavailable", f"discovery at {url} names another issuer: {meta['issuer']!r}")
     return meta
 
 
@@ -117,7 +143,7 @@ def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: 
     return provider.metadata["authorization_endpoint"] + "?" + urlencode(params)
 
 
-def _exchange(provider: Provider, code: str, redirect_uri: str, verifier: str) -> dict:
+def _exchange(provider: Provider, code: str, redirect_uri: str, verifier: str, http: Outbound) -> dict:
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
             "code_verifier": verifier}
     auth = None
@@ -128,26 +154,27 @@ def _exchange(provider: Provider, code: str, redirect_uri: str, verifier: str) -
     else:
         data.update(client_id=provider.client_id, client_secret=provider.client_secret)
     try:
-        resp = requests.post(provider.metadata["token_endpoint"], data=data, auth=auth, timeout=TIMEOUT,
-                             headers={"Accept": "application/json"})
-    except requests.RequestException as err:
+        resp = http.post(provider.metadata["token_endpoint"], data=data, auth=auth, deadline=DEADLINE,
+                         headers={"Accept": "application/json"})
+    except OutboundError as err:
         raise UpstreamError("unavailable", f"token endpoint unreachable: {err}") from None
     try:
         body = resp.json()
     except ValueError:
         body = {}
-    if resp.status_code != 200 or "access_token" not in body:
-        raise UpstreamError("invalid", f"token endpoint answered {resp.status_code}: {body.get('error')}")
+    if not isinstance(body, dict):
+        body = {}
+    if resp.status != 200 or "access_token" not in body:
+        raise UpstreamError("invalid", f"token endpoint answered {resp.status}: {body.get('error')}")
     return body
 
 
-def fetch_jwks(uri: str) -> KeySet:
+def fetch_jwks(uri: str, http: Outbound) -> KeySet:
+    data = _get_json(http, uri, "JWKS")
     try:
-        resp = requests.get(uri, timeout=TIMEOUT)
-        resp.raise_for_status()
-        return KeySet.import_key_set(resp.json())
-    except (requests.RequestException, ValueError, JoseError) as err:
-        raise UpstreamError("unavailable", f"JWKS at {uri} failed: {err}") from None
+        return KeySet.import_key_set(data)
+    except (ValueError, TypeError, KeyError, JoseError) as err:
+        raise UpstreamError("unavailable", f"JWKS at {uri} is unusable: {err}") from None
 
 
 def expected_issuer(metadata_issuer: str, claims: dict) -> str:
@@ -191,29 +218,32 @@ def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySe
     return claims
 
 
-def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, nonce: str) -> UpstreamIdentity:
+def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, nonce: str,
+             http: Outbound) -> UpstreamIdentity:
     """Exchange the code and return who the provider says this is."""
-    tokens = _exchange(provider, code, redirect_uri, verifier)
+    tokens = _exchange(provider, code, redirect_uri, verifier, http)
     if provider.issuer:
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             raise UpstreamError("invalid", "no ID token in the token response")
-        claims = validate_id_token(provider, id_token, nonce, fetch_jwks(provider.metadata["jwks_uri"]))
+        claims = validate_id_token(provider, id_token, nonce, fetch_jwks(provider.metadata["jwks_uri"], http))
         return UpstreamIdentity(
             provider=provider.name, subject=claims["sub"], email=claims.get("email"),
             email_verified=bool(claims.get("email_verified")), name=claims.get("name"),
             given_name=claims.get("given_name"), family_name=claims.get("family_name"))
-    return _facebook_profile(provider, tokens["access_token"])
+    return _facebook_profile(provider, tokens["access_token"], http)
 
 
-def _facebook_profile(provider: Provider, access_token: str) -> UpstreamIdentity:
+def _facebook_profile(provider: Provider, access_token: str, http: Outbound) -> UpstreamIdentity:
     try:
-        resp = requests.get(provider.profile_endpoint, headers={"Authorization": f"Bearer {access_token}"},
-                            timeout=TIMEOUT)
+        resp = http.get(provider.profile_endpoint, headers={"Authorization": f"Bearer {access_token}"},
+                        deadline=DEADLINE)
         profile = resp.json()
-    except (requests.RequestException, ValueError) as err:
+    except OutboundError as err:
         raise UpstreamError("unavailable", f"profile unavailable: {err}") from None
-    if resp.status_code != 200 or not isinstance(profile.get("id"), str):
+    except ValueError:
+        raise UpstreamError("unavailable", "profile is not JSON") from None
+    if resp.status != 200 or not isinstance(profile, dict) or not isinstance(profile.get("id"), str):
         raise UpstreamError("invalid", "profile without id")
     return UpstreamIdentity(provider=provider.name, subject=profile["id"], email=profile.get("email"),
                             email_verified=False, name=profile.get("name"),

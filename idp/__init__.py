@@ -71,8 +71,9 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
 
     app.extensions["idp.keyring"] = make_key_ring(settings)
 
-    from . import audit, backchannel, i18n, mail, ratelimit, security, sessions
+    from . import audit, backchannel, i18n, mail, outbound, ratelimit, security, sessions
 
+    outbound.init_app(app, settings)
     i18n.init_app(app)
     security.init_app(app)
     mail.init_app(app)

@@ -5,25 +5,30 @@ Signing out queues one logout token per (product, browser session) in the
 process sends them (`deliver_due`), so a page never waits on a product. Rows are
 claimed with a conditional UPDATE, so several processes never send the same row
 at the same time, and failures are retried with exponential backoff.
+
+A product that never answers must not delay everyone else's logouts: each POST goes
+through the outbound guard with a short total deadline, a delivery round takes at most
+PER_CLIENT_PER_ROUND rows of a product and sends to several products at once, a failure
+holds back the product's other rows until the failed one is retried, and a product
+keeps at most MAX_PENDING_PER_CLIENT undelivered rows (the oldest are given up).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from flask import current_app
 from joserfc import jws
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
+from . import outbound
 from .store import BackchannelDelivery, Client, Grant, db, new_secret, utcnow
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,11 @@ TOKEN_TTL = 120  # seconds a logout token is valid
 RESIGN_BELOW = 60  # a stored token with less life left than this is signed afresh before sending
 GRANT_LOOKBACK = timedelta(days=30)  # grants older than this are not notified
 CLAIM_FOR = timedelta(seconds=30)  # how long a process owns a row it is sending
-HTTP_TIMEOUT = 5  # seconds
+POST_DEADLINE = 5.0  # seconds for a whole POST, connection to last byte
+RESPONSE_LIMIT = 64 * 1024  # bytes read of a product's answer (it should be empty)
+PER_CLIENT_PER_ROUND = 2  # rows of one product sent in one delivery round
+MAX_PENDING_PER_CLIENT = 1000  # undelivered rows a product may have; older ones are given up
+SENDERS = 4  # products sent to at the same time by one process
 MAX_ATTEMPTS = 10
 MAX_BACKOFF = 3600  # seconds
 GAVE_UP = datetime(9999, 1, 1)  # next_attempt_at of a row that is no longer retried
@@ -116,44 +125,59 @@ def queue_logouts(user_id: str, session_ids: list[str] | None) -> int:
     db.session.commit()
     if targets:
         log.info("queued %d back-channel logout(s) for user %s", len(targets), user_id)
+        for client_id in sorted({t[0] for t in targets}):
+            _bound_queue(client_id)
     return len(targets)
+
+
+def _pending(client_id: str):
+    return (
+        BackchannelDelivery.client_id == client_id,
+        BackchannelDelivery.delivered_at.is_(None),
+        BackchannelDelivery.attempts < MAX_ATTEMPTS,
+        BackchannelDelivery.next_attempt_at < GAVE_UP,
+    )
+
+
+def _bound_queue(client_id: str) -> int:
+    """Give up a product's oldest undelivered rows beyond MAX_PENDING_PER_CLIENT (a product
+    that never answers would otherwise grow its queue without end). Returns how many."""
+    excess = db.session.execute(
+        select(func.count()).select_from(BackchannelDelivery).where(*_pending(client_id))
+    ).scalar_one() - MAX_PENDING_PER_CLIENT
+    if excess <= 0:
+        return 0
+    oldest = db.session.execute(
+        select(BackchannelDelivery.id).where(*_pending(client_id))
+        .order_by(BackchannelDelivery.created_at, BackchannelDelivery.id).limit(excess)
+    ).scalars().all()
+    db.session.execute(
+        update(BackchannelDelivery).where(BackchannelDelivery.id.in_(oldest))
+        .values(next_attempt_at=GAVE_UP, last_error="given up: too many undelivered logouts for this product")
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    log.warning("back-channel logout queue of client %s is full (%d undelivered): gave up the %d oldest",
+                client_id, MAX_PENDING_PER_CLIENT, len(oldest))
+    return len(oldest)
 
 
 # --- delivery -----------------------------------------------------------------------------
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is a failed delivery: following it would turn the POST into a GET."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
-
-
 def _post(uri: str, token: str) -> str | None:
-    """POST the token to `uri`; None on success (200 or 204), else a short reason."""
-    body = urlencode({"logout_token": token}).encode()
-    request = urllib.request.Request(uri, data=body, method="POST", headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Accept": "*/*",
-        "User-Agent": "myaccount-backchannel-logout",
-    })
+    """POST the token to `uri` through the outbound guard; None on success (200 or 204),
+    else a short reason."""
     try:
-        with _OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
-            response.read(4096)
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return f"HTTP {exc.code}"
-    except urllib.error.URLError as exc:
-        return f"unreachable: {exc.reason}"[:200]
-    except TimeoutError:
-        return "timed out"
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"[:200]
-    return None if status in (200, 204) else f"HTTP {status}"
+        response = outbound.current().post(
+            uri, data={"logout_token": token}, deadline=POST_DEADLINE, max_bytes=RESPONSE_LIMIT,
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "*/*",
+                     "User-Agent": "myaccount-backchannel-logout"})
+    except outbound.DestinationRefused as err:
+        return f"refused: {err}"[:200]
+    except outbound.OutboundError as err:
+        return str(err)[:200]
+    return None if response.status in (200, 204) else f"HTTP {response.status}"
 
 
 def _due(now: datetime):
@@ -198,16 +222,35 @@ def _failed(row_id: str, client_id: str, attempts: int, reason: str, *, final: b
             **values) -> None:
     attempts += 1
     now = utcnow()
+    retry_at = now + timedelta(seconds=min(5 * 2 ** attempts, MAX_BACKOFF))
     if final or attempts >= MAX_ATTEMPTS:
         next_at = GAVE_UP
         log.warning("back-channel logout %s to client %s abandoned after %d attempt(s): %s",
                     row_id, client_id, attempts, reason)
     else:
-        next_at = now + timedelta(seconds=min(5 * 2 ** attempts, MAX_BACKOFF))
+        next_at = retry_at
         log.info("back-channel logout %s to client %s failed (attempt %d): %s",
                  row_id, client_id, attempts, reason)
     _record(row_id, {**values, "attempts": attempts, "last_error": reason[:200], "next_attempt_at": next_at,
                      "claimed_until": None})
+    if not final:
+        _hold_back_others(row_id, client_id, retry_at)
+
+
+def _hold_back_others(row_id: str, client_id: str, until: datetime) -> None:
+    """A product that failed once is likely down for all its rows: its other due rows wait
+    until this one's retry, so a product that never answers costs one POST per backoff
+    step, not one per queued logout."""
+    now = utcnow()
+    db.session.execute(
+        update(BackchannelDelivery)
+        .where(*_pending(client_id), BackchannelDelivery.id != row_id,
+               BackchannelDelivery.next_attempt_at < until,
+               or_(BackchannelDelivery.claimed_until.is_(None), BackchannelDelivery.claimed_until < now))
+        .values(next_attempt_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
 
 
 def _deliver_one(row_id: str) -> bool | None:
@@ -239,21 +282,64 @@ def _deliver_one(row_id: str) -> bool | None:
         return False
 
 
+def _round(limit: int) -> dict[str, list[str]]:
+    """Due rows for one round, at most PER_CLIENT_PER_ROUND per product, oldest first:
+    {client_id: [row ids]}. Every product with due rows gets its turn before any gets a second."""
+    now = utcnow()
+    rank = func.row_number().over(
+        partition_by=BackchannelDelivery.client_id,
+        order_by=(BackchannelDelivery.next_attempt_at, BackchannelDelivery.created_at, BackchannelDelivery.id),
+    ).label("rank")
+    ranked = select(BackchannelDelivery.id, BackchannelDelivery.client_id, BackchannelDelivery.next_attempt_at,
+                    rank).where(*_due(now)).subquery()
+    rows = db.session.execute(
+        select(ranked.c.id, ranked.c.client_id).where(ranked.c.rank <= PER_CLIENT_PER_ROUND)
+        .order_by(ranked.c.rank, ranked.c.next_attempt_at, ranked.c.id).limit(limit)
+    ).all()
+    db.session.commit()
+    batches: dict[str, list[str]] = {}
+    for row_id, client_id in rows:
+        batches.setdefault(client_id, []).append(row_id)
+    return batches
+
+
+def _send_batch(app, row_ids: list[str]) -> tuple[int, int]:
+    """Send one product's rows of a round in order, in an app context of this thread;
+    stops at the first failure (its other rows were held back). (sent, delivered)."""
+    sent = delivered = 0
+    with app.app_context():
+        for row_id in row_ids:
+            outcome = _deliver_one(row_id)
+            if outcome is None:
+                continue
+            sent += 1
+            if not outcome:
+                break
+            delivered += 1
+    return sent, delivered
+
+
 def _deliver(limit: int) -> tuple[int, int]:
-    """(rows this process sent, rows delivered); never raises."""
+    """(rows this process sent, rows delivered), in rounds until `limit` rows were sent or
+    nothing is due; never raises."""
     sent = delivered = 0
     try:
-        now = utcnow()
-        ids = db.session.execute(
-            select(BackchannelDelivery.id).where(*_due(now))
-            .order_by(BackchannelDelivery.next_attempt_at).limit(limit)
-        ).scalars().all()
-        db.session.commit()
-        for row_id in ids:
-            outcome = _deliver_one(row_id)
-            if outcome is not None:
-                sent += 1
-                delivered += 1 if outcome else 0
+        app = current_app._get_current_object()
+        while sent < limit:
+            batches = _round(limit - sent)
+            if not batches:
+                break
+            if len(batches) == 1:
+                results = [_send_batch(app, ids) for ids in batches.values()]
+            else:
+                with ThreadPoolExecutor(max_workers=min(SENDERS, len(batches)),
+                                        thread_name_prefix="idp-backchannel-send") as pool:
+                    results = list(pool.map(lambda ids: _send_batch(app, ids), batches.values()))
+            round_sent = sum(r[0] for r in results)
+            sent += round_sent
+            delivered += sum(r[1] for r in results)
+            if round_sent == 0:  # every row was taken by another process
+                break
     except Exception:
         log.exception("back-channel logout delivery round failed")
         try:

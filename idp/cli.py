@@ -143,6 +143,8 @@ def cmd_clients_create(args) -> None:
     }
     if args.scope:
         meta["scope"] = args.scope
+    if args.backchannel_logout_uri:
+        meta["backchannel_logout_uri"] = args.backchannel_logout_uri
     if args.jwks:
         try:
             with open(args.jwks) as f:
@@ -286,13 +288,27 @@ def cmd_social_add(args) -> None:
         raise CommandError("--client-id and --client-secret must not be empty")
     app = _app()
     with app.app_context():
-        add_provider(name, args.client_id, args.client_secret, args.issuer.rstrip("/") if args.issuer else None)
+        if args.issuer:
+            _check_issuer(args.issuer)
+        # Kept exactly as given: discovery must name this very issuer (OpenID Connect Discovery §4.3).
+        add_provider(name, args.client_id, args.client_secret, args.issuer or None)
         uri = redirect_uri(name)
     if args.json:
         _print_json({"provider": name, "issuer": args.issuer or (BUILT_IN[name].issuer if name in BUILT_IN else None),
                      "client_id": args.client_id, "redirect_uri": uri})
     else:
         print(f"enabled {name}; register this redirect URI at the provider: {uri}")
+
+
+def _check_issuer(issuer: str) -> None:
+    """An issuer this server may fetch discovery from: https (http only to an allow-listed
+    loopback address), a usual port, no non-public address (inside an app context)."""
+    from .outbound import DestinationRefused, current
+
+    try:
+        current().check_url(issuer.rstrip("/") + "/.well-known/openid-configuration")
+    except DestinationRefused as err:
+        raise CommandError(f"--issuer refused: {err}") from None
 
 
 def _org(name: str):
@@ -342,8 +358,9 @@ def cmd_orgs_oidc(args) -> None:
     app = _app()
     with app.app_context():
         org = _org(args.org)
+        _check_issuer(args.issuer)
         name = enterprise_provider_name(org.id)
-        add_provider(name, args.client_id, args.client_secret, args.issuer.rstrip("/"), org_id=org.id)
+        add_provider(name, args.client_id, args.client_secret, args.issuer, org_id=org.id)
         uri = redirect_uri(name)
     if args.json:
         _print_json({"org": org.name, "issuer": args.issuer, "client_id": args.client_id, "redirect_uri": uri})
@@ -416,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scope")
     c.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
     c.add_argument("--jwks", help="file with the client's public JWK Set (private_key_jwt)")
+    c.add_argument("--backchannel-logout-uri", help="where this server POSTs logout tokens (Back-Channel Logout)")
     c.add_argument("--public", action="store_true")
     c.add_argument("--first-party", action="store_true")
     c.add_argument("--json", action="store_true")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 from urllib.parse import urlsplit
 
+from . import outbound
 from .oauth.claims import SCOPES
+from .outbound import DestinationRefused, Outbound, is_loopback_host
 from .store import Client, db, digest, new_secret
 from .store.clients import AUTH_METHODS, GRANT_TYPES
 
@@ -22,16 +24,46 @@ class ClientMetadataError(ValueError):
         self.description = description
 
 
+# Schemes that run code or read local data in the browser: never a redirect target.
+FORBIDDEN_SCHEMES = ("javascript", "data", "file", "vbscript", "blob", "filesystem", "about")
+
+
 def _check_uri(uri, what: str, error: str) -> str:
+    """A redirect URI (RFC 9700 §2.1, RFC 8252 §7): `https` anywhere, `http` only on
+    loopback hosts, or a native app's private-use scheme (`com.example.app:/cb`); no
+    fragment, no wildcard."""
     if not isinstance(uri, str) or not uri:
         raise ClientMetadataError(error, f"{what} must be a non-empty string")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ClientMetadataError(error, f"{what} is not a valid URI: {uri}") from None
     if not parts.scheme or parts.fragment or ("#" in uri):
         raise ClientMetadataError(error, f"{what} must be an absolute URI without a fragment: {uri}")
-    if parts.scheme in ("http", "https") and not parts.netloc:
-        raise ClientMetadataError(error, f"{what} has no host: {uri}")
-    if parts.scheme in ("javascript", "data", "file", "vbscript"):
+    if parts.scheme in FORBIDDEN_SCHEMES:
         raise ClientMetadataError(error, f"{what} uses a forbidden scheme: {uri}")
+    if "*" in parts.netloc:
+        raise ClientMetadataError(error, f"{what} cannot hold a wildcard: {uri}")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ClientMetadataError(error, f"{what} has no host: {uri}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ClientMetadataError(
+            error, f"{what} must use https; http only for loopback (127.0.0.1, [::1], localhost): {uri}")
+    return uri
+
+
+def _check_backchannel_uri(uri, destinations: Outbound) -> str:
+    """This server POSTs to it: the URL must pass the outbound guard (public address or
+    allow-listed, https unless allow-listed loopback, usual ports)."""
+    if not isinstance(uri, str) or not uri:
+        raise ClientMetadataError("invalid_client_metadata", "backchannel_logout_uri must be a non-empty string")
+    if "#" in uri:  # Back-Channel Logout 1.0 §2.2
+        raise ClientMetadataError("invalid_client_metadata", f"backchannel_logout_uri has a fragment: {uri}")
+    try:
+        destinations.check_url(uri)
+    except DestinationRefused as err:
+        raise ClientMetadataError("invalid_client_metadata", f"backchannel_logout_uri refused: {err}") from None
     return uri
 
 
@@ -43,8 +75,9 @@ def _uri_list(value, what: str, error: str) -> list[str]:
     return [_check_uri(u, what, error) for u in value]
 
 
-def validate_metadata(meta: dict) -> dict:
-    """Normalized client metadata, or ClientMetadataError."""
+def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
+    """Normalized client metadata, or ClientMetadataError. `destinations`: the guard the
+    back-channel logout URI must pass (the current app's by default)."""
     if not isinstance(meta, dict):
         raise ClientMetadataError("invalid_client_metadata", "the body must be a JSON object")
     auth_method = meta.get("token_endpoint_auth_method") or "client_secret_basic"
@@ -77,7 +110,7 @@ def validate_metadata(meta: dict) -> dict:
         raise ClientMetadataError("invalid_client_metadata", "private_key_jwt needs jwks")
     backchannel = meta.get("backchannel_logout_uri")
     if backchannel is not None:
-        _check_uri(backchannel, "backchannel_logout_uri", "invalid_client_metadata")
+        _check_backchannel_uri(backchannel, destinations or outbound.current())
     name = meta.get("client_name") or "Unnamed application"
     if not isinstance(name, str) or len(name) > 200:
         raise ClientMetadataError("invalid_client_metadata", "client_name must be a string of at most 200 characters")

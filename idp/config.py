@@ -48,11 +48,21 @@ class Settings:
     key_cache_seconds: float = 1.0
     # `idp dev`: mail without an SMTP server is logged whole, links included.
     development: bool = False
+    # Non-public networks this server may send requests to (IDP_OUTBOUND_ALLOW);
+    # None: loopback when the issuer is on loopback, else none.
+    outbound_allow: tuple | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def secure_cookies(self) -> bool:
         return self.issuer.startswith("https://")
+
+    @property
+    def outbound_networks(self) -> tuple:
+        """The networks outside the public internet that server-initiated requests may reach."""
+        from .outbound import default_allow_list
+
+        return default_allow_list(self.issuer) if self.outbound_allow is None else self.outbound_allow
 
     @property
     def max_token_ttl(self) -> int:
@@ -85,6 +95,14 @@ class Settings:
         trusted_proxies = _count(env, "IDP_TRUSTED_PROXIES", "0", minimum=0)
         audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1)
         delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1)
+        outbound_allow = None
+        if env.get("IDP_OUTBOUND_ALLOW", "").strip():
+            from .outbound import parse_allow_list
+
+            try:
+                outbound_allow = parse_allow_list(env["IDP_OUTBOUND_ALLOW"])
+            except ValueError as err:
+                raise ConfigError(f"IDP_OUTBOUND_ALLOW must be comma-separated CIDRs or none: {err}") from None
         values = dict(
             issuer=issuer,
             instance_dir=instance_dir,
@@ -99,6 +117,7 @@ class Settings:
             trusted_proxies=trusted_proxies,
             audit_retention_days=audit_retention_days,
             delivery_retention_days=delivery_retention_days,
+            outbound_allow=outbound_allow,
         )
         values.update(overrides)
         return cls(**values)

@@ -7,7 +7,6 @@ import os
 import re
 from pathlib import Path
 
-import requests
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -16,9 +15,12 @@ from federation.saml import ServiceProvider
 from keys import seal, unseal
 from keys.saml import new_sp_credential
 
+from . import outbound
 from .store import Org, OrgDomain, SpCredential, db, utcnow
 
 PURPOSE = b"saml sp key"
+METADATA_LIMIT = 4 * 1024 * 1024  # one IdP's metadata is a few KiB; federation aggregates are not for us
+METADATA_DEADLINE = 15.0  # seconds
 DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
@@ -59,14 +61,16 @@ def domains_of(org: Org) -> list[str]:
 
 
 def read_metadata(source: str) -> str:
-    """The IdP metadata XML from a file path or an http(s) URL."""
+    """The IdP metadata XML from a file path or an http(s) URL (fetched through the outbound
+    guard: https, a public or allow-listed address, a size cap and a deadline)."""
     if source.startswith(("https://", "http://")):
         try:
-            resp = requests.get(source, timeout=(5, 15))
-            resp.raise_for_status()
-            xml = resp.text
-        except requests.RequestException as err:
+            resp = outbound.current().get(source, deadline=METADATA_DEADLINE, max_bytes=METADATA_LIMIT)
+        except outbound.OutboundError as err:
             raise OrgError(f"cannot fetch metadata: {err}") from None
+        if resp.status != 200:
+            raise OrgError(f"cannot fetch metadata: HTTP {resp.status}")
+        xml = resp.text
     else:
         try:
             xml = Path(source).read_text()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from federation import social as upstream
 from keys import seal, unseal
 
+from . import outbound
 from .emails import normalize
 from .single_use import claim
 from .store import LinkedIdentity, SocialProvider, User, db, utcnow
@@ -61,7 +62,7 @@ def load(name: str) -> upstream.Provider | None:
     if issuer:
         stale = row.metadata_fetched_at is None or row.metadata_fetched_at < utcnow() - METADATA_TTL
         if row.metadata_cache is None or stale:
-            row.metadata_cache = upstream.discover(issuer)
+            row.metadata_cache = upstream.discover(issuer, outbound.current())
             row.metadata_fetched_at = utcnow()
             db.session.commit()
         metadata = row.metadata_cache

@@ -7,6 +7,7 @@ so they hold whether or not the live server's own delivery threads take part.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -416,3 +417,119 @@ def test_sign_out_everywhere_on_the_account_page_reaches_the_product(live, brows
     assert tokens, "the server did not deliver the logout token"
     _, claims = verify(live.issuer, tokens[0])
     assert claims["sub"] == user_id and claims["sid"] == id_claims["sid"] and claims["aud"] == client_id
+
+
+class BlackHole:
+    """A product's endpoint that accepts TCP connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)  # the kernel completes the handshakes; nobody ever reads
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/backchannel-logout"
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_black_hole_product_does_not_delay_the_others(live, browser, receiver):
+    from sqlalchemy import delete
+
+    from idp.backchannel import POST_DEADLINE, logout_token, queue_logouts
+    from idp.store import BackchannelDelivery, db, utcnow
+
+    hole = BlackHole()
+    user_id, good_id, id_claims = _setup(live, browser, receiver, "bc-black-hole@example.com")
+    hole_id, _ = live.create_client(backchannel_logout_uri=hole.url)
+    try:
+        with live.db():  # 50 logouts queued earlier for the product that never answers
+            earlier = utcnow() - timedelta(minutes=1)
+            db.session.add_all(BackchannelDelivery(
+                client_id=hole_id, uri=hole.url, logout_token=logout_token(hole_id, user_id, None),
+                next_attempt_at=earlier, created_at=earlier) for _ in range(50))
+            db.session.commit()
+            assert queue_logouts(user_id, [id_claims["sid"]]) == 1  # then one for the good product
+        started = time.monotonic()
+        sender = threading.Thread(target=_deliver, args=(live, 100), daemon=True)
+        sender.start()
+        tokens = receiver.wait_for(1, timeout=10)
+        received_after = time.monotonic() - started
+        assert len(tokens) == 1 and received_after < 3, received_after
+        assert verify(live.issuer, tokens[0])[1]["aud"] == good_id
+        sender.join(30)
+        round_took = time.monotonic() - started
+        assert not sender.is_alive() and round_took < 3 * POST_DEADLINE, round_took
+        print(f"good product received after {received_after:.2f} s; delivery returned after {round_took:.2f} s")
+
+        # the black hole cost one POST per sending process, cut at the deadline; its other rows
+        # wait for that one's retry instead of each waiting out the deadline now
+        rows = _wait_rows(live, hole_id, lambda rows: any(r.attempts for r in rows)
+                          and all(r.claimed_until is None for r in rows))  # no POST still under way
+        tried = [r for r in rows if r.attempts]
+        assert 1 <= len(tried) <= 3 and all(r.delivered_at is None for r in rows)
+        assert all("within" in r.last_error for r in tried), [r.last_error for r in tried]
+        retry_at = min(r.next_attempt_at for r in tried)
+        assert all(r.next_attempt_at >= retry_at for r in rows if not r.attempts)
+    finally:
+        with live.db():
+            db.session.execute(delete(BackchannelDelivery).where(BackchannelDelivery.client_id == hole_id))
+            db.session.commit()
+        hole.close()
+
+
+def test_a_product_queue_is_bounded_and_gives_up_its_oldest(live, browser, receiver, caplog):
+    from sqlalchemy import delete
+
+    from idp.backchannel import GAVE_UP, MAX_PENDING_PER_CLIENT, queue_logouts
+    from idp.store import BackchannelDelivery, db, utcnow
+
+    caplog.set_level("WARNING", logger="idp.backchannel")
+    user_id, client_id, id_claims = _setup(live, browser, receiver, "bc-bounded@example.com")
+    try:
+        with live.db():  # a full queue, not due yet (nobody sends these during the test)
+            later, first = utcnow() + timedelta(days=1), utcnow() - timedelta(hours=1)
+            db.session.add_all(BackchannelDelivery(
+                client_id=client_id, uri=receiver.url, logout_token=f"queued-{i}", next_attempt_at=later,
+                created_at=first + timedelta(seconds=i)) for i in range(MAX_PENDING_PER_CLIENT))
+            db.session.commit()
+            assert queue_logouts(user_id, [id_claims["sid"]]) == 1
+        rows = _rows(live, client_id)
+        given_up = [r for r in rows if r.next_attempt_at == GAVE_UP]
+        assert len(rows) == MAX_PENDING_PER_CLIENT + 1
+        assert [r.logout_token for r in given_up] == ["queued-0"] and "given up" in given_up[0].last_error
+        assert sum(1 for r in rows if r.next_attempt_at < GAVE_UP) == MAX_PENDING_PER_CLIENT
+        assert any(r.logout_token.count(".") == 2 and r.next_attempt_at < GAVE_UP for r in rows)  # the new one
+        assert client_id in caplog.text and "full" in caplog.text
+    finally:
+        with live.db():
+            db.session.execute(delete(BackchannelDelivery).where(BackchannelDelivery.client_id == client_id))
+            db.session.commit()
+
+
+def test_a_round_takes_at_most_two_rows_of_a_product(live, browser, receiver):
+    from sqlalchemy import delete
+
+    from idp.backchannel import PER_CLIENT_PER_ROUND, _round, logout_token
+    from idp.store import BackchannelDelivery, db, utcnow
+
+    user_id, client_id, _ = _setup(live, browser, receiver, "bc-fair@example.com")
+    other_id, _ = live.create_client(backchannel_logout_uri=receiver.url)
+    try:
+        with live.db():
+            early = utcnow() - timedelta(hours=1)  # before anything another test may have left due
+            for cid, count in ((client_id, 10), (other_id, 1)):
+                db.session.add_all(BackchannelDelivery(
+                    client_id=cid, uri=receiver.url, logout_token=logout_token(cid, user_id, None),
+                    next_attempt_at=early, created_at=early) for _ in range(count))
+            db.session.commit()
+            batches = _round(100)
+        assert PER_CLIENT_PER_ROUND == 2
+        assert len(batches[client_id]) == 2 and len(batches[other_id]) == 1
+    finally:
+        with live.db():
+            db.session.execute(delete(BackchannelDelivery).where(
+                BackchannelDelivery.client_id.in_([client_id, other_id])))
+            db.session.commit()

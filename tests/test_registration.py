@@ -57,6 +57,20 @@ def test_registration_refuses_bad_metadata(live):
         ({"redirect_uris": ["https://rp.example/cb"], "grant_types": ["implicit"]}, "invalid_client_metadata"),
         ({"redirect_uris": ["https://rp.example/cb"], "token_endpoint_auth_method": "none",
           "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
+        # RFC 9700 §2.1 / RFC 8252 §7.3: http only on loopback; no wildcards
+        ({"redirect_uris": ["http://rp.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://*.rp.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://rp.example/cb"], "post_logout_redirect_uris": ["http://rp.example/"]},
+         "invalid_client_metadata"),
+        # this server POSTs to the back-channel URI: never to the cloud metadata service or the intranet
+        ({"redirect_uris": ["https://rp.example/cb"], "backchannel_logout_uri": "http://169.254.169.254/latest"},
+         "invalid_client_metadata"),
+        ({"redirect_uris": ["https://rp.example/cb"], "backchannel_logout_uri": "https://10.0.0.1/logout"},
+         "invalid_client_metadata"),
+        ({"redirect_uris": ["https://rp.example/cb"], "backchannel_logout_uri": "https://[fd00::1]/logout"},
+         "invalid_client_metadata"),
+        ({"redirect_uris": ["https://rp.example/cb"], "backchannel_logout_uri": "http://127.0.0.1:22/logout"},
+         "invalid_client_metadata"),
     ):
         resp = requests.post(f"{live.issuer}/register", json=meta, headers=auth, timeout=10)
         assert resp.status_code == 400 and resp.json()["error"] == error, (meta, resp.text)
@@ -74,3 +88,26 @@ def test_expired_initial_access_token(live):
     resp = requests.post(f"{live.issuer}/register", json={"redirect_uris": ["https://rp.example/cb"]},
                          headers={"Authorization": f"Bearer {value}"}, timeout=10)
     assert resp.status_code == 401
+
+
+def test_loopback_redirect_and_back_channel_uris_on_a_loopback_issuer(live):
+    """A development deployment (loopback issuer) allows loopback: native apps and local products."""
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    meta = {"redirect_uris": ["http://127.0.0.1:8080/cb", "http://[::1]:8080/cb", "http://localhost:8080/cb",
+                              "com.example.app:/oauth2redirect"],
+            "backchannel_logout_uri": "http://127.0.0.1:8089/backchannel-logout"}
+    resp = requests.post(f"{live.issuer}/register", json=meta, headers=auth, timeout=10)
+    assert resp.status_code == 201, resp.text
+    reg = resp.json()
+    assert reg["redirect_uris"] == meta["redirect_uris"]
+    assert reg["backchannel_logout_uri"] == meta["backchannel_logout_uri"]
+    # RFC 7592 update: the same rules
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    update = {**meta, "client_id": reg["client_id"], "backchannel_logout_uri": "https://169.254.169.254/"}
+    resp = requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata"
+    update = {**meta, "client_id": reg["client_id"], "redirect_uris": ["http://rp.example/cb"]}
+    resp = requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
+    resp = requests.get(reg["registration_client_uri"], headers=mgmt, timeout=10)
+    assert resp.json()["backchannel_logout_uri"] == meta["backchannel_logout_uri"]

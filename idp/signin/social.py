@@ -18,7 +18,7 @@ from federation.social import UpstreamError, authorization_url, complete
 
 from dataclasses import replace
 
-from .. import audit, orgs, sessions, social
+from .. import audit, orgs, outbound, sessions, social
 from ..store import Org
 from ..store import new_secret
 from .views import (
@@ -94,7 +94,7 @@ def callback(name: str):
         if provider is None:
             return _page(_("This sign-in method is not available."), 404)
         identity = complete(provider, request.args.get("code", ""), social.redirect_uri(name), flow["verifier"],
-                            flow["nonce"])
+                            flow["nonce"], outbound.current())
     except UpstreamError as err:
         log.warning("social sign-in with %s refused: %s", name, err)
         if err.reason == "unavailable":
