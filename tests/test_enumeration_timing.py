@@ -123,15 +123,14 @@ def _assert_indistinguishable(pairs: list[tuple[float, float]], bodies: set[str]
     shift = statistics.median(diffs)
     # Standard error of a median: 1.2533 sigma / sqrt(n), sigma estimated as 1.4826 MAD.
     noise = 1.858 * _mad(diffs) / len(diffs) ** 0.5
-    # The bound, from runs here on 2 cores shared with other test suites (load 3-4):
-    # single requests take 15-40 ms, the MAD of paired differences is 5-10 ms, so `noise`
-    # is 1-3 ms; with the work after the answer, |shift| / noise stayed under 2 (24 runs
-    # of 40 pairs). With the lookup moved before the answer, the shift was 14-19 ms on the
-    # reset page (a query, a token and an audit row committed, a mail rendered) and
-    # 63-73 ms on sign-up (argon2), 4.6 to 35 times the noise. 2 ms + 3 x noise keeps a
-    # machine this busy from flaking (3 sigma) and still catches the reset page's
-    # difference here; on a quiet machine (noise well under 1 ms) the bound nears 2 ms,
-    # which a lookup with a mail and two commits exceeds.
+    # The bound, from runs here on 2 cores shared with other test suites (load 2-4):
+    # single requests take 12-40 ms, the MAD of paired differences is 2-10 ms, so `noise`
+    # is 0.3-3 ms. With the work after the answer, |shift| stayed under 1.8 x noise (and
+    # under 1 ms) in 18 runs of 40-50 pairs. With the lookup moved before the answer, the
+    # shift was 5-19 ms on the reset page (a query, a token and an audit row committed, a
+    # mail rendered), 13 x noise and more, and 60-73 ms on sign-up (argon2). 2 ms + 3 x
+    # noise does not flake at 3 sigma on a machine this busy and still caught every one
+    # of those; on a quiet machine (noise under 0.5 ms) it nears 2 ms.
     bound = 0.002 + 3 * noise
     known, unknown = zip(*pairs, strict=True)
     report = (f"median known {statistics.median(known) * 1e3:.1f} ms, unknown {statistics.median(unknown) * 1e3:.1f}"
