@@ -10,7 +10,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from flask import current_app, request
+from flask import after_this_request, current_app, has_request_context, request
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,13 @@ class Origin:
 
 
 def defer(job, *args) -> None:
-    """Run `job(*args)` on a thread with its own context (and database session)."""
+    """Run `job(*args)` on a thread with its own context (and database session), once
+    the answer to the current request has been handed to the server.
+
+    Started earlier, the job would compete with the answer for the interpreter: a known
+    address (more work: a token, a mail, an audit row) answered measurably slower, about
+    5 ms on a busy 2-core machine (tests/test_enumeration_timing.py).
+    """
     app = current_app._get_current_object()
     issuer = app.extensions["idp.settings"].issuer
 
@@ -41,4 +47,13 @@ def defer(job, *args) -> None:
             except Exception:  # noqa: BLE001 - a background job logs, it has nobody to answer
                 log.exception("background job %s failed", getattr(job, "__name__", job))
 
-    threading.Thread(target=run, daemon=True).start()
+    thread = threading.Thread(target=run, daemon=True)
+    if not has_request_context():
+        thread.start()
+        return
+
+    @after_this_request
+    def start_after_the_answer(response):
+        # close() is the WSGI server's signal that the body was sent.
+        response.call_on_close(thread.start)
+        return response
