@@ -24,11 +24,21 @@ def person(live, email: str, org_id: str | None = None, **fields) -> str:
     return live.create_user(email, PASSWORD, org_id=org_id, **fields)
 
 
-def org_admin(live, org_name: str, email: str) -> str:
-    user_id = person(live, email)
-    out = live.idp("orgs", "admin", org_name, email)
-    assert out.returncode == 0, out.stderr
-    return user_id
+def org_admin(live, org_name: str, email: str, cli: bool = False) -> str:
+    """A new admin of the org: by `idp orgs admin` (`cli`), or straight in the database
+    (what that command does, without its process start-up)."""
+    from idp import orgs
+    from idp.store import db
+
+    if cli:
+        user_id = person(live, email)
+        out = live.idp("orgs", "admin", org_name, email)
+        assert out.returncode == 0, out.stderr
+        return user_id
+    with live.db():
+        org_id = orgs.find(org_name).id
+        db.session.remove()
+    return person(live, email, org_id, org_admin=True)
 
 
 def signed_in(live, email: str, lang: str = "en") -> Browser:

@@ -74,8 +74,8 @@ def world(live):
         "operator": f"operator-{tag}@ops.example",
     }
     ids = {"member": person(live, emails["member"], org_a),
-           "other_admin": org_admin(live, name_b, emails["other_admin"]),
-           "admin": org_admin(live, name_a, emails["admin"]),
+           "other_admin": org_admin(live, name_b, emails["other_admin"], cli=True),
+           "admin": org_admin(live, name_a, emails["admin"], cli=True),
            "operator": person(live, emails["operator"], is_admin=True)}
     secret_b = f"secret-person-{tag}@{domain_b}"
     world = {"org_a": org_a, "org_b": org_b, "name_a": name_a, "name_b": name_b, "domain_a": domain_a,
