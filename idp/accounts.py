@@ -104,3 +104,24 @@ def just_in_time(org: Org, identity, method: str = "saml") -> User | None:
 def can_sign_in(user: User | None) -> bool:
     """True for an account that may hold a session: it exists, is enabled and verified."""
     return user is not None and not user.disabled and user.email_verified
+
+
+def disable(user: User) -> None:
+    """No method signs `user` in any more, and every session and grant they hold ends now
+    (back-channel logout included)."""
+    user.disabled = True
+    db.session.commit()
+    sessions.sign_out_everywhere(user)
+
+
+def enable(user: User) -> None:
+    user.disabled = False
+    db.session.commit()
+
+
+def reset_second_factor(user: User) -> None:
+    """Remove the authenticator app, recovery codes and passkeys (a lost phone): the next
+    sign-in asks for the password only, and the person may set up a factor again."""
+    for model in (TotpFactor, RecoveryCode, Passkey):
+        db.session.execute(delete(model).where(model.user_id == user.id))
+    db.session.commit()

@@ -54,6 +54,14 @@ LABELS = {
     "email.verified": lambda: _("Email address confirmed"),
     "account.adopted": lambda: _("Account cleared of everything its new owner did not prove"),
     "signing_key.revoked": lambda: _("Signing key revoked"),
+    "admin.user_invited": lambda: _("Invited by an administrator"),
+    "admin.user_disabled": lambda: _("Account disabled by an administrator"),
+    "admin.user_enabled": lambda: _("Account enabled by an administrator"),
+    "admin.made_admin": lambda: _("Made an administrator"),
+    "admin.removed": lambda: _("No longer an administrator"),
+    "admin.second_factor_reset": lambda: _("Second factor reset by an administrator"),
+    "admin.signed_out": lambda: _("Signed out of all sessions by an administrator"),
+    "invite.accepted": lambda: _("Invitation accepted"),
 }
 
 

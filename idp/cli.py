@@ -391,6 +391,33 @@ def cmd_orgs_enforce_sso(args) -> None:
         print(f"{org.name}: Enterprise Sign-In is {'the only way in' if org.enforce_sso else 'optional'}")
 
 
+def cmd_orgs_admin(args) -> None:
+    from . import audit
+    from .emails import normalize
+    from .store import User, db
+
+    email = normalize(args.email)
+    if email is None:
+        raise CommandError(f"not an email address: {args.email}")
+    app = _app()
+    with app.app_context():
+        org = _org(args.org)
+        user = db.session.query(User).filter_by(email=email).one_or_none()
+        if user is None:
+            raise CommandError(f"no user {email}: create it first with `idp users create`")
+        if args.remove:
+            if user.org_id != org.id or not user.org_admin:
+                raise CommandError(f"{email} is not an admin of {org.name}")
+            user.org_admin = False
+        else:
+            # Admin of one org only: the flag means "admin of org_id".
+            user.org_id = org.id
+            user.org_admin = True
+        db.session.commit()
+        audit.record("admin.removed" if args.remove else "admin.made_admin", user, by="cli", org=org.id)
+        print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
+
+
 # --- parser ------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -496,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("org")
     o.add_argument("--off", action="store_true")
     o.set_defaults(func=cmd_orgs_enforce_sso)
+    o = orgs.add_parser("admin", help="make an existing user an admin of the org in the Admin Center")
+    o.add_argument("org")
+    o.add_argument("email")
+    o.add_argument("--remove", action="store_true", help="take it back")
+    o.set_defaults(func=cmd_orgs_admin)
     return p
 
 

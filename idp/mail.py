@@ -66,6 +66,8 @@ SUBJECTS = {
     "verify": lambda: _("Confirm your email address"),
     "signup_exists": lambda: _("You already have an account"),
     "second_factor_locked": lambda: _("Too many wrong verification codes for your account"),
+    "invite": lambda: _("You are invited to myaccount"),
+    "invite_sso": lambda: _("You are invited to myaccount"),
 }
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from .store import MailToken, User, db, digest, new_secret, utcnow
 
-LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24)}
+LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24), "invite": timedelta(days=7)}
 
 
 def issue(user: User, purpose: str, value: str | None = None) -> str:

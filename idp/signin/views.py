@@ -41,7 +41,7 @@ UNVERIFIED_TTL = 600  # seconds the "confirm your email" page may ask for the li
 RECENT_SIGN_IN = 600
 
 # Pages a sign-in may return to when it does not serve an authorization request.
-RETURN_PATHS = ("/account", "/device")
+RETURN_PATHS = ("/account", "/device", "/admin")
 
 
 def _own_page(path) -> bool:
@@ -61,13 +61,14 @@ def _after_sign_in():
     return redirect(target if _own_page(target) else url_for("account.home"))
 
 
-def signed_in_recently(browser) -> bool:
-    """The session's sign-in, and its second factor when the account has one, are recent."""
+def signed_in_recently(browser, max_age: int = RECENT_SIGN_IN) -> bool:
+    """The session's sign-in, and its second factor when the account has one, happened
+    within `max_age` seconds."""
     now = time.time()
-    if now - browser.auth_time > RECENT_SIGN_IN:
+    if now - browser.auth_time > max_age:
         return False
     if has_second_factor(browser.user):
-        return browser.mfa_time is not None and now - browser.mfa_time <= RECENT_SIGN_IN
+        return browser.mfa_time is not None and now - browser.mfa_time <= max_age
     return True
 
 
