@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.client import Saml2Client
-from saml2.config import SPConfig
-from saml2.metadata import entity_descriptor
-from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
-from saml2.sigver import get_xmlsec_binary
-from saml2.time_util import str_to_time
+from typing import TYPE_CHECKING
 
 from idp.emails import normalize
 
 from .social import UpstreamIdentity
+
+# pysaml2 (with xmlschema) is imported where it is used, not here: it takes most of a
+# second, and every `idp` command and every worker that never sees a SAML response would
+# pay for it (`python -X importtime`).
+if TYPE_CHECKING:
+    from saml2.client import Saml2Client
+    from saml2.config import SPConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ class ServiceProvider:
     allow_idp_initiated: bool = False
 
     def _config(self, with_idp: bool) -> SPConfig:
+        from saml2 import BINDING_HTTP_POST
+        from saml2.config import SPConfig
+        from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
+        from saml2.sigver import get_xmlsec_binary
+
         settings = {
             "entityid": self.entity_id,
             "service": {"sp": {
@@ -96,10 +102,14 @@ class ServiceProvider:
         return self.new_client()
 
     def new_client(self) -> Saml2Client:
+        from saml2.client import Saml2Client
+
         return Saml2Client(config=self._config(with_idp=True))
 
     def metadata_xml(self) -> str:
         """Our SP metadata for the org's IdP (entity id, ACS, signing certificate)."""
+        from saml2.metadata import entity_descriptor
+
         return str(entity_descriptor(self._config(with_idp=False)))
 
     def idp_entity_id(self, client: Saml2Client | None = None) -> str:
@@ -111,6 +121,8 @@ class ServiceProvider:
 
     def authn_request(self, relay_state: str) -> tuple[str, str]:
         """(request id, the IdP URL to redirect to: signed AuthnRequest, HTTP-Redirect)."""
+        from saml2 import BINDING_HTTP_REDIRECT
+
         client = self.client
         request_id, info = client.prepare_for_authenticate(
             entityid=self.idp_entity_id(client), relay_state=relay_state, binding=BINDING_HTTP_REDIRECT,
@@ -136,6 +148,8 @@ class ServiceProvider:
             raise SamlError("response must carry exactly one assertion")
         if b"EncryptedAssertion" in xml:
             raise SamlError("encrypted assertions are not supported")
+        from saml2 import BINDING_HTTP_POST
+
         client = self.client
         outstanding = {outstanding_id: "/"} if outstanding_id else {}
         try:
@@ -198,6 +212,8 @@ def _first(response, names: tuple[str, ...]) -> str | None:
 
 
 def _not_on_or_after(assertion) -> float:
+    from saml2.time_util import str_to_time
+
     times = []
     if assertion.conditions is not None and assertion.conditions.not_on_or_after:
         times.append(assertion.conditions.not_on_or_after)
