@@ -54,6 +54,10 @@ LABELS = {
     "email.verified": lambda: _("Email address confirmed"),
     "account.adopted": lambda: _("Account cleared of everything its new owner did not prove"),
     "signing_key.revoked": lambda: _("Signing key revoked"),
+    "app.created": lambda: _("App registered"),
+    "app.updated": lambda: _("App changed"),
+    "app.secret_rotated": lambda: _("App secret renewed"),
+    "app.deleted": lambda: _("App deleted"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import ipaddress
 from urllib.parse import urlsplit
 
 from .oauth.claims import SCOPES
@@ -32,7 +33,24 @@ def _check_uri(uri, what: str, error: str) -> str:
         raise ClientMetadataError(error, f"{what} has no host: {uri}")
     if parts.scheme in ("javascript", "data", "file", "vbscript"):
         raise ClientMetadataError(error, f"{what} uses a forbidden scheme: {uri}")
+    if "*" in uri:
+        # Redirect URIs are compared exactly (RFC 9700 §4.1.3): a wildcard would never match.
+        raise ClientMetadataError(error, f"{what} must not contain a wildcard (*): {uri}")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        # Codes and tokens sent over plain http can be read on the way (RFC 9700 §4.1.1);
+        # on a loopback address they never leave the machine (RFC 8252 §7.3).
+        raise ClientMetadataError(error, f"{what} must use https (http only on a loopback address "
+                                         f"such as 127.0.0.1): {uri}")
     return uri
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _uri_list(value, what: str, error: str) -> list[str]:
@@ -98,9 +116,11 @@ def needs_secret(auth_method: str) -> bool:
     return auth_method in ("client_secret_basic", "client_secret_post")
 
 
-def create_client(meta: dict, *, first_party: bool = False, verified: bool = False) -> tuple[Client, str | None]:
+def create_client(meta: dict, *, first_party: bool = False, verified: bool = False,
+                  owner_id: str | None = None) -> tuple[Client, str | None]:
     """Validate and store a client; returns it with its secret (shown once, stored hashed).
-    `verified`: an operator vouches for it (people see its name without a warning)."""
+    `verified`: an operator vouches for it (people see its name without a warning);
+    `owner_id`: the person who registered it in the developer portal."""
     values = validate_metadata(meta)
     secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
     client = Client(
@@ -108,6 +128,7 @@ def create_client(meta: dict, *, first_party: bool = False, verified: bool = Fal
         client_secret_hash=digest(secret) if secret else None,
         first_party=first_party,
         verified=verified or first_party,
+        owner_id=owner_id,
         **values,
     )
     db.session.add(client)
