@@ -10,7 +10,7 @@ import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
-from tests.conftest import Browser
+from tests.conftest import Browser, csrf_of
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token
 
 CLIENT_ID = re.compile(r'data-client-id="([^"]+)"')
@@ -289,4 +289,15 @@ def test_rotate_and_delete_need_a_recent_sign_in(live):
     for action in ("rotate-secret", "delete"):
         resp = b.http.get(f"{live.issuer}/developer/apps/{client_id}/{action}", allow_redirects=False, timeout=10)
         assert resp.status_code == 302 and "/signin" in resp.headers["Location"], action
+    resp = b.http.post(f"{live.issuer}/developer/apps/{client_id}/delete", allow_redirects=False, timeout=10,
+                       data={"csrf_token": csrf_of(b.get(f"{live.issuer}/developer/apps/new").text), "confirm": "yes"})
+    assert resp.status_code == 302 and "/signin" in resp.headers["Location"]
     assert client_row(live, client_id) is not None
+    # signing in again comes back to the confirmation page
+    page = b.follow(resp)
+    if 'name="password"' not in page.text:
+        page = b.submit(page, {"email": "dev-stale@example.com"})
+    confirm = b.submit(page, {"password": "portal-password"})
+    assert confirm.url == f"{live.issuer}/developer/apps/{client_id}/delete" and ">Delete<" in confirm.text
+    press(b, confirm, "Delete", {"confirm": "yes"})
+    assert client_row(live, client_id) is None
