@@ -301,3 +301,15 @@ def test_rotate_and_delete_need_a_recent_sign_in(live):
     assert confirm.url == f"{live.issuer}/developer/apps/{client_id}/delete" and ">Delete<" in confirm.text
     press(b, confirm, "Delete", {"confirm": "yes"})
     assert client_row(live, client_id) is None
+
+
+def test_a_person_may_register_a_bounded_number_of_apps(live):
+    from idp.developer.apps import MAX_APPS_PER_PERSON
+
+    b = signed_in(live, "dev-many@example.com")
+    page = b.get(f"{live.issuer}/developer/apps/new")
+    for n in range(MAX_APPS_PER_PERSON):
+        resp = b.submit(page, {"name": f"App {n}", "kind": "service"})
+        assert resp.status_code == 200, resp.text[:300]
+    resp = b.submit(page, {"name": "One too many", "kind": "service"})
+    assert resp.status_code == 400 and "limit of 50 apps" in resp.text

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import audit
 from ..clients import ClientMetadataError, create_client, update_client
@@ -76,6 +76,10 @@ def _check_name(name: str) -> str:
     return name
 
 
+# Registering is free and self-service: a cap keeps one account from filling the clients table.
+MAX_APPS_PER_PERSON = 50
+
+
 def _check_sends_back(kind: Kind | None, redirect_uris: list[str], post_logout_uris: list[str]) -> None:
     if kind is not None and not kind.redirects and (redirect_uris or post_logout_uris):
         raise ClientMetadataError("invalid_redirect_uri", _(
@@ -85,6 +89,10 @@ def _check_sends_back(kind: Kind | None, redirect_uris: list[str], post_logout_u
 def register(user: User, kind_name: str, name: str, redirect_uris: list[str],
              post_logout_uris: list[str]) -> tuple[Client, str | None]:
     """Create an app owned by `user`; returns it with its secret (shown once, stored hashed)."""
+    if db.session.scalar(select(func.count()).select_from(Client).where(Client.owner_id == user.id)) \
+            >= MAX_APPS_PER_PERSON:
+        raise ClientMetadataError("invalid_client_metadata", _(
+            "You have reached the limit of %(max)d apps: delete one first.", max=MAX_APPS_PER_PERSON))
     kind = KINDS.get(kind_name)
     if kind is None:
         raise ClientMetadataError("invalid_client_metadata", _("Choose a kind of app."))
