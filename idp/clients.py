@@ -131,9 +131,11 @@ def needs_secret(auth_method: str) -> bool:
     return auth_method in ("client_secret_basic", "client_secret_post")
 
 
-def create_client(meta: dict, *, first_party: bool = False, verified: bool = False) -> tuple[Client, str | None]:
+def create_client(meta: dict, *, first_party: bool = False, verified: bool = False,
+                  owner_id: str | None = None) -> tuple[Client, str | None]:
     """Validate and store a client; returns it with its secret (shown once, stored hashed).
-    `verified`: an operator vouches for it (people see its name without a warning)."""
+    `verified`: an operator vouches for it (people see its name without a warning);
+    `owner_id`: the person who registered it in the developer portal."""
     values = validate_metadata(meta)
     secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
     client = Client(
@@ -141,6 +143,7 @@ def create_client(meta: dict, *, first_party: bool = False, verified: bool = Fal
         client_secret_hash=digest(secret) if secret else None,
         first_party=first_party,
         verified=verified or first_party,
+        owner_id=owner_id,
         **values,
     )
     db.session.add(client)

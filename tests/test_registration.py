@@ -52,6 +52,10 @@ def test_registration_refuses_bad_metadata(live):
         ({"client_name": "no redirect"}, "invalid_redirect_uri"),
         ({"redirect_uris": ["https://rp.example/cb#frag"]}, "invalid_redirect_uri"),
         ({"redirect_uris": ["javascript:alert(1)"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://rp.example/cb"]}, "invalid_redirect_uri"),  # http off loopback
+        ({"redirect_uris": ["https://*.rp.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://rp.example/cb"], "post_logout_redirect_uris": ["http://rp.example/"]},
+         "invalid_client_metadata"),
         ({"redirect_uris": ["https://rp.example/cb"], "token_endpoint_auth_method": "magic"},
          "invalid_client_metadata"),
         ({"redirect_uris": ["https://rp.example/cb"], "grant_types": ["implicit"]}, "invalid_client_metadata"),

@@ -8,6 +8,7 @@ from flask import Flask
 def register_blueprints(app: Flask) -> None:
     from ..account.views import bp as account
     from ..admin import bp as admin
+    from ..developer.views import bp as developer
     from ..mfa.views import bp as mfa
     from ..security import csrf
     from ..signin.device import bp as device
@@ -25,5 +26,6 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
     csrf.exempt(saml_acs)  # the IdP posts here; the response is bound to the browser's request instead
-    for bp in (authorize.bp, end_session.bp, signin, password, signup, social, enterprise, device, account, mfa, admin):
+    for bp in (authorize.bp, end_session.bp, signin, password, signup, social, enterprise, device, account, mfa, admin,
+               developer):
         app.register_blueprint(bp)

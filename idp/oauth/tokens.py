@@ -1,7 +1,8 @@
 """Signed tokens: JWT access tokens (RFC 9068) and ID tokens (OpenID Connect Core §2).
 
 Access tokens are not stored: they are checked by signature, expiry, and two
-revocation lookups (the token's own `jti`, and the grant it came from).
+revocation lookups (the token's own `jti`, and the grant it came from, or for a
+token of no grant its client).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from flask import current_app
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
-from ..store import Grant, RevokedToken, User, db, new_secret
+from ..store import Client, Grant, RevokedToken, User, db, new_secret
 from .claims import user_claims
 
 ACCESS_TOKEN_TYP = "at+jwt"
@@ -124,7 +125,11 @@ def verify_access_token(token: str) -> dict | None:
         return None
     gid = claims.get("gid")
     if gid:
+        # A deleted client's grants go with it (ON DELETE CASCADE), so this covers that too.
         grant = db.session.get(Grant, gid)
         if grant is None or grant.revoked_at is not None:
             return None
+    elif db.session.get(Client, str(claims.get("client_id", ""))) is None:
+        # Client-credentials tokens belong to no grant: they end with their client.
+        return None
     return claims

@@ -41,7 +41,7 @@ UNVERIFIED_TTL = 600  # seconds the "confirm your email" page may ask for the li
 RECENT_SIGN_IN = 600
 
 # Pages a sign-in may return to when it does not serve an authorization request.
-RETURN_PATHS = ("/account", "/device", "/admin")
+RETURN_PATHS = ("/account", "/device", "/admin", "/developer")
 
 
 def _own_page(path) -> bool:
