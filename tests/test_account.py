@@ -79,3 +79,28 @@ def test_housekeeping_deletes_only_what_expired(live):
         assert db.session.get(PendingAuthorization, old_id) is None
         assert db.session.get(PendingAuthorization, fresh_id) is not None
         assert db.session.get(RevokedToken, "hk-old") is None and db.session.get(RevokedToken, "hk-new") is not None
+
+
+def test_change_password_while_signed_in(live):
+    """The change-password form: the current password is checked (and throttled like a
+    sign-in), the new one follows the policy, older reset links die, other sessions may end."""
+    live.create_user("changer@example.com", "first-password-1")
+    other, _ = _sign_in(live, "changer@example.com", "first-password-1")
+    b, account = _sign_in(live, "changer@example.com", "first-password-1")
+    assert "Change password" in account.text
+    page = b.get(f"{live.issuer}/account/password")
+    for field in ("Current password", "New password", "Sign out of all sessions"):
+        assert field in page.text
+    wrong = b.submit(page, {"current_password": "not-it-at-all", "password": "second-password-2"})
+    assert wrong.status_code == 401 and 'role="alert"' in wrong.text
+    weak = b.submit(page, {"current_password": "first-password-1", "password": "12345678"})
+    assert weak.status_code == 400
+    done = b.submit(page, {"current_password": "first-password-1", "password": "second-password-2",
+                           "sign_out_everywhere": "on"})
+    assert done.status_code == 200
+    assert other.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
+    for password, ok in (("first-password-1", False), ("second-password-2", True)):
+        fresh = Browser(live.issuer)
+        resp = fresh.sign_in(fresh.get(f"{live.issuer}/account"), "changer@example.com", password)
+        assert (resp.status_code == 200 and resp.url.startswith(f"{live.issuer}/account")) is ok, password
+    assert "Password changed" in fresh.get(f"{live.issuer}/account").text

@@ -104,6 +104,47 @@ def revoke_device(device_id: str):
     return redirect(url_for("account.home"))
 
 
+@bp.route("/account/password", methods=["GET", "POST"])
+def change_password():
+    """Change the password while signed in: the current one proves it is the person (and is
+    throttled like a sign-in); the new one follows the reset page's policy."""
+    from ..passwords import policy_problem, set_password, verify_password
+    from ..ratelimit import throttle
+    from ..signin.password_reset import POLICY_MESSAGES
+    from ..signin.throttling import too_many_attempts
+
+    browser, away = _signed_in()
+    if away:
+        return away
+    user = browser.user
+    if not user.password_hash:  # SSO, social or passkey only: a password is set by the reset link
+        return redirect(url_for("password.forgot", email=user.email))
+    if request.method == "GET":
+        return render_template("account/password.html", user=user)
+    limits = throttle()
+    decision = limits.check("password:account", user.email)
+    if not decision.allowed:
+        return too_many_attempts("account/password.html", decision, user=user)
+    if not verify_password(user.password_hash, request.form.get("current_password", "")):
+        limits.failure("password:account", user.email)
+        audit.record("signin.failure", user, method="pwd", reason="change password")
+        return render_template("account/password.html", user=user,
+                               error=_("Your current password is not right.")), 401
+    new = request.form.get("password", "")
+    problem = policy_problem(new, (user.email,))
+    if problem:
+        return render_template("account/password.html", user=user, error=POLICY_MESSAGES[problem]()), 400
+    limits.success("password:account", user.email)
+    set_password(user, new)  # reset links sent before now die
+    db.session.commit()
+    everywhere = request.form.get("sign_out_everywhere") == "on"
+    audit.record("password.changed", user, signed_out_everywhere=everywhere)
+    if everywhere:
+        sessions.sign_out_everywhere(user)
+        return render_template("signin/signed_out.html")
+    return redirect(url_for("account.home"))
+
+
 @bp.get("/")
 def index():
     return redirect(url_for("account.home"))
