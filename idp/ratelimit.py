@@ -155,59 +155,56 @@ class DatabaseCounters:
         query = select(RateLimit.blocked_until).where(RateLimit.key == key)
         return db.session.execute(query).scalar()
 
-    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
+    @staticmethod
+    def _count_one(key: str, policy: Policy, now: datetime):
+        """The shared half of both upserts: (table, INSERT of a first failure, the new count,
+        the SET of count and window) — the callers add how the block changes."""
         table = RateLimit.__table__
         dialect = db.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         expired = table.c.window_start < now - timedelta(seconds=policy.window)
         count = case((expired, 1), else_=table.c.failures + 1)
-        new_block = case(*_steps(count, policy, now), else_=None)
-        blocked = case(
-            (new_block.is_(None), table.c.blocked_until),
-            (or_(table.c.blocked_until.is_(None), table.c.blocked_until < new_block), new_block),
-            else_=table.c.blocked_until,
-        )
         stmt = insert(table).values(key=key, failures=1, window_start=now,
                                     blocked_until=_at(now, policy.delay(1)))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={"failures": count,
-                  "window_start": case((expired, now), else_=table.c.window_start),
-                  "blocked_until": blocked},
-        ).returning(table.c.blocked_until)
-        try:
-            result = db.session.execute(stmt).scalar_one()
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            raise
-        return result
+        counted = {"failures": count, "window_start": case((expired, now), else_=table.c.window_start)}
+        return table, stmt, count, counted
 
-    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
-        # The upsert's WHERE makes the check and the count one statement: on a blocked key it
-        # updates nothing and RETURNING gives no row (PostgreSQL re-checks the WHERE on the
-        # row it locked, SQLite runs one writer at a time), so racing attempts never both pass.
-        table = RateLimit.__table__
-        dialect = db.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        expired = table.c.window_start < now - timedelta(seconds=policy.window)
-        count = case((expired, 1), else_=table.c.failures + 1)
-        stmt = insert(table).values(key=key, failures=1, window_start=now,
-                                    blocked_until=_at(now, policy.delay(1)))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={"failures": count,
-                  "window_start": case((expired, now), else_=table.c.window_start),
-                  # the old block, if any, is over (the WHERE says so): the new count decides
-                  "blocked_until": case(*_steps(count, policy, now), else_=None)},
-            where=or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
-        ).returning(table.c.failures, table.c.blocked_until)
+    @staticmethod
+    def _run(stmt):
+        """Execute one upsert and commit; the first returned row (or None)."""
         try:
             row = db.session.execute(stmt).first()
             db.session.commit()
         except Exception:
             db.session.rollback()
             raise
+        return row
+
+    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
+        table, stmt, count, counted = self._count_one(key, policy, now)
+        new_block = case(*_steps(count, policy, now), else_=None)
+        blocked = case(
+            (new_block.is_(None), table.c.blocked_until),
+            (or_(table.c.blocked_until.is_(None), table.c.blocked_until < new_block), new_block),
+            else_=table.c.blocked_until,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key], set_={**counted, "blocked_until": blocked},
+        ).returning(table.c.blocked_until)
+        return self._run(stmt).blocked_until
+
+    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
+        # The upsert's WHERE makes the check and the count one statement: on a blocked key it
+        # updates nothing and RETURNING gives no row (PostgreSQL re-checks the WHERE on the
+        # row it locked, SQLite runs one writer at a time), so racing attempts never both pass.
+        table, stmt, count, counted = self._count_one(key, policy, now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            # the old block, if any, is over (the WHERE says so): the new count decides
+            set_={**counted, "blocked_until": case(*_steps(count, policy, now), else_=None)},
+            where=or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
+        ).returning(table.c.failures, table.c.blocked_until)
+        row = self._run(stmt)
         if row is None:
             return False, self.blocked_until(key), 0
         return True, row.blocked_until, row.failures

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from flask import render_template, request
+from flask import render_template
 from flask_babel import gettext as _
 
-from .. import accounts, audit, mail_tokens
-from ..passwords import policy_problem
-from ..signin.password_reset import POLICY_MESSAGES
+from .. import audit, mail_tokens
+from ..signin.password_reset import password_from_link
 from . import bp
 
 
@@ -22,18 +21,9 @@ def invitation(token: str):
 
 @bp.post("/invite/<token>")
 def accept_invitation(token: str):
-    found = mail_tokens.find(token, "invite")
-    if found is None:
-        return _dead_link()
-    row, user = found
-    password = request.form.get("password", "")
-    problem = policy_problem(password, (user.email,))
-    if problem:
-        return render_template("admin/invite_accept.html", token=token, email=user.email,
-                               error=POLICY_MESSAGES[problem]()), 400
-    if not mail_tokens.consume(row):
-        return _dead_link()
-    accounts.reset_password(user, password)  # verifies the address; see idp.accounts
+    user, answer = password_from_link(token, "invite", "admin/invite_accept.html", dead_link=_dead_link)
+    if user is None:
+        return answer
     audit.record("invite.accepted", user)
     return render_template("admin/invite_done.html")
 

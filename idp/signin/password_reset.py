@@ -68,19 +68,31 @@ def reset(token: str):
     return render_template("signin/reset.html", token=token)
 
 
-@bp.post("/password/reset/<token>")
-def save_new_password(token: str):
-    found = mail_tokens.find(token, "reset")
+def password_from_link(token: str, purpose: str, template: str, dead_link=None):
+    """The new password typed on the page a mailed link (reset, invitation) leads to:
+    (user, None) once it passed the policy, the link was spent and the password set —
+    which adopts an unverified account, see idp.accounts — else (None, the answer)."""
+    dead_link = dead_link or _dead_link
+    found = mail_tokens.find(token, purpose)
     if found is None:
-        return _dead_link()
+        return None, dead_link()
     row, user = found
     password = request.form.get("password", "")
     problem = policy_problem(password, (user.email,))
     if problem:
-        return render_template("signin/reset.html", token=token, error=POLICY_MESSAGES[problem]()), 400
+        return None, (render_template(template, token=token, email=user.email,
+                                      error=POLICY_MESSAGES[problem]()), 400)
     if not mail_tokens.consume(row):
-        return _dead_link()
-    accounts.reset_password(user, password)  # adopts an unverified account: see idp.accounts
+        return None, dead_link()
+    accounts.reset_password(user, password)
+    return user, None
+
+
+@bp.post("/password/reset/<token>")
+def save_new_password(token: str):
+    user, answer = password_from_link(token, "reset", "signin/reset.html")
+    if user is None:
+        return answer
     everywhere = request.form.get("sign_out_everywhere") == "on"
     audit.record("password.reset", user, signed_out_everywhere=everywhere)
     if everywhere:
