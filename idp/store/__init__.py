@@ -58,10 +58,22 @@ from .grants import (
     RefreshToken,
     RevokedToken,
 )
-from .federation import LinkedIdentity, Org, OrgDomain, SamlInbox, SocialProvider, SpCredential
+from .federation import (
+    DomainClaim,
+    Group,
+    GroupMember,
+    LinkedIdentity,
+    Org,
+    OrgDomain,
+    SamlInbox,
+    ScimToken,
+    SocialProvider,
+    SpCredential,
+)
 from .keys import SigningKey
 from .security import (
     BackchannelDelivery,
+    Lease,
     MailToken,
     Passkey,
     RateLimit,
@@ -79,7 +91,11 @@ __all__ = [
     "Client",
     "Consent",
     "DeviceAuthorization",
+    "DomainClaim",
     "Grant",
+    "Group",
+    "GroupMember",
+    "Lease",
     "LinkedIdentity",
     "MailToken",
     "Org",
@@ -92,6 +108,7 @@ __all__ = [
     "RegistrationToken",
     "RevokedToken",
     "SamlInbox",
+    "ScimToken",
     "SecurityEvent",
     "SigningKey",
     "SocialProvider",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, String
+from sqlalchemy import Index, JSON, Boolean, DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db, new_id, utcnow
@@ -12,6 +12,7 @@ from . import db, new_id, utcnow
 
 class User(db.Model):
     __tablename__ = "users"
+    __table_args__ = (Index("ix_users_org_external_id", "org_id", "external_id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     # Stored lower-cased so that lookups and the unique index are case-insensitive.
@@ -26,6 +27,10 @@ class User(db.Model):
     org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="SET NULL"), index=True)
     org_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # manages `org_id` in the Admin Center
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # SCIM: the directory's own id for this person, and the attributes we keep but do not
+    # use (enterprise extension, phone numbers ...), returned as the directory sent them.
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    scim_data: Mapped[dict | None] = mapped_column(JSON)
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -100,6 +100,12 @@ class Client(ClientPolicy, db.Model):
     # RFC 7592: the registration access token, by hash; null for operator-made clients.
     registration_token_hash: Mapped[str | None] = mapped_column(String(64))
     metadata_extra: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Per-client policy (SPEC §1): authorization requests only by PAR; tokens only DPoP-bound;
+    # the audiences it may ask for by token exchange; the resources (RFC 8707) it may name.
+    require_par: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_dpop: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_exchange_audiences: Mapped[list | None] = mapped_column(JSON)
+    resources: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -124,6 +130,10 @@ class ClientRecord(ClientPolicy):
     owner_id: str | None
     registration_token_hash: str | None
     metadata_extra: dict
+    require_par: bool
+    require_dpop: bool
+    token_exchange_audiences: list | None
+    resources: list | None
     created_at: datetime
 
 

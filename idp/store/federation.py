@@ -52,6 +52,12 @@ class Org(db.Model):
     saml_metadata: Mapped[str | None] = mapped_column(Text)  # the IdP's metadata XML, as last read
     saml_metadata_source: Mapped[str | None] = mapped_column(Text)  # file path or URL, for refreshing
     saml_metadata_fetched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # From the metadata's validUntil/cacheDuration: when to read `saml_metadata_source` again.
+    saml_metadata_valid_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # Sign-in options (the org's login policy, set in the Admin Center).
+    require_mfa: Mapped[bool] = mapped_column(default=False)
+    allow_social: Mapped[bool] = mapped_column(default=True)
+    allow_passkeys: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -62,6 +68,55 @@ class OrgDomain(db.Model):
 
     domain: Mapped[str] = mapped_column(String(253), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+
+
+class DomainClaim(db.Model):
+    """A domain an org asked for and has not proved yet: it becomes an `OrgDomain` once a
+    DNS TXT record at the domain carries `token`."""
+
+    __tablename__ = "domain_claims"
+    __table_args__ = (UniqueConstraint("org_id", "domain"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    domain: Mapped[str] = mapped_column(String(253))
+    token: Mapped[str] = mapped_column(String(64))  # public: it is published in DNS
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScimToken(db.Model):
+    """A bearer token of an org's SCIM endpoint, by hash; the token alone names the org."""
+
+    __tablename__ = "scim_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Group(db.Model):
+    """A group of an org's people, as its directory provisions it by SCIM."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("org_id", "display_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    display_name: Mapped[str] = mapped_column(String(256))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class GroupMember(db.Model):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class SpCredential(db.Model):

@@ -26,6 +26,10 @@ class Grant(db.Model):
     auth_time: Mapped[int | None] = mapped_column(Integer)
     amr: Mapped[list] = mapped_column(JSON, default=list)
     acr: Mapped[str | None] = mapped_column(String(100))
+    # DPoP (RFC 9449): the key thumbprint the family's refresh tokens are bound to.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
+    # Resource indicators (RFC 8707) granted at authorization.
+    resource: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -46,6 +50,8 @@ class AuthorizationCode(db.Model):
     amr: Mapped[list] = mapped_column(JSON, default=list)
     acr: Mapped[str | None] = mapped_column(String(100))
     sid: Mapped[str | None] = mapped_column(String(32))
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))  # `dpop_jkt` of the authorization request
+    resource: Mapped[list | None] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     used_at: Mapped[datetime | None] = mapped_column(DateTime)
 

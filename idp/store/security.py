@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import Index, JSON, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db, new_id, utcnow
@@ -15,10 +15,15 @@ class SecurityEvent(db.Model):
     """One security-relevant thing that happened to an account (the audit trail)."""
 
     __tablename__ = "security_events"
+    __table_args__ = (Index("ix_security_events_org_time", "org_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
+    # The org whose audit log shows it, and who acted when not the person themself
+    # (an admin, or the org's directory by SCIM: actor_id null, detail says so).
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="SET NULL"))
+    actor_id: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
@@ -116,3 +121,14 @@ class Passkey(db.Model):
     name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Lease(db.Model):
+    """Who runs a once-per-deployment job (housekeeping, metadata refresh) until when: the
+    first process to take an expired lease runs the job, every other skips it."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
