@@ -1,0 +1,14 @@
+"""Admin Center, Domains: not built yet (a placeholder so the section has its address)."""
+
+from __future__ import annotations
+
+from flask import render_template
+
+from . import bp
+from .access import Acting, admin_view
+
+
+@bp.get("/admin/orgs/<org_id>/domains")
+@admin_view
+def domains(acting: Acting):
+    return render_template("admin/placeholder.html", org=acting.org, title="Domains")
