@@ -14,19 +14,25 @@ log = logging.getLogger("idp.audit")
 
 
 
-def record(kind: str, user: User | None = None, origin=None, **detail) -> None:
+def record(kind: str, user: User | None = None, origin=None, *, org=None, actor: User | None = None,
+           **detail) -> None:
     """Store one event (and commit). `detail` never holds secrets. `origin` (ip, user agent)
-    is the request's unless given (background jobs pass the request's they came from)."""
+    is the request's unless given (background jobs pass the request's they came from).
+
+    The event shows in the audit log of `org` (an Org or its id; by default the person's
+    org); `actor` is who did it when not the person themself (an admin)."""
     assert kind in LABELS, kind
+    org_id = getattr(org, "id", org) if org is not None else (user.org_id if user else None)
     ip = ua = None
     if origin is not None:
         ip, ua = origin.ip, origin.user_agent
     elif has_request_context():
         ip = request.remote_addr
         ua = (request.user_agent.string or "")[:300]
-    db.session.add(SecurityEvent(user_id=user.id if user else None, kind=kind, detail=detail, ip=ip, user_agent=ua))
+    db.session.add(SecurityEvent(user_id=user.id if user else None, kind=kind, detail=detail, ip=ip, user_agent=ua,
+                                 org_id=org_id, actor_id=actor.id if actor else None))
     db.session.commit()
-    log.info("%s user=%s ip=%s %s", kind, user.id if user else "-", ip, detail)
+    log.info("%s user=%s by=%s ip=%s %s", kind, user.id if user else "-", actor.id if actor else "-", ip, detail)
 
 
 LABELS = {

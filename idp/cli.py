@@ -414,7 +414,7 @@ def cmd_orgs_admin(args) -> None:
             user.org_id = org.id
             user.org_admin = True
         db.session.commit()
-        audit.record("admin.removed" if args.remove else "admin.made_admin", user, by="cli", org=org.id)
+        audit.record("admin.removed" if args.remove else "admin.made_admin", user, org=org, via="cli")
         print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
 
 

@@ -73,7 +73,7 @@ def admin_events(live, user_id: str) -> list:
     from idp.store import SecurityEvent, db
 
     with live.db():
-        return [(e.kind, e.detail) for e in db.session.query(SecurityEvent)
+        return [(e.kind, {**e.detail, "by": e.actor_id}) for e in db.session.query(SecurityEvent)
                 .filter(SecurityEvent.user_id == user_id, SecurityEvent.kind.like("admin.%"))]
 
 

@@ -86,7 +86,7 @@ def add_user(acting: Acting):
     db.session.add(user)
     db.session.commit()
     _send_invitation(user, acting)
-    audit.record("admin.user_invited", user, by=acting.admin.id, org=acting.org.id)
+    audit.record("admin.user_invited", user, actor=acting.admin, org=acting.org)
     return redirect(url_for("admin.person", org_id=acting.org.id, user_id=user.id, invited=1))
 
 
@@ -116,12 +116,12 @@ def _disable(acting: Acting, user: User):
     if user.id == acting.admin.id:
         return render_template("error.html", message=_("You cannot disable your own account.")), 409
     accounts.disable(user)
-    audit.record("admin.user_disabled", user, by=acting.admin.id)
+    audit.record("admin.user_disabled", user, actor=acting.admin)
 
 
 def _enable(acting: Acting, user: User):
     accounts.enable(user)
-    audit.record("admin.user_enabled", user, by=acting.admin.id)
+    audit.record("admin.user_enabled", user, actor=acting.admin)
 
 
 def _make_admin(acting: Acting, user: User):
@@ -130,17 +130,17 @@ def _make_admin(acting: Acting, user: User):
             "This person has not accepted their invitation yet.")), 409
     user.org_admin = True
     db.session.commit()
-    audit.record("admin.made_admin", user, by=acting.admin.id, org=acting.org.id)
+    audit.record("admin.made_admin", user, actor=acting.admin, org=acting.org)
 
 
 def _reset_second_factor(acting: Acting, user: User):
     accounts.reset_second_factor(user)
-    audit.record("admin.second_factor_reset", user, by=acting.admin.id)
+    audit.record("admin.second_factor_reset", user, actor=acting.admin)
 
 
 def _sign_out(acting: Acting, user: User):
     sessions.sign_out_everywhere(user)
-    audit.record("admin.signed_out", user, by=acting.admin.id)
+    audit.record("admin.signed_out", user, actor=acting.admin)
 
 
 # action in the URL → (button label, destructive: a confirmation page first, what it does)
