@@ -10,4 +10,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from . import audit_log, domains, enterprise, invite, options, users  # noqa: E402,F401  (the views register themselves on bp)
+from . import audit_log, domains, enterprise, invite, operator, options, users  # noqa: E402,F401  (the views register themselves on bp)

@@ -3,6 +3,8 @@
 - nobody signed in: sign in first, then come back;
 - signed in but neither an operator (`users.is_admin`) nor an org admin
   (`users.org_admin` of `users.org_id`): 403, no data;
+- the pages about the whole deployment (clients, social providers, signing keys) are the
+  operators' alone;
 - an org admin acts on their own org only (any other org id, existing or not: 403);
   an operator on any org (an unknown id: 404);
 - every admin page needs a recent sign-in (with the second factor when the admin has
@@ -89,6 +91,22 @@ def admin_view(view):
         if not signed_in_recently(browser, max_age=RECENT_ADMIN_SIGN_IN):
             return require_recent_sign_in(browser, _back_here())
         return view(Acting(browser=browser, admin=admin, org=org), **rest)
+
+    return wrapper
+
+
+def operator_view(view):
+    """For the operator's pages (every client, social provider, signing key): calls
+    `view(admin, **rest)` for a recently signed-in operator; org admins get 403."""
+
+    @wraps(view)
+    def wrapper(**rest):
+        browser, away = signed_in_admin()
+        if away:
+            return away
+        if not browser.user.is_admin:
+            return forbidden()
+        return view(browser.user, **rest)
 
     return wrapper
 
