@@ -25,6 +25,17 @@ def _add_victim(live, world, **fields):
     return person(live, f"victim-{uuid.uuid4().hex[:8]}@{world['domain_a']}", world["org_a"], **fields)
 
 
+def _invited(live, world):
+    from idp.store import User, db
+
+    victim = _add_victim(live, world)
+    with live.db():
+        user = db.session.get(User, victim)
+        user.email_verified, user.password_hash = False, None
+        db.session.commit()
+    return victim
+
+
 def _with_totp(live, world):
     from idp.store import TotpFactor, db, utcnow
 
@@ -48,6 +59,12 @@ TABLE = {
          lambda u: not u.disabled),
     ("/admin/orgs/<org_id>/users/<user_id>/make-admin", "POST"):
         (_add_victim, {}, "admin.made_admin", lambda u: u.org_admin),
+    ("/admin/orgs/<org_id>/users/<user_id>/remove-admin", "POST"):
+        (lambda live, world: _add_victim(live, world, org_admin=True), {"confirmed": "yes"}, "admin.removed",
+         lambda u: not u.org_admin),
+    ("/admin/orgs/<org_id>/users/<user_id>/resend-invitation", "POST"):
+        (lambda live, world: _invited(live, world), {},
+         "admin.user_invited", None),
     ("/admin/orgs/<org_id>/users/<user_id>/reset-second-factor", "POST"):
         (_with_totp, {"confirmed": "yes"}, "admin.second_factor_reset", None),
     ("/admin/orgs/<org_id>/users/<user_id>/sign-out", "POST"):
@@ -170,7 +187,8 @@ def test_a_person_of_another_org_is_not_found_through_your_org(live, world):
     admin = world["browsers"]["admin"]
     base = f"/admin/orgs/{world['org_a']}/users/{victim_b}"
     assert get(admin, base).status_code == 404
-    for action in ("disable", "enable", "make-admin", "reset-second-factor", "sign-out"):
+    for action in ("disable", "enable", "make-admin", "remove-admin", "resend-invitation", "reset-second-factor",
+                   "sign-out"):
         resp = post(admin, f"{base}/{action}", {"confirmed": "yes"})
         assert resp.status_code == 404, action
         assert world["secret_b"] not in resp.text

@@ -216,6 +216,47 @@ def test_make_admin(live):
     assert b.get(f"{live.issuer}/admin").url.endswith(world["users"])
 
 
+def test_remove_admin_takes_the_admin_center_away_but_not_from_oneself(live):
+    world = _org_and_admin(live, "demote")
+    email = f"d-{uuid.uuid4().hex[:6]}@{world['domain']}"
+    victim = person(live, email, world["org"], org_admin=True)
+    b = signed_in(live, email)
+    assert b.get(f"{live.issuer}/admin").url.endswith(world["users"])
+    _, done = _confirm(world["b"], _person_page(live, world, victim), "Remove admin")
+    assert done.status_code == 200 and not user_row(live, victim).org_admin
+    assert admin_events(live, victim)[-1] == ("admin.removed", {"by": world["admin"]})
+    assert b.get(f"{live.issuer}/admin").status_code == 403
+    # one's own rights: no button, and the action is refused
+    assert ">Remove admin</button>" not in _person_page(live, world, world["admin"]).text
+    resp = post(world["b"], f"{world['users']}/{world['admin']}/remove-admin", {"confirmed": "yes"})
+    assert resp.status_code == 409 and user_row(live, world["admin"]).org_admin
+
+
+def test_resend_invitation_kills_the_earlier_link(live):
+    world = _org_and_admin(live, "resend")
+    invitee = f"late-{uuid.uuid4().hex[:6]}@{world['domain']}"
+    b = world["b"]
+    b.submit(b.get(f"{live.issuer}{world['users']}"), {"email": invitee, "name": "Late"}, action=world["users"])
+    first = link_in(live.mailbox.wait_for(invitee)[0], live.issuer)
+    from idp.store import User, db
+
+    with live.db():
+        invitee_id = db.session.query(User.id).filter_by(email=invitee).scalar()
+    done = _press(b, _person_page(live, world, invitee_id), "Resend invitation")
+    assert done.status_code == 200 and "Invitation sent." in done.text
+    mails = live.mailbox.wait_for(invitee, count=2)
+    second = link_in(mails[-1], live.issuer)
+    assert second != first
+    assert Browser(live.issuer).get(first).status_code == 400
+    invitee_b = Browser(live.issuer)
+    page = invitee_b.get(second)
+    assert "Choose your password" in page.text
+    assert "Your account is ready" in invitee_b.submit(page, {"password": "a fine new pass 42"}).text
+    # once accepted, there is nothing to resend
+    resp = post(b, f"{world['users']}/{invitee_id}/resend-invitation", {})
+    assert resp.status_code == 409 and len(live.mailbox.to(invitee)) == 2
+
+
 def test_reset_second_factor(live):
     from tests.test_second_factor import _enrol
 

@@ -133,6 +133,23 @@ def _make_admin(acting: Acting, user: User):
     audit.record("admin.made_admin", user, actor=acting.admin, org=acting.org)
 
 
+def _remove_admin(acting: Acting, user: User):
+    if user.id == acting.admin.id:
+        # Another admin (or an operator) takes it back: an org never loses its last admin
+        # by a slip of its own.
+        return render_template("error.html", message=_("You cannot remove your own administrator rights.")), 409
+    user.org_admin = False
+    db.session.commit()
+    audit.record("admin.removed", user, actor=acting.admin, org=acting.org)
+
+
+def _resend_invitation(acting: Acting, user: User):
+    if user.email_verified:
+        return render_template("error.html", message=_("This person has already accepted their invitation.")), 409
+    _send_invitation(user, acting)  # the earlier link dies (mail_tokens.issue)
+    audit.record("admin.user_invited", user, actor=acting.admin, org=acting.org, again=True)
+
+
 def _reset_second_factor(acting: Acting, user: User):
     accounts.reset_second_factor(user)
     audit.record("admin.second_factor_reset", user, actor=acting.admin)
@@ -148,6 +165,8 @@ ACTIONS = {
     "disable": (lambda: _("Disable"), True, _disable),
     "enable": (lambda: _("Enable"), False, _enable),
     "make-admin": (lambda: _("Make admin"), False, _make_admin),
+    "remove-admin": (lambda: _("Remove admin"), True, _remove_admin),
+    "resend-invitation": (lambda: _("Resend invitation"), False, _resend_invitation),
     "reset-second-factor": (lambda: _("Reset second factor"), True, _reset_second_factor),
     "sign-out": (lambda: _("Sign out of all sessions"), True, _sign_out),
 }
@@ -165,7 +184,8 @@ def _act(acting: Acting, user_id: str, action: str):
         return answer
     if sessions.current() is None:  # signed themselves out
         return redirect(url_for("signin.email"))
-    return redirect(url_for("admin.person", org_id=acting.org.id, user_id=user.id))
+    invited = 1 if action == "resend-invitation" else None
+    return redirect(url_for("admin.person", org_id=acting.org.id, user_id=user.id, invited=invited))
 
 
 def _register(action: str) -> None:
