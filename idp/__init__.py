@@ -54,6 +54,9 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp.settings"] = settings
+    from .oauth.client_cache import ClientCache
+
+    app.extensions["idp.client_cache"] = ClientCache(lambda: app.extensions["sqlalchemy"].engine)
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

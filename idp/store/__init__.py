@@ -73,6 +73,7 @@ from .federation import (
 from .keys import SigningKey
 from .security import (
     BackchannelDelivery,
+    ChangeStamp,
     Lease,
     MailToken,
     Passkey,
@@ -88,6 +89,7 @@ __all__ = [
     "AuthorizationCode",
     "BackchannelDelivery",
     "BrowserSession",
+    "ChangeStamp",
     "Client",
     "Consent",
     "DeviceAuthorization",

@@ -1,0 +1,86 @@
+"""Clients kept in each process between requests, and dropped the moment any process
+changes one.
+
+The token endpoint reads its client on every request, and reading the row through the
+ORM engine was a third of that endpoint's CPU. The database bumps `change_stamps.clients`
+in the same transaction as every insert, update or delete on `clients` (triggers,
+migration 0011; foreign-key cascades included, e.g. a portal owner's account deleted), so
+a cached client is used only after this process has read that stamp unchanged: one
+one-row query on a connection the process keeps for it (autocommit, no pool, no ORM).
+There is no time-to-live: a deleted client, or one whose secret was rotated, fails on its
+very next request on every server, as it did without the cache.
+
+Why an entry can never outlive a change: the stamp is read before the row is loaded, and
+the entry is filed under that stamp. A change committed before the stamp was read is in
+the row we load; one committed after it moves the stamp, and the next request drops every
+entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ..store.clients import ClientRecord
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRIES = 10_000  # unknown ids are never cached; a full cache simply starts over
+_STAMP = "SELECT n FROM change_stamps WHERE name = 'clients'"
+
+
+class ClientCache:
+    def __init__(self, engine_of: Callable):
+        self._engine_of = engine_of  # the app's engine, looked up at first use (after fork)
+        self._local = threading.local()  # one stamp connection per thread (DB-API connections are not shared)
+        self._entries: dict[str, ClientRecord] = {}
+        self._stamp: int | None = None
+
+    def get(self, client_id: str, load: Callable[[str], ClientRecord | None]) -> ClientRecord | None:
+        stamp = self._read_stamp()
+        if stamp is None:  # cannot tell whether clients changed: trust only the database
+            self._entries.clear()
+            return load(client_id)
+        if stamp != self._stamp:
+            self._entries = {}
+            self._stamp = stamp
+        found = self._entries.get(client_id)
+        if found is not None:
+            return found
+        record = load(client_id)
+        if record is not None and self._stamp == stamp:
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries = {}
+            self._entries[client_id] = record
+        return record
+
+    def _read_stamp(self) -> int | None:
+        conn = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = self._local.conn = self._connect()
+            cursor = conn.dbapi_connection.cursor()
+            cursor.execute(_STAMP)
+            row = cursor.fetchone()
+            cursor.close()
+            return row[0] if row else None
+        except Exception as exc:  # the database is away or restarted: reconnect next time
+            log.debug("client cache: stamp unreadable (%s)", type(exc).__name__)
+            self._local.conn = None
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: S110 - already broken
+                    pass
+            return None
+
+    def _connect(self):
+        conn = self._engine_of().raw_connection()
+        conn.detach()  # ours for the life of the process, not the pool's
+        dbapi = conn.dbapi_connection
+        if type(dbapi).__module__.startswith("sqlite3"):
+            dbapi.isolation_level = None  # autocommit: each read sees the newest commit
+        else:
+            dbapi.autocommit = True  # no transaction left open (it would hold locks)
+        return conn
