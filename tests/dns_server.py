@@ -2,9 +2,9 @@
 TXT questions from a dict the test changes while it runs.
 
 `txt` maps a name (lower case, no trailing dot) to the strings of its TXT records; any
-other name is NXDOMAIN. `delay` holds a name's answer back for some seconds (to make
-requests race), `mode` makes the whole server answer SERVFAIL ("servfail") or nothing at
-all ("silent") instead.
+other name is NXDOMAIN. `delay_once` holds the next answer for a name back for some
+seconds (to make two requests race); `asked` lists the names asked so far; `set_mode`
+makes the whole server answer SERVFAIL ("servfail") or nothing at all ("silent").
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dnslib.server import DNSLogger, DNSServer
 class _Zone:
     def __init__(self):
         self.txt: dict[str, list[str]] = {}
-        self.delay: dict[str, float] = {}
+        self.delay_once: dict[str, float] = {}
         self.mode = "answer"
         self.asked: list[str] = []
         self.lock = threading.Lock()
@@ -29,7 +29,7 @@ class _Zone:
         name = str(request.q.qname).rstrip(".").lower()
         with self.lock:
             self.asked.append(name)
-            mode, records, pause = self.mode, list(self.txt.get(name, ())), self.delay.get(name, 0)
+            mode, records, pause = self.mode, list(self.txt.get(name, ())), self.delay_once.pop(name, 0)
         if mode == "silent":
             raise DNSError("not answering (test)")  # the handler sends nothing back
         if pause:
@@ -78,8 +78,12 @@ class LoopbackDNS:
         return self.zone.txt
 
     @property
-    def delay(self) -> dict[str, float]:
-        return self.zone.delay
+    def delay_once(self) -> dict[str, float]:
+        return self.zone.delay_once
+
+    @property
+    def asked(self) -> list[str]:
+        return self.zone.asked
 
     @property
     def address(self) -> str:
