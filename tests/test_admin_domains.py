@@ -366,3 +366,17 @@ def test_the_resolver_setting_is_an_address_and_a_port():
     for bad in ("localhost:53", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "::1:53", "300.0.0.1:53"):
         with pytest.raises(ConfigError, match="IDP_DNS_RESOLVER"):
             Settings.from_env({"IDP_DNS_RESOLVER": bad})
+
+
+def test_the_page_in_french(site):
+    org_id, name, domain = new_org(site, "fr")
+    email = f"admin-{uuid.uuid4().hex[:6]}@{domain}"
+    org_admin(site, name, email)
+    b = signed_in(site, email, lang="fr")
+    claim = post(b, f"/admin/orgs/{org_id}/domains", {"domain": f"fr-{uuid.uuid4().hex[:6]}.example"})
+    assert claim.status_code == 302
+    page = _page(b, {"id": org_id})
+    for label in ("Domaines", "Ajouter un domaine", "Vérifier", "Retirer", "En attente de leur enregistrement DNS"):
+        assert label in page, label
+    refused = post(b, f"/admin/orgs/{org_id}/domains", {"domain": "pas un domaine"})
+    assert refused.status_code == 400 and "Saisissez un nom de domaine" in refused.text
