@@ -75,6 +75,12 @@ LABELS = {
     "app.updated": lambda: _("App changed"),
     "app.secret_rotated": lambda: _("App secret renewed"),
     "app.deleted": lambda: _("App deleted"),
+    "domain.claimed": lambda: _("Domain claimed, waiting for its DNS record"),
+    "domain.verified": lambda: _("Domain verified by its DNS record"),
+    "domain.check_failed": lambda: _("Domain check failed"),
+    "domain.added": lambda: _("Domain added by an operator"),
+    "domain.removed": lambda: _("Domain removed"),
+    "domain.claim_withdrawn": lambda: _("Domain claim withdrawn"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -51,6 +52,8 @@ class Settings:
     # Non-public networks this server may send requests to (IDP_OUTBOUND_ALLOW);
     # None: loopback when the issuer is on loopback, else none.
     outbound_allow: tuple | None = None
+    # The DNS server asked for domain proofs (IDP_DNS_RESOLVER, "host:port"); None: the system's.
+    dns_resolver: tuple[str, int] | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -103,6 +106,7 @@ class Settings:
                 outbound_allow = parse_allow_list(env["IDP_OUTBOUND_ALLOW"])
             except ValueError as err:
                 raise ConfigError(f"IDP_OUTBOUND_ALLOW must be comma-separated CIDRs or none: {err}") from None
+        dns_resolver = _resolver(env.get("IDP_DNS_RESOLVER", "").strip())
         values = dict(
             issuer=issuer,
             instance_dir=instance_dir,
@@ -118,6 +122,7 @@ class Settings:
             audit_retention_days=audit_retention_days,
             delivery_retention_days=delivery_retention_days,
             outbound_allow=outbound_allow,
+            dns_resolver=dns_resolver,
         )
         values.update(overrides)
         return cls(**values)
@@ -168,6 +173,25 @@ def _publish_new_secret(path: Path) -> None:
             os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _resolver(raw: str) -> tuple[str, int] | None:
+    """IDP_DNS_RESOLVER: an IP address and a port ("192.0.2.53:53", "[2001:db8::53]:53"),
+    or nothing for the system's resolver."""
+    if not raw:
+        return None
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", raw)
+    host, port = (m.group(1) or m.group(3), int(m.group(2) or m.group(4))) if m else (None, 0)
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        host = None
+    if host is None or not 0 < port < 65536:
+        raise ConfigError(f"IDP_DNS_RESOLVER must be an IP address and a port, like 192.0.2.53:53 "
+                          f"or [2001:db8::53]:53: {raw!r}")
+    return host, port
+
+
 def _count(env: dict[str, str], name: str, default: str, minimum: int) -> int:
     """A whole number of at least `minimum` from `env[name]`, else ConfigError naming it."""
     raw = env.get(name, "").strip() or default

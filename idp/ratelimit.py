@@ -94,6 +94,10 @@ POLICIES: dict[str, Policy] = {
     # second, 3,600 sign-ins an hour) is more than a several-thousand-person office needs
     # (an SSO session lasts the working day), and caps what one address can park at any time.
     "saml:ip": Policy(free=600, window=600, base_delay=10, max_delay=600),
+    # An org's domain checks in the Admin Center: each asks the DNS (up to 3 s of a worker).
+    # Ten in ten minutes is plenty while waiting for a record to show up; then 30 s, 60 s ...
+    # (`attempt` lets the tenth through and blocks after it).
+    "domain-check:org": Policy(free=9, window=600, base_delay=30, max_delay=600),
 }
 
 

@@ -10,6 +10,7 @@ that changed nothing; no answer shows another org's people.
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 
 import pytest
 
@@ -46,7 +47,32 @@ def _with_totp(live, world):
     return victim
 
 
-# (path, method) → (victim maker or None, form, event the allowed roles cause, check of the row after)
+def _claim(live, world):
+    """A pending domain claim of org A (its id). Its name is under .invalid, so whichever
+    resolver the server asks, the check fails (and is recorded as done)."""
+    from idp.store import DomainClaim, db
+
+    with live.db():
+        row = DomainClaim(org_id=world["org_a"], domain=f"claim-{uuid.uuid4().hex[:8]}.invalid", token="t" * 32)
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+
+
+def _proven(live, world):
+    """A proven domain of org A (its name)."""
+    from idp.store import OrgDomain, db
+
+    domain = f"proven-{uuid.uuid4().hex[:8]}.example"
+    with live.db():
+        db.session.add(OrgDomain(domain=domain, org_id=world["org_a"]))
+        db.session.commit()
+    return domain
+
+
+# (path, method) → (victim maker or None, form, event the allowed roles cause, check of the row after).
+# Under /domains the victim is a claim id or a domain, and the check is of the org's
+# domain state after: check(state, victim, domain).
 TABLE = {
     ("/admin", "GET"): (None, None, None, None),
     ("/admin/orgs/<org_id>/users", "GET"): (_add_victim, None, None, None),
@@ -70,6 +96,14 @@ TABLE = {
     ("/admin/orgs/<org_id>/users/<user_id>/sign-out", "POST"):
         (_add_victim, {"confirmed": "yes"}, "admin.signed_out", None),
     ("/admin/orgs/<org_id>/domains", "GET"): (None, None, None, None),
+    ("/admin/orgs/<org_id>/domains", "POST"):
+        (None, "domain", "domain.claimed", lambda s, v, d: d in {c[0] for c in s.claims.values()}),
+    ("/admin/orgs/<org_id>/domains/claims/<claim_id>/verify", "POST"):
+        (_claim, {}, "domain.check_failed", lambda s, v, d: s.claims[v][1] is not None and d not in s.proven),
+    ("/admin/orgs/<org_id>/domains/claims/<claim_id>/remove", "POST"):
+        (_claim, {"confirmed": "yes"}, "domain.claim_withdrawn", lambda s, v, d: v not in s.claims),
+    ("/admin/orgs/<org_id>/domains/<domain>/remove", "POST"):
+        (_proven, {"confirmed": "yes"}, "domain.removed", lambda s, v, d: v not in s.proven),
     ("/admin/orgs/<org_id>/enterprise-sign-in", "GET"): (None, None, None, None),
     ("/admin/orgs/<org_id>/sign-in-options", "GET"): (None, None, None, None),
     ("/admin/orgs/<org_id>/audit-log", "GET"): (None, None, None, None),
@@ -111,7 +145,27 @@ def world(live):
 
 
 def _path(route: str, world, victim: str | None) -> str:
-    return route.replace("<org_id>", world["org_a"]).replace("<user_id>", victim or "")
+    for param in ("<user_id>", "<claim_id>", "<domain>"):
+        route = route.replace(param, victim or "")
+    return route.replace("<org_id>", world["org_a"])
+
+
+class DomainState(NamedTuple):
+    proven: set  # domain names
+    claims: dict  # id → (domain, checked_at, last_error)
+    events: list  # (kind, actor id, domain) of every domain.* event
+
+
+def domain_state(live, org_id: str) -> DomainState:
+    from idp.store import DomainClaim, OrgDomain, SecurityEvent, db
+
+    with live.db():
+        return DomainState(
+            {d.domain for d in db.session.query(OrgDomain).filter_by(org_id=org_id)},
+            {c.id: (c.domain, c.checked_at, c.last_error)
+             for c in db.session.query(DomainClaim).filter_by(org_id=org_id)},
+            [(e.kind, e.actor_id, e.detail.get("domain")) for e in db.session.query(SecurityEvent)
+             .filter(SecurityEvent.org_id == org_id, SecurityEvent.kind.like("domain.%"))])
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -120,12 +174,20 @@ def test_route_as(live, world, route, role):
     rule, method = route
     make_victim, form, event, check = TABLE[route]
     victim = make_victim(live, world) if make_victim else None
-    before = user_row(live, victim) if victim else None
+    about_domains = "/domains" in rule
+    before = user_row(live, victim) if victim and not about_domains else None
+    domains_before = domain_state(live, world["org_a"]) if about_domains else None
     b = world["browsers"][role]
     path = _path(rule, world, victim)
     if form == "add":
         new_email = f"new-{uuid.uuid4().hex[:8]}@{world['domain_a']}"
         form = {"email": new_email, "name": "New Person"}
+    target = None  # the domain a /domains action is about
+    if form == "domain":
+        target = f"new-{uuid.uuid4().hex[:8]}.example"
+        form = {"domain": target}
+    elif about_domains and victim:
+        target = domains_before.claims[victim][0] if "<claim_id>" in rule else victim
     resp = get(b, path) if method == "GET" else post(b, path, form)
 
     # never another org's people (the operator's org list names orgs, not people)
@@ -137,7 +199,9 @@ def test_route_as(live, world, route, role):
         assert resp.status_code == FORBIDDEN, resp.status_code
         assert world["domain_a"] not in resp.text
     if not allowed:
-        if victim:
+        if about_domains:
+            assert domain_state(live, world["org_a"]) == domains_before
+        elif victim:
             after = user_row(live, victim)
             assert (after.disabled, after.org_admin) == (before.disabled, before.org_admin)
             assert admin_events(live, victim) == []
@@ -157,6 +221,12 @@ def test_route_as(live, world, route, role):
     elif method == "GET":
         assert resp.status_code == 200
         assert (user_row(live, victim).email if victim else world["name_a"]) in resp.text
+    elif about_domains:
+        assert resp.status_code == 302, resp.text[:300]
+        assert resp.headers["Location"].split("#")[0].split("?")[0].endswith(f"/admin/orgs/{world['org_a']}/domains")
+        after = domain_state(live, world["org_a"])
+        assert (event, world["ids"][role], target) in after.events
+        assert check(after, victim, target)
     else:
         assert resp.status_code == 302, resp.text[:300]
         if victim is None:  # added a person
