@@ -154,11 +154,17 @@ def cmd_clients_create(args) -> None:
     app = _app()
     with app.app_context():
         try:
-            client, secret = create_client(meta, first_party=args.first_party, verified=True)
+            policy = {"require_par": args.require_par, "resources": args.resource or [],
+                      "token_exchange_audiences": args.token_exchange_audience or []}
+            client, secret = create_client(meta, first_party=args.first_party, verified=True, policy=policy)
         except ClientMetadataError as err:
             raise CommandError(err.description) from None
         data = client.to_metadata()
         data["first_party"] = client.first_party
+        if client.resources:
+            data["resources"] = client.resources
+        if client.token_exchange_audiences:
+            data["token_exchange_audiences"] = client.token_exchange_audiences
         if secret:
             data["client_secret"] = secret
     if args.json:
@@ -461,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
     c.add_argument("--jwks", help="file with the client's public JWK Set (private_key_jwt)")
     c.add_argument("--backchannel-logout-uri", help="where this server POSTs logout tokens (Back-Channel Logout)")
+    c.add_argument("--require-par", action="store_true", help="authorization requests only through PAR (RFC 9126)")
+    c.add_argument("--resource", action="append", metavar="URI",
+                   help="a resource (RFC 8707) this client may ask tokens for; repeatable")
+    c.add_argument("--token-exchange-audience", action="append", metavar="CLIENT_ID",
+                   help="a client this client may get tokens for by token exchange (RFC 8693); repeatable")
     c.add_argument("--public", action="store_true")
     c.add_argument("--first-party", action="store_true")
     c.add_argument("--json", action="store_true")

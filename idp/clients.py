@@ -7,9 +7,10 @@ from urllib.parse import urlsplit
 
 from . import outbound
 from .oauth.claims import SCOPES
+from .oauth.resources import is_resource_uri
 from .outbound import DestinationRefused, Outbound, is_loopback_host
 from .store import Client, db, digest, new_secret
-from .store.clients import AUTH_METHODS, GRANT_TYPES
+from .store.clients import AUTH_METHODS, GRANT_TYPES, TOKEN_EXCHANGE
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
 DEFAULT_SCOPE = "openid profile email offline_access"
@@ -86,8 +87,9 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     grant_types = meta.get("grant_types") or list(DEFAULT_GRANT_TYPES)
     if not isinstance(grant_types, list) or not all(g in GRANT_TYPES for g in grant_types):
         raise ClientMetadataError("invalid_client_metadata", f"grant_types must be among {', '.join(GRANT_TYPES)}")
-    if "client_credentials" in grant_types and auth_method == "none":
-        raise ClientMetadataError("invalid_client_metadata", "a public client cannot use client_credentials")
+    for confidential_only in ("client_credentials", TOKEN_EXCHANGE):
+        if confidential_only in grant_types and auth_method == "none":
+            raise ClientMetadataError("invalid_client_metadata", f"a public client cannot use {confidential_only}")
     response_types = meta.get("response_types")
     if response_types is None:
         response_types = ["code"] if "authorization_code" in grant_types else []
@@ -106,8 +108,16 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     jwks = meta.get("jwks")
     if jwks is not None and (not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list)):
         raise ClientMetadataError("invalid_client_metadata", "jwks must be a JWK Set")
-    if auth_method == "private_key_jwt" and not jwks:
-        raise ClientMetadataError("invalid_client_metadata", "private_key_jwt needs jwks")
+    jwks_uri = meta.get("jwks_uri")
+    if jwks_uri is not None:
+        if jwks is not None:  # RFC 7591 §2: MUST NOT both be present
+            raise ClientMetadataError("invalid_client_metadata", "send jwks or jwks_uri, not both")
+        _check_jwks_uri(jwks_uri, destinations or outbound.current())
+    if auth_method == "private_key_jwt" and not (jwks or jwks_uri):
+        raise ClientMetadataError("invalid_client_metadata", "private_key_jwt needs jwks or jwks_uri")
+    require_par = meta.get("require_pushed_authorization_requests", False)
+    if not isinstance(require_par, bool):
+        raise ClientMetadataError("invalid_client_metadata", "require_pushed_authorization_requests must be a boolean")
     backchannel = meta.get("backchannel_logout_uri")
     if backchannel is not None:
         _check_backchannel_uri(backchannel, destinations or outbound.current())
@@ -123,7 +133,40 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
         "post_logout_redirect_uris": post_logout,
         "scope": " ".join(dict.fromkeys(scope.split())),
         "jwks": jwks,
+        "metadata_extra": {"jwks_uri": jwks_uri} if jwks_uri else {},
+        "require_par": require_par,
         "backchannel_logout_uri": backchannel,
+    }
+
+
+def _check_jwks_uri(uri, destinations: Outbound) -> str:
+    """This server fetches the client's keys there: the outbound guard must let it."""
+    if not isinstance(uri, str) or not uri or "#" in uri:
+        raise ClientMetadataError("invalid_client_metadata", "jwks_uri must be a URL without a fragment")
+    try:
+        destinations.check_url(uri)
+    except DestinationRefused as err:
+        raise ClientMetadataError("invalid_client_metadata", f"jwks_uri refused: {err}") from None
+    return uri
+
+
+def validate_policy(*, require_par: bool = False, resources: list[str] = (),
+                    token_exchange_audiences: list[str] = ()) -> dict:
+    """An operator's per-client policy (SPEC §1) as client columns: authorization requests
+    only by PAR, the resources (RFC 8707) it may name, the audiences it may ask for by
+    token exchange. Not client metadata: a client cannot register resources or audiences
+    for itself."""
+    for uri in resources:
+        if not is_resource_uri(uri):
+            raise ClientMetadataError("invalid_client_metadata",
+                                      f"a resource must be an absolute URI without a fragment: {uri}")
+    for audience in token_exchange_audiences:
+        if db.session.get(Client, audience) is None:
+            raise ClientMetadataError("invalid_client_metadata", f"no client {audience} to exchange tokens for")
+    return {
+        "require_par": require_par,
+        "resources": list(dict.fromkeys(resources)) or None,
+        "token_exchange_audiences": list(dict.fromkeys(token_exchange_audiences)) or None,
     }
 
 
@@ -132,11 +175,16 @@ def needs_secret(auth_method: str) -> bool:
 
 
 def create_client(meta: dict, *, first_party: bool = False, verified: bool = False,
-                  owner_id: str | None = None) -> tuple[Client, str | None]:
+                  owner_id: str | None = None, policy: dict | None = None) -> tuple[Client, str | None]:
     """Validate and store a client; returns it with its secret (shown once, stored hashed).
     `verified`: an operator vouches for it (people see its name without a warning);
-    `owner_id`: the person who registered it in the developer portal."""
+    `owner_id`: the person who registered it in the developer portal; `policy`: the
+    operator's, as `validate_policy` takes it."""
     values = validate_metadata(meta)
+    if policy:
+        rules = validate_policy(**policy)
+        rules["require_par"] = rules["require_par"] or values["require_par"]
+        values.update(rules)
     secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
     client = Client(
         client_id=secrets.token_hex(16),  # hex: never starts with "-", safe on any command line

@@ -231,7 +231,7 @@ def test_consent_is_asked_remembered_and_can_be_denied(live, browser):
 
 def test_unsupported_parameters_are_refused(live, browser):
     client_id, _ = live.create_client()
-    for extra, error in (({"request": "x.y.z"}, "request_not_supported"),
+    for extra, error in (({"request": "x.y.z"}, "invalid_request_object"),
                          ({"response_mode": "fragment"}, "invalid_request"),
                          ({"prompt": "none login"}, "invalid_request"),
                          ({"max_age": "-1"}, "invalid_request"),

@@ -28,11 +28,13 @@ from .. import sessions
 from ..assurance import wants_second_factor
 from ..i18n import remember_ui_locales
 from ..mfa import has_second_factor
-from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
+from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, request_params, run_checks
+from ..oauth.request_objects import error_redirect_uri, front_channel_parameters
+from ..oauth.resources import check_authorization_resources
 from ..security import error_page
 from ..signin.views import start_step_up
 from ..store import Client, Consent, PendingAuthorization, db
-from .par import take_pushed_request
+from .par import REQUEST_URI_PREFIX, take_pushed_request
 
 bp = Blueprint("authorize", __name__)
 
@@ -55,12 +57,19 @@ def authorize():
     duplicate = duplicated_parameter(request.values)
     if duplicate:
         return error_page(_("The application sent an invalid sign-in request (%(name)s repeated).", name=duplicate))
-    params = {k: v for k, v in request.values.items()}
-    if "request_uri" in params:
+    params = request_params(request.values)
+    if str(params.get("request_uri", "")).startswith(REQUEST_URI_PREFIX):
         pending = take_pushed_request(params["request_uri"], params.get("client_id"))
         if pending is None:
             return _expired()
         return _process(pending.params, pending=pending_requests.bind(pending))
+    # Not pushed: the client's PAR policy, then its request object (RFC 9101) if any.
+    client = _server().query_client(params.get("client_id"))
+    try:
+        params = front_channel_parameters(params, client)
+    except OAuth2Error as error:
+        error.redirect_uri = error_redirect_uri(params, client)
+        return _error_redirect(error, StoredAuthorizationRequest(params, request.url), params)
     return _process(params, pending=None)
 
 
@@ -104,6 +113,7 @@ def _process(params: dict, pending: PendingAuthorization | None):
         return _error_redirect(error, oauth_request, params)
     try:
         run_checks(params)
+        check_authorization_resources(params, oauth_request.client)
     except OAuth2Error as error:
         error.redirect_uri = grant.redirect_uri  # client and redirect URI are proven by now
         return _error_redirect(error, oauth_request, params)

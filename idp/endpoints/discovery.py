@@ -15,6 +15,7 @@ from keys import ALGORITHMS
 from ..assurance import ACR_VALUES
 from ..oauth.claims import SCOPES
 from ..oauth.grants import TOKEN_AUTH_METHODS
+from ..oauth.request_objects import ALGORITHMS as REQUEST_OBJECT_ALGORITHMS
 from ..store.clients import GRANT_TYPES
 
 bp = Blueprint("discovery", __name__)
@@ -53,8 +54,10 @@ def server_metadata(settings) -> dict:
         "prompt_values_supported": ["none", "login", "consent"],
         "ui_locales_supported": ["en", "fr"],
         "claims_parameter_supported": False,
-        "request_parameter_supported": False,
+        # RFC 9101: `request` by value, at /authorize and in PAR; request_uri only from PAR.
+        "request_parameter_supported": True,
         "request_uri_parameter_supported": False,
+        "request_object_signing_alg_values_supported": list(REQUEST_OBJECT_ALGORITHMS),
         "authorization_response_iss_parameter_supported": True,
         "acr_values_supported": list(ACR_VALUES),
         "frontchannel_logout_supported": False,

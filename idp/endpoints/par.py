@@ -12,8 +12,10 @@ from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import update
 
-from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
+from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, request_params, run_checks
 from ..oauth.grants import TOKEN_AUTH_METHODS
+from ..oauth.request_objects import authorization_parameters
+from ..oauth.resources import check_authorization_resources
 from ..store import PendingAuthorization, db, utcnow
 
 bp = Blueprint("par", __name__)
@@ -43,15 +45,17 @@ def pushed_authorization_request():
         duplicate = duplicated_parameter(request.form)
         if duplicate:
             raise InvalidRequestError(f"{duplicate} repeated")
-        params = {k: v for k, v in request.form.items() if k not in CLIENT_AUTH_PARAMS}
+        params = request_params(request.form, skip=CLIENT_AUTH_PARAMS)
         if "request_uri" in params:
             raise InvalidRequestError("request_uri cannot be pushed")
         if params.setdefault("client_id", client.client_id) != client.client_id:
             raise InvalidRequestError("client_id does not match the authenticated client")
+        params = authorization_parameters(params, client)  # RFC 9126 §3: a request object may be pushed
         # prompt=none cannot be judged before a browser shows up; its syntax is checked below.
         shape = {k: v for k, v in params.items() if k != "prompt"}
         server.get_consent_grant(StoredAuthorizationRequest(shape, request.url), end_user=None)
         run_checks(params)
+        check_authorization_resources(params, client)
     except OAuth2Error as err:
         return _error(err)
     row = PendingAuthorization(client_id=client.client_id, params=params, note=PUSHED,

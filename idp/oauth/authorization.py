@@ -41,6 +41,8 @@ class StoredAuthorizationRequest(OAuth2Request):
 
 
 def check_request_object(params: dict) -> None:
+    # `request` (RFC 9101) and PAR's `request_uri` are resolved before the checks run
+    # (`idp.oauth.request_objects`): what is left here was never resolved.
     if "request" in params:
         raise RequestNotSupported("request objects are not supported")
     if "request_uri" in params:
@@ -81,6 +83,15 @@ CHECKS = (check_request_object, check_response_mode, check_prompt, check_max_age
 def run_checks(params: dict) -> None:
     for check in CHECKS:
         check(params)
+
+
+def request_params(multi, skip=()) -> dict:
+    """The parameters of an authorization request from a MultiDict: one value each, but
+    `resource` (RFC 8707 §2, may repeat) as a list when sent."""
+    params = {k: v for k, v in multi.items() if k not in skip and k != "resource"}
+    if multi.getlist("resource"):
+        params["resource"] = multi.getlist("resource")
+    return params
 
 
 def duplicated_parameter(multi) -> str | None:

@@ -1,17 +1,68 @@
-"""Client authentication beyond Authlib's built-ins: private_key_jwt (RFC 7523, OIDC Core §9)."""
+"""Client authentication beyond Authlib's built-ins: private_key_jwt (RFC 7523, OIDC Core §9),
+and the one place a client's public keys are looked up (also for signed request objects)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from datetime import UTC, datetime
 
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import current_app
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from .. import outbound
 from ..single_use import claim
+
+log = logging.getLogger(__name__)
+
+# A client's keys published at its jwks_uri are fetched at most once a minute per process:
+# a copy of public data, so a process may keep it; a rotation is seen within a minute.
+JWKS_URI_CACHE_SECONDS = 60
+JWKS_URI_MAX_BYTES = 64 * 1024
+JWKS_URI_DEADLINE = 3.0
+_fetched: dict[str, tuple[float, KeySet]] = {}
+_fetched_lock = threading.Lock()
+
+
+def _key_set(data) -> KeySet:
+    try:
+        return KeySet.import_key_set(data)
+    except (JoseError, ValueError, TypeError, KeyError, AttributeError):
+        return KeySet([])
+
+
+def _published_keys(uri: str) -> KeySet:
+    now = time.monotonic()
+    with _fetched_lock:
+        hit = _fetched.get(uri)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    try:
+        resp = outbound.current().get(uri, deadline=JWKS_URI_DEADLINE, max_bytes=JWKS_URI_MAX_BYTES,
+                                      headers={"Accept": "application/jwk-set+json, application/json"})
+        keys = _key_set(resp.json()) if resp.status == 200 else KeySet([])
+    except (outbound.OutboundError, ValueError) as err:
+        log.warning("client jwks_uri %s could not be fetched: %s", uri, err)
+        keys = KeySet([])
+    with _fetched_lock:
+        _fetched[uri] = (now + (JWKS_URI_CACHE_SECONDS if keys.keys else 5), keys)
+    return keys
+
+
+def client_key_set(client) -> KeySet:
+    """The client's public keys: its registered `jwks`, else what its `jwks_uri` serves
+    (fetched through the outbound guard). Empty when it has none or they cannot be read,
+    so whatever they were to verify is refused."""
+    if client.jwks:
+        return _key_set(client.jwks)
+    uri = (client.metadata_extra or {}).get("jwks_uri")
+    return _published_keys(uri) if isinstance(uri, str) and uri else KeySet([])
+
 
 # An assertion is made for one request: five minutes from iat to exp is plenty, and
 # bounds how long a stolen one stays usable and how long its replay marker is kept.
@@ -33,7 +84,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return [issuer, f"{issuer}/token"]
 
     def resolve_client_public_key(self, client):
-        return KeySet.import_key_set(client.jwks or {"keys": []})
+        return client_key_set(client)
 
     def verify_claims(self, claims):
         # Before Authlib's checks, which end by spending the jti: a refused assertion

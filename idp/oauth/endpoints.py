@@ -87,7 +87,8 @@ class Introspection(IntrospectionEndpoint):
 
     def introspect_token(self, token):
         if token.claims is not None:
-            keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "auth_time", "acr", "amr", "sid")
+            keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "auth_time", "acr", "amr", "sid",
+                    "act")
             data = {k: token.claims[k] for k in keep if k in token.claims}
             data["token_type"] = "Bearer"
             return {"active": True, **data}

@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from .. import sessions
 from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_secret, utcnow
-from . import tokens
+from . import resources, tokens
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -45,7 +45,11 @@ class IssuesSignedTokens:
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         family = self.token_family()
-        access_token, ttl = tokens.issue_access_token(self.request.client, user, scope or "", family)
+        # RFC 8707: `resource` at the token endpoint picks the audience, within what was granted.
+        audience = resources.token_audience(self.request.client, self.request.payload.datalist.get("resource"),
+                                            family.resource if family else None, from_grant=family is not None)
+        access_token, ttl = tokens.issue_access_token(self.request.client, user, scope or "", family,
+                                                      audience=audience)
         token = {"token_type": "Bearer", "access_token": access_token, "expires_in": ttl}
         if scope:
             token["scope"] = scope
@@ -72,6 +76,7 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
             auth_time=browser.auth_time if browser else None,
             amr=list(browser.amr) if browser else [],
             acr=browser.acr if browser else None,
+            resource=payload.get("resource") or None,
         )
         db.session.add(family)
         db.session.flush()
@@ -89,6 +94,7 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
             amr=family.amr,
             acr=family.acr,
             sid=family.sid,
+            resource=family.resource,
             expires_at=utcnow() + timedelta(seconds=settings.code_ttl),
         ))
         db.session.commit()

@@ -21,6 +21,7 @@ from .grants import (
     RefreshTokenGrant,
     S256CodeChallenge,
 )
+from .token_exchange import TokenExchangeGrant
 
 _CLIENT_BY_ID = select(Client.__table__).where(Client.__table__.c.client_id == bindparam("client_id"))
 
@@ -83,6 +84,7 @@ def create_authorization_server(app) -> AuthorizationServer:
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(DeviceCodeGrant)
+    server.register_grant(TokenExchangeGrant)
     server.register_endpoint(DeviceAuthorizationService)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_extension(Issuer())

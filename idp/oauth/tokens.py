@@ -37,15 +37,18 @@ def half_hash(value: str, alg: str) -> str:
     return base64.urlsafe_b64encode(half).rstrip(b"=").decode()
 
 
-def issue_access_token(client, user: User | None, scope: str, grant: Grant | None) -> tuple[str, int]:
-    """Sign a JWT access token; returns (token, expires_in)."""
+def issue_access_token(client, user: User | None, scope: str, grant: Grant | None, *,
+                       audience: str | list[str] | None = None, act: dict | None = None) -> tuple[str, int]:
+    """Sign a JWT access token; returns (token, expires_in). `audience`: the resources
+    (RFC 8707) or client (RFC 8693) it is for, by default the client itself; `act`: who
+    acts on the subject's behalf (RFC 8693 §4.1)."""
     settings = _settings()
     now = int(time.time())
     ttl = settings.access_token_ttl
     claims = {
         "iss": settings.issuer,
         "sub": user.id if user else client.client_id,
-        "aud": client.client_id,
+        "aud": audience or client.client_id,
         "client_id": client.client_id,
         "iat": now,
         "exp": now + ttl,
@@ -62,6 +65,8 @@ def issue_access_token(client, user: User | None, scope: str, grant: Grant | Non
             claims["acr"] = grant.acr
         if grant.amr:
             claims["amr"] = grant.amr
+    if act:
+        claims["act"] = act
     return _ring().signing_key().sign(claims, typ=ACCESS_TOKEN_TYP), ttl
 
 

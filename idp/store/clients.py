@@ -13,7 +13,8 @@ from . import db, digest, utcnow
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE)
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE, TOKEN_EXCHANGE)
 
 
 class ClientPolicy:
@@ -73,6 +74,8 @@ class ClientPolicy:
             data["jwks"] = self.jwks
         if self.backchannel_logout_uri:
             data["backchannel_logout_uri"] = self.backchannel_logout_uri
+        if self.require_par:
+            data["require_pushed_authorization_requests"] = True  # RFC 9126 §6
         data.update(self.metadata_extra or {})
         return data
 
