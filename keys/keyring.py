@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -12,10 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwk, jwt
+from joserfc import jwk
 
 ALGORITHMS = ("ES256", "RS256", "EdDSA")
 KEY_TYPES = {"ES256": "EC", "RS256": "RSA", "EdDSA": "OKP"}
@@ -34,6 +36,10 @@ class KeyRecord:
     unpublish_at: datetime | None = None
 
 
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 @dataclass(frozen=True)
 class LoadedKey:
     kid: str
@@ -41,8 +47,36 @@ class LoadedKey:
     key: jwk.Key
 
     def sign(self, claims: dict, typ: str = "JWT") -> str:
-        header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-        return jwt.encode(header, claims, self.key, algorithms=[self.alg])
+        """A compact JWS (RFC 7515 §7.1) of `claims`.
+
+        Made here rather than by `joserfc.jwt.encode`, which spent more CPU checking and
+        re-serialising its own header than the signature costs: every token of every grant
+        comes through here. The header is a constant per key and `typ`; the signature is
+        the algorithm's own (ES256: r||s as RFC 7518 §3.4 says, not DER). joserfc verifies
+        what this makes (tests/keys/test_keyring.py)."""
+        signing_input = self._header(typ) + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
+        return (signing_input + b"." + _b64(self._signature(signing_input))).decode()
+
+    def _header(self, typ: str) -> bytes:
+        cached = _HEADERS.get((self.kid, typ))
+        if cached is None:
+            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            cached = _HEADERS[(self.kid, typ)] = _b64(json.dumps(header, separators=(",", ":")).encode())
+        return cached
+
+    def _signature(self, data: bytes) -> bytes:
+        private = self.key.private_key
+        if self.alg == "ES256":
+            r, s = decode_dss_signature(private.sign(data, ec.ECDSA(hashes.SHA256())))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        if self.alg == "RS256":
+            return private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        if self.alg == "EdDSA":
+            return private.sign(data)
+        raise ValueError(f"cannot sign with {self.alg}")
+
+
+_HEADERS: dict[tuple[str, str], bytes] = {}  # (kid, typ) -> base64url JSON header
 
 
 def _sealing_key(secret: str, purpose: bytes) -> AESGCM:

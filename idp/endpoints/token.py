@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
+
+from ..oauth import fast_token
 
 bp = Blueprint("token", __name__)
 
@@ -13,7 +15,7 @@ def _server():
 
 @bp.post("/token")
 def token():
-    return _server().create_token_response()
+    return fast_token.client_credentials(request) or _server().create_token_response()
 
 
 @bp.post("/revoke")

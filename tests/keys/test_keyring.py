@@ -26,6 +26,28 @@ def test_keys_sign_and_publish_no_private_parts(alg):
     assert rec.kid in published and '"d"' not in published
 
 
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
+def test_signed_tokens_verify_with_the_published_public_key_alone(alg):
+    """The ring signs by hand (keys/keyring.py `LoadedKey.sign`); a JOSE library must
+    accept the result with nothing but the JWKS, and refuse it once a byte changes."""
+    import json
+
+    from joserfc.errors import BadSignatureError
+    from joserfc.jwk import KeySet
+
+    rec = new_key_record(alg, "secret", NOW)
+    ring = KeyRing("secret", lambda: 1, lambda: [rec])
+    claims = {"iss": "https://idp.example", "sub": "ü-\u2028", "n": [1, 2], "x": None}
+    token = ring.signing_key().sign(claims, typ="at+jwt")
+    public = KeySet.import_key_set(json.loads(ring.jwks_json()))
+    decoded = jwt.decode(token, public, algorithms=[alg])
+    assert decoded.claims == claims and decoded.header == {"alg": alg, "kid": rec.kid, "typ": "at+jwt"}
+    head, body, sig = token.split(".")
+    tampered = f"{head}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{sig}"
+    with pytest.raises((BadSignatureError, ValueError)):
+        jwt.decode(tampered, public, algorithms=[alg])
+
+
 def test_sealed_key_needs_the_instance_secret():
     rec = new_key_record("ES256", "secret", NOW)
     with pytest.raises(InvalidTag):
