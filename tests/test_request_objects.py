@@ -248,6 +248,12 @@ class _KeysHandler(BaseHTTPRequestHandler):
         pass
 
 
+def _registration_token(live) -> str:
+    out = live.idp("clients", "registration-token")
+    assert out.returncode == 0 and out.stdout.strip(), (out.returncode, out.stderr)
+    return out.stdout.strip().split()[-1]
+
+
 def test_keys_from_jwks_uri_verify_request_objects_and_client_assertions(live, browser):
     """One lookup of a client's keys for both: registered by dynamic registration with a
     jwks_uri, fetched through the outbound guard (loopback is allowed for a loopback issuer)."""
@@ -258,7 +264,7 @@ def test_keys_from_jwks_uri_verify_request_objects_and_client_assertions(live, b
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         jwks_uri = f"http://127.0.0.1:{server.server_address[1]}/jwks"
-        reg_token = live.idp("clients", "registration-token").stdout.strip().split()[-1]
+        reg_token = _registration_token(live)
         resp = requests.post(f"{live.issuer}/register", json={
             "client_name": "Keys by URI", "redirect_uris": [REDIRECT], "jwks_uri": jwks_uri,
             "token_endpoint_auth_method": "private_key_jwt"}, headers={"Authorization": f"Bearer {reg_token}"},
@@ -290,6 +296,6 @@ def test_keys_from_jwks_uri_verify_request_objects_and_client_assertions(live, b
     resp = requests.post(f"{live.issuer}/register", json={
         "client_name": "Both", "redirect_uris": [REDIRECT], "jwks_uri": jwks_uri,
         "jwks": {"keys": [key.as_dict(private=False)]}},
-        headers={"Authorization": f"Bearer {live.idp('clients', 'registration-token').stdout.strip().split()[-1]}"},
+        headers={"Authorization": f"Bearer {_registration_token(live)}"},
         timeout=10)
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata"
