@@ -130,6 +130,7 @@ def cmd_users_list(args) -> None:
 
 def cmd_clients_create(args) -> None:
     from .clients import ClientMetadataError, create_client
+    from .store import db
 
     method = args.auth_method or ("none" if args.public else "client_secret_basic")
     if args.public and method != "none":
@@ -157,6 +158,9 @@ def cmd_clients_create(args) -> None:
             client, secret = create_client(meta, first_party=args.first_party, verified=True)
         except ClientMetadataError as err:
             raise CommandError(err.description) from None
+        if args.require_dpop:
+            client.require_dpop = True
+            db.session.commit()
         data = client.to_metadata()
         data["first_party"] = client.first_party
         if secret:
@@ -463,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--backchannel-logout-uri", help="where this server POSTs logout tokens (Back-Channel Logout)")
     c.add_argument("--public", action="store_true")
     c.add_argument("--first-party", action="store_true")
+    c.add_argument("--require-dpop", action="store_true", help="tokens only DPoP-bound (RFC 9449)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_clients_create)
     c = clients.add_parser("list", help="list clients")

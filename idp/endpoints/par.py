@@ -12,6 +12,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import update
 
+from ..oauth import dpop
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, run_checks
 from ..oauth.grants import TOKEN_AUTH_METHODS
 from ..store import PendingAuthorization, db, utcnow
@@ -48,6 +49,7 @@ def pushed_authorization_request():
             raise InvalidRequestError("request_uri cannot be pushed")
         if params.setdefault("client_id", client.client_id) != client.client_id:
             raise InvalidRequestError("client_id does not match the authenticated client")
+        dpop.bind_pushed_request(params)
         # prompt=none cannot be judged before a browser shows up; its syntax is checked below.
         shape = {k: v for k, v in params.items() if k != "prompt"}
         server.get_consent_grant(StoredAuthorizationRequest(shape, request.url), end_user=None)

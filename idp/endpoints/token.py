@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
+from ..oauth.dpop import token_endpoint_response
+
 bp = Blueprint("token", __name__)
 
 
@@ -13,7 +15,7 @@ def _server():
 
 @bp.post("/token")
 def token():
-    return _server().create_token_response()
+    return token_endpoint_response(_server())
 
 
 @bp.post("/revoke")

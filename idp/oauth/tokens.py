@@ -37,8 +37,9 @@ def half_hash(value: str, alg: str) -> str:
     return base64.urlsafe_b64encode(half).rstrip(b"=").decode()
 
 
-def issue_access_token(client, user: User | None, scope: str, grant: Grant | None) -> tuple[str, int]:
-    """Sign a JWT access token; returns (token, expires_in)."""
+def issue_access_token(client, user: User | None, scope: str, grant: Grant | None,
+                       jkt: str | None = None) -> tuple[str, int]:
+    """Sign a JWT access token; returns (token, expires_in). `jkt`: the DPoP key it is bound to."""
     settings = _settings()
     now = int(time.time())
     ttl = settings.access_token_ttl
@@ -62,6 +63,8 @@ def issue_access_token(client, user: User | None, scope: str, grant: Grant | Non
             claims["acr"] = grant.acr
         if grant.amr:
             claims["amr"] = grant.amr
+    if jkt:
+        claims["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
     return _ring().signing_key().sign(claims, typ=ACCESS_TOKEN_TYP), ttl
 
 

@@ -73,6 +73,8 @@ class ClientPolicy:
             data["jwks"] = self.jwks
         if self.backchannel_logout_uri:
             data["backchannel_logout_uri"] = self.backchannel_logout_uri
+        if self.require_dpop:
+            data["dpop_bound_access_tokens"] = True  # RFC 9449 §5.2
         data.update(self.metadata_extra or {})
         return data
 
