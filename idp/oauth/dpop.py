@@ -86,23 +86,24 @@ def _nonce_secret() -> bytes:
     return secret
 
 
-def _nonce_for(slot: int) -> str:
-    mac = hmac.new(_nonce_secret(), slot.to_bytes(8, "big"), hashlib.sha256).digest()[:18]
+@lru_cache(maxsize=8)
+def _nonce_for(secret: bytes, slot: int) -> str:
+    mac = hmac.new(secret, slot.to_bytes(8, "big"), hashlib.sha256).digest()[:18]
     return base64.urlsafe_b64encode(mac).decode()
 
 
 def current_nonce() -> str:
     """The nonce every response of the token endpoint and userinfo hands out."""
-    return _nonce_for(int(time.time()) // NONCE_SLOT)
+    return _nonce_for(_nonce_secret(), int(time.time()) // NONCE_SLOT)
 
 
 def nonce_is_valid(value: object) -> bool:
     if not isinstance(value, str):
         return False
-    slot = int(time.time()) // NONCE_SLOT
+    secret, slot = _nonce_secret(), int(time.time()) // NONCE_SLOT
     # Both compared, so the time taken says nothing about which slot matched.
-    current = hmac.compare_digest(value, _nonce_for(slot))
-    previous = hmac.compare_digest(value, _nonce_for(slot - 1))
+    current = hmac.compare_digest(value, _nonce_for(secret, slot))
+    previous = hmac.compare_digest(value, _nonce_for(secret, slot - 1))
     return current or previous
 
 
@@ -126,10 +127,45 @@ def thumbprint(jwk: dict) -> str:
     return b64_sha256(json.dumps(members, separators=(",", ":"), sort_keys=True))
 
 
+@dataclass(frozen=True, slots=True)
+class _ProofHeader:
+    alg: str
+    key: object  # a `cryptography` public key
+    jkt: str
+
+
 @lru_cache(maxsize=1024)
-def _public_key(alg: str, canonical_jwk: str):
-    """The public key a proof names; cached, as a client signs every proof with the same key."""
-    jwk = json.loads(canonical_jwk)
+def _checked_header(encoded: str) -> _ProofHeader:
+    """The proof's JOSE header, checked, with its key and thumbprint (§4.3 steps 4-6).
+
+    Cached by its encoded form: a client sends the same header with every proof, and
+    this is most of the work beside the signature. Refusals raise, and are not cached.
+    """
+    try:
+        header = json.loads(_b64decode(encoded))
+    except (ValueError, UnicodeError):
+        raise InvalidDPoPProofError("the DPoP proof is not a compact JWS") from None
+    if not isinstance(header, dict):
+        raise InvalidDPoPProofError("the DPoP proof is not a JWT")
+    if header.get("typ") != PROOF_TYP:
+        raise InvalidDPoPProofError(f"the DPoP proof must have typ {PROOF_TYP}")
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise InvalidDPoPProofError(f"alg must be one of {', '.join(ALGORITHMS)}")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise InvalidDPoPProofError("the DPoP proof must carry its public key in jwk")
+    if _PRIVATE_MEMBERS & jwk.keys():
+        raise InvalidDPoPProofError("the jwk of a DPoP proof must not contain a private key")
+    if "crit" in header:
+        raise InvalidDPoPProofError("no crit extensions are understood")
+    try:
+        return _ProofHeader(alg, _public_key(alg, jwk), thumbprint(jwk))
+    except (ValueError, TypeError, KeyError, UnicodeError):
+        raise InvalidDPoPProofError("the jwk of the DPoP proof is not a usable public key for its alg") from None
+
+
+def _public_key(alg: str, jwk: dict):
     kty = jwk.get("kty")
     if alg in _EC:
         crv, curve, _, size = _EC[alg]
@@ -182,6 +218,8 @@ def _same_url(presented: str, expected: str) -> bool:
             port = None
         return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path or "/"
 
+    if presented == expected:
+        return True
     try:
         return normal(presented) == normal(expected)
     except ValueError:  # a port out of range
@@ -217,31 +255,18 @@ def verify_proof(value: str, *, method: str, url: str, nonce: str = "optional",
         raise InvalidDPoPProofError("the DPoP proof is too long")
     try:
         head, body, sig = value.split(".")
-        header = json.loads(_b64decode(head))
         claims = json.loads(_b64decode(body))
         signature = _b64decode(sig)
     except (ValueError, UnicodeError):
         raise InvalidDPoPProofError("the DPoP proof is not a compact JWS") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
+    if not isinstance(claims, dict):
         raise InvalidDPoPProofError("the DPoP proof is not a JWT")
-    if header.get("typ") != PROOF_TYP:
-        raise InvalidDPoPProofError(f"the DPoP proof must have typ {PROOF_TYP}")
-    alg = header.get("alg")
-    if alg not in ALGORITHMS:
-        raise InvalidDPoPProofError(f"alg must be one of {', '.join(ALGORITHMS)}")
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise InvalidDPoPProofError("the DPoP proof must carry its public key in jwk")
-    if _PRIVATE_MEMBERS & jwk.keys():
-        raise InvalidDPoPProofError("the jwk of a DPoP proof must not contain a private key")
-    if "crit" in header:
-        raise InvalidDPoPProofError("no crit extensions are understood")
+    header = _checked_header(head)
     try:
-        key = _public_key(alg, json.dumps(jwk, sort_keys=True))
-        _verify_signature(alg, key, signature, f"{head}.{body}".encode())
-        jkt = thumbprint(jwk)
-    except (InvalidSignature, ValueError, TypeError, KeyError, UnicodeError):
+        _verify_signature(header.alg, header.key, signature, f"{head}.{body}".encode())
+    except (InvalidSignature, ValueError):
         raise InvalidDPoPProofError("the DPoP proof's signature does not verify with its jwk") from None
+    jkt = header.jkt
 
     if claims.get("htm") != method:
         raise InvalidDPoPProofError("htm does not match the request method")
@@ -263,7 +288,7 @@ def verify_proof(value: str, *, method: str, url: str, nonce: str = "optional",
             raise UseDPoPNonceError("send the proof again with the nonce in the DPoP-Nonce header")
     # A proof outlives its use by at most the iat window: the marker is kept that long.
     expires = datetime.fromtimestamp(iat + IAT_WINDOW + 1, UTC).replace(tzinfo=None)
-    if not single_use.claim("dpop", f"{jkt}:{jti}", expires):
+    if not single_use.claim_at_once("dpop", f"{jkt}:{jti}", expires):
         raise InvalidDPoPProofError("this DPoP proof was already used")
     return Proof(jkt=jkt)
 
