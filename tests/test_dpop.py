@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from tests.conftest import start_live
@@ -59,6 +59,11 @@ class Holder:
         body.update(claims)
         body = {k: v for k, v in body.items() if v is not None}
         return jwt.encode(head, body, signer or self.key, algorithms=[head["alg"]])
+
+    def raw_proof(self, payload: str) -> str:
+        """A proof whose claims are exactly this JSON text (which no JWT library would write)."""
+        head = {"typ": "dpop+jwt", "alg": self.alg, "jwk": self.key.as_dict(private=False)}
+        return jws.serialize_compact(head, payload.encode(), self.key, algorithms=[self.alg])
 
 
 def _token(live, data: dict, auth=None, proof: str | None = None) -> requests.Response:
@@ -105,7 +110,8 @@ WHY = {
     "wrong typ": "typ", "alg none": "alg must be", "HS256": "alg must be", "private key in jwk": "private key",
     "signed by another key": "signature", "wrong htm": "htm", "wrong htu": "htu", "another host": "htu",
     "old iat": "iat", "future iat": "iat", "no jti": "jti", "not a JWS": "compact JWS",
-    "no proof": "needs a DPoP proof", "wrong ath": "ath", "no ath": "ath", "another key": "another key",
+    "no proof": "needs a DPoP proof", "wrong ath": "ath", "non-ASCII ath": "ath", "no ath": "ath",
+    "another key": "another key",
 }
 
 
@@ -186,6 +192,17 @@ def test_bad_proofs_are_refused_at_the_token_endpoint(live):
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", (name, resp.text)
         assert WHY[name] in resp.json()["error_description"], (name, resp.text)
         assert resp.headers["DPoP-Nonce"], name
+    # odd values are refused as proofs, never answered with a 500
+    odd = {
+        "NaN iat": '{"jti": "%s", "htm": "POST", "htu": "%s", "iat": NaN, "nonce": "%s"}',
+        "non-ASCII nonce": '{"jti": "%s", "htm": "POST", "htu": "%s", "iat": 1, "nonce": "\u00e9%s"}',
+    }
+    for name, template in odd.items():
+        payload = template % (secrets.token_urlsafe(8), url, holder.nonce)
+        payload = payload.replace('"iat": 1', f'"iat": {int(time.time())}')
+        resp = _token(live, {"grant_type": "client_credentials"}, (client_id, secret), holder.raw_proof(payload))
+        assert resp.status_code == 400, (name, resp.text)
+        assert resp.json()["error"] in ("invalid_dpop_proof", "use_dpop_nonce"), name
     # the same proof twice: the second is a replay
     proof = holder.proof("POST", url)
     assert _token(live, {"grant_type": "client_credentials"}, (client_id, secret), proof).status_code == 200
@@ -207,6 +224,22 @@ def test_bad_proofs_are_refused_at_the_token_endpoint(live):
     answer = conn.getresponse()
     assert answer.status == 400 and json.loads(answer.read())["error"] == "invalid_dpop_proof"
     conn.close()
+
+
+def test_htu_is_the_issuer_url_whatever_the_host_header_says(live):
+    """Behind a proxy the Host header is the proxy's business: the proof names the URL the
+    issuer gives the endpoint, and only that one."""
+    client_id, secret = _service(live)
+    holder = Holder()
+    assert _bound_token(live, holder, {"grant_type": "client_credentials"}, (client_id, secret)).status_code == 200
+    internal = {"Host": "idp.internal:8080"}
+    resp = requests.post(f"{live.issuer}/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret),
+                         headers={**internal, "DPoP": holder.proof("POST", f"{live.issuer}/token")}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    resp = requests.post(f"{live.issuer}/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret),
+                         headers={**internal, "DPoP": holder.proof("POST", "http://idp.internal:8080/token")},
+                         timeout=10)
+    assert _error(resp) == "invalid_dpop_proof"
 
 
 def test_require_dpop_client(live):
@@ -377,6 +410,7 @@ def test_userinfo_takes_a_bound_token_only_with_its_proof(live, browser):
     refused = {
         "no proof": None,
         "wrong ath": holder.proof("GET", url, access_token=at + "x"),
+        "non-ASCII ath": holder.proof("GET", url, ath="\u00e9" * 43),
         "no ath": holder.proof("GET", url),
         "another key": other.proof("GET", url, access_token=at),
         "wrong htu": holder.proof("GET", f"{live.issuer}/token", access_token=at),

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -73,6 +74,11 @@ class Proof:
     jkt: str
 
 
+def same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings, whatever characters a client sent."""
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
 # --- nonces -----------------------------------------------------------------------
 
 def _nonce_secret() -> bytes:
@@ -102,8 +108,8 @@ def nonce_is_valid(value: object) -> bool:
         return False
     secret, slot = _nonce_secret(), int(time.time()) // NONCE_SLOT
     # Both compared, so the time taken says nothing about which slot matched.
-    current = hmac.compare_digest(value, _nonce_for(secret, slot))
-    previous = hmac.compare_digest(value, _nonce_for(secret, slot - 1))
+    current = same(value, _nonce_for(secret, slot))
+    previous = same(value, _nonce_for(secret, slot - 1))
     return current or previous
 
 
@@ -274,14 +280,15 @@ def verify_proof(value: str, *, method: str, url: str, nonce: str = "optional",
     if not isinstance(htu, str) or not _same_url(htu, url):
         raise InvalidDPoPProofError("htu does not match the endpoint URL")
     iat = claims.get("iat")
-    if not isinstance(iat, (int, float)) or isinstance(iat, bool) or abs(time.time() - iat) > IAT_WINDOW:
+    if not isinstance(iat, (int, float)) or isinstance(iat, bool) or not math.isfinite(iat) \
+            or abs(time.time() - iat) > IAT_WINDOW:
         raise InvalidDPoPProofError("iat is missing or too far from now")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= 256:
         raise InvalidDPoPProofError("jti is missing")
     if access_token is not None:
         ath = claims.get("ath")
-        if not isinstance(ath, str) or not hmac.compare_digest(ath, b64_sha256(access_token)):
+        if not isinstance(ath, str) or not same(ath, b64_sha256(access_token)):
             raise InvalidDPoPProofError("ath does not match the access token")
     if "nonce" in claims or nonce == "required":
         if not nonce_is_valid(claims.get("nonce")):
@@ -331,14 +338,14 @@ class DPoPCodeBinding:
     def validate(self, grant, _result=None):
         code = grant.request.authorization_code
         proof = proof_of(grant.request)
-        if code.dpop_jkt and (proof is None or not hmac.compare_digest(proof.jkt, code.dpop_jkt)):
+        if code.dpop_jkt and (proof is None or not same(proof.jkt, code.dpop_jkt)):
             raise InvalidGrantError("the code is bound to another DPoP key (dpop_jkt)")
 
 
 def check_refresh_binding(family, oauth_request) -> None:
     """A bound refresh-token family is used only with a proof of its key (RFC 9449 §5)."""
     proof = proof_of(oauth_request)
-    if family.dpop_jkt and (proof is None or not hmac.compare_digest(proof.jkt, family.dpop_jkt)):
+    if family.dpop_jkt and (proof is None or not same(proof.jkt, family.dpop_jkt)):
         raise InvalidGrantError("the refresh token is bound to another DPoP key")
 
 
@@ -387,7 +394,7 @@ def check_resource_request(scheme: str, access_token: str, claims: dict) -> None
     if value is None:
         raise InvalidDPoPProofError("a DPoP-bound access token needs a DPoP proof")
     proof = verify_proof(value, method=http_request.method, url=endpoint_url(), access_token=access_token)
-    if not hmac.compare_digest(proof.jkt, jkt):
+    if not same(proof.jkt, jkt):
         raise InvalidDPoPProofError("the DPoP proof is signed by another key than the token is bound to")
 
 
