@@ -134,10 +134,12 @@ password=$(.venv/bin/python bench/password_cost.py) || die "bench/password_cost.
 echo "$password"
 saml=$(.venv/bin/python -W ignore bench/saml_cost.py) || die "bench/saml_cost.py failed"
 echo "$saml"
+dpop=$(.venv/bin/python bench/dpop_cost.py) || die "bench/dpop_cost.py failed"
+echo "$dpop"
 
 echo
 echo "=== summary ($(nproc) CPUs, $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit'), ${dur}s per scenario) ==="
-printf '%s\n' "${results[@]}" "$password" "$saml"
+printf '%s\n' "${results[@]}" "$password" "$saml" "$dpop"
 if [ ${#warnings[@]} -gt 0 ]; then
   printf '!!! WARNING: %s\n' "${warnings[@]}"
 fi

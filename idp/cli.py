@@ -154,7 +154,8 @@ def cmd_clients_create(args) -> None:
     app = _app()
     with app.app_context():
         try:
-            policy = {"require_par": args.require_par, "resources": args.resource or [],
+            policy = {"require_par": args.require_par, "require_dpop": args.require_dpop,
+                      "resources": args.resource or [],
                       "token_exchange_audiences": args.token_exchange_audience or []}
             client, secret = create_client(meta, first_party=args.first_party, verified=True, policy=policy)
         except ClientMetadataError as err:
@@ -474,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a client this client may get tokens for by token exchange (RFC 8693); repeatable")
     c.add_argument("--public", action="store_true")
     c.add_argument("--first-party", action="store_true")
+    c.add_argument("--require-dpop", action="store_true", help="tokens only DPoP-bound (RFC 9449)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_clients_create)
     c = clients.add_parser("list", help="list clients")

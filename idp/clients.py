@@ -150,10 +150,10 @@ def _check_jwks_uri(uri, destinations: Outbound) -> str:
     return uri
 
 
-def validate_policy(*, require_par: bool = False, resources: list[str] = (),
+def validate_policy(*, require_par: bool = False, require_dpop: bool = False, resources: list[str] = (),
                     token_exchange_audiences: list[str] = ()) -> dict:
     """An operator's per-client policy (SPEC §1) as client columns: authorization requests
-    only by PAR, the resources (RFC 8707) it may name, the audiences it may ask for by
+    only by PAR, tokens only DPoP-bound, the resources (RFC 8707) it may name, the audiences it may ask for by
     token exchange. Not client metadata: a client cannot register resources or audiences
     for itself."""
     for uri in resources:
@@ -165,6 +165,7 @@ def validate_policy(*, require_par: bool = False, resources: list[str] = (),
             raise ClientMetadataError("invalid_client_metadata", f"no client {audience} to exchange tokens for")
     return {
         "require_par": require_par,
+        "require_dpop": require_dpop,
         "resources": list(dict.fromkeys(resources)) or None,
         "token_exchange_audiences": list(dict.fromkeys(token_exchange_audiences)) or None,
     }

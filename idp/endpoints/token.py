@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request
 
 from ..oauth import fast_token
+from ..oauth.dpop import token_endpoint_response
 
 bp = Blueprint("token", __name__)
 
@@ -15,7 +16,7 @@ def _server():
 
 @bp.post("/token")
 def token():
-    return fast_token.client_credentials(request) or _server().create_token_response()
+    return fast_token.client_credentials(request) or token_endpoint_response(_server())
 
 
 @bp.post("/revoke")

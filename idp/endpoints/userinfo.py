@@ -1,14 +1,23 @@
-"""UserInfo (OpenID Connect Core §5.3): claims by scope, for a bearer access token (RFC 6750)."""
+"""UserInfo (OpenID Connect Core §5.3): claims by scope, for a bearer access token (RFC 6750)
+or a DPoP-bound one with its proof (RFC 9449 §7)."""
 
 from __future__ import annotations
 
+from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Blueprint, jsonify, request
 
+from ..oauth import dpop
 from ..oauth.claims import user_claims
 from ..oauth.tokens import verify_access_token
 from ..store import User, db
 
 bp = Blueprint("userinfo", __name__)
+
+
+@bp.after_request
+def _dpop_nonce(resp):
+    resp.headers["DPoP-Nonce"] = dpop.current_nonce()
+    return resp
 
 
 def _bearer_error(error: str | None, status: int, description: str | None = None):
@@ -26,32 +35,44 @@ def _bearer_error(error: str | None, status: int, description: str | None = None
     return resp
 
 
-def _presented_token() -> tuple[str | None, str | None]:
-    """The bearer token from the header or (POST) the form body, never both (RFC 6750 §2)."""
+def _dpop_error(error: OAuth2Error):
+    resp = jsonify(error=error.error, error_description=error.description)
+    resp.status_code = 401
+    resp.headers["WWW-Authenticate"] = dpop.challenge(error)
+    return resp
+
+
+def _presented_token() -> tuple[str, str | None, str | None]:
+    """(scheme, token, problem): the token from the header or (POST) the form body, never
+    both (RFC 6750 §2); the scheme is "bearer" or "dpop"."""
     header = request.headers.get("Authorization", "")
     form_token = request.form.get("access_token") if request.method == "POST" else None
     if header:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            return None, "invalid_request"
+        if scheme.lower() not in ("bearer", "dpop") or not value.strip():
+            return "bearer", None, "invalid_request"
         if form_token:
-            return None, "invalid_request"
-        return value.strip(), None
+            return "bearer", None, "invalid_request"
+        return scheme.lower(), value.strip(), None
     if form_token:
-        return form_token, None
-    return None, None
+        return "bearer", form_token, None
+    return "bearer", None, None
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo():
-    token, problem = _presented_token()
+    scheme, token, problem = _presented_token()
     if problem:
-        return _bearer_error(problem, 400, "send the access token once, as a Bearer token")
+        return _bearer_error(problem, 400, "send the access token once, as a Bearer or DPoP token")
     if token is None:
         return _bearer_error(None, 401)
     claims = verify_access_token(token)
     if claims is None:
         return _bearer_error("invalid_token", 401, "the access token is invalid, expired or revoked")
+    try:
+        dpop.check_resource_request(scheme, token, claims)
+    except OAuth2Error as error:
+        return _dpop_error(error)
     scopes = claims.get("scope", "").split()
     if "openid" not in scopes:
         return _bearer_error("insufficient_scope", 403, "the openid scope is required")

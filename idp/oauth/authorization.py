@@ -10,9 +10,11 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 
+from .dpop import check_dpop_jkt
+
 PROMPTS = {"none", "login", "consent", "select_account"}
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
-                 "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales")
+                 "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt")
 
 
 class RequestNotSupported(OAuth2Error):
@@ -77,7 +79,8 @@ def check_openid_nonce(params: dict) -> None:
 
 
 # The order in which every authorization request is checked after Authlib's own validation.
-CHECKS = (check_request_object, check_response_mode, check_prompt, check_max_age, check_openid_nonce)
+CHECKS = (check_request_object, check_response_mode, check_prompt, check_max_age, check_openid_nonce,
+          check_dpop_jkt)
 
 
 def run_checks(params: dict) -> None:

@@ -90,7 +90,9 @@ class Introspection(IntrospectionEndpoint):
             keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "auth_time", "acr", "amr", "sid",
                     "act")
             data = {k: token.claims[k] for k in keep if k in token.claims}
-            data["token_type"] = "Bearer"
+            data["token_type"] = "DPoP" if "cnf" in token.claims else "Bearer"
+            if "cnf" in token.claims:
+                data["cnf"] = token.claims["cnf"]  # RFC 9449 §6.2
             return {"active": True, **data}
         row = token.refresh
         family = db.session.get(Grant, row.grant_id)

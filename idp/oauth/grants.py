@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from .. import sessions
 from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_secret, utcnow
-from . import resources, tokens
+from . import dpop, resources, tokens
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -43,14 +43,21 @@ class IssuesSignedTokens:
     def token_family(self) -> Grant | None:
         return None
 
+    def authenticate_token_endpoint_client(self):
+        client = super().authenticate_token_endpoint_client()
+        dpop.check_client_policy(client, self.request)
+        return client
+
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         family = self.token_family()
         # RFC 8707: `resource` at the token endpoint picks the audience, within what was granted.
         audience = resources.token_audience(self.request.client, self.request.payload.datalist.get("resource"),
                                             family.resource if family else None, from_grant=family is not None)
+        proof = dpop.proof_of(self.request)
+        jkt = proof.jkt if proof else None
         access_token, ttl = tokens.issue_access_token(self.request.client, user, scope or "", family,
-                                                      audience=audience)
-        token = {"token_type": "Bearer", "access_token": access_token, "expires_in": ttl}
+                                                      audience=audience, jkt=jkt)
+        token = {"token_type": "DPoP" if jkt else "Bearer", "access_token": access_token, "expires_in": ttl}
         if scope:
             token["scope"] = scope
         if include_refresh_token and family is not None:
@@ -88,6 +95,7 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
             redirect_uri=payload.get("redirect_uri"),
             scope=family.scope,
             nonce=payload.get("nonce"),
+            dpop_jkt=payload.get("dpop_jkt"),
             code_challenge=payload.get("code_challenge"),
             code_challenge_method=payload.get("code_challenge_method"),
             auth_time=family.auth_time,
@@ -182,6 +190,8 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
 
     def authenticate_user(self, refresh_token):
         family = db.session.get(Grant, refresh_token.grant_id)
+        if family is not None:
+            dpop.check_refresh_binding(family, self.request)
         return _live_user(family.user_id) if family else None
 
     def revoke_old_credential(self, refresh_token):

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, select
 from ..store import Client, Grant, RefreshToken, db, digest, utcnow
 from ..store.clients import ClientRecord
 from .clients import PrivateKeyJWT
+from . import dpop
 from .device import DeviceAuthorizationService, DeviceCodeGrant
 from .grants import (
     AuthorizationCodeGrant,
@@ -54,6 +55,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
             return
         source = request.authorization_code or request.refresh_token or request.credential
         family = db.session.get(Grant, source.grant_id)
+        dpop.bind_refresh_family(family, request.client, request)
         settings = current_app.extensions["idp.settings"]
         db.session.add(RefreshToken(
             token_hash=digest(value),
@@ -80,7 +82,8 @@ def create_authorization_server(app) -> AuthorizationServer:
     server = AuthorizationServer()
     server.init_app(app)
     server.register_grant(AuthorizationCodeGrant,
-                          [OpenIDCodeExtension(require_nonce=False), S256CodeChallenge(required=True)])
+                          [OpenIDCodeExtension(require_nonce=False), S256CodeChallenge(required=True),
+                           dpop.DPoPCodeBinding()])
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(DeviceCodeGrant)

@@ -38,10 +38,11 @@ def half_hash(value: str, alg: str) -> str:
 
 
 def issue_access_token(client, user: User | None, scope: str, grant: Grant | None, *,
-                       audience: str | list[str] | None = None, act: dict | None = None) -> tuple[str, int]:
+                       audience: str | list[str] | None = None, act: dict | None = None,
+                       jkt: str | None = None) -> tuple[str, int]:
     """Sign a JWT access token; returns (token, expires_in). `audience`: the resources
     (RFC 8707) or client (RFC 8693) it is for, by default the client itself; `act`: who
-    acts on the subject's behalf (RFC 8693 §4.1)."""
+    acts on the subject's behalf (RFC 8693 §4.1); `jkt`: the DPoP key it is bound to."""
     settings = _settings()
     now = int(time.time())
     ttl = settings.access_token_ttl
@@ -67,6 +68,8 @@ def issue_access_token(client, user: User | None, scope: str, grant: Grant | Non
             claims["amr"] = grant.amr
     if act:
         claims["act"] = act
+    if jkt:
+        claims["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
     return _ring().signing_key().sign(claims, typ=ACCESS_TOKEN_TYP), ttl
 
 

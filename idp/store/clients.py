@@ -76,6 +76,8 @@ class ClientPolicy:
             data["backchannel_logout_uri"] = self.backchannel_logout_uri
         if self.require_par:
             data["require_pushed_authorization_requests"] = True  # RFC 9126 §6
+        if self.require_dpop:
+            data["dpop_bound_access_tokens"] = True  # RFC 9449 §5.2
         data.update(self.metadata_extra or {})
         return data
 
