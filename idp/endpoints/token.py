@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request
 
 from ..oauth import fast_token
-from ..oauth.dpop import token_endpoint_response
+from ..oauth.dpop import current_nonce, token_endpoint_response
 
 bp = Blueprint("token", __name__)
 
@@ -16,7 +16,11 @@ def _server():
 
 @bp.post("/token")
 def token():
-    return fast_token.client_credentials(request) or token_endpoint_response(_server())
+    fast = fast_token.client_credentials(request)
+    if fast is None:
+        return token_endpoint_response(_server())
+    fast.headers["DPoP-Nonce"] = current_nonce()  # as every token endpoint answer has (RFC 9449 §8)
+    return fast
 
 
 @bp.post("/revoke")
