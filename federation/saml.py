@@ -169,6 +169,9 @@ class ServiceProvider:
             raise SamlError("assertion is not signed")
         if outstanding_id is None and not self.allow_idp_initiated:
             raise SamlError("IdP-initiated sign-in is not enabled for this org")
+        if outstanding_id is None and response.in_response_to:
+            # an answer to someone else's request (a sign-in, an admin's test) is never unsolicited
+            raise SamlError("InResponseTo names a request this browser did not send")
         if outstanding_id is not None and response.in_response_to != outstanding_id:
             raise SamlError("InResponseTo does not answer this browser's request")
         self._check_recipient(assertion)

@@ -419,3 +419,25 @@ def test_a_real_sign_in_is_not_taken_for_a_test(live, org, idp):
     response, _ = idp.response(request, email=f"real@{org['domain']}")
     assert "code" in redirect_params(_answer(b, request, response))
     assert _user_exists(live, f"real@{org['domain']}")
+
+
+def test_a_test_answer_is_no_unsolicited_sign_in_elsewhere(live, org, idp, tmp_path):
+    """An org that accepts IdP-initiated sign-ins still refuses, in another browser, an answer
+    to a request (a test's or a sign-in's) that browser never sent."""
+    _attach(live, org, idp)
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", org["name"], "--metadata", str(path), "--idp-initiated").returncode == 0
+    b = org["browser"]
+    request = _start_test(b, org, idp)
+    tested = f"elsewhere.{uuid.uuid4().hex[:6]}@{org['domain']}"
+    response, _ = idp.response(request, email=tested)
+    stranger = Browser(live.issuer)
+    resp = _answer(stranger, request, response, relay="")
+    assert resp.status_code == 400 and "could not be completed" in resp.text
+    assert not _user_exists(live, tested)
+    assert "Your account" not in stranger.get(f"{live.issuer}/account").text
+    # the admin's own browser still completes the test
+    page = _answer(b, request, response)
+    assert page.status_code == 200 and 'data-test-result="passed"' in page.text
+    assert not _user_exists(live, tested)
