@@ -132,6 +132,12 @@ class ServiceProvider:
 
     def validate(self, saml_response: str, outstanding_id: str | None) -> tuple[UpstreamIdentity, str, float]:
         """(identity, assertion id, assertion's NotOnOrAfter as epoch) of a valid response."""
+        response = self.verified_response(saml_response, outstanding_id)
+        return self.identity_of(response), response.assertion.id, _not_on_or_after(response.assertion)
+
+    def verified_response(self, saml_response: str, outstanding_id: str | None):
+        """pysaml2's response, once it passed every acceptance check (a real sign-in and
+        the Admin Center's Test connection accept exactly the same responses)."""
         if len(saml_response) > MAX_RESPONSE_BYTES * 4 // 3 + 4:
             raise SamlError("response too large")
         try:
@@ -163,15 +169,21 @@ class ServiceProvider:
             raise SamlError("assertion is not signed")
         if outstanding_id is None and not self.allow_idp_initiated:
             raise SamlError("IdP-initiated sign-in is not enabled for this org")
+        if outstanding_id is None and response.in_response_to:
+            # an answer to someone else's request (a sign-in, an admin's test) is never unsolicited
+            raise SamlError("InResponseTo names a request this browser did not send")
         if outstanding_id is not None and response.in_response_to != outstanding_id:
             raise SamlError("InResponseTo does not answer this browser's request")
         self._check_recipient(assertion)
+        return response
+
+    def identity_of(self, response) -> UpstreamIdentity:
+        """The person a verified response names (SPEC §5's attributes)."""
         email = self._email(response)
-        identity = UpstreamIdentity(
+        return UpstreamIdentity(
             provider="saml", subject=email, email=email, email_verified=True,
             name=_first(response, DISPLAY_NAME), given_name=_first(response, GIVEN_NAME),
             family_name=_first(response, FAMILY_NAME))
-        return identity, assertion.id, _not_on_or_after(assertion)
 
     def _check_recipient(self, assertion) -> None:
         confirmations = assertion.subject.subject_confirmation if assertion.subject else []
@@ -195,6 +207,20 @@ class ServiceProvider:
         if email is None:  # one addr-spec only: never a list, a display name or a quoted part
             raise SamlError("email is malformed")
         return email
+
+
+def assertion_expiry(response) -> float:
+    """The verified response's assertion's NotOnOrAfter, as epoch (how long to remember its id)."""
+    return _not_on_or_after(response.assertion)
+
+
+def received(response) -> tuple[str | None, list[tuple[str, str | None, list[str]]]]:
+    """(NameID, [(name, friendly name, values)]) of a verified response, as the IdP sent them."""
+    subject = response.assertion.subject
+    name_id = subject.name_id.text if subject is not None and subject.name_id is not None else None
+    attributes = [(a.name, a.friendly_name, [v.text or "" for v in a.attribute_value])
+                  for statement in response.assertion.attribute_statement or [] for a in statement.attribute]
+    return name_id, attributes
 
 
 def _values(response, names: tuple[str, ...]) -> list[str]:

@@ -308,14 +308,13 @@ def cmd_social_add(args) -> None:
 
 
 def _check_issuer(issuer: str) -> None:
-    """An issuer this server may fetch discovery from: https (http only to an allow-listed
-    loopback address), a usual port, no non-public address (inside an app context)."""
-    from .outbound import DestinationRefused, current
+    """An issuer this server may fetch discovery from (inside an app context)."""
+    from . import orgs
 
     try:
-        current().check_url(issuer.rstrip("/") + "/.well-known/openid-configuration")
-    except DestinationRefused as err:
-        raise CommandError(f"--issuer refused: {err}") from None
+        orgs.check_issuer(issuer)
+    except orgs.OrgError as err:
+        raise CommandError(f"--{err}") from None
 
 
 def _org(name: str):
@@ -345,9 +344,8 @@ def cmd_orgs_saml(args) -> None:
     app = _app()
     with app.app_context():
         org = _org(args.org)
-        org.allow_idp_initiated = args.idp_initiated
         try:
-            orgs.attach_saml(org, args.metadata)
+            orgs.attach_saml(org, args.metadata, allow_idp_initiated=args.idp_initiated)
         except orgs.OrgError as err:
             raise CommandError(str(err)) from None
         sp = orgs.service_provider(org)
@@ -355,20 +353,15 @@ def cmd_orgs_saml(args) -> None:
 
 
 def cmd_orgs_oidc(args) -> None:
-    from urllib.parse import urlsplit
+    from . import orgs
 
-    from .social import add_provider, enterprise_provider_name, redirect_uri
-
-    parts = urlsplit(args.issuer)
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
-        raise CommandError(f"--issuer must be an http(s) URL: {args.issuer}")
     app = _app()
     with app.app_context():
         org = _org(args.org)
-        _check_issuer(args.issuer)
-        name = enterprise_provider_name(org.id)
-        add_provider(name, args.client_id, args.client_secret, args.issuer, org_id=org.id)
-        uri = redirect_uri(name)
+        try:
+            uri = orgs.attach_oidc(org, args.issuer, args.client_id, args.client_secret)
+        except orgs.OrgError as err:
+            raise CommandError(str(err)) from None
     if args.json:
         _print_json({"org": org.name, "issuer": args.issuer, "client_id": args.client_id, "redirect_uri": uri})
     else:
@@ -384,17 +377,15 @@ def cmd_orgs_sp_metadata(args) -> None:
 
 
 def cmd_orgs_enforce_sso(args) -> None:
+    from . import orgs
+
     app = _app()
     with app.app_context():
-        from .store import db
-
         org = _org(args.org)
-        from .social import enterprise_provider
-
-        if not args.off and not org.saml_metadata and enterprise_provider(org.id) is None:
-            raise CommandError(f"{org.name} has no IdP yet: attach one with `idp orgs saml` or `idp orgs oidc` first")
-        org.enforce_sso = not args.off
-        db.session.commit()
+        try:
+            orgs.enforce_sso(org, on=not args.off)
+        except orgs.OrgError as err:
+            raise CommandError(str(err)) from None
         print(f"{org.name}: Enterprise Sign-In is {'the only way in' if org.enforce_sso else 'optional'}")
 
 

@@ -1,10 +1,18 @@
-"""Enterprise accounts: orgs, their domains, their SAML IdP, and our SP for them."""
+"""Enterprise accounts: orgs, their domains, their SAML IdP, and our SP for them.
+
+The command line (`idp orgs ...`) and the Admin Center's Enterprise Sign-In section both
+act through the functions here, so an IdP is checked, attached and enforced one way.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import re
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from flask import current_app
@@ -60,34 +68,182 @@ def domains_of(org: Org) -> list[str]:
     return list(db.session.execute(select(OrgDomain.domain).where(OrgDomain.org_id == org.id)).scalars())
 
 
+# Where metadata came from when it was uploaded through the Admin Center: not a path and
+# not a URL, so nothing ever tries to read it again (an admin must never name a server file).
+UPLOADED = "upload:"
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+REDIRECT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+
+
+@dataclass(frozen=True)
+class IdpMetadata:
+    """What an IdP's metadata says that matters to us (and to the admin who attached it)."""
+
+    entity_id: str
+    sso_url: str
+    certificate_expires: datetime  # the signing certificate that expires last
+    valid_until: datetime | None
+
+
+def fetch_metadata(url: str) -> str:
+    """The IdP metadata XML at an http(s) URL, fetched through the outbound guard (https, a
+    public or allow-listed address, a size cap and a deadline)."""
+    try:
+        resp = outbound.current().get(url, deadline=METADATA_DEADLINE, max_bytes=METADATA_LIMIT)
+    except outbound.OutboundError as err:
+        raise OrgError(f"cannot fetch metadata: {err}") from None
+    if resp.status != 200:
+        raise OrgError(f"cannot fetch metadata: HTTP {resp.status}")
+    return resp.text
+
+
 def read_metadata(source: str) -> str:
-    """The IdP metadata XML from a file path or an http(s) URL (fetched through the outbound
-    guard: https, a public or allow-listed address, a size cap and a deadline)."""
+    """The IdP metadata XML from a file path or an http(s) URL, checked by `check_metadata`."""
     if source.startswith(("https://", "http://")):
-        try:
-            resp = outbound.current().get(source, deadline=METADATA_DEADLINE, max_bytes=METADATA_LIMIT)
-        except outbound.OutboundError as err:
-            raise OrgError(f"cannot fetch metadata: {err}") from None
-        if resp.status != 200:
-            raise OrgError(f"cannot fetch metadata: HTTP {resp.status}")
-        xml = resp.text
+        xml = fetch_metadata(source)
+    elif source.startswith(UPLOADED):
+        raise OrgError("this metadata was uploaded: upload it again to change it")
     else:
         try:
-            xml = Path(source).read_text()
+            with open(source, "rb") as f:
+                xml = f.read(METADATA_LIMIT + 1).decode("utf-8", errors="replace")
         except OSError as err:
             raise OrgError(f"cannot read metadata: {err.strerror}: {source}") from None
-    if "IDPSSODescriptor" not in xml or re.search(r"<!DOCTYPE|<!ENTITY", xml, re.IGNORECASE):
-        raise OrgError("this is not SAML IdP metadata (no IDPSSODescriptor, or it carries a DTD)")
+    check_metadata(xml)
     return xml
 
 
-def attach_saml(org: Org, source: str) -> None:
-    xml = read_metadata(source)
+def check_metadata(xml: str) -> IdpMetadata:
+    """What `xml` says, when it is one IdP's SAML metadata we can use: at most
+    METADATA_LIMIT, no DTD, well-formed, one IDPSSODescriptor with an HTTP-Redirect
+    SingleSignOnService and a signing certificate. Raises OrgError saying what is wrong."""
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import ParseError, fromstring
+
+    if len(xml.encode()) > METADATA_LIMIT:
+        raise OrgError(f"the metadata is larger than {METADATA_LIMIT // (1024 * 1024)} MiB")
+    if re.search(r"<!DOCTYPE|<!ENTITY", xml, re.IGNORECASE):
+        raise OrgError("this is not SAML IdP metadata (it carries a DTD)")
+    try:
+        root = fromstring(xml.encode(), forbid_dtd=True)
+    except (ParseError, DefusedXmlException, ValueError) as err:
+        raise OrgError(f"the metadata is not well-formed XML ({err})") from None
+    entities = [root] if root.tag == f"{{{MD}}}EntityDescriptor" else root.findall(f"{{{MD}}}EntityDescriptor")
+    idps = [(e, d) for e in entities for d in e.findall(f"{{{MD}}}IDPSSODescriptor")]
+    if len(idps) != 1:
+        raise OrgError(f"this is not SAML IdP metadata (expected one IDPSSODescriptor, found {len(idps)})")
+    entity, descriptor = idps[0]
+    entity_id = (entity.get("entityID") or "").strip()
+    if not entity_id:
+        raise OrgError("the metadata has no entityID")
+    sso = [s.get("Location", "").strip() for s in descriptor.findall(f"{{{MD}}}SingleSignOnService")
+           if s.get("Binding") == REDIRECT_BINDING]
+    if not sso or not sso[0].startswith(("https://", "http://")):
+        raise OrgError("the metadata has no SingleSignOnService for the HTTP-Redirect binding")
+    expiries = []
+    for key in descriptor.findall(f"{{{MD}}}KeyDescriptor"):
+        if key.get("use", "signing") != "signing":
+            continue
+        for cert in key.iter(f"{{{DS}}}X509Certificate"):
+            expiries.append(_certificate_expiry(cert.text or ""))
+    if not expiries:
+        raise OrgError("the metadata has no signing certificate for the IdP")
+    return IdpMetadata(entity_id=entity_id, sso_url=sso[0], certificate_expires=max(expiries),
+                       valid_until=_valid_until(entity.get("validUntil") or root.get("validUntil")))
+
+
+def _certificate_expiry(text: str) -> datetime:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode("".join(text.split()), validate=True))
+    except (binascii.Error, ValueError):
+        raise OrgError("the metadata's signing certificate cannot be read") from None
+    return cert.not_valid_after_utc.replace(tzinfo=None)
+
+
+def _valid_until(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        raise OrgError(f"the metadata's validUntil is not a date: {text[:40]}") from None
+
+
+def attach_saml(org: Org, source: str, xml: str | None = None,
+                allow_idp_initiated: bool | None = None) -> IdpMetadata:
+    """Make `xml` (read from `source` when not given) the org's IdP. Every check runs
+    before the org is touched: a refused document leaves the old set-up as it was."""
+    xml = read_metadata(source) if xml is None else xml
+    found = check_metadata(xml)
+    idp_initiated = org.allow_idp_initiated if allow_idp_initiated is None else allow_idp_initiated
+    try:  # fails now, not at sign-in, when pysaml2 cannot use it
+        _service_provider_for(org.id, xml, idp_initiated).idp_entity_id()
+    except Exception as err:  # noqa: BLE001 - pysaml2 raises many types; every one is a refusal
+        raise OrgError(f"the metadata cannot be used: {getattr(err, 'reason', err)}") from None
     org.saml_metadata = xml
     org.saml_metadata_source = source
     org.saml_metadata_fetched_at = utcnow()
-    service_provider(org).idp_entity_id()  # fails now, not at sign-in, when pysaml2 cannot use it
+    org.saml_metadata_valid_until = found.valid_until
+    org.allow_idp_initiated = idp_initiated
     db.session.commit()
+    return found
+
+
+def idp_metadata(org: Org) -> IdpMetadata | None:
+    """What the org's attached metadata says (None without one)."""
+    if not org.saml_metadata:
+        return None
+    try:
+        return check_metadata(org.saml_metadata)
+    except OrgError:  # attached before today's checks: the page says so instead of failing
+        return None
+
+
+def has_idp(org: Org) -> bool:
+    """The org has a SAML IdP or an enterprise OpenID provider to sign its people in."""
+    from .social import enterprise_provider
+
+    return bool(org.saml_metadata) or enterprise_provider(org.id) is not None
+
+
+def enforce_sso(org: Org, on: bool = True) -> None:
+    """Make (or stop making) Enterprise Sign-In the only way in for the org's people;
+    refused while the org has no IdP (it would lock everyone out)."""
+    if on and not has_idp(org):
+        raise OrgError(f"{org.name} has no IdP yet: attach one with `idp orgs saml` or `idp orgs oidc` first")
+    org.enforce_sso = on
+    db.session.commit()
+
+
+def check_issuer(issuer: str) -> None:
+    """An OpenID issuer this server may fetch discovery from: an http(s) URL without query
+    or fragment; https (http only to an allow-listed loopback address), a usual port, no
+    non-public address."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise OrgError(f"issuer must be an http(s) URL: {issuer}")
+    try:
+        outbound.current().check_url(issuer.rstrip("/") + "/.well-known/openid-configuration")
+    except outbound.DestinationRefused as err:
+        raise OrgError(f"issuer refused: {err}") from None
+
+
+def attach_oidc(org: Org, issuer: str, client_id: str, client_secret: str) -> str:
+    """Make `issuer` the org's enterprise OpenID provider; returns the redirect URI to
+    register there. Nothing is fetched now: discovery happens on first use."""
+    from .social import add_provider, enterprise_provider_name, redirect_uri
+
+    check_issuer(issuer)
+    if not client_id.strip() or not client_secret:
+        raise OrgError("the enterprise OpenID provider needs a client id and a client secret")
+    name = enterprise_provider_name(org.id)
+    add_provider(name, client_id.strip(), client_secret, issuer, org_id=org.id)
+    return redirect_uri(name)
 
 
 def _credential() -> SpCredential:
@@ -125,18 +281,21 @@ _SERVICE_PROVIDERS: dict[tuple, ServiceProvider] = {}
 
 
 def service_provider(org: Org) -> ServiceProvider:
+    return _service_provider_for(org.id, org.saml_metadata or "", org.allow_idp_initiated)
+
+
+def _service_provider_for(org_id: str, metadata: str, allow_idp_initiated: bool) -> ServiceProvider:
     issuer = _settings().issuer
     key_file, cert_file = _key_files(_credential())
-    metadata = org.saml_metadata or ""
-    key = (issuer, org.id, hashlib.sha256(metadata.encode()).hexdigest(), str(key_file), org.allow_idp_initiated)
+    key = (issuer, org_id, hashlib.sha256(metadata.encode()).hexdigest(), str(key_file), allow_idp_initiated)
     sp = _SERVICE_PROVIDERS.get(key)
     if sp is None:
         if len(_SERVICE_PROVIDERS) > 256:
             _SERVICE_PROVIDERS.clear()
         sp = _SERVICE_PROVIDERS[key] = ServiceProvider(
-            entity_id=f"{issuer}/saml/{org.id}/metadata", acs_url=f"{issuer}/saml/{org.id}/acs",
+            entity_id=f"{issuer}/saml/{org_id}/metadata", acs_url=f"{issuer}/saml/{org_id}/acs",
             key_file=key_file, cert_file=cert_file, idp_metadata=metadata,
-            allow_idp_initiated=org.allow_idp_initiated)
+            allow_idp_initiated=allow_idp_initiated)
     return sp
 
 

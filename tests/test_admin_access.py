@@ -70,9 +70,76 @@ def _proven(live, world):
     return domain
 
 
+
+def _org_state(live, world) -> tuple:
+    """What the org-wide (person-less) actions change: org A's IdP, enforcement, OpenID provider."""
+    from idp.social import enterprise_provider
+    from idp.store import Org, db
+
+    with live.db():
+        org = db.session.get(Org, world["org_a"])
+        provider = enterprise_provider(org.id)
+        return (org.saml_metadata, org.saml_metadata_source, org.enforce_sso, provider.client_id if provider else None)
+
+
+def _reset_org(live, world) -> None:
+    """Org A as before an org-wide action (no IdP, nothing enforced): the other tests sign its
+    people in by password."""
+    from idp.social import enterprise_provider
+    from idp.store import Org, db
+
+    with live.db():
+        org = db.session.get(Org, world["org_a"])
+        org.saml_metadata = org.saml_metadata_source = None
+        org.enforce_sso = False
+        provider = enterprise_provider(org.id)
+        if provider is not None:
+            db.session.delete(provider)
+        db.session.commit()
+
+
+def _idp_metadata(world) -> str:
+    if "idp" not in world:
+        from tests.saml_idp import TestIdP
+
+        world["idp"] = TestIdP(world["tmp"] / "idp")
+    return world["idp"].metadata_xml()
+
+
+def _with_idp(live, world) -> None:
+    from idp import orgs
+    from idp.store import Org, db
+
+    with live.db():
+        orgs.attach_saml(db.session.get(Org, world["org_a"]), orgs.UPLOADED + "idp.xml", xml=_idp_metadata(world))
+
+
+def _metadata_url(live, world) -> dict:
+    if "metadata_server" not in world:
+        from tests.test_admin_enterprise import MetadataServer
+
+        world["metadata_server"] = MetadataServer()
+        world["metadata_server"].body = _idp_metadata(world).encode()
+    return {"metadata_url": world["metadata_server"].url()}
+
+
+def _enforce(live, world) -> dict:
+    _with_idp(live, world)
+    return {"enforce": "on", "confirmed": "yes"}
+
+
+def _test_connection(live, world) -> dict:
+    _with_idp(live, world)
+    return {}
+
+
+ENTERPRISE = "/admin/orgs/<org_id>/enterprise-sign-in"
+
 # (path, method) → (victim maker or None, form, event the allowed roles cause, check of the row after).
 # Under /domains the victim is a claim id or a domain, and the check is of the org's
 # domain state after: check(state, victim, domain).
+# Org-wide actions (no person in the path): form is `(live, world) -> form` (it prepares org A),
+# and check is `(live, world, response) -> bool`, as for a GET without a person.
 TABLE = {
     ("/admin", "GET"): (None, None, None, None),
     ("/admin/orgs/<org_id>/users", "GET"): (_add_victim, None, None, None),
@@ -104,7 +171,19 @@ TABLE = {
         (_claim, {"confirmed": "yes"}, "domain.claim_withdrawn", lambda s, v, d: v not in s.claims),
     ("/admin/orgs/<org_id>/domains/<domain>/remove", "POST"):
         (_proven, {"confirmed": "yes"}, "domain.removed", lambda s, v, d: v not in s.proven),
-    ("/admin/orgs/<org_id>/enterprise-sign-in", "GET"): (None, None, None, None),
+    (ENTERPRISE, "GET"): (None, None, None, None),
+    (ENTERPRISE + "/metadata", "POST"): (None, _metadata_url, "admin.idp_metadata_saved",
+                                         lambda live, world, resp: _org_state(live, world)[0] is not None),
+    (ENTERPRISE + "/sp-metadata", "GET"):
+        (None, None, None, lambda live, world, resp: f"/saml/{world['org_a']}/acs" in resp.text),
+    (ENTERPRISE + "/enforce", "POST"): (None, _enforce, "admin.sso_enforced",
+                                        lambda live, world, resp: _org_state(live, world)[2] is True),
+    (ENTERPRISE + "/oidc", "POST"):
+        (None, lambda live, world: {"issuer": "http://127.0.0.1:8999/acl", "client_id": "acl-app",
+                                    "client_secret": "acl-secret"}, "admin.oidc_saved",
+         lambda live, world, resp: _org_state(live, world)[3] == "acl-app"),
+    (ENTERPRISE + "/test", "POST"):
+        (None, _test_connection, None, lambda live, world, resp: "SAMLRequest=" in resp.text),
     ("/admin/orgs/<org_id>/sign-in-options", "GET"): (None, None, None, None),
     ("/admin/orgs/<org_id>/audit-log", "GET"): (None, None, None, None),
 }
@@ -120,7 +199,7 @@ def test_every_admin_route_is_in_the_table(live):
 
 
 @pytest.fixture(scope="module")
-def world(live):
+def world(live, tmp_path_factory):
     org_a, name_a, domain_a = new_org(live, "acl-a")
     org_b, name_b, domain_b = new_org(live, "acl-b")
     tag = uuid.uuid4().hex[:6]
@@ -141,7 +220,10 @@ def world(live):
     browsers = {role: signed_in(live, email) for role, email in emails.items()}
     browsers["anonymous"] = Browser(live.issuer)
     world["browsers"] = browsers
-    return world
+    world["tmp"] = tmp_path_factory.mktemp("acl")
+    yield world
+    if "metadata_server" in world:
+        world["metadata_server"].server.shutdown()
 
 
 def _path(route: str, world, victim: str | None) -> str:
@@ -168,9 +250,26 @@ def domain_state(live, org_id: str) -> DomainState:
              .filter(SecurityEvent.org_id == org_id, SecurityEvent.kind.like("domain.%"))])
 
 
+def _org_events(live, world, kind: str, role: str | None = None) -> int:
+    """Org A's events of this kind (by this role's person, when given)."""
+    from idp.store import SecurityEvent, db
+
+    with live.db():
+        query = db.session.query(SecurityEvent).filter_by(org_id=world["org_a"], kind=kind)
+        if role is not None:
+            query = query.filter_by(actor_id=world["ids"][role])
+        return query.count()
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("route", sorted(TABLE), ids=lambda r: f"{r[1]} {r[0]}")
 def test_route_as(live, world, route, role):
+    if callable(TABLE[route][1]):  # an org-wide action: org A is put back as it was after it
+        try:
+            _org_wide_route_as(live, world, route, role)
+        finally:
+            _reset_org(live, world)
+        return
     rule, method = route
     make_victim, form, event, check = TABLE[route]
     victim = make_victim(live, world) if make_victim else None
@@ -220,7 +319,10 @@ def test_route_as(live, world, route, role):
             assert resp.status_code == 200 and world["name_a"] in resp.text and world["name_b"] in resp.text
     elif method == "GET":
         assert resp.status_code == 200
-        assert (user_row(live, victim).email if victim else world["name_a"]) in resp.text
+        if check:
+            assert check(live, world, resp)
+        else:
+            assert (user_row(live, victim).email if victim else world["name_a"]) in resp.text
     elif about_domains:
         assert resp.status_code == 302, resp.text[:300]
         assert resp.headers["Location"].split("#")[0].split("?")[0].endswith(f"/admin/orgs/{world['org_a']}/domains")
@@ -239,6 +341,29 @@ def test_route_as(live, world, route, role):
         assert (event, {"by": world["ids"][role]}) in [(k, {"by": d.get("by")}) for k, d in admin_events(live, victim)]
         if check:
             assert check(user_row(live, victim))
+
+
+def _org_wide_route_as(live, world, route, role):
+    rule, method = route
+    _, make_form, event, check = TABLE[route]
+    form = make_form(live, world)
+    allowed = role in ("admin", "operator")
+    before = _org_state(live, world)
+    events = _org_events(live, world, event, role if allowed else None) if event else 0
+    resp = post(world["browsers"][role], _path(rule, world, None), form)
+    assert world["secret_b"] not in resp.text and "Bea Secret" not in resp.text
+    if not allowed:
+        if role == "anonymous":
+            assert resp.status_code == 302 and resp.headers["Location"].endswith("/signin"), resp.status_code
+        else:
+            assert resp.status_code == FORBIDDEN and world["domain_a"] not in resp.text, resp.status_code
+        assert _org_state(live, world) == before
+        assert not event or _org_events(live, world, event) == events
+        return
+    assert resp.status_code in (200, 302), resp.text[:300]
+    if event:
+        assert _org_events(live, world, event, role) == events + 1
+    assert check(live, world, resp)
 
 
 def test_non_admins_on_slash_admin_get_403(live, world):
