@@ -48,7 +48,7 @@ def server_metadata(settings) -> dict:
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash",
-            "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified",
+            "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified", "groups",
         ],
         "prompt_values_supported": ["none", "login", "consent"],
         "ui_locales_supported": ["en", "fr"],
