@@ -94,11 +94,12 @@ POLICIES: dict[str, Policy] = {
     # second, 3,600 sign-ins an hour) is more than a several-thousand-person office needs
     # (an SSO session lasts the working day), and caps what one address can park at any time.
     "saml:ip": Policy(free=600, window=600, base_delay=10, max_delay=600),
-    # Every request of one SCIM token counts (an attempt is never a success). Directories
-    # provision at tens of requests a second (Entra ID's sync, Okta's push); 3,000 a minute
-    # lets an initial sync of a large org run at full speed while a runaway or stolen token
-    # is slowed down, 1 s doubling to a minute.
-    "scim:token": Policy(free=3000, window=60, base_delay=1, max_delay=60),
+    # Requests of one SCIM token (an attempt is never a success), counted one per 10 requests
+    # of a server process (`idp.scim.tokens.SAMPLE`): 300 here is about 3,000 requests a
+    # minute. Directories provision at tens of requests a second (Entra ID's sync, Okta's
+    # push): an initial sync of a large org runs at full speed, while a runaway or stolen
+    # token is slowed down, 1 s doubling to a minute.
+    "scim:token": Policy(free=300, window=60, base_delay=1, max_delay=60),
 }
 
 

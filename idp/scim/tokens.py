@@ -8,10 +8,13 @@ guess), so no comparison of secrets happens in Python.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from datetime import timedelta
 
 from flask import request
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from .. import ratelimit
 from ..store import Org, ScimToken, db, digest, new_secret, utcnow
@@ -45,6 +48,39 @@ def _unauthorized(detail: str) -> ScimError:
     return ScimError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="scim"'})
 
 
+# Counting every request in the shared store would cost a write each. A process counts its
+# requests per token and takes one attempt from the shared throttle for every SAMPLE of them
+# (the first included), against a policy whose budget is divided by SAMPLE; a block the
+# shared throttle reports is then kept here until it ends. The shared counter stays the one
+# that decides; at most SAMPLE - 1 requests per process go uncounted.
+SAMPLE = 10
+_seen: dict[str, tuple[int, float]] = {}  # token hash → (requests seen, blocked until: time.monotonic())
+_seen_lock = threading.Lock()
+
+
+def _throttle(token_hash: str) -> None:
+    now = time.monotonic()
+    with _seen_lock:
+        seen, blocked_until = _seen.get(token_hash, (0, 0.0))
+        if blocked_until > now:
+            raise _too_many(blocked_until - now)
+        if len(_seen) > 10_000:
+            _seen.clear()
+        _seen[token_hash] = (seen + 1, 0.0)
+    if seen % SAMPLE:
+        return
+    decision = ratelimit.throttle().attempt("scim:token", token_hash)
+    if not decision.allowed:
+        with _seen_lock:
+            _seen[token_hash] = (seen + 1, now + decision.retry_after)
+        raise _too_many(decision.retry_after)
+
+
+def _too_many(retry_after: float) -> ScimError:
+    return ScimError(429, "Too many requests for this token; try again later",
+                     headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
 def org_of_request() -> Org:
     """The org whose token authenticates this request, after the per-token throttle; else a
     SCIM error (401 for a missing, unknown or revoked token, 429 when throttled)."""
@@ -53,18 +89,16 @@ def org_of_request() -> Org:
     if scheme.lower() != "bearer" or not value or len(value) > 200:
         raise _unauthorized("A bearer token is required")
     token_hash = digest(value)
-    row = db.session.get(ScimToken, token_hash)
-    if row is None or row.revoked_at is not None:
+    found = db.session.execute(
+        select(ScimToken, Org).join(Org, Org.id == ScimToken.org_id)
+        .where(ScimToken.token_hash == token_hash, ScimToken.revoked_at.is_(None))
+    ).first()
+    if found is None:
         raise _unauthorized("The bearer token is not valid")
-    decision = ratelimit.throttle().attempt("scim:token", token_hash)
-    if not decision.allowed:
-        raise ScimError(429, "Too many requests for this token; try again later",
-                        headers={"Retry-After": str(decision.retry_after)})
+    row, org = found
+    _throttle(token_hash)
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
         row.last_used_at = now
         db.session.commit()
-    org = db.session.get(Org, row.org_id)
-    if org is None:  # deleted in between: its tokens went with it
-        raise _unauthorized("The bearer token is not valid")
     return org

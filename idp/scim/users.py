@@ -30,7 +30,7 @@ from __future__ import annotations
 from flask import request
 from sqlalchemy import delete, false, func, select
 
-from federation.discovery import domain_of, home_realm_for
+from federation.discovery import domain_of
 
 from .. import accounts, audit, orgs
 from ..admin.invite import send_invitation
@@ -214,13 +214,13 @@ def _enterprise(extension: dict) -> dict:
     return out
 
 
-def _unique(org_: Org, fields: Fields, user: User | None) -> None:
+def _unique(org_: Org, fields: Fields, user: User | None, *, email_checked: bool = False) -> None:
     if fields.external_id is not None:
         clash = db.session.execute(select(User.id).where(in_org(org_), User.external_id == fields.external_id)
                                    ).scalar()
         if clash is not None and (user is None or clash != user.id):
             raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
-    if user is None or fields.email != user.email:
+    if not email_checked and (user is None or fields.email != user.email):
         taken = db.session.execute(select(User.id).where(User.email == fields.email)).scalar()
         if taken is not None and (user is None or taken != user.id):
             raise ScimError(409, "userName is already in use", "uniqueness")
@@ -233,6 +233,14 @@ def _store(user: User, fields: Fields) -> None:
     user.family_name = fields.family_name
     user.name = fields.name
     user.scim_data = fields.scim_data
+
+
+def _has_own_idp(org_: Org) -> bool:
+    """Whether the org's people sign in with its IdP (SAML or enterprise OpenID), as
+    `federation.discovery.home_realm_for` decides for an address of the org."""
+    from ..social import enterprise_provider
+
+    return bool(org_.saml_metadata) or enterprise_provider(org_.id) is not None
 
 
 def _set_active(user: User, active: bool | None, org_: Org) -> None:
@@ -285,7 +293,7 @@ def create_user():
     existing = db.session.execute(select(User).where(User.email == fields.email)).scalar_one_or_none()
     if existing is not None and (existing.org_id is not None or existing.is_admin):
         raise ScimError(409, "userName is already in use", "uniqueness")
-    _unique(org_, fields, existing)
+    _unique(org_, fields, existing, email_checked=True)
     active = fields.active is not False
     if existing is None:
         user = User(email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
@@ -293,8 +301,9 @@ def create_user():
         _store(user, fields)
         db.session.flush()
         audit.record("scim.user_created", user, org=org_, via="scim")
-        if active and home_realm_for(user.email).method == "password":
+        if active and not _has_own_idp(org_):
             send_invitation(user, org_)
+        return resource_response(representation(user, []), 201)  # new: in no group yet
     else:
         user = existing
         if not user.email_verified:
