@@ -1,7 +1,9 @@
 """`make bench`, SCIM part: an org of 10,000 people, then
 - a `userName eq` filter: server time (the whole request in process, token check and throttle
   included, through Flask's test client) and the round trip to `idp serve` over loopback;
-- users created per second by POST /Users against `idp serve` (concurrent clients).
+- users created per second by POST /Users against `idp serve` (concurrent clients): in that
+  org, which signs its people in with its own IdP (no mail), and in an org without one,
+  where each new person is mailed an invitation (a mail token and a mail to send).
 
 Run by bench/run.sh with the server's IDP_* environment; argv[1] is the server's base URL.
 """
@@ -19,7 +21,7 @@ import requests
 
 PEOPLE = 10_000
 LOOKUPS = 300
-CREATES = 2_000
+CREATES = 1_000
 CLIENTS = 16
 
 
@@ -43,6 +45,26 @@ def seed(app) -> tuple[str, str, list[str], str]:
             db.session.execute(User.__table__.insert(), rows[start:start + 1000])
         db.session.commit()
         return name, domain, emails, tokens.issue(org)
+
+
+def plain_org(app) -> tuple[str, str]:
+    from idp import orgs
+
+    with app.app_context():
+        name = f"bench-{uuid.uuid4().hex[:6]}"
+        orgs.create(name, [f"{name}.example"])
+        return name, f"{name}.example"
+
+
+def attach_idp(app, org_name: str) -> None:
+    """What `idp orgs oidc` stores (nothing is contacted until someone signs in)."""
+    from idp import orgs
+    from idp.social import add_provider, enterprise_provider_name
+
+    with app.app_context():
+        org = orgs.find(org_name)
+        add_provider(enterprise_provider_name(org.id), "bench", "bench-secret", "https://login.bench.example",
+                     org_id=org.id)
 
 
 def new_token(app, org_name: str) -> str:
@@ -111,13 +133,17 @@ def main() -> None:
     app = create_app()
     logging.getLogger().setLevel(logging.WARNING)
     name, domain, emails, token = seed(app)
+    attach_idp(app, name)
     inproc = server_time(app, token, emails)
     loopback = round_trips(base, new_token(app, name), emails)
     rate = creation_rate(base, new_token(app, name), domain)
+    plain, plain_domain = plain_org(app)
+    invited_rate = creation_rate(base, new_token(app, plain), plain_domain)
     print(f"scim userName eq ({PEOPLE} users in the org): server time median {statistics.median(inproc) * 1000:.1f}ms"
           f" p95 {ms(inproc, 0.95)}ms (in process); round trip to idp serve median "
           f"{statistics.median(loopback) * 1000:.1f}ms p95 {ms(loopback, 0.95)}ms ({LOOKUPS} requests)")
-    print(f"scim POST /Users: {rate:.0f} users/s ({CREATES} users, {CLIENTS} concurrent clients, workers 2)")
+    print(f"scim POST /Users: {rate:.0f} users/s in an org with its own IdP, {invited_rate:.0f} users/s with an "
+          f"invitation mail each ({CREATES} users each, {CLIENTS} concurrent clients, workers 2)")
 
 
 if __name__ == "__main__":

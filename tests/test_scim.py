@@ -206,6 +206,24 @@ def test_throttled_per_token(live):
     assert other.call("GET", "/Users").status_code == 200  # another token is not slowed down
 
 
+def test_throttle_budget_is_about_3000_requests_a_minute(live):
+    """The per-process sampling (one shared count per 10 requests) against the shared policy."""
+    from idp.scim import tokens
+    from idp.scim.errors import ScimError
+    from idp.store import digest
+
+    token_hash = digest(f"budget-{uuid.uuid4().hex}")
+    allowed = 0
+    with live.app.test_request_context("/scim/v2/Users"):
+        with pytest.raises(ScimError) as refused:
+            for _ in range(3100):
+                tokens._throttle(token_hash)
+                allowed += 1
+    assert 3000 <= allowed <= 3010 and refused.value.status == 429  # one sample of slack
+    with live.app.test_request_context("/scim/v2/Users"), pytest.raises(ScimError):
+        tokens._throttle(token_hash)  # blocked here until the shared block ends, counted or not
+
+
 # --- users through an independent client -----------------------------------------------
 
 def test_user_lifecycle_with_scim2_client(live):
