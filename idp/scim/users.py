@@ -304,16 +304,15 @@ def create_user():
         if active and not _has_own_idp(org_):
             send_invitation(user, org_)
         return resource_response(representation(user, []), 201)  # new: in no group yet
-    else:
-        user = existing
-        if not user.email_verified:
-            accounts.wipe_unproven(user, keep_password=False)
-        user.org_id = org_.id
-        user.email_verified = True
-        _store(user, fields)
-        db.session.commit()
-        audit.record("scim.user_adopted", user, org=org_, via="scim")
-        _set_active(user, active, org_)
+    user = existing
+    if not user.email_verified:
+        accounts.wipe_unproven(user, keep_password=False)
+    user.org_id = org_.id
+    user.email_verified = True
+    _store(user, fields)
+    db.session.commit()
+    audit.record("scim.user_adopted", user, org=org_, via="scim")
+    _set_active(user, active, org_)
     return resource_response(_one(user), 201)
 
 
