@@ -86,6 +86,17 @@ LABELS = {
     "domain.added": lambda: _("Domain added by an operator"),
     "domain.removed": lambda: _("Domain removed"),
     "domain.claim_withdrawn": lambda: _("Domain claim withdrawn"),
+    "scim.user_created": lambda: _("Account created by the organization's directory"),
+    "scim.user_adopted": lambda: _("Account joined the organization through its directory"),
+    "scim.user_updated": lambda: _("Profile updated by the organization's directory"),
+    "scim.user_disabled": lambda: _("Account deactivated by the organization's directory"),
+    "scim.user_enabled": lambda: _("Account reactivated by the organization's directory"),
+    "scim.user_deleted": lambda: _("Account removed by the organization's directory"),
+    "scim.group_created": lambda: _("Group created by the organization's directory"),
+    "scim.group_updated": lambda: _("Group updated by the organization's directory"),
+    "scim.group_deleted": lambda: _("Group deleted by the organization's directory"),
+    "scim.tokens_revoked": lambda: _("Directory provisioning tokens revoked"),
+    "scim.token_issued": lambda: _("Directory provisioning token issued"),
 }
 
 

@@ -416,6 +416,28 @@ def cmd_orgs_admin(args) -> None:
         print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
 
 
+def cmd_orgs_scim_token(args) -> None:
+    from . import audit
+    from .scim import tokens
+
+    app = _app()
+    with app.app_context():
+        org = _org(args.org)
+        if args.revoke_all:
+            revoked = tokens.revoke_all(org, commit=False)
+        token = tokens.issue(org)
+        if args.revoke_all:
+            audit.record("scim.tokens_revoked", None, org=org, via="cli", count=revoked)
+        audit.record("scim.token_issued", None, org=org, via="cli")
+        base_url = app.extensions["idp.settings"].issuer + "/scim/v2"
+    if args.json:
+        _print_json({"token": token, "base_url": base_url})
+    else:
+        if args.revoke_all:
+            print(f"revoked {revoked} earlier token(s) of {org.name}", file=sys.stderr)
+        print(token)
+
+
 # --- parser ------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -532,6 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("email")
     o.add_argument("--remove", action="store_true", help="take it back")
     o.set_defaults(func=cmd_orgs_admin)
+    o = orgs.add_parser("scim-token", help="print a new bearer token for the org's SCIM 2.0 endpoint "
+                                           "(shown once, stored as a hash)")
+    o.add_argument("org")
+    o.add_argument("--json", action="store_true", help='print {"token", "base_url"}')
+    o.add_argument("--revoke-all", action="store_true",
+                   help="first revoke every earlier token of the org; a new token is still printed "
+                        "(the only one that works afterwards)")
+    o.set_defaults(func=cmd_orgs_scim_token)
     return p
 
 

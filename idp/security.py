@@ -16,7 +16,8 @@ csrf = CSRFProtect()
 
 # Machine-facing paths answer errors in JSON, people get a page.
 API_PREFIXES = ("/token", "/revoke", "/introspect", "/userinfo", "/register", "/jwks", "/.well-known", "/par",
-                "/device_authorization", "/healthz", "/readyz")
+                "/device_authorization", "/healthz", "/readyz", "/scim/")
+SCIM_PREFIX = "/scim/"
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -71,6 +72,10 @@ def error_page(message: str, status: int = 400) -> tuple[str, int]:
 
 
 def _handle_http_error(error: HTTPException):
+    if request.path.startswith(SCIM_PREFIX):  # unknown path or method under /scim: a SCIM error body
+        from .scim.errors import http_error_response
+
+        return http_error_response(error.code or 400, error.description)
     if is_api_request():
         code = {404: "not_found", 405: "invalid_request", 413: "invalid_request"}.get(error.code, "invalid_request")
         return jsonify(error=code, error_description=error.description), error.code
@@ -107,6 +112,10 @@ def _handle_database_down(error: DBAPIError):
 
 def _handle_unexpected(error: Exception):
     log.exception("unexpected error on %s %s", request.method, request.path)
+    if request.path.startswith(SCIM_PREFIX):
+        from .scim.errors import ScimError, error_response
+
+        return error_response(ScimError(500, "Internal error"))
     if is_api_request():
         return jsonify(error="server_error", error_description="internal error"), 500
     return error_page(_("Something went wrong on our side. Please try again."), 500)

@@ -6,9 +6,28 @@ from __future__ import annotations
 from flask import render_template
 from flask_babel import gettext as _
 
+from federation.discovery import home_realm_for
+
 from .. import audit, mail_tokens
+from ..i18n import current_language
+from ..mail import link_to, send_mail
 from ..signin.password_reset import password_from_link
+from ..store import Org, User
 from . import bp
+
+
+def send_invitation(user: User, org: Org) -> None:
+    """A single-use link to choose a password; or, when the org signs its people in with
+    its own IdP, word to sign in with the company account (which adopts the row).
+    The Admin Center's "Add user" and SCIM provisioning both send it."""
+    realm = home_realm_for(user.email)
+    lang = user.locale or current_language()
+    if realm.method in ("saml", "oidc"):
+        send_mail(user.email, "invite_sso", lang, org=org.name, link=link_to("signin.email"))
+        return
+    token = mail_tokens.issue(user, "invite")
+    send_mail(user.email, "invite", lang, org=org.name, link=link_to("admin.invitation", token=token),
+              days=mail_tokens.LIFETIMES["invite"].days)
 
 
 @bp.get("/invite/<token>")

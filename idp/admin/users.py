@@ -6,16 +6,15 @@ from flask import redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 
-from federation.discovery import domain_of, home_realm_for
+from federation.discovery import domain_of
 
-from .. import accounts, audit, mail_tokens, orgs, sessions
+from .. import accounts, audit, orgs, sessions
 from ..emails import normalize
-from ..i18n import current_language
-from ..mail import link_to, send_mail
 from ..mfa import has_second_factor
 from ..store import Org, User, db
 from . import bp
 from .access import Acting, admin_view, forbidden, member, signed_in_admin
+from .invite import send_invitation
 
 PAGE_SIZE = 50
 
@@ -85,22 +84,9 @@ def add_user(acting: Acting):
     user = User(email=address, name=name, email_verified=False, org_id=acting.org.id)
     db.session.add(user)
     db.session.commit()
-    _send_invitation(user, acting)
+    send_invitation(user, acting.org)
     audit.record("admin.user_invited", user, actor=acting.admin, org=acting.org)
     return redirect(url_for("admin.person", org_id=acting.org.id, user_id=user.id, invited=1))
-
-
-def _send_invitation(user: User, acting: Acting) -> None:
-    """A single-use link to choose a password; or, when the org signs its people in with
-    its own IdP, word to sign in with the company account (which adopts the row)."""
-    realm = home_realm_for(user.email)
-    lang = user.locale or current_language()
-    if realm.method in ("saml", "oidc"):
-        send_mail(user.email, "invite_sso", lang, org=acting.org.name, link=link_to("signin.email"))
-        return
-    token = mail_tokens.issue(user, "invite")
-    send_mail(user.email, "invite", lang, org=acting.org.name, link=link_to("admin.invitation", token=token),
-              days=mail_tokens.LIFETIMES["invite"].days)
 
 
 @bp.get("/admin/orgs/<org_id>/users/<user_id>")

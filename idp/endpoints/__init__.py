@@ -19,12 +19,15 @@ def register_blueprints(app: Flask) -> None:
     from ..signin.social import bp as social
     from ..signin.views import bp as signin
     from ..observability import health
+    from ..scim import bp as scim
     from . import authorize, discovery, end_session, par, registration, token, userinfo
 
     for module in (health, discovery, token, userinfo, registration, par):
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
+    csrf.exempt(scim)  # authenticated by the org's bearer token, never by cookies
+    app.register_blueprint(scim)
     csrf.exempt(saml_acs)  # the IdP posts here; the response is bound to the browser's request instead
     for bp in (authorize.bp, end_session.bp, signin, password, signup, social, enterprise, device, account, mfa, admin,
                developer):

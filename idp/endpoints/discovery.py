@@ -51,7 +51,7 @@ def server_metadata(settings) -> dict:
         "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash",
-            "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified",
+            "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified", "groups",
         ],
         "prompt_values_supported": ["none", "login", "consent"],
         "ui_locales_supported": ["en", "fr"],

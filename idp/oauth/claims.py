@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from ..store import User
+from sqlalchemy import select
 
-SCOPES = ("openid", "profile", "email", "offline_access")
+from ..store import Group, GroupMember, User, db
+
+SCOPES = ("openid", "profile", "email", "offline_access", "groups")
 
 
 def user_claims(user: User, scope: str) -> dict:
@@ -22,4 +24,14 @@ def user_claims(user: User, scope: str) -> dict:
     if "email" in scopes:
         claims["email"] = user.email
         claims["email_verified"] = bool(user.email_verified)
+    if "groups" in scopes:
+        claims["groups"] = group_names(user)
     return claims
+
+
+def group_names(user: User) -> list[str]:
+    """The display names of the groups the person's org directory put them in (SCIM)."""
+    return list(db.session.execute(
+        select(Group.display_name).join(GroupMember, GroupMember.group_id == Group.id)
+        .where(GroupMember.user_id == user.id, Group.org_id == user.org_id).order_by(Group.display_name)
+    ).scalars())

@@ -1,0 +1,150 @@
+"""`make bench`, SCIM part: an org of 10,000 people, then
+- a `userName eq` filter: server time (the whole request in process, token check and throttle
+  included, through Flask's test client) and the round trip to `idp serve` over loopback;
+- users created per second by POST /Users against `idp serve` (concurrent clients): in that
+  org, which signs its people in with its own IdP (no mail), and in an org without one,
+  where each new person is mailed an invitation (a mail token and a mail to send).
+
+Run by bench/run.sh with the server's IDP_* environment; argv[1] is the server's base URL.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+PEOPLE = 10_000
+LOOKUPS = 300
+CREATES = 1_000
+CLIENTS = 16
+
+
+def seed(app) -> tuple[str, str, list[str], str]:
+    """(org name, domain, addresses, token): one org with PEOPLE members, inserted in bulk."""
+    from idp import orgs
+    from idp.scim import tokens
+    from idp.store import User, db, new_id, utcnow
+
+    with app.app_context():
+        name = f"bench-{uuid.uuid4().hex[:6]}"
+        domain = f"{name}.example"
+        org = orgs.create(name, [domain])
+        now = utcnow()
+        emails = [f"person{i:05d}@{domain}" for i in range(PEOPLE)]
+        rows = [{"id": new_id(), "email": e, "email_verified": True, "org_id": org.id, "given_name": "P",
+                 "family_name": f"{i:05d}", "name": f"P {i:05d}", "external_id": f"ext-{i}", "is_admin": False,
+                 "org_admin": False, "disabled": False, "created_at": now, "updated_at": now}
+                for i, e in enumerate(emails)]
+        for start in range(0, len(rows), 1000):
+            db.session.execute(User.__table__.insert(), rows[start:start + 1000])
+        db.session.commit()
+        return name, domain, emails, tokens.issue(org)
+
+
+def plain_org(app) -> tuple[str, str]:
+    from idp import orgs
+
+    with app.app_context():
+        name = f"bench-{uuid.uuid4().hex[:6]}"
+        orgs.create(name, [f"{name}.example"])
+        return name, f"{name}.example"
+
+
+def attach_idp(app, org_name: str) -> None:
+    """What `idp orgs oidc` stores (nothing is contacted until someone signs in)."""
+    from idp import orgs
+    from idp.social import add_provider, enterprise_provider_name
+
+    with app.app_context():
+        org = orgs.find(org_name)
+        add_provider(enterprise_provider_name(org.id), "bench", "bench-secret", "https://login.bench.example",
+                     org_id=org.id)
+
+
+def new_token(app, org_name: str) -> str:
+    from idp import orgs
+    from idp.scim import tokens
+
+    with app.app_context():
+        return tokens.issue(orgs.find(org_name))
+
+
+def server_time(app, token: str, emails: list[str]) -> list[float]:
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    times = []
+    for email in random.sample(emails, LOOKUPS):
+        started = time.perf_counter()
+        resp = client.get("/scim/v2/Users", query_string={"filter": f'userName eq "{email}"'}, headers=headers)
+        times.append(time.perf_counter() - started)
+        assert resp.status_code == 200 and resp.json["totalResults"] == 1, resp.get_data(as_text=True)[:300]
+    return times
+
+
+def round_trips(base: str, token: str, emails: list[str]) -> list[float]:
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token}"
+    times = []
+    for email in random.sample(emails, LOOKUPS):
+        started = time.perf_counter()
+        resp = http.get(f"{base}/scim/v2/Users", params={"filter": f'userName eq "{email}"'}, timeout=30)
+        times.append(time.perf_counter() - started)
+        assert resp.status_code == 200 and resp.json()["totalResults"] == 1, resp.text[:300]
+    return times
+
+
+def creation_rate(base: str, token: str, domain: str) -> float:
+    sessions = [requests.Session() for _ in range(CLIENTS)]
+    for s in sessions:
+        s.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
+
+    def create(i: int) -> int:
+        body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"new{i:05d}@{domain}",
+                "name": {"givenName": "New", "familyName": f"{i:05d}"}, "externalId": f"new-{i}"}
+        return sessions[i % CLIENTS].post(f"{base}/scim/v2/Users", json=body, timeout=30).status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        statuses = list(pool.map(create, range(CREATES)))
+    elapsed = time.perf_counter() - started
+    bad = [s for s in statuses if s != 201]
+    if bad:
+        sys.exit(f"SCIM create: {len(bad)} of {CREATES} answers were not 201 (e.g. {bad[0]})")
+    return CREATES / elapsed
+
+
+def ms(values: list[float], q: float) -> str:
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f}"
+
+
+def main() -> None:
+    import logging
+
+    from idp import create_app
+
+    base = sys.argv[1]
+    app = create_app()
+    logging.getLogger().setLevel(logging.WARNING)
+    name, domain, emails, token = seed(app)
+    attach_idp(app, name)
+    inproc = server_time(app, token, emails)
+    loopback = round_trips(base, new_token(app, name), emails)
+    rate = creation_rate(base, new_token(app, name), domain)
+    plain, plain_domain = plain_org(app)
+    invited_rate = creation_rate(base, new_token(app, plain), plain_domain)
+    print(f"scim userName eq ({PEOPLE} users in the org): server time median {statistics.median(inproc) * 1000:.1f}ms"
+          f" p95 {ms(inproc, 0.95)}ms (in process); round trip to idp serve median "
+          f"{statistics.median(loopback) * 1000:.1f}ms p95 {ms(loopback, 0.95)}ms ({LOOKUPS} requests)")
+    print(f"scim POST /Users: {rate:.0f} users/s in an org with its own IdP, {invited_rate:.0f} users/s with an "
+          f"invitation mail each ({CREATES} users each, {CLIENTS} concurrent clients, workers 2)")
+
+
+if __name__ == "__main__":
+    main()

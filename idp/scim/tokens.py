@@ -1,0 +1,104 @@
+"""SCIM bearer tokens: made by `idp orgs scim-token`, stored as hashes, each naming one org.
+
+The one access rule of every SCIM route (`org_of_request`): a live token, and what it
+names is the only org the request sees. The token is looked up by its SHA-256 (a random
+secret's hash reveals nothing, and an index lookup takes the same time whatever the
+guess), so no comparison of secrets happens in Python.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from datetime import timedelta
+
+from flask import request
+from sqlalchemy import select, update
+
+from .. import ratelimit
+from ..store import Org, ScimToken, db, digest, new_secret, utcnow
+from .errors import ScimError
+
+# last_used_at is for the operator's eyes: written at most once a minute, not per request.
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+def issue(org: Org) -> str:
+    """A new token of `org`, to be shown once (commits, with anything pending such as a
+    `revoke_all(commit=False)` just before, in one transaction)."""
+    token = new_secret(32)
+    db.session.add(ScimToken(token_hash=digest(token), org_id=org.id, created_at=utcnow()))
+    db.session.commit()
+    return token
+
+
+def revoke_all(org: Org, *, commit: bool = True) -> int:
+    """Revoke every live token of `org`; how many there were."""
+    count = db.session.execute(
+        update(ScimToken).where(ScimToken.org_id == org.id, ScimToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    ).rowcount
+    if commit:
+        db.session.commit()
+    return count
+
+
+def _unauthorized(detail: str) -> ScimError:
+    return ScimError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="scim"'})
+
+
+# Counting every request in the shared store would cost a write each. A process counts its
+# requests per token and takes one attempt from the shared throttle for every SAMPLE of them
+# (the first included), against a policy whose budget is divided by SAMPLE; a block the
+# shared throttle reports is then kept here until it ends. The shared counter stays the one
+# that decides; at most SAMPLE - 1 requests per process go uncounted.
+SAMPLE = 10
+_seen: dict[str, tuple[int, float]] = {}  # token hash → (requests seen, blocked until: time.monotonic())
+_seen_lock = threading.Lock()
+
+
+def _throttle(token_hash: str) -> None:
+    now = time.monotonic()
+    with _seen_lock:
+        seen, blocked_until = _seen.get(token_hash, (0, 0.0))
+        if blocked_until > now:
+            raise _too_many(blocked_until - now)
+        if len(_seen) > 10_000:
+            _seen.clear()
+        _seen[token_hash] = (seen + 1, 0.0)
+    if seen % SAMPLE:
+        return
+    decision = ratelimit.throttle().attempt("scim:token", token_hash)
+    if not decision.allowed:
+        with _seen_lock:
+            _seen[token_hash] = (seen + 1, now + decision.retry_after)
+        raise _too_many(decision.retry_after)
+
+
+def _too_many(retry_after: float) -> ScimError:
+    return ScimError(429, "Too many requests for this token; try again later",
+                     headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+def org_of_request() -> Org:
+    """The org whose token authenticates this request, after the per-token throttle; else a
+    SCIM error (401 for a missing, unknown or revoked token, 429 when throttled)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value or len(value) > 200:
+        raise _unauthorized("A bearer token is required")
+    token_hash = digest(value)
+    found = db.session.execute(
+        select(ScimToken, Org).join(Org, Org.id == ScimToken.org_id)
+        .where(ScimToken.token_hash == token_hash, ScimToken.revoked_at.is_(None))
+    ).first()
+    if found is None:
+        raise _unauthorized("The bearer token is not valid")
+    row, org = found
+    _throttle(token_hash)
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
+        row.last_used_at = now
+        db.session.commit()
+    return org

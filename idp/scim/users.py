@@ -1,0 +1,387 @@
+"""/Users: the org's people as SCIM User resources (RFC 7643 §4.1, RFC 7644 §3).
+
+Mapping: `userName` is the account's email (normalised, in one of the org's domains);
+`name.givenName`/`familyName` and `displayName` (else `name.formatted`, else given and
+family names joined) are the profile's claims; `externalId` is kept for the directory;
+`active` is "not disabled", changed only through `accounts.disable`/`enable`, so that
+deactivating signs the person out everywhere (back-channel logout included). Everything
+else the directory sends (emails, phone numbers, title, the enterprise extension ...) is
+kept in `scim_data` and returned as sent. A password in a request is ignored: people of
+an org sign in by its IdP, or with a password they choose from the invitation mail.
+
+Decisions:
+- A token sees the org's members except operators (`is_admin`): an org's directory
+  never manages this deployment's operators (like an org admin cannot).
+- Creating a user whose address already has an account: an account of this org is a 409
+  (uniqueness), so is one of another org or an operator's. An account in no org is adopted
+  into the org, as a just-in-time SSO sign-in would: the org proved the domain; an
+  unverified row is first wiped of all it holds (`accounts.wipe_unproven`).
+- A new account is verified (the org vouches for its domain), has no password and is
+  mailed the invitation once, when it is created active and the org has no IdP of its own.
+- DELETE disables the account (signed out everywhere, no method signs it in), takes it out
+  of the org and its groups, and forgets its SCIM data; the row stays, so the address can
+  be neither signed up for nor signed in with again. Provisioning the same userName again
+  adopts that row back (by the rule above).
+- PUT replaces; an `active` left out of a PUT leaves the account as it is.
+"""
+
+from __future__ import annotations
+
+from flask import request
+from sqlalchemy import delete, false, func, select
+
+from federation.discovery import domain_of
+
+from .. import accounts, audit, orgs
+from ..admin.invite import send_invitation
+from ..emails import normalize
+from ..store import Group, GroupMember, Org, User, db
+from . import patch
+from .errors import ScimError, invalid_value, mutability, not_found, scim_response
+from .query import BooleanAttribute, DateAttribute, StringAttribute, filter_condition, list_response, page_of
+from .views import (
+    CORE_USER,
+    ENTERPRISE_USER,
+    base_url,
+    check_if_match,
+    org,
+    project,
+    read_json,
+    resource_response,
+    scim_route,
+    timestamp,
+    version_of,
+)
+
+FILTERABLE = {
+    ("username", None): StringAttribute(User.email, stored_lower=True),
+    ("emails", None): StringAttribute(User.email, stored_lower=True),
+    ("emails", "value"): StringAttribute(User.email, stored_lower=True),
+    ("externalid", None): StringAttribute(User.external_id, case_exact=True),
+    ("id", None): StringAttribute(User.id, case_exact=True),
+    ("displayname", None): StringAttribute(User.name),
+    ("name", "formatted"): StringAttribute(User.name),
+    ("name", "givenname"): StringAttribute(User.given_name),
+    ("name", "familyname"): StringAttribute(User.family_name),
+    ("active", None): BooleanAttribute(User.disabled, negated=True),
+    ("meta", "created"): DateAttribute(User.created_at),
+    ("meta", "lastmodified"): DateAttribute(User.updated_at),
+}
+BOOLEANS = {("active", None)} | {(a, "primary") for a in (
+    "emails", "phonenumbers", "ims", "photos", "addresses", "entitlements", "roles", "x509certificates")}
+READ_ONLY = {"id", "meta", "groups"}
+EXTENSIONS = {ENTERPRISE_USER.lower(): ENTERPRISE_USER}
+# Attributes with a column (or none at all): everything else goes to scim_data.
+MAPPED = {"schemas", "id", "meta", "username", "name", "displayname", "externalid", "active", "groups", "password"}
+LIMITS = {"givenName": 100, "familyName": 100, "displayName": 200, "externalId": 255}
+
+
+def in_org(org_: Org):
+    """The one scope of every query here: the org's people, operators excepted."""
+    return (User.org_id == org_.id) & (User.is_admin == false())
+
+
+def member(org_: Org, user_id: str) -> User:
+    """The person `user_id` names, when the token's org may see them; else 404."""
+    user = db.session.execute(select(User).where(User.id == user_id[:32], in_org(org_))).scalar_one_or_none()
+    if user is None:
+        raise not_found(f"User {user_id} not found")
+    return user
+
+
+# --- representation -------------------------------------------------------------------
+
+def groups_of(user_ids: list[str]) -> dict[str, list[Group]]:
+    found: dict[str, list[Group]] = {uid: [] for uid in user_ids}
+    if user_ids:
+        rows = db.session.execute(select(GroupMember.user_id, Group).join(Group, Group.id == GroupMember.group_id)
+                                  .where(GroupMember.user_id.in_(user_ids)).order_by(Group.display_name))
+        for user_id, group in rows:
+            found[user_id].append(group)
+    return found
+
+
+def representation(user: User, groups: list[Group]) -> dict:
+    data = dict(user.scim_data or {})
+    name = dict(data.pop("name", None) or {})
+    emails = data.pop("emails", None) or [{"value": user.email, "type": "work", "primary": True}]
+    doc: dict = {"schemas": [CORE_USER] + [urn for urn in EXTENSIONS.values() if urn in data], "id": user.id}
+    if user.external_id:
+        doc["externalId"] = user.external_id
+    doc["userName"] = user.email
+    if user.given_name:
+        name["givenName"] = user.given_name
+    if user.family_name:
+        name["familyName"] = user.family_name
+    if name:
+        doc["name"] = name
+    if user.name:
+        doc["displayName"] = user.name
+    doc["active"] = not user.disabled
+    doc["emails"] = emails
+    doc.update(data)
+    if groups:
+        doc["groups"] = [{"value": g.id, "display": g.display_name, "$ref": f"{base_url()}/Groups/{g.id}",
+                          "type": "direct"} for g in groups]
+    doc["meta"] = {"resourceType": "User", "created": timestamp(user.created_at),
+                   "lastModified": timestamp(user.updated_at), "location": f"{base_url()}/Users/{user.id}",
+                   "version": version_of(user.updated_at)}
+    return doc
+
+
+def _one(user: User) -> dict:
+    return representation(user, groups_of([user.id])[user.id])
+
+
+# --- reading a request ----------------------------------------------------------------
+
+def _string(value, label: str, limit: int | None = None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid_value(f"{label} must be a string")
+    value = value.strip()
+    if limit and len(value) > limit:
+        raise invalid_value(f"{label} is longer than {limit} characters")
+    return value or None
+
+
+def _boolean(value, label: str) -> bool | None:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value is not None and not isinstance(value, bool):
+        raise invalid_value(f"{label} must be true or false")
+    return value
+
+
+class Fields:
+    """A User document read and checked: what goes into columns, and the rest."""
+
+    def __init__(self, doc: dict, org_: Org):
+        by_name = {k.lower(): (k, v) for k, v in doc.items()}
+
+        def get(name):
+            return by_name.get(name, (None, None))[1]
+
+        user_name = get("username")
+        if not isinstance(user_name, str) or not user_name.strip():
+            raise invalid_value("userName is required")
+        self.email = normalize(user_name)
+        if self.email is None:
+            raise invalid_value("userName must be one email address")
+        if domain_of(self.email) not in orgs.domains_of(org_):
+            raise invalid_value("userName must be an address in one of the org's domains")
+        self.external_id = _string(get("externalid"), "externalId", LIMITS["externalId"])
+        name = get("name")
+        if name is not None and not isinstance(name, dict):
+            raise invalid_value("name must be an object")
+        name = {k: v for k, v in (name or {}).items()}
+        name_by = {k.lower(): k for k in name}
+        self.given_name = _string(name.pop(name_by.get("givenname"), None), "name.givenName", LIMITS["givenName"])
+        self.family_name = _string(name.pop(name_by.get("familyname"), None), "name.familyName",
+                                   LIMITS["familyName"])
+        formatted = _string(name.get(name_by.get("formatted")), "name.formatted", LIMITS["displayName"])
+        display = _string(get("displayname"), "displayName", LIMITS["displayName"])
+        joined = " ".join(p for p in (self.given_name, self.family_name) if p) or None
+        self.name = display or formatted or joined
+        self.active = _boolean(get("active"), "active")
+        extras = {k: v for k, v in doc.items() if k.lower() not in MAPPED}
+        if name:
+            extras["name"] = name
+        for key in list(extras):
+            if key.lower() in EXTENSIONS:
+                extension = extras.pop(key)
+                if not isinstance(extension, dict):
+                    raise invalid_value(f"{key} must be an object")
+                extras[EXTENSIONS[key.lower()]] = _enterprise(extension)
+            elif key.lower().startswith("urn:"):
+                raise invalid_value(f"Unknown schema extension {key}")
+        emails = next((v for k, v in extras.items() if k.lower() == "emails"), None)
+        if emails is not None and not isinstance(emails, list):
+            raise invalid_value("emails must be a list")
+        self.scim_data = extras or None
+        self.ident = get("id")
+
+
+def _enterprise(extension: dict) -> dict:
+    """Entra ID sends the manager as a bare id; RFC 7643 §4.3 makes it an object."""
+    out = dict(extension)
+    for key in [k for k in out if k.lower() == "manager"]:
+        if isinstance(out[key], str):
+            out[key] = {"value": out[key]}
+        elif out[key] is not None and not isinstance(out[key], dict):
+            raise invalid_value("manager must be an object")
+    return out
+
+
+def _unique(org_: Org, fields: Fields, user: User | None, *, email_checked: bool = False) -> None:
+    if fields.external_id is not None:
+        clash = db.session.execute(select(User.id).where(in_org(org_), User.external_id == fields.external_id)
+                                   ).scalar()
+        if clash is not None and (user is None or clash != user.id):
+            raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
+    if not email_checked and (user is None or fields.email != user.email):
+        taken = db.session.execute(select(User.id).where(User.email == fields.email)).scalar()
+        if taken is not None and (user is None or taken != user.id):
+            raise ScimError(409, "userName is already in use", "uniqueness")
+
+
+def _store(user: User, fields: Fields) -> None:
+    user.email = fields.email
+    user.external_id = fields.external_id
+    user.given_name = fields.given_name
+    user.family_name = fields.family_name
+    user.name = fields.name
+    user.scim_data = fields.scim_data
+
+
+def _has_own_idp(org_: Org) -> bool:
+    """Whether the org's people sign in with its IdP (SAML or enterprise OpenID), as
+    `federation.discovery.home_realm_for` decides for an address of the org."""
+    from ..social import enterprise_provider
+
+    return bool(org_.saml_metadata) or enterprise_provider(org_.id) is not None
+
+
+def _set_active(user: User, active: bool | None, org_: Org) -> None:
+    """Through `accounts`, so that a deactivation ends every session and grant at once."""
+    if active is False and not user.disabled:
+        accounts.disable(user)
+        audit.record("scim.user_disabled", user, org=org_, via="scim")
+    elif active is True and user.disabled:
+        accounts.enable(user)
+        audit.record("scim.user_enabled", user, org=org_, via="scim")
+
+
+# --- views ------------------------------------------------------------------------------
+
+@scim_route("/Users", methods=["GET"])
+def list_users():
+    return _search(request.args.to_dict())
+
+
+@scim_route("/Users/.search", methods=["POST"])
+def search_users():
+    from .query import search_arguments
+    from flask import g
+
+    args = search_arguments()
+    g.scim_search_attributes = args.get("attributes")
+    g.scim_search_excludedAttributes = args.get("excludedAttributes")
+    return _search(args)
+
+
+def _search(args: dict):
+    org_ = org()
+    page = page_of(args)
+    condition = filter_condition(FILTERABLE, args.get("filter"))
+    where = [in_org(org_)] + ([condition] if condition is not None else [])
+    total = db.session.execute(select(func.count()).select_from(User).where(*where)).scalar_one()
+    users = []
+    if page.count:
+        users = db.session.execute(select(User).where(*where).order_by(User.created_at, User.id)
+                                   .offset(page.start_index - 1).limit(page.count)).scalars().all()
+    groups = groups_of([u.id for u in users])
+    resources = [project(representation(u, groups[u.id])) for u in users]
+    return scim_response(list_response(resources, total, page))
+
+
+@scim_route("/Users", methods=["POST"])
+def create_user():
+    org_ = org()
+    fields = Fields(read_json(), org_)
+    existing = db.session.execute(select(User).where(User.email == fields.email)).scalar_one_or_none()
+    if existing is not None and (existing.org_id is not None or existing.is_admin):
+        raise ScimError(409, "userName is already in use", "uniqueness")
+    _unique(org_, fields, existing, email_checked=True)
+    active = fields.active is not False
+    if existing is None:
+        user = User(email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
+        db.session.add(user)
+        _store(user, fields)
+        db.session.flush()
+        audit.record("scim.user_created", user, org=org_, via="scim")
+        if active and not _has_own_idp(org_):
+            send_invitation(user, org_)
+        return resource_response(representation(user, []), 201)  # new: in no group yet
+    user = existing
+    if not user.email_verified:
+        accounts.wipe_unproven(user, keep_password=False)
+    user.org_id = org_.id
+    user.email_verified = True
+    _store(user, fields)
+    db.session.commit()
+    audit.record("scim.user_adopted", user, org=org_, via="scim")
+    _set_active(user, active, org_)
+    return resource_response(_one(user), 201)
+
+
+@scim_route("/Users/<user_id>", methods=["GET"])
+def get_user(user_id: str):
+    return resource_response(_one(member(org(), user_id)))
+
+
+def _replace(user: User, doc: dict, org_: Org):
+    fields = Fields(doc, org_)
+    if fields.ident is not None and fields.ident != user.id:
+        raise mutability("id cannot be changed")
+    _unique(org_, fields, user)
+    _store(user, fields)
+    db.session.commit()
+    audit.record("scim.user_updated", user, org=org_, via="scim")
+    _set_active(user, fields.active, org_)
+    return resource_response(_one(user))
+
+
+@scim_route("/Users/<user_id>", methods=["PUT"])
+def replace_user(user_id: str):
+    org_ = org()
+    user = member(org_, user_id)
+    check_if_match(version_of(user.updated_at))
+    return _replace(user, read_json(), org_)
+
+
+@scim_route("/Users/<user_id>", methods=["PATCH"])
+def patch_user(user_id: str):
+    org_ = org()
+    user = member(org_, user_id)
+    check_if_match(version_of(user.updated_at))
+    operations = patch.operations_of(read_json())
+    before = _one(user)
+    after = patch.apply(patch.Document(before, BOOLEANS, READ_ONLY, EXTENSIONS), operations)
+    for key in [k for k in after if k.lower() in READ_ONLY - {"id"}]:
+        del after[key]
+    _names_follow(before, after)
+    return _replace(user, after, org_)
+
+
+def _names_follow(before: dict, after: dict) -> None:
+    """A PATCH of name.formatted, or of the given or family name of someone whose display
+    name was made of them, changes the display name too (it is one column, `name`)."""
+    if after.get("displayName") != before.get("displayName"):
+        return
+    old, new = before.get("name") or {}, after.get("name") or {}
+    new = new if isinstance(new, dict) else {}
+    if new.get("formatted") != old.get("formatted") and new.get("formatted"):
+        after["displayName"] = new["formatted"]
+        return
+    joined_before = " ".join(p for p in (old.get("givenName"), old.get("familyName")) if p)
+    if before.get("displayName") in (None, joined_before):
+        joined = " ".join(p for p in (new.get("givenName"), new.get("familyName")) if isinstance(p, str) and p)
+        after["displayName"] = joined or None
+
+
+@scim_route("/Users/<user_id>", methods=["DELETE"])
+def delete_user(user_id: str):
+    org_ = org()
+    user = member(org_, user_id)
+    check_if_match(version_of(user.updated_at))
+    db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
+    user.org_id = None
+    user.org_admin = False
+    user.external_id = None
+    user.scim_data = None
+    db.session.commit()
+    accounts.disable(user)
+    audit.record("scim.user_deleted", user, org=org_, via="scim")
+    return scim_response(None, 204)

@@ -1,0 +1,266 @@
+"""What every SCIM route shares: the token rule, JSON bodies, versions (ETags), attribute
+selection, and the static discovery endpoints (RFC 7644 §4)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import current_app, g, request
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from . import bp
+from .errors import ScimError, error_response, http_error_response, invalid_syntax, scim_response
+from .filters import split_path
+from .query import MAX_COUNT
+from .tokens import org_of_request
+
+CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+MAX_BODY = 1024 * 1024  # bytes; a user is a few kB, a group of 10,000 members about 500 kB
+
+
+@bp.before_request
+def authenticate():
+    """The rule of every SCIM route, in one place: a live token of an org, whose org is
+    then the only one the view sees (`g.scim_org`)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ScimError(413, "Request body too large")
+    g.scim_org = org_of_request()
+
+
+@bp.errorhandler(ScimError)
+def _scim_error(error: ScimError):
+    return error_response(error)
+
+
+@bp.errorhandler(IntegrityError)
+def _conflict(error: IntegrityError):
+    """Two requests creating the same person or group at once: the database's unique
+    index decides, and the loser hears what a sequential request would have."""
+    from ..store import db
+
+    db.session.rollback()
+    return error_response(ScimError(409, "The resource conflicts with one that exists", "uniqueness"))
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(error: HTTPException):
+    return http_error_response(error.code or 400, error.description)
+
+
+def org():
+    return g.scim_org
+
+
+def issuer() -> str:
+    return current_app.extensions["idp.settings"].issuer
+
+
+def base_url() -> str:
+    return issuer() + bp.url_prefix
+
+
+def read_json() -> dict:
+    """The request's JSON object (any JSON media type); invalidSyntax when it is not one."""
+    data = request.get_data(cache=True)
+    if len(data) > MAX_BODY:
+        raise ScimError(413, "Request body too large")
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_syntax("The request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid_syntax("The request body must be a JSON object")
+    return body
+
+
+def timestamp(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def version_of(updated_at: datetime | None) -> str:
+    """A weak ETag from the row's last change (microseconds)."""
+    micros = int(updated_at.replace(tzinfo=UTC).timestamp() * 1_000_000) if updated_at else 0
+    return f'W/"{micros:x}"'
+
+
+def check_if_match(version: str) -> None:
+    """If-Match (RFC 7644 §3.14, weak comparison): 412 when the resource has changed."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return
+    wanted = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    if version.removeprefix("W/") not in wanted:
+        raise ScimError(412, "The resource has changed since this version")
+
+
+def resource_response(doc: dict, status: int = 200, *, select: bool = True):
+    body = project(doc) if select else doc
+    headers = {"ETag": doc["meta"]["version"]}
+    if status == 201:
+        headers["Location"] = doc["meta"]["location"]
+    return scim_response(body, status, headers)
+
+
+def _selection(name: str) -> list[tuple]:
+    raw = request.args.get(name)
+    if raw is None:
+        raw = g.get("scim_search_" + name)
+    if not raw:
+        return []
+    return [split_path(part.strip()) for part in raw.split(",") if part.strip()]
+
+
+def _pick(doc: dict, schema: str | None, attr: str):
+    container = doc
+    if schema is not None:
+        container = next((v for k, v in doc.items() if k.lower() == schema), None)
+        if not isinstance(container, dict):
+            return None, None
+    key = next((k for k in container if k.lower() == attr), None)
+    return container, key
+
+
+ALWAYS = {"id", "schemas", "meta"}
+
+
+def project(doc: dict) -> dict:
+    """The resource with `attributes` or `excludedAttributes` applied (RFC 7644 §3.9);
+    id, schemas and meta always stay."""
+    wanted, excluded = _selection("attributes"), _selection("excludedAttributes")
+    if wanted:
+        out = {k: v for k, v in doc.items() if k in ALWAYS}
+        for schema, attr, sub in wanted:
+            container, key = _pick(doc, schema, attr)
+            if key is None:
+                continue
+            target = out
+            if schema is not None:
+                urn = next(k for k in doc if k.lower() == schema)
+                target = out.setdefault(urn, {})
+            value = container[key]
+            if sub is None:
+                target[key] = value
+            elif isinstance(value, dict):
+                sub_key = next((k for k in value if k.lower() == sub), None)
+                if sub_key is not None:
+                    target.setdefault(key, {})[sub_key] = value[sub_key]
+            elif isinstance(value, list):
+                items = target.setdefault(key, [{} for _ in value])
+                for item, source in zip(items, value, strict=False):
+                    sub_key = next((k for k in source if k.lower() == sub), None) if isinstance(source, dict) else None
+                    if sub_key is not None:
+                        item[sub_key] = source[sub_key]
+        return out
+    if excluded:
+        out = json.loads(json.dumps(doc))
+        for schema, attr, sub in excluded:
+            if schema is None and attr in ALWAYS:
+                continue
+            container, key = _pick(out, schema, attr)
+            if key is None:
+                continue
+            if sub is None:
+                del container[key]
+            elif isinstance(container[key], dict):
+                for k in [k for k in container[key] if k.lower() == sub]:
+                    del container[key][k]
+        return out
+    return doc
+
+
+def scim_route(rule: str, **options):
+    """A SCIM view: registered on the blueprint, whose `authenticate` applies the token rule
+    to every route (tests/test_scim.py walks the url_map to hold it to that)."""
+
+    def decorate(view):
+        bp.add_url_rule(rule, view_func=view, **options)
+        return view
+
+    return decorate
+
+
+# --- discovery (static, and true to what the views do) ---------------------------------
+
+SCHEMAS = json.loads((Path(__file__).with_name("schemas.json")).read_text())
+
+
+def _with_meta(doc: dict, resource_type: str, location: str) -> dict:
+    return {**doc, "meta": {"resourceType": resource_type, "location": location}}
+
+
+@scim_route("/ServiceProviderConfig", methods=["GET"])
+def service_provider_config():
+    return scim_response({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "documentationUri": issuer() + "/",
+        "patch": {"supported": True},
+        "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": True, "maxResults": MAX_COUNT},
+        "changePassword": {"supported": False},
+        "sort": {"supported": False},
+        "etag": {"supported": True},
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken", "name": "OAuth Bearer Token", "primary": True,
+            "description": "A bearer token from `idp orgs scim-token ORG`; it names the org.",
+        }],
+        "meta": {"resourceType": "ServiceProviderConfig", "location": base_url() + "/ServiceProviderConfig"},
+    })
+
+
+def _resource_types() -> list[dict]:
+    return [
+        _with_meta({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"], "id": "User", "name": "User",
+            "endpoint": "/Users", "description": "People of the org", "schema": CORE_USER,
+            "schemaExtensions": [{"schema": ENTERPRISE_USER, "required": False}],
+        }, "ResourceType", base_url() + "/ResourceTypes/User"),
+        _with_meta({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"], "id": "Group", "name": "Group",
+            "endpoint": "/Groups", "description": "Groups of the org's people", "schema": CORE_GROUP,
+        }, "ResourceType", base_url() + "/ResourceTypes/Group"),
+    ]
+
+
+def _schemas() -> list[dict]:
+    return [_with_meta({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"], **s}, "Schema",
+                       f"{base_url()}/Schemas/{s['id']}") for s in SCHEMAS]
+
+
+def _listed(resources: list[dict]):
+    return scim_response({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                          "totalResults": len(resources), "startIndex": 1, "itemsPerPage": len(resources),
+                          "Resources": resources})
+
+
+def _one(resources: list[dict], ident: str):
+    for resource in resources:
+        if resource["id"] == ident:
+            return scim_response(resource)
+    raise ScimError(404, "Resource not found")
+
+
+@scim_route("/ResourceTypes", methods=["GET"])
+def resource_types():
+    return _listed(_resource_types())
+
+
+@scim_route("/ResourceTypes/<ident>", methods=["GET"])
+def resource_type(ident: str):
+    return _one(_resource_types(), ident)
+
+
+@scim_route("/Schemas", methods=["GET"])
+def schemas():
+    return _listed(_schemas())
+
+
+@scim_route("/Schemas/<ident>", methods=["GET"])
+def schema(ident: str):
+    return _one(_schemas(), ident)
