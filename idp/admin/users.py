@@ -132,7 +132,7 @@ def _remove_admin(acting: Acting, user: User):
 def _resend_invitation(acting: Acting, user: User):
     if user.email_verified:
         return render_template("error.html", message=_("This person has already accepted their invitation.")), 409
-    _send_invitation(user, acting)  # the earlier link dies (mail_tokens.issue)
+    send_invitation(user, acting.org)  # the earlier link dies (mail_tokens.issue)
     audit.record("admin.user_invited", user, actor=acting.admin, org=acting.org, again=True)
 
 
