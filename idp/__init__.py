@@ -96,6 +96,10 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
     from .endpoints import register_blueprints
 
     register_blueprints(app)
+    from .observability import metrics
+
+    if run_workers and metrics.enabled(settings):
+        metrics.init_app(app)
     return app
 
 

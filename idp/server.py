@@ -14,6 +14,8 @@ from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
+from .config import Settings
+
 
 def worker_app():
     """The app as each server worker builds it: with the background deliveries running."""
@@ -22,15 +24,26 @@ def worker_app():
     return create_app(run_workers=True)
 
 
-def serve(host: str, port: int, workers: int) -> None:
-    Granian(
-        "idp.server:worker_app",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.WSGI,
-        workers=max(1, workers),
-        blocking_threads=int(os.environ.get("IDP_THREADS", "1")),
-        log_level=LogLevels.warning,
-        respawn_failed_workers=True,
-    ).serve()
+def serve(host: str, port: int, workers: int, settings: Settings | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT; with IDP_METRICS_PORT, its metrics exporter too."""
+    settings = settings or Settings.from_env()
+    exporter = None
+    if settings.metrics_port is not None:
+        from .observability.metrics import Exporter
+
+        exporter = Exporter(settings.metrics_port)  # before the workers: they need its directory
+    try:
+        Granian(
+            "idp.server:worker_app",
+            factory=True,
+            address=host,
+            port=port,
+            interface=Interfaces.WSGI,
+            workers=max(1, workers),
+            blocking_threads=int(os.environ.get("IDP_THREADS", "1")),
+            log_level=LogLevels.warning,
+            respawn_failed_workers=True,
+        ).serve()
+    finally:
+        if exporter is not None:
+            exporter.stop()

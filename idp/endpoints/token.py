@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
+
+from ..observability import metrics
 
 bp = Blueprint("token", __name__)
 
@@ -13,7 +15,9 @@ def _server():
 
 @bp.post("/token")
 def token():
-    return _server().create_token_response()
+    response = _server().create_token_response()
+    metrics.token_grant(request.form.get("grant_type"), response)
+    return response
 
 
 @bp.post("/revoke")
