@@ -29,7 +29,9 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
     settings = (settings or Settings.from_env()).with_secret_key()
     make_instance_dir(settings.instance_dir)
     _create_sqlite_file(settings.database_url)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .observability import logs
+
+    logs.configure(settings)
     for noisy in ("alembic", "xmlschema", "saml2"):  # chatty at INFO about their own internals
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp.settings"] = settings
+    logs.init_app(app)  # first: its request line is then written after every other hook ran
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
     from .endpoints import register_blueprints
 
     register_blueprints(app)
+    logs.note_secret_paths(app)
     from .observability import metrics
 
     if run_workers and metrics.enabled(settings):
@@ -125,9 +129,11 @@ def _create_sqlite_file(url: str) -> None:
 
 
 def _engine_options(url: str) -> dict:
+    # Statement parameters (token hashes, emails, secrets being stored) stay out of error
+    # messages and of SQLAlchemy's own log at DEBUG: logs must never hold them.
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}, "hide_parameters": True}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "hide_parameters": True}
 
 
 @event.listens_for(Engine, "connect")

@@ -15,6 +15,7 @@ from granian.constants import Interfaces
 from granian.log import LogLevels
 
 from .config import Settings
+from .observability.logs import granian_config
 
 
 def worker_app():
@@ -43,6 +44,7 @@ def serve(host: str, port: int, workers: int, settings: Settings | None = None) 
             blocking_threads=int(os.environ.get("IDP_THREADS", "1")),
             log_level=LogLevels.warning,
             respawn_failed_workers=True,
+            log_dictconfig=granian_config(settings.log_format),
         ).serve()
     finally:
         if exporter is not None:
