@@ -134,3 +134,21 @@ def test_json_lines_and_request_ids(logged):
     assert mine and mine[0]["path"] == "/.well-known/openid-configuration" and mine[0]["status"] == 200
     assert any(e.get("path") == "/token" and e.get("client_id") == cc_id for e in requests_logged)
     assert any(e.get("user_id") == user_id for e in entries), "lines written for a signed-in person name the account"
+
+
+@pytest.mark.parametrize("line, secret", [
+    ("GET /cb?code=abc123secret&state=xyz", "abc123secret"),
+    ("form {'password': 'hunter2hunter2', 'email': 'a@b'}", "hunter2hunter2"),
+    ('{"refresh_token": "rt-0123456789", "expires_in": 900}', "rt-0123456789"),
+    ("Authorization: Basic Y2xpZW50OnNlY3JldA==", "Y2xpZW50OnNlY3JldA=="),
+    ("headers={'Authorization': 'Bearer opaque-token-value'}", "opaque-token-value"),
+    ("Cookie: idp_session=s3ss10nvalue; other=1", "s3ss10nvalue"),
+    ("sent eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl to the client", "eyJzdWIiOiIxIn0"),
+    ("client_secret=cs-very-secret&grant_type=client_credentials", "cs-very-secret"),
+])
+def test_redact_masks_what_looks_like_a_secret(line, secret):
+    from idp.observability.logs import redact
+
+    masked = redact(line)
+    assert secret not in masked and "[redacted]" in masked
+    assert redact("POST /token 200 1.7 ms") == "POST /token 200 1.7 ms"
