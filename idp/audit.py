@@ -8,6 +8,7 @@ from flask import has_request_context, request
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from .observability import metrics
 from .store import SecurityEvent, User, db
 
 log = logging.getLogger("idp.audit")
@@ -32,6 +33,8 @@ def record(kind: str, user: User | None = None, origin=None, *, org=None, actor:
     db.session.add(SecurityEvent(user_id=user.id if user else None, kind=kind, detail=detail, ip=ip, user_agent=ua,
                                  org_id=org_id, actor_id=actor.id if actor else None))
     db.session.commit()
+    if kind.startswith("signin."):
+        metrics.signin(detail.get("method"), kind.removeprefix("signin."))
     log.info("%s user=%s by=%s ip=%s %s", kind, user.id if user else "-", actor.id if actor else "-", ip, detail)
 
 

@@ -29,6 +29,7 @@ from joserfc import jws
 from sqlalchemy import func, or_, select, update
 
 from . import outbound
+from .observability import metrics
 from .store import BackchannelDelivery, Client, Grant, db, new_secret, utcnow
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,7 @@ def _deliver_one(row_id: str) -> bool | None:
             return False
         token = _fresh(client_id, token)
         reason = _post(uri, token)
+        metrics.backchannel(reason is None)
         if reason is None:
             _record(row_id, {"delivered_at": utcnow(), "claimed_until": None, "logout_token": token,
                              "last_error": None})

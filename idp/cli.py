@@ -54,7 +54,7 @@ def cmd_serve(args) -> None:
 
     app = _app()
     initialize(app)
-    serve(host=args.host, port=args.port, workers=args.workers)
+    serve(host=args.host, port=args.port, workers=args.workers, settings=app.extensions["idp.settings"])
 
 
 def cmd_dev(args) -> None:

@@ -16,6 +16,7 @@ class ConfigError(Exception):
 
 
 REGISTRATION_MODES = ("token", "open", "off")
+LOG_FORMATS = ("text", "json")
 # The secret signs the flow cookie and, through HKDF, seals the private signing keys
 # at rest: 32 bytes is the least that leaves a brute-force search out of reach.
 MIN_SECRET_KEY_BYTES = 32
@@ -33,6 +34,10 @@ class Settings:
     redis_url: str | None = None
     registration: str = "token"
     log_level: str = "INFO"
+    # `text` or `json` (one object a line, SPEC §2).
+    log_format: str = "text"
+    # `idp serve` answers GET /metrics on 127.0.0.1 at this port; None: no metrics at all.
+    metrics_port: int | None = None
     # Reverse proxies in front of the server (SPEC §2): how many X-Forwarded-* hops to believe.
     trusted_proxies: int = 0
     # How long the audit trail and the back-channel logout outbox keep their rows.
@@ -91,6 +96,14 @@ class Settings:
         log_level = env.get("IDP_LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("IDP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        log_format = env.get("IDP_LOG_FORMAT", "").strip().lower() or "text"
+        if log_format not in LOG_FORMATS:
+            raise ConfigError(f"IDP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        metrics_port = None
+        if env.get("IDP_METRICS_PORT", "").strip():
+            metrics_port = _count(env, "IDP_METRICS_PORT", "", minimum=1)
+            if metrics_port > 65535:
+                raise ConfigError(f"IDP_METRICS_PORT must be a TCP port (1-65535): {metrics_port}")
         secret_key = env.get("IDP_SECRET_KEY", "")
         if secret_key and len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise ConfigError(f"IDP_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long "
@@ -118,6 +131,8 @@ class Settings:
             redis_url=env.get("IDP_REDIS_URL") or None,
             registration=registration,
             log_level=log_level,
+            log_format=log_format,
+            metrics_port=metrics_port,
             trusted_proxies=trusted_proxies,
             audit_retention_days=audit_retention_days,
             delivery_retention_days=delivery_retention_days,

@@ -1,23 +1,29 @@
 """Deleting what has expired: abandoned requests, spent codes, old counters and markers,
 parked SAML responses, settled back-channel logouts, and audit events past their retention.
 
-Run by each server worker every ten minutes on a thread of its own; several
-processes doing it at once only delete the same rows.
+Every server worker tries every ten minutes, on a thread of its own; only the one that
+takes the deployment-wide lease (a row in `leases`) runs the round, so N workers on M
+machines do one round per interval, not N×M competing ones.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, inspect, or_, select
+from sqlalchemy import delete, inspect, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .store import (
     AuthorizationCode,
     BackchannelDelivery,
     DeviceAuthorization,
+    Lease,
     MailToken,
     PendingAuthorization,
     RevokedToken,
@@ -32,6 +38,47 @@ INTERVAL = 600
 # Used codes are kept a day past expiry: a late replay must still find them and revoke.
 CODE_GRACE = timedelta(days=1)
 BATCH = 1000  # rows per DELETE statement
+LEASE = "housekeeping"
+# A little shorter than the interval: the holder's lease has run out by its next attempt,
+# so whichever worker tries first after that runs the round (the holder dying mid-round
+# delays the next one by at most this).
+LEASE_SECONDS = INTERVAL - 60
+
+
+def process_holder() -> str:
+    """This process's name in `leases.holder`: host, pid and a random part (pids recycle)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def take_lease(name: str, holder: str, seconds: int, now: datetime | None = None) -> bool:
+    """Take the lease `name` for `seconds` if it is free (expired, or never taken); True if
+    `holder` has it now. Race-safe on SQLite and PostgreSQL: of processes trying at once,
+    one UPDATE matches the expired row (PostgreSQL re-checks the WHERE of a waiting UPDATE
+    after the first commits; SQLite runs one writer at a time), and of first-time INSERTs
+    the primary key lets exactly one in."""
+    now = now or utcnow()
+    until = now + timedelta(seconds=seconds)
+    # RETURNING says what happened; rowcount is not reliable for an INSERT ... DO NOTHING.
+    taken = db.session.execute(
+        update(Lease).where(Lease.name == name, Lease.expires_at < now)
+        .values(holder=holder, expires_at=until).returning(Lease.name)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if taken is None:
+        dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+        taken = db.session.execute(
+            dialect.insert(Lease).values(name=name, holder=holder, expires_at=until)
+            .on_conflict_do_nothing(index_elements=["name"]).returning(Lease.name)
+        ).first()
+    db.session.commit()
+    return taken is not None
+
+
+def run_round(holder: str, now: datetime | None = None) -> int | None:
+    """One housekeeping round if this process takes the lease: rows deleted, or None (skipped)."""
+    if not take_lease(LEASE, holder, LEASE_SECONDS, now):
+        return None
+    return purge_expired(now)
 
 
 def delete_in_batches(model, *conditions) -> int:
@@ -83,14 +130,15 @@ def purge_expired(now: datetime | None = None) -> int:
 
 
 def start(app) -> None:
-    """One daemon thread per worker process."""
+    """One daemon thread per worker process; see the module's docstring for who runs a round."""
     stop = threading.Event()
+    holder = process_holder()
 
     def run():
         while not stop.wait(INTERVAL):
             try:
                 with app.app_context():
-                    count = purge_expired()
+                    count = run_round(holder)
                 if count:
                     log.info("housekeeping deleted %d expired rows", count)
             except Exception:  # noqa: BLE001 - try again next round

@@ -34,6 +34,7 @@ from flask import Flask, current_app
 from sqlalchemy import DateTime, case, delete, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .observability import metrics
 from .store import RateLimit, db, digest, utcnow
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,10 @@ class Throttle:
     def check(self, scope: str, value: str) -> Decision:
         """Whether the key is blocked right now; counts nothing."""
         now = self.now()
-        return _decide(self._call("blocked_until", throttle_key(scope, value)), now)
+        decision = _decide(self._call("blocked_until", throttle_key(scope, value)), now)
+        if not decision.allowed:
+            metrics.throttled(scope)
+        return decision
 
     def failure(self, scope: str, value: str) -> Decision:
         """Record one failure and say whether the key is now blocked."""
@@ -376,6 +380,7 @@ class Throttle:
         counted, blocked_until, count = self._call("record_attempt", throttle_key(scope, value), policy, now)
         if not counted:
             # the block may have ended (or the key been forgotten) since: still refused, briefly
+            metrics.throttled(scope)
             return Decision(False, max(1, _decide(blocked_until, now).retry_after))
         return Decision(True, 0, locks_out=policy.locks_out(count))
 

@@ -8,29 +8,63 @@ database connections are never shared across processes.
 
 from __future__ import annotations
 
+import gc
 import os
+import signal
 
 from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
+from .config import Settings
+from .observability.logs import granian_config
+
+# Seconds a worker may take to finish its requests after SIGTERM. The slowest legitimate
+# request waits on an outbound fetch (10 s timeout), so a little more than that.
+WORKERS_KILL_TIMEOUT = 12
+
 
 def worker_app():
     """The app as each server worker builds it: with the background deliveries running."""
+    # A forked worker runs the parent's signal handlers until Granian installs its own, after
+    # this app is built (about a second): a SIGTERM meanwhile only set a flag in the worker's
+    # copy of the parent, the worker went on to serve and `idp serve` waited for it forever.
+    # Until then nothing is in flight, so the default action (exit at once) is the right one.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     from . import create_app
 
     return create_app(run_workers=True)
 
 
-def serve(host: str, port: int, workers: int) -> None:
-    Granian(
-        "idp.server:worker_app",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.WSGI,
-        workers=max(1, workers),
-        blocking_threads=int(os.environ.get("IDP_THREADS", "1")),
-        log_level=LogLevels.warning,
-        respawn_failed_workers=True,
-    ).serve()
+def serve(host: str, port: int, workers: int, settings: Settings | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT; with IDP_METRICS_PORT, its metrics exporter too."""
+    settings = settings or Settings.from_env()
+    exporter = None
+    if settings.metrics_port is not None:
+        from .observability.metrics import Exporter
+
+        exporter = Exporter(settings.metrics_port)  # before the workers: they need its directory
+    # Everything the parent built so far (the app `idp serve` checked the database with,
+    # imported modules) is kept for good: workers forked from it share those pages instead of
+    # copying them when a collection touches them, and the parent's exit no longer spends
+    # seconds collecting it after SIGTERM (2.5 s measured on 2 busy cores).
+    gc.freeze()
+    try:
+        Granian(
+            "idp.server:worker_app",
+            factory=True,
+            address=host,
+            port=port,
+            interface=Interfaces.WSGI,
+            workers=max(1, workers),
+            blocking_threads=int(os.environ.get("IDP_THREADS", "1")),
+            log_level=LogLevels.warning,
+            respawn_failed_workers=True,
+            # SIGTERM drains requests in flight; a worker still busy after this long is killed
+            workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+            log_dictconfig=granian_config(settings.log_format),
+        ).serve()
+    finally:
+        if exporter is not None:
+            exporter.stop()

@@ -198,3 +198,12 @@ def test_reset_links_reach_the_log_only_under_idp_dev(tmp_path, command):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("name, value", [("IDP_LOG_FORMAT", "xml"), ("IDP_METRICS_PORT", "0"),
+                                         ("IDP_METRICS_PORT", "65536"), ("IDP_METRICS_PORT", "9100x")])
+def test_bad_log_format_or_metrics_port_is_refused_by_name(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(_env(tmp_path, **{name: value}))
+    settings = Settings.from_env(_env(tmp_path, IDP_LOG_FORMAT="JSON", IDP_METRICS_PORT="9100"))
+    assert (settings.log_format, settings.metrics_port) == ("json", 9100)

@@ -119,3 +119,75 @@ def test_retention_settings_are_validated(name):
 def test_retention_defaults():
     settings = Settings.from_env({})
     assert settings.audit_retention_days == 400 and settings.delivery_retention_days == 7
+
+
+def _second_app(live):
+    """Another app instance (its own engine and pool) on the live server's database."""
+    from idp import create_app
+
+    return create_app(Settings.from_env({k: v for k, v in live.env.items() if k.startswith("IDP_")}))
+
+
+def _lease_race(apps, holders, now) -> list[bool]:
+    """`take_lease` by every holder at once, each on its own thread and app (round robin)."""
+    import threading
+
+    from idp.housekeeping import LEASE, LEASE_SECONDS, take_lease
+
+    start = threading.Barrier(len(holders))
+    results = {}
+
+    def attempt(app, holder):
+        with app.app_context():
+            start.wait()
+            results[holder] = take_lease(LEASE, holder, LEASE_SECONDS, now)
+
+    threads = [threading.Thread(target=attempt, args=(apps[i % len(apps)], h)) for i, h in enumerate(holders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return [results[h] for h in holders]
+
+
+def test_one_process_at_a_time_runs_the_round(live):
+    from idp.housekeeping import LEASE, LEASE_SECONDS, run_round
+    from idp.store import Lease, PendingAuthorization, db, utcnow
+
+    client_id, _ = live.create_client()
+    other = _second_app(live)
+    now = utcnow()
+    with live.db():
+        db.session.query(Lease).filter_by(name=LEASE).delete()
+        db.session.commit()
+    try:
+        with live.db():
+            assert run_round("worker-a", now) is not None  # first ever: takes it (INSERT) and runs
+        with other.app_context():
+            stale = PendingAuthorization(client_id=client_id, params={}, expires_at=now - timedelta(minutes=1))
+            db.session.add(stale)
+            db.session.commit()
+            stale_id = stale.id
+            assert run_round("worker-b", now + timedelta(seconds=5)) is None  # held: skipped
+            assert db.session.get(PendingAuthorization, stale_id) is not None  # left for the holder
+        with live.db():
+            assert db.session.get(Lease, LEASE).holder == "worker-a"
+        later = now + timedelta(seconds=LEASE_SECONDS + 1)
+        with other.app_context():
+            assert run_round("worker-b", later) is not None  # expired: the first to ask runs it
+            db.session.expire_all()
+            assert db.session.get(PendingAuthorization, stale_id) is None
+        with live.db():
+            assert run_round("worker-a", later + timedelta(seconds=1)) is None
+            assert db.session.get(Lease, LEASE).holder == "worker-b"
+
+        # racing for an expired lease, and for one never taken: exactly one winner each time
+        holders = [f"racer-{i}" for i in range(8)]
+        assert sum(_lease_race([live.app, other], holders, later + timedelta(seconds=LEASE_SECONDS + 2))) == 1
+        with live.db():
+            db.session.query(Lease).filter_by(name=LEASE).delete()
+            db.session.commit()
+        assert sum(_lease_race([live.app, other], holders, later)) == 1
+    finally:
+        with other.app_context():
+            db.engine.dispose()

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, request
 
 from ..oauth import fast_token
 from ..oauth.dpop import current_nonce, token_endpoint_response
+from ..observability import metrics
 
 bp = Blueprint("token", __name__)
 
@@ -16,11 +17,13 @@ def _server():
 
 @bp.post("/token")
 def token():
-    fast = fast_token.client_credentials(request)
-    if fast is None:
-        return token_endpoint_response(_server())
-    fast.headers["DPoP-Nonce"] = current_nonce()  # as every token endpoint answer has (RFC 9449 §8)
-    return fast
+    response = fast_token.client_credentials(request)
+    if response is None:
+        response = token_endpoint_response(_server())
+    else:
+        response.headers["DPoP-Nonce"] = current_nonce()  # as every token endpoint answer has (RFC 9449 §8)
+    metrics.token_grant(request.form.get("grant_type"), response)
+    return response
 
 
 @bp.post("/revoke")
