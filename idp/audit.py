@@ -68,6 +68,7 @@ LABELS = {
     "admin.second_factor_reset": lambda: _("Second factor reset by an administrator"),
     "admin.signed_out": lambda: _("Signed out of all sessions by an administrator"),
     "invite.accepted": lambda: _("Invitation accepted"),
+    "org.options_changed": lambda: _("Sign-in options changed"),
     "app.created": lambda: _("App registered"),
     "app.updated": lambda: _("App changed"),
     "app.secret_rotated": lambda: _("App secret renewed"),
