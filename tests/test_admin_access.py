@@ -54,8 +54,32 @@ TABLE = {
     ("/admin/orgs/<org_id>/domains", "GET"): (None, None, None, None),
     ("/admin/orgs/<org_id>/enterprise-sign-in", "GET"): (None, None, None, None),
     ("/admin/orgs/<org_id>/sign-in-options", "GET"): (None, None, None, None),
+    # an org-wide action (no person): audited on the org with the acting admin's id; the
+    # form turns passkeys off, harmless to the other rows' sign-ins
+    ("/admin/orgs/<org_id>/sign-in-options", "POST"):
+        (None, {"allow_social": "on"}, "org.options_changed", lambda org: not org.allow_passkeys),
     ("/admin/orgs/<org_id>/audit-log", "GET"): (None, None, None, None),
+    ("/admin/orgs/<org_id>/audit-log.csv", "GET"): (None, None, None, None),
 }
+
+
+def _org_row(live, org_id: str):
+    from idp.store import Org, db
+
+    with live.db():
+        org = db.session.get(Org, org_id)
+        db.session.expunge(org)
+        return org
+
+
+def _org_events(live, org_id: str) -> list:
+    """Org-wide events (about no person) in the org's log: (kind, by)."""
+    from idp.store import SecurityEvent, db
+
+    with live.db():
+        return [(e.kind, e.actor_id) for e in db.session.query(SecurityEvent)
+                .filter(SecurityEvent.org_id == org_id, SecurityEvent.user_id.is_(None),
+                        SecurityEvent.kind.like("org.%"))]
 
 
 def test_every_admin_route_is_in_the_table(live):
@@ -102,6 +126,15 @@ def test_route_as(live, world, route, role):
     make_victim, form, event, check = TABLE[route]
     victim = make_victim(live, world) if make_victim else None
     before = user_row(live, victim) if victim else None
+    org_wide = method == "POST" and victim is None and form != "add"
+    if org_wide:
+        from idp.store import Org, db
+
+        with live.db():  # every row starts from the defaults
+            org = db.session.get(Org, world["org_a"])
+            org.require_mfa, org.allow_social, org.allow_passkeys = False, True, True
+            db.session.commit()
+    org_events_before = _org_events(live, world["org_a"])
     b = world["browsers"][role]
     path = _path(rule, world, victim)
     if form == "add":
@@ -122,6 +155,9 @@ def test_route_as(live, world, route, role):
             after = user_row(live, victim)
             assert (after.disabled, after.org_admin) == (before.disabled, before.org_admin)
             assert admin_events(live, victim) == []
+        if org_wide:
+            assert _org_events(live, world["org_a"]) == org_events_before
+            assert _org_row(live, world["org_a"]).allow_passkeys
         if method == "POST" and rule.endswith("/users"):
             from idp.store import User, db
 
@@ -135,9 +171,16 @@ def test_route_as(live, world, route, role):
             assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/admin/orgs/{world['org_a']}/users")
         else:
             assert resp.status_code == 200 and world["name_a"] in resp.text and world["name_b"] in resp.text
+    elif method == "GET" and rule.endswith(".csv"):
+        assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/csv")
+        assert resp.text.startswith("time_utc,")
     elif method == "GET":
         assert resp.status_code == 200
         assert (user_row(live, victim).email if victim else world["name_a"]) in resp.text
+    elif org_wide:
+        assert resp.status_code == 302 and resp.headers["Location"].startswith(_path(rule, world, None))
+        assert _org_events(live, world["org_a"]) == [*org_events_before, (event, world["ids"][role])]
+        assert check(_org_row(live, world["org_a"]))
     else:
         assert resp.status_code == 302, resp.text[:300]
         if victim is None:  # added a person
