@@ -352,3 +352,29 @@ def test_social_forbidden_neither_signs_in_nor_links(live, upstream):
     assert resp.status_code == 403
     with live.db():
         assert db.session.query(LinkedIdentity).filter_by(user_id=user_id).count() == 0
+
+
+def test_enterprise_sign_in_is_the_idps_business(live, upstream):
+    """An org with its own IdP that requires a factor and forbids social sign-in: its people
+    signing in there are asked for nothing more here, and their session stays usable."""
+    import json
+
+    from tests.test_social import _browser, _upstream_sign_in
+
+    org = _org(live, "opt-sso")
+    out = live.idp("orgs", "oidc", org["name"], "--issuer", upstream.issuer, "--client-id=placeholder",
+                   "--client-secret=placeholder", "--json")
+    assert out.returncode == 0, out.stderr
+    client_id, secret = upstream.create_client(redirect_uris=[json.loads(out.stdout)["redirect_uri"]],
+                                               first_party=True)
+    out = live.idp("orgs", "oidc", org["name"], "--issuer", upstream.issuer, f"--client-id={client_id}",
+                   f"--client-secret={secret}")
+    assert out.returncode == 0, out.stderr
+    _set(live, org, require_mfa=True, allow_social=False)
+    email = f"ent-{uuid.uuid4().hex[:6]}@{org['domain']}"
+    upstream.create_user(email, "upstream-password")
+    b = _browser(live, upstream)
+    page = b.submit(b.get(f"{live.issuer}/account"), {"email": email})
+    page = _upstream_sign_in(b, page, email, "upstream-password")
+    assert page.status_code == 200 and "Your account" in page.text, page.url
+    assert "Your account" in b.get(f"{live.issuer}/account").text
