@@ -12,7 +12,9 @@ row with everything planted in it. The rules here close it:
   sign-in) keeps only what their proof covers: every credential, link, factor,
   session, grant and consent they did not prove is wiped first.
 
-Every path that changes these states calls this module.
+Every path that changes these states calls this module. It also holds the org's sign-in
+options (`policy_orgs` and below): which ways in an org allows its people, and whether
+they must have a second factor. Each sign-in path and `sessions.current` ask here.
 """
 
 from __future__ import annotations
@@ -104,6 +106,66 @@ def just_in_time(org: Org, identity, method: str = "saml") -> User | None:
 def can_sign_in(user: User | None) -> bool:
     """True for an account that may hold a session: it exists, is enabled and verified."""
     return user is not None and not user.disabled and user.email_verified
+
+
+# --- the org's sign-in options -------------------------------------------------------
+
+
+def policy_orgs(user: User) -> list[Org]:
+    """The orgs whose sign-in options bind `user`: the org they are a member of, and the org
+    owning their address's domain (as for enforced Enterprise Sign-In: an account made
+    before its domain joined an org is bound all the same). The strictest option wins."""
+    from federation.discovery import org_for_email
+
+    found = []
+    if user.org_id:
+        found.append(db.session.get(Org, user.org_id))
+    by_domain = org_for_email(user.email) if user.email else None
+    if by_domain is not None and by_domain.id != user.org_id:
+        found.append(by_domain)
+    return [org for org in found if org is not None]
+
+
+def social_allowed(user: User) -> bool:
+    """False when an org of `user` forbids signing in with (or linking) a social account."""
+    return all(org.allow_social for org in policy_orgs(user))
+
+
+def passkeys_allowed(user: User) -> bool:
+    """False when an org of `user` forbids passkeys: none signs in, confirms a sign-in or is
+    added (the org decided passkeys are not a credential for its people)."""
+    return all(org.allow_passkeys for org in policy_orgs(user))
+
+
+def second_factor_required(user: User) -> bool:
+    return any(org.require_mfa for org in policy_orgs(user))
+
+
+def must_set_up_second_factor(user: User) -> bool:
+    """True when an org of `user` requires a second factor and the account has none (that
+    counts): the sign-in makes them set one up before any session exists."""
+    from .mfa import has_second_factor
+
+    return second_factor_required(user) and not has_second_factor(user)
+
+
+def _from_own_idp(row, user: User) -> bool:
+    """The session came from the org's own IdP (SAML or enterprise OpenID): how that IdP
+    authenticates its people is the IdP's business, so no factor is asked of them here."""
+    from .social import enterprise_provider
+
+    if "fed" not in (row.amr or []):
+        return False
+    return any(org.saml_metadata or enterprise_provider(org.id) is not None for org in policy_orgs(user))
+
+
+def session_meets_policy(row) -> bool:
+    """A session opened before its org required a second factor is not one while the account
+    still has none: the person signs in again and sets one up first."""
+    if row.mfa_time is not None:
+        return True  # passed a second factor (or set one up) in this session
+    user = row.user
+    return not must_set_up_second_factor(user) or _from_own_idp(row, user)
 
 
 def disable(user: User) -> None:

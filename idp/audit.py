@@ -79,6 +79,7 @@ LABELS = {
     "admin.sso_enforced": lambda: _("Enterprise Sign-In enforced"),
     "admin.sso_optional": lambda: _("Enterprise Sign-In no longer enforced"),
     "admin.sso_tested": lambda: _("Enterprise Sign-In connection tested"),
+    "org.options_changed": lambda: _("Sign-in options changed"),
     "app.created": lambda: _("App registered"),
     "app.updated": lambda: _("App changed"),
     "app.secret_rotated": lambda: _("App secret renewed"),

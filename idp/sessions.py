@@ -103,13 +103,20 @@ def current() -> BrowserSession | None:
         # Only a verified, enabled account holds a session (idp.accounts): a row from before
         # a disable, or of an unverified account, is no session at all.
         if row and row.ended_at is None and row.expires_at > now and not row.user.disabled \
-                and row.user.email_verified:
+                and row.user.email_verified and _meets_org_policy(row):
             found = row
             if (now - row.last_seen_at).total_seconds() > SEEN_RESOLUTION:
                 row.last_seen_at = now  # for the account page's list; not on every request
                 db.session.commit()
     g.browser_session = found
     return found
+
+
+def _meets_org_policy(row: BrowserSession) -> bool:
+    # Nor does an account its org requires a second factor of, without one (idp.accounts).
+    from .accounts import session_meets_policy
+
+    return session_meets_policy(row)
 
 
 def step_up(row: BrowserSession, amr: list[str], acr: str) -> None:

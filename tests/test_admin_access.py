@@ -72,18 +72,20 @@ def _proven(live, world):
 
 
 def _org_state(live, world) -> tuple:
-    """What the org-wide (person-less) actions change: org A's IdP, enforcement, OpenID provider."""
+    """What the org-wide (person-less) actions change: org A's IdP, enforcement, OpenID
+    provider, sign-in options (second factor required, social allowed, passkeys allowed)."""
     from idp.social import enterprise_provider
     from idp.store import Org, db
 
     with live.db():
         org = db.session.get(Org, world["org_a"])
         provider = enterprise_provider(org.id)
-        return (org.saml_metadata, org.saml_metadata_source, org.enforce_sso, provider.client_id if provider else None)
+        return (org.saml_metadata, org.saml_metadata_source, org.enforce_sso, provider.client_id if provider else None,
+                org.require_mfa, org.allow_social, org.allow_passkeys)
 
 
 def _reset_org(live, world) -> None:
-    """Org A as before an org-wide action (no IdP, nothing enforced): the other tests sign its
+    """Org A as before an org-wide action (no IdP, nothing enforced, default sign-in options): the other tests sign its
     people in by password."""
     from idp.social import enterprise_provider
     from idp.store import Org, db
@@ -92,6 +94,7 @@ def _reset_org(live, world) -> None:
         org = db.session.get(Org, world["org_a"])
         org.saml_metadata = org.saml_metadata_source = None
         org.enforce_sso = False
+        org.require_mfa, org.allow_social, org.allow_passkeys = False, True, True
         provider = enterprise_provider(org.id)
         if provider is not None:
             db.session.delete(provider)
@@ -185,7 +188,12 @@ TABLE = {
     (ENTERPRISE + "/test", "POST"):
         (None, _test_connection, None, lambda live, world, resp: "SAMLRequest=" in resp.text),
     ("/admin/orgs/<org_id>/sign-in-options", "GET"): (None, None, None, None),
+    # turns passkeys off (and is put back after, like every org-wide row)
+    ("/admin/orgs/<org_id>/sign-in-options", "POST"):
+        (None, lambda live, world: {"allow_social": "on"}, "org.options_changed",
+         lambda live, world, resp: _org_state(live, world)[4:] == (False, True, False)),
     ("/admin/orgs/<org_id>/audit-log", "GET"): (None, None, None, None),
+    ("/admin/orgs/<org_id>/audit-log.csv", "GET"): (None, None, None, None),
 }
 
 
@@ -317,6 +325,9 @@ def test_route_as(live, world, route, role):
             assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/admin/orgs/{world['org_a']}/users")
         else:
             assert resp.status_code == 200 and world["name_a"] in resp.text and world["name_b"] in resp.text
+    elif method == "GET" and rule.endswith(".csv"):
+        assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/csv")
+        assert resp.text.startswith("time_utc,")
     elif method == "GET":
         assert resp.status_code == 200
         if check:

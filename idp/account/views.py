@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 
 from federation.social import label_for
 
-from .. import audit, sessions, social
+from .. import accounts, audit, sessions, social
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from ..store import LinkedIdentity, Passkey, TrustedDevice, db, utcnow
 
@@ -41,6 +41,7 @@ def home():
         sessions=sessions.open_sessions(user),
         devices=devices, events=audit.recent(user), has_totp=has_totp(user),
         recovery_left=recovery_codes_left(user), passkeys=user_passkeys(user),
+        passkeys_allowed=accounts.passkeys_allowed(user), social_allowed=accounts.social_allowed(user),
     )
 
 

@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from .. import audit, sessions
+from .. import accounts, audit, sessions
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from . import passkeys, totp
 
@@ -32,12 +32,15 @@ def _recent_user(return_to: str | None = None):
 
 
 def _recent_user_json():
-    """The same for the passkey API: JSON, with where to confirm identity."""
+    """The same for the passkey API: JSON, with where to confirm identity; refused when the
+    person's org does not allow passkeys."""
     browser = sessions.current()
     if browser is None:
         return None, (jsonify(error="sign in first"), 401)
     if not signed_in_recently(browser):
         return None, (jsonify(error=_("Confirm it is you first."), redirect=url_for("mfa.confirm_identity")), 401)
+    if not accounts.passkeys_allowed(browser.user):
+        return None, (jsonify(error=_("Your organization does not allow passkeys.")), 403)
     return browser.user, None
 
 

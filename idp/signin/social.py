@@ -18,7 +18,7 @@ from federation.social import UpstreamError, authorization_url, complete
 
 from dataclasses import replace
 
-from .. import audit, orgs, outbound, sessions, social
+from .. import accounts, audit, orgs, outbound, sessions, social
 from ..store import Org
 from ..store import new_secret
 from .views import (
@@ -77,7 +77,13 @@ def link(name: str):
         return require_sign_in(url_for("account.home"))
     if not signed_in_recently(browser):  # a linked account is a way in: prove it is you first
         return require_recent_sign_in(browser, url_for("account.home"))
+    if not accounts.social_allowed(browser.user):
+        return _social_forbidden()
     return _start(name, "link", None)
+
+
+def _social_forbidden():
+    return _page(_("Your organization does not allow social accounts. Sign in with your email."), 403)
 
 
 @bp.get("/social/<name>/callback")
@@ -114,6 +120,8 @@ def _finish_link(label: str, identity):
     browser = sessions.current()
     if browser is None:
         return require_sign_in(url_for("account.home"))
+    if not accounts.social_allowed(browser.user):  # the org may have said so since the link started
+        return _social_forbidden()
     if not social.link(browser.user, identity):
         return _page(_("This %(provider)s account is already linked to another account.", provider=label), 409)
     audit.record("social.linked", browser.user, provider=identity.provider)

@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from federation.discovery import home_realm_for
 
-from .. import audit, sessions, social
+from .. import accounts, audit, sessions, social
 from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
 from ..emails import normalize
-from ..mfa import devices, has_second_factor, passkeys, totp
+from ..mfa import devices, has_second_factor, has_usable_passkey, passkeys, totp
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..pending import find as pending_request
 from ..ratelimit import throttle
@@ -161,12 +161,13 @@ def sso_required(email: str):
     return render_template("signin/sso_required.html", email=email), 403
 
 
-def sign_in_refusal(user: User, org: Org | None) -> str | None:
-    """Why `user`, who just proved a first factor, may not sign in (None: they may).
+def sign_in_refusal(user: User, org: Org | None, amr: list[str] = ()) -> str | None:
+    """Why `user`, who just proved a first factor (`amr`), may not sign in (None: they may).
 
     One rule for every method: an org that enforces Enterprise Sign-In (by membership or by
     the email's domain) admits only its own IdP (`org`, set by the SAML and enterprise
-    OpenID paths); a disabled account never; an unverified one must open its link first.
+    OpenID paths); a disabled account never; an unverified one must open its link first;
+    a social account or a passkey only where the person's org allows them.
     """
     if user.disabled:
         return "disabled"
@@ -174,6 +175,10 @@ def sign_in_refusal(user: User, org: Org | None) -> str | None:
         return "sso"
     if not user.email_verified:
         return "unverified"
+    if org is None and "fed" in amr and not accounts.social_allowed(user):
+        return "social"
+    if "hwk" in amr and not accounts.passkeys_allowed(user):
+        return "passkey"
     return None
 
 
@@ -184,6 +189,9 @@ def refused_page(user: User, reason: str):
         # No session: the page may only send the link again, to this account's address.
         session["unverified"] = {"user": user.id, "at": int(time.time())}
         return render_template("signin/unverified.html", email=user.email), 403
+    if reason == "social":
+        return render_template("error.html", message=_(
+            "Your organization does not allow signing in with a social account. Sign in with your email.")), 403
     return render_template("error.html", message=_("This account cannot sign in.")), 403
 
 
@@ -192,15 +200,24 @@ def first_factor_passed(user: User, pending: PendingAuthorization | None, req: s
     """After a password, a linked social account or the org's IdP (`org`): refused when the
     account may not sign in this way; else the second factor when the account has one and
     this device is not trusted (or the person is confirming it is them), else the session."""
-    reason = sign_in_refusal(user, org)
+    reason = sign_in_refusal(user, org, amr)
     if reason:
         audit.record("signin.failure", user, method=" ".join(amr), reason=reason)
         return refused_page(user, reason)
     reauth = session.get("reauth") == user.id
+    # A trusted device still counts when the org requires a second factor: it was earned by
+    # passing that factor in this browser within TRUST_DAYS, as long as a remembered session
+    # lasts, and dies with "Sign out of all sessions" and with the factor itself.
     if has_second_factor(user) and (reauth or not devices.is_trusted(user)):
         session["mfa"] = {"user": user.id, "remember": remember, "at": int(time.time()), "step_up": False,
                           "amr": amr}
         return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
+    # Enterprise Sign-In (`org` given) is not asked for a factor to set up: how the org's
+    # IdP authenticates its people is the IdP's business.
+    if org is None and accounts.must_set_up_second_factor(user):
+        session["enrol"] = {"user": user.id, "remember": remember, "at": int(time.time()), "amr": amr}
+        return redirect(url_for("signin.set_up_second_factor", req=req) if req
+                        else url_for("signin.set_up_second_factor"))
     return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR)
 
 
@@ -264,12 +281,12 @@ def second_factor():
         return redirect(url_for("signin.email", req=req) if pending_request(req) else url_for("signin.email"))
     pending, state, user = step
     if request.method == "GET":
-        return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user))
+        return render_template("signin/verify.html", req=req, passkey=has_usable_passkey(user))
     limits = throttle()
     decision = limits.attempt("code:account", user.id)  # counted before the code is checked: no race
     if not decision.allowed:
         audit.record("signin.throttled", user, method="otp")
-        return too_many_attempts("signin/verify.html", decision, req=req, passkey=passkeys.has_passkey(user))
+        return too_many_attempts("signin/verify.html", decision, req=req, passkey=has_usable_passkey(user))
     code = request.form.get("code", "")
     if totp.verify(user, code):
         extra = AMR_TOTP
@@ -282,13 +299,72 @@ def second_factor():
 
             second_factor_locked(user)
         audit.record("signin.failure", user, method="otp")
-        return render_template("signin/verify.html", req=req, passkey=passkeys.has_passkey(user),
+        return render_template("signin/verify.html", req=req, passkey=has_usable_passkey(user),
                                error=_("This code is not right. Try again.")), 401
     limits.success("code:account", user.id)
     if request.form.get("trust") == "on":
         devices.trust_this_device(user)
         audit.record("device.trusted", user)
     return _second_factor_passed(user, state, pending, extra)
+
+
+def _enrolment_step(req: str | None):
+    """(pending request, step state, account) of this browser's "set up a second factor"
+    step, or None when there is none, it is older than MFA_STEP_TTL, or its request or
+    account is gone."""
+    pending = pending_request(req)
+    state = session.get("enrol")
+    if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
+        session.pop("enrol", None)
+        return None
+    user = db.session.get(User, state["user"])
+    if user is None or not accounts.can_sign_in(user):
+        session.pop("enrol", None)
+        return None
+    return pending, state, user
+
+
+def _enrolment_page(user: User, secret: str, req: str | None, error: str | None = None, status: int = 200):
+    uri = totp.provisioning_uri(user, secret)
+    action = url_for("signin.set_up_second_factor", req=req) if req else url_for("signin.set_up_second_factor")
+    return render_template("account/totp.html", secret=secret, qr=totp.qr_svg(uri), error=error, action=action,
+                           required=True), status
+
+
+@bp.route("/signin/set-up-second-factor", methods=["GET", "POST"])
+def set_up_second_factor():
+    """The org requires a second factor and the account has none: after the first factor,
+    and before any session exists, the person sets up an authenticator app."""
+    req = _req()
+    step = _enrolment_step(req)
+    if step is None:
+        return redirect(url_for("signin.email", req=req) if pending_request(req) else url_for("signin.email"))
+    pending, state, user = step
+    if totp.has_totp(user):  # set up meanwhile (another tab): sign in with it as usual
+        session.pop("enrol", None)
+        return first_factor_passed(user, pending, req, remember=state.get("remember", False),
+                                   amr=state.get("amr") or AMR_PASSWORD)
+    # A fresh secret for this step (never one an earlier, unfinished step showed someone),
+    # then the same one on reload: a GET never replaces the one being scanned.
+    if not state.get("secret_shown"):
+        secret = totp.start_enrolment(user)
+        session["enrol"] = {**state, "secret_shown": True}
+    else:
+        secret = totp.pending_secret(user) or totp.start_enrolment(user)
+    if request.method == "GET":
+        return _enrolment_page(user, secret, req)
+    if not totp.confirm_enrolment(user, request.form.get("code", "")):
+        return _enrolment_page(user, secret, req, _(
+            "This code is not right. Enter the current code from the app."), 400)
+    session.pop("enrol", None)
+    codes = totp.new_recovery_codes(user)
+    audit.record("totp.enabled", user)
+    # The code proves the app was set up, not a factor held before this sign-in: the session
+    # counts as having passed a factor (as after enrolling on /account), its acr stays at
+    # one factor, and a product asking for two gets the code asked again.
+    resp = finish_sign_in(user, pending, remember=state.get("remember", False), amr=state.get("amr") or AMR_PASSWORD,
+                          acr=ACR_SINGLE_FACTOR, second_factor=True)
+    return render_template("account/recovery_codes.html", codes=codes, continue_to=resp.location)
 
 
 @bp.post("/signout")
@@ -322,9 +398,12 @@ def passkey_sign_in():
         log.info("passkey sign-in refused: %s", err)
         audit.record("signin.failure", None, method="hwk")
         return _passkey_error(_("This passkey could not sign you in."))
-    reason = sign_in_refusal(user, None)
+    reason = sign_in_refusal(user, None, AMR_PASSKEY)
     if reason == "sso":
         return _passkey_error(_("Your organization requires Enterprise Sign-In. Continue with your email."))
+    if reason == "passkey":
+        audit.record("signin.failure", user, method="hwk", reason=reason)
+        return _passkey_error(_("Your organization does not allow passkeys. Sign in with your password."), 403)
     if reason:
         audit.record("signin.failure", user, method="hwk", reason=reason)
         return _passkey_error(_("This passkey could not sign you in."))
@@ -340,6 +419,8 @@ def second_factor_passkey_options():
     step = _second_factor_step(_req())
     if step is None:
         return _passkey_error(_("This sign-in has expired. Start again."))
+    if not has_usable_passkey(step[2]):
+        return _passkey_error(_("Your organization does not allow passkeys. Enter a code instead."), 403)
     return Response(passkeys.authentication_options(step[2]), mimetype="application/json")
 
 
@@ -349,6 +430,8 @@ def second_factor_passkey():
     if step is None:
         return _passkey_error(_("This sign-in has expired. Start again."))
     pending, state, expected = step
+    if not has_usable_passkey(expected):
+        return _passkey_error(_("Your organization does not allow passkeys. Enter a code instead."), 403)
     try:
         body = passkeys.parse_body(request.get_data())
         user, _verified = passkeys.finish_authentication(body.get("credential"))
