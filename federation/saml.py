@@ -119,8 +119,11 @@ class ServiceProvider:
         from cryptography import x509
 
         client = self.client
-        pems = {cert for _name, cert in client.metadata.certs(self.idp_entity_id(client), "any", "signing")}
-        return [x509.load_der_x509_certificate(base64.b64decode(cert)) for cert in sorted(pems)]
+        ders = {cert for _name, cert in client.metadata.certs(self.idp_entity_id(client), "any", "signing")}
+        try:
+            return [x509.load_der_x509_certificate(base64.b64decode(der)) for der in sorted(ders)]
+        except ValueError:
+            raise SamlError("the org's metadata carries an unreadable signing certificate") from None
 
     def metadata_xml(self) -> str:
         """Our SP metadata for the org's IdP (entity id, ACS, signing certificate)."""

@@ -89,6 +89,7 @@ def verified_response(xml: bytes, idp_entity_id: str, certificates: list[x509.Ce
     _check_issuer(envelope, idp_entity_id, required=envelope is not root)
     # The signed form may carry comments (…#WithComments); text joined across them is what was signed.
     etree.strip_tags(signed_assertion, etree.Comment)
+    etree.strip_tags(envelope, etree.Comment)
     for signature in envelope.findall(SIGNATURE):
         envelope.remove(signature)
     # Spliced in as bytes: moving the element into the envelope's tree would let lxml rename

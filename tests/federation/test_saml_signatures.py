@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import os
 import re
 import subprocess
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from lxml import etree
 from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 from signxml import XMLSigner
@@ -149,6 +154,32 @@ def test_a_comment_inside_the_name_id_does_not_shorten_the_address(world):
     assert b"dave@corp.example<!---->.evil.example" in base64.b64decode(commented)
     identity, _, _ = world[0].validate(commented, request_id)
     assert identity.email == "dave@corp.example.evil.example"
+
+
+def test_an_expired_certificate_in_the_metadata_still_verifies(tmp_path):
+    """The org's metadata is the trust anchor, not a CA: xmlsec1 took the key from the
+    certificate whatever its dates, and so does the in-process check (signxml alone would refuse)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired-idp")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=400))
+            .not_valid_after(now - datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    idp = TestIdP(tmp_path / "idp", entity_id="https://expired-idp.example.test/saml")
+    idp.key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    idp.cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    idp.key_file.write_bytes(idp.key_pem)
+    idp.cert_file.write_bytes(idp.cert_pem)
+    sp_key, sp_cert = new_sp_credential("expired-tests")
+    (tmp_path / "sp.key").write_bytes(sp_key)
+    (tmp_path / "sp.crt").write_text(sp_cert)
+    sp = ServiceProvider(entity_id="https://sp.example.test/saml/org/metadata", acs_url=ACS,
+                         key_file=tmp_path / "sp.key", cert_file=tmp_path / "sp.crt", idp_metadata=idp.metadata_xml())
+    idp.trust_sp(sp.metadata_xml())
+    request_id, location = sp.authn_request(relay_state="r")
+    response, _ = idp.response(idp.parse_authn_request(location), email="alice@corp.example")
+    assert sp.validate(response, request_id)[0].email == "alice@corp.example"
 
 
 # --------------------------------------------------------------------------- signatures
