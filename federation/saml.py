@@ -1,12 +1,13 @@
 """The SAML 2.0 service provider (on pysaml2): AuthnRequests out, validated responses in.
 
-pysaml2 checks the signature against the IdP certificate from the org's metadata
-(nothing from KeyInfo is trusted), InResponseTo against the outstanding request,
-the audience, Destination and the time conditions. The checks it does not make
-are made here, before and after it: size, no DTD, exactly one assertion (no
-signature wrapping), SubjectConfirmationData's Recipient, a replay cache for
-assertion ids, and the email read from the signed XML whole (comments cannot
-cut it) and within the org's domains.
+Signatures are checked in this process (`saml_signatures`, signxml) against the IdP
+certificates from the org's metadata (nothing from KeyInfo is trusted), and pysaml2 gets
+only the parts they cover, with no signature left for it to check (it would run xmlsec1
+once per signature). pysaml2 then checks InResponseTo against the outstanding request, the
+audience, Destination and the time conditions. The checks it does not make are made
+here, before and after it: size, no DTD, exactly one assertion (no signature wrapping),
+SubjectConfirmationData's Recipient, a replay cache for assertion ids, and the email read
+from the signed XML whole (comments cannot cut it) and within the org's domains.
 """
 
 from __future__ import annotations
@@ -104,7 +105,25 @@ class ServiceProvider:
     def new_client(self) -> Saml2Client:
         from saml2.client import Saml2Client
 
-        return Saml2Client(config=self._config(with_idp=True))
+        client = Saml2Client(config=self._config(with_idp=True))
+        # `validate` hands pysaml2 a document whose signatures were verified in-process and
+        # removed; pysaml2 reads these two per call. Any signature that reached it anyway
+        # would meet a backend that refuses it, never an xmlsec1 process.
+        client.want_assertions_signed = client.want_response_signed = False
+        client.sec.crypto = _signatures_checked_beforehand()
+        return client
+
+    @cached_property
+    def idp_certificates(self) -> list:
+        """The IdP's signing certificates from the org's metadata (X.509, parsed once)."""
+        from cryptography import x509
+
+        client = self.client
+        ders = {cert for _name, cert in client.metadata.certs(self.idp_entity_id(client), "any", "signing")}
+        try:
+            return [x509.load_der_x509_certificate(base64.b64decode(der)) for der in sorted(ders)]
+        except ValueError:
+            raise SamlError("the org's metadata carries an unreadable signing certificate") from None
 
     def metadata_xml(self) -> str:
         """Our SP metadata for the org's IdP (entity id, ACS, signing certificate)."""
@@ -156,16 +175,23 @@ class ServiceProvider:
             raise SamlError("encrypted assertions are not supported")
         from saml2 import BINDING_HTTP_POST
 
+        from .saml_signatures import UnverifiedResponse, verified_response
+
         client = self.client
+        try:
+            signed_only = verified_response(xml, self.idp_entity_id(client), self.idp_certificates)
+        except UnverifiedResponse as err:
+            raise SamlError(err.reason) from None
         outstanding = {outstanding_id: "/"} if outstanding_id else {}
         try:
-            response = client.parse_authn_request_response(saml_response, BINDING_HTTP_POST, outstanding=outstanding)
+            response = client.parse_authn_request_response(
+                base64.b64encode(signed_only).decode(), BINDING_HTTP_POST, outstanding=outstanding)
         except Exception as err:  # noqa: BLE001 - pysaml2 raises many types; every one is a refusal
             raise SamlError(f"pysaml2 refused the response: {type(err).__name__}: {err}") from None
         if response is None:
             raise SamlError("no response")
         assertion = response.assertion
-        if assertion is None or not getattr(assertion, "signature", None):
+        if assertion is None:  # the one assertion, verified above: pysaml2 saw no other
             raise SamlError("assertion is not signed")
         if outstanding_id is None and not self.allow_idp_initiated:
             raise SamlError("IdP-initiated sign-in is not enabled for this org")
@@ -221,6 +247,15 @@ def received(response) -> tuple[str | None, list[tuple[str, str | None, list[str
     attributes = [(a.name, a.friendly_name, [v.text or "" for v in a.attribute_value])
                   for statement in response.assertion.attribute_statement or [] for a in statement.attribute]
     return name_id, attributes
+def _signatures_checked_beforehand():
+    """A pysaml2 crypto backend that verifies nothing and refuses every signature."""
+    from saml2.sigver import CryptoBackend, SignatureError
+
+    class SignaturesCheckedBeforehand(CryptoBackend):
+        def validate_signature(self, signedtext, cert_file, cert_type, node_name, node_id):
+            raise SignatureError("signatures are verified before pysaml2 reads a response")
+
+    return SignaturesCheckedBeforehand()
 
 
 def _values(response, names: tuple[str, ...]) -> list[str]:
