@@ -70,7 +70,9 @@ class ClientCache:
             self._local.conn = None
             if conn is not None:
                 try:
-                    conn.close()
+                    # The DB-API connection itself: closing the pool's wrapper would try a
+                    # rollback on the dead link and log that failure with a traceback.
+                    conn.dbapi_connection.close()
                 except Exception:  # noqa: S110 - already broken
                     pass
             return None
