@@ -74,10 +74,12 @@ def _marker_connection():
 
 
 def _drop_marker_connection() -> None:
-    fairy = getattr(_markers, "fairy", None)
+    conn = getattr(_markers, "conn", None)
     _markers.engine = _markers.fairy = _markers.conn = None
-    if fairy is not None:
+    if conn is not None:
         try:
-            fairy.close()
+            # The driver's connection itself: closing the pool's wrapper would try a rollback
+            # on a dead link and log that failure with a traceback.
+            conn.close()
         except Exception:  # noqa: BLE001 -- it is being thrown away
             pass
