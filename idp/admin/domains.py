@@ -96,8 +96,8 @@ def verify_domain(acting: Acting, claim_id: str):
 
 
 def _confirm(acting: Acting, action: str, question: str):
-    return render_template("admin/domain_confirm.html", org=acting.org, action=action, question=question,
-                           label=_("Remove"))
+    return render_template("admin/confirm_action.html", action=action, question=question, label=_("Remove"),
+                           back=url_for("admin.domains", org_id=acting.org.id), fields={})
 
 
 @bp.post("/admin/orgs/<org_id>/domains/claims/<claim_id>/remove")

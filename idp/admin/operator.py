@@ -21,7 +21,7 @@ ALGS = ("ES256", "RS256", "EdDSA")
 def _confirm(label: str, question: str, action: str, back: str, **fields):
     """The confirmation page of a destructive action: the same button text, posted again
     with `confirmed=yes` (and the form's other fields)."""
-    return render_template("admin/confirm_operator.html", label=label, question=question, action=action,
+    return render_template("admin/confirm_action.html", label=label, question=question, action=action,
                            back=back, fields=fields)
 
 
