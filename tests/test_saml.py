@@ -143,6 +143,12 @@ def test_replayed_and_foreign_responses_are_refused(live, idp, org):
     _refused(live, b2, idp, request2, response, relay=request2["relay_state"])
 
 
+def test_a_non_ascii_relay_state_is_refused_not_a_500(live, idp, org):
+    b, request = _fresh_request(live, idp, org[1], "relay")
+    response, _ = idp.response(request, email=f"relay@{org[1]}")
+    _refused(live, b, idp, request, response, relay="état-ü")
+
+
 def test_comment_in_name_id_cannot_shorten_the_address(live, idp, org):
     from idp.store import User, db
 

@@ -93,7 +93,9 @@ def consume(org_id: str, inbox: str):
     state = session.pop("saml", None)
     started_here = (state is not None and state.get("org") == org.id
                     and time.time() - state.get("at", 0) <= REQUEST_TTL)
-    if started_here and not hmac.compare_digest(state.get("relay", ""), row.relay_state or ""):
+    # compared as bytes: compare_digest refuses non-ASCII str, and RelayState is the IdP's to send
+    if started_here and not hmac.compare_digest(str(state.get("relay", "")).encode(),
+                                                (row.relay_state or "").encode()):
         return refuse_enterprise(None, org, "RelayState does not match")
     outstanding = state["request_id"] if started_here else None
     try:
