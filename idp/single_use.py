@@ -7,12 +7,12 @@ Housekeeping deletes markers once the thing would have expired anyway.
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
 from .store import RevokedToken, db, digest
+from .store.own_connection import OwnConnection
 
 
 def claim(kind: str, value: str, expires_at: datetime) -> bool:
@@ -32,7 +32,7 @@ def claim_at_once(kind: str, value: str, expires_at: datetime) -> bool:
     no separate BEGIN and COMMIT), for hot paths such as a DPoP proof on every bound grant.
     """
     for attempt in (1, 2):
-        conn, style = _marker_connection()
+        conn, style = _MARKERS.get()
         if style == "qmark":  # SQLite: the time as SQLAlchemy writes it, so comparisons agree
             sql = "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"
             expires: object = expires_at.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -49,37 +49,10 @@ def claim_at_once(kind: str, value: str, expires_at: datetime) -> bool:
         except dbapi.IntegrityError:
             return False
         except dbapi.Error:
-            _drop_marker_connection()  # a restarted database: one fresh connection, once
+            _MARKERS.drop()  # a restarted database: one fresh connection, once
             if attempt == 2:
                 raise
     return False
 
 
-_markers = threading.local()
-
-
-def _marker_connection():
-    engine = db.engine
-    if getattr(_markers, "engine", None) is not engine:
-        _drop_marker_connection()
-        fairy = engine.raw_connection()
-        driver = fairy.driver_connection
-        fairy.detach()  # ours for good: never back in the pool with autocommit on
-        if engine.dialect.paramstyle == "qmark":
-            driver.isolation_level = None  # sqlite3: each statement its own transaction
-        else:
-            driver.autocommit = True
-        _markers.engine, _markers.fairy, _markers.conn = engine, fairy, driver
-    return _markers.conn, engine.dialect.paramstyle
-
-
-def _drop_marker_connection() -> None:
-    conn = getattr(_markers, "conn", None)
-    _markers.engine = _markers.fairy = _markers.conn = None
-    if conn is not None:
-        try:
-            # The driver's connection itself: closing the pool's wrapper would try a rollback
-            # on a dead link and log that failure with a traceback.
-            conn.close()
-        except Exception:  # noqa: BLE001 -- it is being thrown away
-            pass
+_MARKERS = OwnConnection(lambda: db.engine)

@@ -19,10 +19,10 @@ entry.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from ..store.clients import ClientRecord
+from ..store.own_connection import OwnConnection
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ _STAMP = "SELECT n FROM change_stamps WHERE name = 'clients'"
 
 class ClientCache:
     def __init__(self, engine_of: Callable):
-        self._engine_of = engine_of  # the app's engine, looked up at first use (after fork)
-        self._local = threading.local()  # one stamp connection per thread (DB-API connections are not shared)
+        self._own = OwnConnection(engine_of)  # the stamp is read on it, one per thread
         self._entries: dict[str, ClientRecord] = {}
         self._stamp: int | None = None
 
@@ -56,33 +55,14 @@ class ClientCache:
         return record
 
     def _read_stamp(self) -> int | None:
-        conn = getattr(self._local, "conn", None)
         try:
-            if conn is None:
-                conn = self._local.conn = self._connect()
-            cursor = conn.dbapi_connection.cursor()
+            conn, _ = self._own.get()
+            cursor = conn.cursor()
             cursor.execute(_STAMP)
             row = cursor.fetchone()
             cursor.close()
             return row[0] if row else None
         except Exception as exc:  # the database is away or restarted: reconnect next time
             log.debug("client cache: stamp unreadable (%s)", type(exc).__name__)
-            self._local.conn = None
-            if conn is not None:
-                try:
-                    # The DB-API connection itself: closing the pool's wrapper would try a
-                    # rollback on the dead link and log that failure with a traceback.
-                    conn.dbapi_connection.close()
-                except Exception:  # noqa: S110 - already broken
-                    pass
+            self._own.drop()
             return None
-
-    def _connect(self):
-        conn = self._engine_of().raw_connection()
-        conn.detach()  # ours for the life of the process, not the pool's
-        dbapi = conn.dbapi_connection
-        if type(dbapi).__module__.startswith("sqlite3"):
-            dbapi.isolation_level = None  # autocommit: each read sees the newest commit
-        else:
-            dbapi.autocommit = True  # no transaction left open (it would hold locks)
-        return conn
