@@ -5,13 +5,13 @@ get the names of a person's groups in the `groups` claim (`idp.oauth.claims`).""
 from __future__ import annotations
 
 from flask import g, request
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, select
 
 from .. import audit
 from ..store import Group, GroupMember, Org, User, db, utcnow
 from . import patch
 from .errors import ScimError, invalid_filter, invalid_value, mutability, not_found, scim_response
-from .query import Custom, DateAttribute, StringAttribute, filter_condition, list_response, page_of
+from .query import Custom, DateAttribute, StringAttribute, list_response, search
 from .users import in_org
 from .views import (
     CORE_GROUP,
@@ -161,15 +161,7 @@ def search_groups():
 
 
 def _search(args: dict):
-    org_ = org()
-    page = page_of(args)
-    condition = filter_condition(FILTERABLE, args.get("filter"))
-    where = [Group.org_id == org_.id] + ([condition] if condition is not None else [])
-    total = db.session.execute(select(func.count()).select_from(Group).where(*where)).scalar_one()
-    groups = []
-    if page.count:
-        groups = db.session.execute(select(Group).where(*where).order_by(Group.created_at, Group.id)
-                                    .offset(page.start_index - 1).limit(page.count)).scalars().all()
+    groups, total, page = search(Group, Group.org_id == org().id, FILTERABLE, args)
     members = _members_of([x.id for x in groups]) if _wants_members() else {}
     resources = [project(representation(x, members.get(x.id))) for x in groups]
     return scim_response(list_response(resources, total, page))

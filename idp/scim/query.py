@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import request
-from sqlalchemy import and_, false, func, not_, or_, true
+from sqlalchemy import and_, false, func, not_, or_, select, true
 from sqlalchemy.sql import ColumnElement
 
 from .errors import invalid_filter, invalid_value
@@ -154,6 +154,22 @@ def page_of(args: dict) -> Page:
     except (TypeError, ValueError):
         raise invalid_value("startIndex and count are whole numbers") from None
     return Page(max(start, 1), min(max(count, 0), MAX_COUNT))
+
+
+def search(model, scope, attributes: dict[tuple, Any], args: dict) -> tuple[list, int, Page]:
+    """One page of `model` rows within `scope` (the org) that match `args`' filter, oldest
+    first, with the total the list response reports (RFC 7644 §3.4.2)."""
+    from ..store import db
+
+    page = page_of(args)
+    condition = filter_condition(attributes, args.get("filter"))
+    where = [scope] + ([condition] if condition is not None else [])
+    total = db.session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
+    rows = []
+    if page.count:
+        rows = db.session.execute(select(model).where(*where).order_by(model.created_at, model.id)
+                                  .offset(page.start_index - 1).limit(page.count)).scalars().all()
+    return rows, total, page
 
 
 def list_response(resources: list[dict], total: int, page: Page) -> dict:

@@ -28,7 +28,7 @@ Decisions:
 from __future__ import annotations
 
 from flask import request
-from sqlalchemy import delete, false, func, select
+from sqlalchemy import delete, false, select
 
 from federation.discovery import domain_of
 
@@ -38,7 +38,7 @@ from ..emails import normalize
 from ..store import Group, GroupMember, Org, User, db
 from . import patch
 from .errors import ScimError, invalid_value, mutability, not_found, scim_response
-from .query import BooleanAttribute, DateAttribute, StringAttribute, filter_condition, list_response, page_of
+from .query import BooleanAttribute, DateAttribute, StringAttribute, list_response, search
 from .views import (
     CORE_USER,
     ENTERPRISE_USER,
@@ -272,15 +272,7 @@ def search_users():
 
 
 def _search(args: dict):
-    org_ = org()
-    page = page_of(args)
-    condition = filter_condition(FILTERABLE, args.get("filter"))
-    where = [in_org(org_)] + ([condition] if condition is not None else [])
-    total = db.session.execute(select(func.count()).select_from(User).where(*where)).scalar_one()
-    users = []
-    if page.count:
-        users = db.session.execute(select(User).where(*where).order_by(User.created_at, User.id)
-                                   .offset(page.start_index - 1).limit(page.count)).scalars().all()
+    users, total, page = search(User, in_org(org()), FILTERABLE, args)
     groups = groups_of([u.id for u in users])
     resources = [project(representation(u, groups[u.id])) for u in users]
     return scim_response(list_response(resources, total, page))
