@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from flask import make_response, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
@@ -23,6 +23,7 @@ from federation.discovery import domain_of
 
 from .. import audit, orgs, sessions
 from ..social import enterprise_provider, enterprise_provider_name, redirect_uri
+from ..signin.enterprise import spend_assertion
 from ..signin.views import signed_in_recently
 from ..single_use import claim
 from ..store import Org, new_secret, utcnow
@@ -195,10 +196,9 @@ def finish_test(org: Org, saml_response: str):
     sp = orgs.service_provider(org)
     try:
         response = sp.verified_response(saml_response, state["request_id"])
-        expires = datetime.fromtimestamp(saml.assertion_expiry(response), UTC).replace(tzinfo=None)
     except saml.SamlError as err:
         return _test_result(org, admin, reason=err.reason)
-    if not claim("saml-assertion", f"{org.id}:{response.assertion.id}", max(expires, utcnow() + timedelta(minutes=5))):
+    if not spend_assertion(org, response.assertion.id, saml.assertion_expiry(response)):
         return _test_result(org, admin, reason="assertion replayed")
     name_id, attributes = saml.received(response)
     problems, identity = [], None

@@ -102,8 +102,7 @@ def consume(org_id: str, inbox: str):
         identity, assertion_id, not_after = orgs.service_provider(org).validate(row.saml_response, outstanding)
     except SamlError as err:
         return refuse_enterprise(None, org, err.reason)
-    expires = datetime.fromtimestamp(not_after, UTC).replace(tzinfo=None)
-    if not claim("saml-assertion", f"{org.id}:{assertion_id}", max(expires, utcnow() + timedelta(minutes=5))):
+    if not spend_assertion(org, assertion_id, not_after):
         return refuse_enterprise(None, org, "assertion replayed")
     if domain_of(identity.email) not in orgs.domains_of(org):
         return refuse_enterprise(None, org, "email outside the org's domains")
@@ -134,3 +133,10 @@ def enforced_for(user: User | None, email: str | None = None) -> bool:
     for address in {email, user.email if user is not None else None} - {None}:
         orgs.append(org_for_email(address))
     return any(org is not None and org.enforce_sso for org in orgs)
+
+
+def spend_assertion(org: Org, assertion_id: str, not_after: float) -> bool:
+    """True the first time an assertion of this org's IdP is used (a sign-in or an admin's
+    Test connection alike), False ever after; remembered until it expires (at least 5 min)."""
+    expires = datetime.fromtimestamp(not_after, UTC).replace(tzinfo=None)
+    return claim("saml-assertion", f"{org.id}:{assertion_id}", max(expires, utcnow() + timedelta(minutes=5)))

@@ -244,19 +244,24 @@ def start_step_up(browser, pending: PendingAuthorization):
     return redirect(url_for("signin.second_factor", req=pending.id))
 
 
-def _second_factor_step(req: str | None):
-    """(pending request, step state, account) of this browser's second-factor step, or None
-    when there is none, it is older than MFA_STEP_TTL, or its request or account is gone."""
+def _step(key: str, req: str | None, may_go_on):
+    """(pending request, step state, account) of this browser's sign-in step kept under
+    `key` in the flow cookie, or None when there is none, it is older than MFA_STEP_TTL, its
+    request is gone, or `may_go_on(account)` says the account may not finish signing in."""
     pending = pending_request(req)
-    state = session.get("mfa")
+    state = session.get(key)
     if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
-        session.pop("mfa", None)
+        session.pop(key, None)
         return None
     user = db.session.get(User, state["user"])
-    if user is None or user.disabled:
-        session.pop("mfa", None)
+    if user is None or not may_go_on(user):
+        session.pop(key, None)
         return None
     return pending, state, user
+
+
+def _second_factor_step(req: str | None):
+    return _step("mfa", req, lambda user: not user.disabled)
 
 
 def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]):
@@ -309,19 +314,8 @@ def second_factor():
 
 
 def _enrolment_step(req: str | None):
-    """(pending request, step state, account) of this browser's "set up a second factor"
-    step, or None when there is none, it is older than MFA_STEP_TTL, or its request or
-    account is gone."""
-    pending = pending_request(req)
-    state = session.get("enrol")
-    if not state or time.time() - state.get("at", 0) > MFA_STEP_TTL or (req and pending is None):
-        session.pop("enrol", None)
-        return None
-    user = db.session.get(User, state["user"])
-    if user is None or not accounts.can_sign_in(user):
-        session.pop("enrol", None)
-        return None
-    return pending, state, user
+    """The "set up a second factor" step (`_step`)."""
+    return _step("enrol", req, accounts.can_sign_in)
 
 
 def _enrolment_page(user: User, secret: str, req: str | None, error: str | None = None, status: int = 200):
