@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 
 from flask import Flask, Response, jsonify, render_template, request, session
@@ -53,6 +55,26 @@ def bind_csrf_to_session() -> None:
     if session.get(sessions.FLOW_BINDING, sessions.flow_binding(None)) != current:
         session.pop("csrf_token", None)  # Flask-WTF's raw token: validation now fails
         session[sessions.FLOW_BINDING] = current
+
+
+def refuse_undecodable_basic():
+    """before_request: HTTP Basic credentials that are not UTF-8 once decoded are a failed
+    client authentication (RFC 6749 §5.2), not a 500: Authlib's parser (used by the fast
+    client_credentials path too) decodes them as UTF-8 and lets the error through."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:6].lower() != "basic " or not is_api_request():
+        return None
+    try:
+        base64.b64decode(auth[6:].strip()).decode("utf-8")
+    except binascii.Error:
+        return None  # Authlib's parser answers these itself
+    except UnicodeDecodeError:
+        response = jsonify(error="invalid_client", error_description="client credentials are not UTF-8")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="token"'
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return None
 
 
 def add_headers(response: Response) -> Response:
@@ -124,6 +146,7 @@ def _handle_unexpected(error: Exception):
 def init_app(app: Flask) -> None:
     app.session_interface = FlowSessionInterface()
     app.before_request(bind_csrf_to_session)  # must run before CSRFProtect's own check
+    app.before_request(refuse_undecodable_basic)
     csrf.init_app(app)
     app.after_request(add_headers)
     app.register_error_handler(CSRFError, _handle_csrf)

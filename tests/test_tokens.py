@@ -264,3 +264,14 @@ def test_introspection(live, browser):
     assert resp.json() == {"active": False}
     resp = requests.post(f"{live.issuer}/introspect", data={"token": "garbage"}, auth=(rs_id, rs_secret), timeout=10)
     assert resp.json() == {"active": False}
+
+
+def test_basic_credentials_that_are_not_utf8_are_a_failed_authentication_not_a_500(live):
+    tracebacks = live.log.read_text().count("Traceback")
+    header = {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:secret\xff").decode()}
+    for path, form in (("/token", {"grant_type": "client_credentials"}),
+                       ("/token", {"grant_type": "authorization_code", "code": "x", "redirect_uri": "http://x/cb"}),
+                       ("/revoke", {"token": "x"}), ("/introspect", {"token": "x"})):
+        resp = requests.post(f"{live.issuer}{path}", data=form, headers=header, timeout=10)
+        assert resp.status_code == 401 and resp.json()["error"] == "invalid_client", (path, resp.status_code)
+    assert live.log.read_text().count("Traceback") == tracebacks
