@@ -51,3 +51,39 @@ def test_a_bad_duration_is_refused_before_anything_starts(tmp_path):
     done = run_soak("--seconds", "0", "--workdir", str(tmp_path / "never"))
     assert done.returncode == 2 and done.stderr.startswith("error: --seconds"), done.stderr
     assert not (tmp_path / "never").exists()
+
+
+def _verdict(capsys, *, errors=(), lost=(), pids_after=(1, 2, 3), pss_after=100_000):
+    """The summary and exit code of bench/soak.py for a run that saw these outcomes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("soak", SOAK)
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    measured, warmup = soak.Stats(), soak.Stats()
+    for kind in KINDS:
+        measured.done(kind, 0.01, 1)
+    for kind, status, what in errors:
+        measured.error(kind, status, what)
+    warmup.lost.extend(lost)
+    run = soak.Soak.__new__(soak.Soak)
+    run.families_started, run.rotations = 5, 10
+    before = {"rss": 200_000, "pss": 100_000, "pids": [1, 2, 3]}
+    after = {"rss": 200_000, "pss": pss_after, "pids": list(pids_after)}
+    code = soak.report(run, measured, warmup, 10.0, 5, before, after, 16)
+    return code, capsys.readouterr().out
+
+
+def test_the_verdict_fails_on_each_kind_of_trouble(capsys):
+    code, out = _verdict(capsys, pss_after=115_000)  # +15% is still within the limit
+    assert code == 0 and out.rstrip().endswith("result: PASS"), out
+    code, out = _verdict(capsys, errors=[("refresh", 502, "refresh: HTTP 502")])
+    assert code == 1 and "errors: 1 (1 5xx)" in out and "result: FAIL (1 errors)" in out, out
+    code, out = _verdict(capsys, errors=[("userinfo", 401, "userinfo: HTTP 401")])
+    assert code == 1 and "errors: 1 (0 5xx)" in out, out  # an unexpected 4xx is an error too
+    code, out = _verdict(capsys, lost=["refresh refused"])  # lost in the warm-up counts as well
+    assert code == 1 and "lost refresh families: 1 " in out and "1 lost refresh families" in out, out
+    code, out = _verdict(capsys, pids_after=(1, 2, 4))  # a worker died and was replaced
+    assert code == 1 and "server processes changed" in out, out
+    code, out = _verdict(capsys, pss_after=115_100)
+    assert code == 1 and "memory grew 15.1%" in out, out
