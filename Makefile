@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench soak lint clean
 
 # Idempotent: the venv is made once, pip runs again only when pyproject.toml
 # changed since the last successful install (the stamp file records that).
@@ -32,6 +32,12 @@ test: install
 bench: install
 	scripts/system-deps.sh bench
 	bench/run.sh
+
+# SOAK_SECONDS (default 600) of mixed traffic against idp serve --workers 2 on a
+# throwaway PostgreSQL; fails on any error, lost refresh family or memory growth.
+soak: install
+	scripts/system-deps.sh soak
+	$(BIN)/python bench/soak.py
 
 lint: install
 	$(BIN)/ruff check idp keys federation tests

@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Make sure the system packages the tests (`test`) or the benchmark (`bench`)
-# need are installed; no argument means both. Checks files, not the package
-# database, so it is quick when everything is there and it never calls apt then.
+# Make sure the system packages the tests (`test`), the benchmark (`bench`) or the
+# soak run (`soak`) need are installed; no argument means all of them. Checks files,
+# not the package database, so it is quick when everything is there and it never
+# calls apt then.
 set -euo pipefail
 
-usage() { echo "usage: $0 [test|bench]" >&2; exit 2; }
+usage() { echo "usage: $0 [test|bench|soak]" >&2; exit 2; }
 [ $# -le 1 ] || usage
 mode=${1:-all}
-case $mode in test|bench|all) ;; *) usage ;; esac
+case $mode in test|bench|soak|all) ;; *) usage ;; esac
 
 missing=()
 want() { # want PACKAGE: record a Debian package to install
   missing+=("$1")
 }
 
-if [ "$mode" != bench ]; then
-  # The PostgreSQL fixture runs its own throwaway cluster with these binaries.
+if [ "$mode" = test ] || [ "$mode" = soak ] || [ "$mode" = all ]; then
+  # The PostgreSQL fixture and the soak run their own throwaway cluster with these binaries.
   for bin in initdb pg_ctl; do
     compgen -G "/usr/lib/postgresql/*/bin/$bin" >/dev/null || { want postgresql; break; }
   done
+fi
+if [ "$mode" = test ] || [ "$mode" = all ]; then
   # pysaml2 signs and verifies SAML messages by calling xmlsec1.
   command -v xmlsec1 >/dev/null || want xmlsec1
   command -v redis-server >/dev/null || want redis-server  # the rate-limit tests' Redis
@@ -28,7 +31,7 @@ if [ "$mode" != bench ]; then
   # Arial/Times/Courier metrics pages usually ask for, so layouts are stable.
   [ -d /usr/share/fonts/truetype/liberation ] || want fonts-liberation
 fi
-if [ "$mode" != test ]; then
+if [ "$mode" = bench ] || [ "$mode" = all ]; then
   command -v wrk >/dev/null || want wrk
 fi
 
