@@ -131,7 +131,7 @@ measure client_credentials "$token_url" bench/cc.lua
 measure discovery "$discovery_url"
 measure jwks "$jwks_url"
 
-scim=$(.venv/bin/python -W ignore bench/scim_bench.py "$IDP_ISSUER") || die "bench/scim_bench.py failed"
+scim=$(.venv/bin/python -W ignore bench/scim_bench.py "$IDP_ISSUER" "$server_pid") || die "bench/scim_bench.py failed"
 echo "$scim"
 password=$(.venv/bin/python bench/password_cost.py) || die "bench/password_cost.py failed"
 echo "$password"

@@ -1,15 +1,19 @@
 """`make bench`, SCIM part: an org of 10,000 people, then
-- a `userName eq` filter: server time (the whole request in process, token check and throttle
-  included, through Flask's test client) and the round trip to `idp serve` over loopback;
-- users created per second by POST /Users against `idp serve` (concurrent clients): in that
-  org, which signs its people in with its own IdP (no mail), and in an org without one,
-  where each new person is mailed an invitation (a mail token and a mail to send).
+- a `userName eq` filter: server time and CPU (the whole request in process, token check and
+  throttle included, through Flask's test client) and the round trip to `idp serve` over loopback;
+- users created per second by POST /Users against `idp serve` (concurrent clients, enough to
+  keep both workers busy), and the server's CPU per user created (its process group's CPU
+  from /proc, before and after): in that org, which signs its people in with its own IdP (no
+  mail), and in an org without one, where each new person is mailed an invitation (a mail
+  token and a mail to send).
 
-Run by bench/run.sh with the server's IDP_* environment; argv[1] is the server's base URL.
+Run by bench/run.sh with the server's IDP_* environment; argv[1] is the server's base URL,
+argv[2] (optional) the server's process group id, for its CPU.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import sys
@@ -22,7 +26,7 @@ import requests
 PEOPLE = 10_000
 LOOKUPS = 300
 CREATES = 1_000
-CLIENTS = 16
+CLIENTS = 8  # 2 workers, each busy while the other's request is on the wire or in fsync
 
 
 def seed(app) -> tuple[str, str, list[str], str]:
@@ -75,16 +79,37 @@ def new_token(app, org_name: str) -> str:
         return tokens.issue(orgs.find(org_name))
 
 
-def server_time(app, token: str, emails: list[str]) -> list[float]:
+def server_time(app, token: str, emails: list[str]) -> tuple[list[float], list[float]]:
+    """(wall times, CPU times) of the filter requests, in process."""
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
-    times = []
+    times, cpu = [], []
     for email in random.sample(emails, LOOKUPS):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         resp = client.get("/scim/v2/Users", query_string={"filter": f'userName eq "{email}"'}, headers=headers)
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
         assert resp.status_code == 200 and resp.json["totalResults"] == 1, resp.get_data(as_text=True)[:300]
-    return times
+    return times, cpu
+
+
+def group_cpu(pgid: int | None) -> float | None:
+    """CPU seconds (user + system) of every live process in process group `pgid`."""
+    if pgid is None:
+        return None
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        # after the command: state ppid pgrp ... utime (14th field of the line) stime (15th)
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def round_trips(base: str, token: str, emails: list[str]) -> list[float]:
@@ -99,7 +124,8 @@ def round_trips(base: str, token: str, emails: list[str]) -> list[float]:
     return times
 
 
-def creation_rate(base: str, token: str, domain: str) -> float:
+def creation_rate(base: str, token: str, domain: str, pgid: int | None) -> tuple[float, float | None]:
+    """(users created per second, the server's CPU milliseconds per user or None)."""
     sessions = [requests.Session() for _ in range(CLIENTS)]
     for s in sessions:
         s.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
@@ -109,14 +135,17 @@ def creation_rate(base: str, token: str, domain: str) -> float:
                 "name": {"givenName": "New", "familyName": f"{i:05d}"}, "externalId": f"new-{i}"}
         return sessions[i % CLIENTS].post(f"{base}/scim/v2/Users", json=body, timeout=30).status_code
 
+    cpu_before = group_cpu(pgid)
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
         statuses = list(pool.map(create, range(CREATES)))
     elapsed = time.perf_counter() - started
+    cpu_after = group_cpu(pgid)
     bad = [s for s in statuses if s != 201]
     if bad:
         sys.exit(f"SCIM create: {len(bad)} of {CREATES} answers were not 201 (e.g. {bad[0]})")
-    return CREATES / elapsed
+    cpu = None if cpu_before is None else (cpu_after - cpu_before) / CREATES * 1000
+    return CREATES / elapsed, cpu
 
 
 def ms(values: list[float], q: float) -> str:
@@ -130,20 +159,27 @@ def main() -> None:
     from idp import create_app
 
     base = sys.argv[1]
+    pgid = int(sys.argv[2]) if len(sys.argv) > 2 else None
     app = create_app()
     logging.getLogger().setLevel(logging.WARNING)
     name, domain, emails, token = seed(app)
     attach_idp(app, name)
-    inproc = server_time(app, token, emails)
+    inproc, inproc_cpu = server_time(app, token, emails)
     loopback = round_trips(base, new_token(app, name), emails)
-    rate = creation_rate(base, new_token(app, name), domain)
+    rate, cpu = creation_rate(base, new_token(app, name), domain, pgid)
     plain, plain_domain = plain_org(app)
-    invited_rate = creation_rate(base, new_token(app, plain), plain_domain)
+    invited_rate, invited_cpu = creation_rate(base, new_token(app, plain), plain_domain, pgid)
     print(f"scim userName eq ({PEOPLE} users in the org): server time median {statistics.median(inproc) * 1000:.1f}ms"
-          f" p95 {ms(inproc, 0.95)}ms (in process); round trip to idp serve median "
-          f"{statistics.median(loopback) * 1000:.1f}ms p95 {ms(loopback, 0.95)}ms ({LOOKUPS} requests)")
-    print(f"scim POST /Users: {rate:.0f} users/s in an org with its own IdP, {invited_rate:.0f} users/s with an "
-          f"invitation mail each ({CREATES} users each, {CLIENTS} concurrent clients, workers 2)")
+          f" p95 {ms(inproc, 0.95)}ms, CPU median {statistics.median(inproc_cpu) * 1000:.1f}ms (in process);"
+          f" round trip to idp serve median {statistics.median(loopback) * 1000:.1f}ms p95 {ms(loopback, 0.95)}ms"
+          f" ({LOOKUPS} requests)")
+
+    def per_user(value: float | None) -> str:
+        return "" if value is None else f" ({value:.1f}ms server CPU each)"
+
+    print(f"scim POST /Users: {rate:.0f} users/s{per_user(cpu)} in an org with its own IdP, {invited_rate:.0f}"
+          f" users/s{per_user(invited_cpu)} with an invitation mail each ({CREATES} users each, {CLIENTS}"
+          f" concurrent clients, workers 2)")
 
 
 if __name__ == "__main__":
