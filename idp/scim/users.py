@@ -28,7 +28,7 @@ Decisions:
 from __future__ import annotations
 
 from flask import request
-from sqlalchemy import delete, false, or_, select
+from sqlalchemy import bindparam, delete, false, or_, select
 
 from federation.discovery import domain_of
 
@@ -91,11 +91,14 @@ def member(org_: Org, user_id: str) -> User:
 
 # --- representation -------------------------------------------------------------------
 
+_GROUPS_OF = (select(GroupMember.user_id, Group).join(Group, Group.id == GroupMember.group_id)
+              .where(GroupMember.user_id.in_(bindparam("user_ids", expanding=True))).order_by(Group.display_name))
+
+
 def groups_of(user_ids: list[str]) -> dict[str, list[Group]]:
     found: dict[str, list[Group]] = {uid: [] for uid in user_ids}
     if user_ids:
-        rows = db.session.execute(select(GroupMember.user_id, Group).join(Group, Group.id == GroupMember.group_id)
-                                  .where(GroupMember.user_id.in_(user_ids)).order_by(Group.display_name))
+        rows = db.session.execute(_GROUPS_OF, {"user_ids": user_ids})
         for user_id, group in rows:
             found[user_id].append(group)
     return found
@@ -289,13 +292,17 @@ def create_user():
         raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
     active = fields.active is not False
     if existing is None:
+        invite = active and not _has_own_idp(org_)
         # The account, its audit event and the invitation's token are one transaction (one
-        # commit, on SQLite one fsync); the id is chosen here so nothing is flushed before.
-        user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
-        db.session.add(user)
-        _store(user, fields)
-        audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
-        send = prepare_invitation(user, org_) if active and not _has_own_idp(org_) else None
+        # commit, on SQLite one fsync), written at the commit: no query before it flushes
+        # them (the id is chosen here), so the write lock is held for the commit alone, not
+        # across the invitation's reads.
+        with db.session.no_autoflush:
+            user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
+            db.session.add(user)
+            _store(user, fields)
+            audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
+            send = prepare_invitation(user, org_) if invite else None
         db.session.commit()
         if send is not None:
             send()
