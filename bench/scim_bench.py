@@ -8,7 +8,8 @@
   token and a mail to send).
 
 Run by bench/run.sh with the server's IDP_* environment; argv[1] is the server's base URL,
-argv[2] (optional) the server's process group id, for its CPU.
+argv[2] (optional) the server's process group id, for its CPU. With `--postgresql` instead,
+the same on a throwaway PostgreSQL cluster and a server of its own, both made and ended here.
 """
 
 from __future__ import annotations
@@ -153,15 +154,8 @@ def ms(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f}"
 
 
-def main() -> None:
-    import logging
-
-    from idp import create_app
-
-    base = sys.argv[1]
-    pgid = int(sys.argv[2]) if len(sys.argv) > 2 else None
-    app = create_app()
-    logging.getLogger().setLevel(logging.WARNING)
+def measure(app, base: str, pgid: int | None, database: str) -> None:
+    """Print the filter's and the creations' figures for the server at `base`."""
     name, domain, emails, token = seed(app)
     attach_idp(app, name)
     inproc, inproc_cpu = server_time(app, token, emails)
@@ -169,17 +163,87 @@ def main() -> None:
     rate, cpu = creation_rate(base, new_token(app, name), domain, pgid)
     plain, plain_domain = plain_org(app)
     invited_rate, invited_cpu = creation_rate(base, new_token(app, plain), plain_domain, pgid)
-    print(f"scim userName eq ({PEOPLE} users in the org): server time median {statistics.median(inproc) * 1000:.1f}ms"
-          f" p95 {ms(inproc, 0.95)}ms, CPU median {statistics.median(inproc_cpu) * 1000:.1f}ms (in process);"
-          f" round trip to idp serve median {statistics.median(loopback) * 1000:.1f}ms p95 {ms(loopback, 0.95)}ms"
-          f" ({LOOKUPS} requests)")
+    print(f"scim userName eq ({PEOPLE} users in the org, {database}): server time median"
+          f" {statistics.median(inproc) * 1000:.1f}ms p95 {ms(inproc, 0.95)}ms, CPU median"
+          f" {statistics.median(inproc_cpu) * 1000:.1f}ms (in process); round trip to idp serve median"
+          f" {statistics.median(loopback) * 1000:.1f}ms p95 {ms(loopback, 0.95)}ms ({LOOKUPS} requests)")
 
     def per_user(value: float | None) -> str:
         return "" if value is None else f" ({value:.1f}ms server CPU each)"
 
-    print(f"scim POST /Users: {rate:.0f} users/s{per_user(cpu)} in an org with its own IdP, {invited_rate:.0f}"
-          f" users/s{per_user(invited_cpu)} with an invitation mail each ({CREATES} users each, {CLIENTS}"
-          f" concurrent clients, workers 2)")
+    print(f"scim POST /Users ({database}): {rate:.0f} users/s{per_user(cpu)} in an org with its own IdP,"
+          f" {invited_rate:.0f} users/s{per_user(invited_cpu)} with an invitation mail each ({CREATES} users each,"
+          f" {CLIENTS} concurrent clients, workers 2)")
+
+
+def on_postgresql() -> None:
+    """The same against `idp serve --workers 2` on a throwaway PostgreSQL cluster (as the
+    tests make one: tests/pg.py, fsync off), started and ended here."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/pg.py
+    from tests.pg import Cluster
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    root = Path(tempfile.mkdtemp(prefix="scim-bench-pg-"))
+    cluster = Cluster(root / "pg", free_port())
+    server = None
+    try:
+        port = free_port()
+        os.environ.update(IDP_DATABASE_URL=cluster.start(), IDP_INSTANCE_DIR=str(root / "instance"),
+                          IDP_ISSUER=f"http://127.0.0.1:{port}")
+        (root / "instance").mkdir()
+        idp = str(Path(sys.executable).with_name("idp"))
+        init = subprocess.run([idp, "init"], capture_output=True, text=True, timeout=120)
+        if init.returncode:
+            sys.exit(f"idp init on PostgreSQL failed: {init.stderr[-300:]}")
+        with open(root / "server.log", "w") as log:
+            server = subprocess.Popen([idp, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        base = os.environ["IDP_ISSUER"]
+        for _ in range(240):
+            try:
+                if requests.get(f"{base}/.well-known/openid-configuration", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if server.poll() is not None:
+                sys.exit(f"idp serve on PostgreSQL exited: {(root / 'server.log').read_text()[-300:]}")
+            time.sleep(0.25)
+        else:
+            sys.exit("idp serve on PostgreSQL did not answer within 60 s")
+        measure(app_of_environment(), base, server.pid, "PostgreSQL")
+    finally:
+        if server is not None:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def app_of_environment():
+    import logging
+
+    from idp import create_app
+
+    app = create_app()
+    logging.getLogger().setLevel(logging.WARNING)
+    return app
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--postgresql"]:
+        on_postgresql()
+        return
+    measure(app_of_environment(), sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None, "SQLite")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ want() { # want PACKAGE: record a Debian package to install
   missing+=("$1")
 }
 
+# The PostgreSQL fixture, and the SCIM benchmark's PostgreSQL run, make their own
+# throwaway cluster with these binaries.
+for bin in initdb pg_ctl; do
+  compgen -G "/usr/lib/postgresql/*/bin/$bin" >/dev/null || { want postgresql; break; }
+done
 if [ "$mode" != bench ]; then
-  # The PostgreSQL fixture runs its own throwaway cluster with these binaries.
-  for bin in initdb pg_ctl; do
-    compgen -G "/usr/lib/postgresql/*/bin/$bin" >/dev/null || { want postgresql; break; }
-  done
   # pysaml2 signs and verifies SAML messages by calling xmlsec1.
   command -v xmlsec1 >/dev/null || want xmlsec1
   command -v redis-server >/dev/null || want redis-server  # the rate-limit tests' Redis
