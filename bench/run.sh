@@ -2,7 +2,8 @@
 # `make bench`: throughput of the token endpoint (client_credentials), discovery
 # and JWKS under wrk against `idp serve --workers 2` on a fresh SQLite
 # instance; SCIM with 10,000 people in an org (a userName filter's server time, users
-# created per second); plus the CPU cost of one argon2id password check.
+# created per second and server CPU per user), on that SQLite and on a throwaway PostgreSQL;
+# plus the CPU cost of one argon2id password check.
 # BENCH_SECONDS (default 10) sets the length of each measured run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -131,8 +132,10 @@ measure client_credentials "$token_url" bench/cc.lua
 measure discovery "$discovery_url"
 measure jwks "$jwks_url"
 
-scim=$(.venv/bin/python -W ignore bench/scim_bench.py "$IDP_ISSUER") || die "bench/scim_bench.py failed"
+scim=$(.venv/bin/python -W ignore bench/scim_bench.py "$IDP_ISSUER" "$server_pid") || die "bench/scim_bench.py failed"
 echo "$scim"
+scim_pg=$(.venv/bin/python -W ignore bench/scim_bench.py --postgresql) || die "bench/scim_bench.py --postgresql failed"
+echo "$scim_pg"
 password=$(.venv/bin/python bench/password_cost.py) || die "bench/password_cost.py failed"
 echo "$password"
 saml=$(.venv/bin/python -W ignore bench/saml_cost.py) || die "bench/saml_cost.py failed"
@@ -142,7 +145,7 @@ echo "$dpop"
 
 echo
 echo "=== summary ($(nproc) CPUs, $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit'), ${dur}s per scenario) ==="
-printf '%s\n' "${results[@]}" "$scim" "$password" "$saml" "$dpop"
+printf '%s\n' "${results[@]}" "$scim" "$scim_pg" "$password" "$saml" "$dpop"
 if [ ${#warnings[@]} -gt 0 ]; then
   printf '!!! WARNING: %s\n' "${warnings[@]}"
 fi

@@ -11,9 +11,9 @@ from .store import MailToken, User, db, digest, new_secret, utcnow
 LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24), "invite": timedelta(days=7)}
 
 
-def issue(user: User, purpose: str, value: str | None = None) -> str:
+def issue(user: User, purpose: str, value: str | None = None, *, commit: bool = True) -> str:
     """A new token for `purpose` (`value` when the caller made it already); any earlier
-    unused one of the same purpose dies."""
+    unused one of the same purpose dies. With `commit` False it waits for the caller's commit."""
     now = utcnow()
     db.session.execute(
         update(MailToken)
@@ -23,7 +23,8 @@ def issue(user: User, purpose: str, value: str | None = None) -> str:
     value = value or new_secret(32)
     db.session.add(MailToken(token_hash=digest(value), user_id=user.id, purpose=purpose, created_at=now,
                              expires_at=now + LIFETIMES[purpose]))
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return value
 
 

@@ -15,12 +15,11 @@ want() { # want PACKAGE: record a Debian package to install
   missing+=("$1")
 }
 
-if [ "$mode" = test ] || [ "$mode" = soak ] || [ "$mode" = all ]; then
-  # The PostgreSQL fixture and the soak run their own throwaway cluster with these binaries.
-  for bin in initdb pg_ctl; do
-    compgen -G "/usr/lib/postgresql/*/bin/$bin" >/dev/null || { want postgresql; break; }
-  done
-fi
+# Every mode runs a throwaway PostgreSQL cluster with these binaries: the tests'
+# fixture, the SCIM benchmark's PostgreSQL run, the soak run.
+for bin in initdb pg_ctl; do
+  compgen -G "/usr/lib/postgresql/*/bin/$bin" >/dev/null || { want postgresql; break; }
+done
 if [ "$mode" = test ] || [ "$mode" = all ]; then
   # pysaml2 signs and verifies SAML messages by calling xmlsec1.
   command -v xmlsec1 >/dev/null || want xmlsec1

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import render_template
 from flask_babel import gettext as _
 
@@ -12,7 +14,7 @@ from .. import audit, mail_tokens
 from ..i18n import current_language
 from ..mail import link_to, send_mail
 from ..signin.password_reset import password_from_link
-from ..store import Org, User
+from ..store import Org, User, db
 from . import bp
 
 
@@ -20,14 +22,23 @@ def send_invitation(user: User, org: Org) -> None:
     """A single-use link to choose a password; or, when the org signs its people in with
     its own IdP, word to sign in with the company account (which adopts the row).
     The Admin Center's "Add user" and SCIM provisioning both send it."""
+    send = prepare_invitation(user, org)
+    db.session.commit()
+    send()
+
+
+def prepare_invitation(user: User, org: Org) -> Callable[[], None]:
+    """`send_invitation` in two steps, for a caller that stores the account, its audit event
+    and the invitation's token in one transaction: the token is left pending in the session,
+    and the returned function mails it, to be called once that transaction is committed
+    (a link must never reach anyone before its token is stored)."""
     realm = home_realm_for(user.email)
     lang = user.locale or current_language()
     if realm.method in ("saml", "oidc"):
-        send_mail(user.email, "invite_sso", lang, org=org.name, link=link_to("signin.email"))
-        return
-    token = mail_tokens.issue(user, "invite")
-    send_mail(user.email, "invite", lang, org=org.name, link=link_to("admin.invitation", token=token),
-              days=mail_tokens.LIFETIMES["invite"].days)
+        return lambda: send_mail(user.email, "invite_sso", lang, org=org.name, link=link_to("signin.email"))
+    token = mail_tokens.issue(user, "invite", commit=False)
+    return lambda: send_mail(user.email, "invite", lang, org=org.name,
+                             link=link_to("admin.invitation", token=token), days=mail_tokens.LIFETIMES["invite"].days)
 
 
 @bp.get("/invite/<token>")

@@ -14,7 +14,7 @@ import time
 from datetime import timedelta
 
 from flask import request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from .. import ratelimit
 from ..store import Org, ScimToken, db, digest, new_secret, utcnow
@@ -81,6 +81,11 @@ def _too_many(retry_after: float) -> ScimError:
                      headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
+# Built once: making the statement anew on every SCIM request cost about as much as running it.
+_LIVE_TOKEN = (select(ScimToken, Org).join(Org, Org.id == ScimToken.org_id)
+               .where(ScimToken.token_hash == bindparam("token_hash"), ScimToken.revoked_at.is_(None)))
+
+
 def org_of_request() -> Org:
     """The org whose token authenticates this request, after the per-token throttle; else a
     SCIM error (401 for a missing, unknown or revoked token, 429 when throttled)."""
@@ -89,10 +94,9 @@ def org_of_request() -> Org:
     if scheme.lower() != "bearer" or not value or len(value) > 200:
         raise _unauthorized("A bearer token is required")
     token_hash = digest(value)
-    found = db.session.execute(
-        select(ScimToken, Org).join(Org, Org.id == ScimToken.org_id)
-        .where(ScimToken.token_hash == token_hash, ScimToken.revoked_at.is_(None))
-    ).first()
+    # Read on every request, never cached: a revoked token (`--revoke-all`) fails at once
+    # in every process.
+    found = db.session.execute(_LIVE_TOKEN, {"token_hash": token_hash}).first()
     if found is None:
         raise _unauthorized("The bearer token is not valid")
     row, org = found

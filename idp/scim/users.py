@@ -28,14 +28,14 @@ Decisions:
 from __future__ import annotations
 
 from flask import request
-from sqlalchemy import delete, false, select
+from sqlalchemy import bindparam, delete, false, or_, select
 
 from federation.discovery import domain_of
 
 from .. import accounts, audit, orgs
-from ..admin.invite import send_invitation
+from ..admin.invite import prepare_invitation
 from ..emails import normalize
-from ..store import Group, GroupMember, Org, User, db
+from ..store import Group, GroupMember, Org, User, db, new_id
 from . import patch
 from .errors import ScimError, invalid_value, mutability, not_found, scim_response
 from .query import BooleanAttribute, DateAttribute, StringAttribute, list_response, search
@@ -91,11 +91,14 @@ def member(org_: Org, user_id: str) -> User:
 
 # --- representation -------------------------------------------------------------------
 
+_GROUPS_OF = (select(GroupMember.user_id, Group).join(Group, Group.id == GroupMember.group_id)
+              .where(GroupMember.user_id.in_(bindparam("user_ids", expanding=True))).order_by(Group.display_name))
+
+
 def groups_of(user_ids: list[str]) -> dict[str, list[Group]]:
     found: dict[str, list[Group]] = {uid: [] for uid in user_ids}
     if user_ids:
-        rows = db.session.execute(select(GroupMember.user_id, Group).join(Group, Group.id == GroupMember.group_id)
-                                  .where(GroupMember.user_id.in_(user_ids)).order_by(Group.display_name))
+        rows = db.session.execute(_GROUPS_OF, {"user_ids": user_ids})
         for user_id, group in rows:
             found[user_id].append(group)
     return found
@@ -282,19 +285,27 @@ def _search(args: dict):
 def create_user():
     org_ = org()
     fields = Fields(read_json(), org_)
-    existing = db.session.execute(select(User).where(User.email == fields.email)).scalar_one_or_none()
+    existing, clash = _holders(org_, fields)
     if existing is not None and (existing.org_id is not None or existing.is_admin):
         raise ScimError(409, "userName is already in use", "uniqueness")
-    _unique(org_, fields, existing, email_checked=True)
+    if clash:
+        raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
     active = fields.active is not False
     if existing is None:
-        user = User(email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
-        db.session.add(user)
-        _store(user, fields)
-        db.session.flush()
-        audit.record("scim.user_created", user, org=org_, via="scim")
-        if active and not _has_own_idp(org_):
-            send_invitation(user, org_)
+        invite = active and not _has_own_idp(org_)
+        # The account, its audit event and the invitation's token are one transaction (one
+        # commit, on SQLite one fsync), written at the commit: no query before it flushes
+        # them (the id is chosen here), so the write lock is held for the commit alone, not
+        # across the invitation's reads.
+        with db.session.no_autoflush:
+            user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
+            db.session.add(user)
+            _store(user, fields)
+            audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
+            send = prepare_invitation(user, org_) if invite else None
+        db.session.commit()
+        if send is not None:
+            send()
         return resource_response(representation(user, []), 201)  # new: in no group yet
     user = existing
     if not user.email_verified:
@@ -306,6 +317,18 @@ def create_user():
     audit.record("scim.user_adopted", user, org=org_, via="scim")
     _set_active(user, active, org_)
     return resource_response(_one(user), 201)
+
+
+def _holders(org_: Org, fields: Fields) -> tuple[User | None, bool]:
+    """For a create, in one query: the account that has the address (any org, or none), and
+    whether another person of the org has the externalId."""
+    found = db.session.execute(select(User).where(
+        or_(User.email == fields.email,
+            in_org(org_) & (User.external_id == fields.external_id) if fields.external_id is not None else false()))
+    ).scalars().all()
+    existing = next((u for u in found if u.email == fields.email), None)
+    clash = any(u is not existing and u.external_id == fields.external_id for u in found)
+    return existing, clash
 
 
 @scim_route("/Users/<user_id>", methods=["GET"])
