@@ -1,12 +1,14 @@
-"""CPU cost of DPoP at the token endpoint: a client_credentials grant with an ES256 proof
-(signature check, nonce, jti marker insert, cnf.jkt) against the same grant without.
-The issue's budget: at most 0.3 ms more per grant.
+"""CPU cost of DPoP at the token endpoint: a client_credentials grant and a refresh grant
+with an ES256 proof (signature check, nonce, jti marker insert, cnf.jkt) against the same
+grant without. The issue's budget: at most 0.3 ms more per grant.
 
 Run with the project's venv: `.venv/bin/python bench/dpop_cost.py` (a fresh SQLite
 instance; set BENCH_DATABASE_URL to measure on another database). CPU time of this
 process (not wall time, and not a database server's), requests in-process through
-Flask's test client; the client's own work (signing the proofs) is not counted.
-Each figure is the best round's mean: other processes on the machine only ever add.
+Flask's test client; the client's own work (signing the proofs, seeding the refresh
+tokens each batch uses) is not counted. Each figure is the best round's mean: other
+processes on the machine only ever add. BENCH_PROFILE=1 prints instead which functions the
+proof adds CPU to, per grant (cProfile on process time, so Python code looks dearer).
 """
 
 import base64
@@ -15,6 +17,7 @@ import secrets
 import sys
 import tempfile
 import time
+from datetime import timedelta
 
 ROUNDS = 20  # rounds of BATCH grants each way, interleaved so drift hits both alike
 BATCH = 50
@@ -31,19 +34,36 @@ from joserfc.jwk import ECKey  # noqa: E402
 from idp import create_app  # noqa: E402
 from idp.cli import initialize  # noqa: E402
 from idp.clients import create_client  # noqa: E402
+from idp.store import Grant, RefreshToken, User, db, digest, utcnow  # noqa: E402
+
+
+def basic(client_id: str, secret: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
 
 app = create_app()
 initialize(app)
 with app.app_context():
     client, secret = create_client({"client_name": "bench", "grant_types": ["client_credentials"],
                                     "redirect_uris": []})
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()}
+    service_auth = basic(client.client_id, secret)
+    # A confidential web app: its refresh tokens are not bound (it authenticates anyway,
+    # RFC 9449 §5), so both ways run the very same grant and only the proof differs.
+    client, secret = create_client({"client_name": "bench web", "grant_types": ["authorization_code", "refresh_token"],
+                                    "redirect_uris": ["https://app.example/cb"], "scope": "openid profile"})
+    web_client_id, web_auth = client.client_id, basic(client.client_id, secret)
+    user = User(email="bench@example.com", password_hash="-", email_verified=True)
+    db.session.add(user)
+    db.session.commit()
+    family = Grant(client_id=web_client_id, user_id=user.id, scope="profile")
+    db.session.add(family)
+    db.session.commit()
+    family_id = family.id
 
 issuer = app.extensions["idp.settings"].issuer
 key = ECKey.generate_key("P-256")
 jwk = key.as_dict(private=False)
 http = app.test_client()
-form = {"grant_type": "client_credentials"}
 
 
 def proof(nonce: str | None) -> str:
@@ -53,28 +73,77 @@ def proof(nonce: str | None) -> str:
     return jwt.encode({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}, claims, key, algorithms=["ES256"])
 
 
-nonce = http.post("/token", data=form, headers={**auth, "DPoP": proof(None)}).headers["DPoP-Nonce"]
+def refresh_tokens(count: int) -> list[str]:
+    """Fresh refresh tokens of the bench family, as a code exchange would have stored them."""
+    values = [secrets.token_urlsafe(32) for _ in range(count)]
+    with app.app_context():
+        db.session.add_all(RefreshToken(token_hash=digest(v), grant_id=family_id, client_id=web_client_id,
+                                        scope="profile", expires_at=utcnow() + timedelta(days=1)) for v in values)
+        db.session.commit()
+    return values
 
 
-def run(with_dpop: bool) -> float:
+def client_credentials_requests(count: int) -> list[tuple[dict, dict]]:
+    return [({"grant_type": "client_credentials"}, service_auth)] * count
+
+
+def refresh_requests(count: int) -> list[tuple[dict, dict]]:
+    return [({"grant_type": "refresh_token", "refresh_token": v}, web_auth) for v in refresh_tokens(count)]
+
+
+GRANTS = {"client_credentials": client_credentials_requests, "refresh_token": refresh_requests}
+nonce = http.post("/token", data={"grant_type": "client_credentials"},
+                  headers={**service_auth, "DPoP": proof(None)}).headers["DPoP-Nonce"]
+
+
+def run(grant: str, with_dpop: bool, profiler=None) -> float:
     global nonce
-    headers = [{**auth, "DPoP": proof(nonce)} if with_dpop else auth for _ in range(BATCH)]
+    requests = [(form, {**auth, "DPoP": proof(nonce)} if with_dpop else auth) for form, auth in GRANTS[grant](BATCH)]
+    if profiler:
+        profiler.enable()
     start = time.process_time()
-    for h in headers:
-        resp = http.post("/token", data=form, headers=h)
+    for form, headers in requests:
+        resp = http.post("/token", data=form, headers=headers)
         if resp.status_code != 200 or resp.json["token_type"] != ("DPoP" if with_dpop else "Bearer"):
-            print(f"error: grant failed: {resp.status_code} {resp.get_data(as_text=True)[:200]}", file=sys.stderr)
+            print(f"error: {grant} grant failed: {resp.status_code} {resp.get_data(as_text=True)[:200]}",
+                  file=sys.stderr)
             sys.exit(1)
     spent = time.process_time() - start
+    if profiler:
+        profiler.disable()
     nonce = resp.headers["DPoP-Nonce"]
     return spent
 
 
-run(False), run(True)  # warm-up: imports, caches, connection pool
-plain, bound = [], []
-for _ in range(ROUNDS):
-    plain.append(run(False) / BATCH * 1000)
-    bound.append(run(True) / BATCH * 1000)
-plain_ms, bound_ms = min(plain), min(bound)
-print(f"client_credentials grant: {plain_ms:.2f} ms CPU plain, {bound_ms:.2f} ms with a DPoP proof (ES256) "
-      f"({bound_ms - plain_ms:+.2f} ms; budget +0.3 ms)")
+for grant in GRANTS:  # warm-up: imports, caches, connection pool
+    run(grant, False), run(grant, True)
+
+if os.environ.get("BENCH_PROFILE"):
+    import cProfile
+    import pstats
+
+    def profile(grant: str, with_dpop: bool) -> dict:
+        profiler = cProfile.Profile(time.process_time)
+        for _ in range(5):
+            run(grant, with_dpop, profiler)
+        return pstats.Stats(profiler).stats  # {function: (calls, primitive calls, tottime, cumtime, callers)}
+
+    for grant in GRANTS:
+        plain, bound = profile(grant, False), profile(grant, True)
+        grants = 5 * BATCH
+        print(f"=== {grant}: own CPU per grant (us) of the functions the proof adds most to, under cProfile")
+        extra = {f: bound[f][2] - (plain[f][2] if f in plain else 0) for f in bound}
+        for f, spent in sorted(extra.items(), key=lambda item: -item[1])[:25]:
+            calls = bound[f][0] - (plain[f][0] if f in plain else 0)
+            print(f"{spent / grants * 1e6:8.1f} {calls / grants:6.1f} calls  {pstats.func_std_string(f)}")
+        print(f"total: {sum(extra.values()) / grants * 1e6:.1f} us more per grant")
+    sys.exit(0)
+
+for grant in GRANTS:
+    plain, bound = [], []
+    for _ in range(ROUNDS):
+        plain.append(run(grant, False) / BATCH * 1000)
+        bound.append(run(grant, True) / BATCH * 1000)
+    plain_ms, bound_ms = min(plain), min(bound)
+    print(f"{grant} grant: {plain_ms:.2f} ms CPU plain, {bound_ms:.2f} ms with a DPoP proof (ES256) "
+          f"({bound_ms - plain_ms:+.2f} ms; budget +0.3 ms)")

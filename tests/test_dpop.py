@@ -465,3 +465,37 @@ def test_replay_is_refused_across_servers(live, twin):
                           headers={"DPoP": holder.proof("POST", f"{live.issuer}/token")}, timeout=10)
     assert fresh.status_code == 200, fresh.text
     assert fresh.json()["token_type"] == "DPoP"
+
+
+# --- the jti marker itself ---------------------------------------------------------------------
+
+def test_a_marker_is_claimed_once_and_survives_a_lost_connection(live):
+    """`claim_at_once` (the jti store of every proof) on the real database: the first claim
+    wins, a second is refused, the expiry is stored as the housekeeping reads it; and on
+    PostgreSQL a marker connection the server dropped is replaced without losing a claim."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import text
+
+    from idp import single_use
+    from idp.store import RevokedToken, db, digest
+
+    expires = datetime(2031, 5, 6, 7, 8, 9, 123456)
+    value = secrets.token_urlsafe(16)
+    with live.app.app_context():
+        assert single_use.claim_at_once("test", value, expires) is True
+        assert single_use.claim_at_once("test", value, expires) is False
+        row = db.session.get(RevokedToken, f"test:{digest(value)}"[:64])
+        assert row is not None and row.expires_at == expires
+        assert single_use.claim_at_once("test", value + "x", expires + timedelta(seconds=1)) is True
+        conn, _ = single_use._MARKERS.get()
+        if not hasattr(conn, "pgconn"):
+            return
+        db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": conn.info.backend_pid})
+        db.session.commit()
+        time.sleep(0.2)
+        assert single_use.claim_at_once("test", value, expires) is False  # on a new connection, still refused
+        other = secrets.token_urlsafe(16)
+        assert single_use.claim_at_once("test", other, expires) is True
+        assert single_use.claim_at_once("test", other, expires) is False
+        assert single_use._MARKERS.get()[0] is not conn
