@@ -441,7 +441,7 @@ def cmd_orgs_scim_token(args) -> None:
 # --- parser ------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .store.clients import DEVICE_CODE, GRANT_TYPES
+    from .grant_types import DEVICE_CODE, GRANT_TYPES
 
     GRANT_ALIASES = {"device_code": DEVICE_CODE}
     p = Parser(prog="idp", description="myaccount identity provider")
