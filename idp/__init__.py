@@ -22,11 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 
 
-def create_app(settings: Settings | None = None, run_workers: bool = False) -> Flask:
+def create_app(settings: Settings | None = None, run_workers: bool = False, pages: bool = True) -> Flask:
     """Build the app: settings, database, key ring, OAuth server, pages, error handlers.
 
     `run_workers` starts this process's background delivery of back-channel logouts
     (server worker processes only; tests and CLI commands leave it off).
+    `pages=False` stops after the database, key ring, outbound client, translations and
+    mailer: what `idp` commands work with. They never answer a request, and importing
+    every view, the OAuth server and their libraries would take most of their time
+    (issue 14: a command that does not touch SAML answers in under 0.5 s).
     """
     from flask import Flask
     from sqlalchemy import event
@@ -85,12 +89,17 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
 
     app.extensions["idp.keyring"] = make_key_ring(settings)
 
-    from . import audit, backchannel, i18n, mail, outbound, ratelimit, security, sessions
+    from . import i18n, mail, outbound
 
     outbound.init_app(app, settings)
     i18n.init_app(app)
-    security.init_app(app)
     mail.init_app(app)
+    if not pages:
+        return app
+
+    from . import audit, backchannel, ratelimit, security, sessions
+
+    security.init_app(app)
     ratelimit.init_app(app)
     backchannel.init_app(app, run=run_workers)
     if run_workers:
