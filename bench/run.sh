@@ -142,10 +142,14 @@ saml=$(.venv/bin/python -W ignore bench/saml_cost.py) || die "bench/saml_cost.py
 echo "$saml"
 dpop=$(.venv/bin/python bench/dpop_cost.py) || die "bench/dpop_cost.py failed"
 echo "$dpop"
+# Memory of this server after all of the above plus a mixed warm-up, and the CLI's speed.
+memory=$(.venv/bin/python bench/memory.py --issuer "$IDP_ISSUER" --pid "$server_pid") || die "bench/memory.py failed"
+echo "$memory"
 
 echo
 echo "=== summary ($(nproc) CPUs, $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit'), ${dur}s per scenario) ==="
 printf '%s\n' "${results[@]}" "$scim" "$scim_pg" "$password" "$saml" "$dpop"
+printf '%s\n' "$memory"
 if [ ${#warnings[@]} -gt 0 ]; then
   printf '!!! WARNING: %s\n' "${warnings[@]}"
 fi

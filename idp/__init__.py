@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-
-from flask import Flask
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
 from .config import Settings, make_instance_dir
+
+# Flask and SQLAlchemy are imported by `create_app`, not here: `idp.cli` imports this
+# package, and `idp --help` has no use for either (issue 14: quick CLI).
+if TYPE_CHECKING:
+    from flask import Flask
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,12 +22,22 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 
 
-def create_app(settings: Settings | None = None, run_workers: bool = False) -> Flask:
+def create_app(settings: Settings | None = None, run_workers: bool = False, pages: bool = True) -> Flask:
     """Build the app: settings, database, key ring, OAuth server, pages, error handlers.
 
     `run_workers` starts this process's background delivery of back-channel logouts
     (server worker processes only; tests and CLI commands leave it off).
+    `pages=False` stops after the database, key ring, outbound client, translations and
+    mailer: what `idp` commands work with. They never answer a request, and importing
+    every view, the OAuth server and their libraries would take most of their time
+    (issue 14: a command that does not touch SAML answers in under 0.5 s).
     """
+    from flask import Flask
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not event.contains(Engine, "connect", _sqlite_pragmas):
+        event.listen(Engine, "connect", _sqlite_pragmas)
     settings = (settings or Settings.from_env()).with_secret_key()
     make_instance_dir(settings.instance_dir)
     _create_sqlite_file(settings.database_url)
@@ -77,12 +89,17 @@ def create_app(settings: Settings | None = None, run_workers: bool = False) -> F
 
     app.extensions["idp.keyring"] = make_key_ring(settings)
 
-    from . import audit, backchannel, i18n, mail, outbound, ratelimit, security, sessions
+    from . import i18n, mail, outbound
 
     outbound.init_app(app, settings)
     i18n.init_app(app)
-    security.init_app(app)
     mail.init_app(app)
+    if not pages:
+        return app
+
+    from . import audit, backchannel, ratelimit, security, sessions
+
+    security.init_app(app)
     ratelimit.init_app(app)
     backchannel.init_app(app, run=run_workers)
     if run_workers:
@@ -139,8 +156,8 @@ def _engine_options(url: str) -> dict:
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "hide_parameters": True}
 
 
-@event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record):
+    """Every new connection of every engine (listened to from the first `create_app` on)."""
     # WAL lets readers proceed while a writer commits: several worker processes
     # share one SQLite file without "database is locked" on every write.
     # synchronous=FULL: each commit is synced to the WAL before it returns. WAL with NORMAL

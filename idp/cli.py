@@ -22,9 +22,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def _app():
+    """The app a command works in: no pages, no OAuth server (`create_app(pages=False)`)."""
     from . import create_app
 
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), pages=False)
 
 
 def _print_json(data) -> None:
@@ -50,9 +51,12 @@ def cmd_init(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    from . import create_app
     from .server import serve
 
-    app = _app()
+    # The whole app, pages included: workers are forked from this process and share the
+    # memory of every module imported here instead of each importing its own copy.
+    app = create_app(Settings.from_env())
     initialize(app)
     serve(host=args.host, port=args.port, workers=args.workers, settings=app.extensions["idp.settings"])
 
@@ -441,7 +445,7 @@ def cmd_orgs_scim_token(args) -> None:
 # --- parser ------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .store.clients import DEVICE_CODE, GRANT_TYPES
+    from .grant_types import DEVICE_CODE, GRANT_TYPES
 
     GRANT_ALIASES = {"device_code": DEVICE_CODE}
     p = Parser(prog="idp", description="myaccount identity provider")

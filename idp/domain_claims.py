@@ -15,8 +15,6 @@ from __future__ import annotations
 import re
 import secrets
 
-import dns.exception
-import dns.resolver
 from flask import abort, current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -151,6 +149,11 @@ def txt_records(name: str) -> list[str]:
     """The TXT strings at `name` (each record's strings joined); [] when there are none.
     Asks IDP_DNS_RESOLVER when set, else the system's resolver; raises DnsUnavailable
     when no answer comes within DNS_DEADLINE."""
+    # dnspython is imported only here: an admin proving a domain is rare, and every worker
+    # and `idp` command would otherwise pay for its import (issue 14).
+    import dns.exception
+    import dns.resolver
+
     settings = current_app.extensions["idp.settings"]
     try:
         if settings.dns_resolver:

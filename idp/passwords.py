@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from zxcvbn import zxcvbn
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -49,6 +48,10 @@ def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
         return "too_short"
     if len(password) > MAX_LENGTH:
         return "too_long"
+    # zxcvbn's word lists are megabytes of dicts: loaded by the first new password a process
+    # checks, not by every worker and `idp` command that imports this module (issue 14).
+    from zxcvbn import zxcvbn
+
     if zxcvbn(password[:100], user_inputs=list(context))["score"] == 0:
         return "too_common"
     return None

@@ -32,7 +32,6 @@ from typing import Protocol
 
 from flask import Flask, current_app
 from sqlalchemy import DateTime, case, delete, literal, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .observability import metrics
 from .store import RateLimit, db, digest, utcnow
@@ -171,7 +170,12 @@ class DatabaseCounters:
         the SET of count and window) — the callers add how the block changes."""
         table = RateLimit.__table__
         dialect = db.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # The dialect's own module, imported on first use: a SQLite server never loads
+        # the PostgreSQL dialect (issue 14: lean workers).
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
         expired = table.c.window_start < now - timedelta(seconds=policy.window)
         count = case((expired, 1), else_=table.c.failures + 1)
         stmt = insert(table).values(key=key, failures=1, window_start=now,

@@ -17,24 +17,12 @@ from urllib.parse import urlsplit
 from flask import current_app, session
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
-
 from ..single_use import claim
 from ..store import Passkey, User, db, utcnow
+
+# `webauthn` (with pyasn1-modules and pyOpenSSL) is imported by the ceremonies below, not
+# here: every page asking "has this person a passkey?" imports this module, and a worker
+# that never runs a ceremony is spared its import time and memory (issue 14).
 
 CHALLENGE_TTL = 300
 RP_NAME = "myaccount"
@@ -59,6 +47,8 @@ def has_passkey(user: User) -> bool:
 
 
 def _remember_challenge(kind: str, challenge: bytes, user_id: str | None) -> None:
+    from webauthn.helpers import bytes_to_base64url
+
     session[f"webauthn_{kind}"] = {"challenge": bytes_to_base64url(challenge), "user": user_id,
                                    "at": int(time.time())}
 
@@ -77,6 +67,15 @@ def _spend(challenge_b64: str) -> None:
 
 
 def registration_options(user: User) -> str:
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers import base64url_to_bytes
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        PublicKeyCredentialDescriptor,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     rp_id, _ = _issuer_parts()
     challenge = secrets.token_bytes(32)
     options = generate_registration_options(
@@ -92,6 +91,10 @@ def registration_options(user: User) -> str:
 
 
 def finish_registration(user: User, credential: dict, name: str | None = None) -> Passkey:
+    from webauthn import verify_registration_response
+    from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+    from webauthn.helpers.exceptions import WebAuthnException
+
     state = _take_challenge("register")
     if state["user"] != user.id:
         raise PasskeyError("challenge of another account")
@@ -118,6 +121,10 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
 
 def authentication_options(user: User | None) -> str:
     """Options for a sign-in (`user` None: any discoverable passkey) or a second factor."""
+    from webauthn import generate_authentication_options, options_to_json
+    from webauthn.helpers import base64url_to_bytes
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
+
     rp_id, _ = _issuer_parts()
     challenge = secrets.token_bytes(32)
     allow = [] if user is None else [PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id))
@@ -130,6 +137,10 @@ def authentication_options(user: User | None) -> str:
 
 def finish_authentication(credential: dict) -> tuple[User, bool]:
     """(the account, whether the authenticator verified the person: PIN or biometrics)."""
+    from webauthn import verify_authentication_response
+    from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+    from webauthn.helpers.exceptions import WebAuthnException
+
     state = _take_challenge("authenticate")
     try:
         credential_id = bytes_to_base64url(base64url_to_bytes(credential.get("rawId") or credential["id"]))

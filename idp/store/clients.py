@@ -9,12 +9,10 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..grant_types import DEVICE_CODE, GRANT_TYPES, TOKEN_EXCHANGE  # noqa: F401 - importable from here too
 from . import db, digest, utcnow
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
-DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE, TOKEN_EXCHANGE)
 
 
 class ClientPolicy:
