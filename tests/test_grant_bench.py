@@ -81,3 +81,32 @@ def test_a_seeded_refresh_token_is_rotated_like_an_issued_one_and_its_reuse_dete
     assert newer.status_code == 400
     with live.db():
         assert db.session.get(Grant, old.grant_id).revoked_at is not None
+
+
+def test_large_seed_at_a_small_scale_explains_every_hot_query(live):
+    out = bench(live, "seed_large.py", "--users", "100", "--clients", "10", "--refresh-tokens", "400")
+    assert "100 users, 10 clients, 100 families" in out, out
+    verdicts = dict(line.strip().removeprefix("EXPLAIN ").split(": ", 1) for line in out.splitlines()
+                    if line.strip().startswith("EXPLAIN "))
+    assert {"client by client_id", "refresh token by hash", "refresh rotation (update by hash)",
+            "family revocation (refresh tokens by grant_id)", "grant by id", "user by id", "user by email",
+            "authorization code by hash", "code consumption (update by hash)"} <= set(verdicts)
+    # At this size PostgreSQL may read a table whole, but each query has an index to use.
+    assert not [name for name, verdict in verdicts.items() if verdict.startswith("NO INDEX")], out
+    with live.db():
+        from sqlalchemy import func, select
+
+        from idp.store import RefreshToken, User, db
+
+        seeded = db.session.scalar(select(func.count()).select_from(User).where(User.email.like("%.large.example")))
+        rotated = db.session.scalar(select(func.count()).select_from(RefreshToken)
+                                    .where(RefreshToken.rotated_at.is_not(None)))
+    assert seeded >= 100
+    assert rotated >= 300  # the older three of each family's four
+
+
+def test_large_seed_refuses_a_count_below_one(live):
+    done = subprocess.run([PYTHON, str(ROOT / "bench" / "seed_large.py"), "--users", "0"], env=live.env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "every count must be at least 1" in done.stderr and "Traceback" not in done.stderr
