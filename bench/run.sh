@@ -5,6 +5,13 @@
 # created per second and server CPU per user), on that SQLite and on a throwaway PostgreSQL;
 # plus the CPU cost of one argon2id password check.
 # BENCH_SECONDS (default 10) sets the length of each measured run.
+# Grants: refresh_token (with rotation) and authorization-code exchanges (PKCE), each
+# request with its own single-use token seeded by bench/grants.py; BENCH_GRANT_RATE
+# (default 3000, what client_credentials reaches here: a refresh grant does all it does
+# and more) is how many a second are seeded. BENCH_DB=postgres runs everything on a
+# throwaway PostgreSQL cluster instead of SQLite; BENCH_LARGE=1 first seeds 100,000 users,
+# 10,000 clients and 1,000,000 refresh tokens (bench/seed_large.py) and prints whether
+# the hot queries use an index.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,6 +32,9 @@ cleanup() {
     for _ in $(seq 50); do kill -0 -- "-$server_pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL -- "-$server_pid" 2>/dev/null || true
   fi
+  if [ -n "${pg_port:-}" ]; then
+    .venv/bin/python -c 'import sys; from pathlib import Path; from tests.pg import Cluster; Cluster(Path(sys.argv[1]), 0).stop()' "$tmp/pg" || true
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -34,6 +44,17 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 export IDP_INSTANCE_DIR=$tmp/inst IDP_ISSUER=http://127.0.0.1:$port IDP_LOG_LEVEL=WARNING
 unset IDP_DATABASE_URL IDP_REDIS_URL # fresh SQLite, process-local rate limits
 mkdir -p "$IDP_INSTANCE_DIR"
+grant_rate=${BENCH_GRANT_RATE:-3000}
+[[ $grant_rate =~ ^[1-9][0-9]*$ ]] || die "BENCH_GRANT_RATE must be a positive whole number"
+case ${BENCH_DB:-sqlite} in
+  sqlite) db_label=SQLite ;;
+  postgres)
+    db_label=PostgreSQL pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    IDP_DATABASE_URL=$(.venv/bin/python -c 'import sys; from pathlib import Path; from tests.pg import Cluster; print(Cluster(Path(sys.argv[1]), int(sys.argv[2])).start())' "$tmp/pg" "$pg_port") \
+      || die "could not start a PostgreSQL cluster (are the server binaries installed?)"
+    export IDP_DATABASE_URL ;;
+  *) die "BENCH_DB must be sqlite or postgres" ;;
+esac
 
 # probe URL [FORM_BODY]: print the body if the answer is 2xx, else explain and
 # fail. Redirects are not followed: wrk would count a 3xx as a success.
@@ -66,6 +87,11 @@ json_get() {
 }
 
 .venv/bin/idp init >"$tmp/init.log" 2>&1 || { cat "$tmp/init.log" >&2; die "idp init failed"; }
+large=
+if [ "${BENCH_LARGE:-}" = 1 ]; then
+  large=$(.venv/bin/python bench/seed_large.py) || die "bench/seed_large.py failed"
+  echo "$large"
+fi
 
 client=$(.venv/bin/idp clients create --name bench --grant-type client_credentials --json) \
   || die "idp clients create failed"
@@ -99,13 +125,35 @@ probe "$token_url" grant_type=client_credentials | json_get access_token >/dev/n
 probe "$jwks_url" | python3 -c 'import json, sys; sys.exit(not json.load(sys.stdin)["keys"])' 2>/dev/null \
   || die "JWKS at $jwks_url has no keys"
 
+# server_cpu: CPU milliseconds used so far by the server's processes (its process group).
+server_cpu() {
+  python3 - "$server_pid" <<'PY'
+import os, sys
+ticks = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    if fields[2] == sys.argv[1]:  # pgrp; utime and stime follow at 11 and 12
+        ticks += int(fields[11]) + int(fields[12])
+print(ticks * 1000 // os.sysconf("SC_CLK_TCK"))
+PY
+}
+
 results=() warnings=()
-# measure NAME URL [LUA_SCRIPT]: warm up 2 s, then measure; rate counts 2xx only.
+# measure NAME URL [LUA_SCRIPT [HOOK]]: warm up 2 s, then measure; rate counts 2xx only.
+# HOOK, when given, runs with `warmup` and `run` before each wrk, and with `check` after.
 measure() {
-  local name=$1 url=$2 script=() out ok p99 total bad sockerr
+  local name=$1 url=$2 script=() hook=${4:-} out ok p99 total bad sockerr cpu
   [ $# -ge 3 ] && script=(-s "$3")
+  [ -z "$hook" ] || $hook warmup
   wrk -t2 -c32 -d2s "${script[@]}" "$url" >/dev/null 2>&1 || die "wrk warm-up failed for $name"
+  [ -z "$hook" ] || $hook run
+  cpu=$(server_cpu)
   out=$(wrk -t2 -c32 -d"${dur}s" --latency "${script[@]}" "$url" 2>&1) || { echo "$out" >&2; die "wrk failed for $name"; }
+  cpu=$(( $(server_cpu) - cpu ))
   # wrk's "Non-2xx or 3xx responses" really counts status >= 400 (and the
   # probe above made sure no endpoint redirects); p99 is converted to ms.
   read -r ok p99 total bad sockerr < <(awk '
@@ -118,8 +166,16 @@ measure() {
     END { printf "%.0f %.1f %d %d %d\n", total ? rps * (total - bad) / total : 0, p99, total, bad, serr }
   ' <<<"$out")
   [ "$total" -gt 0 ] || { echo "$out" >&2; die "wrk completed no requests for $name"; }
-  results+=("$name: $ok req/s (2xx only), p99 ${p99}ms")
+  results+=("$name: $ok req/s (2xx only), p99 ${p99}ms, server CPU $(awk -v c="$cpu" -v n="$total" 'BEGIN { printf "%.2f", c / n }')ms/request")
   echo "${results[-1]}"
+  if [ -n "$hook" ]; then
+    local verdict=0 line
+    line=$($hook check "$((total - bad))") || verdict=$?
+    [ -n "$line" ] || die "no check of the $name tokens"
+    results+=("  $line")
+    echo "${results[-1]}"
+    [ "$verdict" = 0 ] || { warnings+=("$name: $line"); echo "!!! WARNING: $line" >&2; }
+  fi
   if [ "$bad" -gt 0 ] || [ "$sockerr" -gt 0 ]; then
     warnings+=("$name: $bad of $total responses were not 2xx, $sockerr socket errors")
     echo "!!! WARNING: ${warnings[-1]} -- server log tail:" >&2
@@ -127,10 +183,33 @@ measure() {
   fi
 }
 
-echo "wrk -t2 -c32 -d${dur}s against idp serve --workers 2 (SQLite) on $IDP_ISSUER"
+echo "wrk -t2 -c32 -d${dur}s against idp serve --workers 2 ($db_label${large:+, large}) on $IDP_ISSUER"
 measure client_credentials "$token_url" bench/cc.lua
 measure discovery "$discovery_url"
 measure jwks "$jwks_url"
+
+# grant_bodies KIND PHASE [ANSWERED_2XX]: fresh single-use tokens for each wrk run (codes
+# live only 60 s, so they are made just before), then what the server did with them.
+grant_bodies() {
+  local kind=$1 phase=$2 secs=$dur report
+  export BENCH_BODIES=$tmp/$kind-bodies.txt
+  if [ "$phase" = check ]; then
+    report=$(.venv/bin/python bench/grants.py check "$kind" "$BENCH_BODIES") || die "bench/grants.py check failed"
+    read -r seeded used revoked < <(json_get seeded used revoked_families <<<"$report" | tr '\n' ' ')
+    echo "$kind check: $used of $seeded seeded tokens spent, each once ($3 answered 2xx to wrk), $revoked families revoked"
+    [ "$revoked" = 0 ] # a revoked family means a token came back twice: reuse detection fired
+    return
+  fi
+  [ "$phase" = warmup ] && secs=2
+  .venv/bin/python bench/grants.py seed "$kind" "$grant_client_id" $((secs * grant_rate)) "$BENCH_BODIES" \
+    || die "bench/grants.py seed $kind failed"
+}
+refresh_bodies() { grant_bodies refresh "$@"; }
+code_bodies() { grant_bodies code "$@"; }
+grant_client=$(.venv/bin/python bench/grants.py client) || die "bench/grants.py client failed"
+{ read -r grant_client_id; read -r grant_basic; } < <(json_get client_id basic <<<"$grant_client")
+BASIC=$grant_basic measure refresh_token "$token_url" bench/grant.lua refresh_bodies
+BASIC=$grant_basic measure authorization_code "$token_url" bench/grant.lua code_bodies
 
 scim=$(.venv/bin/python -W ignore bench/scim_bench.py "$IDP_ISSUER" "$server_pid") || die "bench/scim_bench.py failed"
 echo "$scim"

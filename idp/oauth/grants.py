@@ -43,6 +43,15 @@ class IssuesSignedTokens:
     def token_family(self) -> Grant | None:
         return None
 
+    def family(self, grant_id: str) -> Grant | None:
+        """The token family, read once per request. The session's identity map holds rows
+        weakly, so without this reference every hook's `session.get` read the row again
+        (five SELECTs of one row per refresh grant)."""
+        held = getattr(self, "_family", None)
+        if held is None or held.id != grant_id:
+            held = self._family = db.session.get(Grant, grant_id)
+        return held
+
     def authenticate_token_endpoint_client(self):
         client = super().authenticate_token_endpoint_client()
         dpop.check_client_policy(client, self.request)
@@ -69,7 +78,7 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
     def token_family(self):
-        return db.session.get(Grant, self.request.authorization_code.grant_id)
+        return self.family(self.request.authorization_code.grant_id)
 
     def save_authorization_code(self, code, request):
         settings = current_app.extensions["idp.settings"]
@@ -172,13 +181,13 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def token_family(self):
-        return db.session.get(Grant, self.request.refresh_token.grant_id)
+        return self.family(self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
         row = db.session.get(RefreshToken, digest(refresh_token))
         if row is None:
             return None
-        family = db.session.get(Grant, row.grant_id)
+        family = self.family(row.grant_id)
         if family is None or family.revoked_at is not None or row.revoked:
             return None
         if row.rotated_at is not None:
@@ -189,7 +198,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return row
 
     def authenticate_user(self, refresh_token):
-        family = db.session.get(Grant, refresh_token.grant_id)
+        family = self.family(refresh_token.grant_id)
         if family is not None:
             dpop.check_refresh_binding(family, self.request)
         return _live_user(family.user_id) if family else None
