@@ -32,6 +32,17 @@ def revoke_grant(grant_id: str) -> None:
     db.session.commit()
 
 
+def family_of(oauth_request, grant_id: str) -> Grant | None:
+    """The token family a token request works on, read once per request: the session's
+    identity map holds unchanged rows only weakly, so every `session.get` after the caller
+    dropped the row read it again (three times per code exchange)."""
+    family = getattr(oauth_request, "idp_family", None)
+    if family is None or family.id != grant_id:
+        family = db.session.get(Grant, grant_id)
+        oauth_request.idp_family = family
+    return family
+
+
 def _live_user(user_id: str) -> User | None:
     user = db.session.get(User, user_id)
     return user if user is not None and not user.disabled else None
@@ -69,7 +80,7 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
     def token_family(self):
-        return db.session.get(Grant, self.request.authorization_code.grant_id)
+        return family_of(self.request, self.request.authorization_code.grant_id)
 
     def save_authorization_code(self, code, request):
         settings = current_app.extensions["idp.settings"]
@@ -116,6 +127,8 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
             update(AuthorizationCode)
             .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
             .values(used_at=utcnow())
+            # nothing reads `row.used_at` afterwards: no in-session synchronisation to pay for
+            .execution_options(synchronize_session=False)
         ).rowcount
         db.session.commit()
         if consumed != 1:
@@ -141,7 +154,7 @@ class OpenIDCodeExtension(OpenIDCode):
 
     def encode_id_token(self, token, request):
         code = request.authorization_code
-        family = db.session.get(Grant, code.grant_id)
+        family = family_of(request, code.grant_id)
         return tokens.issue_id_token(
             request.client, request.user, family, nonce=code.nonce, access_token=token.get("access_token")
         )
@@ -172,7 +185,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def token_family(self):
-        return db.session.get(Grant, self.request.refresh_token.grant_id)
+        return family_of(self.request, self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
         row = db.session.get(RefreshToken, digest(refresh_token))
@@ -189,7 +202,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return row
 
     def authenticate_user(self, refresh_token):
-        family = db.session.get(Grant, refresh_token.grant_id)
+        family = family_of(self.request, refresh_token.grant_id)
         if family is not None:
             dpop.check_refresh_binding(family, self.request)
         return _live_user(family.user_id) if family else None
