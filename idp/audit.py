@@ -16,9 +16,10 @@ log = logging.getLogger("idp.audit")
 
 
 def record(kind: str, user: User | None = None, origin=None, *, org=None, actor: User | None = None,
-           **detail) -> None:
-    """Store one event (and commit). `detail` never holds secrets. `origin` (ip, user agent)
-    is the request's unless given (background jobs pass the request's they came from).
+           commit: bool = True, **detail) -> None:
+    """Store one event (and commit, unless `commit=False`: the caller commits it with what
+    it records). `detail` never holds secrets. `origin` (ip, user agent) is the request's
+    unless given (background jobs pass the request's they came from).
 
     The event shows in the audit log of `org` (an Org or its id; by default the person's
     org); `actor` is who did it when not the person themself (an admin)."""
@@ -32,7 +33,8 @@ def record(kind: str, user: User | None = None, origin=None, *, org=None, actor:
         ua = (request.user_agent.string or "")[:300]
     db.session.add(SecurityEvent(user_id=user.id if user else None, kind=kind, detail=detail, ip=ip, user_agent=ua,
                                  org_id=org_id, actor_id=actor.id if actor else None))
-    db.session.commit()
+    if commit:
+        db.session.commit()
     if kind.startswith("signin."):
         metrics.signin(detail.get("method"), kind.removeprefix("signin."))
     log.info("%s user=%s by=%s ip=%s %s", kind, user.id if user else "-", actor.id if actor else "-", ip, detail)
