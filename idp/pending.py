@@ -58,7 +58,9 @@ def find(req: str | None) -> PendingAuthorization | None:
     return row
 
 
-def delete(row: PendingAuthorization | None) -> None:
+def delete(row: PendingAuthorization | None, *, commit: bool = True) -> None:
+    """Forget a request that was answered (`commit=False`: with the caller's next commit)."""
     if row is not None:
         db.session.delete(row)
-        db.session.commit()
+        if commit:
+            db.session.commit()

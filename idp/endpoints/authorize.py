@@ -159,8 +159,11 @@ def _process(params: dict, pending: PendingAuthorization | None):
                 user=browser.user, host=urlsplit(params.get("redirect_uri", "")).netloc or None,
             )
 
+    # The request is spent in the same commit that saves its code; an error answer saved
+    # no code, and the request is spent all the same (nothing left to commit otherwise).
+    pending_requests.delete(pending, commit=False)
     response = server.create_authorization_response(request=oauth_request, grant_user=browser.user, grant=grant)
-    pending_requests.delete(pending)
+    db.session.commit()
     return response
 
 
