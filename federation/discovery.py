@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask import g, has_app_context, has_request_context
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.orm import Session
+
 from idp.store import Org, OrgDomain, db
+
+# Most addresses belong to no org: a table query answers that at a fraction of the
+# ORM's cost, and only an org found is loaded as an object.
+_ORG_OF_DOMAIN = select(OrgDomain.__table__.c.org_id).where(OrgDomain.__table__.c.domain == bindparam("domain"))
+_MEMO = "org_by_domain"  # in `g`: domain -> Org or None, read in this request's transaction
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,36 @@ def domain_of(email: str) -> str:
 
 
 def org_for_email(email: str) -> Org | None:
-    row = db.session.get(OrgDomain, domain_of(email))
-    return db.session.get(Org, row.org_id) if row else None
+    """The org owning the address's domain, or None.
+
+    Remembered for the rest of the request's transaction: a password sign-in asks up to
+    four times (enforced Enterprise Sign-In, the org's factor and passkey rules), and a
+    domain no org owns costs a query each time (the identity map keeps no "not found").
+    Any write through the session, and the end of its transaction, forget it (below)."""
+    domain = domain_of(email)
+    memo = g.setdefault(_MEMO, {}) if has_request_context() else None
+    if memo is not None and domain in memo:
+        return memo[domain]
+    org_id = db.session.execute(_ORG_OF_DOMAIN, {"domain": domain}).scalar()
+    org = db.session.get(Org, org_id) if org_id else None
+    if memo is not None:
+        memo[domain] = org
+    return org
+
+
+def _forget_orgs(*_args) -> None:
+    if has_app_context():
+        g.pop(_MEMO, None)
+
+
+def _forget_orgs_on_write(state) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        _forget_orgs()
+
+
+event.listen(Session, "after_flush", _forget_orgs)
+event.listen(Session, "after_transaction_end", _forget_orgs)
+event.listen(Session, "do_orm_execute", _forget_orgs_on_write)
 
 
 def home_realm_for(email: str) -> HomeRealm:

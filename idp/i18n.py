@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Flask, request, session
-from flask_babel import Babel, get_locale
+from flask import Flask, g, has_app_context, request, session
+from flask_babel import Babel, get_locale, get_translations
 
 LANGUAGES = ("en", "fr")
 
@@ -31,9 +31,35 @@ def select_locale() -> str:
     return request.accept_languages.best_match(LANGUAGES) or "en"
 
 
+def page_translations():
+    """Flask-Babel's translations for this request, found once per request and locale.
+
+    Flask-Babel resolves its context, domain and locale again for every string (a page has
+    a dozen). The answer is kept beside the locale object it was found for: `force_locale`
+    (mail in the reader's language) and `refresh` replace that object, so a change of
+    language is never missed."""
+    if not has_app_context():
+        return get_translations()
+    locale = getattr(g.get("_flask_babel"), "babel_locale", None)
+    cached = g.get("idp_translations")
+    if cached is not None and locale is not None and cached[0] is locale:
+        return cached[1]
+    translations = get_translations()
+    g.idp_translations = (getattr(g.get("_flask_babel"), "babel_locale", None), translations)
+    return translations
+
+
 def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.globals["get_locale"] = get_locale
+    # Flask-Babel's own callables, through the per-request lookup above.
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: page_translations().ugettext(s),
+        ngettext=lambda s, p, n: page_translations().ungettext(s, p, n),
+        pgettext=lambda c, s: page_translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: page_translations().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
 
 
 def current_language() -> str:

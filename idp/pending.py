@@ -11,14 +11,37 @@ make a signed-in victim finish it (with its consent) for the attacker's client.
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from flask import session
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import delete as sql_delete
 
-from .store import PendingAuthorization, db, digest, new_secret, utcnow
+from .store import PendingAuthorization, db, digest, new_id, new_secret, utcnow
 
 TTL = timedelta(minutes=30)  # as long as a sign-in may take
 BROWSER_KEY = "bk"  # in the flow cookie; kept when the flow cookie is renewed at sign-in
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A pending request as `find` reads it: the row's values, read without the ORM (every
+    sign-in page asks, five times a sign-in). Changed only through this module."""
+
+    id: str
+    client_id: str
+    params: dict
+    created_at: datetime
+    expires_at: datetime
+    browser_hash: str | None
+    authenticated_session_id: str | None
+    consented_user_id: str | None
+    note: str | None
+
+
+_TABLE = PendingAuthorization.__table__
+_BY_ID = select(_TABLE).where(_TABLE.c.id == bindparam("id"))
 
 
 def _browser_hash() -> str:
@@ -28,11 +51,13 @@ def _browser_hash() -> str:
     return digest(key)
 
 
-def save(params: dict, client_id: str) -> PendingAuthorization:
+def save(params: dict, client_id: str) -> PendingRequest:
     """Keep a validated request for this browser."""
-    row = PendingAuthorization(client_id=client_id, params=params, browser_hash=_browser_hash(),
-                               expires_at=utcnow() + TTL)
-    db.session.add(row)
+    now = utcnow()
+    row = PendingRequest(id=new_id(), client_id=client_id, params=params, created_at=now, expires_at=now + TTL,
+                         browser_hash=_browser_hash(), authenticated_session_id=None, consented_user_id=None,
+                         note=None)
+    db.session.execute(insert(_TABLE).values(**vars(row)))  # a table insert: no unit of work to run
     db.session.commit()
     return row
 
@@ -45,20 +70,34 @@ def bind(row: PendingAuthorization) -> PendingAuthorization:
     return row
 
 
-def find(req: str | None) -> PendingAuthorization | None:
+def find(req: str | None) -> PendingRequest | None:
     """The live request `req` if this browser started it, else None."""
     if not req or not isinstance(req, str):
         return None
-    row = db.session.get(PendingAuthorization, req[:32])
+    row = db.session.execute(_BY_ID, {"id": req[:32]}).first()
     if row is None or row.expires_at <= utcnow() or row.browser_hash is None:
         return None
     key = session.get(BROWSER_KEY)
     if not isinstance(key, str) or not hmac.compare_digest(digest(key), row.browser_hash):
         return None
-    return row
+    return PendingRequest(**row._mapping)
 
 
-def delete(row: PendingAuthorization | None) -> None:
+def mark_signed_in(pending: PendingRequest | PendingAuthorization, session_id: str) -> None:
+    """Note the session that signed in for this request (committed with the caller's commit)."""
+    db.session.execute(update(_TABLE).where(_TABLE.c.id == pending.id).values(authenticated_session_id=session_id))
+
+
+def mark_consented(pending: PendingRequest, user_id: str) -> PendingRequest:
+    """Note the account that answered the consent screen (committed with the caller's
+    commit); returns the request as it now is."""
+    db.session.execute(update(_TABLE).where(_TABLE.c.id == pending.id).values(consented_user_id=user_id))
+    return replace(pending, consented_user_id=user_id)
+
+
+def delete(row: PendingRequest | PendingAuthorization | None, *, commit: bool = True) -> None:
+    """Forget a request that was answered (`commit=False`: with the caller's next commit)."""
     if row is not None:
-        db.session.delete(row)
-        db.session.commit()
+        db.session.execute(sql_delete(_TABLE).where(_TABLE.c.id == row.id))
+        if commit:
+            db.session.commit()

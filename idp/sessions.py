@@ -20,6 +20,7 @@ from .store import (
     User,
     db,
     digest,
+    new_id,
     new_secret,
     utcnow,
 )
@@ -58,8 +59,12 @@ def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
 
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
-          second_factor: bool = False) -> BrowserSession:
-    """Sign `user` in on this browser; the cookie is set on the response."""
+          second_factor: bool = False, commit: bool = True) -> BrowserSession:
+    """Sign `user` in on this browser; the cookie is set on the response.
+
+    `commit=False` leaves the new row (its id already set) to the caller's commit, which
+    must follow before the response is sent: the sign-in then writes its session, audit
+    event and pending request in one transaction."""
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
     previous = current()
@@ -68,6 +73,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     secret = new_secret()
     now = utcnow()
     row = BrowserSession(
+        id=new_id(),  # known before the insert: the caller may point at it in the same commit
         secret_hash=digest(secret),
         user_id=user.id,
         persistent=persistent,
@@ -82,7 +88,8 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         expires_at=now + timedelta(seconds=ttl),
     )
     db.session.add(row)
-    db.session.commit()
+    if commit:
+        db.session.commit()
     g.session_cookie = (secret, ttl if persistent else None)
     g.browser_session = row
     _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)

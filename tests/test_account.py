@@ -62,6 +62,24 @@ def test_password_attempts_are_throttled_per_account(live):
     assert other.submit(page, {"password": "neighbour-password"}).status_code == 200
 
 
+def test_a_right_password_forgets_the_accounts_failures(live):
+    """The sign-in reads both throttle keys at once and forgets the account's failures only
+    when it has some: here it has, and after the right password none are left."""
+    from idp.ratelimit import throttle_key
+    from idp.store import RateLimit, db
+
+    live.create_user("forgetful@example.com", "the-right-password")
+    b = Browser(live.issuer)
+    page = b.submit(b.get(f"{live.issuer}/signin"), {"email": "forgetful@example.com"})
+    assert [b.submit(page, {"password": f"wrong-{i}"}).status_code for i in range(4)] == [401] * 4
+    key = throttle_key("password:account", "forgetful@example.com")
+    with live.db():
+        assert db.session.get(RateLimit, key).failures == 4
+    assert "Your account" in b.submit(page, {"password": "the-right-password"}).text
+    with live.db():
+        assert db.session.get(RateLimit, key) is None
+
+
 def test_housekeeping_deletes_only_what_expired(live):
     from datetime import timedelta
 

@@ -31,6 +31,7 @@ from ..mfa import has_second_factor
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, request_params, run_checks
 from ..oauth.request_objects import error_redirect_uri, front_channel_parameters
 from ..oauth.resources import check_authorization_resources
+from ..pending import PendingRequest
 from ..security import error_page
 from ..signin.views import start_step_up
 from ..store import Client, Consent, PendingAuthorization, db
@@ -97,12 +98,12 @@ def consent(pending_id: str):
         row = Consent(user_id=browser.user_id, client_id=pending.client_id, scope="")
         db.session.add(row)
     row.scope = " ".join(sorted(scope | set(row.scope.split())))
-    pending.consented_user_id = browser.user_id
+    pending = pending_requests.mark_consented(pending, browser.user_id)
     db.session.commit()
     return _process(pending.params, pending=pending)
 
 
-def _process(params: dict, pending: PendingAuthorization | None):
+def _process(params: dict, pending: PendingRequest | PendingAuthorization | None):
     server = _server()
     oauth_request = StoredAuthorizationRequest(params, request.url)
     browser = sessions.current()
@@ -159,8 +160,11 @@ def _process(params: dict, pending: PendingAuthorization | None):
                 user=browser.user, host=urlsplit(params.get("redirect_uri", "")).netloc or None,
             )
 
+    # The request is spent in the same commit that saves its code; an error answer saved
+    # no code, and the request is spent all the same (nothing left to commit otherwise).
+    pending_requests.delete(pending, commit=False)
     response = server.create_authorization_response(request=oauth_request, grant_user=browser.user, grant=grant)
-    pending_requests.delete(pending)
+    db.session.commit()
     return response
 
 

@@ -14,10 +14,10 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, Inval
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from .. import sessions
-from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_secret, utcnow
+from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_id, new_secret, utcnow
 from . import dpop, resources, tokens
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -32,6 +32,17 @@ def revoke_grant(grant_id: str) -> None:
     db.session.commit()
 
 
+def family_of(oauth_request, grant_id: str) -> Grant | None:
+    """The token family a token request works on, read once per request: the session's
+    identity map holds unchanged rows only weakly, so every `session.get` after the caller
+    dropped the row read it again (three times per code exchange, five per refresh grant)."""
+    family = getattr(oauth_request, "idp_family", None)
+    if family is None or family.id != grant_id:
+        family = db.session.get(Grant, grant_id)
+        oauth_request.idp_family = family
+    return family
+
+
 def _live_user(user_id: str) -> User | None:
     user = db.session.get(User, user_id)
     return user if user is not None and not user.disabled else None
@@ -42,15 +53,6 @@ class IssuesSignedTokens:
 
     def token_family(self) -> Grant | None:
         return None
-
-    def family(self, grant_id: str) -> Grant | None:
-        """The token family, read once per request. The session's identity map holds rows
-        weakly, so without this reference every hook's `session.get` read the row again
-        (five SELECTs of one row per refresh grant)."""
-        held = getattr(self, "_family", None)
-        if held is None or held.id != grant_id:
-            held = self._family = db.session.get(Grant, grant_id)
-        return held
 
     def authenticate_token_endpoint_client(self):
         client = super().authenticate_token_endpoint_client()
@@ -78,40 +80,43 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
     def token_family(self):
-        return self.family(self.request.authorization_code.grant_id)
+        return family_of(self.request, self.request.authorization_code.grant_id)
 
     def save_authorization_code(self, code, request):
         settings = current_app.extensions["idp.settings"]
         browser = sessions.current()
         payload = request.payload.data
-        family = Grant(
-            client_id=request.client.client_id,
-            user_id=request.user.id,
-            scope=request.scope or "",
-            sid=browser.id if browser else None,
-            auth_time=browser.auth_time if browser else None,
-            amr=list(browser.amr) if browser else [],
-            acr=browser.acr if browser else None,
-            resource=payload.get("resource") or None,
-        )
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(AuthorizationCode(
+        # Two table inserts, not ORM objects: nothing in this request reads them back, and
+        # the unit of work (two flushes, the family's id first) cost more than the inserts.
+        family = {
+            "id": new_id(),
+            "client_id": request.client.client_id,
+            "user_id": request.user.id,
+            "scope": request.scope or "",
+            "sid": browser.id if browser else None,
+            "auth_time": browser.auth_time if browser else None,
+            "amr": list(browser.amr) if browser else [],
+            "acr": browser.acr if browser else None,
+            "resource": payload.get("resource") or None,
+            "created_at": utcnow(),
+        }
+        db.session.execute(insert(Grant.__table__).values(**family))
+        db.session.execute(insert(AuthorizationCode.__table__).values(
             code_hash=digest(code),
-            grant_id=family.id,
-            client_id=request.client.client_id,
-            user_id=request.user.id,
+            grant_id=family["id"],
+            client_id=family["client_id"],
+            user_id=family["user_id"],
             redirect_uri=payload.get("redirect_uri"),
-            scope=family.scope,
+            scope=family["scope"],
             nonce=payload.get("nonce"),
             dpop_jkt=payload.get("dpop_jkt"),
             code_challenge=payload.get("code_challenge"),
             code_challenge_method=payload.get("code_challenge_method"),
-            auth_time=family.auth_time,
-            amr=family.amr,
-            acr=family.acr,
-            sid=family.sid,
-            resource=family.resource,
+            auth_time=family["auth_time"],
+            amr=family["amr"],
+            acr=family["acr"],
+            sid=family["sid"],
+            resource=family["resource"],
             expires_at=utcnow() + timedelta(seconds=settings.code_ttl),
         ))
         db.session.commit()
@@ -125,6 +130,8 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
             update(AuthorizationCode)
             .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
             .values(used_at=utcnow())
+            # nothing reads `row.used_at` afterwards: no in-session synchronisation to pay for
+            .execution_options(synchronize_session=False)
         ).rowcount
         db.session.commit()
         if consumed != 1:
@@ -150,7 +157,7 @@ class OpenIDCodeExtension(OpenIDCode):
 
     def encode_id_token(self, token, request):
         code = request.authorization_code
-        family = db.session.get(Grant, code.grant_id)
+        family = family_of(request, code.grant_id)
         return tokens.issue_id_token(
             request.client, request.user, family, nonce=code.nonce, access_token=token.get("access_token")
         )
@@ -181,13 +188,13 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def token_family(self):
-        return self.family(self.request.refresh_token.grant_id)
+        return family_of(self.request, self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
         row = db.session.get(RefreshToken, digest(refresh_token))
         if row is None:
             return None
-        family = self.family(row.grant_id)
+        family = family_of(self.request, row.grant_id)
         if family is None or family.revoked_at is not None or row.revoked:
             return None
         if row.rotated_at is not None:
@@ -198,7 +205,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return row
 
     def authenticate_user(self, refresh_token):
-        family = self.family(refresh_token.grant_id)
+        family = family_of(self.request, refresh_token.grant_id)
         if family is not None:
             dpop.check_refresh_binding(family, self.request)
         return _live_user(family.user_id) if family else None

@@ -10,7 +10,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import current_app
 from sqlalchemy import bindparam, select
 
-from ..store import Client, Grant, RefreshToken, db, digest, utcnow
+from ..store import Client, RefreshToken, db, digest, utcnow
 from ..store.clients import ClientRecord
 from .clients import PrivateKeyJWT
 from . import dpop
@@ -21,6 +21,7 @@ from .grants import (
     OpenIDCodeExtension,
     RefreshTokenGrant,
     S256CodeChallenge,
+    family_of,
 )
 from .token_exchange import TokenExchangeGrant
 
@@ -54,7 +55,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
         if not value:
             return
         source = request.authorization_code or request.refresh_token or request.credential
-        family = db.session.get(Grant, source.grant_id)
+        family = family_of(request, source.grant_id)
         dpop.bind_refresh_family(family, request.client, request)
         settings = current_app.extensions["idp.settings"]
         db.session.add(RefreshToken(

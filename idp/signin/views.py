@@ -21,9 +21,11 @@ from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PA
 from ..emails import normalize
 from ..mfa import devices, has_second_factor, has_usable_passkey, passkeys, totp
 from ..passwords import hash_password, needs_rehash, verify_password
+from .. import pending as pending_requests
+from ..pending import PendingRequest
 from ..pending import find as pending_request
 from ..ratelimit import throttle
-from ..store import Org, PendingAuthorization, User, db
+from ..store import Org, User, db
 from .throttling import too_many_attempts
 
 log = logging.getLogger(__name__)
@@ -125,8 +127,8 @@ def password():
     remember = request.form.get("remember") == "on"
     limits = throttle()
     keys = (("password:account", address), ("password:ip", request.remote_addr or ""))
-    for scope, value in keys:
-        decision = limits.check(scope, value)
+    decisions = limits.check_all(keys)
+    for (scope, _value), decision in zip(keys, decisions, strict=True):
         if not decision.allowed:
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
@@ -141,7 +143,8 @@ def password():
         audit.record("signin.failure", user, method="pwd")
         return render_template("signin/password.html", email=address, req=req, remember=remember,
                                error=_("Incorrect email or password.")), 401
-    limits.success("password:account", address)
+    if decisions[0].on_record:  # nothing to forget otherwise (a statement and a commit saved)
+        limits.success("password:account", address)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(request.form["password"])
         db.session.commit()
@@ -195,7 +198,7 @@ def refused_page(user: User, reason: str):
     return render_template("error.html", message=_("This account cannot sign in.")), 403
 
 
-def first_factor_passed(user: User, pending: PendingAuthorization | None, req: str | None, *,
+def first_factor_passed(user: User, pending: PendingRequest | None, req: str | None, *,
                         remember: bool, amr: list[str], org: Org | None = None):
     """After a password, a linked social account or the org's IdP (`org`): refused when the
     account may not sign in this way; else the second factor when the account has one and
@@ -221,23 +224,27 @@ def first_factor_passed(user: User, pending: PendingAuthorization | None, req: s
     return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR)
 
 
-def finish_sign_in(user: User, pending: PendingAuthorization | None, *, remember: bool, amr: list[str], acr: str,
+def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool, amr: list[str], acr: str,
             second_factor: bool = False):
-    """The person is who they say: open the session, then back to the request or page."""
-    browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor)
-    audit.record("signin.success", user, method=" ".join(amr))
+    """The person is who they say: open the session, then back to the request or page.
+    The session, its audit event and the pending request's mark are one commit."""
+    browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
+                             commit=False)
+    audit.record("signin.success", user, method=" ".join(amr), commit=False)
     return _continue(browser, pending)
 
 
-def _continue(browser, pending: PendingAuthorization | None):
+def _continue(browser, pending: PendingRequest | None):
+    """Commit the sign-in (with what the caller left pending), then on to the request or page."""
     if pending is not None:
-        pending.authenticated_session_id = browser.id
-        db.session.commit()
+        pending_requests.mark_signed_in(pending, browser.id)
+    db.session.commit()
+    if pending is not None:
         return redirect(url_for("authorize.resume", pending_id=pending.id))
     return _after_sign_in()
 
 
-def start_step_up(browser, pending: PendingAuthorization):
+def start_step_up(browser, pending: PendingRequest):
     """A product asked for a second factor this session has not passed: ask for it now."""
     session["mfa"] = {"user": browser.user_id, "remember": browser.persistent, "at": int(time.time()),
                       "step_up": True}
@@ -270,7 +277,7 @@ def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]
     browser = sessions.current()
     if state.get("step_up") and browser is not None and browser.user_id == user.id:
         sessions.step_up(browser, extra_amr, ACR_MULTI_FACTOR)
-        audit.record("signin.success", user, method="step-up " + " ".join(extra_amr))
+        audit.record("signin.success", user, method="step-up " + " ".join(extra_amr), commit=False)
         return _continue(browser, pending)
     first = state.get("amr") or AMR_PASSWORD
     return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra_amr,
