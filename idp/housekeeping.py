@@ -132,12 +132,14 @@ def purge_expired(now: datetime | None = None) -> int:
 def start(app) -> threading.Event:
     """One daemon thread per worker process; see the module's docstring for who runs a round.
     The same thread runs the other once-per-deployment jobs, each under a lease of its own:
-    refreshing orgs' SAML metadata (`metadata_refresh`). Setting the returned event ends the thread."""
-    from . import metadata_refresh
+    refreshing orgs' SAML metadata (`metadata_refresh`) and rotating the signing key when
+    IDP_KEY_ROTATION_DAYS says so (`key_rotation`). Setting the returned event ends the thread."""
+    from . import key_rotation, metadata_refresh
 
     stop = threading.Event()
     holder = process_holder()
-    jobs = (("housekeeping", run_round), ("SAML metadata refresh", metadata_refresh.run_round))
+    jobs = (("housekeeping", run_round), ("SAML metadata refresh", metadata_refresh.run_round),
+            ("signing key rotation", key_rotation.run_round))
 
     def run():
         while not stop.wait(INTERVAL):
