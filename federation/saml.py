@@ -91,7 +91,8 @@ class ServiceProvider:
             "accepted_time_diff": CLOCK_SKEW,
         }
         if with_idp:
-            settings["metadata"] = {"inline": [self.idp_metadata]}
+            settings["metadata"] = [{"class": "federation.saml_metadata.StoredMetadata",
+                                     "metadata": [(self.idp_metadata,)]}]
         config = SPConfig()
         config.load(settings)
         return config

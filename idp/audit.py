@@ -78,6 +78,8 @@ LABELS = {
     "admin.signed_out": lambda: _("Signed out of all sessions by an administrator"),
     "invite.accepted": lambda: _("Invitation accepted"),
     "admin.idp_metadata_saved": lambda: _("IdP metadata saved"),
+    "org.idp_metadata_refreshed": lambda: _("IdP metadata refreshed from its source"),
+    "org.idp_metadata_refresh_failed": lambda: _("IdP metadata not refreshed, last good copy kept"),
     "admin.oidc_saved": lambda: _("Enterprise OpenID provider saved"),
     "admin.sso_enforced": lambda: _("Enterprise Sign-In enforced"),
     "admin.sso_optional": lambda: _("Enterprise Sign-In no longer enforced"),

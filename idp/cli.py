@@ -356,6 +356,31 @@ def cmd_orgs_saml(args) -> None:
         print(f"{org.name}: SAML IdP {sp.idp_entity_id()} attached; our ACS is {sp.acs_url}")
 
 
+def cmd_orgs_saml_refresh(args) -> None:
+    """Read the org's SAML metadata again now (or every org's that is due), as the
+    housekeeping thread does it: a refused copy leaves the stored one in use."""
+    import logging
+
+    from . import metadata_refresh, orgs
+
+    app = _app()
+    with app.app_context():
+        if args.org is None:
+            count = metadata_refresh.refresh_due()
+            print(f"read again the SAML metadata of {count} org(s) that were due")
+            return
+        org = _org(args.org)
+        # the `error:` line below says what the refresh's warning would (the audit log keeps it too)
+        logging.getLogger(metadata_refresh.__name__).setLevel(logging.ERROR)
+        try:
+            found = metadata_refresh.refresh(org)
+        except orgs.OrgError as err:
+            raise CommandError(f"{err} (the metadata read on {org.saml_metadata_fetched_at:%Y-%m-%d %H:%M} UTC "
+                               "stays in use)" if org.saml_metadata_fetched_at else str(err)) from None
+        print(f"{org.name}: SAML IdP {found.entity_id} metadata read again; "
+              f"next refresh at {org.saml_metadata_valid_until:%Y-%m-%d %H:%M} UTC")
+
+
 def cmd_orgs_oidc(args) -> None:
     from . import orgs
 
@@ -539,6 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--idp-initiated", action="store_true",
                    help="also accept responses the IdP sends unasked (off: only answers to our requests)")
     o.set_defaults(func=cmd_orgs_saml)
+    o = orgs.add_parser("saml-refresh", help="read the org's SAML IdP metadata again from its URL or file "
+                                             "(without ORG: every org that is due)")
+    o.add_argument("org", nargs="?")
+    o.set_defaults(func=cmd_orgs_saml_refresh)
     o = orgs.add_parser("oidc", help="attach the org's enterprise OpenID provider (Okta, Entra ID ...)")
     o.add_argument("org")
     o.add_argument("--issuer", required=True)

@@ -43,6 +43,8 @@ class Settings:
     # How long the audit trail and the back-channel logout outbox keep their rows.
     audit_retention_days: int = 400
     delivery_retention_days: int = 7
+    # Rotate the signing key automatically once it is this many days old; None: only by hand.
+    key_rotation_days: int | None = None
     # Lifetimes in seconds. Codes are short (RFC 9700 §4.5 / RFC 6749 §4.1.2).
     code_ttl: int = 60
     access_token_ttl: int = 900
@@ -111,6 +113,9 @@ class Settings:
         trusted_proxies = _count(env, "IDP_TRUSTED_PROXIES", "0", minimum=0)
         audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1)
         delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1)
+        key_rotation_days = None
+        if env.get("IDP_KEY_ROTATION_DAYS", "").strip():
+            key_rotation_days = _count(env, "IDP_KEY_ROTATION_DAYS", "", minimum=1)
         outbound_allow = None
         if env.get("IDP_OUTBOUND_ALLOW", "").strip():
             from .outbound import parse_allow_list
@@ -136,6 +141,7 @@ class Settings:
             trusted_proxies=trusted_proxies,
             audit_retention_days=audit_retention_days,
             delivery_retention_days=delivery_retention_days,
+            key_rotation_days=key_rotation_days,
             outbound_allow=outbound_allow,
             dns_resolver=dns_resolver,
         )

@@ -129,19 +129,28 @@ def purge_expired(now: datetime | None = None) -> int:
     return deleted + DatabaseCounters().purge(now)
 
 
-def start(app) -> None:
-    """One daemon thread per worker process; see the module's docstring for who runs a round."""
+def start(app) -> threading.Event:
+    """One daemon thread per worker process; see the module's docstring for who runs a round.
+    The same thread runs the other once-per-deployment jobs, each under a lease of its own:
+    refreshing orgs' SAML metadata (`metadata_refresh`) and rotating the signing key when
+    IDP_KEY_ROTATION_DAYS says so (`key_rotation`). Setting the returned event ends the thread."""
+    from . import key_rotation, metadata_refresh
+
     stop = threading.Event()
     holder = process_holder()
+    jobs = (("housekeeping", run_round), ("SAML metadata refresh", metadata_refresh.run_round),
+            ("signing key rotation", key_rotation.run_round))
 
     def run():
         while not stop.wait(INTERVAL):
-            try:
-                with app.app_context():
-                    count = run_round(holder)
-                if count:
-                    log.info("housekeeping deleted %d expired rows", count)
-            except Exception:  # noqa: BLE001 - try again next round
-                log.exception("housekeeping round failed")
+            for name, job in jobs:
+                try:  # one job failing leaves the others their turn
+                    with app.app_context():
+                        result = job(holder)
+                    if name == "housekeeping" and result:
+                        log.info("housekeeping deleted %d expired rows", result)
+                except Exception:  # noqa: BLE001 - try again next round
+                    log.exception("%s round failed", name)
 
     threading.Thread(target=run, name="idp-housekeeping", daemon=True).start()
+    return stop

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from flask import current_app
@@ -84,6 +84,7 @@ class IdpMetadata:
     sso_url: str
     certificate_expires: datetime  # the signing certificate that expires last
     valid_until: datetime | None
+    cache_duration: timedelta | None = None  # how long the IdP says a copy may be kept
 
 
 def fetch_metadata(url: str) -> str:
@@ -149,8 +150,10 @@ def check_metadata(xml: str) -> IdpMetadata:
             expiries.append(_certificate_expiry(cert.text or ""))
     if not expiries:
         raise OrgError("the metadata has no signing certificate for the IdP")
+    durations = [_duration(e.get("cacheDuration")) for e in {entity, root} if e.get("cacheDuration")]
     return IdpMetadata(entity_id=entity_id, sso_url=sso[0], certificate_expires=max(expiries),
-                       valid_until=_valid_until(entity.get("validUntil") or root.get("validUntil")))
+                       valid_until=_valid_until(entity.get("validUntil") or root.get("validUntil")),
+                       cache_duration=min(durations, default=None))
 
 
 def _certificate_expiry(text: str) -> datetime:
@@ -172,21 +175,65 @@ def _valid_until(text: str | None) -> datetime | None:
         raise OrgError(f"the metadata's validUntil is not a date: {text[:40]}") from None
 
 
+# xs:duration (cacheDuration); a month and a year are taken as 30 and 365 days.
+DURATION = re.compile(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+
+
+def _duration(text: str) -> timedelta:
+    text = text.strip()
+    m = DURATION.fullmatch(text)
+    if not m or text in ("P", "PT") or text.endswith("T"):
+        raise OrgError(f"the metadata's cacheDuration is not a duration: {text[:40]}")
+    years, months, days, hours, minutes, seconds = (float(g or 0) for g in m.groups())
+    return timedelta(days=365 * years + 30 * months + days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+# When to read a copy again (SAML metadata §2.3.1: a consumer keeps a copy at most cacheDuration,
+# never past validUntil). Before validUntil, with time to try again should that read fail; at
+# least daily, so that an IdP's new signing certificate arrives within a day even when its
+# metadata says nothing; never sooner than the next round.
+REFRESH_AT_LEAST = timedelta(days=1)
+REFRESH_AT_MOST = timedelta(minutes=10)
+REFRESH_MARGIN = timedelta(hours=1)
+
+
+def next_refresh(found: IdpMetadata, fetched_at: datetime) -> datetime:
+    """When a copy read at `fetched_at` saying `found` is due to be read again."""
+    due = fetched_at + REFRESH_AT_LEAST
+    if found.cache_duration is not None:
+        due = min(due, fetched_at + found.cache_duration)
+    if found.valid_until is not None:
+        left = found.valid_until - fetched_at
+        due = min(due, found.valid_until - REFRESH_MARGIN, fetched_at + left / 2)
+    return max(due, fetched_at + REFRESH_AT_MOST)
+
+
+def check_new_metadata(org: Org, xml: str, allow_idp_initiated: bool, now: datetime | None = None) -> IdpMetadata:
+    """Every check a document passes before the org uses it, whether an admin gives it or
+    a refresh reads it again: `check_metadata`, not expired, and usable by pysaml2."""
+    found = check_metadata(xml)
+    if found.valid_until is not None and found.valid_until <= (now or utcnow()):
+        raise OrgError(f"the metadata expired on {found.valid_until:%Y-%m-%d %H:%M} UTC (its validUntil)")
+    try:  # fails now, not at sign-in, when pysaml2 cannot use it
+        _service_provider_for(org.id, xml, allow_idp_initiated).idp_entity_id()
+    except Exception as err:  # noqa: BLE001 - pysaml2 raises many types; every one is a refusal
+        raise OrgError(f"the metadata cannot be used: {getattr(err, 'reason', err)}") from None
+    return found
+
+
 def attach_saml(org: Org, source: str, xml: str | None = None,
                 allow_idp_initiated: bool | None = None) -> IdpMetadata:
     """Make `xml` (read from `source` when not given) the org's IdP. Every check runs
     before the org is touched: a refused document leaves the old set-up as it was."""
     xml = read_metadata(source) if xml is None else xml
-    found = check_metadata(xml)
     idp_initiated = org.allow_idp_initiated if allow_idp_initiated is None else allow_idp_initiated
-    try:  # fails now, not at sign-in, when pysaml2 cannot use it
-        _service_provider_for(org.id, xml, idp_initiated).idp_entity_id()
-    except Exception as err:  # noqa: BLE001 - pysaml2 raises many types; every one is a refusal
-        raise OrgError(f"the metadata cannot be used: {getattr(err, 'reason', err)}") from None
+    now = utcnow()
+    found = check_new_metadata(org, xml, idp_initiated, now)
     org.saml_metadata = xml
     org.saml_metadata_source = source
-    org.saml_metadata_fetched_at = utcnow()
-    org.saml_metadata_valid_until = found.valid_until
+    org.saml_metadata_fetched_at = now
+    # the column says when to read the source again (idp.metadata_refresh), not validUntil itself
+    org.saml_metadata_valid_until = next_refresh(found, now)
     org.allow_idp_initiated = idp_initiated
     db.session.commit()
     return found
