@@ -185,7 +185,10 @@ def _duration(text: str) -> timedelta:
     if not m or text in ("P", "PT") or text.endswith("T"):
         raise OrgError(f"the metadata's cacheDuration is not a duration: {text[:40]}")
     years, months, days, hours, minutes, seconds = (float(g or 0) for g in m.groups())
-    return timedelta(days=365 * years + 30 * months + days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        return timedelta(days=365 * years + 30 * months + days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:  # millions of years: "keep it", and the daily refresh comes first anyway
+        return timedelta.max
 
 
 # When to read a copy again (SAML metadata §2.3.1: a consumer keeps a copy at most cacheDuration,
@@ -201,7 +204,7 @@ def next_refresh(found: IdpMetadata, fetched_at: datetime) -> datetime:
     """When a copy read at `fetched_at` saying `found` is due to be read again."""
     due = fetched_at + REFRESH_AT_LEAST
     if found.cache_duration is not None:
-        due = min(due, fetched_at + found.cache_duration)
+        due = fetched_at + min(REFRESH_AT_LEAST, found.cache_duration)  # no overflow on a huge one
     if found.valid_until is not None:
         left = found.valid_until - fetched_at
         due = min(due, found.valid_until - REFRESH_MARGIN, fetched_at + left / 2)

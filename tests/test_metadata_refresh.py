@@ -163,6 +163,9 @@ def test_next_refresh_follows_valid_until_and_cache_duration(idp):
     assert due(valid_until=t + 3 * hour, cache_duration="PT1H") == hour  # the sooner of the two
     assert due(valid_until=t + 30 * timedelta(minutes=1)) == 10 * timedelta(minutes=1)  # not before the next round
     assert due(cache_duration="PT1S") == 10 * timedelta(minutes=1)
+    # longer than a date can reach (an OverflowError, a 500 at upload, before): daily
+    assert due(cache_duration="P8000Y") == timedelta(days=1)
+    assert due(cache_duration="P99999999999Y") == timedelta(days=1)
 
 
 @pytest.mark.parametrize("bad", ["P", "PT", "P1DT", "forever", "-PT1H", "PT1.5H"])
