@@ -200,8 +200,7 @@ def _verify_enveloped(document: etree._Element, element: etree._Element,
     if len(references) != 1 or not element_id or references[0].get("URI") != f"#{element_id}":
         raise UnverifiedResponse("signature does not cover the element that carries it")
     reference = references[0]
-    named = document.xpath("//*[@*[local-name() = 'Id' or local-name() = 'ID' or local-name() = 'id'] = $id]",
-                           id=element_id)
+    named = _elements_with_id(document, element_id)
     if len(named) != 1 or named[0] is not element:
         raise UnverifiedResponse(f"signature does not verify: ambiguous reference URI #{element_id}")
     transforms = reference.findall(f"{{{DS}}}Transforms/{{{DS}}}Transform")
@@ -224,6 +223,20 @@ def _verify_enveloped(document: etree._Element, element: etree._Element,
     if not hmac.compare_digest(hasher.finalize(), expected):
         raise UnverifiedResponse(f"signature does not verify: digest mismatch for reference #{element_id}")
     return _reparse(payload_c14n)
+
+
+_per_thread = threading.local()
+
+
+def _elements_with_id(document: etree._Element, value: str) -> list:
+    """Every element with an ID-like attribute (any prefix: Id, ID, id, xml:id) equal to `value`,
+    as signxml resolves a reference. The expression is compiled once per thread (an lxml XPath
+    object is not to be shared between threads): half the cost of `document.xpath`."""
+    finder = getattr(_per_thread, "id_finder", None)
+    if finder is None:
+        finder = _per_thread.id_finder = etree.XPath(
+            "//*[@*[local-name() = 'Id' or local-name() = 'ID' or local-name() = 'id'] = $id]")
+    return finder(document, id=value)
 
 
 def _c14n(element: etree._Element, method: etree._Element) -> bytes:
