@@ -174,8 +174,6 @@ class ServiceProvider:
             raise SamlError("response must carry exactly one assertion")
         if b"EncryptedAssertion" in xml:
             raise SamlError("encrypted assertions are not supported")
-        from saml2 import BINDING_HTTP_POST
-
         from .saml_signatures import UnverifiedResponse, verified_response
 
         client = self.client
@@ -183,10 +181,8 @@ class ServiceProvider:
             signed_only = verified_response(xml, self.idp_entity_id(client), self.idp_certificates)
         except UnverifiedResponse as err:
             raise SamlError(err.reason) from None
-        outstanding = {outstanding_id: "/"} if outstanding_id else {}
         try:
-            response = client.parse_authn_request_response(
-                base64.b64encode(signed_only).decode(), BINDING_HTTP_POST, outstanding=outstanding)
+            response = _checked_by_pysaml2(client, signed_only, outstanding_id)
         except Exception as err:  # noqa: BLE001 - pysaml2 raises many types; every one is a refusal
             raise SamlError(f"pysaml2 refused the response: {type(err).__name__}: {err}") from None
         if response is None:
@@ -248,6 +244,59 @@ def received(response) -> tuple[str | None, list[tuple[str, str | None, list[str
     attributes = [(a.name, a.friendly_name, [v.text or "" for v in a.attribute_value])
                   for statement in response.assertion.attribute_statement or [] for a in statement.attribute]
     return name_id, attributes
+def _checked_by_pysaml2(client: Saml2Client, signed_only: bytes, outstanding_id: str | None):
+    """pysaml2's AuthnResponse for the verified document, read once and verified once.
+
+    What `Saml2Client.parse_authn_request_response` does, with the same arguments, minus
+    two things: it reads the document twice and verifies its assertion twice (first
+    demanding a signature, to learn whether there is one: there never is, they were
+    checked and removed beforehand), and it keeps every person's attributes in the
+    client's in-memory cache (`client.users`), which we never read and which grows with
+    every sign-in. Every check it makes (InResponseTo, Destination, audience, time
+    conditions, SubjectConfirmation, status) is made here the same way."""
+    from saml2 import BINDING_HTTP_POST
+    from saml2.response import AuthnResponse
+
+    response = AuthnResponse(
+        client.sec,
+        outstanding_queries={outstanding_id: "/"} if outstanding_id else {},
+        outstanding_certs=None,
+        allow_unsolicited=client.allow_unsolicited,
+        want_assertions_signed=False,
+        want_assertions_or_response_signed=False,
+        want_response_signed=False,
+        return_addrs=client.service_urls(binding=BINDING_HTTP_POST),
+        entity_id=client.config.entityid,
+        attribute_converters=client.config.attribute_converters,
+        allow_unknown_attributes=client.config.allow_unknown_attributes,
+        conv_info=None,
+        timeslack=client.config.accepted_time_diff,
+        asynchop=True,
+    )
+    # pysaml2 would first try the document as a bare StatusResponse (a whole parse, thrown
+    # away); it is a Response, and it carries no signature any more.
+    response.signature_check = _parsed_unsigned_response
+    xml = signed_only.decode()
+    response = response.loads(xml, False, origxml=xml)
+    if response is None or response.verify(None) is None:
+        return None
+    return response
+
+
+def _parsed_unsigned_response(xml: str, **_kwargs):
+    """pysaml2's Response for the verified document (its `correctly_signed_response` without
+    the guessing of the message type): a signature in it was never verified, so none may be."""
+    from saml2 import samlp
+    from saml2.sigver import SignatureError
+
+    response = samlp.response_from_string(xml)
+    if response is None:
+        raise TypeError("Not a Response")
+    if response.signature:
+        raise SignatureError("signatures are verified before pysaml2 reads a response")
+    return response
+
+
 def _signatures_checked_beforehand():
     """A pysaml2 crypto backend that verifies nothing and refuses every signature."""
     from saml2.sigver import CryptoBackend, SignatureError

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
@@ -298,3 +298,81 @@ def test_validation_spawns_no_process(world, monkeypatch):
     assert sp.validate(response, request_id)[0].email == "alice@corp.example"
     _refused(world, *foreign, "signature does not verify")
     assert started == []
+
+
+# --------------------------------------------------------------------------- signature shapes
+# Every signature shape an IdP sends verifies, hands back the signed assertion, and is refused
+# once tampered with.
+
+
+def _signed_variant(world, variant: str) -> tuple[str, str]:
+    """(request id, base64 response) whose assertion (only) is signed in the shape `variant` names."""
+    _, idp, _ = world
+    request_id, response = _issue(world, sign_response=False, sign_assertion=False)
+    root = _doc(response)
+    assertion = copy.deepcopy(_assertion(root))
+    placeholder = etree.Element(f"{{{DS}}}Signature", Id="placeholder")
+    assertion.find("saml:Issuer", NS).addnext(placeholder)
+    c14n, sign_alg, digest_alg, prefixes = EXC_C14N, "rsa-sha256", "sha256", None
+    if variant == "prefix-list":  # InclusiveNamespaces PrefixList on both c14n steps
+        prefixes = ["xsi", "xs"]
+    elif variant == "with-comments":
+        c14n = EXC_C14N + "WithComments"
+    elif variant == "sha512":
+        sign_alg, digest_alg = "rsa-sha512", "sha512"
+    elif variant == "pretty-printed":  # text after the Signature: the enveloped transform keeps it
+        etree.indent(assertion)
+        placeholder.tail = "\n  "
+    signer = XMLSigner(c14n_algorithm=c14n, signature_algorithm=sign_alg, digest_algorithm=digest_alg)
+    signed = signer.sign(assertion, key=idp.key_pem, cert=idp.cert_pem.decode(),
+                         reference_uri="#" + assertion.get("ID"), inclusive_ns_prefixes=prefixes)
+    if prefixes:
+        # signxml's signer digests with the prefixes but names them on CanonicalizationMethod
+        # only: name them on the reference's c14n Transform too, and sign SignedInfo again.
+        transform = signed.find(f"ds:Signature/ds:SignedInfo/ds:Reference/ds:Transforms/ds:Transform"
+                                f"[@Algorithm='{EXC_C14N}']", NS)
+        etree.SubElement(transform, f"{{{EXC_C14N}}}InclusiveNamespaces", PrefixList=" ".join(prefixes))
+        signed_info = signed.find("ds:Signature/ds:SignedInfo", NS)
+        key = serialization.load_pem_private_key(idp.key_pem, None)
+        value = key.sign(etree.tostring(signed_info, method="c14n", exclusive=True, inclusive_ns_prefixes=prefixes),
+                         padding.PKCS1v15(), hashes.SHA256())
+        signed.find("ds:Signature/ds:SignatureValue", NS).text = base64.b64encode(value).decode()
+    return request_id, _with_assertion(root, signed)
+
+
+def _verified(world, response: str):
+    """The signed assertion's bytes as the verifier returns them, or "refused"."""
+    from federation.saml_signatures import UnverifiedResponse, _verify
+
+    sp = world[0]
+    root = _doc(response)
+    try:
+        return etree.tostring(_verify(root, f"./{{{SAML}}}Assertion/", _assertion(root), sp.idp_certificates))
+    except UnverifiedResponse:
+        return "refused"
+
+
+@pytest.mark.parametrize("variant", ["plain", "prefix-list", "with-comments", "sha512", "pretty-printed"])
+def test_every_signature_shape_verifies(world, variant):
+    request_id, response = _signed_variant(world, variant)
+    signed = _verified(world, response)
+    assert signed != "refused" and b"alice@corp.example" in signed
+    if variant != "prefix-list":  # pysaml2's xmldsig schema copy refuses InclusiveNamespaces in a Transform
+        assert world[0].validate(response, request_id)[0].email == "alice@corp.example"
+    # the same shape, tampered after signing: both refuse, and so does the SP
+    tampered = TestIdP.replace_text(response, "alice@corp.example", "ceo@corp.example")
+    assert _verified(world, tampered) == "refused"
+    _refused(world, request_id, tampered, None if variant == "prefix-list" else "signature does not verify")
+
+
+def test_a_second_element_with_the_signed_id_is_refused(world):
+    """A reference must name one element: another element with the signed assertion's ID (here
+    in the Response's Extensions, where the schema lets anything in) makes it ambiguous."""
+    request_id, response = _issue(world, sign_response=False)
+    root = _doc(response)
+    extensions = etree.Element(f"{{{SAMLP}}}Extensions")
+    etree.SubElement(extensions, "{urn:example:other}Decoy", ID=_assertion(root).get("ID"))
+    root.find("saml:Issuer", NS).addnext(extensions)
+    ambiguous = _with_assertion(root, _assertion(_doc(response)))
+    assert _verified(world, ambiguous) == "refused"
+    _refused(world, request_id, ambiguous, "Ambiguous reference")
