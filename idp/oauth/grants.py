@@ -8,13 +8,14 @@ presenting a used code or a rotated refresh token revokes the whole family
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode
 from flask import current_app
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, select, update
 
 from .. import sessions
 from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_id, new_secret, utcnow
@@ -32,15 +33,85 @@ def revoke_grant(grant_id: str) -> None:
     db.session.commit()
 
 
-def family_of(oauth_request, grant_id: str) -> Grant | None:
-    """The token family a token request works on, read once per request: the session's
-    identity map holds unchanged rows only weakly, so every `session.get` after the caller
-    dropped the row read it again (three times per code exchange, five per refresh grant)."""
+@dataclass(slots=True)
+class Family:
+    """A `Grant` row as a token request reads it: plain values, no ORM state (a session
+    `get` cost about four times as much CPU). The row is changed by statements only
+    (`revoke_grant`, `dpop.bind_refresh_family`), never through this copy."""
+
+    id: str
+    client_id: str
+    user_id: str
+    scope: str
+    sid: str | None
+    auth_time: int | None
+    amr: list
+    acr: str | None
+    dpop_jkt: str | None
+    resource: list | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    """A stored refresh token as the refresh grant reads it (Authlib's TokenMixin as used)."""
+
+    token_hash: str
+    grant_id: str
+    client_id: str
+    scope: str
+    expires_at: datetime
+    rotated_at: datetime | None
+    revoked: bool
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+_GRANTS = Grant.__table__
+_REFRESH = RefreshToken.__table__
+_FAMILY_COLUMNS = [_GRANTS.c[name] for name in Family.__slots__]
+_FAMILY_BY_ID = select(*_FAMILY_COLUMNS).where(_GRANTS.c.id == bindparam("id"))
+# The token and its family in one read; an outer join, so a token whose family is gone reads as refused.
+_REFRESH_COLUMNS = [_REFRESH.c[name] for name in RefreshRecord.__slots__]
+_REFRESH_WITH_FAMILY = (
+    select(*_REFRESH_COLUMNS, *[c.label("f_" + c.name) for c in _FAMILY_COLUMNS])
+    .select_from(_REFRESH.outerjoin(_GRANTS, _GRANTS.c.id == _REFRESH.c.grant_id))
+    .where(_REFRESH.c.token_hash == bindparam("token_hash"))
+)
+# Single use, race-safe: only the request whose UPDATE finds the token unrotated may go on
+# (on PostgreSQL a concurrent UPDATE waits for this row's lock, then sees it rotated).
+_ROTATE = (
+    update(_REFRESH)
+    .where(_REFRESH.c.token_hash == bindparam("b_hash"), _REFRESH.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("b_now"))
+)
+_STORE_REFRESH = insert(_REFRESH)
+
+
+def family_of(oauth_request, grant_id: str) -> Family | None:
+    """The token family a token request works on, read once per request."""
     family = getattr(oauth_request, "idp_family", None)
     if family is None or family.id != grant_id:
-        family = db.session.get(Grant, grant_id)
+        row = db.session.execute(_FAMILY_BY_ID, {"id": grant_id}).first()
+        family = Family(*row) if row is not None else None
         oauth_request.idp_family = family
     return family
+
+
+def store_refresh_token(value: str, family: Family, client_id: str) -> None:
+    """Keep a new refresh token of `family`, by hash (the caller commits)."""
+    settings = current_app.extensions["idp.settings"]
+    now = utcnow()
+    db.session.execute(_STORE_REFRESH, {
+        "token_hash": digest(value), "grant_id": family.id, "client_id": client_id, "scope": family.scope,
+        "created_at": now, "expires_at": now + timedelta(seconds=settings.refresh_token_ttl),
+        "rotated_at": None, "revoked": False,
+    })
 
 
 def _live_user(user_id: str) -> User | None:
@@ -191,18 +262,21 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return family_of(self.request, self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
-        row = db.session.get(RefreshToken, digest(refresh_token))
+        row = db.session.execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(refresh_token)}).first()
         if row is None:
             return None
-        family = family_of(self.request, row.grant_id)
-        if family is None or family.revoked_at is not None or row.revoked:
+        width = len(_REFRESH_COLUMNS)
+        token = RefreshRecord(*row[:width])
+        family = Family(*row[width:]) if row[width] is not None else None
+        self.request.idp_family = family
+        if family is None or family.revoked_at is not None or token.revoked:
             return None
-        if row.rotated_at is not None:
-            revoke_grant(row.grant_id)  # an old token came back: the family is compromised
+        if token.rotated_at is not None:
+            revoke_grant(token.grant_id)  # an old token came back: the family is compromised
             return None
-        if row.expires_at <= utcnow():
+        if token.expires_at <= utcnow():
             return None
-        return row
+        return token
 
     def authenticate_user(self, refresh_token):
         family = family_of(self.request, refresh_token.grant_id)
@@ -210,16 +284,20 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
             dpop.check_refresh_binding(family, self.request)
         return _live_user(family.user_id) if family else None
 
-    def revoke_old_credential(self, refresh_token):
-        rotated = db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.rotated_at.is_(None))
-            .values(rotated_at=utcnow())
-        ).rowcount
-        db.session.commit()
+    def save_token(self, token):
+        """Rotate the old token and keep the new one in one transaction: the conditional
+        UPDATE first, so a concurrent use of the same token waits for it and then fails."""
+        old = self.request.refresh_token
+        rotated = db.session.execute(_ROTATE, {"b_hash": old.token_hash, "b_now": utcnow()}).rowcount
         if rotated != 1:  # a concurrent request used it first: that is reuse too
-            revoke_grant(refresh_token.grant_id)
+            db.session.rollback()
+            revoke_grant(old.grant_id)
             raise InvalidGrantError("refresh token already used")
+        self.server.store_token(token, self.request)
+        db.session.commit()
+
+    def revoke_old_credential(self, refresh_token):
+        pass  # rotated in save_token, in the same commit as the new token
 
     def issue_token(self, user, refresh_token):
         token = super().issue_token(user, refresh_token)
