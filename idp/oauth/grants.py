@@ -97,7 +97,7 @@ def family_of(oauth_request, grant_id: str) -> Family | None:
     """The token family a token request works on, read once per request."""
     family = getattr(oauth_request, "idp_family", None)
     if family is None or family.id != grant_id:
-        row = db.session.execute(_FAMILY_BY_ID, {"id": grant_id}).first()
+        row = db.session.connection().execute(_FAMILY_BY_ID, {"id": grant_id}).first()
         family = Family(*row) if row is not None else None
         oauth_request.idp_family = family
     return family
@@ -107,16 +107,41 @@ def store_refresh_token(value: str, family: Family, client_id: str) -> None:
     """Keep a new refresh token of `family`, by hash (the caller commits)."""
     settings = current_app.extensions["idp.settings"]
     now = utcnow()
-    db.session.execute(_STORE_REFRESH, {
+    db.session.connection().execute(_STORE_REFRESH, {
         "token_hash": digest(value), "grant_id": family.id, "client_id": client_id, "scope": family.scope,
         "created_at": now, "expires_at": now + timedelta(seconds=settings.refresh_token_ttl),
         "rotated_at": None, "revoked": False,
     })
 
 
-def _live_user(user_id: str) -> User | None:
-    user = db.session.get(User, user_id)
-    return user if user is not None and not user.disabled else None
+@dataclass(frozen=True, slots=True)
+class Person:
+    """The account a token is issued for, as tokens and claims read it (claims.user_claims):
+    its id and profile only, read with one Core query (an ORM `get` cost twice the grant's
+    other reads together), and never its password hash."""
+
+    id: str
+    email: str
+    email_verified: bool
+    name: str | None
+    given_name: str | None
+    family_name: str | None
+    locale: str | None
+    org_id: str | None
+    updated_at: datetime | None
+    disabled: bool
+
+    def get_user_id(self) -> str:  # Authlib's user protocol
+        return self.id
+
+
+_USERS = User.__table__
+_PERSON_BY_ID = select(*[_USERS.c[name] for name in Person.__slots__]).where(_USERS.c.id == bindparam("b_id"))
+
+
+def _live_user(user_id: str) -> Person | None:
+    row = db.session.connection().execute(_PERSON_BY_ID, {"b_id": user_id}).first()
+    return Person(*row) if row is not None and not row.disabled else None
 
 
 class IssuesSignedTokens:
@@ -145,6 +170,58 @@ class IssuesSignedTokens:
         if include_refresh_token and family is not None:
             token["refresh_token"] = new_secret(32)
         return token
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRecord:
+    """A stored authorization code as the exchange reads it (Authlib's AuthorizationCodeMixin
+    and the OpenID additions, as `AuthorizationCode` has them), read with Core."""
+
+    code_hash: str
+    grant_id: str
+    client_id: str
+    user_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: int | None
+    amr: list
+    acr: str | None
+    sid: str | None
+    dpop_jkt: str | None
+    resource: list | None
+    expires_at: datetime
+    used_at: datetime | None
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int | None:
+        return self.auth_time
+
+    def get_acr(self) -> str | None:
+        return self.acr
+
+    def get_amr(self) -> list | None:
+        return self.amr or None
+
+
+_CODES = AuthorizationCode.__table__
+_CODE_BY_HASH = select(*[_CODES.c[name] for name in CodeRecord.__slots__]).where(
+    _CODES.c.code_hash == bindparam("b_hash"))
+_CONSUME_CODE = (
+    update(_CODES)
+    .where(_CODES.c.code_hash == bindparam("b_hash"), _CODES.c.used_at.is_(None))
+    .values(used_at=bindparam("b_now"))
+)
 
 
 class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
@@ -193,17 +270,14 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
         db.session.commit()
 
     def query_authorization_code(self, code, client):
-        row = db.session.get(AuthorizationCode, digest(code))
+        connection = db.session.connection()
+        row = connection.execute(_CODE_BY_HASH, {"b_hash": digest(code)}).first()
         if row is None or row.client_id != client.client_id:
             return None
-        # Consume atomically, so two concurrent exchanges cannot both succeed.
-        consumed = db.session.execute(
-            update(AuthorizationCode)
-            .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
-            .values(used_at=utcnow())
-            # nothing reads `row.used_at` afterwards: no in-session synchronisation to pay for
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        row = CodeRecord(*row)
+        # Consume atomically, so two concurrent exchanges cannot both succeed; committed at
+        # once, so a code is spent even when a later check (PKCE, DPoP) refuses the exchange.
+        consumed = connection.execute(_CONSUME_CODE, {"b_hash": row.code_hash, "b_now": utcnow()}).rowcount
         db.session.commit()
         if consumed != 1:
             # Reuse: refuse, and revoke what the first exchange issued (RFC 6749 §4.1.2).
@@ -262,7 +336,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return family_of(self.request, self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
-        row = db.session.execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(refresh_token)}).first()
+        row = db.session.connection().execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(refresh_token)}).first()
         if row is None:
             return None
         width = len(_REFRESH_COLUMNS)
@@ -288,10 +362,9 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         """Rotate the old token and keep the new one in one transaction: the conditional
         UPDATE first, so a concurrent use of the same token waits for it and then fails."""
         old = self.request.refresh_token
-        rotated = db.session.execute(_ROTATE, {"b_hash": old.token_hash, "b_now": utcnow()}).rowcount
+        rotated = db.session.connection().execute(_ROTATE, {"b_hash": old.token_hash, "b_now": utcnow()}).rowcount
         if rotated != 1:  # a concurrent request used it first: that is reuse too
-            db.session.rollback()
-            revoke_grant(old.grant_id)
+            revoke_grant(old.grant_id)  # nothing is stored yet: this commits the revocation only
             raise InvalidGrantError("refresh token already used")
         self.server.store_token(token, self.request)
         db.session.commit()
