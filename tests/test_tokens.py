@@ -78,6 +78,30 @@ def test_concurrent_uses_of_one_refresh_token_one_wins_and_the_family_dies(live,
     assert "Traceback" not in live.log.read_text()
 
 
+def test_refresh_token_of_a_disabled_person_is_refused_until_enabled(live, browser):
+    """The person is read with the token: a disabled account gets nothing, even while its
+    family stands (only the row is changed here, nothing revoked), and the token is not spent."""
+    from sqlalchemy import update
+
+    from idp.store import User, db
+
+    uid = live.create_user("rdisabled@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    refresh = _tokens(live, browser, client_id, secret, "rdisabled@example.com")["refresh_token"]
+
+    def set_disabled(value):
+        with live.db():
+            db.session.execute(update(User).where(User.id == uid).values(disabled=value))
+            db.session.commit()
+
+    set_disabled(True)
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refresh}, auth=(client_id, secret))
+    assert resp.status_code == 400 and "access_token" not in resp.json()
+    set_disabled(False)
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refresh}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text
+
+
 def test_refresh_token_is_bound_to_its_client_and_scope(live, browser):
     live.create_user("rbound@example.com", "token-tests-pw")
     client_id, secret = live.create_client()
