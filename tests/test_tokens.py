@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import requests
@@ -45,6 +47,59 @@ def test_refresh_token_rotation_and_reuse_detection(live, browser):
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
     bearer = {"Authorization": f"Bearer {second['access_token']}"}
     assert requests.get(f"{live.issuer}/userinfo", headers=bearer, timeout=10).status_code == 401
+
+
+def test_concurrent_uses_of_one_refresh_token_one_wins_and_the_family_dies(live, browser):
+    """The same refresh token sent several times at once to the two-process server: the
+    rotation is a conditional UPDATE, so exactly one request gets tokens and the others
+    count as reuse, which revokes the family with what the winner got."""
+    live.create_user("rrace@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    refresh = _tokens(live, browser, client_id, secret, "rrace@example.com")["refresh_token"]
+    senders = 6
+    barrier = threading.Barrier(senders)
+
+    def send(_):
+        barrier.wait(timeout=30)
+        return token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refresh}, auth=(client_id, secret))
+
+    with ThreadPoolExecutor(senders) as pool:
+        answers = list(pool.map(send, range(senders)))
+    won = [resp for resp in answers if resp.status_code == 200]
+    assert len(won) == 1, [resp.text for resp in answers]
+    assert all(resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+               for resp in answers if resp.status_code != 200)
+    tokens = won[0].json()
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                 auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert requests.get(f"{live.issuer}/userinfo", headers=bearer, timeout=10).status_code == 401
+    assert "Traceback" not in live.log.read_text()
+
+
+def test_refresh_token_of_a_disabled_person_is_refused_until_enabled(live, browser):
+    """The person is read with the token: a disabled account gets nothing, even while its
+    family stands (only the row is changed here, nothing revoked), and the token is not spent."""
+    from sqlalchemy import update
+
+    from idp.store import User, db
+
+    uid = live.create_user("rdisabled@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    refresh = _tokens(live, browser, client_id, secret, "rdisabled@example.com")["refresh_token"]
+
+    def set_disabled(value):
+        with live.db():
+            db.session.execute(update(User).where(User.id == uid).values(disabled=value))
+            db.session.commit()
+
+    set_disabled(True)
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refresh}, auth=(client_id, secret))
+    assert resp.status_code == 400 and "access_token" not in resp.json()
+    set_disabled(False)
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refresh}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text
 
 
 def test_refresh_token_is_bound_to_its_client_and_scope(live, browser):

@@ -368,6 +368,12 @@ def bind_refresh_family(family, client, oauth_request) -> None:
     are not, as they authenticate anyway (RFC 9449 §5). The caller commits."""
     proof = proof_of(oauth_request)
     if proof is not None and client.is_public and family.dpop_jkt is None:
+        from ..store import Grant, db
+
+        # A statement: `family` is the request's plain copy of the row (grants.Family).
+        table = Grant.__table__
+        db.session.execute(table.update().where(table.c.id == family.id, table.c.dpop_jkt.is_(None))
+                           .values(dpop_jkt=proof.jkt))
         family.dpop_jkt = proof.jkt
 
 

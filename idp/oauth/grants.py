@@ -8,13 +8,14 @@ presenting a used code or a rotated refresh token revokes the whole family
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode
 from flask import current_app
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, select, update
 
 from .. import sessions
 from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_id, new_secret, utcnow
@@ -32,20 +33,118 @@ def revoke_grant(grant_id: str) -> None:
     db.session.commit()
 
 
-def family_of(oauth_request, grant_id: str) -> Grant | None:
-    """The token family a token request works on, read once per request: the session's
-    identity map holds unchanged rows only weakly, so every `session.get` after the caller
-    dropped the row read it again (three times per code exchange, five per refresh grant)."""
+@dataclass(slots=True)
+class Family:
+    """A `Grant` row as a token request reads it: plain values, no ORM state (a session
+    `get` cost about four times as much CPU). The row is changed by statements only
+    (`revoke_grant`, `dpop.bind_refresh_family`), never through this copy."""
+
+    id: str
+    client_id: str
+    user_id: str
+    scope: str
+    sid: str | None
+    auth_time: int | None
+    amr: list
+    acr: str | None
+    dpop_jkt: str | None
+    resource: list | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    """A stored refresh token as the refresh grant reads it (Authlib's TokenMixin as used)."""
+
+    token_hash: str
+    grant_id: str
+    client_id: str
+    scope: str
+    expires_at: datetime
+    rotated_at: datetime | None
+    revoked: bool
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+_GRANTS = Grant.__table__
+_REFRESH = RefreshToken.__table__
+_FAMILY_COLUMNS = [_GRANTS.c[name] for name in Family.__slots__]
+_FAMILY_BY_ID = select(*_FAMILY_COLUMNS).where(_GRANTS.c.id == bindparam("id"))
+_REFRESH_COLUMNS = [_REFRESH.c[name] for name in RefreshRecord.__slots__]
+# Single use, race-safe: only the request whose UPDATE finds the token unrotated may go on
+# (on PostgreSQL a concurrent UPDATE waits for this row's lock, then sees it rotated).
+_ROTATE = (
+    update(_REFRESH)
+    .where(_REFRESH.c.token_hash == bindparam("b_hash"), _REFRESH.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("b_now"))
+)
+_STORE_REFRESH = insert(_REFRESH)
+
+
+def family_of(oauth_request, grant_id: str) -> Family | None:
+    """The token family a token request works on, read once per request."""
     family = getattr(oauth_request, "idp_family", None)
     if family is None or family.id != grant_id:
-        family = db.session.get(Grant, grant_id)
+        row = db.session.connection().execute(_FAMILY_BY_ID, {"id": grant_id}).first()
+        family = Family(*row) if row is not None else None
         oauth_request.idp_family = family
     return family
 
 
-def _live_user(user_id: str) -> User | None:
-    user = db.session.get(User, user_id)
-    return user if user is not None and not user.disabled else None
+def store_refresh_token(value: str, family: Family, client_id: str) -> None:
+    """Keep a new refresh token of `family`, by hash (the caller commits)."""
+    settings = current_app.extensions["idp.settings"]
+    now = utcnow()
+    db.session.connection().execute(_STORE_REFRESH, {
+        "token_hash": digest(value), "grant_id": family.id, "client_id": client_id, "scope": family.scope,
+        "created_at": now, "expires_at": now + timedelta(seconds=settings.refresh_token_ttl),
+        "rotated_at": None, "revoked": False,
+    })
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """The account a token is issued for, as tokens and claims read it (claims.user_claims):
+    its id and profile only, read with one Core query (an ORM `get` cost twice the grant's
+    other reads together), and never its password hash."""
+
+    id: str
+    email: str
+    email_verified: bool
+    name: str | None
+    given_name: str | None
+    family_name: str | None
+    locale: str | None
+    org_id: str | None
+    updated_at: datetime | None
+    disabled: bool
+
+    def get_user_id(self) -> str:  # Authlib's user protocol
+        return self.id
+
+
+_USERS = User.__table__
+_PERSON_BY_ID = select(*[_USERS.c[name] for name in Person.__slots__]).where(_USERS.c.id == bindparam("b_id"))
+_PERSON_COLUMNS = [_USERS.c[name].label("u_" + name) for name in Person.__slots__]
+# The token, its family and the family's person in one read (outer joins: a token whose
+# family or person is gone reads as refused), one round trip instead of three.
+_REFRESH_WITH_FAMILY = (
+    select(*_REFRESH_COLUMNS, *[c.label("f_" + c.name) for c in _FAMILY_COLUMNS], *_PERSON_COLUMNS)
+    .select_from(_REFRESH.outerjoin(_GRANTS, _GRANTS.c.id == _REFRESH.c.grant_id)
+                 .outerjoin(_USERS, _USERS.c.id == _GRANTS.c.user_id))
+    .where(_REFRESH.c.token_hash == bindparam("token_hash"))
+)
+
+
+def _live_user(user_id: str) -> Person | None:
+    row = db.session.connection().execute(_PERSON_BY_ID, {"b_id": user_id}).first()
+    return Person(*row) if row is not None and not row.disabled else None
 
 
 class IssuesSignedTokens:
@@ -74,6 +173,58 @@ class IssuesSignedTokens:
         if include_refresh_token and family is not None:
             token["refresh_token"] = new_secret(32)
         return token
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRecord:
+    """A stored authorization code as the exchange reads it (Authlib's AuthorizationCodeMixin
+    and the OpenID additions, as `AuthorizationCode` has them), read with Core."""
+
+    code_hash: str
+    grant_id: str
+    client_id: str
+    user_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: int | None
+    amr: list
+    acr: str | None
+    sid: str | None
+    dpop_jkt: str | None
+    resource: list | None
+    expires_at: datetime
+    used_at: datetime | None
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int | None:
+        return self.auth_time
+
+    def get_acr(self) -> str | None:
+        return self.acr
+
+    def get_amr(self) -> list | None:
+        return self.amr or None
+
+
+_CODES = AuthorizationCode.__table__
+_CODE_BY_HASH = select(*[_CODES.c[name] for name in CodeRecord.__slots__]).where(
+    _CODES.c.code_hash == bindparam("b_hash"))
+_CONSUME_CODE = (
+    update(_CODES)
+    .where(_CODES.c.code_hash == bindparam("b_hash"), _CODES.c.used_at.is_(None))
+    .values(used_at=bindparam("b_now"))
+)
 
 
 class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
@@ -122,17 +273,14 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
         db.session.commit()
 
     def query_authorization_code(self, code, client):
-        row = db.session.get(AuthorizationCode, digest(code))
+        connection = db.session.connection()
+        row = connection.execute(_CODE_BY_HASH, {"b_hash": digest(code)}).first()
         if row is None or row.client_id != client.client_id:
             return None
-        # Consume atomically, so two concurrent exchanges cannot both succeed.
-        consumed = db.session.execute(
-            update(AuthorizationCode)
-            .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
-            .values(used_at=utcnow())
-            # nothing reads `row.used_at` afterwards: no in-session synchronisation to pay for
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        row = CodeRecord(*row)
+        # Consume atomically, so two concurrent exchanges cannot both succeed; committed at
+        # once, so a code is spent even when a later check (PKCE, DPoP) refuses the exchange.
+        consumed = connection.execute(_CONSUME_CODE, {"b_hash": row.code_hash, "b_now": utcnow()}).rowcount
         db.session.commit()
         if consumed != 1:
             # Reuse: refuse, and revoke what the first exchange issued (RFC 6749 §4.1.2).
@@ -191,35 +339,47 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return family_of(self.request, self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
-        row = db.session.get(RefreshToken, digest(refresh_token))
+        row = db.session.connection().execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(refresh_token)}).first()
         if row is None:
             return None
-        family = family_of(self.request, row.grant_id)
-        if family is None or family.revoked_at is not None or row.revoked:
+        width, family_end = len(_REFRESH_COLUMNS), len(_REFRESH_COLUMNS) + len(_FAMILY_COLUMNS)
+        token = RefreshRecord(*row[:width])
+        family = Family(*row[width:family_end]) if row[width] is not None else None
+        self.request.idp_family = family
+        person = Person(*row[family_end:]) if row[family_end] is not None else None
+        self.request.idp_person = person
+        if family is None or family.revoked_at is not None or token.revoked:
             return None
-        if row.rotated_at is not None:
-            revoke_grant(row.grant_id)  # an old token came back: the family is compromised
+        if token.rotated_at is not None:
+            revoke_grant(token.grant_id)  # an old token came back: the family is compromised
             return None
-        if row.expires_at <= utcnow():
+        if token.expires_at <= utcnow():
             return None
-        return row
+        return token
 
     def authenticate_user(self, refresh_token):
         family = family_of(self.request, refresh_token.grant_id)
-        if family is not None:
-            dpop.check_refresh_binding(family, self.request)
-        return _live_user(family.user_id) if family else None
+        if family is None:
+            return None
+        dpop.check_refresh_binding(family, self.request)
+        person = getattr(self.request, "idp_person", None)  # read with the token
+        if person is None or person.id != family.user_id:
+            return _live_user(family.user_id)
+        return person if not person.disabled else None
+
+    def save_token(self, token):
+        """Rotate the old token and keep the new one in one transaction: the conditional
+        UPDATE first, so a concurrent use of the same token waits for it and then fails."""
+        old = self.request.refresh_token
+        rotated = db.session.connection().execute(_ROTATE, {"b_hash": old.token_hash, "b_now": utcnow()}).rowcount
+        if rotated != 1:  # a concurrent request used it first: that is reuse too
+            revoke_grant(old.grant_id)  # nothing is stored yet: this commits the revocation only
+            raise InvalidGrantError("refresh token already used")
+        self.server.store_token(token, self.request)
+        db.session.commit()
 
     def revoke_old_credential(self, refresh_token):
-        rotated = db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.rotated_at.is_(None))
-            .values(rotated_at=utcnow())
-        ).rowcount
-        db.session.commit()
-        if rotated != 1:  # a concurrent request used it first: that is reuse too
-            revoke_grant(refresh_token.grant_id)
-            raise InvalidGrantError("refresh token already used")
+        pass  # rotated in save_token, in the same commit as the new token
 
     def issue_token(self, user, refresh_token):
         token = super().issue_token(user, refresh_token)

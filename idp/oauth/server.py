@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import current_app
 from sqlalchemy import bindparam, select
 
-from ..store import Client, RefreshToken, db, digest, utcnow
+from ..store import Client, db
 from ..store.clients import ClientRecord
 from .clients import PrivateKeyJWT
 from . import dpop
@@ -22,6 +20,7 @@ from .grants import (
     RefreshTokenGrant,
     S256CodeChallenge,
     family_of,
+    store_refresh_token,
 )
 from .token_exchange import TokenExchangeGrant
 
@@ -51,21 +50,20 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def save_token(self, token, request):
         """Store what must be revocable: the refresh token, by hash, in its family."""
+        if self.store_token(token, request):
+            db.session.commit()
+
+    def store_token(self, token, request) -> bool:
+        """`save_token` without the commit (the refresh grant commits it with the rotation);
+        True when there was something to store."""
         value = token.get("refresh_token")
         if not value:
-            return
+            return False
         source = request.authorization_code or request.refresh_token or request.credential
         family = family_of(request, source.grant_id)
         dpop.bind_refresh_family(family, request.client, request)
-        settings = current_app.extensions["idp.settings"]
-        db.session.add(RefreshToken(
-            token_hash=digest(value),
-            grant_id=family.id,
-            client_id=request.client.client_id,
-            scope=family.scope,
-            expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
-        ))
-        db.session.commit()
+        store_refresh_token(value, family, request.client.client_id)
+        return True
 
     def create_oauth2_request(self, request):
         # The resumed authorization request is rebuilt from its stored parameters.
