@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
 
 from .. import sessions
-from ..store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_id, new_secret, utcnow
+from ..store import AuthorizationCode, CodeMethods, Grant, RefreshToken, User, db, digest, new_id, new_secret, utcnow
 from . import dpop, resources, tokens
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -176,9 +176,9 @@ class IssuesSignedTokens:
 
 
 @dataclass(frozen=True, slots=True)
-class CodeRecord:
-    """A stored authorization code as the exchange reads it (Authlib's AuthorizationCodeMixin
-    and the OpenID additions, as `AuthorizationCode` has them), read with Core."""
+class CodeRecord(CodeMethods):
+    """A stored authorization code as the exchange reads it, read with Core (Authlib's
+    methods from `CodeMethods`, as the model has them)."""
 
     code_hash: str
     grant_id: str
@@ -197,24 +197,6 @@ class CodeRecord:
     resource: list | None
     expires_at: datetime
     used_at: datetime | None
-
-    def get_redirect_uri(self) -> str:
-        return self.redirect_uri
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_nonce(self) -> str | None:
-        return self.nonce
-
-    def get_auth_time(self) -> int | None:
-        return self.auth_time
-
-    def get_acr(self) -> str | None:
-        return self.acr
-
-    def get_amr(self) -> list | None:
-        return self.amr or None
 
 
 _CODES = AuthorizationCode.__table__

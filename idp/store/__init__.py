@@ -52,6 +52,7 @@ from .accounts import User
 from .clients import Client, RegistrationToken
 from .grants import (
     AuthorizationCode,
+    CodeMethods,
     Consent,
     DeviceAuthorization,
     Grant,
@@ -87,6 +88,7 @@ from .sessions import BrowserSession, PendingAuthorization
 
 __all__ = [
     "AuthorizationCode",
+    "CodeMethods",
     "BackchannelDelivery",
     "BrowserSession",
     "ChangeStamp",

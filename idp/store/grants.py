@@ -34,7 +34,32 @@ class Grant(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-class AuthorizationCode(db.Model):
+class CodeMethods:
+    """Authlib's AuthorizationCodeMixin and the OpenID additions, over the code's columns:
+    shared by the model and by the plain record the code exchange reads (grants.CodeRecord)."""
+
+    __slots__ = ()
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int | None:
+        return self.auth_time
+
+    def get_acr(self) -> str | None:
+        return self.acr
+
+    def get_amr(self) -> list | None:
+        return self.amr or None
+
+
+class AuthorizationCode(CodeMethods, db.Model):
     __tablename__ = "authorization_codes"
 
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -54,25 +79,6 @@ class AuthorizationCode(db.Model):
     resource: Mapped[list | None] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     used_at: Mapped[datetime | None] = mapped_column(DateTime)
-
-    # --- Authlib's AuthorizationCodeMixin and the OpenID additions -----------
-    def get_redirect_uri(self) -> str:
-        return self.redirect_uri
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_nonce(self) -> str | None:
-        return self.nonce
-
-    def get_auth_time(self) -> int | None:
-        return self.auth_time
-
-    def get_acr(self) -> str | None:
-        return self.acr
-
-    def get_amr(self) -> list | None:
-        return self.amr or None
 
 
 class RefreshToken(db.Model):
