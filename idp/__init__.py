@@ -72,15 +72,6 @@ def create_app(settings: Settings | None = None, run_workers: bool = False, page
     from .oauth.client_cache import ClientCache
 
     app.extensions["idp.client_cache"] = ClientCache(lambda: app.extensions["sqlalchemy"].engine)
-    if settings.trusted_proxies:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        # Only the last N X-Forwarded-* entries were written by our own proxies; earlier
-        # ones come from the client and are believed by no one (SPEC §2). Mail links stay
-        # on IDP_ISSUER whatever X-Forwarded-Host says (`mail.link_to`).
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
-
     from .store import db
 
     db.init_app(app)
@@ -120,6 +111,17 @@ def create_app(settings: Settings | None = None, run_workers: bool = False, page
 
     register_blueprints(app)
     logs.note_secret_paths(app)
+    from .endpoints.machine import MachineEndpoints
+
+    app.wsgi_app = MachineEndpoints(app, app.wsgi_app)
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the last N X-Forwarded-* entries were written by our own proxies; earlier
+        # ones come from the client and are believed by no one (SPEC §2). Mail links stay
+        # on IDP_ISSUER whatever X-Forwarded-Host says (`mail.link_to`).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     from .observability import metrics
 
     if run_workers and metrics.enabled(settings):

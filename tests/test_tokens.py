@@ -115,6 +115,26 @@ def test_refresh_token_is_bound_to_its_client_and_scope(live, browser):
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_scope"
 
 
+def test_a_repeated_parameter_is_refused_and_spends_nothing(live, browser):
+    """RFC 6749 §3.2: parameters MUST NOT be sent more than once (`resource` may, RFC 8707).
+    Authlib's grants took the first of them; the token endpoint now refuses the request
+    before any grant runs, so a refresh token sent twice in one request is not spent."""
+    cc_id, cc_secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[], scope="openid")
+    for form in ([("grant_type", "client_credentials"), ("scope", "openid"), ("scope", "openid")],
+                 [("grant_type", "client_credentials"), ("grant_type", "client_credentials")]):
+        resp = token(live.issuer, form, auth=(cc_id, cc_secret))
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", resp.text
+        assert resp.headers["DPoP-Nonce"] and resp.headers["Cache-Control"] == "no-store"
+    live.create_user("repeated@example.com", "token-tests-pw")
+    client_id, secret = live.create_client()
+    refresh = _tokens(live, browser, client_id, secret, "repeated@example.com")["refresh_token"]
+    resp = token(live.issuer, [("grant_type", "refresh_token"), ("refresh_token", refresh),
+                               ("refresh_token", refresh)], auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", resp.text
+    resp = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refresh}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text
+
+
 def test_client_credentials(live):
     client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
     resp = token(live.issuer, {"grant_type": "client_credentials"}, auth=(client_id, secret))

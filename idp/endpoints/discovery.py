@@ -71,26 +71,32 @@ def server_metadata(settings) -> dict:
     return meta
 
 
-def _json(body: bytes) -> Response:
-    resp = Response(body, mimetype="application/json")
-    resp.headers["Cache-Control"] = "public, max-age=300"
-    resp.headers["Access-Control-Allow-Origin"] = "*"
-    return resp
+# Metadata changes only with a release; keys rotate, and verifiers should see that quickly.
+METADATA_CACHE = "public, max-age=300"
+JWKS_CACHE = "public, max-age=60"
+
+
+def public_json_headers(cache_control: str) -> list[tuple[str, str]]:
+    """Headers of a public JSON document any web page may read (endpoints/machine.py too)."""
+    return [("Content-Type", "application/json"), ("Cache-Control", cache_control),
+            ("Access-Control-Allow-Origin", "*")]
 
 
 @bp.get("/.well-known/openid-configuration")
 @bp.get("/.well-known/oauth-authorization-server")
 def metadata():
-    body = current_app.extensions.get("idp.metadata_json")
+    return Response(metadata_json(current_app), headers=public_json_headers(METADATA_CACHE))
+
+
+def metadata_json(app) -> bytes:
+    """The metadata document, computed once per process."""
+    body = app.extensions.get("idp.metadata_json")
     if body is None:
-        body = json.dumps(server_metadata(current_app.extensions["idp.settings"])).encode()
-        current_app.extensions["idp.metadata_json"] = body
-    return _json(body)
+        body = json.dumps(server_metadata(app.extensions["idp.settings"])).encode()
+        app.extensions["idp.metadata_json"] = body
+    return body
 
 
 @bp.get("/jwks.json")
 def jwks():
-    resp = _json(current_app.extensions["idp.keyring"].jwks_json())
-    # Short, so verifiers see a rotation quickly.
-    resp.headers["Cache-Control"] = "public, max-age=60"
-    return resp
+    return Response(current_app.extensions["idp.keyring"].jwks_json(), headers=public_json_headers(JWKS_CACHE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, current_app, request
 
 from ..oauth import fast_token
@@ -15,11 +16,21 @@ def _server():
     return current_app.extensions["idp.oauth"]
 
 
+# RFC 8707 §2: `resource` may be given several times; RFC 6749 §3.2: nothing else may.
+MULTI_VALUED = frozenset(("resource",))
+
+
 @bp.post("/token")
 def token():
     response = fast_token.client_credentials(request)
     if response is None:
-        response = token_endpoint_response(_server())
+        repeated = next((name for name, values in request.form.lists()
+                         if len(values) > 1 and name not in MULTI_VALUED), None)
+        if repeated is not None:
+            response = _server().handle_error_response(None, InvalidRequestError(f"{repeated} repeated"))
+            response.headers["DPoP-Nonce"] = current_nonce()
+        else:
+            response = token_endpoint_response(_server())
     else:
         response.headers["DPoP-Nonce"] = current_nonce()  # as every token endpoint answer has (RFC 9449 §8)
     metrics.token_grant(request.form.get("grant_type"), response)

@@ -16,11 +16,13 @@ there is one home for every error.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Request, Response
 
+from ..store.clients import ClientRecord
 from . import dpop, tokens
 from .server import lookup_client
 
@@ -32,22 +34,10 @@ def client_credentials(request: Request) -> Response | None:
     """The token response, or None when the general path must answer."""
     if request.mimetype != "application/x-www-form-urlencoded":
         return None
-    form = request.form
-    if form.get("grant_type") != "client_credentials" or not _PLAIN.issuperset(form.keys()):
+    found = plain_request(request.form.items(multi=True), request.headers.get("Authorization"))
+    if found is None:
         return None
-    if any(len(form.getlist(name)) > 1 for name in form):
-        return None
-    client_id, secret = extract_basic_authorization(request.headers)
-    if not client_id or not secret:
-        return None
-    client = lookup_client(client_id) if len(client_id) <= 64 else None
-    if client is None or not client.check_endpoint_auth_method("client_secret_basic", "token"):
-        return None
-    if not client.check_client_secret(secret) or not client.check_grant_type("client_credentials"):
-        return None
-    scope = form.get("scope") or ""
-    if not set(scope.split()) <= set(client.scope.split()):
-        return None
+    client, scope = found
     jkt = None
     if "DPoP" in request.headers:
         try:
@@ -57,8 +47,40 @@ def client_credentials(request: Request) -> Response | None:
             return None  # the general path checks the proof again and answers (the jti was not spent)
     elif client.require_dpop:
         return None
+    return Response(token_body(client, scope, jkt), status=200, headers=HEADERS)
+
+
+def plain_request(form: Iterable[tuple[str, str]], authorization: str | None) -> tuple[ClientRecord, str] | None:
+    """The client and scope of a plain client_credentials request (the form's pairs and the
+    Authorization header given), every check but DPoP passed; else None."""
+    fields = {}
+    for name, value in form:
+        if name in fields:  # a repeated parameter: RFC 6749 §3.2 makes it an error
+            return None
+        fields[name] = value
+    if fields.get("grant_type") != "client_credentials" or not _PLAIN.issuperset(fields):
+        return None
+    try:
+        client_id, secret = extract_basic_authorization({"Authorization": authorization})
+    except UnicodeError:  # not UTF-8 once decoded: security.refuse_undecodable_basic answers
+        return None
+    if not client_id or not secret:
+        return None
+    client = lookup_client(client_id) if len(client_id) <= 64 else None
+    if client is None or not client.check_endpoint_auth_method("client_secret_basic", "token"):
+        return None
+    if not client.check_client_secret(secret) or not client.check_grant_type("client_credentials"):
+        return None
+    scope = fields.get("scope") or ""
+    if not set(scope.split()) <= set(client.scope.split()):
+        return None
+    return client, scope
+
+
+def token_body(client: ClientRecord, scope: str, jkt: str | None) -> str:
+    """The token response's JSON: a new access token for the client itself."""
     access_token, ttl = tokens.issue_access_token(client, None, scope, None, jkt=jkt)
     body = {"token_type": "DPoP" if jkt else "Bearer", "access_token": access_token, "expires_in": ttl}
     if scope:
         body["scope"] = scope
-    return Response(json.dumps(body), status=200, headers=HEADERS)
+    return json.dumps(body)

@@ -109,13 +109,15 @@ def request_id() -> str:
     """This request's id: the trusted proxy's X-Request-ID when sane, else a new one."""
     rid = g.get("request_id")
     if rid is None:
-        rid = None
-        if _trusted_proxies():
-            given = request.headers.get(REQUEST_ID_HEADER, "")
-            if SANE_REQUEST_ID.fullmatch(given):
-                rid = given
-        g.request_id = rid = rid or secrets.token_hex(12)
+        g.request_id = rid = new_request_id(request.headers.get(REQUEST_ID_HEADER, ""), _trusted_proxies())
     return rid
+
+
+def new_request_id(given: str, trusted: int) -> str:
+    """The id a request is known by: the X-Request-ID a trusted proxy gave when sane, else a new one."""
+    if trusted and SANE_REQUEST_ID.fullmatch(given):
+        return given
+    return secrets.token_hex(12)
 
 
 def _trusted_proxies() -> int:
@@ -247,15 +249,20 @@ def _start() -> None:
 
 
 def _finish(response):
-    rid = request_id()
-    response.headers[REQUEST_ID_HEADER] = rid
-    level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
-    if request_log.isEnabledFor(level):
-        started = g.get("log_started")
-        took = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
-        path = request.path  # never the query string: codes and tokens travel there
-        request_log.log(level, "%s %s %s %s ms", request.method, path, response.status_code, took,
-                        extra={"fields": {"method": request.method, "path": path, "status": response.status_code,
-                                          "duration_ms": took, "remote_addr": request.remote_addr}})
+    response.headers[REQUEST_ID_HEADER] = request_id()
+    # never the query string: codes and tokens travel there
+    log_request(request.method, request.path, response.status_code, g.get("log_started"), request.remote_addr)
     return response
+
+
+def log_request(method: str, path: str, status: int, started: float | None, remote_addr: str | None,
+                **ids: str | None) -> None:
+    """The request's line. `ids`: request_id and client_id, given where no Flask request
+    context supplies them (`RequestContext`), as in endpoints/machine.py."""
+    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+    if request_log.isEnabledFor(level):
+        took = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
+        request_log.log(level, "%s %s %s %s ms", method, path, status, took,
+                        extra={**ids, "fields": {"method": method, "path": path, "status": status,
+                                                 "duration_ms": took, "remote_addr": remote_addr}})
 

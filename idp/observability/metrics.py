@@ -133,7 +133,13 @@ def token_grant(grant_type: str | None, response) -> None:
     if response.status_code != 200:
         error = (response.get_json(silent=True) or {}).get("error") if response.is_json else None
         result = error if error in TOKEN_ERRORS else "failure"
-    _metrics.grants.labels(grant_type if grant_type in GRANT_TYPES else OTHER, result).inc()
+    token_grant_result(grant_type, result)
+
+
+def token_grant_result(grant_type: str | None, result: str) -> None:
+    """Count one token request whose outcome ("success" or an RFC error code) is known."""
+    if _metrics is not None:
+        _metrics.grants.labels(grant_type if grant_type in GRANT_TYPES else OTHER, result).inc()
 
 
 def throttled(scope: str) -> None:

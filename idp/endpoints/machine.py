@@ -1,0 +1,99 @@
+"""The three requests machines send most, answered in front of Flask.
+
+Discovery, the JWKS and a plain client_credentials grant are what relying parties,
+resource servers and services ask every few seconds, and for them Flask's per-request
+machinery (request and response objects, nine hooks, the session interface, context
+locals) cost more CPU than the answer itself: 190-250 µs of the 190-530 µs each took
+(profiled in the closing note of issue 14). This WSGI layer answers exactly those three
+when the request is the plain case, with the headers, request id, request line and
+metrics Flask's path gives them; everything else, and anything that raises, goes on to
+Flask untouched, which gives every error its one answer.
+
+It sits under ProxyFix and the metrics wrapper (see `create_app`), so both see its
+requests as they see Flask's.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from urllib.parse import parse_qsl
+
+from ..oauth import dpop, fast_token
+from ..observability import logs, metrics
+from .discovery import JWKS_CACHE, METADATA_CACHE, metadata_json, public_json_headers
+
+log = logging.getLogger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
+MAX_FORM = 2048  # a plain client_credentials body is under 100 bytes; larger ones go to Flask
+METADATA_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+
+
+class MachineEndpoints:
+    """WSGI middleware: `flask_app` is the Flask app, `next_app` what answers the rest."""
+
+    def __init__(self, flask_app, next_app):
+        self.flask_app = flask_app
+        self.next_app = next_app
+
+    def __call__(self, environ, start_response):
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        if method == "GET" and (path == "/jwks.json" or path in METADATA_PATHS):
+            handler = self._jwks if path == "/jwks.json" else self._metadata
+        elif method == "POST" and path == "/token":
+            handler = self._client_credentials
+        else:
+            return self.next_app(environ, start_response)
+        started = time.perf_counter()
+        try:
+            with self.flask_app.app_context():
+                answer = handler(environ)
+        except Exception as exc:  # noqa: BLE001 - Flask's path answers it (a 503 when the database is down)
+            log.debug("machine endpoint %s fell back to Flask: %s", path, type(exc).__name__)
+            answer = None
+        if answer is None:
+            return self.next_app(environ, start_response)
+        body, headers, client_id = answer
+        settings = self.flask_app.extensions["idp.settings"]
+        rid = logs.new_request_id(environ.get("HTTP_X_REQUEST_ID", ""), settings.trusted_proxies)
+        headers += [("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff"),
+                    (logs.REQUEST_ID_HEADER, rid)]
+        start_response("200 OK", headers)
+        environ[metrics.ROUTE_KEY] = path
+        logs.log_request(method, path, 200, started, environ.get("REMOTE_ADDR"), request_id=rid, client_id=client_id)
+        return [body]
+
+    def _jwks(self, environ):
+        return self.flask_app.extensions["idp.keyring"].jwks_json(), public_json_headers(JWKS_CACHE), None
+
+    def _metadata(self, environ):
+        return metadata_json(self.flask_app), public_json_headers(METADATA_CACHE), None
+
+    def _client_credentials(self, environ):
+        if "HTTP_DPOP" in environ or environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != FORM:
+            return None  # a DPoP proof is checked on Flask's path (fast_token.client_credentials)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None
+        if not 0 < length <= MAX_FORM:
+            return None
+        raw = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if we do not answer
+        environ["CONTENT_LENGTH"] = str(len(raw))
+        try:
+            form = parse_qsl(raw.decode("ascii"), keep_blank_values=True, max_num_fields=4)
+        except ValueError:  # not ASCII, or too many fields
+            return None
+        found = fast_token.plain_request(form, environ.get("HTTP_AUTHORIZATION"))
+        if found is None or found[0].require_dpop:
+            return None
+        client, scope = found
+        body = fast_token.token_body(client, scope, None).encode()
+        # as every token endpoint answer has (RFC 9449 §8)
+        headers = [*fast_token.HEADERS.items(), ("DPoP-Nonce", dpop.current_nonce())]
+        metrics.token_grant_result("client_credentials", "success")
+        return body, headers, client.client_id
+

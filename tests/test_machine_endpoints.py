@@ -1,0 +1,177 @@
+"""The machine endpoints answered in front of Flask (idp/endpoints/machine.py): the plain
+requests get the answer Flask's path gives, and everything else reaches Flask with its
+body intact. In process, on the live server's database (SQLite and PostgreSQL), with a
+recorder in front of Flask's own WSGI app to tell who answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from flask import Flask
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from idp.endpoints.machine import MAX_FORM, MachineEndpoints
+
+VARYING = {"X-Request-ID", "DPoP-Nonce", "Content-Length"}  # per request, or with the token's length
+
+
+class Recorder:
+    """Flask's WSGI app, counting the requests that reach it."""
+
+    def __init__(self, flask_app):
+        self.flask_app, self.calls = flask_app, 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        return Flask.wsgi_app(self.flask_app, environ, start_response)
+
+
+@pytest.fixture
+def machine(live):
+    recorder = Recorder(live.app)
+    return MachineEndpoints(live.app, recorder), recorder
+
+
+def call(wsgi, method, path, *, data=None, headers=None, content_type=None):
+    environ = EnvironBuilder(path=path, method=method, data=data, headers=headers, content_type=content_type,
+                             base_url=None).get_environ()
+    body, status, got = run_wsgi_app(wsgi, environ, buffered=True)
+    return int(status.split()[0]), dict(got), b"".join(body)
+
+
+def basic(client_id, secret):
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("path", ["/jwks.json", "/.well-known/openid-configuration",
+                                  "/.well-known/oauth-authorization-server"])
+def test_public_documents_answered_as_flask_answers_them(machine, path):
+    wsgi, recorder = machine
+    fast = call(wsgi, "GET", path)
+    assert recorder.calls == 0
+    flask = call(recorder, "GET", path)
+    assert fast[0] == flask[0] == 200 and fast[2] == flask[2] and json.loads(fast[2])
+    assert fast[1].keys() == flask[1].keys()
+    assert {k: v for k, v in fast[1].items() if k not in VARYING} == \
+        {k: v for k, v in flask[1].items() if k not in VARYING}
+    assert fast[1]["X-Request-ID"] != flask[1]["X-Request-ID"]
+
+
+def test_plain_client_credentials_answered_before_flask(live, machine):
+    from idp.oauth.tokens import verify_access_token
+
+    wsgi, recorder = machine
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[], scope="openid")
+    form = {"grant_type": "client_credentials", "scope": "openid"}
+    fast = call(wsgi, "POST", "/token", data=form, headers=basic(client_id, secret))
+    assert fast[0] == 200 and recorder.calls == 0
+    flask = call(recorder, "POST", "/token", data=form, headers=basic(client_id, secret))
+    assert flask[0] == 200 and recorder.calls == 1
+    assert fast[1].keys() == flask[1].keys()
+    assert {k: v for k, v in fast[1].items() if k not in VARYING} == \
+        {k: v for k, v in flask[1].items() if k not in VARYING}
+    body = json.loads(fast[2])
+    assert body.keys() == json.loads(flask[2]).keys() and body["token_type"] == "Bearer"
+    with live.app.app_context():
+        claims = verify_access_token(body["access_token"])
+    assert claims["sub"] == client_id and claims["scope"] == "openid"
+
+
+@pytest.mark.parametrize("case", [
+    "wrong secret", "repeated parameter", "resource parameter", "secret in the body", "unregistered scope",
+    "dpop proof", "not ascii", "too long", "no length", "json body", "head", "post to jwks",
+])
+def test_everything_else_reaches_flask_with_its_body(live, machine, case):
+    """Each request Flask must answer gets there, and gets Flask's own answer: the body read
+    in front of Flask is handed on whole (an unregistered scope needs the form to be refused)."""
+    wsgi, recorder = machine
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[], scope="openid")
+    method, path, data, ctype = "POST", "/token", "grant_type=client_credentials", FORM
+    headers = basic(client_id, secret)
+    if case == "wrong secret":
+        headers = basic(client_id, secret + "x")
+    elif case == "repeated parameter":
+        data += "&scope=openid&scope=openid"
+    elif case == "resource parameter":
+        data += "&resource=https%3A%2F%2Fapi.example"
+    elif case == "secret in the body":
+        headers, data = {}, f"{data}&client_id={client_id}&client_secret={secret}"
+    elif case == "unregistered scope":
+        data += "&scope=openid%20profile"
+    elif case == "dpop proof":
+        headers = {**headers, "DPoP": "not-a-proof"}
+    elif case == "not ascii":
+        data = "grant_type=client_credentials&scope=op\u00e9nid".encode()
+    elif case == "too long":
+        data += "&scope=" + "%20" * MAX_FORM
+    elif case == "json body":
+        data, ctype = json.dumps({"grant_type": "client_credentials"}), "application/json"
+    elif case == "head":
+        method, path, data, headers, ctype = "HEAD", "/jwks.json", None, {}, None
+    elif case == "post to jwks":
+        path = "/jwks.json"
+    environ_data = data if case != "no length" else None
+    if case == "no length":  # chunked: no Content-Length
+        environ = EnvironBuilder(path=path, method=method, headers={**headers, "Transfer-Encoding": "chunked"},
+                                 content_type=ctype, input_stream=io.BytesIO(data.encode())).get_environ()
+        environ.pop("CONTENT_LENGTH", None)
+        environ["wsgi.input_terminated"] = True
+        _, status, _ = run_wsgi_app(wsgi, environ, buffered=True)
+        assert recorder.calls == 1 and status.startswith("200")
+        return
+    fast = call(wsgi, method, path, data=environ_data, headers=headers, content_type=ctype)
+    assert recorder.calls == 1
+    flask = call(recorder, method, path, data=environ_data, headers=headers, content_type=ctype)
+    assert fast[0] == flask[0]
+    if fast[1].get("Content-Type") == "application/json" and fast[2]:
+        if fast[0] == 200:
+            assert json.loads(fast[2]).keys() == json.loads(flask[2]).keys()
+        else:
+            assert json.loads(fast[2])["error"] == json.loads(flask[2])["error"]
+    expected = {
+        "wrong secret": 401, "repeated parameter": 400, "resource parameter": 400, "secret in the body": 401,
+        "unregistered scope": 400, "dpop proof": 400, "not ascii": 400, "too long": 200, "json body": 400,
+        "head": 200, "post to jwks": 405,
+    }
+    assert fast[0] == expected[case]
+
+
+def test_a_client_that_requires_dpop_gets_flasks_refusal(live, machine):
+    wsgi, recorder = machine
+    made = live.idp("clients", "create", "--name", "Bound", "--grant-type", "client_credentials",
+                    "--require-dpop", "--json")
+    client_id, secret = json.loads(made.stdout)["client_id"], json.loads(made.stdout)["client_secret"]
+    status, _, body = call(wsgi, "POST", "/token", data={"grant_type": "client_credentials"},
+                           headers=basic(client_id, secret))
+    assert recorder.calls == 1 and status == 400 and json.loads(body)["error"] == "invalid_dpop_proof"
+
+
+def test_a_failure_in_front_of_flask_is_answered_by_flask(live, machine, monkeypatch):
+    """Whatever raises in front of Flask (the database going away, say) is not answered
+    there: Flask's path runs and gives its answer (here, once the fault is gone, a token)."""
+    from sqlalchemy.exc import OperationalError
+
+    from idp.oauth import fast_token
+
+    wsgi, recorder = machine
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    real = fast_token.plain_request
+    faults = []
+
+    def flaky(form, authorization):
+        if not faults:
+            faults.append(1)
+            raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return real(form, authorization)
+
+    monkeypatch.setattr(fast_token, "plain_request", flaky)
+    status, _, body = call(wsgi, "POST", "/token", data={"grant_type": "client_credentials"},
+                           headers=basic(client_id, secret))
+    assert faults and recorder.calls == 1 and status == 200 and json.loads(body)["token_type"] == "Bearer"
