@@ -11,7 +11,8 @@
 # and more) is how many a second are seeded. BENCH_DB=postgres runs everything on a
 # throwaway PostgreSQL cluster instead of SQLite; BENCH_LARGE=1 first seeds 100,000 users,
 # 10,000 clients and 1,000,000 refresh tokens (bench/seed_large.py) and prints whether
-# the hot queries use an index.
+# the hot queries use an index. Last, ../shared/peer-bench/compare.sh runs the certified
+# peer beside us and the ratios are printed (BENCH_PEER=0 skips it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -225,10 +226,29 @@ echo "$dpop"
 memory=$(.venv/bin/python bench/memory.py --issuer "$IDP_ISSUER" --pid "$server_pid") || die "bench/memory.py failed"
 echo "$memory"
 
+# The certified peer (oidc-provider, one process) side by side, with the same wrk settings
+# (issue 14 item 7). The refresh grant is set against half the peer's client_credentials
+# rate, the issue's yardstick (1,500/s where the peer does 3,000).
+peer_script=../shared/peer-bench/compare.sh
+if [ "${BENCH_PEER:-1}" != 1 ]; then
+  peer="peer comparison skipped (BENCH_PEER=0)"
+elif [ ! -x "$peer_script" ] || ! command -v node >/dev/null; then
+  peer="peer comparison skipped: it needs $peer_script and node (apt-get install -y nodejs npm)"
+else
+  compared=$("$peer_script" "$PWD" "$dur" 3 2>&1) || { echo "$compared" >&2; die "$peer_script failed"; }
+  echo "$compared"
+  peer_cc=$(awk '/^client_credentials round/ { sub("/s", "", $9); print $9 }' <<<"$compared" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+  ours_refresh=$(printf '%s\n' "${results[@]}" | awk '/^refresh_token:/ { print $2 }')
+  peer=$(printf '%s\n%s\n%s' "$(grep '^project/peer median ratio' <<<"$compared")" \
+    "$(grep '^memory' <<<"$compared")" \
+    "refresh_token $ours_refresh/s against half the peer's client_credentials ($peer_cc/s): $(awk -v a="$ours_refresh" -v b="$peer_cc" 'BEGIN { printf "%.2f", b ? a / (b / 2) : 0 }')x")
+fi
+echo "$peer"
+
 echo
 echo "=== summary ($(nproc) CPUs, $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit'), ${dur}s per scenario) ==="
 printf '%s\n' "${results[@]}" "$scim" "$scim_pg" "$password" "$saml" "$dpop"
-printf '%s\n' "$memory"
+printf '%s\n' "$memory" "$peer"
 if [ ${#warnings[@]} -gt 0 ]; then
   printf '!!! WARNING: %s\n' "${warnings[@]}"
 fi
