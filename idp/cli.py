@@ -108,16 +108,16 @@ def cmd_dev(args) -> None:
 def cmd_users_create(args) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    from .passwords import hash_password, policy_problem
-    from .store import User, db
-
     from .emails import normalize
+    from .store import User, db
 
     email = normalize(args.email)
     if email is None:
         raise CommandError(f"not an email address: {args.email}")
     password_hash = None
     if args.password_stdin:
+        from .passwords import hash_password, policy_problem
+
         password = sys.stdin.readline().rstrip("\r\n")
         problem = policy_problem(password, (email,))
         if problem:
@@ -226,15 +226,17 @@ def cmd_clients_list(args) -> None:
 
 
 def cmd_clients_delete(args) -> None:
-    from .store import Client, db
+    from sqlalchemy import delete
 
-    app = _app()
-    with app.app_context():
-        client = db.session.get(Client, args.client_id)
-        if client is None:
-            raise CommandError(f"no client {args.client_id}")
-        db.session.delete(client)
-        db.session.commit()
+    # One statement, no ORM: the database cascades it to the client's grants, consents and
+    # deliveries (foreign keys) and bumps the client change stamp every server's cache
+    # watches (trigger, migration 0011).
+    with _connection() as conn:
+        t = _table(conn, "clients")
+        deleted = conn.execute(delete(t).where(t.c.client_id == args.client_id)).rowcount
+        conn.commit()
+    if not deleted:
+        raise CommandError(f"no client {args.client_id}")
     print(f"deleted client {args.client_id}")
 
 
