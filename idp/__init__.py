@@ -124,8 +124,8 @@ def create_app(settings: Settings | None = None, run_workers: bool = False, page
 
 def open_engine(settings: Settings):
     """The settings' database as a plain SQLAlchemy engine, with neither Flask nor the ORM:
-    for `idp` commands that only read rows (importing those two and declaring every model
-    takes most of a second; issue 14). Same options and pragmas as the app's engine."""
+    for `idp` commands that read rows or delete one (importing those two and declaring every
+    model takes most of a second; issue 14). Same options and pragmas as the app's engine."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 

@@ -31,8 +31,9 @@ def _app():
 
 @contextmanager
 def _connection():
-    """A connection to the database, for commands that only read rows: no Flask app, no
-    ORM (importing those and declaring every model is most of a second; issue 14)."""
+    """A connection to the database, for commands that read rows or delete one with a single
+    statement: no Flask app, no ORM (importing those and declaring every model is most of a
+    second; issue 14)."""
     from . import open_engine
 
     engine = open_engine(Settings.from_env())
