@@ -33,14 +33,9 @@ def create_app(settings: Settings | None = None, run_workers: bool = False, page
     (issue 14: a command that does not touch SAML answers in under 0.5 s).
     """
     from flask import Flask
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
 
-    if not event.contains(Engine, "connect", _sqlite_pragmas):
-        event.listen(Engine, "connect", _sqlite_pragmas)
     settings = (settings or Settings.from_env()).with_secret_key()
-    make_instance_dir(settings.instance_dir)
-    _create_sqlite_file(settings.database_url)
+    _prepare_database(settings)
     from .observability import logs
 
     logs.configure(settings)
@@ -127,6 +122,35 @@ def create_app(settings: Settings | None = None, run_workers: bool = False, page
     if run_workers and metrics.enabled(settings):
         metrics.init_app(app)
     return app
+
+
+def open_engine(settings: Settings):
+    """The settings' database as a plain SQLAlchemy engine, with neither Flask nor the ORM:
+    for `idp` commands that read rows or delete one (importing those two and declaring every
+    model takes most of a second; issue 14). Same options and pragmas as the app's engine."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    _prepare_database(settings)
+    url = make_url(settings.database_url)
+    database = url.database or ""
+    # Flask-SQLAlchemy reads a relative SQLite path from the instance dir: so do we.
+    if url.get_backend_name() == "sqlite" and database and database != ":memory:" \
+            and not database.startswith("file:") and not os.path.isabs(database):
+        url = url.set(database=os.path.join(settings.instance_dir, database))
+    return create_engine(url, **_engine_options(settings.database_url))
+
+
+def _prepare_database(settings: Settings) -> None:
+    """What every engine of ours needs before it connects: the SQLite pragmas listened to,
+    the instance dir and a new SQLite file made with owner-only modes."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not event.contains(Engine, "connect", _sqlite_pragmas):
+        event.listen(Engine, "connect", _sqlite_pragmas)
+    make_instance_dir(settings.instance_dir)
+    _create_sqlite_file(settings.database_url)
 
 
 def _create_sqlite_file(url: str) -> None:

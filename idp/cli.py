@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -26,6 +27,33 @@ def _app():
     from . import create_app
 
     return create_app(Settings.from_env(), pages=False)
+
+
+@contextmanager
+def _connection():
+    """A connection to the database, for commands that read rows or delete one with a single
+    statement: no Flask app, no ORM (importing those and declaring every model is most of a
+    second; issue 14)."""
+    from . import open_engine
+
+    engine = open_engine(Settings.from_env())
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _table(conn, name: str):
+    """The table as the database has it: its columns and their types come from the schema
+    the migrations made, the one definition besides the models (`idp.store`)."""
+    from sqlalchemy import MetaData, Table
+    from sqlalchemy.exc import NoSuchTableError
+
+    try:
+        return Table(name, MetaData(), autoload_with=conn, resolve_fks=False)
+    except NoSuchTableError:
+        raise CommandError(f"no table {name} in the database: run `idp init` first") from None
 
 
 def _print_json(data) -> None:
@@ -81,16 +109,16 @@ def cmd_dev(args) -> None:
 def cmd_users_create(args) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    from .passwords import hash_password, policy_problem
-    from .store import User, db
-
     from .emails import normalize
+    from .store import User, db
 
     email = normalize(args.email)
     if email is None:
         raise CommandError(f"not an email address: {args.email}")
     password_hash = None
     if args.password_stdin:
+        from .passwords import hash_password, policy_problem
+
         password = sys.stdin.readline().rstrip("\r\n")
         problem = policy_problem(password, (email,))
         if problem:
@@ -117,12 +145,10 @@ def cmd_users_create(args) -> None:
 def cmd_users_list(args) -> None:
     from sqlalchemy import select
 
-    from .store import User, db
-
-    app = _app()
-    with app.app_context():
-        users = db.session.execute(select(User).order_by(User.created_at)).scalars().all()
-        rows = [{"id": u.id, "email": u.email, "name": u.name, "admin": u.is_admin} for u in users]
+    with _connection() as conn:
+        t = _table(conn, "users")
+        users = conn.execute(select(t.c.id, t.c.email, t.c.name, t.c.is_admin).order_by(t.c.created_at)).all()
+    rows = [{"id": u.id, "email": u.email, "name": u.name, "admin": u.is_admin} for u in users]
     if args.json:
         _print_json(rows)
     else:
@@ -185,12 +211,14 @@ def cmd_clients_create(args) -> None:
 def cmd_clients_list(args) -> None:
     from sqlalchemy import select
 
-    from .store import Client, db
+    from .client_policy import ClientRecord
 
-    app = _app()
-    with app.app_context():
-        clients = db.session.execute(select(Client).order_by(Client.created_at)).scalars().all()
-        rows = [{**c.to_metadata(), "first_party": c.first_party} for c in clients]
+    with _connection() as conn:
+        t = _table(conn, "clients")
+        found = conn.execute(select(*(t.c[f] for f in ClientRecord.__dataclass_fields__))
+                             .order_by(t.c.created_at)).all()
+    clients = [ClientRecord(**c._mapping) for c in found]
+    rows = [{**c.to_metadata(), "first_party": c.first_party} for c in clients]
     if args.json:
         _print_json(rows)
     else:
@@ -199,15 +227,17 @@ def cmd_clients_list(args) -> None:
 
 
 def cmd_clients_delete(args) -> None:
-    from .store import Client, db
+    from sqlalchemy import delete
 
-    app = _app()
-    with app.app_context():
-        client = db.session.get(Client, args.client_id)
-        if client is None:
-            raise CommandError(f"no client {args.client_id}")
-        db.session.delete(client)
-        db.session.commit()
+    # One statement, no ORM: the database cascades it to the client's grants, consents and
+    # deliveries (foreign keys) and bumps the client change stamp every server's cache
+    # watches (trigger, migration 0011).
+    with _connection() as conn:
+        t = _table(conn, "clients")
+        deleted = conn.execute(delete(t).where(t.c.client_id == args.client_id)).rowcount
+        conn.commit()
+    if not deleted:
+        raise CommandError(f"no client {args.client_id}")
     print(f"deleted client {args.client_id}")
 
 
@@ -230,16 +260,15 @@ def cmd_clients_registration_token(args) -> None:
 def cmd_keys_list(args) -> None:
     from sqlalchemy import select
 
-    from .store import SigningKey, db
-
-    app = _app()
-    with app.app_context():
-        keys = db.session.execute(select(SigningKey).order_by(SigningKey.created_at.desc())).scalars().all()
-        rows = [{
-            "kid": k.kid, "alg": k.alg, "created_at": k.created_at.isoformat() + "Z",
-            "state": "active" if k.retired_at is None else "retired",
-            "published_until": (k.unpublish_at.isoformat() + "Z") if k.unpublish_at else None,
-        } for k in keys]
+    with _connection() as conn:
+        t = _table(conn, "signing_keys")
+        keys = conn.execute(select(t.c.kid, t.c.alg, t.c.created_at, t.c.retired_at, t.c.unpublish_at)
+                            .order_by(t.c.created_at.desc())).all()
+    rows = [{
+        "kid": k.kid, "alg": k.alg, "created_at": k.created_at.isoformat() + "Z",
+        "state": "active" if k.retired_at is None else "retired",
+        "published_until": (k.unpublish_at.isoformat() + "Z") if k.unpublish_at else None,
+    } for k in keys]
     if args.json:
         _print_json(rows)
     else:

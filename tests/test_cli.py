@@ -175,3 +175,27 @@ def test_revoking_an_unknown_key_is_an_error_line(live):
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert live.idp("keys", "revoke", "--help").returncode == 0
     assert live.idp("keys", "revoke").returncode != 0  # the kid is required
+
+
+def test_deleting_a_client_takes_its_consents_and_its_tokens_on_running_servers(live):
+    from idp.store import Client, Consent, db
+
+    svc = json.loads(live.idp("clients", "create", "--name", "Gone", "--grant-type", "client_credentials",
+                              "--json").stdout)
+    creds = (svc["client_id"], svc["client_secret"])
+    user_id = live.create_user("consenting@example.com")
+    with live.db():
+        db.session.add(Consent(user_id=user_id, client_id=svc["client_id"], scope="openid"))
+        db.session.commit()
+    # The server now holds the client in its cache: the delete must reach it.
+    assert token(live.issuer, {"grant_type": "client_credentials"}, auth=creds).status_code == 200
+
+    out = live.idp("clients", "delete", svc["client_id"])
+    assert out.returncode == 0 and out.stdout == f"deleted client {svc['client_id']}\n", out.stderr
+    refused = token(live.issuer, {"grant_type": "client_credentials"}, auth=creds)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    with live.db():
+        assert db.session.get(Client, svc["client_id"]) is None
+        assert db.session.get(Consent, (user_id, svc["client_id"])) is None  # cascaded by the database
+    again = live.idp("clients", "delete", svc["client_id"])
+    assert again.returncode == 1 and again.stderr == f"error: no client {svc['client_id']}\n"
