@@ -35,7 +35,7 @@ from federation.discovery import domain_of
 from .. import accounts, audit
 from ..admin.invite import prepare_invitation
 from ..emails import normalize
-from ..store import Group, GroupMember, User, db, new_id
+from ..store import Group, GroupMember, User, db, new_id, utcnow
 from . import patch
 from .errors import ScimError, invalid_value, mutability, not_found, scim_response
 from .tokens import ScimOrg
@@ -285,22 +285,10 @@ def create_user():
         raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
     active = fields.active is not False
     if existing is None:
-        invite = active and not org_.own_idp
-        # The account, its audit event and the invitation's token are one transaction (one
-        # commit, on SQLite one fsync), written at the commit: no query before it flushes
-        # them (the id is chosen here), so the write lock is held for the commit alone, not
-        # across the invitation's reads.
-        with db.session.no_autoflush:
-            user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
-            db.session.add(user)
-            _store(user, fields)
-            audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
-            send = prepare_invitation(user, org_, own_idp=False) if invite else None
-        db.session.commit()
-        if send is not None:
-            send()
-        return resource_response(representation(user, []), 201)  # new: in no group yet
-    user = existing
+        return _create(org_, fields, active)
+    user = db.session.get(User, existing.id)
+    if user is None or user.org_id is not None or user.is_admin:  # changed since `_holders` read it
+        raise ScimError(409, "userName is already in use", "uniqueness")
     if not user.email_verified:
         accounts.wipe_unproven(user, keep_password=False)
     user.org_id = org_.id
@@ -312,15 +300,50 @@ def create_user():
     return resource_response(_one(user), 201)
 
 
-def _holders(org_: ScimOrg, fields: Fields) -> tuple[User | None, bool]:
-    """For a create, in one query: the account that has the address (any org, or none), and
-    whether another person of the org has the externalId."""
-    found = db.session.execute(select(User).where(
-        or_(User.email == fields.email,
-            in_org(org_) & (User.external_id == fields.external_id) if fields.external_id is not None else false()))
-    ).scalars().all()
-    existing = next((u for u in found if u.email == fields.email), None)
-    clash = any(u is not existing and u.external_id == fields.external_id for u in found)
+_INSERT_USER = User.__table__.insert()
+
+
+def _create(org_: ScimOrg, fields: Fields, active: bool):
+    """A new account. It, its audit event and the invitation's token are one transaction (one
+    commit, on SQLite one fsync), the account written last, just before the commit (a Core
+    INSERT: the ORM's flush of it cost more than the rest of the write), so that the
+    write lock is held for the commit alone, not across the invitation's reads. The User
+    object is never in the session: it stands for the row to the audit event, the
+    invitation and the answer."""
+    now = utcnow()
+    user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active,
+                is_admin=False, org_admin=False, created_at=now, updated_at=now)
+    _store(user, fields)
+    with db.session.no_autoflush:
+        audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
+        send = prepare_invitation(user, org_, own_idp=False) if active and not org_.own_idp else None
+        db.session.connection().execute(_INSERT_USER, {
+            "id": user.id, "email": user.email, "email_verified": True, "org_id": org_.id, "disabled": not active,
+            "is_admin": False, "org_admin": False, "external_id": user.external_id, "given_name": user.given_name,
+            "family_name": user.family_name, "name": user.name, "scim_data": user.scim_data,
+            "created_at": now, "updated_at": now})
+    db.session.commit()
+    if send is not None:
+        send()
+    return resource_response(representation(user, []), 201)  # new: in no group yet
+
+
+# Built once (making it anew cost about as much as running it). external_id = NULL is never
+# true, so without an externalId the query finds the address's holder alone.
+_HOLDERS = select(User.id, User.email, User.org_id, User.is_admin, User.external_id).where(or_(
+    User.email == bindparam("email"),
+    (User.org_id == bindparam("org_id")) & (User.is_admin == false()) & (User.external_id == bindparam("external_id"))))
+
+
+def _holders(org_: ScimOrg, fields: Fields):
+    """For a create, in one query: the account that has the address (any org, or none: a row
+    of id, email, org_id, is_admin, external_id), and whether another person of the org
+    (`in_org`) has the externalId."""
+    found = db.session.execute(_HOLDERS, {"email": fields.email, "org_id": org_.id,
+                                          "external_id": fields.external_id}).all()
+    existing = next((row for row in found if row.email == fields.email), None)
+    clash = fields.external_id is not None and any(
+        row is not existing and row.external_id == fields.external_id for row in found)
     return existing, clash
 
 
