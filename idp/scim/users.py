@@ -316,7 +316,7 @@ def _create(org_: ScimOrg, fields: Fields, active: bool):
     _store(user, fields)
     with db.session.no_autoflush:
         audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
-        send = prepare_invitation(user, org_, own_idp=False) if active and not org_.own_idp else None
+        send = prepare_invitation(user, org_, own_idp=False, new_account=True) if active and not org_.own_idp else None
         db.session.connection().execute(_INSERT_USER, {
             "id": user.id, "email": user.email, "email_verified": True, "org_id": org_.id, "disabled": not active,
             "is_admin": False, "org_admin": False, "external_id": user.external_id, "given_name": user.given_name,
