@@ -1,11 +1,12 @@
 """`make bench`, SCIM part: an org of 10,000 people, then
 - a `userName eq` filter: server time and CPU (the whole request in process, token check and
   throttle included, through Flask's test client) and the round trip to `idp serve` over loopback;
-- users created per second by POST /Users against `idp serve` (concurrent clients, enough to
-  keep both workers busy), and the server's CPU per user created (its process group's CPU
+- users created per second by POST /Users against `idp serve` (wrk with bench/scim_create.lua,
+  a new userName each request: a load generator in C, so that it takes little of the CPU the
+  two workers share with it), and the server's CPU per user created (its process group's CPU
   from /proc, before and after): in that org, which signs its people in with its own IdP (no
   mail), and in an org without one, where each new person is mailed an invitation (a mail
-  token and a mail to send).
+  token and a mail to send). BENCH_SECONDS (default 10) is the length of each wrk run.
 
 Run by bench/run.sh with the server's IDP_* environment; argv[1] is the server's base URL,
 argv[2] (optional) the server's process group id, for its CPU. With `--postgresql` instead,
@@ -16,18 +17,21 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import statistics
+import subprocess
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
 PEOPLE = 10_000
 LOOKUPS = 300
-CREATES = 1_000
+SECONDS = int(os.environ.get("BENCH_SECONDS") or 10)
 CLIENTS = 8  # 2 workers, each busy while the other's request is on the wire or in fsync
+LUA = str(Path(__file__).with_name("scim_create.lua"))
 
 
 def seed(app) -> tuple[str, str, list[str], str]:
@@ -125,28 +129,30 @@ def round_trips(base: str, token: str, emails: list[str]) -> list[float]:
     return times
 
 
-def creation_rate(base: str, token: str, domain: str, pgid: int | None) -> tuple[float, float | None]:
-    """(users created per second, the server's CPU milliseconds per user or None)."""
-    sessions = [requests.Session() for _ in range(CLIENTS)]
-    for s in sessions:
-        s.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
+def creation_rate(base: str, token: str, domain: str, pgid: int | None) -> tuple[float, float | None, int]:
+    """(users created per second, the server's CPU milliseconds per user or None, users created)."""
+    env = {**os.environ, "SCIM_TOKEN": token, "SCIM_DOMAIN": domain}
 
-    def create(i: int) -> int:
-        body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"new{i:05d}@{domain}",
-                "name": {"givenName": "New", "familyName": f"{i:05d}"}, "externalId": f"new-{i}"}
-        return sessions[i % CLIENTS].post(f"{base}/scim/v2/Users", json=body, timeout=30).status_code
+    def wrk(seconds: int) -> tuple[int, int, float]:
+        """(answers, answers other than 2xx, seconds) of one wrk run of new people."""
+        env["SCIM_PREFIX"] = f"new-{uuid.uuid4().hex[:8]}"
+        out = subprocess.run(["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "-s", LUA, base],
+                             env=env, capture_output=True, text=True, timeout=seconds + 60)
+        found = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out.stdout)
+        if out.returncode or found is None:
+            sys.exit(f"wrk failed: {out.stderr[-300:]}{out.stdout[-300:]}")
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+        duration = float(found.group(2)) / (1000 if found.group(3) == "ms" else 1)
+        return int(found.group(1)), int(bad.group(1)) if bad else 0, duration
 
+    wrk(2)  # warm-up: each worker's statements, the token in its cache
     cpu_before = group_cpu(pgid)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        statuses = list(pool.map(create, range(CREATES)))
-    elapsed = time.perf_counter() - started
+    total, bad, elapsed = wrk(SECONDS)
     cpu_after = group_cpu(pgid)
-    bad = [s for s in statuses if s != 201]
-    if bad:
-        sys.exit(f"SCIM create: {len(bad)} of {CREATES} answers were not 201 (e.g. {bad[0]})")
-    cpu = None if cpu_before is None else (cpu_after - cpu_before) / CREATES * 1000
-    return CREATES / elapsed, cpu
+    if bad or not total:
+        sys.exit(f"SCIM create: {bad} of {total} answers were not 201")
+    cpu = None if cpu_before is None else (cpu_after - cpu_before) / total * 1000
+    return total / elapsed, cpu, total
 
 
 def ms(values: list[float], q: float) -> str:
@@ -160,9 +166,9 @@ def measure(app, base: str, pgid: int | None, database: str) -> None:
     attach_idp(app, name)
     inproc, inproc_cpu = server_time(app, token, emails)
     loopback = round_trips(base, new_token(app, name), emails)
-    rate, cpu = creation_rate(base, new_token(app, name), domain, pgid)
+    rate, cpu, created = creation_rate(base, new_token(app, name), domain, pgid)
     plain, plain_domain = plain_org(app)
-    invited_rate, invited_cpu = creation_rate(base, new_token(app, plain), plain_domain, pgid)
+    invited_rate, invited_cpu, invited = creation_rate(base, new_token(app, plain), plain_domain, pgid)
     print(f"scim userName eq ({PEOPLE} users in the org, {database}): server time median"
           f" {statistics.median(inproc) * 1000:.1f}ms p95 {ms(inproc, 0.95)}ms, CPU median"
           f" {statistics.median(inproc_cpu) * 1000:.1f}ms (in process); round trip to idp serve median"
@@ -172,8 +178,8 @@ def measure(app, base: str, pgid: int | None, database: str) -> None:
         return "" if value is None else f" ({value:.1f}ms server CPU each)"
 
     print(f"scim POST /Users ({database}): {rate:.0f} users/s{per_user(cpu)} in an org with its own IdP,"
-          f" {invited_rate:.0f} users/s{per_user(invited_cpu)} with an invitation mail each ({CREATES} users each,"
-          f" {CLIENTS} concurrent clients, workers 2)")
+          f" {invited_rate:.0f} users/s{per_user(invited_cpu)} with an invitation mail each ({created} and"
+          f" {invited} users, wrk -c{CLIENTS} {SECONDS}s each, workers 2)")
 
 
 def on_postgresql() -> None:

@@ -11,15 +11,19 @@ from .store import MailToken, User, db, digest, new_secret, utcnow
 LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24), "invite": timedelta(days=7)}
 
 
-def issue(user: User, purpose: str, value: str | None = None, *, commit: bool = True) -> str:
+def issue(user: User, purpose: str, value: str | None = None, *, commit: bool = True,
+          new_account: bool = False) -> str:
     """A new token for `purpose` (`value` when the caller made it already); any earlier
-    unused one of the same purpose dies. With `commit` False it waits for the caller's commit."""
+    unused one of the same purpose dies. With `commit` False it waits for the caller's commit.
+    `new_account`: the account is being made in the caller's transaction, so it has no
+    earlier token (SCIM creates skip that statement)."""
     now = utcnow()
-    db.session.execute(
-        update(MailToken)
-        .where(MailToken.user_id == user.id, MailToken.purpose == purpose, MailToken.used_at.is_(None))
-        .values(used_at=now)
-    )
+    if not new_account:
+        db.session.execute(
+            update(MailToken)
+            .where(MailToken.user_id == user.id, MailToken.purpose == purpose, MailToken.used_at.is_(None))
+            .values(used_at=now)
+        )
     value = value or new_secret(32)
     db.session.add(MailToken(token_hash=digest(value), user_id=user.id, purpose=purpose, created_at=now,
                              expires_at=now + LIFETIMES[purpose]))

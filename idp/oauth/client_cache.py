@@ -14,6 +14,8 @@ Why an entry can never outlive a change: the stamp is read before the row is loa
 the entry is filed under that stamp. A change committed before the stamp was read is in
 the row we load; one committed after it moves the stamp, and the next request drops every
 entry.
+
+The same class keeps SCIM tokens under the `scim` stamp (migration 0012, idp/scim/tokens.py).
 """
 
 from __future__ import annotations
@@ -27,16 +29,20 @@ from ..store.own_connection import OwnConnection
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000  # unknown ids are never cached; a full cache simply starts over
-_STAMP = "SELECT n FROM change_stamps WHERE name = 'clients'"
+STAMPS = ("clients", "scim")  # the rows of change_stamps the migrations made
 
 
 class ClientCache:
-    def __init__(self, engine_of: Callable):
+    def __init__(self, engine_of: Callable, stamp: str = "clients"):
+        assert stamp in STAMPS, stamp
+        self._stamp_query = f"SELECT n FROM change_stamps WHERE name = '{stamp}'"
         self._own = OwnConnection(engine_of)  # the stamp is read on it, one per thread
         self._entries: dict[str, ClientRecord] = {}
         self._stamp: int | None = None
 
     def get(self, client_id: str, load: Callable[[str], ClientRecord | None]) -> ClientRecord | None:
+        """The entry under `client_id` (any key: a SCIM token's hash), read by `load` when
+        this process has none under the current stamp; None is never kept."""
         stamp = self._read_stamp()
         if stamp is None:  # cannot tell whether clients changed: trust only the database
             self._entries.clear()
@@ -58,7 +64,7 @@ class ClientCache:
         try:
             conn, _ = self._own.get()
             cursor = conn.cursor()
-            cursor.execute(_STAMP)
+            cursor.execute(self._stamp_query)
             row = cursor.fetchone()
             cursor.close()
             return row[0] if row else None

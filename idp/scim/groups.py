@@ -8,9 +8,10 @@ from flask import g, request
 from sqlalchemy import delete, exists, select
 
 from .. import audit
-from ..store import Group, GroupMember, Org, User, db, utcnow
+from ..store import Group, GroupMember, User, db, utcnow
 from . import patch
 from .errors import ScimError, invalid_filter, invalid_value, mutability, not_found, scim_response
+from .tokens import ScimOrg
 from .query import Custom, DateAttribute, StringAttribute, list_response, search
 from .users import in_org
 from .views import (
@@ -50,7 +51,7 @@ FILTERABLE = {
 READ_ONLY = {"id", "meta"}
 
 
-def _group(org_: Org, group_id: str) -> Group:
+def _group(org_: ScimOrg, group_id: str) -> Group:
     group = db.session.execute(select(Group).where(Group.id == group_id[:32], Group.org_id == org_.id)
                                ).scalar_one_or_none()
     if group is None:
@@ -92,7 +93,7 @@ def _one(group: Group) -> dict:
 
 
 class Fields:
-    def __init__(self, doc: dict, org_: Org):
+    def __init__(self, doc: dict, org_: ScimOrg):
         by_name = {k.lower(): v for k, v in doc.items()}
         name = by_name.get("displayname")
         if not isinstance(name, str) or not name.strip():
@@ -123,7 +124,7 @@ class Fields:
         self.member_ids = ids
 
 
-def _unique(org_: Org, fields: Fields, group: Group | None) -> None:
+def _unique(org_: ScimOrg, fields: Fields, group: Group | None) -> None:
     clash = db.session.execute(select(Group.id).where(Group.org_id == org_.id,
                                                       Group.display_name == fields.display_name)).scalar()
     if clash is not None and (group is None or clash != group.id):
@@ -187,7 +188,7 @@ def get_group(group_id: str):
     return resource_response(representation(group, _members_of([group.id])[group.id] if _wants_members() else None))
 
 
-def _replace(group: Group, doc: dict, org_: Org):
+def _replace(group: Group, doc: dict, org_: ScimOrg):
     fields = Fields(doc, org_)
     if fields.ident is not None and fields.ident != group.id:
         raise mutability("id cannot be changed")

@@ -4,6 +4,13 @@ The one access rule of every SCIM route (`org_of_request`): a live token, and wh
 names is the only org the request sees. The token is looked up by its SHA-256 (a random
 secret's hash reveals nothing, and an index lookup takes the same time whatever the
 guess), so no comparison of secrets happens in Python.
+
+Each process keeps the live tokens it has seen, with what a request needs of their org
+(`ScimOrg`: name, domains, whether it has its own IdP), and reads one counter per request
+instead: `change_stamps.scim`, bumped by triggers in the same transaction as any change to
+`scim_tokens` (but its `last_used_at`), `orgs`, `org_domains` or `social_providers`
+(migration 0012; the scheme of idp/oauth/client_cache.py). A revoked token fails on its very
+next request in every process, as it did when it was read from the database each time.
 """
 
 from __future__ import annotations
@@ -11,13 +18,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from flask import request
+from flask import current_app, request
 from sqlalchemy import bindparam, select, update
 
 from .. import ratelimit
-from ..store import Org, ScimToken, db, digest, new_secret, utcnow
+from ..store import Org, OrgDomain, ScimToken, db, digest, new_secret, utcnow
 from .errors import ScimError
 
 # last_used_at is for the operator's eyes: written at most once a minute, not per request.
@@ -81,12 +89,59 @@ def _too_many(retry_after: float) -> ScimError:
                      headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
+@dataclass(frozen=True)
+class ScimOrg:
+    """What the SCIM views need of the token's org, read with the token (plain values, no
+    ORM object: it outlives the request in the process's cache)."""
+
+    id: str
+    name: str
+    domains: frozenset[str]
+    own_idp: bool  # its people sign in with its SAML or enterprise OpenID IdP: no invitation mail
+
+
+@dataclass
+class LiveToken:
+    org: ScimOrg
+    # When this process last wrote the token's last_used_at (or found it written).
+    last_used_at: datetime | None = field(default=None, compare=False)
+
+
 # Built once: making the statement anew on every SCIM request cost about as much as running it.
-_LIVE_TOKEN = (select(ScimToken, Org).join(Org, Org.id == ScimToken.org_id)
+_LIVE_TOKEN = (select(ScimToken.last_used_at, Org.id, Org.name, Org.saml_metadata)
+               .join(Org, Org.id == ScimToken.org_id)
                .where(ScimToken.token_hash == bindparam("token_hash"), ScimToken.revoked_at.is_(None)))
+_DOMAINS = select(OrgDomain.domain).where(OrgDomain.org_id == bindparam("org_id"))
+_TOUCH = (update(ScimToken).where(ScimToken.token_hash == bindparam("hash"))
+          .values(last_used_at=bindparam("now")).execution_options(synchronize_session=False))
 
 
-def org_of_request() -> Org:
+def _load(token_hash: str) -> LiveToken | None:
+    """The live token and its org, read when this process has not seen it since the last change."""
+    found = db.session.execute(_LIVE_TOKEN, {"token_hash": token_hash}).first()
+    if found is None:
+        return None
+    last_used_at, org_id, name, saml_metadata = found
+    from ..social import enterprise_provider
+
+    # as `federation.discovery.home_realm_for` decides for an address of the org
+    own_idp = bool(saml_metadata) or enterprise_provider(org_id) is not None
+    domains = frozenset(db.session.execute(_DOMAINS, {"org_id": org_id}).scalars())
+    return LiveToken(ScimOrg(org_id, name, domains, own_idp), last_used_at)
+
+
+def _cache():
+    cache = current_app.extensions.get("idp.scim_token_cache")
+    if cache is None:
+        from ..oauth.client_cache import ClientCache
+
+        app = current_app._get_current_object()
+        cache = current_app.extensions.setdefault(
+            "idp.scim_token_cache", ClientCache(lambda: app.extensions["sqlalchemy"].engine, stamp="scim"))
+    return cache
+
+
+def org_of_request() -> ScimOrg:
     """The org whose token authenticates this request, after the per-token throttle; else a
     SCIM error (401 for a missing, unknown or revoked token, 429 when throttled)."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
@@ -94,15 +149,14 @@ def org_of_request() -> Org:
     if scheme.lower() != "bearer" or not value or len(value) > 200:
         raise _unauthorized("A bearer token is required")
     token_hash = digest(value)
-    # Read on every request, never cached: a revoked token (`--revoke-all`) fails at once
-    # in every process.
-    found = db.session.execute(_LIVE_TOKEN, {"token_hash": token_hash}).first()
-    if found is None:
+    live = _cache().get(token_hash, _load)
+    if live is None:
         raise _unauthorized("The bearer token is not valid")
-    row, org = found
     _throttle(token_hash)
     now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
-        row.last_used_at = now
+    if live.last_used_at is None or now - live.last_used_at > LAST_USED_GRANULARITY:
+        # Not a change the stamp watches (no process drops its cache for it).
+        db.session.execute(_TOUCH, {"hash": token_hash, "now": now})
         db.session.commit()
-    return org
+        live.last_used_at = now
+    return live.org

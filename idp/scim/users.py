@@ -32,12 +32,13 @@ from sqlalchemy import bindparam, delete, false, or_, select
 
 from federation.discovery import domain_of
 
-from .. import accounts, audit, orgs
+from .. import accounts, audit
 from ..admin.invite import prepare_invitation
 from ..emails import normalize
-from ..store import Group, GroupMember, Org, User, db, new_id
+from ..store import Group, GroupMember, User, db, new_id, utcnow
 from . import patch
 from .errors import ScimError, invalid_value, mutability, not_found, scim_response
+from .tokens import ScimOrg
 from .query import BooleanAttribute, DateAttribute, StringAttribute, list_response, search
 from .views import (
     CORE_USER,
@@ -76,12 +77,12 @@ MAPPED = {"schemas", "id", "meta", "username", "name", "displayname", "externali
 LIMITS = {"givenName": 100, "familyName": 100, "displayName": 200, "externalId": 255}
 
 
-def in_org(org_: Org):
+def in_org(org_: ScimOrg):
     """The one scope of every query here: the org's people, operators excepted."""
     return (User.org_id == org_.id) & (User.is_admin == false())
 
 
-def member(org_: Org, user_id: str) -> User:
+def member(org_: ScimOrg, user_id: str) -> User:
     """The person `user_id` names, when the token's org may see them; else 404."""
     user = db.session.execute(select(User).where(User.id == user_id[:32], in_org(org_))).scalar_one_or_none()
     if user is None:
@@ -160,7 +161,7 @@ def _boolean(value, label: str) -> bool | None:
 class Fields:
     """A User document read and checked: what goes into columns, and the rest."""
 
-    def __init__(self, doc: dict, org_: Org):
+    def __init__(self, doc: dict, org_: ScimOrg):
         by_name = {k.lower(): (k, v) for k, v in doc.items()}
 
         def get(name):
@@ -172,7 +173,7 @@ class Fields:
         self.email = normalize(user_name)
         if self.email is None:
             raise invalid_value("userName must be one email address")
-        if domain_of(self.email) not in orgs.domains_of(org_):
+        if domain_of(self.email) not in org_.domains:
             raise invalid_value("userName must be an address in one of the org's domains")
         self.external_id = _string(get("externalid"), "externalId", LIMITS["externalId"])
         name = get("name")
@@ -217,7 +218,7 @@ def _enterprise(extension: dict) -> dict:
     return out
 
 
-def _unique(org_: Org, fields: Fields, user: User | None, *, email_checked: bool = False) -> None:
+def _unique(org_: ScimOrg, fields: Fields, user: User | None, *, email_checked: bool = False) -> None:
     if fields.external_id is not None:
         clash = db.session.execute(select(User.id).where(in_org(org_), User.external_id == fields.external_id)
                                    ).scalar()
@@ -238,15 +239,7 @@ def _store(user: User, fields: Fields) -> None:
     user.scim_data = fields.scim_data
 
 
-def _has_own_idp(org_: Org) -> bool:
-    """Whether the org's people sign in with its IdP (SAML or enterprise OpenID), as
-    `federation.discovery.home_realm_for` decides for an address of the org."""
-    from ..social import enterprise_provider
-
-    return bool(org_.saml_metadata) or enterprise_provider(org_.id) is not None
-
-
-def _set_active(user: User, active: bool | None, org_: Org) -> None:
+def _set_active(user: User, active: bool | None, org_: ScimOrg) -> None:
     """Through `accounts`, so that a deactivation ends every session and grant at once."""
     if active is False and not user.disabled:
         accounts.disable(user)
@@ -292,22 +285,10 @@ def create_user():
         raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
     active = fields.active is not False
     if existing is None:
-        invite = active and not _has_own_idp(org_)
-        # The account, its audit event and the invitation's token are one transaction (one
-        # commit, on SQLite one fsync), written at the commit: no query before it flushes
-        # them (the id is chosen here), so the write lock is held for the commit alone, not
-        # across the invitation's reads.
-        with db.session.no_autoflush:
-            user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active)
-            db.session.add(user)
-            _store(user, fields)
-            audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
-            send = prepare_invitation(user, org_) if invite else None
-        db.session.commit()
-        if send is not None:
-            send()
-        return resource_response(representation(user, []), 201)  # new: in no group yet
-    user = existing
+        return _create(org_, fields, active)
+    user = db.session.get(User, existing.id)
+    if user is None or user.org_id is not None or user.is_admin:  # changed since `_holders` read it
+        raise ScimError(409, "userName is already in use", "uniqueness")
     if not user.email_verified:
         accounts.wipe_unproven(user, keep_password=False)
     user.org_id = org_.id
@@ -319,15 +300,50 @@ def create_user():
     return resource_response(_one(user), 201)
 
 
-def _holders(org_: Org, fields: Fields) -> tuple[User | None, bool]:
-    """For a create, in one query: the account that has the address (any org, or none), and
-    whether another person of the org has the externalId."""
-    found = db.session.execute(select(User).where(
-        or_(User.email == fields.email,
-            in_org(org_) & (User.external_id == fields.external_id) if fields.external_id is not None else false()))
-    ).scalars().all()
-    existing = next((u for u in found if u.email == fields.email), None)
-    clash = any(u is not existing and u.external_id == fields.external_id for u in found)
+_INSERT_USER = User.__table__.insert()
+
+
+def _create(org_: ScimOrg, fields: Fields, active: bool):
+    """A new account. It, its audit event and the invitation's token are one transaction (one
+    commit, on SQLite one fsync), the account written last, just before the commit (a Core
+    INSERT: the ORM's flush of it cost more than the rest of the write), so that the
+    write lock is held for the commit alone, not across the invitation's reads. The User
+    object is never in the session: it stands for the row to the audit event, the
+    invitation and the answer."""
+    now = utcnow()
+    user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active,
+                is_admin=False, org_admin=False, created_at=now, updated_at=now)
+    _store(user, fields)
+    with db.session.no_autoflush:
+        audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
+        send = prepare_invitation(user, org_, own_idp=False, new_account=True) if active and not org_.own_idp else None
+        db.session.connection().execute(_INSERT_USER, {
+            "id": user.id, "email": user.email, "email_verified": True, "org_id": org_.id, "disabled": not active,
+            "is_admin": False, "org_admin": False, "external_id": user.external_id, "given_name": user.given_name,
+            "family_name": user.family_name, "name": user.name, "scim_data": user.scim_data,
+            "created_at": now, "updated_at": now})
+    db.session.commit()
+    if send is not None:
+        send()
+    return resource_response(representation(user, []), 201)  # new: in no group yet
+
+
+# Built once (making it anew cost about as much as running it). external_id = NULL is never
+# true, so without an externalId the query finds the address's holder alone.
+_HOLDERS = select(User.id, User.email, User.org_id, User.is_admin, User.external_id).where(or_(
+    User.email == bindparam("email"),
+    (User.org_id == bindparam("org_id")) & (User.is_admin == false()) & (User.external_id == bindparam("external_id"))))
+
+
+def _holders(org_: ScimOrg, fields: Fields):
+    """For a create, in one query: the account that has the address (any org, or none: a row
+    of id, email, org_id, is_admin, external_id), and whether another person of the org
+    (`in_org`) has the externalId."""
+    found = db.session.execute(_HOLDERS, {"email": fields.email, "org_id": org_.id,
+                                          "external_id": fields.external_id}).all()
+    existing = next((row for row in found if row.email == fields.email), None)
+    clash = fields.external_id is not None and any(
+        row is not existing and row.external_id == fields.external_id for row in found)
     return existing, clash
 
 
@@ -336,7 +352,7 @@ def get_user(user_id: str):
     return resource_response(_one(member(org(), user_id)))
 
 
-def _replace(user: User, doc: dict, org_: Org):
+def _replace(user: User, doc: dict, org_: ScimOrg):
     fields = Fields(doc, org_)
     if fields.ident is not None and fields.ident != user.id:
         raise mutability("id cannot be changed")

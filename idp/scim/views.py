@@ -15,7 +15,7 @@ from . import bp
 from .errors import ScimError, error_response, http_error_response, invalid_syntax, scim_response
 from .filters import split_path
 from .query import MAX_COUNT
-from .tokens import org_of_request
+from .tokens import ScimOrg, org_of_request
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -52,7 +52,7 @@ def _http_error(error: HTTPException):
     return http_error_response(error.code or 400, error.description)
 
 
-def org():
+def org() -> ScimOrg:
     return g.scim_org
 
 
