@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request
 
 from ..oauth import fast_token
+from ..oauth.fast_refresh import refresh_token as fast_refresh_token
 from ..oauth.dpop import current_nonce, token_endpoint_response
 from ..observability import metrics
 
@@ -18,6 +19,7 @@ def _server():
 @bp.post("/token")
 def token():
     response = fast_token.client_credentials(request)
+    response = fast_refresh_token(request) if response is None else response
     if response is None:
         response = token_endpoint_response(_server())
     else:
