@@ -18,11 +18,9 @@ or a client that requires DPoP go to the general path too.
 
 from __future__ import annotations
 
-import json
-
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
-from flask import Request, Response
+from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
 
 from ..store import db
 from . import resources
