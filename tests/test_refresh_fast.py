@@ -29,12 +29,27 @@ def app(database_url, tmp_path_factory):
     from idp.store import db
 
     instance = tmp_path_factory.mktemp("refresh-fast")
-    app = create_app(Settings.from_env({"IDP_DATABASE_URL": database_url, "IDP_INSTANCE_DIR": str(instance),
-                                        "IDP_LOG_LEVEL": "WARNING"}))
+    app = create_app(Settings.from_env({"IDP_DATABASE_URL": _own_database(database_url, instance),
+                                        "IDP_INSTANCE_DIR": str(instance), "IDP_LOG_LEVEL": "WARNING"}))
     initialize(app)
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+def _own_database(database_url: str, instance) -> str:
+    """A database of this module's own on the session's server: the app here seals its
+    signing key with its own secret, which the live servers sharing `database_url` cannot read."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{instance / 'idp.db'}"
+    from sqlalchemy import create_engine, text
+
+    name = "refresh_fast_" + secrets.token_hex(4)
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return database_url.rsplit("/", 1)[0] + "/" + name
 
 
 class World:
@@ -70,6 +85,7 @@ class World:
             db.session.add(person)
             db.session.commit()
             self.person = person.id
+        self.auth_time = int(time.time()) - 60  # the sign-in every family here comes from
 
     @staticmethod
     def _client(create_client, method):
@@ -87,7 +103,7 @@ class World:
             now = utcnow()
             db.session.execute(Grant.__table__.insert().values(
                 id=family, client_id=client_id, user_id=self.person, scope=scope, sid=new_id(),
-                auth_time=int(time.time()), amr=["pwd"], acr=None, created_at=now))
+                auth_time=self.auth_time, amr=["pwd"], acr=None, created_at=now))
             db.session.execute(RefreshToken.__table__.insert().values(
                 token_hash=digest(value), grant_id=family, client_id=client_id, scope=scope, created_at=now,
                 expires_at=now + timedelta(seconds=expires_in), revoked=False))

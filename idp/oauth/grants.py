@@ -95,11 +95,12 @@ def family_of(oauth_request, grant_id: str) -> Family | None:
     return family
 
 
-def store_refresh_token(value: str, family: Family, client_id: str) -> None:
-    """Keep a new refresh token of `family`, by hash (the caller commits)."""
+def store_refresh_token(value: str, family: Family, client_id: str, connection=None) -> None:
+    """Keep a new refresh token of `family`, by hash (the caller commits), on `connection`
+    (by default the session's)."""
     settings = current_app.extensions["idp.settings"]
     now = utcnow()
-    db.session.connection().execute(_STORE_REFRESH, {
+    (connection or db.session.connection()).execute(_STORE_REFRESH, {
         "token_hash": digest(value), "grant_id": family.id, "client_id": client_id, "scope": family.scope,
         "created_at": now, "expires_at": now + timedelta(seconds=settings.refresh_token_ttl),
         "rotated_at": None, "revoked": False,
@@ -148,10 +149,10 @@ def _live_user(user_id: str) -> Person | None:
 LIVE, REFUSED, REUSED = "live", "refused", "reused"
 
 
-def read_refresh_token(value: str) -> tuple[RefreshRecord | None, Family | None, Person | None]:
+def read_refresh_token(connection, value: str) -> tuple[RefreshRecord | None, Family | None, Person | None]:
     """A presented refresh token with its family and the family's person, in one read;
     (None, None, None) when no such token is stored."""
-    row = db.session.connection().execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(value)}).first()
+    row = connection.execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(value)}).first()
     if row is None:
         return None, None, None
     width, family_end = len(_REFRESH_COLUMNS), len(_REFRESH_COLUMNS) + len(_FAMILY_COLUMNS)
@@ -180,11 +181,11 @@ def family_person(family: Family, person: Person | None) -> Person | None:
     return person if not person.disabled else None
 
 
-def rotate_refresh_token(token: RefreshRecord) -> bool:
+def rotate_refresh_token(connection, token: RefreshRecord) -> bool:
     """Mark the token used (the caller commits); False when a concurrent request did first.
     Single use, race-safe: only the request whose UPDATE finds the token unrotated may go on
     (on PostgreSQL a concurrent UPDATE waits for this row's lock, then sees it rotated)."""
-    rotated = db.session.connection().execute(_ROTATE, {"b_hash": token.token_hash, "b_now": utcnow()}).rowcount
+    rotated = connection.execute(_ROTATE, {"b_hash": token.token_hash, "b_now": utcnow()}).rowcount
     return rotated == 1
 
 
@@ -375,7 +376,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return family_of(self.request, self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
-        token, family, person = read_refresh_token(refresh_token)
+        token, family, person = read_refresh_token(db.session.connection(), refresh_token)
         self.request.idp_family = family
         self.request.idp_person = person
         state = refresh_token_state(token, family)
@@ -394,7 +395,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         """Rotate the old token and keep the new one in one transaction: the conditional
         UPDATE first, so a concurrent use of the same token waits for it and then fails."""
         old = self.request.refresh_token
-        if not rotate_refresh_token(old):  # a concurrent request used it first: that is reuse too
+        if not rotate_refresh_token(db.session.connection(), old):  # a concurrent request used it first: reuse too
             revoke_grant(old.grant_id)  # nothing is stored yet: this commits the revocation only
             raise InvalidGrantError("refresh token already used")
         self.server.store_token(token, self.request)
