@@ -77,8 +77,6 @@ _REFRESH = RefreshToken.__table__
 _FAMILY_COLUMNS = [_GRANTS.c[name] for name in Family.__slots__]
 _FAMILY_BY_ID = select(*_FAMILY_COLUMNS).where(_GRANTS.c.id == bindparam("id"))
 _REFRESH_COLUMNS = [_REFRESH.c[name] for name in RefreshRecord.__slots__]
-# Single use, race-safe: only the request whose UPDATE finds the token unrotated may go on
-# (on PostgreSQL a concurrent UPDATE waits for this row's lock, then sees it rotated).
 _ROTATE = (
     update(_REFRESH)
     .where(_REFRESH.c.token_hash == bindparam("b_hash"), _REFRESH.c.rotated_at.is_(None))
@@ -97,11 +95,12 @@ def family_of(oauth_request, grant_id: str) -> Family | None:
     return family
 
 
-def store_refresh_token(value: str, family: Family, client_id: str) -> None:
-    """Keep a new refresh token of `family`, by hash (the caller commits)."""
+def store_refresh_token(value: str, family: Family, client_id: str, connection=None) -> None:
+    """Keep a new refresh token of `family`, by hash (the caller commits), on `connection`
+    (by default the session's)."""
     settings = current_app.extensions["idp.settings"]
     now = utcnow()
-    db.session.connection().execute(_STORE_REFRESH, {
+    (connection or db.session.connection()).execute(_STORE_REFRESH, {
         "token_hash": digest(value), "grant_id": family.id, "client_id": client_id, "scope": family.scope,
         "created_at": now, "expires_at": now + timedelta(seconds=settings.refresh_token_ttl),
         "rotated_at": None, "revoked": False,
@@ -147,6 +146,49 @@ def _live_user(user_id: str) -> Person | None:
     return Person(*row) if row is not None and not row.disabled else None
 
 
+LIVE, REFUSED, REUSED = "live", "refused", "reused"
+
+
+def read_refresh_token(connection, value: str) -> tuple[RefreshRecord | None, Family | None, Person | None]:
+    """A presented refresh token with its family and the family's person, in one read;
+    (None, None, None) when no such token is stored."""
+    row = connection.execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(value)}).first()
+    if row is None:
+        return None, None, None
+    width, family_end = len(_REFRESH_COLUMNS), len(_REFRESH_COLUMNS) + len(_FAMILY_COLUMNS)
+    family = Family(*row[width:family_end]) if row[width] is not None else None
+    person = Person(*row[family_end:]) if row[family_end] is not None else None
+    return RefreshRecord(*row[:width]), family, person
+
+
+def refresh_token_state(token: RefreshRecord | None, family: Family | None) -> str:
+    """LIVE: the token may be used; REUSED: it was spent and came back, so its family must be
+    revoked (RFC 9700 §4.14.2); REFUSED: anything else (unknown, revoked, expired)."""
+    if token is None or family is None or family.revoked_at is not None or token.revoked:
+        return REFUSED
+    if token.rotated_at is not None:
+        return REUSED
+    if token.expires_at <= utcnow():
+        return REFUSED
+    return LIVE
+
+
+def family_person(family: Family, person: Person | None) -> Person | None:
+    """The family's person if they may still get tokens (not disabled nor deprovisioned);
+    `person`: as read with the token, read again when it is not the family's."""
+    if person is None or person.id != family.user_id:
+        return _live_user(family.user_id)
+    return person if not person.disabled else None
+
+
+def rotate_refresh_token(connection, token: RefreshRecord) -> bool:
+    """Mark the token used (the caller commits); False when a concurrent request did first.
+    Single use, race-safe: only the request whose UPDATE finds the token unrotated may go on
+    (on PostgreSQL a concurrent UPDATE waits for this row's lock, then sees it rotated)."""
+    rotated = connection.execute(_ROTATE, {"b_hash": token.token_hash, "b_now": utcnow()}).rowcount
+    return rotated == 1
+
+
 class IssuesSignedTokens:
     """Mixin: every grant's token response is built here (JWT access token, opaque refresh token)."""
 
@@ -164,15 +206,28 @@ class IssuesSignedTokens:
         audience = resources.token_audience(self.request.client, self.request.payload.datalist.get("resource"),
                                             family.resource if family else None, from_grant=family is not None)
         proof = dpop.proof_of(self.request)
-        jkt = proof.jkt if proof else None
-        access_token, ttl = tokens.issue_access_token(self.request.client, user, scope or "", family,
-                                                      audience=audience, jkt=jkt)
-        token = {"token_type": "DPoP" if jkt else "Bearer", "access_token": access_token, "expires_in": ttl}
-        if scope:
-            token["scope"] = scope
-        if include_refresh_token and family is not None:
-            token["refresh_token"] = new_secret(32)
-        return token
+        return token_body(self.request.client, user, scope, family, audience=audience,
+                          jkt=proof.jkt if proof else None,
+                          include_refresh_token=include_refresh_token and family is not None)
+
+
+def token_body(client, user, scope: str | None, family: Family | None, *, audience, jkt: str | None,
+               include_refresh_token: bool) -> dict:
+    """The token response of every grant: a signed access token, and a new refresh token
+    when asked for (the caller stores it)."""
+    access_token, ttl = tokens.issue_access_token(client, user, scope or "", family, audience=audience, jkt=jkt)
+    token = {"token_type": "DPoP" if jkt else "Bearer", "access_token": access_token, "expires_in": ttl}
+    if scope:
+        token["scope"] = scope
+    if include_refresh_token:
+        token["refresh_token"] = new_secret(32)
+    return token
+
+
+def add_refreshed_id_token(token: dict, client, user, family: Family) -> None:
+    """A refresh grant whose scope has `openid` answers with a new ID token too (OIDC Core §12.2)."""
+    if "openid" in (token.get("scope") or "").split():
+        token["id_token"] = tokens.issue_id_token(client, user, family, nonce=None, access_token=token["access_token"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,40 +376,26 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
         return family_of(self.request, self.request.refresh_token.grant_id)
 
     def authenticate_refresh_token(self, refresh_token):
-        row = db.session.connection().execute(_REFRESH_WITH_FAMILY, {"token_hash": digest(refresh_token)}).first()
-        if row is None:
-            return None
-        width, family_end = len(_REFRESH_COLUMNS), len(_REFRESH_COLUMNS) + len(_FAMILY_COLUMNS)
-        token = RefreshRecord(*row[:width])
-        family = Family(*row[width:family_end]) if row[width] is not None else None
+        token, family, person = read_refresh_token(db.session.connection(), refresh_token)
         self.request.idp_family = family
-        person = Person(*row[family_end:]) if row[family_end] is not None else None
         self.request.idp_person = person
-        if family is None or family.revoked_at is not None or token.revoked:
-            return None
-        if token.rotated_at is not None:
+        state = refresh_token_state(token, family)
+        if state == REUSED:
             revoke_grant(token.grant_id)  # an old token came back: the family is compromised
-            return None
-        if token.expires_at <= utcnow():
-            return None
-        return token
+        return token if state == LIVE else None
 
     def authenticate_user(self, refresh_token):
         family = family_of(self.request, refresh_token.grant_id)
         if family is None:
             return None
         dpop.check_refresh_binding(family, self.request)
-        person = getattr(self.request, "idp_person", None)  # read with the token
-        if person is None or person.id != family.user_id:
-            return _live_user(family.user_id)
-        return person if not person.disabled else None
+        return family_person(family, getattr(self.request, "idp_person", None))  # read with the token
 
     def save_token(self, token):
         """Rotate the old token and keep the new one in one transaction: the conditional
         UPDATE first, so a concurrent use of the same token waits for it and then fails."""
         old = self.request.refresh_token
-        rotated = db.session.connection().execute(_ROTATE, {"b_hash": old.token_hash, "b_now": utcnow()}).rowcount
-        if rotated != 1:  # a concurrent request used it first: that is reuse too
+        if not rotate_refresh_token(db.session.connection(), old):  # a concurrent request used it first: reuse too
             revoke_grant(old.grant_id)  # nothing is stored yet: this commits the revocation only
             raise InvalidGrantError("refresh token already used")
         self.server.store_token(token, self.request)
@@ -365,11 +406,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
 
     def issue_token(self, user, refresh_token):
         token = super().issue_token(user, refresh_token)
-        family = self.token_family()
-        if "openid" in (token.get("scope") or "").split():
-            token["id_token"] = tokens.issue_id_token(
-                self.request.client, user, family, nonce=None, access_token=token["access_token"]
-            )
+        add_refreshed_id_token(token, self.request.client, user, self.token_family())
         return token
 
 

@@ -1,0 +1,122 @@
+"""The refresh_token grant's success path without Authlib's general machinery.
+
+A product keeps its people signed in by refreshing their tokens, so this grant is the
+token endpoint's second most frequent request, and Authlib's path for it (request
+wrapping, trying each client authentication method in turn, hooks) cost as much CPU as
+the grant's own reads and writes. As `fast_token` does for client credentials, this module
+answers only the plain case, with the rules of `grants.RefreshTokenGrant` in the same order
+and from the same functions (`read_refresh_token`, `refresh_token_state`, `family_person`,
+`rotate_refresh_token`, `token_body`): the client authenticates with its registered method
+(client_secret_basic, client_secret_post, or a public client's client_id alone), may use
+the grant, and presents a live refresh token of its own, optionally asking for a narrower
+scope. Everything else returns None before anything is written, and Authlib's grant answers
+with the RFC 6749 §5.2 error: there is one home for every error. That includes a spent token
+presented again (and a token a concurrent request rotated first): the general path finds it
+spent and revokes its family, exactly once. A DPoP proof, a `resource`, a DPoP-bound family
+or a client that requires DPoP go to the general path too.
+"""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
+from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
+
+from ..store import db
+from . import resources
+from .grants import (
+    LIVE,
+    add_refreshed_id_token,
+    family_person,
+    read_refresh_token,
+    refresh_token_state,
+    rotate_refresh_token,
+    store_refresh_token,
+    token_body,
+)
+from .server import lookup_client
+
+GRANT_TYPE = "refresh_token"
+_BASIC = frozenset(("grant_type", "refresh_token", "scope"))
+_POST = _BASIC | {"client_id", "client_secret"}
+_PUBLIC = _BASIC | {"client_id"}
+HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _client(request: Request, form):
+    """The client as Authlib's client authentication finds it for the plain methods, else None."""
+    client_id, secret = extract_basic_authorization(request.headers)
+    if client_id or secret:
+        method = "client_secret_basic"
+        if not client_id or not secret or not _BASIC.issuperset(form.keys()):
+            return None
+    elif "Authorization" in request.headers:
+        return None
+    elif "client_secret" in form:
+        method, client_id, secret = "client_secret_post", form.get("client_id"), form["client_secret"]
+        if not client_id or not secret or not _POST.issuperset(form.keys()):
+            return None
+    else:
+        method, client_id = "none", form.get("client_id")
+        if not client_id or not _PUBLIC.issuperset(form.keys()):
+            return None
+    client = lookup_client(client_id) if len(client_id) <= 64 else None
+    if client is None or not client.check_endpoint_auth_method(method, "token"):
+        return None
+    if secret is not None and not client.check_client_secret(secret):
+        return None
+    return client
+
+
+def refresh_token(request: Request) -> Response | None:
+    """The token response, or None when the general path must answer."""
+    if request.mimetype != "application/x-www-form-urlencoded" or request.query_string:
+        return None
+    form = request.form
+    if form.get("grant_type") != GRANT_TYPE or "HTTP_DPOP" in request.environ:
+        return None
+    if any(len(form.getlist(name)) > 1 for name in form):
+        return None
+    client = _client(request, form)
+    if client is None or client.require_dpop or not client.check_grant_type(GRANT_TYPE):
+        return None
+    value = form.get("refresh_token")
+    if not value:
+        return None
+    # A connection of its own rather than the session's: the session's bookkeeping (its
+    # transaction state, begin and commit) cost as much CPU as one of the statements.
+    with db.engine.connect() as connection:
+        body = _rotate(connection, client, value, form.get("scope"))
+    if body is None:
+        return None
+    return Response(json.dumps(body), status=200, headers=HEADERS)
+
+
+def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
+    """The new tokens, with the presented one rotated and the new refresh token stored
+    (committed); None, with nothing written, when the general path must answer."""
+    token, family, person = read_refresh_token(connection, value)
+    if refresh_token_state(token, family) != LIVE or not token.check_client(client):
+        return None  # a spent token is revoked with its family by the general path
+    if scope:
+        granted = set(scope_to_list(token.get_scope()) or ())
+        if not granted or not granted.issuperset(scope_to_list(scope)):
+            return None
+    else:
+        scope = token.get_scope()
+    if family.dpop_jkt:
+        return None
+    person = family_person(family, person)
+    if person is None:
+        return None
+    try:
+        audience = resources.token_audience(client, None, family.resource, from_grant=True)
+    except OAuth2Error:
+        return None
+    body = token_body(client, person, scope, family, audience=audience, jkt=None, include_refresh_token=True)
+    add_refreshed_id_token(body, client, person, family)
+    if not rotate_refresh_token(connection, token):
+        return None  # a concurrent request spent it first (rolled back on close): the general path finds it spent
+    store_refresh_token(body["refresh_token"], family, client.client_id, connection)
+    connection.commit()
+    return body
