@@ -74,6 +74,8 @@ class MachineEndpoints:
     def _client_credentials(self, environ):
         if "HTTP_DPOP" in environ or environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != FORM:
             return None  # a DPoP proof is checked on Flask's path (fast_token.client_credentials)
+        if environ.get("QUERY_STRING"):
+            return None  # Authlib reads parameters from the query string too
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
         except ValueError:

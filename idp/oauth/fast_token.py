@@ -32,7 +32,8 @@ HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pra
 
 def client_credentials(request: Request) -> Response | None:
     """The token response, or None when the general path must answer."""
-    if request.mimetype != "application/x-www-form-urlencoded":
+    # Authlib's path reads parameters from the query string too (`request.values`)
+    if request.mimetype != "application/x-www-form-urlencoded" or request.query_string:
         return None
     found = plain_request(request.form.items(multi=True), request.headers.get("Authorization"))
     if found is None:
