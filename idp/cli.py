@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -70,8 +71,6 @@ def _initialize_apart(app) -> None:
     from this process would carry in its resident memory for nothing (issue 14: lean
     workers); the child takes them with it when it exits.
     """
-    import os
-
     pid = os.fork()
     if pid == 0:
         code = 1

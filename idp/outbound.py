@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from urllib.parse import urlsplit
-
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from flask import current_app
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # requests itself is imported by `outbound_http`, when a request is sent
     from requests.structures import CaseInsensitiveDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
