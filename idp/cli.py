@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import contextmanager
 from datetime import timedelta
@@ -85,8 +86,37 @@ def cmd_serve(args) -> None:
     # The whole app, pages included: workers are forked from this process and share the
     # memory of every module imported here instead of each importing its own copy.
     app = create_app(Settings.from_env())
-    initialize(app)
-    serve(host=args.host, port=args.port, workers=args.workers, settings=app.extensions["idp.settings"])
+    _initialize_apart(app)
+    settings = app.extensions["idp.settings"]
+    del app  # each worker builds its own: the first one's memory is theirs to reuse (serve collects it)
+    serve(host=args.host, port=args.port, workers=args.workers, settings=settings)
+
+
+def _initialize_apart(app) -> None:
+    """`initialize` in a short-lived child process, failing as `idp serve` would itself.
+
+    Alembic, Mako and Pygments (what migrating imports) are 12 MB that each worker forked
+    from this process would carry in its resident memory for nothing (issue 14: lean
+    workers); the child takes them with it when it exits.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            from .store import db
+
+            with app.app_context():
+                db.engine.dispose(close=False)  # the parent's pooled connections stay the parent's
+            initialize(app)
+            code = 0
+        except Exception as err:  # noqa: BLE001 - reported here, the parent only exits
+            print(f"error: {_describe(err)}", file=sys.stderr)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(1)
 
 
 def cmd_dev(args) -> None:
@@ -631,20 +661,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CommandError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - an operator never sees a traceback
-        from sqlalchemy.exc import OperationalError
-
-        if isinstance(err, OperationalError):
-            print(f"error: database unavailable: {err.orig}", file=sys.stderr)
-        else:
-            print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"error: {_describe(err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _describe(err: BaseException) -> str:
+    """The `error:` line's text for a failed command."""
+    if isinstance(err, (CommandError, ConfigError)):
+        return str(err)
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(err, OperationalError):
+        return f"database unavailable: {err.orig}"
+    return f"{type(err).__name__}: {err}"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import delete, inspect, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .store import (
     AuthorizationCode,
@@ -30,6 +29,7 @@ from .store import (
     SamlInbox,
     SecurityEvent,
     db,
+    dialect_insert,
     utcnow,
 )
 
@@ -65,9 +65,8 @@ def take_lease(name: str, holder: str, seconds: int, now: datetime | None = None
         .execution_options(synchronize_session=False)
     ).first()
     if taken is None:
-        dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
         taken = db.session.execute(
-            dialect.insert(Lease).values(name=name, holder=holder, expires_at=until)
+            dialect_insert(db.engine.dialect.name)(Lease).values(name=name, holder=holder, expires_at=until)
             .on_conflict_do_nothing(index_elements=["name"]).returning(Lease.name)
         ).first()
     db.session.commit()

@@ -34,7 +34,7 @@ from flask import Flask, current_app
 from sqlalchemy import DateTime, case, delete, literal, or_, select
 
 from .observability import metrics
-from .store import RateLimit, db, digest, utcnow
+from .store import RateLimit, db, dialect_insert, digest, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +180,7 @@ class DatabaseCounters:
         """The shared half of both upserts: (table, INSERT of a first failure, the new count,
         the SET of count and window) — the callers add how the block changes."""
         table = RateLimit.__table__
-        dialect = db.session.get_bind().dialect.name
-        # The dialect's own module, imported on first use: a SQLite server never loads
-        # the PostgreSQL dialect (issue 14: lean workers).
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+        insert = dialect_insert(db.session.get_bind().dialect.name)
         expired = table.c.window_start < now - timedelta(seconds=policy.window)
         count = case((expired, 1), else_=table.c.failures + 1)
         stmt = insert(table).values(key=key, failures=1, window_start=now,

@@ -11,7 +11,6 @@ import secrets
 import time
 
 import pyotp
-import segno
 from flask import current_app
 from sqlalchemy import delete, func, select, update
 
@@ -61,6 +60,9 @@ def provisioning_uri(user: User, secret: str) -> str:
 
 def qr_svg(uri: str) -> str:
     """The otpauth:// URI as an inline SVG QR code, rendered here (no third party sees the secret)."""
+    # segno only here, when someone sets up an authenticator app: not in every worker (issue 14)
+    import segno
+
     return segno.make(uri, error="m").svg_inline(scale=4, omitsize=False)
 
 

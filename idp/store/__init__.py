@@ -28,6 +28,16 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 
+def dialect_insert(dialect: str):
+    """The `insert` of the database's own dialect (for ON CONFLICT), imported on first use:
+    a SQLite server never loads the PostgreSQL dialect, 3 MB a worker (issue 14: lean workers)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 def utcnow() -> datetime:
     """Naive UTC now: SQLite keeps no time zone, so every stored time is naive UTC."""
     return datetime.now(UTC).replace(tzinfo=None)
