@@ -98,7 +98,8 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     # reading it (`current`, its `user`) and later changes to it are flushed as usual.
     db.session.flush()  # what the session holds first (the old session's end), as before
     db.session.connection().execute(_INSERT, {c: getattr(row, c) for c in _COLUMNS})
-    row.user = user
+    # Every column is set, so nothing is left to load; `row.user` comes from the identity
+    # map (or one read) when asked, as for any row the session loaded.
     make_transient_to_detached(row)
     db.session.add(row)
     if commit:
