@@ -40,12 +40,16 @@ def page_translations():
     language is never missed."""
     if not has_app_context():
         return get_translations()
-    locale = getattr(g.get("_flask_babel"), "babel_locale", None)
-    cached = g.get("idp_translations")
+    # The request's `g` itself, resolved once: each attribute read through the proxy costs
+    # a context lookup, and a page asks for a dozen strings.
+    request_g = g._get_current_object()
+    locale = getattr(getattr(request_g, "_flask_babel", None), "babel_locale", None)
+    cached = getattr(request_g, "idp_translations", None)
     if cached is not None and locale is not None and cached[0] is locale:
         return cached[1]
     translations = get_translations()
-    g.idp_translations = (getattr(g.get("_flask_babel"), "babel_locale", None), translations)
+    request_g.idp_translations = (getattr(getattr(request_g, "_flask_babel", None), "babel_locale", None),
+                                  translations)
     return translations
 
 

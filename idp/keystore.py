@@ -12,6 +12,9 @@ from .config import Settings
 from .store import SigningKey, db, utcnow
 
 
+_VERSION = select(func.count(SigningKey.kid), func.max(SigningKey.created_at), func.max(SigningKey.retired_at))
+
+
 def _records() -> list[KeyRecord]:
     rows = db.session.execute(select(SigningKey)).scalars().all()
     return [
@@ -24,9 +27,7 @@ def _version():
     # Any rotation adds a row and retires one, a revocation deletes one: count plus
     # newest creation time changes whenever the rows do. The end of a retired key's
     # publication changes no row; the ring watches the clock for that.
-    return db.session.execute(
-        select(func.count(SigningKey.kid), func.max(SigningKey.created_at), func.max(SigningKey.retired_at))
-    ).one()
+    return db.session.connection().execute(_VERSION).one()  # built once: asked every key_cache_seconds
 
 
 def make_key_ring(settings: Settings) -> KeyRing:

@@ -42,6 +42,10 @@ class PendingRequest:
 
 _TABLE = PendingAuthorization.__table__
 _BY_ID = select(_TABLE).where(_TABLE.c.id == bindparam("id"))
+_INSERT = insert(_TABLE)
+_MARK_SIGNED_IN = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(
+    authenticated_session_id=bindparam("b_session"))
+_DELETE = sql_delete(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
 
 
 def _browser_hash() -> str:
@@ -57,7 +61,9 @@ def save(params: dict, client_id: str) -> PendingRequest:
     row = PendingRequest(id=new_id(), client_id=client_id, params=params, created_at=now, expires_at=now + TTL,
                          browser_hash=_browser_hash(), authenticated_session_id=None, consented_user_id=None,
                          note=None)
-    db.session.execute(insert(_TABLE).values(**vars(row)))  # a table insert: no unit of work to run
+    # A table insert built once, on the session's connection: no unit of work, no ORM
+    # execute layer, no cache key computed over the values on every request.
+    db.session.connection().execute(_INSERT, vars(row))
     db.session.commit()
     return row
 
@@ -74,7 +80,7 @@ def find(req: str | None) -> PendingRequest | None:
     """The live request `req` if this browser started it, else None."""
     if not req or not isinstance(req, str):
         return None
-    row = db.session.execute(_BY_ID, {"id": req[:32]}).first()
+    row = db.session.connection().execute(_BY_ID, {"id": req[:32]}).first()
     if row is None or row.expires_at <= utcnow() or row.browser_hash is None:
         return None
     key = session.get(BROWSER_KEY)
@@ -85,7 +91,7 @@ def find(req: str | None) -> PendingRequest | None:
 
 def mark_signed_in(pending: PendingRequest | PendingAuthorization, session_id: str) -> None:
     """Note the session that signed in for this request (committed with the caller's commit)."""
-    db.session.execute(update(_TABLE).where(_TABLE.c.id == pending.id).values(authenticated_session_id=session_id))
+    db.session.connection().execute(_MARK_SIGNED_IN, {"b_id": pending.id, "b_session": session_id})
 
 
 def mark_consented(pending: PendingRequest, user_id: str) -> PendingRequest:
@@ -98,6 +104,6 @@ def mark_consented(pending: PendingRequest, user_id: str) -> PendingRequest:
 def delete(row: PendingRequest | PendingAuthorization | None, *, commit: bool = True) -> None:
     """Forget a request that was answered (`commit=False`: with the caller's next commit)."""
     if row is not None:
-        db.session.execute(sql_delete(_TABLE).where(_TABLE.c.id == row.id))
+        db.session.connection().execute(_DELETE, {"b_id": row.id})
         if commit:
             db.session.commit()

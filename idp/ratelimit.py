@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from flask import Flask, current_app
-from sqlalchemy import DateTime, case, delete, literal, or_, select
+from sqlalchemy import DateTime, bindparam, case, delete, literal, or_, select
 
 from .observability import metrics
 from .store import RateLimit, db, dialect_insert, digest, utcnow
@@ -155,6 +155,11 @@ class Counters(Protocol):
     def forget(self, key: str) -> None: ...
 
 
+_RATE_LIMITS = RateLimit.__table__
+_ON_RECORD = select(_RATE_LIMITS.c.key, _RATE_LIMITS.c.blocked_until).where(
+    _RATE_LIMITS.c.key.in_(bindparam("keys", expanding=True)))
+
+
 class DatabaseCounters:
     """Counters in the `rate_limits` table, through the request's `db.session`.
 
@@ -171,9 +176,10 @@ class DatabaseCounters:
         return db.session.execute(query).scalar()
 
     def on_record(self, keys: list[str]) -> dict[str, datetime | None]:
-        table = RateLimit.__table__  # plain columns: no ORM entity to set up for two values
-        query = select(table.c.key, table.c.blocked_until).where(table.c.key.in_(keys))
-        return {row.key: row.blocked_until for row in db.session.execute(query)}
+        # Plain columns (no ORM entity to set up for two values), a statement built once,
+        # on the session's connection: every password attempt asks.
+        rows = db.session.connection().execute(_ON_RECORD, {"keys": list(keys)})
+        return {row.key: row.blocked_until for row in rows}
 
     @staticmethod
     def _count_one(key: str, policy: Policy, now: datetime):

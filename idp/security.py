@@ -27,6 +27,16 @@ PAGE_CSP = (
 )
 
 
+ALWAYS_HEADERS = (("X-Content-Type-Options", "nosniff"),)
+PAGE_HEADERS = ALWAYS_HEADERS + (
+    ("Content-Security-Policy", PAGE_CSP),
+    ("X-Frame-Options", "DENY"),
+    # Codes and states in URLs must not leak to other sites through Referer.
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
+
+
 def is_api_request() -> bool:
     return request.path.startswith(API_PREFIXES)
 
@@ -35,10 +45,22 @@ class FlowSessionInterface(SecureCookieSessionInterface):
     """The signed flow cookie, not even parsed on machine endpoints: they never use it,
     and the token endpoint is the hottest path (about 30 µs a request)."""
 
+    _serializer = (None, None)  # (the keys it was made for, the serializer)
+
     def open_session(self, app, request):
         if request.path.startswith(API_PREFIXES):
             return self.session_class()
         return super().open_session(app, request)
+
+    def get_signing_serializer(self, app):
+        """Flask's serializer, made once per key set rather than twice a request (it holds
+        no per-call state); a changed SECRET_KEY or fallback list makes a new one."""
+        keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached_keys, serializer = self._serializer
+        if cached_keys != keys:
+            serializer = super().get_signing_serializer(app)
+            self._serializer = (keys, serializer)
+        return serializer
 
 
 def bind_csrf_to_session() -> None:
@@ -79,13 +101,13 @@ def refuse_undecodable_basic():
 
 def add_headers(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    if response.mimetype == "text/html":
-        headers.setdefault("Content-Security-Policy", PAGE_CSP)
-        headers.setdefault("X-Frame-Options", "DENY")
-        # Codes and states in URLs must not leak to other sites through Referer.
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        headers.setdefault("Cache-Control", "no-store")
+    # One pass over the headers, not a lookup per name: werkzeug's `setdefault` raises and
+    # catches an HTTP exception for every header that is missing (most of them, always).
+    present = {name.lower() for name in headers.keys()}
+    wanted = PAGE_HEADERS if response.mimetype == "text/html" else ALWAYS_HEADERS
+    for name, value in wanted:
+        if name.lower() not in present:
+            headers.add(name, value)
     return response
 
 

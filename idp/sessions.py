@@ -10,7 +10,8 @@ import time
 from datetime import timedelta
 
 from flask import current_app, g, has_request_context, request, session
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm import make_transient_to_detached
 
 from .store import (
     BrowserSession,
@@ -31,6 +32,10 @@ SEEN_RESOLUTION = 300  # seconds between last_seen_at updates
 # browser's pending authorization requests, and the page to return to.
 FLOW_KEPT_AT_SIGN_IN = ("bk", "return_to")
 FLOW_BINDING = "sk"  # in the flow cookie: which session cookie its CSRF token belongs to
+# Built once: every page asks (`current`), and a fresh select cost a cache key each time.
+_BY_SECRET = select(BrowserSession).where(BrowserSession.secret_hash == bindparam("b_hash"))
+_INSERT = insert(BrowserSession.__table__)
+_COLUMNS = tuple(BrowserSession.__table__.c.keys())
 
 
 def _settings():
@@ -86,7 +91,16 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         created_at=now,
         last_seen_at=now,
         expires_at=now + timedelta(seconds=ttl),
+        ended_at=None,
     )
+    # Written by a table insert built once (the unit of work cost more than the insert),
+    # then handed to the session as the persistent row it now is: the request goes on
+    # reading it (`current`, its `user`) and later changes to it are flushed as usual.
+    db.session.flush()  # what the session holds first (the old session's end), as before
+    db.session.connection().execute(_INSERT, {c: getattr(row, c) for c in _COLUMNS})
+    # Every column is set, so nothing is left to load; `row.user` comes from the identity
+    # map (or one read) when asked, as for any row the session loaded.
+    make_transient_to_detached(row)
     db.session.add(row)
     if commit:
         db.session.commit()
@@ -103,9 +117,7 @@ def current() -> BrowserSession | None:
     found = None
     secret = request.cookies.get(cookie_name(COOKIE))
     if secret:
-        row = db.session.execute(
-            select(BrowserSession).where(BrowserSession.secret_hash == digest(secret))
-        ).scalar_one_or_none()
+        row = db.session.execute(_BY_SECRET, {"b_hash": digest(secret)}).scalar_one_or_none()
         now = utcnow()
         # Only a verified, enabled account holds a session (idp.accounts): a row from before
         # a disable, or of an unverified account, is no session at all.

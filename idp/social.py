@@ -54,7 +54,7 @@ _PLATFORM_PROVIDER_NAMES = (select(_PROVIDERS.c.name).where(_PROVIDERS.c.org_id.
 
 def enabled() -> list[tuple[str, str]]:
     """(name, label) of every provider, for the sign-in and account pages."""
-    names = db.session.execute(_PLATFORM_PROVIDER_NAMES).scalars()
+    names = db.session.connection().execute(_PLATFORM_PROVIDER_NAMES).scalars()  # no ORM execute layer
     return [(n, upstream.label_for(n)) for n in names]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 
 
 def has_second_factor(user) -> bool:
@@ -12,13 +12,26 @@ def has_second_factor(user) -> bool:
     One statement for both kinds (`totp.has_totp` and `passkeys.has_passkey` ask the same
     questions one at a time): every sign-in and every resumed request asks this."""
     from ..accounts import passkeys_allowed
-    from ..store import Passkey, TotpFactor, db
+    from ..store import db
 
-    totp, passkey = db.session.execute(select(
-        exists().where(TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_not(None)),
-        exists().where(Passkey.user_id == user.id),
-    )).one()
+    db.session.flush()  # a factor added in this request counts (as autoflush did); free when clean
+    totp, passkey = db.session.connection().execute(_factors_query(), {"b_user": user.id}).one()
     return bool(totp) or (bool(passkey) and passkeys_allowed(user))
+
+
+_FACTORS = []
+
+
+def _factors_query():
+    """`has_second_factor`'s statement, built once (the models are imported on first use)."""
+    if not _FACTORS:
+        from ..store import Passkey, TotpFactor
+
+        _FACTORS.append(select(
+            exists().where(TotpFactor.user_id == bindparam("b_user"), TotpFactor.confirmed_at.is_not(None)),
+            exists().where(Passkey.user_id == bindparam("b_user")),
+        ))
+    return _FACTORS[0]
 
 
 def has_usable_passkey(user) -> bool:

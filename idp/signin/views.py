@@ -12,7 +12,7 @@ import time
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from federation.discovery import home_realm_for
 
@@ -30,6 +30,7 @@ from .throttling import too_many_attempts
 
 log = logging.getLogger(__name__)
 bp = Blueprint("signin", __name__)
+_USER_BY_EMAIL = select(User).where(User.email == bindparam("b_email"))  # built once: every password step
 
 
 def _req() -> str | None:
@@ -132,7 +133,7 @@ def password():
         if not decision.allowed:
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
-    user = db.session.execute(select(User).where(User.email == address)).scalar_one_or_none()
+    user = db.session.execute(_USER_BY_EMAIL, {"b_email": address}).scalar_one_or_none()
     if enforced_for(user, address):
         return sso_required(address)
     # verify_password spends the same argon2 time whether or not the account exists.

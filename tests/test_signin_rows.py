@@ -1,0 +1,55 @@
+"""What a password sign-in writes, now that its rows are table inserts rather than ORM
+objects (issue 14 item 3): the session row, the audit event and the code's session id,
+and a second sign-in in the same browser ending the first session in the same step."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from tests.oidc import authorize_url, redirect_params
+
+
+def test_sign_in_writes_session_event_and_code_and_replaces_old_session(live, browser):
+    user_id = live.create_user("rows@example.com", "rows-password-1")
+    client_id, _secret = live.create_client()
+    browser.http.headers["User-Agent"] = "rows-test-agent/1.0"
+
+    first = redirect_params(browser.sign_in(browser.get(authorize_url(live.issuer, client_id)),
+                                            "rows@example.com", "rows-password-1"))
+    # prompt=login: the same browser signs in again; its old session must end then.
+    page = browser.get(authorize_url(live.issuer, client_id, prompt="login"))
+    assert 'name="email"' in page.text
+    second = redirect_params(browser.sign_in(page, "rows@example.com", "rows-password-1"))
+    # A wrong password writes a failure event and no session.
+    page = browser.get(authorize_url(live.issuer, client_id, prompt="login"))
+    page = browser.submit(page, {"email": "rows@example.com"})
+    refused = browser.submit(page, {"password": "not-the-password"})
+    assert refused.status_code == 401
+
+    from idp.store import AuthorizationCode, BrowserSession, SecurityEvent, db, digest
+
+    with live.db():
+        sessions = db.session.execute(
+            select(BrowserSession).where(BrowserSession.user_id == user_id).order_by(BrowserSession.created_at)
+        ).scalars().all()
+        assert len(sessions) == 2
+        old, new = sessions
+        assert old.ended_at is not None and new.ended_at is None
+        for row in sessions:
+            assert row.amr == ["pwd"] and row.acr and row.auth_time and row.mfa_time is None
+            assert row.ip == "127.0.0.1" and row.user_agent == "rows-test-agent/1.0"
+            assert row.expires_at > row.created_at and row.last_seen_at == row.created_at
+        # Each code names the session that signed in for it.
+        codes = {digest(c): None for c in (first["code"], second["code"])}
+        for code_hash in codes:
+            codes[code_hash] = db.session.get(AuthorizationCode, code_hash).sid
+        assert list(codes.values()) == [old.id, new.id]
+
+        events = db.session.execute(
+            select(SecurityEvent).where(SecurityEvent.user_id == user_id).order_by(SecurityEvent.id)
+        ).scalars().all()
+        assert [(e.kind, e.detail.get("method")) for e in events] == [
+            ("signin.success", "pwd"), ("signin.success", "pwd"), ("signin.failure", "pwd")]
+        for event in events:
+            assert event.ip == "127.0.0.1" and event.user_agent == "rows-test-agent/1.0"
+            assert event.created_at is not None and event.org_id is None and event.actor_id is None
