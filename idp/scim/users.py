@@ -305,23 +305,22 @@ _INSERT_USER = User.__table__.insert()
 
 def _create(org_: ScimOrg, fields: Fields, active: bool):
     """A new account. It, its audit event and the invitation's token are one transaction (one
-    commit, on SQLite one fsync), the account written last, just before the commit (a Core
-    INSERT: the ORM's flush of it cost more than the rest of the write), so that the
-    write lock is held for the commit alone, not across the invitation's reads. The User
-    object is never in the session: it stands for the row to the audit event, the
-    invitation and the answer."""
+    commit, on SQLite one fsync). The account is a Core INSERT (the ORM's flush of it cost
+    more than the rest of the write), written first: the audit event, inserted at once on
+    the same connection, names it. The User object is never in the session: it stands for
+    the row to the audit event, the invitation and the answer."""
     now = utcnow()
     user = User(id=new_id(), email=fields.email, email_verified=True, org_id=org_.id, disabled=not active,
                 is_admin=False, org_admin=False, created_at=now, updated_at=now)
     _store(user, fields)
     with db.session.no_autoflush:
-        audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
-        send = prepare_invitation(user, org_, own_idp=False, new_account=True) if active and not org_.own_idp else None
         db.session.connection().execute(_INSERT_USER, {
             "id": user.id, "email": user.email, "email_verified": True, "org_id": org_.id, "disabled": not active,
             "is_admin": False, "org_admin": False, "external_id": user.external_id, "given_name": user.given_name,
             "family_name": user.family_name, "name": user.name, "scim_data": user.scim_data,
             "created_at": now, "updated_at": now})
+        audit.record("scim.user_created", user, org=org_, via="scim", commit=False)
+        send = prepare_invitation(user, org_, own_idp=False, new_account=True) if active and not org_.own_idp else None
     db.session.commit()
     if send is not None:
         send()
