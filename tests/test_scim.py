@@ -197,7 +197,7 @@ def test_throttled_per_token(live):
     d, other = Directory(live, "throttle"), Directory(live, "throttle-b")
     key = ratelimit.throttle_key("scim:token", digest(d.token))
     with live.db():
-        db.session.add(RateLimit(key=key, failures=3001, window_start=utcnow(),
+        db.session.add(RateLimit(key=key, failures=601, window_start=utcnow(),
                                  blocked_until=utcnow() + ratelimit.timedelta(seconds=30)))
         db.session.commit()
     resp = d.call("GET", "/Users")
@@ -206,8 +206,9 @@ def test_throttled_per_token(live):
     assert other.call("GET", "/Users").status_code == 200  # another token is not slowed down
 
 
-def test_throttle_budget_is_about_3000_requests_a_minute(live):
-    """The per-process sampling (one shared count per 10 requests) against the shared policy."""
+def test_throttle_budget_is_about_30000_requests_a_minute(live):
+    """The per-process sampling (one shared count per 50 requests) against the shared policy:
+    above the 200 creations a second a bulk load is to sustain, well below a runaway loop."""
     from idp.scim import tokens
     from idp.scim.errors import ScimError
     from idp.store import digest
@@ -216,10 +217,10 @@ def test_throttle_budget_is_about_3000_requests_a_minute(live):
     allowed = 0
     with live.app.test_request_context("/scim/v2/Users"):
         with pytest.raises(ScimError) as refused:
-            for _ in range(3100):
+            for _ in range(30_100):
                 tokens._throttle(token_hash)
                 allowed += 1
-    assert 3000 <= allowed <= 3010 and refused.value.status == 429  # one sample of slack
+    assert 30_000 <= allowed <= 30_050 and refused.value.status == 429  # one sample of slack
     with live.app.test_request_context("/scim/v2/Users"), pytest.raises(ScimError):
         tokens._throttle(token_hash)  # blocked here until the shared block ends, counted or not
 

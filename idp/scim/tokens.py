@@ -61,7 +61,7 @@ def _unauthorized(detail: str) -> ScimError:
 # (the first included), against a policy whose budget is divided by SAMPLE; a block the
 # shared throttle reports is then kept here until it ends. The shared counter stays the one
 # that decides; at most SAMPLE - 1 requests per process go uncounted.
-SAMPLE = 10
+SAMPLE = 50
 _seen: dict[str, tuple[int, float]] = {}  # token hash → (requests seen, blocked until: time.monotonic())
 _seen_lock = threading.Lock()
 
