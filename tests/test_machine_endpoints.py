@@ -105,7 +105,7 @@ def test_everything_else_reaches_flask_with_its_body(live, machine, case):
         headers, data = {}, f"{data}&client_id={client_id}&client_secret={secret}"
     elif case == "unregistered scope":
         data += "&scope=openid%20profile"
-    elif case == "dpop proof":
+    elif case == "dpop proof":  # a bad one (a good one: test_a_dpop_bound_grant_...)
         headers = {**headers, "DPoP": "not-a-proof"}
     elif case == "not ascii":
         data = "grant_type=client_credentials&scope=op\u00e9nid".encode()
@@ -177,3 +177,35 @@ def test_a_failure_in_front_of_flask_is_answered_by_flask(live, machine, monkeyp
     status, _, body = call(wsgi, "POST", "/token", data={"grant_type": "client_credentials"},
                            headers=basic(client_id, secret))
     assert faults and recorder.calls == 1 and status == 200 and json.loads(body)["token_type"] == "Bearer"
+
+
+def test_a_dpop_bound_grant_is_answered_before_flask_and_its_proof_spent(live, machine):
+    """A good proof with the server's nonce: a DPoP token in front of Flask. The same proof
+    again, a proof without the nonce, and a proof for another URL all reach Flask, which
+    refuses them as it always did."""
+    from idp.oauth import dpop
+    from idp.oauth.tokens import verify_access_token
+    from tests.test_dpop import Holder
+
+    wsgi, recorder = machine
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    holder = Holder()
+    form = {"grant_type": "client_credentials"}
+    status, _, body = call(wsgi, "POST", "/token", data=form,
+                           headers={**basic(client_id, secret), "DPoP": holder.proof("POST", f"{live.issuer}/token")})
+    assert recorder.calls == 1 and status == 400 and json.loads(body)["error"] == "use_dpop_nonce"
+    with live.app.app_context():
+        holder.nonce = dpop.current_nonce()
+    proof = holder.proof("POST", f"{live.issuer}/token")
+    status, headers, body = call(wsgi, "POST", "/token", data=form, headers={**basic(client_id, secret), "DPoP": proof})
+    assert recorder.calls == 1 and status == 200 and headers["DPoP-Nonce"]
+    issued = json.loads(body)
+    assert issued["token_type"] == "DPoP"
+    with live.app.app_context():
+        assert verify_access_token(issued["access_token"])["cnf"] == {"jkt": holder.jkt}
+    status, _, body = call(wsgi, "POST", "/token", data=form, headers={**basic(client_id, secret), "DPoP": proof})
+    assert recorder.calls == 2 and status == 400 and json.loads(body)["error"] == "invalid_dpop_proof"
+    elsewhere = holder.proof("POST", f"{live.issuer}/userinfo")
+    status, _, body = call(wsgi, "POST", "/token", data=form,
+                           headers={**basic(client_id, secret), "DPoP": elsewhere})
+    assert recorder.calls == 3 and status == 400 and json.loads(body)["error"] == "invalid_dpop_proof"

@@ -39,16 +39,26 @@ def client_credentials(request: Request) -> Response | None:
     if found is None:
         return None
     client, scope = found
-    jkt = None
-    if "DPoP" in request.headers:
-        try:
-            value = dpop.presented_proof()
-            jkt = dpop.verify_proof(value, method=request.method, url=dpop.endpoint_url(), nonce="required").jkt
-        except OAuth2Error:
-            return None  # the general path checks the proof again and answers (the jti was not spent)
-    elif client.require_dpop:
+    bound, jkt = dpop_binding(client, request.environ.get("HTTP_DPOP"), dpop.endpoint_url())
+    if not bound:
         return None
     return Response(token_body(client, scope, jkt), status=200, headers=HEADERS)
+
+
+def dpop_binding(client: ClientRecord, proof: str | None, url: str) -> tuple[bool, str | None]:
+    """(True, the DPoP key's thumbprint or None for a Bearer token) for a request to `url`
+    with the `DPoP` header `proof`, or (False, None) when the general path must answer: a
+    bad proof (its jti is not spent then, so that path checks it again and gives the
+    error), or none from a client that requires one. Called last: a good proof's jti is
+    spent, and nothing may fail after it."""
+    if proof is None:
+        return not client.require_dpop, None
+    if "," in proof:  # two proofs: presented_proof's refusal, on the general path
+        return False, None
+    try:
+        return True, dpop.verify_proof(proof.strip(), method="POST", url=url, nonce="required").jkt
+    except OAuth2Error:
+        return False, None
 
 
 def plain_request(form: Iterable[tuple[str, str]], authorization: str | None) -> tuple[ClientRecord, str] | None:
