@@ -138,7 +138,7 @@ def test_policies_are_the_agreed_ones():
         "signup:ip": Policy(10, 3600, 60, 3600),
         "saml:ip": Policy(600, 600, 10, 600),
         "domain-check:org": Policy(9, 600, 30, 600),
-        "scim:token": Policy(300, 60, 1, 60),  # one count per 10 requests of a process
+        "scim:token": Policy(600, 60, 1, 60),  # one count per 50 requests of a process: ~30,000 a minute
     }
 
 
