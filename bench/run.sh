@@ -12,7 +12,8 @@
 # throwaway PostgreSQL cluster instead of SQLite; BENCH_LARGE=1 first seeds 100,000 users,
 # 10,000 clients and 1,000,000 refresh tokens (bench/seed_large.py) and prints whether
 # the hot queries use an index. Last, ../shared/peer-bench/compare.sh runs the certified
-# peer beside us and the ratios are printed (BENCH_PEER=0 skips it).
+# peer beside us and the ratios are printed (BENCH_PEER=0 skips it). BENCH_ONLY=http stops
+# after the wrk scenarios.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -211,6 +212,10 @@ grant_client=$(.venv/bin/python bench/grants.py client) || die "bench/grants.py 
 { read -r grant_client_id; read -r grant_basic; } < <(json_get client_id basic <<<"$grant_client")
 BASIC=$grant_basic measure refresh_token "$token_url" bench/grant.lua refresh_bodies
 BASIC=$grant_basic measure authorization_code "$token_url" bench/grant.lua code_bodies
+if [ "${BENCH_ONLY:-}" = http ]; then # the wrk figures alone (e.g. small against large database)
+  printf '%s\n' "${results[@]}"
+  exit 0
+fi
 
 scim=$(.venv/bin/python -W ignore bench/scim_bench.py "$IDP_ISSUER" "$server_pid") || die "bench/scim_bench.py failed"
 echo "$scim"
