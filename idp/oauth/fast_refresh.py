@@ -34,13 +34,13 @@ from .grants import (
     store_refresh_token,
     token_body,
 )
+from .fast_token import HEADERS
 from .server import lookup_client
 
 GRANT_TYPE = "refresh_token"
 _BASIC = frozenset(("grant_type", "refresh_token", "scope"))
 _POST = _BASIC | {"client_id", "client_secret"}
 _PUBLIC = _BASIC | {"client_id"}
-HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _client(request: Request, form):
