@@ -7,6 +7,8 @@ command that does not touch SAML answers in under 0.5 s.
     .venv/bin/python bench/memory.py
         makes a throw-away SQLite instance, starts `idp serve --workers 2` on it, warms it up
         and measures, then stops it; the CLI is timed on the same instance.
+    BENCH_DATABASE_URL=postgresql+psycopg://... .venv/bin/python bench/memory.py
+        the same on that (empty) PostgreSQL database instead of SQLite.
     .venv/bin/python bench/memory.py --issuer URL --pid PID
         measures a server already running (`bench/run.sh` does this with its own), with
         IDP_INSTANCE_DIR (and BASIC, base64 of client_id:client_secret, for the token grant)
@@ -144,6 +146,8 @@ def own_server() -> tuple[str, int, str, str]:
     os.environ.update(IDP_INSTANCE_DIR=tmp, IDP_ISSUER=issuer, IDP_LOG_LEVEL="WARNING")
     for name in ("IDP_DATABASE_URL", "IDP_REDIS_URL", "IDP_METRICS_PORT"):
         os.environ.pop(name, None)
+    if os.environ.get("BENCH_DATABASE_URL"):
+        os.environ["IDP_DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
     subprocess.run([IDP, "init"], check=True, stdout=subprocess.DEVNULL)
     client = json.loads(subprocess.run(
         [IDP, "clients", "create", "--name", "bench", "--grant-type", "client_credentials", "--json"],
