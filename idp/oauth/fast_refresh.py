@@ -23,6 +23,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_li
 from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
 
 from ..store import db
+from ..store.clients import ClientRecord
 from . import resources
 from .grants import (
     LIVE,
@@ -43,14 +44,27 @@ _POST = _BASIC | {"client_id", "client_secret"}
 _PUBLIC = _BASIC | {"client_id"}
 
 
-def _client(request: Request, form):
+class Committed(Exception):
+    """A fault once the rotation may have been committed: the presented token may be spent,
+    so the general path must not answer (it would find the token spent and revoke its
+    family). The caller answers server_error. `client_id`: the client that presented it."""
+
+    def __init__(self, client_id: str):
+        super().__init__(client_id)
+        self.client_id = client_id
+
+
+def _client(form: dict, authorization: str | None):
     """The client as Authlib's client authentication finds it for the plain methods, else None."""
-    client_id, secret = extract_basic_authorization(request.headers)
+    try:
+        client_id, secret = extract_basic_authorization({"Authorization": authorization})
+    except UnicodeError:  # not UTF-8 once decoded: security.refuse_undecodable_basic answers
+        return None
     if client_id or secret:
         method = "client_secret_basic"
         if not client_id or not secret or not _BASIC.issuperset(form.keys()):
             return None
-    elif "Authorization" in request.headers:
+    elif authorization is not None:
         return None
     elif "client_secret" in form:
         method, client_id, secret = "client_secret_post", form.get("client_id"), form["client_secret"]
@@ -77,7 +91,20 @@ def refresh_token(request: Request) -> Response | None:
         return None
     if any(len(form.getlist(name)) > 1 for name in form):
         return None
-    client = _client(request, form)
+    found = grant(form.to_dict(), request.headers.get("Authorization"))
+    if found is None:
+        return None
+    return Response(json.dumps(found[1]), status=200, headers=HEADERS)
+
+
+def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | None:
+    """(the client, the token response) of a plain refresh request without a DPoP proof (its
+    form, each parameter once, and its Authorization header), the presented token rotated
+    and committed; None, with nothing written, when the general path must answer. Raises
+    `Committed` for a fault from the commit on; before it, whatever raised left nothing written."""
+    if form.get("grant_type") != GRANT_TYPE:
+        return None
+    client = _client(form, authorization)
     if client is None or client.require_dpop or not client.check_grant_type(GRANT_TYPE):
         return None
     value = form.get("refresh_token")
@@ -87,9 +114,7 @@ def refresh_token(request: Request) -> Response | None:
     # transaction state, begin and commit) cost as much CPU as one of the statements.
     with db.engine.connect() as connection:
         body = _rotate(connection, client, value, form.get("scope"))
-    if body is None:
-        return None
-    return Response(json.dumps(body), status=200, headers=HEADERS)
+    return (client, body) if body is not None else None
 
 
 def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
@@ -118,5 +143,8 @@ def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
     if not rotate_refresh_token(connection, token):
         return None  # a concurrent request spent it first (rolled back on close): the general path finds it spent
     store_refresh_token(body["refresh_token"], family, client.client_id, connection)
-    connection.commit()
+    try:
+        connection.commit()
+    except Exception as exc:  # committed or not, nobody can tell: never the general path
+        raise Committed(client.client_id) from exc
     return body
