@@ -1,7 +1,7 @@
 """The requests machines send most, answered in front of Flask.
 
-Discovery, the JWKS, a plain client_credentials grant (DPoP-bound or not) and a plain
-refresh_token grant are what relying parties, resource servers and services ask every few
+Discovery, the JWKS, a plain client_credentials grant (DPoP-bound or not), a plain
+refresh_token grant and a plain code exchange are what relying parties, resource servers and services ask every few
 seconds, and for them Flask's per-request machinery (request and response objects, nine
 hooks, the session interface, context locals) cost more CPU than the answer itself: 190-250 µs
 of the 190-530 µs each took (profiled in the closing note of issue 14). This WSGI layer
@@ -9,10 +9,11 @@ answers exactly those when the request is the plain case, with the headers, requ
 request line and metrics Flask's path gives them; everything else, and anything that raises
 before a write, goes on to Flask untouched, which gives every error its one answer.
 
-A refresh grant is the exception to "anything that raises goes to Flask": once its rotation
-may be committed, the presented token is spent, and Flask's path would take it for a stolen
-token presented again and revoke the family. A fault from then on (`fast_refresh.Committed`)
-is answered here, with what Flask answers an unexpected fault (500, server_error).
+A refresh grant and a code exchange are the exception to "anything that raises goes to
+Flask": once their write may be committed, the presented token or code is spent, and Flask's
+path would take it for a stolen one presented again and revoke the family. A fault from
+then on (`fast_refresh.Committed`) is answered here, with what Flask answers an unexpected
+fault (500, server_error).
 
 It sits under ProxyFix and the metrics wrapper (see `create_app`), so both see its
 requests as they see Flask's.
@@ -27,14 +28,14 @@ from urllib.parse import parse_qsl
 
 from flask import json  # Flask's JSON, as the token view's answers use (sorted keys)
 
-from ..oauth import dpop, fast_refresh, fast_token
+from ..oauth import dpop, fast_code, fast_refresh, fast_token
 from ..observability import logs, metrics
 from .discovery import JWKS_CACHE, METADATA_CACHE, metadata_json, public_json_headers
 
 log = logging.getLogger(__name__)
 
 FORM = "application/x-www-form-urlencoded"
-MAX_FORM = 2048  # a plain client_credentials or refresh body is under 300 bytes; larger ones go to Flask
+MAX_FORM = 2048  # a plain grant's body is under 500 bytes; larger ones go to Flask
 STATUS_LINES = {200: "200 OK", 500: "500 INTERNAL SERVER ERROR"}
 # what security._handle_unexpected answers on an API path, as Flask's JSON writes it
 SERVER_ERROR = b'{"error":"server_error","error_description":"internal error"}\n'
@@ -62,7 +63,7 @@ class MachineEndpoints:
             with self.flask_app.app_context():
                 answer = handler(environ)
         except fast_refresh.Committed as exc:
-            # A refresh token was rotated: Flask's path would find it spent and revoke its
+            # A refresh token was rotated, or a code spent: Flask's path would find it spent and revoke its
             # family, so the answer is the one Flask gives an unexpected fault, given here.
             status, failure = 500, exc
             answer = SERVER_ERROR, [("Content-Type", "application/json")], exc.client_id
@@ -106,11 +107,13 @@ class MachineEndpoints:
         environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if we do not answer
         environ["CONTENT_LENGTH"] = str(len(raw))
         try:
-            form = parse_qsl(raw.decode("ascii"), keep_blank_values=True, max_num_fields=5)
+            form = parse_qsl(raw.decode("ascii"), keep_blank_values=True, max_num_fields=6)
         except ValueError:  # not ASCII, or too many fields
             return None
         if ("grant_type", fast_refresh.GRANT_TYPE) in form:
-            return self._refresh(environ, form)
+            return self._rotating(environ, form, fast_refresh)
+        if ("grant_type", fast_code.GRANT_TYPE) in form:
+            return self._rotating(environ, form, fast_code)
         return self._client_credentials(environ, form)
 
     def _client_credentials(self, environ, form):
@@ -131,18 +134,20 @@ class MachineEndpoints:
         return body, headers, client.client_id
 
 
-    def _refresh(self, environ, form):
+    def _rotating(self, environ, form, grant):
+        """A refresh grant (`grant` is fast_refresh) or a code exchange (fast_code): what
+        they present is spent once they have answered."""
         fields = dict(form)
         if len(fields) != len(form) or "HTTP_DPOP" in environ:
             return None  # a repeated parameter, a DPoP proof: Flask's path
-        found = fast_refresh.grant(fields, environ.get("HTTP_AUTHORIZATION"))
+        found = grant.grant(fields, environ.get("HTTP_AUTHORIZATION"))
         if found is None:
             return None
         client, token = found
-        try:  # the token is rotated and committed: nothing below may fall back to Flask
+        try:  # the token or code is spent and committed: nothing below may fall back to Flask
             body = json.dumps(token).encode()
             headers = [*fast_token.HEADERS.items(), ("DPoP-Nonce", dpop.current_nonce())]
-            metrics.token_grant_result(fast_refresh.GRANT_TYPE, "success")
+            metrics.token_grant_result(grant.GRANT_TYPE, "success")
         except Exception as exc:
             raise fast_refresh.Committed(client.client_id) from exc
         return body, headers, client.client_id

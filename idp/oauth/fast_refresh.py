@@ -19,7 +19,7 @@ or a client that requires DPoP go to the general path too.
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
+from authlib.oauth2.rfc6749.util import scope_to_list
 from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
 
 from ..store import db
@@ -35,13 +35,10 @@ from .grants import (
     store_refresh_token,
     token_body,
 )
-from .fast_token import HEADERS
-from .server import lookup_client
+from .fast_token import HEADERS, plain_client
 
 GRANT_TYPE = "refresh_token"
-_BASIC = frozenset(("grant_type", "refresh_token", "scope"))
-_POST = _BASIC | {"client_id", "client_secret"}
-_PUBLIC = _BASIC | {"client_id"}
+PARAMETERS = frozenset(("grant_type", "refresh_token", "scope"))
 
 
 class Committed(Exception):
@@ -52,34 +49,6 @@ class Committed(Exception):
     def __init__(self, client_id: str):
         super().__init__(client_id)
         self.client_id = client_id
-
-
-def _client(form: dict, authorization: str | None):
-    """The client as Authlib's client authentication finds it for the plain methods, else None."""
-    try:
-        client_id, secret = extract_basic_authorization({"Authorization": authorization})
-    except UnicodeError:  # not UTF-8 once decoded: security.refuse_undecodable_basic answers
-        return None
-    if client_id or secret:
-        method = "client_secret_basic"
-        if not client_id or not secret or not _BASIC.issuperset(form.keys()):
-            return None
-    elif authorization is not None:
-        return None
-    elif "client_secret" in form:
-        method, client_id, secret = "client_secret_post", form.get("client_id"), form["client_secret"]
-        if not client_id or not secret or not _POST.issuperset(form.keys()):
-            return None
-    else:
-        method, client_id = "none", form.get("client_id")
-        if not client_id or not _PUBLIC.issuperset(form.keys()):
-            return None
-    client = lookup_client(client_id) if len(client_id) <= 64 else None
-    if client is None or not client.check_endpoint_auth_method(method, "token"):
-        return None
-    if secret is not None and not client.check_client_secret(secret):
-        return None
-    return client
 
 
 def refresh_token(request: Request) -> Response | None:
@@ -104,7 +73,7 @@ def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | 
     `Committed` for a fault from the commit on; before it, whatever raised left nothing written."""
     if form.get("grant_type") != GRANT_TYPE:
         return None
-    client = _client(form, authorization)
+    client = plain_client(form, authorization, PARAMETERS)
     if client is None or client.require_dpop or not client.check_grant_type(GRANT_TYPE):
         return None
     value = form.get("refresh_token")
