@@ -371,3 +371,63 @@ def test_a_fault_after_the_rotation_is_logged_with_the_request_id(live, machine,
     assert value not in caplog.text and secret not in caplog.text
     lines = [r for r in caplog.records if r.name == "idp.access" or "POST /token 500" in r.getMessage()]
     assert any("POST /token 500" in r.getMessage() and r.request_id == headers["X-Request-ID"] for r in lines)
+
+
+def _code(live, client_id, user_id, verifier):
+    """A code as the authorization endpoint stores it, with an S256 challenge of `verifier`."""
+    import hashlib
+    import secrets
+    import time
+    from datetime import timedelta
+
+    from idp.store import AuthorizationCode, Grant, db, digest, new_id, utcnow
+
+    value, family = secrets.token_urlsafe(36), new_id()
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    with live.app.app_context():
+        now = utcnow()
+        db.session.execute(Grant.__table__.insert().values(
+            id=family, client_id=client_id, user_id=user_id, scope="openid profile", sid=new_id(),
+            auth_time=int(time.time()) - 5, amr=["pwd"], acr=None, created_at=now))
+        db.session.execute(AuthorizationCode.__table__.insert().values(
+            code_hash=digest(value), grant_id=family, client_id=client_id, user_id=user_id,
+            redirect_uri="http://127.0.0.1:9/cb", scope="openid profile", nonce="n", code_challenge=challenge,
+            code_challenge_method="S256", auth_time=int(time.time()) - 5, amr=["pwd"], acr=None, sid=None,
+            dpop_jkt=None, resource=None, expires_at=now + timedelta(seconds=60)))
+        db.session.commit()
+    return value, family
+
+
+def test_plain_code_exchange_answered_before_flask_as_flask_answers_it(live, machine, refresher):
+    import secrets
+
+    wsgi, recorder = machine
+    client_id, secret, user_id = refresher
+    verifier = secrets.token_urlsafe(48)
+    answers = []
+    for answerer in (wsgi, recorder):
+        value, _ = _code(live, client_id, user_id, verifier)
+        answers.append(call(answerer, "POST", "/token", headers=basic(client_id, secret), data={
+            "grant_type": "authorization_code", "code": value, "redirect_uri": "http://127.0.0.1:9/cb",
+            "code_verifier": verifier}))
+        if answerer is wsgi:
+            assert recorder.calls == 0
+    fast, flask = answers
+    assert fast[0] == flask[0] == 200 and recorder.calls == 1
+    assert fast[1].keys() == flask[1].keys()
+    assert {k: v for k, v in fast[1].items() if k not in VARYING} == \
+        {k: v for k, v in flask[1].items() if k not in VARYING}
+    assert list(json.loads(fast[2])) == list(json.loads(flask[2]))
+    # the same code again: Flask's path refuses it and revokes what it issued
+    value, family = _code(live, client_id, user_id, verifier)
+    form = {"grant_type": "authorization_code", "code": value, "redirect_uri": "http://127.0.0.1:9/cb",
+            "code_verifier": verifier}
+    assert call(wsgi, "POST", "/token", headers=basic(client_id, secret), data=form)[0] == 200
+    again = call(wsgi, "POST", "/token", headers=basic(client_id, secret), data=form)
+    assert again[0] == 400 and json.loads(again[2])["error"] == "invalid_grant" and recorder.calls == 2
+    with live.app.app_context():
+        from sqlalchemy import select
+
+        from idp.store import Grant, db
+
+        assert db.session.scalar(select(Grant.revoked_at).where(Grant.id == family)) is not None
