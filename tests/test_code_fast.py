@@ -305,3 +305,34 @@ def test_a_fault_after_the_commit_is_a_500_and_the_code_stays_spent_without_revo
     assert world.fast_answers == [True]
     assert resp.status_code == 500 and resp.json == {"error": "server_error", "error_description": "internal error"}
     assert world.state(value, family) == (True, False, True)  # spent, its token stored, nothing revoked
+
+
+def test_two_concurrent_exchanges_of_one_code_give_one_token_and_revoke_it(world):
+    """Both reach the plain path's UPDATE at about the same time: one spends the code, the
+    other finds it spent, declines with nothing written, and Authlib's grant refuses it and
+    revokes the family, so the first one's tokens die too (RFC 6749 §4.1.2)."""
+    import threading
+
+    value, verifier, family = world.code(world.web)
+    barrier, answers = threading.Barrier(2), []
+    auth = "Basic " + base64.b64encode(f"{world.web}:{world.web_secret}".encode()).decode()
+    form = {"grant_type": "authorization_code", "code": value, "redirect_uri": REDIRECT, "code_verifier": verifier}
+
+    def exchange():
+        http = world.app.test_client()
+        barrier.wait()
+        resp = http.post("/token", data=form, headers={"Authorization": auth})
+        answers.append((resp.status_code, resp.json))
+
+    threads = [threading.Thread(target=exchange) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(status for status, _ in answers) == [200, 400]
+    assert world.fast_answers.count(True) == 1  # the plain path answered the one that spent it
+    refused = next(body for status, body in answers if status == 400)
+    assert refused["error"] == "invalid_grant"
+    issued = next(body for status, body in answers if status == 200)
+    assert world.state(value, family) == (True, True, False)
+    assert not world.introspect(issued["access_token"])
