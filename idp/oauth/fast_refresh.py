@@ -6,7 +6,7 @@ wrapping, trying each client authentication method in turn, hooks) cost as much 
 the grant's own reads and writes. As `fast_token` does for client credentials, this module
 answers only the plain case, with the rules of `grants.RefreshTokenGrant` in the same order
 and from the same functions (`read_refresh_token`, `refresh_token_state`, `family_person`,
-`rotate_refresh_token`, `token_body`): the client authenticates with its registered method
+`rotate_refresh_token`, `token_body`, `add_id_token`): the client authenticates with its registered method
 (client_secret_basic, client_secret_post, or a public client's client_id alone), may use
 the grant, and presents a live refresh token of its own, optionally asking for a narrower
 scope. Everything else returns None before anything is written, and Authlib's grant answers
@@ -27,7 +27,7 @@ from ..store.clients import ClientRecord
 from . import resources
 from .grants import (
     LIVE,
-    add_refreshed_id_token,
+    add_id_token,
     family_person,
     read_refresh_token,
     refresh_token_state,
@@ -108,7 +108,7 @@ def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
     except OAuth2Error:
         return None
     body = token_body(client, person, scope, family, audience=audience, jkt=None, include_refresh_token=True)
-    add_refreshed_id_token(body, client, person, family)
+    add_id_token(body, client, person, family)
     if not rotate_refresh_token(connection, token):
         return None  # a concurrent request spent it first (rolled back on close): the general path finds it spent
     store_refresh_token(body["refresh_token"], family, client.client_id, connection)

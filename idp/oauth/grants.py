@@ -237,8 +237,6 @@ def add_id_token(token: dict, client, user, family: Family, nonce: str | None = 
         token["id_token"] = tokens.issue_id_token(client, user, family, nonce=nonce, access_token=token["access_token"])
 
 
-add_refreshed_id_token = add_id_token
-
 
 @dataclass(frozen=True, slots=True)
 class CodeRecord(CodeMethods):
