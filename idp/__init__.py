@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,9 +147,12 @@ def _prepare_database(settings: Settings) -> None:
     the instance dir and a new SQLite file made with owner-only modes."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
 
     if not event.contains(Engine, "connect", _sqlite_pragmas):
         event.listen(Engine, "connect", _sqlite_pragmas)
+        event.listen(Pool, "checkin", _note_idle)
+        event.listen(Pool, "checkout", _ping_if_idle)
     make_instance_dir(settings.instance_dir)
     _create_sqlite_file(settings.database_url)
 
@@ -179,7 +183,41 @@ def _engine_options(url: str) -> dict:
     # messages and of SQLAlchemy's own log at DEBUG: logs must never hold them.
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, "hide_parameters": True}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "hide_parameters": True}
+    # No pool_pre_ping: it cost a SELECT 1 round trip on every checkout, several a request
+    # (_ping_if_idle pings only connections that sat idle, which a restart leaves behind).
+    return {"pool_size": 5, "max_overflow": 10, "hide_parameters": True}
+
+
+IDLE_BEFORE_PING = 1.0  # seconds a pooled connection sits unused before its next checkout pings it
+
+
+def _note_idle(dbapi_connection, connection_record):
+    connection_record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, connection_record, connection_proxy):
+    """Check a PostgreSQL connection that sat idle in the pool before handing it out: the
+    server may have restarted meanwhile (or a proxy closed it), and a dead connection would
+    fail the request. One that was in use less than IDLE_BEFORE_PING ago is handed out as
+    is: under load that is every checkout, and a restart takes longer than that (requests
+    made during one fail on their own, which invalidates the whole pool). A failed ping
+    makes the pool drop the connection and connect anew (DisconnectionError)."""
+    since = connection_record.info.pop("idle_since", None)
+    if since is None or time.monotonic() - since < IDLE_BEFORE_PING:
+        return
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        return  # a file: nothing to lose
+    from sqlalchemy.exc import DisconnectionError
+
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+        dbapi_connection.rollback()  # back to idle, as the pool hands connections out
+    except Exception as exc:  # noqa: BLE001 - whatever failed, this connection is not to be used
+        raise DisconnectionError("pooled connection unusable after idling") from exc
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

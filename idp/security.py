@@ -137,7 +137,7 @@ def _handle_csrf(error: CSRFError):
 
 def _handle_database_down(error: DBAPIError):
     """The database cannot be reached: a quick 503 with Retry-After, one log line, no
-    traceback; the pool reconnects by itself when it is back (pool_pre_ping)."""
+    traceback; the pool reconnects by itself when it is back (idp._ping_if_idle)."""
     if not error.connection_invalidated and not isinstance(error, OperationalError):
         return _handle_unexpected(error)
     log.error("database unavailable on %s %s: %s", request.method, request.path, type(error.orig).__name__)

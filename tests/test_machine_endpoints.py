@@ -209,3 +209,225 @@ def test_a_dpop_bound_grant_is_answered_before_flask_and_its_proof_spent(live, m
     status, _, body = call(wsgi, "POST", "/token", data=form,
                            headers={**basic(client_id, secret), "DPoP": elsewhere})
     assert recorder.calls == 3 and status == 400 and json.loads(body)["error"] == "invalid_dpop_proof"
+
+
+def _family(live, client_id, user_id, scope="openid profile"):
+    """(refresh token, family id): a family with one live token, as the code exchange makes it."""
+    import secrets
+    import time
+    from datetime import timedelta
+
+    from idp.store import Grant, RefreshToken, db, digest, new_id, utcnow
+
+    value, family = secrets.token_urlsafe(32), new_id()
+    with live.app.app_context():
+        now = utcnow()
+        db.session.execute(Grant.__table__.insert().values(
+            id=family, client_id=client_id, user_id=user_id, scope=scope, sid=new_id(),
+            auth_time=int(time.time()) - 60, amr=["pwd"], acr=None, created_at=now))
+        db.session.execute(RefreshToken.__table__.insert().values(
+            token_hash=digest(value), grant_id=family, client_id=client_id, scope=scope, created_at=now,
+            expires_at=now + timedelta(seconds=3600), revoked=False))
+        db.session.commit()
+    return value, family
+
+
+def _token_state(live, value, family):
+    """(the token's rotated_at, the family's revoked_at, whether any of its tokens is still unrevoked)."""
+    from sqlalchemy import select
+
+    from idp.store import Grant, RefreshToken, db, digest
+
+    with live.app.app_context():
+        rotated = db.session.scalar(select(RefreshToken.rotated_at).where(RefreshToken.token_hash == digest(value)))
+        revoked = db.session.scalar(select(Grant.revoked_at).where(Grant.id == family))
+        live_left = db.session.scalar(select(RefreshToken.token_hash).where(
+            RefreshToken.grant_id == family, RefreshToken.revoked.is_(False)).limit(1))
+        return rotated, revoked, live_left is not None
+
+
+@pytest.fixture
+def refresher(live):
+    import secrets
+
+    client_id, secret = live.create_client(grant_types=["authorization_code", "refresh_token"],
+                                           scope="openid profile email")
+    user_id = live.create_user(f"mr-{secrets.token_hex(5)}@example.com")
+    return client_id, secret, user_id
+
+
+def test_plain_refresh_answered_before_flask_as_flask_answers_it(live, machine, refresher):
+    from idp.oauth.tokens import verify_access_token
+
+    wsgi, recorder = machine
+    client_id, secret, user_id = refresher
+    fast_value, fast_family = _family(live, client_id, user_id)
+    slow_value, _ = _family(live, client_id, user_id)
+    fast = call(wsgi, "POST", "/token", data={"grant_type": "refresh_token", "refresh_token": fast_value},
+                headers=basic(client_id, secret))
+    assert fast[0] == 200 and recorder.calls == 0
+    flask = call(recorder, "POST", "/token", data={"grant_type": "refresh_token", "refresh_token": slow_value},
+                 headers=basic(client_id, secret))
+    assert flask[0] == 200 and recorder.calls == 1
+    assert fast[1].keys() == flask[1].keys()
+    assert {k: v for k, v in fast[1].items() if k not in VARYING} == \
+        {k: v for k, v in flask[1].items() if k not in VARYING}
+    issued, expected = json.loads(fast[2]), json.loads(flask[2])
+    assert list(issued) == list(expected) and issued["scope"] == expected["scope"] == "openid profile"
+    with live.app.app_context():
+        claims = verify_access_token(issued["access_token"])
+    assert claims["sub"] == user_id and claims["gid"] == fast_family
+    assert _token_state(live, fast_value, fast_family)[0] is not None  # rotated
+    # the new token works (in front of Flask again); the old one, presented again, reaches
+    # Flask, which revokes the family
+    again = call(wsgi, "POST", "/token", data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+                 headers=basic(client_id, secret))
+    assert again[0] == 200 and recorder.calls == 1
+    reuse = call(wsgi, "POST", "/token", data={"grant_type": "refresh_token", "refresh_token": fast_value},
+                 headers=basic(client_id, secret))
+    assert reuse[0] == 400 and json.loads(reuse[2])["error"] == "invalid_grant" and recorder.calls == 2
+    _, revoked, live_left = _token_state(live, fast_value, fast_family)
+    assert revoked is not None and not live_left
+
+
+@pytest.mark.parametrize("case", ["wrong secret", "repeated parameter", "dpop proof", "resource parameter",
+                                  "unknown token", "widened scope", "query string"])
+def test_other_refresh_requests_reach_flask_and_spend_nothing(live, machine, refresher, case):
+    wsgi, recorder = machine
+    client_id, secret, user_id = refresher
+    value, family = _family(live, client_id, user_id)
+    form = f"grant_type=refresh_token&refresh_token={value}"
+    headers, path = basic(client_id, secret), "/token"
+    if case == "wrong secret":
+        headers = basic(client_id, secret + "x")
+    elif case == "repeated parameter":
+        form += "&scope=openid&scope=openid"
+    elif case == "dpop proof":
+        headers = {**headers, "DPoP": "not-a-proof"}
+    elif case == "resource parameter":
+        form += "&resource=https%3A%2F%2Fapi.example"
+    elif case == "unknown token":
+        form = "grant_type=refresh_token&refresh_token=not-a-token"
+    elif case == "widened scope":
+        form += "&scope=openid%20profile%20email"
+    elif case == "query string":
+        path += "?scope=openid%20profile%20email"  # Authlib reads it: a widened scope, refused
+    status, _, body = call(wsgi, "POST", path, data=form, headers=headers, content_type=FORM)
+    assert recorder.calls == 1 and status in (400, 401) and "access_token" not in json.loads(body)
+    assert _token_state(live, value, family) == (None, None, True)
+
+
+def test_a_fault_after_the_rotation_is_a_500_and_never_reaches_flask(live, machine, refresher, monkeypatch):
+    """Once the rotation is committed the token is spent: a fault then (here the DPoP nonce
+    cannot be made) must not hand the request to Flask, which would find the token spent and
+    revoke the family. The answer is the one Flask gives an unexpected fault, and the family lives."""
+    from idp.oauth import dpop, fast_token
+
+    wsgi, recorder = machine
+    client_id, secret, user_id = refresher
+    value, family = _family(live, client_id, user_id)
+
+    def broken():
+        raise RuntimeError("nonce key unreadable")
+
+    monkeypatch.setattr(dpop, "current_nonce", broken)
+    status, headers, body = call(wsgi, "POST", "/token", data={"grant_type": "refresh_token", "refresh_token": value},
+                                 headers={**basic(client_id, secret), "X-Request-ID": "r-1"})
+    assert status == 500 and recorder.calls == 0
+    assert json.loads(body) == {"error": "server_error", "error_description": "internal error"}
+    rotated, revoked, live_left = _token_state(live, value, family)
+    assert rotated is not None and revoked is None and live_left  # spent, and only that
+
+    # Flask's answer to an unexpected fault in the token view, for comparison
+    def raising(request):
+        raise RuntimeError("fault in the view")
+
+    monkeypatch.setattr(fast_token, "client_credentials", raising)
+    flask = call(recorder, "POST", "/token", data={"grant_type": "refresh_token", "refresh_token": "x"},
+                 headers=basic(client_id, secret))
+    assert flask[0] == 500 and flask[2] == body
+    assert headers.keys() == flask[1].keys()
+    assert {k: v for k, v in headers.items() if k not in VARYING} == \
+        {k: v for k, v in flask[1].items() if k not in VARYING}
+
+
+def test_a_fault_after_the_rotation_is_logged_with_the_request_id(live, machine, refresher, monkeypatch, caplog):
+    import logging
+
+    from idp.oauth import dpop
+
+    wsgi, _ = machine
+    client_id, secret, user_id = refresher
+    value, _ = _family(live, client_id, user_id)
+    monkeypatch.setattr(dpop, "current_nonce", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    with caplog.at_level(logging.INFO):
+        status, headers, _ = call(wsgi, "POST", "/token",
+                                  data={"grant_type": "refresh_token", "refresh_token": value},
+                                  headers=basic(client_id, secret))
+    assert status == 500
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "idp.endpoints.machine"]
+    assert len(errors) == 1 and errors[0].request_id == headers["X-Request-ID"]
+    assert errors[0].client_id == client_id
+    assert value not in caplog.text and secret not in caplog.text
+    lines = [r for r in caplog.records if r.name == "idp.access" or "POST /token 500" in r.getMessage()]
+    assert any("POST /token 500" in r.getMessage() and r.request_id == headers["X-Request-ID"] for r in lines)
+
+
+def _code(live, client_id, user_id, verifier):
+    """A code as the authorization endpoint stores it, with an S256 challenge of `verifier`."""
+    import hashlib
+    import secrets
+    import time
+    from datetime import timedelta
+
+    from idp.store import AuthorizationCode, Grant, db, digest, new_id, utcnow
+
+    value, family = secrets.token_urlsafe(36), new_id()
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    with live.app.app_context():
+        now = utcnow()
+        db.session.execute(Grant.__table__.insert().values(
+            id=family, client_id=client_id, user_id=user_id, scope="openid profile", sid=new_id(),
+            auth_time=int(time.time()) - 5, amr=["pwd"], acr=None, created_at=now))
+        db.session.execute(AuthorizationCode.__table__.insert().values(
+            code_hash=digest(value), grant_id=family, client_id=client_id, user_id=user_id,
+            redirect_uri="http://127.0.0.1:9/cb", scope="openid profile", nonce="n", code_challenge=challenge,
+            code_challenge_method="S256", auth_time=int(time.time()) - 5, amr=["pwd"], acr=None, sid=None,
+            dpop_jkt=None, resource=None, expires_at=now + timedelta(seconds=60)))
+        db.session.commit()
+    return value, family
+
+
+def test_plain_code_exchange_answered_before_flask_as_flask_answers_it(live, machine, refresher):
+    import secrets
+
+    wsgi, recorder = machine
+    client_id, secret, user_id = refresher
+    verifier = secrets.token_urlsafe(48)
+    answers = []
+    for answerer in (wsgi, recorder):
+        value, _ = _code(live, client_id, user_id, verifier)
+        answers.append(call(answerer, "POST", "/token", headers=basic(client_id, secret), data={
+            "grant_type": "authorization_code", "code": value, "redirect_uri": "http://127.0.0.1:9/cb",
+            "code_verifier": verifier}))
+        if answerer is wsgi:
+            assert recorder.calls == 0
+    fast, flask = answers
+    assert fast[0] == flask[0] == 200 and recorder.calls == 1
+    assert fast[1].keys() == flask[1].keys()
+    assert {k: v for k, v in fast[1].items() if k not in VARYING} == \
+        {k: v for k, v in flask[1].items() if k not in VARYING}
+    assert list(json.loads(fast[2])) == list(json.loads(flask[2]))
+    # the same code again: Flask's path refuses it and revokes what it issued
+    value, family = _code(live, client_id, user_id, verifier)
+    form = {"grant_type": "authorization_code", "code": value, "redirect_uri": "http://127.0.0.1:9/cb",
+            "code_verifier": verifier}
+    assert call(wsgi, "POST", "/token", headers=basic(client_id, secret), data=form)[0] == 200
+    again = call(wsgi, "POST", "/token", headers=basic(client_id, secret), data=form)
+    assert again[0] == 400 and json.loads(again[2])["error"] == "invalid_grant" and recorder.calls == 2
+    with live.app.app_context():
+        from sqlalchemy import select
+
+        from idp.store import Grant, db
+
+        assert db.session.scalar(select(Grant.revoked_at).where(Grant.id == family)) is not None

@@ -1,4 +1,5 @@
-"""The refresh grant's plain-case path (idp/oauth/fast_refresh.py) against Authlib's path.
+"""The refresh grant's plain-case path (idp/oauth/fast_refresh.py, answered in front of
+Flask by idp/endpoints/machine.py) against Authlib's path.
 
 In process, on the real database (SQLite and PostgreSQL): each request is sent once with
 the plain-case path on, and once with it switched off (so Authlib's grant answers, as
@@ -57,22 +58,24 @@ class World:
 
     def __init__(self, app, monkeypatch):
         from idp.clients import create_client
-        from idp.endpoints import token as token_view
+        from idp.oauth import fast_refresh
         from idp.store import User, db
 
         self.app, self.http = app, app.test_client()
         self.fast_answers: list[bool] = []
         self.fast_on = True
-        inner = token_view.fast_refresh_token
+        inner = fast_refresh.grant
 
-        def recorded(request):
+        # Both plain-case answerers (in front of Flask, endpoints/machine.py, and in the
+        # token view) go through `grant`: switched off here, Authlib's grant answers.
+        def recorded(form, authorization):
             if not self.fast_on:
                 return None
-            response = inner(request)
-            self.fast_answers.append(response is not None)
-            return response
+            found = inner(form, authorization)
+            self.fast_answers.append(found is not None)
+            return found
 
-        monkeypatch.setattr(token_view, "fast_refresh_token", recorded)
+        monkeypatch.setattr(fast_refresh, "grant", recorded)
         with app.app_context():
             self.web, self.web_secret = self._client(create_client, "client_secret_basic")
             self.post, self.post_secret = self._client(create_client, "client_secret_post")

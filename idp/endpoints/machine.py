@@ -1,13 +1,19 @@
-"""The three requests machines send most, answered in front of Flask.
+"""The requests machines send most, answered in front of Flask.
 
-Discovery, the JWKS and a plain client_credentials grant (DPoP-bound or not) are what relying parties,
-resource servers and services ask every few seconds, and for them Flask's per-request
-machinery (request and response objects, nine hooks, the session interface, context
-locals) cost more CPU than the answer itself: 190-250 µs of the 190-530 µs each took
-(profiled in the closing note of issue 14). This WSGI layer answers exactly those three
-when the request is the plain case, with the headers, request id, request line and
-metrics Flask's path gives them; everything else, and anything that raises, goes on to
-Flask untouched, which gives every error its one answer.
+Discovery, the JWKS, a plain client_credentials grant (DPoP-bound or not), a plain
+refresh_token grant and a plain code exchange are what relying parties, resource servers and services ask every few
+seconds, and for them Flask's per-request machinery (request and response objects, nine
+hooks, the session interface, context locals) cost more CPU than the answer itself: 190-250 µs
+of the 190-530 µs each took (profiled in the closing note of issue 14). This WSGI layer
+answers exactly those when the request is the plain case, with the headers, request id,
+request line and metrics Flask's path gives them; everything else, and anything that raises
+before a write, goes on to Flask untouched, which gives every error its one answer.
+
+A refresh grant and a code exchange are the exception to "anything that raises goes to
+Flask": once their write may be committed, the presented token or code is spent, and Flask's
+path would take it for a stolen one presented again and revoke the family. A fault from
+then on (`fast_refresh.Committed`) is answered here, with what Flask answers an unexpected
+fault (500, server_error).
 
 It sits under ProxyFix and the metrics wrapper (see `create_app`), so both see its
 requests as they see Flask's.
@@ -20,14 +26,19 @@ import logging
 import time
 from urllib.parse import parse_qsl
 
-from ..oauth import dpop, fast_token
+from flask import json  # Flask's JSON, as the token view's answers use (sorted keys)
+
+from ..oauth import dpop, fast_code, fast_refresh, fast_token
 from ..observability import logs, metrics
 from .discovery import JWKS_CACHE, METADATA_CACHE, metadata_json, public_json_headers
 
 log = logging.getLogger(__name__)
 
 FORM = "application/x-www-form-urlencoded"
-MAX_FORM = 2048  # a plain client_credentials body is under 100 bytes; larger ones go to Flask
+MAX_FORM = 2048  # a plain grant's body is under 500 bytes; larger ones go to Flask
+STATUS_LINES = {200: "200 OK", 500: "500 INTERNAL SERVER ERROR"}
+# what security._handle_unexpected answers on an API path, as Flask's JSON writes it
+SERVER_ERROR = b'{"error":"server_error","error_description":"internal error"}\n'
 METADATA_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 
 
@@ -43,13 +54,19 @@ class MachineEndpoints:
         if method == "GET" and (path == "/jwks.json" or path in METADATA_PATHS):
             handler = self._jwks if path == "/jwks.json" else self._metadata
         elif method == "POST" and path == "/token":
-            handler = self._client_credentials
+            handler = self._token
         else:
             return self.next_app(environ, start_response)
         started = time.perf_counter()
+        status, failure = 200, None
         try:
             with self.flask_app.app_context():
                 answer = handler(environ)
+        except fast_refresh.Committed as exc:
+            # A refresh token was rotated, or a code spent: Flask's path would find it spent and revoke its
+            # family, so the answer is the one Flask gives an unexpected fault, given here.
+            status, failure = 500, exc
+            answer = SERVER_ERROR, [("Content-Type", "application/json")], exc.client_id
         except Exception as exc:  # noqa: BLE001 - Flask's path answers it (a 503 when the database is down)
             log.debug("machine endpoint %s fell back to Flask: %s", path, type(exc).__name__)
             answer = None
@@ -58,11 +75,15 @@ class MachineEndpoints:
         body, headers, client_id = answer
         settings = self.flask_app.extensions["idp.settings"]
         rid = logs.new_request_id(environ.get("HTTP_X_REQUEST_ID", ""), settings.trusted_proxies)
+        if failure is not None:  # as security._handle_unexpected logs it; the request line follows
+            log.error("unexpected error on %s %s", method, path, exc_info=failure,
+                      extra={"request_id": rid, "client_id": client_id})
         headers += [("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff"),
                     (logs.REQUEST_ID_HEADER, rid)]
-        start_response("200 OK", headers)
+        start_response(STATUS_LINES[status], headers)
         environ[metrics.ROUTE_KEY] = path
-        logs.log_request(method, path, 200, started, environ.get("REMOTE_ADDR"), request_id=rid, client_id=client_id)
+        logs.log_request(method, path, status, started, environ.get("REMOTE_ADDR"), request_id=rid,
+                         client_id=client_id)
         return [body]
 
     def _jwks(self, environ):
@@ -71,7 +92,7 @@ class MachineEndpoints:
     def _metadata(self, environ):
         return metadata_json(self.flask_app), public_json_headers(METADATA_CACHE), None
 
-    def _client_credentials(self, environ):
+    def _token(self, environ):
         if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != FORM:
             return None
         if environ.get("QUERY_STRING"):
@@ -86,9 +107,16 @@ class MachineEndpoints:
         environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if we do not answer
         environ["CONTENT_LENGTH"] = str(len(raw))
         try:
-            form = parse_qsl(raw.decode("ascii"), keep_blank_values=True, max_num_fields=4)
+            form = parse_qsl(raw.decode("ascii"), keep_blank_values=True, max_num_fields=6)
         except ValueError:  # not ASCII, or too many fields
             return None
+        if ("grant_type", fast_refresh.GRANT_TYPE) in form:
+            return self._rotating(environ, form, fast_refresh)
+        if ("grant_type", fast_code.GRANT_TYPE) in form:
+            return self._rotating(environ, form, fast_code)
+        return self._client_credentials(environ, form)
+
+    def _client_credentials(self, environ, form):
         found = fast_token.plain_request(form, environ.get("HTTP_AUTHORIZATION"))
         if found is None:
             return None
@@ -105,3 +133,21 @@ class MachineEndpoints:
         metrics.token_grant_result("client_credentials", "success")
         return body, headers, client.client_id
 
+
+    def _rotating(self, environ, form, grant):
+        """A refresh grant (`grant` is fast_refresh) or a code exchange (fast_code): what
+        they present is spent once they have answered."""
+        fields = dict(form)
+        if len(fields) != len(form) or "HTTP_DPOP" in environ:
+            return None  # a repeated parameter, a DPoP proof: Flask's path
+        found = grant.grant(fields, environ.get("HTTP_AUTHORIZATION"))
+        if found is None:
+            return None
+        client, token = found
+        try:  # the token or code is spent and committed: nothing below may fall back to Flask
+            body = json.dumps(token).encode()
+            headers = [*fast_token.HEADERS.items(), ("DPoP-Nonce", dpop.current_nonce())]
+            metrics.token_grant_result(grant.GRANT_TYPE, "success")
+        except Exception as exc:
+            raise fast_refresh.Committed(client.client_id) from exc
+        return body, headers, client.client_id

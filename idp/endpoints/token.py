@@ -5,7 +5,7 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, current_app, request
 
-from ..oauth import fast_token
+from ..oauth import fast_code, fast_token
 from ..oauth.fast_refresh import refresh_token as fast_refresh_token
 from ..oauth.dpop import current_nonce, token_endpoint_response
 from ..observability import metrics
@@ -25,6 +25,7 @@ MULTI_VALUED = frozenset(("resource",))
 def token():
     response = fast_token.client_credentials(request)
     response = fast_refresh_token(request) if response is None else response
+    response = fast_code.exchange(request) if response is None else response
     if response is None:
         repeated = next((name for name, values in request.form.lists()
                          if len(values) > 1 and name not in MULTI_VALUED), None)

@@ -6,7 +6,7 @@ wrapping, trying each client authentication method in turn, hooks) cost as much 
 the grant's own reads and writes. As `fast_token` does for client credentials, this module
 answers only the plain case, with the rules of `grants.RefreshTokenGrant` in the same order
 and from the same functions (`read_refresh_token`, `refresh_token_state`, `family_person`,
-`rotate_refresh_token`, `token_body`): the client authenticates with its registered method
+`rotate_refresh_token`, `token_body`, `add_id_token`): the client authenticates with its registered method
 (client_secret_basic, client_secret_post, or a public client's client_id alone), may use
 the grant, and presents a live refresh token of its own, optionally asking for a narrower
 scope. Everything else returns None before anything is written, and Authlib's grant answers
@@ -19,14 +19,15 @@ or a client that requires DPoP go to the general path too.
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
+from authlib.oauth2.rfc6749.util import scope_to_list
 from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
 
 from ..store import db
+from ..store.clients import ClientRecord
 from . import resources
 from .grants import (
     LIVE,
-    add_refreshed_id_token,
+    add_id_token,
     family_person,
     read_refresh_token,
     refresh_token_state,
@@ -34,38 +35,20 @@ from .grants import (
     store_refresh_token,
     token_body,
 )
-from .fast_token import HEADERS
-from .server import lookup_client
+from .fast_token import HEADERS, plain_client
 
 GRANT_TYPE = "refresh_token"
-_BASIC = frozenset(("grant_type", "refresh_token", "scope"))
-_POST = _BASIC | {"client_id", "client_secret"}
-_PUBLIC = _BASIC | {"client_id"}
+PARAMETERS = frozenset(("grant_type", "refresh_token", "scope"))
 
 
-def _client(request: Request, form):
-    """The client as Authlib's client authentication finds it for the plain methods, else None."""
-    client_id, secret = extract_basic_authorization(request.headers)
-    if client_id or secret:
-        method = "client_secret_basic"
-        if not client_id or not secret or not _BASIC.issuperset(form.keys()):
-            return None
-    elif "Authorization" in request.headers:
-        return None
-    elif "client_secret" in form:
-        method, client_id, secret = "client_secret_post", form.get("client_id"), form["client_secret"]
-        if not client_id or not secret or not _POST.issuperset(form.keys()):
-            return None
-    else:
-        method, client_id = "none", form.get("client_id")
-        if not client_id or not _PUBLIC.issuperset(form.keys()):
-            return None
-    client = lookup_client(client_id) if len(client_id) <= 64 else None
-    if client is None or not client.check_endpoint_auth_method(method, "token"):
-        return None
-    if secret is not None and not client.check_client_secret(secret):
-        return None
-    return client
+class Committed(Exception):
+    """A fault once the rotation may have been committed: the presented token may be spent,
+    so the general path must not answer (it would find the token spent and revoke its
+    family). The caller answers server_error. `client_id`: the client that presented it."""
+
+    def __init__(self, client_id: str):
+        super().__init__(client_id)
+        self.client_id = client_id
 
 
 def refresh_token(request: Request) -> Response | None:
@@ -77,7 +60,20 @@ def refresh_token(request: Request) -> Response | None:
         return None
     if any(len(form.getlist(name)) > 1 for name in form):
         return None
-    client = _client(request, form)
+    found = grant(form.to_dict(), request.headers.get("Authorization"))
+    if found is None:
+        return None
+    return Response(json.dumps(found[1]), status=200, headers=HEADERS)
+
+
+def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | None:
+    """(the client, the token response) of a plain refresh request without a DPoP proof (its
+    form, each parameter once, and its Authorization header), the presented token rotated
+    and committed; None, with nothing written, when the general path must answer. Raises
+    `Committed` for a fault from the commit on; before it, whatever raised left nothing written."""
+    if form.get("grant_type") != GRANT_TYPE:
+        return None
+    client = plain_client(form, authorization, PARAMETERS)
     if client is None or client.require_dpop or not client.check_grant_type(GRANT_TYPE):
         return None
     value = form.get("refresh_token")
@@ -87,9 +83,7 @@ def refresh_token(request: Request) -> Response | None:
     # transaction state, begin and commit) cost as much CPU as one of the statements.
     with db.engine.connect() as connection:
         body = _rotate(connection, client, value, form.get("scope"))
-    if body is None:
-        return None
-    return Response(json.dumps(body), status=200, headers=HEADERS)
+    return (client, body) if body is not None else None
 
 
 def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
@@ -114,9 +108,12 @@ def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
     except OAuth2Error:
         return None
     body = token_body(client, person, scope, family, audience=audience, jkt=None, include_refresh_token=True)
-    add_refreshed_id_token(body, client, person, family)
+    add_id_token(body, client, person, family)
     if not rotate_refresh_token(connection, token):
         return None  # a concurrent request spent it first (rolled back on close): the general path finds it spent
     store_refresh_token(body["refresh_token"], family, client.client_id, connection)
-    connection.commit()
+    try:
+        connection.commit()
+    except Exception as exc:  # committed or not, nobody can tell: never the general path
+        raise Committed(client.client_id) from exc
     return body

@@ -27,6 +27,8 @@ from . import dpop, tokens
 from .server import lookup_client
 
 _PLAIN = frozenset(("grant_type", "scope"))
+_POST = frozenset(("client_id", "client_secret"))
+_PUBLIC = frozenset(("client_id",))
 HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -86,6 +88,37 @@ def plain_request(form: Iterable[tuple[str, str]], authorization: str | None) ->
     if not set(scope.split()) <= set(client.scope.split()):
         return None
     return client, scope
+
+
+def plain_client(form: dict, authorization: str | None, parameters: frozenset) -> ClientRecord | None:
+    """The client as Authlib's client authentication finds it for the plain methods
+    (client_secret_basic, client_secret_post, or a public client's client_id alone), from a
+    form (each parameter once) whose other parameters are among the grant's `parameters`
+    and its Authorization header; else None."""
+    try:
+        client_id, secret = extract_basic_authorization({"Authorization": authorization})
+    except UnicodeError:  # not UTF-8 once decoded: security.refuse_undecodable_basic answers
+        return None
+    if client_id or secret:
+        method = "client_secret_basic"
+        if not client_id or not secret or not parameters.issuperset(form.keys()):
+            return None
+    elif authorization is not None:
+        return None
+    elif "client_secret" in form:
+        method, client_id, secret = "client_secret_post", form.get("client_id"), form["client_secret"]
+        if not client_id or not secret or not (parameters | _POST).issuperset(form.keys()):
+            return None
+    else:
+        method, client_id = "none", form.get("client_id")
+        if not client_id or not (parameters | _PUBLIC).issuperset(form.keys()):
+            return None
+    client = lookup_client(client_id) if len(client_id) <= 64 else None
+    if client is None or not client.check_endpoint_auth_method(method, "token"):
+        return None
+    if secret is not None and not client.check_client_secret(secret):
+        return None
+    return client
 
 
 def token_body(client: ClientRecord, scope: str, jkt: str | None) -> str:

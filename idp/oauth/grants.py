@@ -7,13 +7,17 @@ presenting a used code or a rotated refresh token revokes the whole family
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
+from base64 import urlsafe_b64encode
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN
 from authlib.oidc.core import OpenIDCode
 from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
@@ -142,7 +146,8 @@ _REFRESH_WITH_FAMILY = (
 )
 
 
-def _live_user(user_id: str) -> Person | None:
+def live_user(user_id: str) -> Person | None:
+    """The account if it may still get tokens (not disabled nor deprovisioned)."""
     row = db.session.connection().execute(_PERSON_BY_ID, {"b_id": user_id}).first()
     return Person(*row) if row is not None and not row.disabled else None
 
@@ -178,7 +183,7 @@ def family_person(family: Family, person: Person | None) -> Person | None:
     """The family's person if they may still get tokens (not disabled nor deprovisioned);
     `person`: as read with the token, read again when it is not the family's."""
     if person is None or person.id != family.user_id:
-        return _live_user(family.user_id)
+        return live_user(family.user_id)
     return person if not person.disabled else None
 
 
@@ -225,10 +230,12 @@ def token_body(client, user, scope: str | None, family: Family | None, *, audien
     return token
 
 
-def add_refreshed_id_token(token: dict, client, user, family: Family) -> None:
-    """A refresh grant whose scope has `openid` answers with a new ID token too (OIDC Core §12.2)."""
+def add_id_token(token: dict, client, user, family: Family, nonce: str | None = None) -> None:
+    """A code exchange (OIDC Core §3.1.3.3) or a refresh grant (§12.2) whose scope has `openid`
+    answers with an ID token too; `nonce`: the authorization request's, for a code."""
     if "openid" in (token.get("scope") or "").split():
-        token["id_token"] = tokens.issue_id_token(client, user, family, nonce=None, access_token=token["access_token"])
+        token["id_token"] = tokens.issue_id_token(client, user, family, nonce=nonce, access_token=token["access_token"])
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +263,14 @@ class CodeRecord(CodeMethods):
 
 
 _CODES = AuthorizationCode.__table__
-_CODE_BY_HASH = select(*[_CODES.c[name] for name in CodeRecord.__slots__]).where(
-    _CODES.c.code_hash == bindparam("b_hash"))
+_CODE_COLUMNS = [_CODES.c[name] for name in CodeRecord.__slots__]
+# The code, its family and its person in one read, as _REFRESH_WITH_FAMILY does for a token.
+_CODE_WITH_FAMILY = (
+    select(*_CODE_COLUMNS, *[c.label("f_" + c.name) for c in _FAMILY_COLUMNS], *_PERSON_COLUMNS)
+    .select_from(_CODES.outerjoin(_GRANTS, _GRANTS.c.id == _CODES.c.grant_id)
+                 .outerjoin(_USERS, _USERS.c.id == _CODES.c.user_id))
+    .where(_CODES.c.code_hash == bindparam("b_hash"))
+)
 _CONSUME_CODE = (
     update(_CODES)
     .where(_CODES.c.code_hash == bindparam("b_hash"), _CODES.c.used_at.is_(None))
@@ -265,6 +278,63 @@ _CONSUME_CODE = (
 )
 _INSERT_GRANT = insert(Grant.__table__)
 _INSERT_CODE = insert(_CODES)
+
+
+def read_code(connection, value: str) -> tuple[CodeRecord | None, Family | None, Person | None]:
+    """A presented code with its family and its person, in one read; (None, None, None)
+    when no such code is stored."""
+    row = connection.execute(_CODE_WITH_FAMILY, {"b_hash": digest(value)}).first()
+    if row is None:
+        return None, None, None
+    width, family_end = len(_CODE_COLUMNS), len(_CODE_COLUMNS) + len(_FAMILY_COLUMNS)
+    family = Family(*row[width:family_end]) if row[width] is not None else None
+    person = Person(*row[family_end:]) if row[family_end] is not None else None
+    return CodeRecord(*row[:width]), family, person
+
+
+def consume_code(connection, code: CodeRecord) -> bool:
+    """Mark the code used (the caller commits); False when it was used before, or a
+    concurrent exchange used it first (the conditional UPDATE waits for that one's lock)."""
+    return connection.execute(_CONSUME_CODE, {"b_hash": code.code_hash, "b_now": utcnow()}).rowcount == 1
+
+
+def code_expired(code: CodeRecord) -> bool:
+    return code.expires_at <= utcnow()
+
+
+def code_person(code: CodeRecord, person: Person | None) -> Person | None:
+    """The code's person if they may still get tokens; `person`: as read with the code."""
+    if person is None or person.id != code.user_id:
+        return live_user(code.user_id)
+    return person if not person.disabled else None
+
+
+def redirect_uri_matches(code: CodeRecord, redirect_uri: str | None) -> bool:
+    """RFC 6749 §4.1.3: the exchange repeats the authorization request's redirect_uri exactly."""
+    return not code.redirect_uri or redirect_uri == code.redirect_uri
+
+
+def check_code_verifier(code: CodeRecord, verifier: str | None, public: bool) -> None:
+    """PKCE at the exchange (RFC 7636 §4.6, RFC 9700 §4.8), with the errors Authlib's
+    `CodeChallenge.validate_code_verifier` gives, and the comparison in constant time
+    (Authlib's is `==`). `public`: the client authenticated with method none."""
+    if public and not verifier:
+        raise InvalidRequestError("Missing 'code_verifier'")
+    challenge = code.code_challenge
+    if not challenge and not verifier:
+        return
+    if not challenge:
+        raise InvalidRequestError("The authorization request had no 'code_challenge', "
+                                  "but a 'code_verifier' was provided.")
+    if not verifier:
+        raise InvalidRequestError("Missing 'code_verifier'")
+    if not CODE_VERIFIER_PATTERN.match(verifier):
+        raise InvalidRequestError("Invalid 'code_verifier'")
+    if (code.code_challenge_method or "S256") != "S256":  # the authorization endpoint refuses any other
+        raise RuntimeError(f"No verify method for '{code.code_challenge_method}'")
+    computed = urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=")
+    if not hmac.compare_digest(computed, challenge.encode("ascii", "replace")):
+        raise InvalidGrantError(description="Code challenge failed.")
 
 
 class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
@@ -322,19 +392,19 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code, client):
         connection = db.session.connection()
-        row = connection.execute(_CODE_BY_HASH, {"b_hash": digest(code)}).first()
+        row, family, person = read_code(connection, code)
         if row is None or row.client_id != client.client_id:
             return None
-        row = CodeRecord(*row)
+        self.request.idp_family, self.request.idp_person = family, person
         # Consume atomically, so two concurrent exchanges cannot both succeed; committed at
         # once, so a code is spent even when a later check (PKCE, DPoP) refuses the exchange.
-        consumed = connection.execute(_CONSUME_CODE, {"b_hash": row.code_hash, "b_now": utcnow()}).rowcount
+        consumed = consume_code(connection, row)
         db.session.commit()
-        if consumed != 1:
+        if not consumed:
             # Reuse: refuse, and revoke what the first exchange issued (RFC 6749 §4.1.2).
             revoke_grant(row.grant_id)
             return None
-        if row.expires_at <= utcnow():
+        if code_expired(row):
             return None
         return row
 
@@ -342,7 +412,7 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
         pass  # already marked used in query_authorization_code; kept to detect reuse
 
     def authenticate_user(self, authorization_code):
-        return _live_user(authorization_code.user_id)
+        return code_person(authorization_code, getattr(self.request, "idp_person", None))  # read with the code
 
 
 class OpenIDCodeExtension(OpenIDCode):
@@ -351,12 +421,12 @@ class OpenIDCodeExtension(OpenIDCode):
     def exists_nonce(self, nonce, request):
         return False  # codes are single-use; a nonce is the client's to check
 
-    def encode_id_token(self, token, request):
+    def process_token(self, grant, response):
+        _, token, _ = response
+        request = grant.request
         code = request.authorization_code
-        family = family_of(request, code.grant_id)
-        return tokens.issue_id_token(
-            request.client, request.user, family, nonce=code.nonce, access_token=token.get("access_token")
-        )
+        add_id_token(token, request.client, request.user, family_of(request, code.grant_id), nonce=code.nonce)
+        return token
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -377,6 +447,11 @@ class S256CodeChallenge(CodeChallenge):
         if challenge and not re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", challenge):
             raise InvalidRequestError("Invalid 'code_challenge'")
         super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant, result):
+        request = grant.request
+        check_code_verifier(request.authorization_code, request.form.get("code_verifier"),
+                            self.required and request.auth_method == "none")
 
 
 class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
@@ -417,7 +492,7 @@ class RefreshTokenGrant(IssuesSignedTokens, grants.RefreshTokenGrant):
 
     def issue_token(self, user, refresh_token):
         token = super().issue_token(user, refresh_token)
-        add_refreshed_id_token(token, self.request.client, user, self.token_family())
+        add_id_token(token, self.request.client, user, self.token_family())
         return token
 
 

@@ -1,0 +1,116 @@
+"""The authorization code exchange's success path without Authlib's general machinery.
+
+Every sign-in at a relying party ends with this request, and Authlib's path for it (request
+wrapping, trying each client authentication method in turn, three extensions' hooks, a
+commit for the code and another for the tokens) cost more CPU than its reads, writes and
+signatures. As `fast_refresh` does for the refresh grant, this module answers only the
+plain case, with the rules of `grants.AuthorizationCodeGrant` and its extensions from the
+same functions (`read_code`, `redirect_uri_matches`, `check_code_verifier`, `code_expired`,
+`code_person`, `consume_code`, `token_body`, `add_id_token`, `store_refresh_token`): the
+client authenticates with client_secret_basic, client_secret_post or as a public client,
+may use the grant, and presents a live code of its own with the redirect_uri and PKCE
+verifier of its authorization request. All of that is checked before anything is written;
+anything else returns None with nothing written, and Authlib's grant answers, spending the
+code as it always did: there is one home for every error. That includes a used code
+presented again (and a code a concurrent exchange used first): the general path finds it
+used and revokes what it issued. A DPoP proof, a `resource`, a code bound to a DPoP key
+(`dpop_jkt`) or a client that requires DPoP go to the general path too.
+
+The code is spent and the refresh token stored in one commit (Authlib's path commits them
+apart); a fault from that commit on raises `fast_refresh.Committed`: the code may be spent,
+so the general path must not answer.
+"""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
+
+from ..store import db
+from ..store.clients import ClientRecord
+from . import resources
+from .fast_refresh import Committed
+from .fast_token import HEADERS, plain_client
+from .grants import (
+    add_id_token,
+    check_code_verifier,
+    code_expired,
+    code_person,
+    consume_code,
+    read_code,
+    redirect_uri_matches,
+    store_refresh_token,
+    token_body,
+)
+
+GRANT_TYPE = "authorization_code"
+PARAMETERS = frozenset(("grant_type", "code", "redirect_uri", "code_verifier"))
+
+
+def exchange(request: Request) -> Response | None:
+    """The token response, or None when the general path must answer."""
+    if request.mimetype != "application/x-www-form-urlencoded" or request.query_string:
+        return None
+    form = request.form
+    if form.get("grant_type") != GRANT_TYPE or "HTTP_DPOP" in request.environ:
+        return None
+    if any(len(form.getlist(name)) > 1 for name in form):
+        return None
+    found = grant(form.to_dict(), request.headers.get("Authorization"))
+    if found is None:
+        return None
+    return Response(json.dumps(found[1]), status=200, headers=HEADERS)
+
+
+def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | None:
+    """(the client, the token response) of a plain code exchange without a DPoP proof (its
+    form, each parameter once, and its Authorization header), the code spent and the refresh
+    token stored, committed; None, with nothing written, when the general path must answer.
+    Raises `Committed` for a fault from the commit on."""
+    if form.get("grant_type") != GRANT_TYPE:
+        return None
+    client = plain_client(form, authorization, PARAMETERS)
+    if client is None or client.require_dpop or not client.check_grant_type(GRANT_TYPE):
+        return None
+    value = form.get("code")
+    if not value:
+        return None
+    with db.engine.connect() as connection:
+        body = _exchange(connection, client, value, form, public=authorization is None and "client_secret" not in form)
+    return (client, body) if body is not None else None
+
+
+def _exchange(connection, client: ClientRecord, value: str, form: dict, *, public: bool) -> dict | None:
+    code, family, person = read_code(connection, value)
+    # the checks of AuthorizationCodeGrant.query_authorization_code and validate_token_request,
+    # then its extensions' (PKCE, DPoP binding), then create_token_response's
+    if code is None or code.client_id != client.client_id or code.used_at is not None or code_expired(code):
+        return None  # a used code is refused, and what it issued revoked, by the general path
+    if not redirect_uri_matches(code, form.get("redirect_uri")):
+        return None
+    try:
+        check_code_verifier(code, form.get("code_verifier"), public)
+    except OAuth2Error:
+        return None
+    if code.dpop_jkt or family is None or family.id != code.grant_id:
+        return None
+    person = code_person(code, person)
+    if person is None:
+        return None
+    try:
+        audience = resources.token_audience(client, None, family.resource, from_grant=True)
+    except OAuth2Error:
+        return None
+    scope = code.get_scope()
+    body = token_body(client, person, scope, family, audience=audience, jkt=None,
+                      include_refresh_token=client.check_grant_type("refresh_token"))
+    add_id_token(body, client, person, family, nonce=code.nonce)
+    if not consume_code(connection, code):
+        return None  # a concurrent exchange used it first (rolled back on close): the general path finds it used
+    if "refresh_token" in body:
+        store_refresh_token(body["refresh_token"], family, client.client_id, connection)
+    try:
+        connection.commit()
+    except Exception as exc:  # committed or not, nobody can tell: never the general path
+        raise Committed(client.client_id) from exc
+    return body
