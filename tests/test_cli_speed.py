@@ -7,21 +7,24 @@ that only some requests need are loaded by those requests, not by every process.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from idp.rows import digest
+
 # Each costs a noticeable part of a second or megabytes per process, and only SAML,
 # passkey ceremonies, new passwords or domain proofs need it.
 HEAVY = ("saml2", "xmlschema", "signxml", "lxml", "webauthn", "zxcvbn", "dns")
 
 
-def modules(args: list[str], env: dict[str, str], returncode: int = 0) -> set[str]:
+def modules(args: list[str], env: dict[str, str], returncode: int = 0, stdin: str | None = None) -> set[str]:
     """Every module a `python -X importtime ARGS` process loaded; it must end with `returncode`."""
     done = subprocess.run([sys.executable, "-X", "importtime", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, input=stdin)
     assert done.returncode == returncode, done.stderr[-2000:]
     names = set()
     for line in done.stderr.splitlines():
@@ -75,6 +78,76 @@ def test_row_commands_need_neither_the_orm_nor_a_flask_app(env, command):
     assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
     assert "idp.store" not in names  # the models, declared with the ORM
     assert not {n.split(".")[0] for n in names} & APP_ONLY, {n.split(".")[0] for n in names} & APP_ONLY
+
+
+# Commands that write rows with SQLAlchemy Core too, applying the app's own rules (email
+# normalization, password policy and hashing, client metadata validation, secret hashing)
+# from modules that import neither the ORM nor Flask. (command, stdin, exit code)
+WRITES = [
+    (["users", "create", "fast@example.com", "--name", "Fast"], None, 0),
+    (["users", "create", "pw@example.com", "--password-stdin", "--admin"], "a-Fine-passw0rd-xyz\n", 0),
+    (["users", "create", "weak@example.com", "--password-stdin"], "password\n", 1),
+    (["users", "create", "org@example.com", "--org", "no-such-org"], None, 1),
+    (["clients", "create", "--name", "Fast", "--redirect-uri", "https://rp.example/cb"], None, 0),
+    (["clients", "create", "--name", "Svc", "--grant-type", "client_credentials", "--require-dpop",
+      "--resource", "https://api.example/", "--backchannel-logout-uri", "https://rp.example/bc"], None, 0),
+    (["clients", "create", "--name", "Bad", "--backchannel-logout-uri", "https://10.0.0.1/bc"], None, 1),
+    (["clients", "registration-token", "--expires", "60"], None, 0),
+]
+
+
+@pytest.mark.parametrize(("command", "stdin", "returncode"), WRITES, ids=[" ".join(w[0][:3]) for w in WRITES])
+def test_writing_commands_need_neither_the_orm_nor_a_flask_app(env, command, stdin, returncode):
+    names = modules(["-m", "idp.cli", *command], env, returncode=returncode, stdin=stdin)
+    assert "sqlalchemy.engine" in names
+    assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
+    assert "idp.store" not in names
+    assert not {n.split(".")[0] for n in names} & APP_ONLY, {n.split(".")[0] for n in names} & APP_ONLY
+
+
+def test_rows_written_without_the_orm_are_whole(env):
+    """What the models would fill by default is filled; secrets are stored as hashes only;
+    the client change stamp every server's cache watches moves (trigger, migration 0011)."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    def idp(*args, stdin=None):
+        done = subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=120, input=stdin)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    engine = create_engine(f"sqlite:///{env['IDP_INSTANCE_DIR']}/idp.db")
+    stamps = db.metadata.tables["change_stamps"]
+
+    def stamp():
+        with engine.connect() as conn:
+            return conn.execute(select(stamps.c.n).where(stamps.c.name == "clients")).scalar_one()
+
+    before = stamp()
+    idp("users", "create", "whole@example.com", "--password-stdin", stdin="a-Fine-passw0rd-xyz\n")
+    client = json.loads(idp("clients", "create", "--name", "Whole", "--redirect-uri", "https://rp.example/cb",
+                            "--json"))
+    token = idp("clients", "registration-token").strip()
+    assert stamp() == before + 1
+
+    with engine.connect() as conn:
+        for name in ("users", "clients", "registration_tokens"):
+            table = db.metadata.tables[name]
+            rows = conn.execute(select(table)).mappings().all()
+            assert rows, name
+            for column in table.columns:
+                if column.default is not None:
+                    assert all(row[column.name] is not None for row in rows), f"{name}.{column.name}"
+        user = conn.execute(select(db.metadata.tables["users"])).mappings().one()
+        stored = conn.execute(select(db.metadata.tables["clients"])).mappings().one()
+        tokens = conn.execute(select(db.metadata.tables["registration_tokens"])).mappings().one()
+    assert user["password_hash"].startswith("$argon2id$") and user["email_verified"] and not user["is_admin"]
+    assert stored["client_secret_hash"] == digest(client["client_secret"]) and stored["verified"]
+    assert client["client_secret"] not in str(dict(stored))
+    assert tokens["token_hash"] == digest(token) and tokens["expires_at"] > tokens["created_at"]
+    engine.dispose()
 
 
 @pytest.mark.parametrize("command", LISTINGS)
