@@ -11,18 +11,20 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, insert, select, update
 
-from keys import KeyRecord, KeyRing, new_key_record
-
 from .config import Settings
 from .rows import utcnow
 
 if TYPE_CHECKING:
+    from keys import KeyRecord, KeyRing
+
     from .store import SigningKey
 
 _VERSION = None
 
 
 def _records() -> list[KeyRecord]:
+    from keys import KeyRecord
+
     from .store import SigningKey, db
 
     rows = db.session.execute(select(SigningKey)).scalars().all()
@@ -46,6 +48,8 @@ def _version():
 
 
 def make_key_ring(settings: Settings) -> KeyRing:
+    from keys import KeyRing
+
     return KeyRing(settings.secret_key, _version, _records, ttl=settings.key_cache_seconds)
 
 
@@ -97,6 +101,8 @@ def retirement(settings: Settings, now: datetime) -> dict:
 
 def new_key_values(settings: Settings, alg: str) -> dict:
     """The columns of a new signing key's row, its private half sealed with the secret key."""
+    from keys import new_key_record  # cryptography: not for `idp init` when a key is there
+
     rec = new_key_record(alg, settings.secret_key, utcnow())
     return {"kid": rec.kid, "alg": rec.alg, "private_key": rec.sealed_private_key, "public_jwk": rec.public_jwk,
             "created_at": rec.created_at}
