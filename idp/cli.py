@@ -553,30 +553,41 @@ def cmd_orgs_enforce_sso(args) -> None:
 
 
 def cmd_orgs_admin(args) -> None:
-    from . import audit
+    from sqlalchemy import insert, select, update
+
+    from .audit_events import event_row, log_event
     from .emails import normalize
-    from .store import User, db
+    from .observability import logs
+    from .rows import utcnow
 
     email = normalize(args.email)
     if email is None:
         raise CommandError(f"not an email address: {args.email}")
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
-        user = db.session.query(User).filter_by(email=email).one_or_none()
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
+    # Core, no ORM (issue 14): the change and its audit event in one transaction.
+    with _connection(settings) as conn:
+        org = _org_row(conn, args.org)
+        users = _table(conn, "users")
+        user = conn.execute(select(users.c.id, users.c.org_id, users.c.org_admin)
+                            .where(users.c.email == email)).one_or_none()
         if user is None:
             raise CommandError(f"no user {email}: create it first with `idp users create`")
         if args.remove:
             if user.org_id != org.id or not user.org_admin:
                 raise CommandError(f"{email} is not an admin of {org.name}")
-            user.org_admin = False
+            change = {"org_admin": False}
         else:
             # Admin of one org only: the flag means "admin of org_id".
-            user.org_id = org.id
-            user.org_admin = True
-        db.session.commit()
-        audit.record("admin.removed" if args.remove else "admin.made_admin", user, org=org, via="cli")
-        print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
+            change = {"org_id": org.id, "org_admin": True}
+        if any(user._mapping[k] != v for k, v in change.items()):  # the model's updated_at moves with a change only
+            conn.execute(update(users).where(users.c.id == user.id).values(**change, updated_at=utcnow()))
+        kind, detail = ("admin.removed" if args.remove else "admin.made_admin"), {"via": "cli"}
+        conn.execute(insert(_table(conn, "security_events")), event_row(
+            kind, user_id=user.id, org_id=org.id, actor_id=None, ip=None, user_agent=None, detail=detail))
+        conn.commit()
+    log_event(kind, user.id, None, None, detail)
+    print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
 
 
 def cmd_orgs_scim_token(args) -> None:

@@ -99,6 +99,7 @@ WRITES = [
     (["clients", "create", "--name", "Bad", "--backchannel-logout-uri", "https://10.0.0.1/bc"], None, 1),
     (["clients", "registration-token", "--expires", "60"], None, 0),
     (["keys", "rotate", "--alg", "EdDSA"], None, 0),
+    (["orgs", "admin", "no-such-org", "fast@example.com"], None, 1),
 ]
 # A new signing key is made with these: `keys rotate` needs them, nothing else here does.
 KEY_MAKING = {"keys", "cryptography", "joserfc"}
@@ -116,8 +117,8 @@ def test_writing_commands_need_neither_the_orm_nor_a_flask_app(env, command, std
 
 
 # The columns a command sets on purpose to something else than the model's default
-# (a client's scope: `idp.clients.DEFAULT_SCOPE`, as for every registered client).
-ON_PURPOSE = {"users": {"email_verified"}, "clients": {"verified", "scope"}}
+# (a client's scope: `idp.clients.DEFAULT_SCOPE`, as for every registered client; `orgs admin`).
+ON_PURPOSE = {"users": {"email_verified", "org_admin"}, "clients": {"verified", "scope"}}
 
 
 def test_rows_written_without_the_orm_are_whole(env):
@@ -150,6 +151,7 @@ def test_rows_written_without_the_orm_are_whole(env):
     client = json.loads(idp("clients", "create", "--name", "Whole", "--redirect-uri", "https://rp.example/cb",
                             "--json"))
     token = idp("clients", "registration-token").strip()
+    assert idp("orgs", "admin", "Whole", "whole@whole.example") == "whole@whole.example is now an admin of Whole\n"
     new_kid = idp("keys", "rotate").split()[3]
     idp("init")
     assert stamp() == before + 1
@@ -169,7 +171,12 @@ def test_rows_written_without_the_orm_are_whole(env):
     (org,), (user,), (stored,), (tokens,) = rows["orgs"], rows["users"], rows["clients"], rows["registration_tokens"]
     assert {(d["domain"], d["org_id"]) for d in domains} == {("whole.example", org["id"]), ("two.example", org["id"])}
     assert user["password_hash"].startswith("$argon2id$") and user["email_verified"] and not user["is_admin"]
-    assert user["org_id"] == org["id"] and user["email"] == "whole@whole.example"
+    assert user["org_id"] == org["id"] and user["email"] == "whole@whole.example" and user["org_admin"]
+    assert user["updated_at"] > user["created_at"]  # as the model's onupdate would have it
+    with engine.connect() as conn:
+        (event,) = conn.execute(select(tables["security_events"])).mappings().all()
+    assert (event["kind"], event["user_id"], event["org_id"], event["detail"]) == \
+        ("admin.made_admin", user["id"], org["id"], {"via": "cli"})
     assert stored["client_secret_hash"] == digest(client["client_secret"]) and stored["verified"]
     assert client["client_secret"] not in str(dict(stored))
     assert tokens["token_hash"] == digest(token) and tokens["expires_at"] > tokens["created_at"]
