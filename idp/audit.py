@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import has_request_context, request
 from flask_babel import gettext as _
 from sqlalchemy import insert, select
 
+from .audit_events import event_row, log, log_event  # noqa: F401 - `log`: the audit logger, importable from here too
 from .observability import metrics
-from .store import SecurityEvent, User, db, utcnow
+from .store import SecurityEvent, User, db
 
-log = logging.getLogger("idp.audit")
 _INSERT = insert(SecurityEvent.__table__)
 
 
@@ -38,14 +36,14 @@ def record(kind: str, user: User | None = None, origin=None, *, org=None, actor:
     # The flush first writes what the session holds (a new account the event names), as
     # the unit of work ordered it; it costs nothing when there is nothing to write.
     db.session.flush()
-    db.session.connection().execute(_INSERT, {
-        "user_id": user.id if user else None, "kind": kind, "detail": detail, "ip": ip, "user_agent": ua,
-        "org_id": org_id, "actor_id": actor.id if actor else None, "created_at": utcnow()})
+    db.session.connection().execute(_INSERT, event_row(
+        kind, user_id=user.id if user else None, org_id=org_id, actor_id=actor.id if actor else None, ip=ip,
+        user_agent=ua, detail=detail))
     if commit:
         db.session.commit()
     if kind.startswith("signin."):
         metrics.signin(detail.get("method"), kind.removeprefix("signin."))
-    log.info("%s user=%s by=%s ip=%s %s", kind, user.id if user else "-", actor.id if actor else "-", ip, detail)
+    log_event(kind, user.id if user else None, actor.id if actor else None, ip, detail)
 
 
 LABELS = {

@@ -31,13 +31,13 @@ def _app():
 
 
 @contextmanager
-def _connection():
-    """A connection to the database, for commands that read rows or delete one with a single
-    statement: no Flask app, no ORM (importing those and declaring every model is most of a
-    second; issue 14)."""
+def _connection(settings: Settings | None = None):
+    """A connection to the database, for commands that read or write rows with SQLAlchemy
+    Core: no Flask app, no ORM (importing those and declaring every model is most of a
+    second; issue 14). The domain rules they apply are the app's own functions."""
     from . import open_engine
 
-    engine = open_engine(Settings.from_env())
+    engine = open_engine(settings or Settings.from_env())
     try:
         with engine.connect() as conn:
             yield conn
@@ -73,10 +73,28 @@ def initialize(app) -> None:
         ensure_signing_key(app.extensions["idp.settings"])
 
 
+def _initialize_fast(settings: Settings, then=None):
+    """`initialize` with SQLAlchemy Core when the schema is already the newest (no Alembic,
+    no Flask app, no ORM: issue 14), then `then(conn, settings)` in the same transaction;
+    its result, or None when the schema needs migrating (the caller then takes the app's way)."""
+    from .keystore import ensure_signing_key_row
+    from .schema import is_current
+
+    with _connection(settings) as conn:
+        if not is_current(conn):
+            return None
+        keys = _table(conn, "signing_keys")
+        ensure_signing_key_row(conn, keys, settings)
+        done = then(conn, keys) if then else True
+        conn.commit()
+        return done
+
+
 def cmd_init(args) -> None:
-    app = _app()
-    initialize(app)
-    print(f"database ready: {app.extensions['idp.settings'].database_url.split('@')[-1]}")
+    settings = Settings.from_env().with_secret_key()
+    if _initialize_fast(settings) is None:
+        initialize(_app())
+    print(f"database ready: {settings.database_url.split('@')[-1]}")
 
 
 def cmd_serve(args) -> None:
@@ -137,10 +155,11 @@ def cmd_dev(args) -> None:
 # --- users ----------------------------------------------------------------------
 
 def cmd_users_create(args) -> None:
+    from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
     from .emails import normalize
-    from .store import User, db
+    from .rows import new_id, utcnow
 
     email = normalize(args.email)
     if email is None:
@@ -156,20 +175,23 @@ def cmd_users_create(args) -> None:
                       "too_common": "too common"}[problem]
             raise CommandError(f"password refused: {reason}")
         password_hash = hash_password(password)
-    app = _app()
-    with app.app_context():
-        org_id = _org(args.org).id if args.org else None
-        user = User(email=email, name=args.name, password_hash=password_hash, is_admin=args.admin,
-                    email_verified=True, org_id=org_id)
-        db.session.add(user)
+    # Core, no ORM (issue 14): every column the model (`idp.store.User`) fills by default
+    # is given here; tests/test_cli_speed.py compares the row with the model's defaults.
+    with _connection() as conn:
+        org_id = _org_row(conn, args.org).id if args.org else None
+        now = utcnow()
+        user = {"id": new_id(), "email": email, "email_verified": True, "name": args.name,
+                "password_hash": password_hash, "is_admin": args.admin, "org_id": org_id, "org_admin": False,
+                "disabled": False, "created_at": now, "updated_at": now}
         try:
-            db.session.commit()
+            conn.execute(insert(_table(conn, "users")), user)
+            conn.commit()
         except IntegrityError:
             raise CommandError(f"a user with email {email} already exists") from None
-        if args.json:
-            _print_json({"id": user.id, "email": user.email})
-        else:
-            print(f"created user {user.email} ({user.id})")
+    if args.json:
+        _print_json({"id": user["id"], "email": user["email"]})
+    else:
+        print(f"created user {user['email']} ({user['id']})")
 
 
 def cmd_users_list(args) -> None:
@@ -189,7 +211,12 @@ def cmd_users_list(args) -> None:
 # --- clients ----------------------------------------------------------------------
 
 def cmd_clients_create(args) -> None:
-    from .clients import ClientMetadataError, create_client
+    from sqlalchemy import insert, select
+
+    from .client_policy import ClientRecord
+    from .clients import ClientMetadataError, new_client
+    from .outbound import Outbound
+    from .rows import utcnow
 
     method = args.auth_method or ("none" if args.public else "client_secret_basic")
     if args.public and method != "none":
@@ -211,15 +238,29 @@ def cmd_clients_create(args) -> None:
                 meta["jwks"] = json.load(f)
         except (OSError, ValueError) as err:
             raise CommandError(f"cannot read --jwks: {err}") from None
-    app = _app()
-    with app.app_context():
+    settings = Settings.from_env()
+    with _connection(settings) as conn:
+        t = _table(conn, "clients")
+
+        def exists(client_id: str) -> bool:
+            return conn.execute(select(t.c.client_id).where(t.c.client_id == client_id)).first() is not None
+
         try:
             policy = {"require_par": args.require_par, "require_dpop": args.require_dpop,
                       "resources": args.resource or [],
                       "token_exchange_audiences": args.token_exchange_audience or []}
-            client, secret = create_client(meta, first_party=args.first_party, verified=True, policy=policy)
+            values, secret = new_client(meta, first_party=args.first_party, verified=True, policy=policy,
+                                        destinations=Outbound(allow=settings.outbound_networks),
+                                        client_exists=exists)
         except ClientMetadataError as err:
             raise CommandError(err.description) from None
+        # The columns `idp.store.Client` has no value for here are the ones `new_client`
+        # leaves to the model's defaults (tests/test_cli_speed.py compares them).
+        conn.execute(insert(t), {"registration_token_hash": None, **values, "created_at": utcnow()})
+        conn.commit()
+        found = conn.execute(select(*(t.c[f] for f in ClientRecord.__dataclass_fields__))
+                             .where(t.c.client_id == values["client_id"])).one()
+        client = ClientRecord(**found._mapping)
         data = client.to_metadata()
         data["first_party"] = client.first_party
         if client.resources:
@@ -272,16 +313,19 @@ def cmd_clients_delete(args) -> None:
 
 
 def cmd_clients_registration_token(args) -> None:
-    from .store import RegistrationToken, db, digest, new_secret, utcnow
+    from sqlalchemy import insert
+
+    from .rows import digest, new_secret, utcnow
 
     if args.expires is not None and args.expires <= 0:
         raise CommandError("--expires must be a positive number of seconds")
-    app = _app()
     token = new_secret(32)
-    with app.app_context():
-        expires = utcnow() + timedelta(seconds=args.expires or 86400)
-        db.session.add(RegistrationToken(token_hash=digest(token), expires_at=expires))
-        db.session.commit()
+    with _connection() as conn:
+        now = utcnow()
+        conn.execute(insert(_table(conn, "registration_tokens")),
+                     {"token_hash": digest(token), "created_at": now,
+                      "expires_at": now + timedelta(seconds=args.expires or 86400)})
+        conn.commit()
     print(token)
 
 
@@ -308,13 +352,17 @@ def cmd_keys_list(args) -> None:
 
 
 def cmd_keys_rotate(args) -> None:
-    from .keystore import rotate
+    from .keystore import rotate, rotate_row
 
-    app = _app()
-    with app.app_context():
-        initialize(app)
-        row = rotate(app.extensions["idp.settings"], args.alg)
-        print(f"new signing key {row.kid} ({row.alg}); older keys stay published until their tokens expire")
+    settings = Settings.from_env().with_secret_key()
+    row = _initialize_fast(settings, lambda conn, keys: rotate_row(conn, keys, settings, args.alg))
+    if row is None:
+        app = _app()
+        with app.app_context():
+            initialize(app)
+            key = rotate(app.extensions["idp.settings"], args.alg)
+            row = {"kid": key.kid, "alg": key.alg}
+    print(f"new signing key {row['kid']} ({row['alg']}); older keys stay published until their tokens expire")
 
 
 def cmd_keys_revoke(args) -> None:
@@ -389,16 +437,43 @@ def _org(name: str):
     return org
 
 
-def cmd_orgs_create(args) -> None:
-    from . import orgs
+def _org_row(conn, name: str):
+    """`_org` on a Core connection: the org named `name` (or with that id)."""
+    from sqlalchemy import select
 
-    app = _app()
-    with app.app_context():
+    t = _table(conn, "orgs")
+    org = conn.execute(select(t).where((t.c.name == name) | (t.c.id == name))).one_or_none()
+    if org is None:
+        raise CommandError(f"no org {name}")
+    return org
+
+
+def cmd_orgs_create(args) -> None:
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from .org_names import TAKEN, OrgError, checked
+    from .rows import new_id, utcnow
+
+    try:
+        name, domains = checked(args.name, args.domain)
+    except OrgError as err:
+        raise CommandError(str(err)) from None
+    # Core, no ORM (issue 14): the columns `idp.store.Org` fills by default are given here
+    # (tests/test_cli_speed.py compares them with the model's defaults).
+    with _connection() as conn:
+        orgs, org_domains = _table(conn, "orgs"), _table(conn, "org_domains")
+        org = {"id": new_id(), "name": name, "enforce_sso": False, "allow_idp_initiated": False,
+               "require_mfa": False, "allow_social": True, "allow_passkeys": True, "created_at": utcnow()}
         try:
-            org = orgs.create(args.name, args.domain)
-        except orgs.OrgError as err:
-            raise CommandError(str(err)) from None
-        print(f"created org {org.name} ({org.id}) with domains {', '.join(orgs.domains_of(org))}")
+            conn.execute(insert(orgs), org)
+            if domains:
+                conn.execute(insert(org_domains), [{"domain": d, "org_id": org["id"]} for d in domains])
+            conn.commit()
+        except IntegrityError:
+            raise CommandError(TAKEN) from None
+        stored = conn.execute(select(org_domains.c.domain).where(org_domains.c.org_id == org["id"])).scalars()
+        print(f"created org {name} ({org['id']}) with domains {', '.join(stored)}")
 
 
 def cmd_orgs_saml(args) -> None:
@@ -478,30 +553,41 @@ def cmd_orgs_enforce_sso(args) -> None:
 
 
 def cmd_orgs_admin(args) -> None:
-    from . import audit
+    from sqlalchemy import insert, select, update
+
+    from .audit_events import event_row, log_event
     from .emails import normalize
-    from .store import User, db
+    from .observability import logs
+    from .rows import utcnow
 
     email = normalize(args.email)
     if email is None:
         raise CommandError(f"not an email address: {args.email}")
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
-        user = db.session.query(User).filter_by(email=email).one_or_none()
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
+    # Core, no ORM (issue 14): the change and its audit event in one transaction.
+    with _connection(settings) as conn:
+        org = _org_row(conn, args.org)
+        users = _table(conn, "users")
+        user = conn.execute(select(users.c.id, users.c.org_id, users.c.org_admin)
+                            .where(users.c.email == email)).one_or_none()
         if user is None:
             raise CommandError(f"no user {email}: create it first with `idp users create`")
         if args.remove:
             if user.org_id != org.id or not user.org_admin:
                 raise CommandError(f"{email} is not an admin of {org.name}")
-            user.org_admin = False
+            change = {"org_admin": False}
         else:
             # Admin of one org only: the flag means "admin of org_id".
-            user.org_id = org.id
-            user.org_admin = True
-        db.session.commit()
-        audit.record("admin.removed" if args.remove else "admin.made_admin", user, org=org, via="cli")
-        print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
+            change = {"org_id": org.id, "org_admin": True}
+        if any(user._mapping[k] != v for k, v in change.items()):  # the model's updated_at moves with a change only
+            conn.execute(update(users).where(users.c.id == user.id).values(**change, updated_at=utcnow()))
+        kind, detail = ("admin.removed" if args.remove else "admin.made_admin"), {"via": "cli"}
+        conn.execute(insert(_table(conn, "security_events")), event_row(
+            kind, user_id=user.id, org_id=org.id, actor_id=None, ip=None, user_agent=None, detail=detail))
+        conn.commit()
+    log_event(kind, user.id, None, None, detail)
+    print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
 
 
 def cmd_orgs_scim_token(args) -> None:

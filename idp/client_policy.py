@@ -7,6 +7,25 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
+
+MAX_RESOURCE_LENGTH = 2000
+
+
+def is_resource_uri(value) -> bool:
+    """An absolute URI without a fragment (RFC 8707 §2)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_RESOURCE_LENGTH or "#" in value:
+        return False
+    if any(ch.isspace() or ord(ch) < 0x21 for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    if not parts.scheme or not parts.scheme.isascii() or not parts.scheme[0].isalpha():
+        return False
+    return not (parts.scheme in ("http", "https") and not parts.hostname)
 
 
 class ClientPolicy:

@@ -1,16 +1,23 @@
-"""Registering clients: one validation of client metadata for the CLI and RFC 7591."""
+"""Registering clients: one validation of client metadata for the CLI and RFC 7591.
+
+The ORM (`idp.store`) is imported by the functions that use it: `idp clients create`
+makes a client's row with `new_client` and SQLAlchemy Core, without it (issue 14)."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import outbound
-from .oauth.claims import SCOPES
-from .oauth.resources import is_resource_uri
+from .client_policy import is_resource_uri
+from .grant_types import AUTH_METHODS, GRANT_TYPES, SCOPES, TOKEN_EXCHANGE
 from .outbound import DestinationRefused, Outbound, is_loopback_host
-from .store import Client, db, digest, new_secret
-from .store.clients import AUTH_METHODS, GRANT_TYPES, TOKEN_EXCHANGE
+from .rows import digest, new_secret
+
+if TYPE_CHECKING:
+    from .store import Client
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
 DEFAULT_SCOPE = "openid profile email offline_access"
@@ -151,17 +158,19 @@ def _check_jwks_uri(uri, destinations: Outbound) -> str:
 
 
 def validate_policy(*, require_par: bool = False, require_dpop: bool = False, resources: list[str] = (),
-                    token_exchange_audiences: list[str] = ()) -> dict:
+                    token_exchange_audiences: list[str] = (),
+                    client_exists: Callable[[str], bool] | None = None) -> dict:
     """An operator's per-client policy (SPEC §1) as client columns: authorization requests
     only by PAR, tokens only DPoP-bound, the resources (RFC 8707) it may name, the audiences it may ask for by
     token exchange. Not client metadata: a client cannot register resources or audiences
-    for itself."""
+    for itself. `client_exists(client_id)`: whether that client is registered (asked of the
+    current app's session unless given)."""
     for uri in resources:
         if not is_resource_uri(uri):
             raise ClientMetadataError("invalid_client_metadata",
                                       f"a resource must be an absolute URI without a fragment: {uri}")
     for audience in token_exchange_audiences:
-        if db.session.get(Client, audience) is None:
+        if not (client_exists or _stored)(audience):
             raise ClientMetadataError("invalid_client_metadata", f"no client {audience} to exchange tokens for")
     return {
         "require_par": require_par,
@@ -169,6 +178,12 @@ def validate_policy(*, require_par: bool = False, require_dpop: bool = False, re
         "resources": list(dict.fromkeys(resources)) or None,
         "token_exchange_audiences": list(dict.fromkeys(token_exchange_audiences)) or None,
     }
+
+
+def _stored(client_id: str) -> bool:
+    from .store import Client, db
+
+    return db.session.get(Client, client_id) is not None
 
 
 def needs_secret(auth_method: str) -> bool:
@@ -181,27 +196,41 @@ def create_client(meta: dict, *, first_party: bool = False, verified: bool = Fal
     `verified`: an operator vouches for it (people see its name without a warning);
     `owner_id`: the person who registered it in the developer portal; `policy`: the
     operator's, as `validate_policy` takes it."""
-    values = validate_metadata(meta)
-    if policy:
-        rules = validate_policy(**policy)
-        rules["require_par"] = rules["require_par"] or values["require_par"]
-        values.update(rules)
-    secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
-    client = Client(
-        client_id=secrets.token_hex(16),  # hex: never starts with "-", safe on any command line
-        client_secret_hash=digest(secret) if secret else None,
-        first_party=first_party,
-        verified=verified or first_party,
-        owner_id=owner_id,
-        **values,
-    )
+    from .store import Client, db
+
+    values, secret = new_client(meta, first_party=first_party, verified=verified, owner_id=owner_id, policy=policy)
+    client = Client(**values)
     db.session.add(client)
     db.session.commit()
     return client, secret
 
 
+def new_client(meta: dict, *, first_party: bool = False, verified: bool = False, owner_id: str | None = None,
+               policy: dict | None = None, destinations: Outbound | None = None,
+               client_exists: Callable[[str], bool] | None = None) -> tuple[dict, str | None]:
+    """`create_client`'s new client as column values, and its secret, without storing it.
+    `destinations` and `client_exists` stand in for the current app's outbound guard and
+    session where there is no app (`idp clients create`)."""
+    values = validate_metadata(meta, destinations)
+    if policy:
+        rules = validate_policy(**policy, client_exists=client_exists)
+        rules["require_par"] = rules["require_par"] or values["require_par"]
+        values.update(rules)
+    secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
+    values.update(
+        client_id=secrets.token_hex(16),  # hex: never starts with "-", safe on any command line
+        client_secret_hash=digest(secret) if secret else None,
+        first_party=first_party,
+        verified=verified or first_party,
+        owner_id=owner_id,
+    )
+    return values, secret
+
+
 def update_client(client: Client, meta: dict) -> None:
     """Replace a client's metadata (RFC 7592 §2.2); the secret and identity stay."""
+    from .store import db
+
     values = validate_metadata(meta)
     if needs_secret(values["token_endpoint_auth_method"]) and not client.client_secret_hash:
         raise ClientMetadataError("invalid_client_metadata", "cannot switch to a secret-based method")

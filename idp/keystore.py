@@ -1,21 +1,32 @@
-"""The key ring's rows in the database: every process of a deployment shares them."""
+"""The key ring's rows in the database: every process of a deployment shares them.
+
+What a new key's row holds and what retiring one changes (`new_key_values`, `retirement`)
+are plain values: `idp keys rotate` and `idp init` write them with SQLAlchemy Core,
+without the ORM, which the other functions here import when they run (issue 14)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
-
-from keys import KeyRecord, KeyRing, new_key_record
+from sqlalchemy import func, insert, select, update
 
 from .config import Settings
-from .store import SigningKey, db, utcnow
+from .rows import utcnow
 
+if TYPE_CHECKING:
+    from keys import KeyRecord, KeyRing
 
-_VERSION = select(func.count(SigningKey.kid), func.max(SigningKey.created_at), func.max(SigningKey.retired_at))
+    from .store import SigningKey
+
+_VERSION = None
 
 
 def _records() -> list[KeyRecord]:
+    from keys import KeyRecord
+
+    from .store import SigningKey, db
+
     rows = db.session.execute(select(SigningKey)).scalars().all()
     return [
         KeyRecord(r.kid, r.alg, r.private_key, r.public_jwk, r.created_at, r.retired_at, r.unpublish_at)
@@ -27,15 +38,25 @@ def _version():
     # Any rotation adds a row and retires one, a revocation deletes one: count plus
     # newest creation time changes whenever the rows do. The end of a retired key's
     # publication changes no row; the ring watches the clock for that.
-    return db.session.connection().execute(_VERSION).one()  # built once: asked every key_cache_seconds
+    global _VERSION
+    from .store import SigningKey, db
+
+    if _VERSION is None:  # built once: asked every key_cache_seconds
+        _VERSION = select(func.count(SigningKey.kid), func.max(SigningKey.created_at),
+                          func.max(SigningKey.retired_at))
+    return db.session.connection().execute(_VERSION).one()
 
 
 def make_key_ring(settings: Settings) -> KeyRing:
+    from keys import KeyRing
+
     return KeyRing(settings.secret_key, _version, _records, ttl=settings.key_cache_seconds)
 
 
 def ensure_signing_key(settings: Settings, alg: str = "ES256") -> SigningKey | None:
     """Create a signing key when none is active; return it, or None when one existed."""
+    from .store import SigningKey, db
+
     active = db.session.execute(select(SigningKey).where(SigningKey.retired_at.is_(None))).first()
     if active:
         return None
@@ -45,12 +66,46 @@ def ensure_signing_key(settings: Settings, alg: str = "ES256") -> SigningKey | N
 def rotate(settings: Settings, alg: str = "ES256") -> SigningKey:
     """Make a new key the signing key. Older keys stop signing now and stay in the
     JWKS until every token they signed has expired."""
-    now = utcnow()
-    unpublish = now + timedelta(seconds=settings.max_token_ttl + 60)
+    from .store import SigningKey, db
+
+    retired = retirement(settings, utcnow())
     for old in db.session.execute(select(SigningKey).where(SigningKey.retired_at.is_(None))).scalars():
-        old.retired_at = now
-        old.unpublish_at = unpublish
+        old.retired_at = retired["retired_at"]
+        old.unpublish_at = retired["unpublish_at"]
     return _add_key(settings, alg)
+
+
+def ensure_signing_key_row(conn, table, settings: Settings, alg: str = "ES256") -> dict | None:
+    """`ensure_signing_key` on a Core connection (`table`: signing_keys as the database has
+    it): the new key's columns, or None when one was active. The caller commits."""
+    if conn.execute(select(table.c.kid).where(table.c.retired_at.is_(None))).first() is not None:
+        return None
+    values = new_key_values(settings, alg)
+    conn.execute(insert(table), values)
+    return values
+
+
+def rotate_row(conn, table, settings: Settings, alg: str = "ES256") -> dict:
+    """`rotate` on a Core connection: the new key's columns. The caller commits."""
+    conn.execute(update(table).where(table.c.retired_at.is_(None)).values(**retirement(settings, utcnow())))
+    values = new_key_values(settings, alg)
+    conn.execute(insert(table), values)
+    return values
+
+
+def retirement(settings: Settings, now: datetime) -> dict:
+    """What rotating changes on the signing key: it stops signing now and stays published
+    until every token it signed has expired."""
+    return {"retired_at": now, "unpublish_at": now + timedelta(seconds=settings.max_token_ttl + 60)}
+
+
+def new_key_values(settings: Settings, alg: str) -> dict:
+    """The columns of a new signing key's row, its private half sealed with the secret key."""
+    from keys import new_key_record  # cryptography: not for `idp init` when a key is there
+
+    rec = new_key_record(alg, settings.secret_key, utcnow())
+    return {"kid": rec.kid, "alg": rec.alg, "private_key": rec.sealed_private_key, "public_jwk": rec.public_jwk,
+            "created_at": rec.created_at}
 
 
 def revoke(settings: Settings, kid: str) -> SigningKey | None:
@@ -61,6 +116,8 @@ def revoke(settings: Settings, kid: str) -> SigningKey | None:
     The row is deleted, private half included: a revoked key is presumed compromised and
     must never sign again. Raises LookupError for an unknown kid.
     """
+    from .store import SigningKey, db
+
     row = db.session.get(SigningKey, kid)
     if row is None:
         raise LookupError(kid)
@@ -71,11 +128,9 @@ def revoke(settings: Settings, kid: str) -> SigningKey | None:
 
 
 def _add_key(settings: Settings, alg: str) -> SigningKey:
-    rec = new_key_record(alg, settings.secret_key, utcnow())
-    row = SigningKey(
-        kid=rec.kid, alg=rec.alg, private_key=rec.sealed_private_key, public_jwk=rec.public_jwk,
-        created_at=rec.created_at,
-    )
+    from .store import SigningKey, db
+
+    row = SigningKey(**new_key_values(settings, alg))
     db.session.add(row)
     db.session.commit()
     return row

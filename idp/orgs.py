@@ -24,16 +24,12 @@ from keys import seal, unseal
 from keys.saml import new_sp_credential
 
 from . import outbound
+from .org_names import DOMAIN, TAKEN, OrgError, checked  # noqa: F401 - importable from here too
 from .store import Org, OrgDomain, SpCredential, db, utcnow
 
 PURPOSE = b"saml sp key"
 METADATA_LIMIT = 4 * 1024 * 1024  # one IdP's metadata is a few KiB; federation aggregates are not for us
 METADATA_DEADLINE = 15.0  # seconds
-DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-
-
-class OrgError(ValueError):
-    """An operator mistake about orgs; the message is shown as `error: ...`."""
 
 
 def _settings():
@@ -45,13 +41,8 @@ def find(name_or_id: str) -> Org | None:
 
 
 def create(name: str, domains: list[str]) -> Org:
-    domains = [d.strip().lower().rstrip(".") for d in domains]
-    for d in domains:
-        if not DOMAIN.fullmatch(d):
-            raise OrgError(f"not a domain name: {d}")
-    if not name.strip() or len(name) > 100:
-        raise OrgError("the org needs a name of at most 100 characters")
-    org = Org(name=name.strip())
+    name, domains = checked(name, domains)
+    org = Org(name=name)
     try:
         db.session.add(org)
         db.session.flush()
@@ -60,7 +51,7 @@ def create(name: str, domains: list[str]) -> Org:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise OrgError("an org with this name exists, or one of the domains belongs to another org") from None
+        raise OrgError(TAKEN) from None
     return org
 
 

@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from flask import current_app
-
 if TYPE_CHECKING:  # requests itself is imported by `outbound_http`, when a request is sent
     from requests.structures import CaseInsensitiveDict
 
@@ -363,4 +361,6 @@ def init_app(app, settings) -> Outbound:
 
 def current() -> Outbound:
     """The current app's client for server-initiated requests."""
+    from flask import current_app  # here: `idp clients create` checks URLs with its own client, without Flask
+
     return current_app.extensions["idp.outbound"]

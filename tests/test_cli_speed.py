@@ -7,21 +7,24 @@ that only some requests need are loaded by those requests, not by every process.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from idp.rows import digest
+
 # Each costs a noticeable part of a second or megabytes per process, and only SAML,
 # passkey ceremonies, new passwords or domain proofs need it.
 HEAVY = ("saml2", "xmlschema", "signxml", "lxml", "webauthn", "zxcvbn", "dns")
 
 
-def modules(args: list[str], env: dict[str, str], returncode: int = 0) -> set[str]:
+def modules(args: list[str], env: dict[str, str], returncode: int = 0, stdin: str | None = None) -> set[str]:
     """Every module a `python -X importtime ARGS` process loaded; it must end with `returncode`."""
     done = subprocess.run([sys.executable, "-X", "importtime", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, input=stdin)
     assert done.returncode == returncode, done.stderr[-2000:]
     names = set()
     for line in done.stderr.splitlines():
@@ -75,6 +78,114 @@ def test_row_commands_need_neither_the_orm_nor_a_flask_app(env, command):
     assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
     assert "idp.store" not in names  # the models, declared with the ORM
     assert not {n.split(".")[0] for n in names} & APP_ONLY, {n.split(".")[0] for n in names} & APP_ONLY
+
+
+# Commands that write rows with SQLAlchemy Core too, applying the app's own rules (email
+# normalization, password policy and hashing, client metadata validation, secret hashing,
+# key generation, org names and domains) from modules that import neither the ORM nor
+# Flask. (command, stdin, exit code); `init` and `keys rotate` on a database whose schema is
+# the newest: behind it, Alembic migrates it in a Flask app as before.
+WRITES = [
+    (["init"], None, 0),
+    (["orgs", "create", "Fast", "--domain", "fast.example"], None, 0),
+    (["orgs", "create", "Bad", "--domain", "not a domain"], None, 1),
+    (["users", "create", "fast@example.com", "--name", "Fast"], None, 0),
+    (["users", "create", "pw@example.com", "--password-stdin", "--admin"], "a-Fine-passw0rd-xyz\n", 0),
+    (["users", "create", "weak@example.com", "--password-stdin"], "password\n", 1),
+    (["users", "create", "org@example.com", "--org", "no-such-org"], None, 1),
+    (["clients", "create", "--name", "Fast", "--redirect-uri", "https://rp.example/cb"], None, 0),
+    (["clients", "create", "--name", "Svc", "--grant-type", "client_credentials", "--require-dpop",
+      "--resource", "https://api.example/", "--backchannel-logout-uri", "https://rp.example/bc"], None, 0),
+    (["clients", "create", "--name", "Bad", "--backchannel-logout-uri", "https://10.0.0.1/bc"], None, 1),
+    (["clients", "registration-token", "--expires", "60"], None, 0),
+    (["keys", "rotate", "--alg", "EdDSA"], None, 0),
+    (["orgs", "admin", "no-such-org", "fast@example.com"], None, 1),
+]
+# A new signing key is made with these: `keys rotate` needs them, nothing else here does.
+KEY_MAKING = {"keys", "cryptography", "joserfc"}
+
+
+@pytest.mark.parametrize(("command", "stdin", "returncode"), WRITES, ids=[" ".join(w[0][:3]) for w in WRITES])
+def test_writing_commands_need_neither_the_orm_nor_a_flask_app(env, command, stdin, returncode):
+    names = modules(["-m", "idp.cli", *command], env, returncode=returncode, stdin=stdin)
+    assert "sqlalchemy.engine" in names
+    assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
+    assert "idp.store" not in names
+    allowed = KEY_MAKING if command[0] == "keys" else set()
+    heavy = {n.split(".")[0] for n in names} & (APP_ONLY - allowed)
+    assert not heavy, heavy
+
+
+# The columns a command sets on purpose to something else than the model's default
+# (a client's scope: `idp.clients.DEFAULT_SCOPE`, as for every registered client; `orgs admin`).
+ON_PURPOSE = {"users": {"email_verified", "org_admin"}, "clients": {"verified", "scope"}}
+
+
+def test_rows_written_without_the_orm_are_whole(env):
+    """What the models would fill by default is filled, with the models' own default values
+    where the command does not decide otherwise; secrets are stored as hashes only; the
+    client change stamp every server's cache watches moves (trigger, migration 0011)."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    def idp(*args, stdin=None):
+        done = subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=120, input=stdin)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    engine = create_engine(f"sqlite:///{env['IDP_INSTANCE_DIR']}/idp.db")
+    tables = db.metadata.tables
+
+    def stamp():
+        with engine.connect() as conn:
+            stamps = tables["change_stamps"]
+            return conn.execute(select(stamps.c.n).where(stamps.c.name == "clients")).scalar_one()
+
+    before = stamp()
+    assert "with domains whole.example, two.example" in idp("orgs", "create", "Whole", "--domain", "Whole.Example.",
+                                                             "--domain", "two.example")
+    idp("users", "create", "whole@whole.example", "--org", "Whole", "--password-stdin",
+        stdin="a-Fine-passw0rd-xyz\n")
+    client = json.loads(idp("clients", "create", "--name", "Whole", "--redirect-uri", "https://rp.example/cb",
+                            "--json"))
+    token = idp("clients", "registration-token").strip()
+    assert idp("orgs", "admin", "Whole", "whole@whole.example") == "whole@whole.example is now an admin of Whole\n"
+    new_kid = idp("keys", "rotate").split()[3]
+    idp("init")
+    assert stamp() == before + 1
+
+    with engine.connect() as conn:
+        rows = {name: conn.execute(select(tables[name])).mappings().all()
+                for name in ("orgs", "users", "clients", "registration_tokens", "signing_keys")}
+        domains = conn.execute(select(tables["org_domains"])).mappings().all()
+    for name, found in rows.items():
+        assert found, name
+        for column in tables[name].columns:
+            if column.default is None:
+                continue
+            assert all(row[column.name] is not None for row in found), f"{name}.{column.name}"
+            if column.default.is_scalar and column.name not in ON_PURPOSE.get(name, ()):
+                assert all(row[column.name] == column.default.arg for row in found), f"{name}.{column.name}"
+    (org,), (user,), (stored,), (tokens,) = rows["orgs"], rows["users"], rows["clients"], rows["registration_tokens"]
+    assert {(d["domain"], d["org_id"]) for d in domains} == {("whole.example", org["id"]), ("two.example", org["id"])}
+    assert user["password_hash"].startswith("$argon2id$") and user["email_verified"] and not user["is_admin"]
+    assert user["org_id"] == org["id"] and user["email"] == "whole@whole.example" and user["org_admin"]
+    assert user["updated_at"] > user["created_at"]  # as the model's onupdate would have it
+    with engine.connect() as conn:
+        (event,) = conn.execute(select(tables["security_events"])).mappings().all()
+    assert (event["kind"], event["user_id"], event["org_id"], event["detail"]) == \
+        ("admin.made_admin", user["id"], org["id"], {"via": "cli"})
+    assert stored["client_secret_hash"] == digest(client["client_secret"]) and stored["verified"]
+    assert client["client_secret"] not in str(dict(stored))
+    assert tokens["token_hash"] == digest(token) and tokens["expires_at"] > tokens["created_at"]
+    keys = {k["kid"]: k for k in rows["signing_keys"]}
+    assert len(keys) == 2 and keys[new_kid]["retired_at"] is None  # `init` made no third one
+    (old,) = (k for kid, k in keys.items() if kid != new_kid)
+    assert old["retired_at"] is not None and old["unpublish_at"] > old["retired_at"]
+    assert b"PRIVATE KEY" not in keys[new_kid]["private_key"]  # sealed with the secret key
+    engine.dispose()
 
 
 @pytest.mark.parametrize("command", LISTINGS)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from ..grant_types import SCOPES  # noqa: F401 - importable from here too
 from ..store import Group, GroupMember, User, db
-
-SCOPES = ("openid", "profile", "email", "offline_access", "groups")
 
 
 def user_claims(user: User, scope: str) -> dict:

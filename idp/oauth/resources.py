@@ -9,12 +9,11 @@ named, and without any it stays the client itself, as before.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from authlib.oauth2.base import OAuth2Error
 
+from ..client_policy import MAX_RESOURCE_LENGTH, is_resource_uri  # noqa: F401 - importable from here too
+
 MAX_RESOURCES = 10
-MAX_RESOURCE_LENGTH = 2000
 
 
 class InvalidTargetError(OAuth2Error):
@@ -22,22 +21,6 @@ class InvalidTargetError(OAuth2Error):
 
     error = "invalid_target"
     status_code = 400
-
-
-def is_resource_uri(value) -> bool:
-    """An absolute URI without a fragment (RFC 8707 §2)."""
-    if not isinstance(value, str) or not value or len(value) > MAX_RESOURCE_LENGTH or "#" in value:
-        return False
-    if any(ch.isspace() or ord(ch) < 0x21 for ch in value):
-        return False
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        return False
-    if not parts.scheme or not parts.scheme.isascii() or not parts.scheme[0].isalpha():
-        return False
-    return not (parts.scheme in ("http", "https") and not parts.hostname)
 
 
 def requested_resources(values) -> list[str]:

@@ -13,10 +13,15 @@ import json
 import logging
 import re
 import secrets
+import sys
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from flask import Flask, g, has_request_context, request
+# Flask is imported by the functions that run in a request: `idp` commands that write with
+# SQLAlchemy Core log their audit lines through `configure` without it (issue 14).
+if TYPE_CHECKING:
+    from flask import Flask
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # What we take from a proxy's X-Request-ID: short, and nothing that could forge a log line.
@@ -107,6 +112,8 @@ def note_secret_paths(app: Flask) -> None:
 
 def request_id() -> str:
     """This request's id: the trusted proxy's X-Request-ID when sane, else a new one."""
+    from flask import g, request
+
     rid = g.get("request_id")
     if rid is None:
         g.request_id = rid = new_request_id(request.headers.get(REQUEST_ID_HEADER, ""), _trusted_proxies())
@@ -128,6 +135,8 @@ def _trusted_proxies() -> int:
 
 def client_id() -> str | None:
     """The client a request names (form, query or HTTP Basic user), when it looks like one."""
+    from flask import request
+
     try:
         named = request.form.get("client_id") or request.args.get("client_id")
         if not named and request.authorization and request.authorization.type == "basic":
@@ -138,6 +147,8 @@ def client_id() -> str | None:
 
 
 def user_id() -> str | None:
+    from flask import g
+
     browser = g.get("browser_session")
     return getattr(browser, "user_id", None)
 
@@ -146,7 +157,8 @@ class RequestContext(logging.Filter):
     """Adds the request id and the client and account ids to lines written during a request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context():
+        flask = sys.modules.get("flask")  # a process that never imported Flask has no request
+        if flask is not None and flask.has_request_context():
             try:
                 record.request_id = request_id()
                 record.client_id = client_id()
@@ -245,10 +257,14 @@ def init_app(app: Flask) -> None:
 
 
 def _start() -> None:
+    from flask import g
+
     g.log_started = time.perf_counter()
 
 
 def _finish(response):
+    from flask import g, request
+
     response.headers[REQUEST_ID_HEADER] = request_id()
     # never the query string: codes and tokens travel there
     log_request(request.method, request.path, response.status_code, g.get("log_started"), request.remote_addr)

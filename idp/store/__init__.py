@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from datetime import UTC, datetime
-
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+from ..rows import digest, new_id, new_secret, utcnow  # noqa: F401 - the models' defaults; importable from here too
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -36,26 +34,6 @@ def dialect_insert(dialect: str):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert
-
-
-def utcnow() -> datetime:
-    """Naive UTC now: SQLite keeps no time zone, so every stored time is naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def new_id() -> str:
-    return secrets.token_hex(16)
-
-
-def new_secret(nbytes: int = 32) -> str:
-    """A random bearer secret (code, token, session id) for a person or a client."""
-    return secrets.token_urlsafe(nbytes)
-
-
-def digest(secret: str) -> str:
-    """The stored form of a random secret: SHA-256 is right for high-entropy values,
-    which cannot be guessed from their hash, unlike passwords."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 from .accounts import User

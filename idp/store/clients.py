@@ -8,10 +8,8 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..client_policy import ClientPolicy, ClientRecord  # noqa: F401 - importable from here too
-from ..grant_types import DEVICE_CODE, GRANT_TYPES, TOKEN_EXCHANGE  # noqa: F401 - importable from here too
+from ..grant_types import AUTH_METHODS, DEVICE_CODE, GRANT_TYPES, TOKEN_EXCHANGE  # noqa: F401 - importable from here too
 from . import db, utcnow
-
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 
 
 class Client(ClientPolicy, db.Model):
