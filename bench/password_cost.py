@@ -140,4 +140,5 @@ print(f"whole password sign-in: {total:.1f} ms CPU ({total - verify_ms:+.1f} ms 
 
 for step, profile in profiles.items():
     print(f"\n=== profile of {step} ({ROUNDS} rounds, process time; the profiler inflates the figures) ===")
-    pstats.Stats(profile).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "25")))
+    stats = pstats.Stats(profile).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime"))
+    stats.print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "25")))
