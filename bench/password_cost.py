@@ -142,3 +142,5 @@ for step, profile in profiles.items():
     print(f"\n=== profile of {step} ({ROUNDS} rounds, process time; the profiler inflates the figures) ===")
     stats = pstats.Stats(profile).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime"))
     stats.print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "25")))
+    if os.environ.get("BENCH_PROFILE_DUMP"):  # for pstats or snakeviz: one file per step
+        stats.dump_stats(f"{os.environ['BENCH_PROFILE_DUMP']}-{step.replace(' ', '_').replace('/', '')}.prof")
