@@ -125,6 +125,7 @@ def current() -> BrowserSession | None:
     found = None
     secret = request.cookies.get(cookie_name(COOKIE))
     if secret:
+        db.session.flush()  # as the ORM's autoflush did: the read sees this request's changes
         values = db.session.connection().execute(_BY_SECRET, {"b_hash": digest(secret)}).first()
         now = utcnow()
         # Only a verified, enabled account holds a session (idp.accounts): a row from before
@@ -160,7 +161,8 @@ def _attached(values) -> BrowserSession:
 def _loaded(model, values: dict):
     """An instance of `model` holding `values` as loaded state, added to the session (as
     `make_transient_to_detached` and `add` do; the constructor's per-attribute events,
-    which only record changes to be discarded, are skipped)."""
+    which only record changes to be discarded, are skipped). No ORM `load` event fires:
+    should a model ever listen for one (a Mutable column), it must be read by the ORM."""
     obj = model.__mapper__.class_manager.new_instance()
     instance_state(obj).dict.update(values)
     make_transient_to_detached(obj)
