@@ -170,7 +170,8 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     validated_redirect_uri = grant.redirect_uri
     grant.validate_authorization_request = lambda: validated_redirect_uri
     response = server.create_authorization_response(request=oauth_request, grant_user=browser.user, grant=grant)
-    db.session.commit()
+    if db.session().in_transaction():  # the code's save committed already; an error answer did not
+        db.session.commit()
     return response
 
 
