@@ -150,16 +150,17 @@ def _attached(values) -> BrowserSession:
     identity = db.session.identity_map
     user = identity.get(db.session.identity_key(User, values.u_id))
     if user is None:
-        user = _loaded(User, {c: mapping[f"u_{c}"] for c in _USER_COLUMNS})
+        user = attach_loaded(User, {c: mapping[f"u_{c}"] for c in _USER_COLUMNS})
     row = identity.get(db.session.identity_key(BrowserSession, values.id))
     if row is None:
-        row = _loaded(BrowserSession, {c: mapping[c] for c in _COLUMNS})
+        row = attach_loaded(BrowserSession, {c: mapping[c] for c in _COLUMNS})
         set_committed_value(row, "user", user)
     return row
 
 
-def _loaded(model, values: dict):
-    """An instance of `model` holding `values` as loaded state, added to the session (as
+def attach_loaded(model, values: dict):
+    """An instance of `model` holding `values` (a whole row read by a Core statement) as
+    loaded state, added to the session (as
     `make_transient_to_detached` and `add` do; the constructor's per-attribute events,
     which only record changes to be discarded, are skipped). No ORM `load` event fires:
     should a model ever listen for one (a Mutable column), it must be read by the ORM."""

@@ -101,3 +101,31 @@ def test_session_read_sees_its_account_on_every_request_and_notes_last_seen(live
                            .values(ended_at=session_row().created_at))
         db.session.commit()
     assert prompt_none()["error"] == "login_required"
+
+
+def test_password_step_rehashes_an_old_hash_on_the_account_it_read(live, browser):
+    """The password step reads the account with a Core statement and hands the row to the
+    ORM: a hash made with older argon2 parameters is replaced (and written) at sign-in, and
+    a wrong password changes nothing."""
+    from argon2 import PasswordHasher
+    from sqlalchemy import update
+
+    from idp.passwords import needs_rehash, verify_password
+    from idp.store import User, db
+
+    user_id = live.create_user("rehash@example.com", "rehash-password-1")
+    old_hash = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash("rehash-password-1")
+    with live.db():
+        db.session.execute(update(User).where(User.id == user_id).values(password_hash=old_hash))
+        db.session.commit()
+    client_id, _secret = live.create_client()
+
+    page = browser.submit(browser.get(authorize_url(live.issuer, client_id)), {"email": "rehash@example.com"})
+    assert browser.submit(page, {"password": "not-the-password"}).status_code == 401
+    with live.db():
+        assert db.session.get(User, user_id).password_hash == old_hash
+    assert "code" in redirect_params(browser.sign_in(browser.get(authorize_url(live.issuer, client_id)),
+                                                     "rehash@example.com", "rehash-password-1"))
+    with live.db():
+        stored = db.session.get(User, user_id).password_hash
+    assert stored != old_hash and not needs_rehash(stored) and verify_password(stored, "rehash-password-1")
