@@ -5,11 +5,16 @@ costs at most one argon2id verify plus 5 ms.
 
 Run with the project's venv: `.venv/bin/python bench/password_cost.py`.
 CPU time (not wall time) so a busy machine does not inflate the figure.
+`BENCH_PROFILE=1` adds a cProfile (on process time) of each step after the figures;
+`BENCH_PROFILE="GET /authorize/resume"` profiles that step only, `BENCH_PROFILE_LINES`
+sets how many lines each profile prints (25), `BENCH_PROFILE_SORT` their order (tottime).
 """
 
 import base64
+import cProfile
 import hashlib
 import os
+import pstats
 import re
 import sys
 import tempfile
@@ -64,11 +69,20 @@ BASIC = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
 STEPS = ("GET /authorize", "GET /signin", "POST /signin (email)", "GET /signin/password",
          "POST /signin/password", "GET /authorize/resume", "POST /token (code)")
 spent = dict.fromkeys(STEPS, 0.0)
+PROFILE = os.environ.get("BENCH_PROFILE", "")
+profiles = {step: cProfile.Profile(time.process_time) for step in STEPS
+            if PROFILE == "1" or PROFILE == step}
+measuring = False
 
 
 def timed(step, call, *args, **kwargs):
+    profile = profiles.get(step) if measuring else None
     start = time.process_time()
+    if profile is not None:
+        profile.enable()
     resp = call(*args, **kwargs)
+    if profile is not None:
+        profile.disable()
     spent[step] += time.process_time() - start
     return resp
 
@@ -114,6 +128,7 @@ for _ in range(ROUNDS + 2):  # the first two warm up
         fail(STEPS[6], resp)
     if _ == 1:
         spent = dict.fromkeys(STEPS, 0.0)
+        measuring = True
 
 total = 0.0
 for step in STEPS:
@@ -122,3 +137,10 @@ for step in STEPS:
     print(f"  {step:24s} {ms:6.1f} ms CPU")
 print(f"whole password sign-in: {total:.1f} ms CPU ({total - verify_ms:+.1f} ms beside one argon2id verify; "
       f"budget +5 ms)")
+
+for step, profile in profiles.items():
+    print(f"\n=== profile of {step} ({ROUNDS} rounds, process time; the profiler inflates the figures) ===")
+    stats = pstats.Stats(profile).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime"))
+    stats.print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "25")))
+    if os.environ.get("BENCH_PROFILE_DUMP"):  # for pstats or snakeviz: one file per step
+        stats.dump_stats(f"{os.environ['BENCH_PROFILE_DUMP']}-{step.replace(' ', '_').replace('/', '')}.prof")

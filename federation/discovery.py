@@ -47,7 +47,8 @@ def org_for_email(email: str) -> Org | None:
     memo = g.setdefault(_MEMO, {}) if has_request_context() else None
     if memo is not None and domain in memo:
         return memo[domain]
-    org_id = db.session.execute(_ORG_OF_DOMAIN, {"domain": domain}).scalar()
+    # On the connection, no ORM execute layer: every page of a signed-in browser asks.
+    org_id = db.session.connection().execute(_ORG_OF_DOMAIN, {"domain": domain}).scalar()
     org = db.session.get(Org, org_id) if org_id else None
     if memo is not None:
         memo[domain] = org

@@ -69,8 +69,11 @@ def bind_csrf_to_session() -> None:
     carries another session cookie (a flow cookie planted from elsewhere, or kept across a
     sign-in), its token is dropped, so a form made for one session never posts for another.
     """
-    if is_api_request():
-        return
+    if not is_api_request():
+        _bind_csrf()
+
+
+def _bind_csrf() -> None:
     from . import sessions
 
     current = sessions.flow_binding(request.cookies.get(sessions.cookie_name(sessions.COOKIE)))
@@ -83,8 +86,12 @@ def refuse_undecodable_basic():
     """before_request: HTTP Basic credentials that are not UTF-8 once decoded are a failed
     client authentication (RFC 6749 §5.2), not a 500: Authlib's parser (used by the fast
     client_credentials path too) decodes them as UTF-8 and lets the error through."""
+    return _refuse_undecodable_basic() if is_api_request() else None
+
+
+def _refuse_undecodable_basic():
     auth = request.headers.get("Authorization", "")
-    if auth[:6].lower() != "basic " or not is_api_request():
+    if auth[:6].lower() != "basic ":
         return None
     try:
         base64.b64decode(auth[6:].strip()).decode("utf-8")
@@ -96,6 +103,16 @@ def refuse_undecodable_basic():
         response.headers["WWW-Authenticate"] = 'Basic realm="token"'
         response.headers["Cache-Control"] = "no-store"
         return response
+    return None
+
+
+def check_request():
+    """before_request: `bind_csrf_to_session` for a page, `refuse_undecodable_basic` for a
+    machine endpoint, as one hook with one look at the path (each hook Flask runs costs
+    on every request, and each check did nothing for the other kind)."""
+    if request.path.startswith(API_PREFIXES):
+        return _refuse_undecodable_basic()
+    _bind_csrf()
     return None
 
 
@@ -167,8 +184,7 @@ def _handle_unexpected(error: Exception):
 
 def init_app(app: Flask) -> None:
     app.session_interface = FlowSessionInterface()
-    app.before_request(bind_csrf_to_session)  # must run before CSRFProtect's own check
-    app.before_request(refuse_undecodable_basic)
+    app.before_request(check_request)  # must run before CSRFProtect's own check
     csrf.init_app(app)
     app.after_request(add_headers)
     app.register_error_handler(CSRFError, _handle_csrf)

@@ -12,6 +12,7 @@ from datetime import timedelta
 from flask import current_app, g, has_request_context, request, session
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from .store import (
     BrowserSession,
@@ -32,10 +33,17 @@ SEEN_RESOLUTION = 300  # seconds between last_seen_at updates
 # browser's pending authorization requests, and the page to return to.
 FLOW_KEPT_AT_SIGN_IN = ("bk", "return_to")
 FLOW_BINDING = "sk"  # in the flow cookie: which session cookie its CSRF token belongs to
-# Built once: every page asks (`current`), and a fresh select cost a cache key each time.
-_BY_SECRET = select(BrowserSession).where(BrowserSession.secret_hash == bindparam("b_hash"))
 _INSERT = insert(BrowserSession.__table__)
 _COLUMNS = tuple(BrowserSession.__table__.c.keys())
+_USER_COLUMNS = tuple(User.__table__.c.keys())
+# Built once, run on the session's connection: every page asks (`current`), and the ORM's
+# execute and loading layers cost more than the join itself. The session's and its
+# account's columns come in one row (the account's prefixed `u_`).
+_BY_SECRET = (
+    select(*BrowserSession.__table__.c, *(c.label(f"u_{c.key}") for c in User.__table__.c))
+    .join_from(BrowserSession.__table__, User.__table__, BrowserSession.__table__.c.user_id == User.__table__.c.id)
+    .where(BrowserSession.__table__.c.secret_hash == bindparam("b_hash"))
+)
 
 
 def _settings():
@@ -117,18 +125,50 @@ def current() -> BrowserSession | None:
     found = None
     secret = request.cookies.get(cookie_name(COOKIE))
     if secret:
-        row = db.session.execute(_BY_SECRET, {"b_hash": digest(secret)}).scalar_one_or_none()
+        db.session.flush()  # as the ORM's autoflush did: the read sees this request's changes
+        values = db.session.connection().execute(_BY_SECRET, {"b_hash": digest(secret)}).first()
         now = utcnow()
         # Only a verified, enabled account holds a session (idp.accounts): a row from before
         # a disable, or of an unverified account, is no session at all.
-        if row and row.ended_at is None and row.expires_at > now and not row.user.disabled \
-                and row.user.email_verified and _meets_org_policy(row):
-            found = row
-            if (now - row.last_seen_at).total_seconds() > SEEN_RESOLUTION:
-                row.last_seen_at = now  # for the account page's list; not on every request
-                db.session.commit()
+        if values is not None and values.ended_at is None and values.expires_at > now \
+                and not values.u_disabled and values.u_email_verified:
+            row = _attached(values)
+            if _meets_org_policy(row):
+                found = row
+                if (now - row.last_seen_at).total_seconds() > SEEN_RESOLUTION:
+                    row.last_seen_at = now  # for the account page's list; not on every request
+                    db.session.commit()
     g.browser_session = found
     return found
+
+
+def _attached(values) -> BrowserSession:
+    """The session row and its account read by `_BY_SECRET`, as the ORM's persistent rows
+    (later changes are flushed as usual). Rows this session holds already win, as they do
+    for an ORM query: the request may have changed them."""
+    mapping = values._mapping
+    identity = db.session.identity_map
+    user = identity.get(db.session.identity_key(User, values.u_id))
+    if user is None:
+        user = attach_loaded(User, {c: mapping[f"u_{c}"] for c in _USER_COLUMNS})
+    row = identity.get(db.session.identity_key(BrowserSession, values.id))
+    if row is None:
+        row = attach_loaded(BrowserSession, {c: mapping[c] for c in _COLUMNS})
+        set_committed_value(row, "user", user)
+    return row
+
+
+def attach_loaded(model, values: dict):
+    """An instance of `model` holding `values` (a whole row read by a Core statement) as
+    loaded state, added to the session (as
+    `make_transient_to_detached` and `add` do; the constructor's per-attribute events,
+    which only record changes to be discarded, are skipped). No ORM `load` event fires:
+    should a model ever listen for one (a Mutable column), it must be read by the ORM."""
+    obj = model.__mapper__.class_manager.new_instance()
+    instance_state(obj).dict.update(values)
+    make_transient_to_detached(obj)
+    db.session.add(obj)
+    return obj
 
 
 def _meets_org_policy(row: BrowserSession) -> bool:

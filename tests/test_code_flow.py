@@ -240,3 +240,27 @@ def test_unsupported_parameters_are_refused(live, browser):
         assert redirect_params(resp)["error"] == error, extra
     resp = browser.http.get(authorize_url(live.issuer, client_id) + "&state=again", allow_redirects=False, timeout=10)
     assert resp.status_code == 400 and "Location" not in resp.headers
+
+
+def test_code_redirect_keeps_the_redirect_uris_own_query_and_names_the_issuer_once(live, browser):
+    """RFC 9207's `iss` is appended to the code response Authlib built: a redirect URI with
+    a query of its own (encoded characters included) keeps it, and every parameter comes
+    back exactly once."""
+    from urllib.parse import parse_qs, urlsplit
+
+    own = "http://127.0.0.1:9/cb?tenant=a%20b&x=%2F"
+    live.create_user("iss-query@example.com", "iss-query-password-1")
+    client_id, secret = live.create_client(redirect_uris=[own])
+    verifier, challenge = pkce()
+    url = authorize_url(live.issuer, client_id, redirect_uri=own, code_challenge=challenge,
+                        code_challenge_method="S256", state="s&t=1")
+    resp = browser.sign_in(browser.get(url), "iss-query@example.com", "iss-query-password-1")
+    assert resp.status_code == 302
+    location = resp.headers["Location"]
+    assert location.startswith("http://127.0.0.1:9/cb?") and "#" not in location
+    params = parse_qs(urlsplit(location).query)
+    assert params["tenant"] == ["a b"] and params["x"] == ["/"]
+    assert params["state"] == ["s&t=1"] and params["iss"] == [live.issuer] and len(params["code"]) == 1
+    resp = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"][0],
+                               "redirect_uri": own, "code_verifier": verifier}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text

@@ -53,3 +53,79 @@ def test_sign_in_writes_session_event_and_code_and_replaces_old_session(live, br
         for event in events:
             assert event.ip == "127.0.0.1" and event.user_agent == "rows-test-agent/1.0"
             assert event.created_at is not None and event.org_id is None and event.actor_id is None
+
+
+def test_session_read_sees_its_account_on_every_request_and_notes_last_seen(live, browser):
+    """`sessions.current` reads the session and its account in one Core statement: a change
+    to the account is seen on the very next request, and the row it hands back is one the
+    request can still write (last_seen_at)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from idp.store import BrowserSession, User, db
+
+    user_id = live.create_user("seen@example.com", "seen-password-1")
+    client_id, _secret = live.create_client()
+    redirect_params(browser.sign_in(browser.get(authorize_url(live.issuer, client_id)),
+                                    "seen@example.com", "seen-password-1"))
+
+    def session_row():
+        return db.session.execute(select(BrowserSession).where(BrowserSession.user_id == user_id)).scalar_one()
+
+    with live.db():
+        stale = session_row().last_seen_at - timedelta(minutes=10)
+        db.session.execute(update(BrowserSession).where(BrowserSession.user_id == user_id)
+                           .values(last_seen_at=stale))
+        db.session.commit()
+    assert "code" in redirect_params(browser.get(authorize_url(live.issuer, client_id, prompt="none")))
+    with live.db():
+        assert session_row().last_seen_at > stale + timedelta(minutes=9)
+
+    def set_account(**values):
+        with live.db():
+            db.session.execute(update(User).where(User.id == user_id).values(**values))
+            db.session.commit()
+
+    def prompt_none():
+        return redirect_params(browser.get(authorize_url(live.issuer, client_id, prompt="none")))
+
+    set_account(disabled=True)
+    assert prompt_none()["error"] == "login_required"
+    set_account(disabled=False, email_verified=False)
+    assert prompt_none()["error"] == "login_required"
+    set_account(email_verified=True)
+    assert "code" in prompt_none()
+    with live.db():  # an ended session is no session, whatever its account
+        db.session.execute(update(BrowserSession).where(BrowserSession.user_id == user_id)
+                           .values(ended_at=session_row().created_at))
+        db.session.commit()
+    assert prompt_none()["error"] == "login_required"
+
+
+def test_password_step_rehashes_an_old_hash_on_the_account_it_read(live, browser):
+    """The password step reads the account with a Core statement and hands the row to the
+    ORM: a hash made with older argon2 parameters is replaced (and written) at sign-in, and
+    a wrong password changes nothing."""
+    from argon2 import PasswordHasher
+    from sqlalchemy import update
+
+    from idp.passwords import needs_rehash, verify_password
+    from idp.store import User, db
+
+    user_id = live.create_user("rehash@example.com", "rehash-password-1")
+    old_hash = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash("rehash-password-1")
+    with live.db():
+        db.session.execute(update(User).where(User.id == user_id).values(password_hash=old_hash))
+        db.session.commit()
+    client_id, _secret = live.create_client()
+
+    page = browser.submit(browser.get(authorize_url(live.issuer, client_id)), {"email": "rehash@example.com"})
+    assert browser.submit(page, {"password": "not-the-password"}).status_code == 401
+    with live.db():
+        assert db.session.get(User, user_id).password_hash == old_hash
+    assert "code" in redirect_params(browser.sign_in(browser.get(authorize_url(live.issuer, client_id)),
+                                                     "rehash@example.com", "rehash-password-1"))
+    with live.db():
+        stored = db.session.get(User, user_id).password_hash
+    assert stored != old_hash and not needs_rehash(stored) and verify_password(stored, "rehash-password-1")

@@ -163,8 +163,15 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     # The request is spent in the same commit that saves its code; an error answer saved
     # no code, and the request is spent all the same (nothing left to commit otherwise).
     pending_requests.delete(pending, commit=False)
+    # `get_consent_grant` above validated this very request (the same params, from the
+    # pending row on resume, never from the browser) in this request; Authlib's response
+    # would validate it all again (client, redirect URI, scope, PKCE, nonce), so the
+    # grant answers with the redirect URI that validation proved. Its hooks still run.
+    validated_redirect_uri = grant.redirect_uri
+    grant.validate_authorization_request = lambda: validated_redirect_uri
     response = server.create_authorization_response(request=oauth_request, grant_user=browser.user, grant=grant)
-    db.session.commit()
+    if db.session().in_transaction():  # the code's save committed already; an error answer did not
+        db.session.commit()
     return response
 
 

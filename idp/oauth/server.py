@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode, urlsplit
+
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -75,6 +77,18 @@ class AuthorizationServer(FlaskAuthorizationServer):
 class Issuer(IssuerParameter):
     def get_issuer(self):
         return current_app.extensions["idp.settings"].issuer
+
+    def add_issuer_parameter(self, authorization_server, response):
+        """RFC 9207's `iss` appended to the redirect Authlib just built (its query already
+        encoded by `add_params_to_uri`, never a fragment: RFC 6749 §3.1.2), instead of
+        parsing and encoding that query all over again for one more parameter."""
+        location = response.location
+        if not location or not self.get_issuer():
+            return
+        if "#" in location:  # not one of Authlib's redirects: its own, general way
+            return super().add_issuer_parameter(authorization_server, response)
+        query = urlencode({"iss": self.get_issuer()})
+        response.location = f"{location}&{query}" if urlsplit(location).query else f"{location}?{query}"
 
 
 def create_authorization_server(app) -> AuthorizationServer:
