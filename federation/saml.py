@@ -18,7 +18,7 @@ import calendar
 import logging
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -255,9 +255,8 @@ def _checked_by_pysaml2(client: Saml2Client, signed_only: bytes, outstanding_id:
     every sign-in. Every check it makes (InResponseTo, Destination, audience, time
     conditions, SubjectConfirmation, status) is made here the same way."""
     from saml2 import BINDING_HTTP_POST
-    from saml2.response import AuthnResponse
 
-    response = AuthnResponse(
+    response = _verified_authn_response_class()(
         client.sec,
         outstanding_queries={outstanding_id: "/"} if outstanding_id else {},
         outstanding_certs=None,
@@ -283,13 +282,42 @@ def _checked_by_pysaml2(client: Saml2Client, signed_only: bytes, outstanding_id:
     return response
 
 
+@cache
+def _verified_authn_response_class():
+    from saml2.response import AuthnResponse, IncorrectlySigned
+
+    class VerifiedAuthnResponse(AuthnResponse):
+        """pysaml2's AuthnResponse minus two things we never use, each costing about as much
+        as verifying a signature: the re-validation of every object against pysaml2's own
+        reading of the schema (the document was validated against the SAML schemas by
+        `saml_signatures`, which also holds the few rules the schema cannot say), and the
+        attribute map (`ava`: the attributes are read from the assertion by `identity_of`;
+        the one refusal building it made, encrypted attributes, is made beforehand too)."""
+
+        def _postamble(self):
+            if not self.response:
+                raise IncorrectlySigned()
+            self.in_response_to = self.response.in_response_to
+            return self
+
+        def get_identity(self):
+            return {}
+
+    return VerifiedAuthnResponse
+
+
 def _parsed_unsigned_response(xml: str, **_kwargs):
     """pysaml2's Response for the verified document (its `correctly_signed_response` without
     the guessing of the message type): a signature in it was never verified, so none may be."""
-    from saml2 import samlp
+    from xml.etree import ElementTree
+
+    from saml2 import create_class_from_element_tree, samlp
     from saml2.sigver import SignatureError
 
-    response = samlp.response_from_string(xml)
+    # ElementTree's C parser, not defusedxml's pure-Python one (`samlp.response_from_string`),
+    # about a fifth of the cost: `xml` is our own serialization of a tree lxml parsed with no
+    # DTD (a DTD was refused), so it declares no entity for defusedxml to guard against.
+    response = create_class_from_element_tree(samlp.Response, ElementTree.fromstring(xml))
     if response is None:
         raise TypeError("Not a Response")
     if response.signature:

@@ -26,6 +26,7 @@ from importlib.resources import files
 
 from cryptography import x509
 from lxml import etree
+from saml2.validate import valid_domain_name, valid_ipv4, valid_ipv6
 from signxml import DigestAlgorithm, SignatureConfiguration, SignatureMethod, XMLVerifier
 from signxml.exceptions import SignXMLException
 
@@ -34,6 +35,14 @@ SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 RESPONSE, ASSERTION, ISSUER = f"{{{SAMLP}}}Response", f"{{{SAML}}}Assertion", f"{{{SAML}}}Issuer"
 SIGNATURE = f"{{{DS}}}Signature"
+SUBJECT, CONDITIONS = f"{{{SAML}}}Subject", f"{{{SAML}}}Conditions"
+AUTHN_STATEMENT = f"{{{SAML}}}AuthnStatement"
+STATEMENTS = (AUTHN_STATEMENT, f"{{{SAML}}}AttributeStatement", f"{{{SAML}}}AuthzDecisionStatement",
+              f"{{{SAML}}}Statement")
+ONE_TIME_USE, PROXY_RESTRICTION = f"{{{SAML}}}OneTimeUse", f"{{{SAML}}}ProxyRestriction"
+ATTRIBUTE_VALUE, SUBJECT_LOCALITY = f"{{{SAML}}}AttributeValue", f"{{{SAML}}}SubjectLocality"
+ENCRYPTED_ID, ENCRYPTED_ATTRIBUTE = f"{{{SAML}}}EncryptedID", f"{{{SAML}}}EncryptedAttribute"
+XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 EXC_C14N = {"http://www.w3.org/2001/10/xml-exc-c14n#", "http://www.w3.org/2001/10/xml-exc-c14n#WithComments"}
@@ -84,6 +93,7 @@ def verified_response(xml: bytes, idp_entity_id: str, certificates: list[x509.Ce
     if assertion is None or _enveloped_signature(assertion) is None:
         raise UnverifiedResponse("assertion is not signed")
     signed_assertion = _verify(envelope, f"./{{{SAML}}}Assertion/", assertion, certificates)
+    _check_core_rules(signed_assertion)
 
     _check_issuer(signed_assertion, idp_entity_id, required=True)
     _check_issuer(envelope, idp_entity_id, required=envelope is not root)
@@ -172,6 +182,36 @@ def _check_issuer(element: etree._Element, idp_entity_id: str, *, required: bool
         return
     if (issuer.text or "").strip() != idp_entity_id:
         raise UnverifiedResponse(f"{etree.QName(element).localname} is issued by another entity than the org's IdP")
+
+
+def _check_core_rules(assertion: etree._Element) -> None:
+    """The SAML core rules the schema cannot say, as pysaml2's own validation of its objects
+    held them (`saml2.saml` *.verify). pysaml2 no longer validates its objects after us: the
+    schema check covers the rest of what it did, at a fraction of the cost."""
+    if assertion.find(SUBJECT) is None and (
+            assertion.find(AUTHN_STATEMENT) is not None
+            or not any(assertion.iterchildren(*STATEMENTS))):
+        raise UnverifiedResponse("assertion names no Subject")
+    for conditions in assertion.iterchildren(CONDITIONS):
+        for once in (ONE_TIME_USE, PROXY_RESTRICTION):
+            if len(conditions.findall(once)) > 1:
+                raise UnverifiedResponse(f"Conditions carries {etree.QName(once).localname} more than once")
+    for value in assertion.iter(ATTRIBUTE_VALUE):
+        if not value.text and len(value) == 0 and value.get(XSI_NIL) != "true":
+            raise UnverifiedResponse("an empty AttributeValue is not marked xsi:nil")
+    for locality in assertion.iter(SUBJECT_LOCALITY):
+        address, dns_name = locality.get("Address"), locality.get("DNSName")
+        if address and not (valid_ipv4(address) or valid_ipv6(address)):
+            raise UnverifiedResponse("SubjectLocality Address is not an IP address")
+        if not address and dns_name:
+            try:
+                valid_domain_name(dns_name)
+            except ValueError:
+                raise UnverifiedResponse("SubjectLocality DNSName is not a domain name") from None
+    # Never decrypted (no key is offered for it): refused whole rather than read without the
+    # encrypted parts.
+    if next(assertion.iter(ENCRYPTED_ID, ENCRYPTED_ATTRIBUTE), None) is not None:
+        raise UnverifiedResponse("encrypted identifiers and attributes are not supported")
 
 
 _schema_lock = threading.Lock()

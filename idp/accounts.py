@@ -76,10 +76,11 @@ def reset_password(user: User, password: str) -> None:
     db.session.commit()
 
 
-def just_in_time(org: Org, identity, method: str = "saml") -> User | None:
+def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = True) -> User | None:
     """The account for an email the org's IdP vouches for: created on first sign-in, kept
     a member of the org, names refreshed from the IdP. An unverified row with this address
-    is adopted (its password and all else wiped); None for a disabled account."""
+    is adopted (its password and all else wiped); None for a disabled account. With
+    `commit` False, the change and its audit event wait for the caller's commit."""
     user = db.session.query(User).filter_by(email=identity.email).one_or_none()
     created = user is None
     if created:
@@ -97,9 +98,10 @@ def just_in_time(org: Org, identity, method: str = "saml") -> User | None:
             setattr(user, field, value)
     if not user.name and (user.given_name or user.family_name):
         user.name = " ".join(p for p in (user.given_name, user.family_name) if p)
-    db.session.commit()
     if created:
-        audit.record("signup", user, method=method, org=org.id)
+        audit.record("signup", user, method=method, org=org.id, commit=False)
+    if commit:
+        db.session.commit()
     return user
 
 

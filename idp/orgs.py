@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from federation.saml import ServiceProvider
@@ -55,8 +55,14 @@ def create(name: str, domains: list[str]) -> Org:
     return org
 
 
+_DOMAINS = OrgDomain.__table__
+# A table statement built once, on the session's connection (no ORM execute layer): every
+# SAML sign-in asks.
+_DOMAINS_OF = select(_DOMAINS.c.domain).where(_DOMAINS.c.org_id == bindparam("org_id"))
+
+
 def domains_of(org: Org) -> list[str]:
-    return list(db.session.execute(select(OrgDomain.domain).where(OrgDomain.org_id == org.id)).scalars())
+    return list(db.session.connection().execute(_DOMAINS_OF, {"org_id": org.id}).scalars())
 
 
 # Where metadata came from when it was uploaded through the Admin Center: not a path and
@@ -299,12 +305,32 @@ def _credential() -> SpCredential:
     return row
 
 
+_CREDENTIALS = SpCredential.__table__
+_OLDEST_CREDENTIAL = select(_CREDENTIALS.c.id).order_by(_CREDENTIALS.c.created_at).limit(1)
+
+
+def _credential_files() -> tuple[Path, Path]:
+    """`_key_files(_credential())`, reading only the credential's id once its files are
+    written (every SAML request asks; the sealed key is needed once per process)."""
+    found = db.session.connection().execute(_OLDEST_CREDENTIAL).scalar()
+    if found is not None:
+        key_file, cert_file = _key_paths(found)
+        if key_file.exists() and cert_file.exists():
+            return key_file, cert_file
+    return _key_files(_credential())
+
+
+def _key_paths(credential_id: str) -> tuple[Path, Path]:
+    folder = _settings().instance_dir / "saml"
+    return folder / f"sp-{credential_id}.key", folder / f"sp-{credential_id}.crt"
+
+
 def _key_files(row: SpCredential) -> tuple[Path, Path]:
     """pysaml2 (and xmlsec1) read keys from files: written once per process, readable by
     the owner only, in the instance dir."""
     folder = _settings().instance_dir / "saml"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key_file, cert_file = folder / f"sp-{row.id}.key", folder / f"sp-{row.id}.crt"
+    key_file, cert_file = _key_paths(row.id)
     if not key_file.exists():
         tmp = folder / f".sp-{row.id}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -327,7 +353,7 @@ def service_provider(org: Org) -> ServiceProvider:
 
 def _service_provider_for(org_id: str, metadata: str, allow_idp_initiated: bool) -> ServiceProvider:
     issuer = _settings().issuer
-    key_file, cert_file = _key_files(_credential())
+    key_file, cert_file = _credential_files()
     key = (issuer, org_id, hashlib.sha256(metadata.encode()).hexdigest(), str(key_file), allow_idp_initiated)
     sp = _SERVICE_PROVIDERS.get(key)
     if sp is None:

@@ -196,10 +196,10 @@ class DatabaseCounters:
         return table, stmt, count, counted
 
     @staticmethod
-    def _run(stmt):
+    def _run(stmt, params=None):
         """Execute one upsert and commit; the first returned row (or None)."""
         try:
-            row = db.session.execute(stmt).first()
+            row = db.session.execute(stmt, params).first()
             db.session.commit()
         except Exception:
             db.session.rollback()
@@ -207,17 +207,16 @@ class DatabaseCounters:
         return row
 
     def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
-        table, stmt, count, counted = self._count_one(key, policy, now)
-        new_block = case(*_steps(count, policy, now), else_=None)
-        blocked = case(
-            (new_block.is_(None), table.c.blocked_until),
-            (or_(table.c.blocked_until.is_(None), table.c.blocked_until < new_block), new_block),
-            else_=table.c.blocked_until,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.key], set_={**counted, "blocked_until": blocked},
-        ).returning(table.c.blocked_until)
-        return self._run(stmt).blocked_until
+        dialect = db.session.get_bind().dialect.name
+        stmt = _FAILURE_STATEMENTS.get((policy, dialect))
+        if stmt is None:
+            stmt = _FAILURE_STATEMENTS[policy, dialect] = _failure_statement(policy, dialect)
+        params = {"key": key, "now": now, "expired_before": now - timedelta(seconds=policy.window)}
+        for n in _step_counts(policy):
+            seconds = policy.delay(n)
+            params[f"block_{n}"] = now + timedelta(seconds=seconds) if seconds else None
+        params["block_1"] = now + timedelta(seconds=policy.delay(1)) if policy.delay(1) else None
+        return self._run(stmt, params).blocked_until
 
     def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
         # The upsert's WHERE makes the check and the count one statement: on a blocked key it
@@ -253,6 +252,44 @@ class DatabaseCounters:
 def _at(now: datetime, seconds: int):
     """A typed bind parameter for a block end (None when there is no block)."""
     return literal(now + timedelta(seconds=seconds) if seconds else None, DateTime())
+
+
+# `record_failure`'s upsert, built once per policy and dialect (every failed password and every
+# ACS post counts one): the instants it chooses among are bind parameters, not literals.
+_FAILURE_STATEMENTS: dict[tuple[Policy, str], object] = {}
+
+
+def _step_counts(policy: Policy) -> list[int]:
+    """The counts `_steps` gives a branch of their own, the last one standing for all above it."""
+    counts, n = [], policy.free + 1
+    while not policy.settled(n):
+        counts.append(n)
+        n += 1
+    return [*counts, n]
+
+
+def _failure_statement(policy: Policy, dialect: str):
+    """`record_failure`'s statement, the same `_count_one` and `_steps` build for one call,
+    with `now`, the window's start and each block end as parameters."""
+    table = RateLimit.__table__
+    at = {n: bindparam(f"block_{n}", type_=DateTime()) for n in [1, *_step_counts(policy)]}
+    now = bindparam("now", type_=DateTime())
+    expired = table.c.window_start < bindparam("expired_before", type_=DateTime())
+    count = case((expired, 1), else_=table.c.failures + 1)
+    *counts, last = _step_counts(policy)
+    new_block = case(*[(count == n, at[n]) for n in counts], (count >= last, at[last]), else_=None)
+    blocked = case(
+        (new_block.is_(None), table.c.blocked_until),
+        (or_(table.c.blocked_until.is_(None), table.c.blocked_until < new_block), new_block),
+        else_=table.c.blocked_until,
+    )
+    stmt = dialect_insert(dialect)(table).values(key=bindparam("key"), failures=1, window_start=now,
+                                                 blocked_until=at[1])
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={"failures": count, "window_start": case((expired, now), else_=table.c.window_start),
+              "blocked_until": blocked},
+    ).returning(table.c.blocked_until)
 
 
 def _steps(count, policy: Policy, now: datetime) -> list:

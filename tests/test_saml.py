@@ -353,3 +353,27 @@ def test_acs_posts_past_the_budget_are_throttled_per_address(proxied, idp, tmp_p
     assert int(refused.headers["Retry-After"]) >= 1
     assert _parked(proxied) == parked  # a throttled post stores nothing
     assert post("203.0.113.78").status_code == 303  # another address is not slowed down
+
+
+def test_a_sign_in_going_on_to_a_second_factor_keeps_what_the_idp_said(live, idp, org):
+    """The account's update from the IdP (org membership, names) is committed with the sign-in
+    itself; when the account has a second factor, no session is opened yet, and the update must
+    be kept all the same."""
+    from idp.store import Org, TotpFactor, User, db, utcnow
+
+    name, domain = org
+    email = f"dora@{domain}"
+    user_id = live.create_user(email, given_name="Old")
+    with live.db():
+        db.session.add(TotpFactor(user_id=user_id, sealed_secret=b"unused here", confirmed_at=utcnow()))
+        db.session.commit()
+    client_id, _ = live.create_client()
+    b = Browser(live.issuer)
+    request = idp.parse_authn_request(_to_idp(live, b, client_id, email))
+    response, acs = idp.response(request, email=email, attributes={"givenName": "Dora", "sn": "Explorer"})
+    page = _post(b, acs, response, request["relay_state"])
+    assert page.status_code == 200 and "Verification code" in page.text, page.text[:300]
+    with live.db():
+        user = db.session.get(User, user_id)
+        assert (user.given_name, user.family_name) == ("Dora", "Explorer")
+        assert user.org_id == db.session.query(Org).filter_by(name=name).one().id

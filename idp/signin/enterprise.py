@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from sqlalchemy import bindparam
 
 from federation.discovery import domain_of
 from federation.saml import MAX_RESPONSE_BYTES, SamlError
@@ -20,8 +21,8 @@ from federation.saml import MAX_RESPONSE_BYTES, SamlError
 from .. import audit, orgs
 from ..accounts import just_in_time
 from ..ratelimit import throttle
-from ..single_use import claim
-from ..store import Org, SamlInbox, User, db, new_secret, utcnow
+from ..single_use import claim_at_once
+from ..store import Org, SamlInbox, User, db, new_id, new_secret, utcnow
 from .throttling import wait_message
 from .views import first_factor_passed, pending_request
 
@@ -71,21 +72,33 @@ def acs(org_id: str):
         return refuse_enterprise(None, org, "response too large")
     if relay_state is not None and len(relay_state.encode()) > MAX_RELAY_STATE_BYTES:
         return refuse_enterprise(None, org, "RelayState longer than 80 bytes")
-    row = SamlInbox(org_id=org.id, saml_response=response, relay_state=relay_state,
-                    expires_at=utcnow() + INBOX_TTL)
-    db.session.add(row)
+    inbox = new_id()
+    db.session.connection().execute(_PARK, {"id": inbox, "org_id": org.id, "saml_response": response,
+                                            "relay_state": relay_state, "expires_at": utcnow() + INBOX_TTL})
     db.session.commit()
-    return redirect(url_for("enterprise.consume", org_id=org.id, inbox=row.id), code=303)
+    return redirect(url_for("enterprise.consume", org_id=org.id, inbox=inbox), code=303)
+
+
+_INBOX = SamlInbox.__table__
+# Table statements built once (no unit of work for one row): the ACS and the consume run on
+# every SAML sign-in.
+_PARK = _INBOX.insert()
+# One statement takes the parked response and spends it: of two requests racing for it, one
+# gets the row. An expired one, or another org's, stays for housekeeping.
+_TAKE = (_INBOX.delete()
+         .where(_INBOX.c.id == bindparam("id"), _INBOX.c.org_id == bindparam("org_id"),
+                _INBOX.c.expires_at > bindparam("now"))
+         .returning(_INBOX.c.saml_response, _INBOX.c.relay_state))
 
 
 @bp.get("/saml/<org_id>/acs/<inbox>")
 def consume(org_id: str, inbox: str):
-    row = db.session.get(SamlInbox, inbox[:32])
-    if row is None or row.org_id != org_id or row.expires_at <= utcnow():
+    row = db.session.connection().execute(_TAKE, {"id": inbox, "org_id": org_id, "now": utcnow()}).first()
+    if row is None:
+        db.session.rollback()
         return refuse_enterprise(None, None, "no parked response")
-    db.session.delete(row)  # one use
-    db.session.commit()
-    org = db.session.get(Org, row.org_id)
+    db.session.commit()  # one use, whatever comes next
+    org = db.session.get(Org, org_id)
     from ..admin.enterprise import finish_test, is_test_answer
 
     if is_test_answer(org, row.relay_state):  # an admin's Test connection: shown, nobody signed in
@@ -106,12 +119,16 @@ def consume(org_id: str, inbox: str):
         return refuse_enterprise(None, org, "assertion replayed")
     if domain_of(identity.email) not in orgs.domains_of(org):
         return refuse_enterprise(None, org, "email outside the org's domains")
-    user = just_in_time(org, identity)
+    # The account, its session and their audit events: one commit (the sign-in's own, or
+    # the refusal's event's), and the one below for a sign-in going on to a second factor.
+    user = just_in_time(org, identity, commit=False)
     if user is None:
         return refuse_enterprise(None, org, "account disabled")
     req = state.get("req") if started_here else None
     pending = pending_request(req) if req else None
-    return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org)
+    answer = first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org)
+    db.session.commit()
+    return answer
 
 
 def refuse_enterprise(user, org, reason: str, method: str = "saml"):
@@ -139,4 +156,6 @@ def spend_assertion(org: Org, assertion_id: str, not_after: float) -> bool:
     """True the first time an assertion of this org's IdP is used (a sign-in or an admin's
     Test connection alike), False ever after; remembered until it expires (at least 5 min)."""
     expires = datetime.fromtimestamp(not_after, UTC).replace(tzinfo=None)
-    return claim("saml-assertion", f"{org.id}:{assertion_id}", max(expires, utcnow() + timedelta(minutes=5)))
+    # Committed at once on its own, whatever happens next: a spent assertion stays spent.
+    return claim_at_once("saml-assertion", f"{org.id}:{assertion_id}",
+                         max(expires, utcnow() + timedelta(minutes=5)))

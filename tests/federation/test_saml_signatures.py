@@ -375,3 +375,85 @@ def test_a_second_element_with_the_signed_id_is_refused(world):
     ambiguous = _with_assertion(root, _assertion(_doc(response)))
     assert _verified(world, ambiguous) == "refused"
     _refused(world, request_id, ambiguous, "Ambiguous reference")
+
+
+# --------------------------------------------------------------------------- SAML core beyond the schema
+
+
+def _with_changed_assertion(world, change) -> tuple[str, str]:
+    """(request id, response) whose assertion `change(assertion)` altered, then signed again by the IdP."""
+    _, idp, _ = world
+    request_id, response = _issue(world, sign_response=False)
+    root = _doc(response)
+    assertion = copy.deepcopy(_assertion(root))
+    change(assertion)
+    return request_id, _with_assertion(root, _sign(assertion, idp))
+
+
+def _add_value(assertion, value: etree._Element) -> None:
+    assertion.find(".//saml:Attribute", NS).append(value)
+
+
+def _empty_value(nil: bool):
+    value = etree.Element(f"{{{SAML}}}AttributeValue")
+    if nil:
+        value.set("{http://www.w3.org/2001/XMLSchema-instance}nil", "true")
+    return lambda assertion: _add_value(assertion, value)
+
+
+def _conditions_twice(name: str, times: int):
+    def change(assertion):
+        conditions = assertion.find("saml:Conditions", NS)
+        for _ in range(times):
+            element = etree.SubElement(conditions, f"{{{SAML}}}{name}")
+            if name == "ProxyRestriction":
+                element.set("Count", "1")
+    return change
+
+
+def _locality(**attributes):
+    def change(assertion):
+        statement = assertion.find("saml:AuthnStatement", NS)
+        statement.insert(0, etree.Element(f"{{{SAML}}}SubjectLocality", **attributes))
+    return change
+
+
+def _encrypted_attribute(assertion):
+    encrypted = etree.Element(f"{{{SAML}}}EncryptedAttribute")
+    etree.SubElement(encrypted, "{http://www.w3.org/2001/04/xmlenc#}EncryptedData").append(
+        etree.Element("{http://www.w3.org/2001/04/xmlenc#}CipherData"))
+    encrypted[0][0].append(etree.Element("{http://www.w3.org/2001/04/xmlenc#}CipherValue"))
+    encrypted[0][0][0].text = "AAAA"
+    assertion.find("saml:AttributeStatement", NS).append(encrypted)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (_empty_value(nil=False), "empty AttributeValue"),
+    (_conditions_twice("OneTimeUse", 2), "OneTimeUse more than once"),
+    (_conditions_twice("ProxyRestriction", 2), "ProxyRestriction more than once"),
+    (_locality(Address="not-an-address"), "SubjectLocality Address"),
+    # pysaml2's domain-name pattern matches no real name, so a DNSName was always refused; it still is.
+    (_locality(DNSName="host.corp.example"), "SubjectLocality DNSName"),
+    (_encrypted_attribute, "encrypted"),
+], ids=["empty-value", "one-time-use-twice", "proxy-restriction-twice", "bad-address", "bad-dns-name",
+        "encrypted-attribute"])
+def test_the_saml_core_rules_the_schema_cannot_say_are_held(world, change, reason):
+    request_id, response = _with_changed_assertion(world, change)
+    _refused(world, request_id, response, reason)
+
+
+@pytest.mark.parametrize("change", [
+    _empty_value(nil=True), _conditions_twice("OneTimeUse", 1), _conditions_twice("ProxyRestriction", 1),
+    _locality(Address="192.0.2.7"), _locality(Address="2001:db8::7"),
+    _locality(Address="192.0.2.7", DNSName="host.corp.example"),
+], ids=["nil-value", "one-time-use", "proxy-restriction", "ipv4", "ipv6", "address-and-dns-name"])
+def test_what_those_rules_allow_is_accepted(world, change):
+    request_id, response = _with_changed_assertion(world, change)
+    identity, _, _ = world[0].validate(response, request_id)
+    assert identity.email == "alice@corp.example"
+
+
+def test_an_assertion_with_an_authn_statement_and_no_subject_is_refused(world):
+    request_id, response = _with_changed_assertion(
+        world, lambda assertion: assertion.remove(assertion.find("saml:Subject", NS)))
+    _refused(world, request_id, response, "names no Subject")
