@@ -61,6 +61,26 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def _event(conn, kind: str, *, user_id: str | None = None, org_id: str | None = None, **detail) -> tuple:
+    """An audit event of an operator's command (no person acting, no request), its row in
+    the command's transaction; what `_log_events` writes to the audit log once committed.
+    `audit.record` writes the same row and line (`idp.audit_events`)."""
+    from sqlalchemy import insert
+
+    from .audit_events import event_row
+
+    conn.execute(insert(_table(conn, "security_events")), event_row(
+        kind, user_id=user_id, org_id=org_id, actor_id=None, ip=None, user_agent=None, detail=detail))
+    return kind, user_id, detail
+
+
+def _log_events(events: list[tuple]) -> None:
+    from .audit_events import log_event
+
+    for kind, user_id, detail in events:
+        log_event(kind, user_id, None, None, detail)
+
+
 # --- init / serve / dev ---------------------------------------------------------
 
 def initialize(app) -> None:
@@ -540,22 +560,30 @@ def cmd_orgs_sp_metadata(args) -> None:
 
 
 def cmd_orgs_enforce_sso(args) -> None:
-    from . import orgs
+    from sqlalchemy import update
 
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
+    from .org_names import OrgError
+    from .org_sso import check_enforce
+
+    on = not args.off
+    # Core, no ORM nor Flask (issue 14); the triggers of migration 0012 tell every server's
+    # SCIM token cache that the org changed, as for any change of the row.
+    with _connection() as conn:
+        org = _org_row(conn, args.org)
         try:
-            orgs.enforce_sso(org, on=not args.off)
-        except orgs.OrgError as err:
+            check_enforce(conn, _table(conn, "social_providers"), org, on)
+        except OrgError as err:
             raise CommandError(str(err)) from None
-        print(f"{org.name}: Enterprise Sign-In is {'the only way in' if org.enforce_sso else 'optional'}")
+        if org.enforce_sso != on:  # the model writes a changed value only
+            orgs = _table(conn, "orgs")
+            conn.execute(update(orgs).where(orgs.c.id == org.id).values(enforce_sso=on))
+            conn.commit()
+    print(f"{org.name}: Enterprise Sign-In is {'the only way in' if on else 'optional'}")
 
 
 def cmd_orgs_admin(args) -> None:
-    from sqlalchemy import insert, select, update
+    from sqlalchemy import select, update
 
-    from .audit_events import event_row, log_event
     from .emails import normalize
     from .observability import logs
     from .rows import utcnow
@@ -582,28 +610,34 @@ def cmd_orgs_admin(args) -> None:
             change = {"org_id": org.id, "org_admin": True}
         if any(user._mapping[k] != v for k, v in change.items()):  # the model's updated_at moves with a change only
             conn.execute(update(users).where(users.c.id == user.id).values(**change, updated_at=utcnow()))
-        kind, detail = ("admin.removed" if args.remove else "admin.made_admin"), {"via": "cli"}
-        conn.execute(insert(_table(conn, "security_events")), event_row(
-            kind, user_id=user.id, org_id=org.id, actor_id=None, ip=None, user_agent=None, detail=detail))
+        event = _event(conn, "admin.removed" if args.remove else "admin.made_admin", user_id=user.id,
+                       org_id=org.id, via="cli")
         conn.commit()
-    log_event(kind, user.id, None, None, detail)
+    _log_events([event])
     print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
 
 
 def cmd_orgs_scim_token(args) -> None:
-    from . import audit
-    from .scim import tokens
+    from . import scim_tokens
+    from .observability import logs
 
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit lines, as `create_app` would have them written
+    # Core, no ORM nor Flask (issue 14): the revocation, the new token and their audit
+    # events in one transaction.
+    with _connection(settings) as conn:
+        org = _org_row(conn, args.org)
+        table = _table(conn, "scim_tokens")
+        events = []
         if args.revoke_all:
-            revoked = tokens.revoke_all(org, commit=False)
-        token = tokens.issue(org)
+            revoked = scim_tokens.revoke_all(conn, table, org.id)
+        token = scim_tokens.issue(conn, table, org.id)
         if args.revoke_all:
-            audit.record("scim.tokens_revoked", None, org=org, via="cli", count=revoked)
-        audit.record("scim.token_issued", None, org=org, via="cli")
-        base_url = app.extensions["idp.settings"].issuer + "/scim/v2"
+            events.append(_event(conn, "scim.tokens_revoked", org_id=org.id, via="cli", count=revoked))
+        events.append(_event(conn, "scim.token_issued", org_id=org.id, via="cli"))
+        conn.commit()
+    _log_events(events)
+    base_url = settings.issuer + "/scim/v2"
     if args.json:
         _print_json({"token": token, "base_url": base_url})
     else:

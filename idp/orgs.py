@@ -23,7 +23,7 @@ from federation.saml import ServiceProvider
 from keys import seal, unseal
 from keys.saml import new_sp_credential
 
-from . import outbound
+from . import org_sso, outbound
 from .org_names import DOMAIN, TAKEN, OrgError, checked  # noqa: F401 - importable from here too
 from .store import Org, OrgDomain, SpCredential, db, utcnow
 
@@ -245,16 +245,19 @@ def idp_metadata(org: Org) -> IdpMetadata | None:
 
 def has_idp(org: Org) -> bool:
     """The org has a SAML IdP or an enterprise OpenID provider to sign its people in."""
-    from .social import enterprise_provider
+    from .store import SocialProvider
 
-    return bool(org.saml_metadata) or enterprise_provider(org.id) is not None
+    db.session.flush()  # a provider just added in this session counts
+    return org_sso.has_idp(db.session.connection(), SocialProvider.__table__, org)
 
 
 def enforce_sso(org: Org, on: bool = True) -> None:
     """Make (or stop making) Enterprise Sign-In the only way in for the org's people;
     refused while the org has no IdP (it would lock everyone out)."""
-    if on and not has_idp(org):
-        raise OrgError(f"{org.name} has no IdP yet: attach one with `idp orgs saml` or `idp orgs oidc` first")
+    from .store import SocialProvider
+
+    db.session.flush()
+    org_sso.check_enforce(db.session.connection(), SocialProvider.__table__, org, on)
     org.enforce_sso = on
     db.session.commit()
 

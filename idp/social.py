@@ -14,6 +14,7 @@ from keys import seal, unseal
 
 from . import outbound
 from .emails import normalize
+from .org_sso import enterprise_provider_name  # noqa: F401 - importable from here too
 from .single_use import claim
 from .store import LinkedIdentity, SocialProvider, User, db, utcnow
 
@@ -81,10 +82,6 @@ def load(name: str) -> upstream.Provider | None:
         client_secret=unseal(_secret_key(), row.sealed_client_secret, name, PURPOSE).decode(),
         issuer=issuer, metadata=metadata, scope=built_in.scope if built_in else "openid email profile",
         profile_endpoint=built_in.profile_endpoint if built_in else None)
-
-
-def enterprise_provider_name(org_id: str) -> str:
-    return f"org-{org_id[:12]}"
 
 
 def is_enterprise(name: str) -> bool:

@@ -116,6 +116,117 @@ def test_writing_commands_need_neither_the_orm_nor_a_flask_app(env, command, std
     assert not heavy, heavy
 
 
+@pytest.fixture
+def org_env(env):
+    """`env` with an org `Fast` (domain fast.example) and a user of it."""
+    for args in (["orgs", "create", "Fast", "--domain", "fast.example"], ["users", "create", "u@fast.example"]):
+        done = subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+    return env
+
+
+# Commands on an existing org, on SQLAlchemy Core as WRITES: (command, exit code).
+ORG_WRITES = [
+    (["orgs", "scim-token", "Fast"], 0),
+    (["orgs", "scim-token", "Fast", "--revoke-all", "--json"], 0),
+    (["orgs", "scim-token", "no-such-org"], 1),
+    (["orgs", "enforce-sso", "Fast"], 1),  # no IdP yet
+    (["orgs", "enforce-sso", "Fast", "--off"], 0),
+]
+
+
+@pytest.mark.parametrize(("command", "returncode"), ORG_WRITES, ids=[" ".join(w[0]) for w in ORG_WRITES])
+def test_org_commands_need_neither_the_orm_nor_a_flask_app(org_env, command, returncode):
+    names = modules(["-m", "idp.cli", *command], org_env, returncode=returncode)
+    assert "sqlalchemy.engine" in names
+    assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
+    assert "idp.store" not in names and "idp.scim" not in names
+    heavy = {n.split(".")[0] for n in names} & APP_ONLY
+    assert not heavy, heavy
+
+
+def _run(env, *args, returncode=0):
+    done = subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == returncode, done.stderr
+    return done
+
+
+def test_scim_tokens_written_without_the_orm(org_env):
+    """Stored as hashes of the printed tokens, `--revoke-all` revokes every earlier one, the
+    audit events are recorded, and the `scim` change stamp every server's token cache
+    watches moves (triggers, migration 0012)."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    engine = create_engine(f"sqlite:///{org_env['IDP_INSTANCE_DIR']}/idp.db")
+    t = db.metadata.tables
+
+    def stamp():
+        with engine.connect() as conn:
+            stamps = t["change_stamps"]
+            return conn.execute(select(stamps.c.n).where(stamps.c.name == "scim")).scalar_one()
+
+    before = stamp()
+    first = _run(org_env, "orgs", "scim-token", "Fast")
+    assert first.stderr == ""
+    first = first.stdout.strip()
+    assert stamp() > before
+    before = stamp()
+    done = _run(org_env, "orgs", "scim-token", "Fast", "--revoke-all")
+    assert done.stderr == "revoked 1 earlier token(s) of Fast\n"
+    second = {"token": done.stdout.strip()}
+    assert stamp() > before
+    third = json.loads(_run(org_env, "orgs", "scim-token", "Fast", "--json").stdout)
+    assert set(third) == {"token", "base_url"} and third["base_url"].endswith("/scim/v2")
+    with engine.connect() as conn:
+        (org,) = conn.execute(select(t["orgs"])).mappings().all()
+        tokens = {r["token_hash"]: r for r in conn.execute(select(t["scim_tokens"])).mappings()}
+        events = conn.execute(select(t["security_events"]).order_by(t["security_events"].c.id)).mappings().all()
+    assert set(tokens) == {digest(first), digest(second["token"]), digest(third["token"])}
+    assert all(r["org_id"] == org["id"] and r["created_at"] is not None and r["last_used_at"] is None
+               for r in tokens.values())
+    assert tokens[digest(first)]["revoked_at"] is not None and tokens[digest(second["token"])]["revoked_at"] is None
+    assert [(e["kind"], e["org_id"], e["user_id"], e["detail"]) for e in events] == [
+        ("scim.token_issued", org["id"], None, {"via": "cli"}),
+        ("scim.tokens_revoked", org["id"], None, {"via": "cli", "count": 1}),
+        ("scim.token_issued", org["id"], None, {"via": "cli"}),
+        ("scim.token_issued", org["id"], None, {"via": "cli"}),
+    ]
+    assert _run(org_env, "orgs", "scim-token", "nope", returncode=1).stderr == "error: no org nope\n"
+    engine.dispose()
+
+
+def test_enforce_sso_without_the_orm(org_env):
+    """Refused while the org has no IdP (exact `error:` line, nothing written); with its
+    enterprise OpenID provider attached, on and off, and the row says so."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    engine = create_engine(f"sqlite:///{org_env['IDP_INSTANCE_DIR']}/idp.db")
+    orgs = db.metadata.tables["orgs"]
+
+    def enforced():
+        with engine.connect() as conn:
+            return conn.execute(select(orgs.c.enforce_sso).where(orgs.c.name == "Fast")).scalar_one()
+
+    refused = _run(org_env, "orgs", "enforce-sso", "Fast", returncode=1)
+    assert refused.stdout == "" and refused.stderr == (
+        "error: Fast has no IdP yet: attach one with `idp orgs saml` or `idp orgs oidc` first\n")
+    assert enforced() is False
+    assert _run(org_env, "orgs", "enforce-sso", "Nope", returncode=1).stderr == "error: no org Nope\n"
+    _run(org_env, "orgs", "oidc", "Fast", "--issuer", "https://login.fast.example", "--client-id", "c",
+         "--client-secret", "s")
+    assert _run(org_env, "orgs", "enforce-sso", "Fast").stdout == "Fast: Enterprise Sign-In is the only way in\n"
+    assert enforced() is True
+    assert _run(org_env, "orgs", "enforce-sso", "Fast", "--off").stdout == "Fast: Enterprise Sign-In is optional\n"
+    assert enforced() is False
+    engine.dispose()
+
+
 # The columns a command sets on purpose to something else than the model's default
 # (a client's scope: `idp.clients.DEFAULT_SCOPE`, as for every registered client; `orgs admin`).
 ON_PURPOSE = {"users": {"email_verified", "org_admin"}, "clients": {"verified", "scope"}}
