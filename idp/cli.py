@@ -409,7 +409,9 @@ def cmd_social_add(args) -> None:
 
     from federation.social import BUILT_IN
 
-    from .social import add_provider, redirect_uri
+    from .org_names import OrgError
+    from .outbound import Outbound
+    from .providers import check_issuer, redirect_uri, save
 
     name = args.provider.lower()
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
@@ -424,28 +426,24 @@ def cmd_social_add(args) -> None:
             raise CommandError("facebook is OAuth 2.0 without an OpenID issuer; leave out --issuer")
     if not args.client_id or not args.client_secret:
         raise CommandError("--client-id and --client-secret must not be empty")
-    app = _app()
-    with app.app_context():
-        if args.issuer:
-            _check_issuer(args.issuer)
+    settings = Settings.from_env().with_secret_key()
+    if args.issuer:
+        try:
+            check_issuer(args.issuer, Outbound(allow=settings.outbound_networks))
+        except OrgError as err:
+            raise CommandError(f"--{err}") from None
+    # Core, no ORM nor Flask (issue 14).
+    with _connection(settings) as conn:
         # Kept exactly as given: discovery must name this very issuer (OpenID Connect Discovery §4.3).
-        add_provider(name, args.client_id, args.client_secret, args.issuer or None)
-        uri = redirect_uri(name)
+        save(conn, _table(conn, "social_providers"), settings.secret_key, name, args.client_id, args.client_secret,
+             args.issuer or None)
+        conn.commit()
+    uri = redirect_uri(settings.issuer, name)
     if args.json:
         _print_json({"provider": name, "issuer": args.issuer or (BUILT_IN[name].issuer if name in BUILT_IN else None),
                      "client_id": args.client_id, "redirect_uri": uri})
     else:
         print(f"enabled {name}; register this redirect URI at the provider: {uri}")
-
-
-def _check_issuer(issuer: str) -> None:
-    """An issuer this server may fetch discovery from (inside an app context)."""
-    from . import orgs
-
-    try:
-        orgs.check_issuer(issuer)
-    except orgs.OrgError as err:
-        raise CommandError(f"--{err}") from None
 
 
 def _org(name: str):
@@ -536,15 +534,23 @@ def cmd_orgs_saml_refresh(args) -> None:
 
 
 def cmd_orgs_oidc(args) -> None:
-    from . import orgs
+    from .org_names import OrgError
+    from .outbound import Outbound
+    from .providers import enterprise, redirect_uri, save
 
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
+    settings = Settings.from_env().with_secret_key()
+    # Core, no ORM nor Flask (issue 14).
+    with _connection(settings) as conn:
+        org = _org_row(conn, args.org)
         try:
-            uri = orgs.attach_oidc(org, args.issuer, args.client_id, args.client_secret)
-        except orgs.OrgError as err:
+            name, client_id, secret = enterprise(org.id, args.issuer, args.client_id, args.client_secret,
+                                                 Outbound(allow=settings.outbound_networks))
+        except OrgError as err:
             raise CommandError(str(err)) from None
+        save(conn, _table(conn, "social_providers"), settings.secret_key, name, client_id, secret, args.issuer,
+             org_id=org.id)
+        conn.commit()
+    uri = redirect_uri(settings.issuer, name)
     if args.json:
         _print_json({"org": org.name, "issuer": args.issuer, "client_id": args.client_id, "redirect_uri": uri})
     else:

@@ -23,7 +23,7 @@ from federation.saml import ServiceProvider
 from keys import seal, unseal
 from keys.saml import new_sp_credential
 
-from . import org_sso, outbound
+from . import org_sso, outbound, providers
 from .org_names import DOMAIN, TAKEN, OrgError, checked  # noqa: F401 - importable from here too
 from .store import Org, OrgDomain, SpCredential, db, utcnow
 
@@ -263,30 +263,18 @@ def enforce_sso(org: Org, on: bool = True) -> None:
 
 
 def check_issuer(issuer: str) -> None:
-    """An OpenID issuer this server may fetch discovery from: an http(s) URL without query
-    or fragment; https (http only to an allow-listed loopback address), a usual port, no
-    non-public address."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(issuer)
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
-        raise OrgError(f"issuer must be an http(s) URL: {issuer}")
-    try:
-        outbound.current().check_url(issuer.rstrip("/") + "/.well-known/openid-configuration")
-    except outbound.DestinationRefused as err:
-        raise OrgError(f"issuer refused: {err}") from None
+    """An OpenID issuer this server may fetch discovery from (`providers.check_issuer`)."""
+    providers.check_issuer(issuer, outbound.current())
 
 
 def attach_oidc(org: Org, issuer: str, client_id: str, client_secret: str) -> str:
     """Make `issuer` the org's enterprise OpenID provider; returns the redirect URI to
     register there. Nothing is fetched now: discovery happens on first use."""
-    from .social import add_provider, enterprise_provider_name, redirect_uri
+    from .social import add_provider, redirect_uri
 
-    check_issuer(issuer)
-    if not client_id.strip() or not client_secret:
-        raise OrgError("the enterprise OpenID provider needs a client id and a client secret")
-    name = enterprise_provider_name(org.id)
-    add_provider(name, client_id.strip(), client_secret, issuer, org_id=org.id)
+    name, client_id, client_secret = providers.enterprise(org.id, issuer, client_id, client_secret,
+                                                          outbound.current())
+    add_provider(name, client_id, client_secret, issuer, org_id=org.id)
     return redirect_uri(name)
 
 
