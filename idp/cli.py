@@ -386,19 +386,23 @@ def cmd_keys_rotate(args) -> None:
 
 
 def cmd_keys_revoke(args) -> None:
-    from . import audit
-    from .keystore import revoke
+    from .keystore import revoke_row
+    from .observability import logs
 
-    app = _app()
-    settings = app.extensions["idp.settings"]
-    with app.app_context():
+    settings = Settings.from_env().with_secret_key()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
+    # Core, no ORM nor Flask (issue 14): the successor, the deletion and the audit event in
+    # one transaction.
+    with _connection(settings) as conn:
         try:
-            successor = revoke(settings, args.kid)
+            successor = revoke_row(conn, _table(conn, "signing_keys"), settings, args.kid)
         except LookupError:
             raise CommandError(f"no signing key {args.kid} (see `idp keys list`)") from None
-        audit.record("signing_key.revoked", kid=args.kid, successor=successor.kid if successor else None)
+        event = _event(conn, "signing_key.revoked", kid=args.kid, successor=successor["kid"] if successor else None)
+        conn.commit()
+    _log_events([event])
     if successor:
-        print(f"new signing key {successor.kid} ({successor.alg})")
+        print(f"new signing key {successor['kid']} ({successor['alg']})")
     print(f"revoked signing key {args.kid}: every server stops publishing it and accepting tokens "
           f"signed with it within {settings.key_cache_seconds:g} s")
 

@@ -100,6 +100,7 @@ WRITES = [
     (["clients", "registration-token", "--expires", "60"], None, 0),
     (["keys", "rotate", "--alg", "EdDSA"], None, 0),
     (["orgs", "admin", "no-such-org", "fast@example.com"], None, 1),
+    (["keys", "revoke", "no-such-kid"], None, 1),
 ]
 # A new signing key is made with these: `keys rotate` needs them, nothing else here does.
 KEY_MAKING = {"keys", "cryptography", "joserfc"}
@@ -299,6 +300,45 @@ def test_providers_written_without_the_orm(org_env):
     missing = _run(org_env, "orgs", "oidc", "Fast", "--issuer", "https://login.fast.example", "--client-id", " ",
                    "--client-secret", "s", returncode=1)
     assert missing.stderr == "error: the enterprise OpenID provider needs a client id and a client secret\n"
+    engine.dispose()
+
+
+def test_keys_revoke_without_the_orm(env):
+    """A retired key's row is deleted without making a key (no key library imported); the
+    signing key's is deleted after a successor of its algorithm takes over, in one
+    transaction; each revocation is an audit event; an unknown kid is an error line."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    engine = create_engine(f"sqlite:///{env['IDP_INSTANCE_DIR']}/idp.db")
+    t = db.metadata.tables
+
+    def keys():
+        with engine.connect() as conn:
+            return {k["kid"]: k for k in conn.execute(select(t["signing_keys"])).mappings()}
+
+    _run(env, "keys", "rotate", "--alg", "EdDSA")
+    (retired,) = (kid for kid, k in keys().items() if k["retired_at"] is not None)
+    (active,) = (kid for kid, k in keys().items() if k["retired_at"] is None)
+    names = modules(["-m", "idp.cli", "keys", "revoke", retired], env)
+    assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
+    assert "idp.store" not in names and not {n.split(".")[0] for n in names} & APP_ONLY
+    assert set(keys()) == {active}
+
+    out = _run(env, "keys", "revoke", active).stdout.splitlines()
+    (successor,) = keys()
+    assert keys()[successor]["retired_at"] is None and keys()[successor]["alg"] == "EdDSA"
+    assert out[0] == f"new signing key {successor} (EdDSA)"
+    assert out[1].startswith(f"revoked signing key {active}: every server stops publishing it")
+    with engine.connect() as conn:
+        events = conn.execute(select(t["security_events"]).order_by(t["security_events"].c.id)).mappings().all()
+    assert [(e["kind"], e["user_id"], e["org_id"], e["detail"]) for e in events] == [
+        ("signing_key.revoked", None, None, {"kid": retired, "successor": None}),
+        ("signing_key.revoked", None, None, {"kid": active, "successor": successor}),
+    ]
+    refused = _run(env, "keys", "revoke", "nope", returncode=1)
+    assert refused.stderr == "error: no signing key nope (see `idp keys list`)\n" and refused.stdout == ""
     engine.dispose()
 
 
