@@ -61,6 +61,26 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def _event(conn, kind: str, *, user_id: str | None = None, org_id: str | None = None, **detail) -> tuple:
+    """An audit event of an operator's command (no person acting, no request), its row in
+    the command's transaction; what `_log_events` writes to the audit log once committed.
+    `audit.record` writes the same row and line (`idp.audit_events`)."""
+    from sqlalchemy import insert
+
+    from .audit_events import event_row
+
+    conn.execute(insert(_table(conn, "security_events")), event_row(
+        kind, user_id=user_id, org_id=org_id, actor_id=None, ip=None, user_agent=None, detail=detail))
+    return kind, user_id, detail
+
+
+def _log_events(events: list[tuple]) -> None:
+    from .audit_events import log_event
+
+    for kind, user_id, detail in events:
+        log_event(kind, user_id, None, None, detail)
+
+
 # --- init / serve / dev ---------------------------------------------------------
 
 def initialize(app) -> None:
@@ -366,19 +386,23 @@ def cmd_keys_rotate(args) -> None:
 
 
 def cmd_keys_revoke(args) -> None:
-    from . import audit
-    from .keystore import revoke
+    from .keystore import revoke_row
+    from .observability import logs
 
-    app = _app()
-    settings = app.extensions["idp.settings"]
-    with app.app_context():
+    settings = Settings.from_env().with_secret_key()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
+    # Core, no ORM nor Flask (issue 14): the successor, the deletion and the audit event in
+    # one transaction.
+    with _connection(settings) as conn:
         try:
-            successor = revoke(settings, args.kid)
+            successor = revoke_row(conn, _table(conn, "signing_keys"), settings, args.kid)
         except LookupError:
             raise CommandError(f"no signing key {args.kid} (see `idp keys list`)") from None
-        audit.record("signing_key.revoked", kid=args.kid, successor=successor.kid if successor else None)
+        event = _event(conn, "signing_key.revoked", kid=args.kid, successor=successor["kid"] if successor else None)
+        conn.commit()
+    _log_events([event])
     if successor:
-        print(f"new signing key {successor.kid} ({successor.alg})")
+        print(f"new signing key {successor['kid']} ({successor['alg']})")
     print(f"revoked signing key {args.kid}: every server stops publishing it and accepting tokens "
           f"signed with it within {settings.key_cache_seconds:g} s")
 
@@ -389,7 +413,9 @@ def cmd_social_add(args) -> None:
 
     from federation.social import BUILT_IN
 
-    from .social import add_provider, redirect_uri
+    from .org_names import OrgError
+    from .outbound import Outbound
+    from .providers import check_issuer, redirect_uri, save
 
     name = args.provider.lower()
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
@@ -404,28 +430,24 @@ def cmd_social_add(args) -> None:
             raise CommandError("facebook is OAuth 2.0 without an OpenID issuer; leave out --issuer")
     if not args.client_id or not args.client_secret:
         raise CommandError("--client-id and --client-secret must not be empty")
-    app = _app()
-    with app.app_context():
-        if args.issuer:
-            _check_issuer(args.issuer)
+    settings = Settings.from_env().with_secret_key()
+    if args.issuer:
+        try:
+            check_issuer(args.issuer, Outbound(allow=settings.outbound_networks))
+        except OrgError as err:
+            raise CommandError(f"--{err}") from None
+    # Core, no ORM nor Flask (issue 14).
+    with _connection(settings) as conn:
         # Kept exactly as given: discovery must name this very issuer (OpenID Connect Discovery §4.3).
-        add_provider(name, args.client_id, args.client_secret, args.issuer or None)
-        uri = redirect_uri(name)
+        save(conn, _table(conn, "social_providers"), settings.secret_key, name, args.client_id, args.client_secret,
+             args.issuer or None)
+        conn.commit()
+    uri = redirect_uri(settings.issuer, name)
     if args.json:
         _print_json({"provider": name, "issuer": args.issuer or (BUILT_IN[name].issuer if name in BUILT_IN else None),
                      "client_id": args.client_id, "redirect_uri": uri})
     else:
         print(f"enabled {name}; register this redirect URI at the provider: {uri}")
-
-
-def _check_issuer(issuer: str) -> None:
-    """An issuer this server may fetch discovery from (inside an app context)."""
-    from . import orgs
-
-    try:
-        orgs.check_issuer(issuer)
-    except orgs.OrgError as err:
-        raise CommandError(f"--{err}") from None
 
 
 def _org(name: str):
@@ -516,15 +538,23 @@ def cmd_orgs_saml_refresh(args) -> None:
 
 
 def cmd_orgs_oidc(args) -> None:
-    from . import orgs
+    from .org_names import OrgError
+    from .outbound import Outbound
+    from .providers import enterprise, redirect_uri, save
 
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
+    settings = Settings.from_env().with_secret_key()
+    # Core, no ORM nor Flask (issue 14).
+    with _connection(settings) as conn:
+        org = _org_row(conn, args.org)
         try:
-            uri = orgs.attach_oidc(org, args.issuer, args.client_id, args.client_secret)
-        except orgs.OrgError as err:
+            name, client_id, secret = enterprise(org.id, args.issuer, args.client_id, args.client_secret,
+                                                 Outbound(allow=settings.outbound_networks))
+        except OrgError as err:
             raise CommandError(str(err)) from None
+        save(conn, _table(conn, "social_providers"), settings.secret_key, name, client_id, secret, args.issuer,
+             org_id=org.id)
+        conn.commit()
+    uri = redirect_uri(settings.issuer, name)
     if args.json:
         _print_json({"org": org.name, "issuer": args.issuer, "client_id": args.client_id, "redirect_uri": uri})
     else:
@@ -540,22 +570,30 @@ def cmd_orgs_sp_metadata(args) -> None:
 
 
 def cmd_orgs_enforce_sso(args) -> None:
-    from . import orgs
+    from sqlalchemy import update
 
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
+    from .org_names import OrgError
+    from .org_sso import check_enforce
+
+    on = not args.off
+    # Core, no ORM nor Flask (issue 14); the triggers of migration 0012 tell every server's
+    # SCIM token cache that the org changed, as for any change of the row.
+    with _connection() as conn:
+        org = _org_row(conn, args.org)
         try:
-            orgs.enforce_sso(org, on=not args.off)
-        except orgs.OrgError as err:
+            check_enforce(conn, _table(conn, "social_providers"), org, on)
+        except OrgError as err:
             raise CommandError(str(err)) from None
-        print(f"{org.name}: Enterprise Sign-In is {'the only way in' if org.enforce_sso else 'optional'}")
+        if org.enforce_sso != on:  # the model writes a changed value only
+            orgs = _table(conn, "orgs")
+            conn.execute(update(orgs).where(orgs.c.id == org.id).values(enforce_sso=on))
+            conn.commit()
+    print(f"{org.name}: Enterprise Sign-In is {'the only way in' if on else 'optional'}")
 
 
 def cmd_orgs_admin(args) -> None:
-    from sqlalchemy import insert, select, update
+    from sqlalchemy import select, update
 
-    from .audit_events import event_row, log_event
     from .emails import normalize
     from .observability import logs
     from .rows import utcnow
@@ -582,28 +620,34 @@ def cmd_orgs_admin(args) -> None:
             change = {"org_id": org.id, "org_admin": True}
         if any(user._mapping[k] != v for k, v in change.items()):  # the model's updated_at moves with a change only
             conn.execute(update(users).where(users.c.id == user.id).values(**change, updated_at=utcnow()))
-        kind, detail = ("admin.removed" if args.remove else "admin.made_admin"), {"via": "cli"}
-        conn.execute(insert(_table(conn, "security_events")), event_row(
-            kind, user_id=user.id, org_id=org.id, actor_id=None, ip=None, user_agent=None, detail=detail))
+        event = _event(conn, "admin.removed" if args.remove else "admin.made_admin", user_id=user.id,
+                       org_id=org.id, via="cli")
         conn.commit()
-    log_event(kind, user.id, None, None, detail)
+    _log_events([event])
     print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
 
 
 def cmd_orgs_scim_token(args) -> None:
-    from . import audit
-    from .scim import tokens
+    from . import scim_tokens
+    from .observability import logs
 
-    app = _app()
-    with app.app_context():
-        org = _org(args.org)
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit lines, as `create_app` would have them written
+    # Core, no ORM nor Flask (issue 14): the revocation, the new token and their audit
+    # events in one transaction.
+    with _connection(settings) as conn:
+        org = _org_row(conn, args.org)
+        table = _table(conn, "scim_tokens")
+        events = []
         if args.revoke_all:
-            revoked = tokens.revoke_all(org, commit=False)
-        token = tokens.issue(org)
+            revoked = scim_tokens.revoke_all(conn, table, org.id)
+        token = scim_tokens.issue(conn, table, org.id)
         if args.revoke_all:
-            audit.record("scim.tokens_revoked", None, org=org, via="cli", count=revoked)
-        audit.record("scim.token_issued", None, org=org, via="cli")
-        base_url = app.extensions["idp.settings"].issuer + "/scim/v2"
+            events.append(_event(conn, "scim.tokens_revoked", org_id=org.id, via="cli", count=revoked))
+        events.append(_event(conn, "scim.token_issued", org_id=org.id, via="cli"))
+        conn.commit()
+    _log_events(events)
+    base_url = settings.issuer + "/scim/v2"
     if args.json:
         _print_json({"token": token, "base_url": base_url})
     else:

@@ -1,15 +1,16 @@
 """The key ring's rows in the database: every process of a deployment shares them.
 
 What a new key's row holds and what retiring one changes (`new_key_values`, `retirement`)
-are plain values: `idp keys rotate` and `idp init` write them with SQLAlchemy Core,
-without the ORM, which the other functions here import when they run (issue 14)."""
+are plain values: `idp keys rotate`, `idp keys revoke` and `idp init` write them with
+SQLAlchemy Core, without the ORM, which the other functions here import when they run
+(issue 14)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from .config import Settings
 from .rows import utcnow
@@ -118,12 +119,20 @@ def revoke(settings: Settings, kid: str) -> SigningKey | None:
     """
     from .store import SigningKey, db
 
-    row = db.session.get(SigningKey, kid)
-    if row is None:
-        raise LookupError(kid)
-    successor = rotate(settings, row.alg) if row.retired_at is None else None
-    db.session.delete(row)
+    db.session.flush()
+    successor = revoke_row(db.session.connection(), SigningKey.__table__, settings, kid)
     db.session.commit()
+    return db.session.get(SigningKey, successor["kid"]) if successor else None
+
+
+def revoke_row(conn, table, settings: Settings, kid: str) -> dict | None:
+    """`revoke` on a Core connection: the new signing key's columns when `kid` was the
+    signing key, else None; LookupError for an unknown kid. The caller commits."""
+    found = conn.execute(select(table.c.alg, table.c.retired_at).where(table.c.kid == kid)).first()
+    if found is None:
+        raise LookupError(kid)
+    successor = rotate_row(conn, table, settings, found.alg) if found.retired_at is None else None
+    conn.execute(delete(table).where(table.c.kid == kid))
     return successor
 
 

@@ -23,7 +23,7 @@ from federation.saml import ServiceProvider
 from keys import seal, unseal
 from keys.saml import new_sp_credential
 
-from . import outbound
+from . import org_sso, outbound, providers
 from .org_names import DOMAIN, TAKEN, OrgError, checked  # noqa: F401 - importable from here too
 from .store import Org, OrgDomain, SpCredential, db, utcnow
 
@@ -251,45 +251,36 @@ def idp_metadata(org: Org) -> IdpMetadata | None:
 
 def has_idp(org: Org) -> bool:
     """The org has a SAML IdP or an enterprise OpenID provider to sign its people in."""
-    from .social import enterprise_provider
+    from .store import SocialProvider
 
-    return bool(org.saml_metadata) or enterprise_provider(org.id) is not None
+    db.session.flush()  # a provider just added in this session counts
+    return org_sso.has_idp(db.session.connection(), SocialProvider.__table__, org)
 
 
 def enforce_sso(org: Org, on: bool = True) -> None:
     """Make (or stop making) Enterprise Sign-In the only way in for the org's people;
     refused while the org has no IdP (it would lock everyone out)."""
-    if on and not has_idp(org):
-        raise OrgError(f"{org.name} has no IdP yet: attach one with `idp orgs saml` or `idp orgs oidc` first")
+    from .store import SocialProvider
+
+    db.session.flush()
+    org_sso.check_enforce(db.session.connection(), SocialProvider.__table__, org, on)
     org.enforce_sso = on
     db.session.commit()
 
 
 def check_issuer(issuer: str) -> None:
-    """An OpenID issuer this server may fetch discovery from: an http(s) URL without query
-    or fragment; https (http only to an allow-listed loopback address), a usual port, no
-    non-public address."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(issuer)
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
-        raise OrgError(f"issuer must be an http(s) URL: {issuer}")
-    try:
-        outbound.current().check_url(issuer.rstrip("/") + "/.well-known/openid-configuration")
-    except outbound.DestinationRefused as err:
-        raise OrgError(f"issuer refused: {err}") from None
+    """An OpenID issuer this server may fetch discovery from (`providers.check_issuer`)."""
+    providers.check_issuer(issuer, outbound.current())
 
 
 def attach_oidc(org: Org, issuer: str, client_id: str, client_secret: str) -> str:
     """Make `issuer` the org's enterprise OpenID provider; returns the redirect URI to
     register there. Nothing is fetched now: discovery happens on first use."""
-    from .social import add_provider, enterprise_provider_name, redirect_uri
+    from .social import add_provider, redirect_uri
 
-    check_issuer(issuer)
-    if not client_id.strip() or not client_secret:
-        raise OrgError("the enterprise OpenID provider needs a client id and a client secret")
-    name = enterprise_provider_name(org.id)
-    add_provider(name, client_id.strip(), client_secret, issuer, org_id=org.id)
+    name, client_id, client_secret = providers.enterprise(org.id, issuer, client_id, client_secret,
+                                                          outbound.current())
+    add_provider(name, client_id, client_secret, issuer, org_id=org.id)
     return redirect_uri(name)
 
 

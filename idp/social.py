@@ -10,14 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from federation import social as upstream
-from keys import seal, unseal
+from keys import unseal
 
-from . import outbound
+from . import outbound, providers
 from .emails import normalize
+from .org_sso import enterprise_provider_name  # noqa: F401 - importable from here too
+from .providers import PURPOSE
 from .single_use import claim
 from .store import LinkedIdentity, SocialProvider, User, db, utcnow
 
-PURPOSE = b"social client secrets"
 METADATA_TTL = timedelta(hours=1)
 
 
@@ -26,23 +27,18 @@ def _secret_key() -> str:
 
 
 def redirect_uri(name: str) -> str:
-    return f"{current_app.extensions['idp.settings'].issuer}/social/{name}/callback"
+    return providers.redirect_uri(current_app.extensions["idp.settings"].issuer, name)
 
 
 def add_provider(name: str, client_id: str, client_secret: str, issuer: str | None,
                  org_id: str | None = None) -> SocialProvider:
     """Enable (or reconfigure) a provider (`org_id`: an org's enterprise OpenID provider).
     Nothing is fetched now: discovery happens on first use."""
-    row = db.session.get(SocialProvider, name) or SocialProvider(name=name)
-    row.org_id = org_id
-    row.issuer = issuer
-    row.client_id = client_id
-    row.sealed_client_secret = seal(_secret_key(), client_secret.encode(), name, PURPOSE)
-    row.metadata_cache = None
-    row.metadata_fetched_at = None
-    db.session.add(row)
+    db.session.flush()
+    providers.save(db.session.connection(), SocialProvider.__table__, _secret_key(), name, client_id,
+                   client_secret, issuer, org_id)
     db.session.commit()
-    return row
+    return db.session.get(SocialProvider, name, populate_existing=True)
 
 
 _PROVIDERS = SocialProvider.__table__
@@ -81,10 +77,6 @@ def load(name: str) -> upstream.Provider | None:
         client_secret=unseal(_secret_key(), row.sealed_client_secret, name, PURPOSE).decode(),
         issuer=issuer, metadata=metadata, scope=built_in.scope if built_in else "openid email profile",
         profile_endpoint=built_in.profile_endpoint if built_in else None)
-
-
-def enterprise_provider_name(org_id: str) -> str:
-    return f"org-{org_id[:12]}"
 
 
 def is_enterprise(name: str) -> bool:

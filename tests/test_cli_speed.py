@@ -100,6 +100,7 @@ WRITES = [
     (["clients", "registration-token", "--expires", "60"], None, 0),
     (["keys", "rotate", "--alg", "EdDSA"], None, 0),
     (["orgs", "admin", "no-such-org", "fast@example.com"], None, 1),
+    (["keys", "revoke", "no-such-kid"], None, 1),
 ]
 # A new signing key is made with these: `keys rotate` needs them, nothing else here does.
 KEY_MAKING = {"keys", "cryptography", "joserfc"}
@@ -114,6 +115,231 @@ def test_writing_commands_need_neither_the_orm_nor_a_flask_app(env, command, std
     allowed = KEY_MAKING if command[0] == "keys" else set()
     heavy = {n.split(".")[0] for n in names} & (APP_ONLY - allowed)
     assert not heavy, heavy
+
+
+@pytest.fixture
+def org_env(env):
+    """`env` with an org `Fast` (domain fast.example) and a user of it."""
+    for args in (["orgs", "create", "Fast", "--domain", "fast.example"], ["users", "create", "u@fast.example"]):
+        done = subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+    return env
+
+
+# Commands on an existing org, on SQLAlchemy Core as WRITES: (command, exit code).
+ORG_WRITES = [
+    (["orgs", "scim-token", "Fast"], 0),
+    (["orgs", "scim-token", "Fast", "--revoke-all", "--json"], 0),
+    (["orgs", "scim-token", "no-such-org"], 1),
+    (["orgs", "enforce-sso", "Fast"], 1),  # no IdP yet
+    (["orgs", "enforce-sso", "Fast", "--off"], 0),
+    (["social", "add", "google", "--client-id", "g", "--client-secret", "s"], 0),
+    (["social", "add", "corp", "--client-id", "c", "--client-secret", "s", "--issuer", "https://id.fast.example",
+      "--json"], 0),
+    (["social", "add", "corp", "--client-id", "c", "--client-secret", "s", "--issuer", "https://10.0.0.1"], 1),
+    (["orgs", "oidc", "Fast", "--issuer", "https://login.fast.example", "--client-id", "c", "--client-secret", "s"],
+     0),
+    (["orgs", "oidc", "no-such-org", "--issuer", "https://login.fast.example", "--client-id", "c",
+      "--client-secret", "s"], 1),
+]
+# Sealing a provider's client secret takes these (and the table of built-in providers,
+# in federation.social, imports joserfc): `social add` and `orgs oidc` need them.
+SEALING = {"keys", "cryptography", "joserfc"}
+
+
+@pytest.mark.parametrize(("command", "returncode"), ORG_WRITES, ids=[" ".join(w[0]) for w in ORG_WRITES])
+def test_org_commands_need_neither_the_orm_nor_a_flask_app(org_env, command, returncode):
+    names = modules(["-m", "idp.cli", *command], org_env, returncode=returncode)
+    assert "sqlalchemy.engine" in names
+    assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
+    assert "idp.store" not in names and "idp.scim" not in names
+    allowed = SEALING if command[0] == "social" or command[1] == "oidc" else set()
+    heavy = {n.split(".")[0] for n in names} & (APP_ONLY - allowed)
+    assert not heavy, heavy
+
+
+def _run(env, *args, returncode=0):
+    done = subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == returncode, done.stderr
+    return done
+
+
+def test_scim_tokens_written_without_the_orm(org_env):
+    """Stored as hashes of the printed tokens, `--revoke-all` revokes every earlier one, the
+    audit events are recorded, and the `scim` change stamp every server's token cache
+    watches moves (triggers, migration 0012)."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    engine = create_engine(f"sqlite:///{org_env['IDP_INSTANCE_DIR']}/idp.db")
+    t = db.metadata.tables
+
+    def stamp():
+        with engine.connect() as conn:
+            stamps = t["change_stamps"]
+            return conn.execute(select(stamps.c.n).where(stamps.c.name == "scim")).scalar_one()
+
+    before = stamp()
+    first = _run(org_env, "orgs", "scim-token", "Fast")
+    assert first.stderr == ""
+    first = first.stdout.strip()
+    assert stamp() > before
+    before = stamp()
+    done = _run(org_env, "orgs", "scim-token", "Fast", "--revoke-all")
+    assert done.stderr == "revoked 1 earlier token(s) of Fast\n"
+    second = {"token": done.stdout.strip()}
+    assert stamp() > before
+    third = json.loads(_run(org_env, "orgs", "scim-token", "Fast", "--json").stdout)
+    assert set(third) == {"token", "base_url"} and third["base_url"].endswith("/scim/v2")
+    with engine.connect() as conn:
+        (org,) = conn.execute(select(t["orgs"])).mappings().all()
+        tokens = {r["token_hash"]: r for r in conn.execute(select(t["scim_tokens"])).mappings()}
+        events = conn.execute(select(t["security_events"]).order_by(t["security_events"].c.id)).mappings().all()
+    assert set(tokens) == {digest(first), digest(second["token"]), digest(third["token"])}
+    assert all(r["org_id"] == org["id"] and r["created_at"] is not None and r["last_used_at"] is None
+               for r in tokens.values())
+    assert tokens[digest(first)]["revoked_at"] is not None and tokens[digest(second["token"])]["revoked_at"] is None
+    assert [(e["kind"], e["org_id"], e["user_id"], e["detail"]) for e in events] == [
+        ("scim.token_issued", org["id"], None, {"via": "cli"}),
+        ("scim.tokens_revoked", org["id"], None, {"via": "cli", "count": 1}),
+        ("scim.token_issued", org["id"], None, {"via": "cli"}),
+        ("scim.token_issued", org["id"], None, {"via": "cli"}),
+    ]
+    assert _run(org_env, "orgs", "scim-token", "nope", returncode=1).stderr == "error: no org nope\n"
+    engine.dispose()
+
+
+def test_enforce_sso_without_the_orm(org_env):
+    """Refused while the org has no IdP (exact `error:` line, nothing written); with its
+    enterprise OpenID provider attached, on and off, and the row says so."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    engine = create_engine(f"sqlite:///{org_env['IDP_INSTANCE_DIR']}/idp.db")
+    orgs = db.metadata.tables["orgs"]
+
+    def enforced():
+        with engine.connect() as conn:
+            return conn.execute(select(orgs.c.enforce_sso).where(orgs.c.name == "Fast")).scalar_one()
+
+    refused = _run(org_env, "orgs", "enforce-sso", "Fast", returncode=1)
+    assert refused.stdout == "" and refused.stderr == (
+        "error: Fast has no IdP yet: attach one with `idp orgs saml` or `idp orgs oidc` first\n")
+    assert enforced() is False
+    assert _run(org_env, "orgs", "enforce-sso", "Nope", returncode=1).stderr == "error: no org Nope\n"
+    _run(org_env, "orgs", "oidc", "Fast", "--issuer", "https://login.fast.example", "--client-id", "c",
+         "--client-secret", "s")
+    assert _run(org_env, "orgs", "enforce-sso", "Fast").stdout == "Fast: Enterprise Sign-In is the only way in\n"
+    assert enforced() is True
+    assert _run(org_env, "orgs", "enforce-sso", "Fast", "--off").stdout == "Fast: Enterprise Sign-In is optional\n"
+    assert enforced() is False
+    engine.dispose()
+
+
+def test_providers_written_without_the_orm(org_env):
+    """The client secret is stored sealed only (it unseals to the one given, bound to the
+    provider's name), reconfiguring keeps one row and drops its cached discovery, an org's
+    enterprise provider names its org, and the `scim` change stamp moves (migration 0012)."""
+    from sqlalchemy import create_engine, select, update
+
+    from idp.config import Settings
+    from idp.providers import PURPOSE
+    from idp.store import db
+    from keys import unseal
+
+    engine = create_engine(f"sqlite:///{org_env['IDP_INSTANCE_DIR']}/idp.db")
+    t = db.metadata.tables
+    secret_key = Settings.from_env(dict(org_env)).with_secret_key().secret_key
+    issuer = Settings.from_env(dict(org_env)).issuer
+
+    def stamp():
+        with engine.connect() as conn:
+            stamps = t["change_stamps"]
+            return conn.execute(select(stamps.c.n).where(stamps.c.name == "scim")).scalar_one()
+
+    def rows():
+        with engine.connect() as conn:
+            return {r["name"]: r for r in conn.execute(select(t["social_providers"])).mappings()}
+
+    before = stamp()
+    out = _run(org_env, "social", "add", "Google", "--client-id", "g-id", "--client-secret", "g-secret-1").stdout
+    assert out == f"enabled google; register this redirect URI at the provider: {issuer}/social/google/callback\n"
+    assert stamp() > before
+    with engine.begin() as conn:
+        conn.execute(update(t["social_providers"]).values(metadata_cache={"issuer": "x"}))
+    first = rows()["google"]
+    out = json.loads(_run(org_env, "social", "add", "google", "--client-id", "g-id2", "--client-secret",
+                          "g-secret-2", "--json").stdout)
+    assert out == {"provider": "google", "issuer": "https://accounts.google.com", "client_id": "g-id2",
+                   "redirect_uri": f"{issuer}/social/google/callback"}
+    google = rows()["google"]
+    assert google["created_at"] == first["created_at"] and google["metadata_cache"] is None
+    assert google["client_id"] == "g-id2" and google["issuer"] is None and google["org_id"] is None
+    assert b"g-secret-2" not in google["sealed_client_secret"]
+    assert unseal(secret_key, google["sealed_client_secret"], "google", PURPOSE) == b"g-secret-2"
+
+    refused = _run(org_env, "social", "add", "corp", "--client-id", "c", "--client-secret", "s", "--issuer",
+                   "https://10.0.0.1", returncode=1)
+    assert refused.stderr.startswith("error: --issuer refused: ") and refused.stdout == ""
+    assert "corp" not in rows()
+
+    out = _run(org_env, "orgs", "oidc", "Fast", "--issuer", "https://login.fast.example", "--client-id", " c ",
+               "--client-secret", "e-secret").stdout
+    with engine.connect() as conn:
+        org_id = conn.execute(select(t["orgs"].c.id)).scalar_one()
+    name = f"org-{org_id[:12]}"
+    assert out == (f"Fast: enterprise OpenID provider https://login.fast.example; register this redirect URI there: "
+                   f"{issuer}/social/{name}/callback\n")
+    corp = rows()[name]
+    assert (corp["org_id"], corp["issuer"], corp["client_id"]) == (org_id, "https://login.fast.example", "c")
+    assert unseal(secret_key, corp["sealed_client_secret"], name, PURPOSE) == b"e-secret"
+    missing = _run(org_env, "orgs", "oidc", "Fast", "--issuer", "https://login.fast.example", "--client-id", " ",
+                   "--client-secret", "s", returncode=1)
+    assert missing.stderr == "error: the enterprise OpenID provider needs a client id and a client secret\n"
+    engine.dispose()
+
+
+def test_keys_revoke_without_the_orm(env):
+    """A retired key's row is deleted without making a key (no key library imported); the
+    signing key's is deleted after a successor of its algorithm takes over, in one
+    transaction; each revocation is an audit event; an unknown kid is an error line."""
+    from sqlalchemy import create_engine, select
+
+    from idp.store import db
+
+    engine = create_engine(f"sqlite:///{env['IDP_INSTANCE_DIR']}/idp.db")
+    t = db.metadata.tables
+
+    def keys():
+        with engine.connect() as conn:
+            return {k["kid"]: k for k in conn.execute(select(t["signing_keys"])).mappings()}
+
+    _run(env, "keys", "rotate", "--alg", "EdDSA")
+    (retired,) = (kid for kid, k in keys().items() if k["retired_at"] is not None)
+    (active,) = (kid for kid, k in keys().items() if k["retired_at"] is None)
+    names = modules(["-m", "idp.cli", "keys", "revoke", retired], env)
+    assert not {n for n in names if n == "sqlalchemy.orm" or n.startswith("sqlalchemy.orm.")}
+    assert "idp.store" not in names and not {n.split(".")[0] for n in names} & APP_ONLY
+    assert set(keys()) == {active}
+
+    out = _run(env, "keys", "revoke", active).stdout.splitlines()
+    (successor,) = keys()
+    assert keys()[successor]["retired_at"] is None and keys()[successor]["alg"] == "EdDSA"
+    assert out[0] == f"new signing key {successor} (EdDSA)"
+    assert out[1].startswith(f"revoked signing key {active}: every server stops publishing it")
+    with engine.connect() as conn:
+        events = conn.execute(select(t["security_events"]).order_by(t["security_events"].c.id)).mappings().all()
+    assert [(e["kind"], e["user_id"], e["org_id"], e["detail"]) for e in events] == [
+        ("signing_key.revoked", None, None, {"kid": retired, "successor": None}),
+        ("signing_key.revoked", None, None, {"kid": active, "successor": successor}),
+    ]
+    refused = _run(env, "keys", "revoke", "nope", returncode=1)
+    assert refused.stderr == "error: no signing key nope (see `idp keys list`)\n" and refused.stdout == ""
+    engine.dispose()
 
 
 # The columns a command sets on purpose to something else than the model's default

@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from flask import current_app, request
 from sqlalchemy import bindparam, select, update
 
-from .. import ratelimit
-from ..store import Org, OrgDomain, ScimToken, db, digest, new_secret, utcnow
+from .. import ratelimit, scim_tokens
+from ..store import Org, OrgDomain, ScimToken, db, digest, utcnow
 from .errors import ScimError
 
 # last_used_at is for the operator's eyes: written at most once a minute, not per request.
@@ -35,18 +35,14 @@ LAST_USED_GRANULARITY = timedelta(minutes=1)
 def issue(org: Org) -> str:
     """A new token of `org`, to be shown once (commits, with anything pending such as a
     `revoke_all(commit=False)` just before, in one transaction)."""
-    token = new_secret(32)
-    db.session.add(ScimToken(token_hash=digest(token), org_id=org.id, created_at=utcnow()))
+    token = scim_tokens.issue(db.session.connection(), ScimToken.__table__, org.id)
     db.session.commit()
     return token
 
 
 def revoke_all(org: Org, *, commit: bool = True) -> int:
     """Revoke every live token of `org`; how many there were."""
-    count = db.session.execute(
-        update(ScimToken).where(ScimToken.org_id == org.id, ScimToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    ).rowcount
+    count = scim_tokens.revoke_all(db.session.connection(), ScimToken.__table__, org.id)
     if commit:
         db.session.commit()
     return count

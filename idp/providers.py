@@ -1,0 +1,62 @@
+"""Social and enterprise OpenID providers as stored, apart from `idp.social` and `idp.orgs`
+(which import Flask, the ORM and the SAML service provider): `idp social add` and `idp orgs
+oidc` write them with SQLAlchemy Core (issue 14), and the app's `social.add_provider`,
+`orgs.check_issuer` and `orgs.attach_oidc` apply these same rules.
+
+`table` is `social_providers`: the model's table in the app, the database's own in a
+command. The caller commits; the triggers of migration 0012 bump the `scim` change stamp
+in the same transaction (an org's own IdP decides whether SCIM mails invitations)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlalchemy import insert, update
+
+from .org_names import OrgError
+from .org_sso import enterprise_provider_name
+from .outbound import DestinationRefused, Outbound
+from .rows import utcnow
+
+PURPOSE = b"social client secrets"
+
+
+def redirect_uri(issuer: str, name: str) -> str:
+    """Where provider `name` sends people back to this server (`issuer`: ours)."""
+    return f"{issuer}/social/{name}/callback"
+
+
+def check_issuer(issuer: str, destinations: Outbound) -> None:
+    """An OpenID issuer this server may fetch discovery from: an http(s) URL without query
+    or fragment; https (http only to an allow-listed loopback address), a usual port, no
+    non-public address."""
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise OrgError(f"issuer must be an http(s) URL: {issuer}")
+    try:
+        destinations.check_url(issuer.rstrip("/") + "/.well-known/openid-configuration")
+    except DestinationRefused as err:
+        raise OrgError(f"issuer refused: {err}") from None
+
+
+def enterprise(org_id: str, issuer: str, client_id: str, client_secret: str,
+               destinations: Outbound) -> tuple[str, str, str]:
+    """The checked (name, client id, client secret) of an org's enterprise OpenID provider,
+    or OrgError. Nothing is fetched now: discovery happens on first use."""
+    check_issuer(issuer, destinations)
+    if not client_id.strip() or not client_secret:
+        raise OrgError("the enterprise OpenID provider needs a client id and a client secret")
+    return enterprise_provider_name(org_id), client_id.strip(), client_secret
+
+
+def save(conn, table, secret_key: str, name: str, client_id: str, client_secret: str, issuer: str | None,
+         org_id: str | None = None) -> None:
+    """Enable (or reconfigure) provider `name`, its client secret sealed with the secret
+    key (never stored in the clear) and its cached discovery dropped."""
+    from keys import seal  # cryptography: only when a secret is sealed
+
+    values = {"org_id": org_id, "issuer": issuer, "client_id": client_id,
+              "sealed_client_secret": seal(secret_key, client_secret.encode(), name, PURPOSE),
+              "metadata_cache": None, "metadata_fetched_at": None}
+    if not conn.execute(update(table).where(table.c.name == name).values(**values)).rowcount:
+        conn.execute(insert(table), {"name": name, **values, "created_at": utcnow()})
