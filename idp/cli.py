@@ -793,6 +793,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`idp users list | head`): stop quietly, as other Unix tools do.
+        # stdout points at /dev/null so that Python's flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell shows for a tool its pipe ended
     except Exception as err:  # noqa: BLE001 - an operator never sees a traceback
         print(f"error: {_describe(err)}", file=sys.stderr)
         return 1

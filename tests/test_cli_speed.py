@@ -449,3 +449,18 @@ def test_worker_app_imports_no_heavy_library(env):
     names = imported(["-c", "from idp import create_app; create_app()"], env)
     assert "flask" in names and "authlib" in names
     assert not names & set(HEAVY), names & set(HEAVY)
+
+
+def test_a_listing_into_a_closed_pipe_stops_without_an_error_line(env):
+    # `idp users list | head -n1` with more lines than head reads: the reader has gone, which
+    # is no failure of the command (before: "error: BrokenPipeError: [Errno 32] Broken pipe").
+    for n in range(3):
+        _run(env, "users", "create", f"p{n}@example.com", "--name", f"P {n}")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "idp.cli", "users", "list"], env=env, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 141, (done.returncode, done.stderr)
