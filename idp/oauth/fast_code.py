@@ -28,6 +28,7 @@ from flask import Request, Response, json  # Flask's JSON, as Authlib's answers 
 
 from ..store import db
 from ..store.clients import ClientRecord
+from ..store.driver import DriverConnection
 from . import resources
 from .fast_refresh import Committed
 from .fast_token import HEADERS, plain_client
@@ -75,7 +76,7 @@ def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | 
     value = form.get("code")
     if not value:
         return None
-    with db.engine.connect() as connection:
+    with DriverConnection(db.engine) as connection:
         body = _exchange(connection, client, value, form, public=authorization is None and "client_secret" not in form)
     return (client, body) if body is not None else None
 

@@ -24,6 +24,7 @@ from flask import Request, Response, json  # Flask's JSON, as Authlib's answers 
 
 from ..store import db
 from ..store.clients import ClientRecord
+from ..store.driver import DriverConnection
 from . import resources
 from .grants import (
     LIVE,
@@ -79,9 +80,9 @@ def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | 
     value = form.get("refresh_token")
     if not value:
         return None
-    # A connection of its own rather than the session's: the session's bookkeeping (its
-    # transaction state, begin and commit) cost as much CPU as one of the statements.
-    with db.engine.connect() as connection:
+    # The pool's connection at the driver level rather than the session's: the session's
+    # bookkeeping, then SQLAlchemy's execution machinery, cost more CPU than the statements.
+    with DriverConnection(db.engine) as connection:
         body = _rotate(connection, client, value, form.get("scope"))
     return (client, body) if body is not None else None
 

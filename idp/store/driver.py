@@ -1,0 +1,95 @@
+"""A pool connection used at the driver level, for the refresh grant and the code exchange.
+
+Those grants run three statements and a commit, and SQLAlchemy's execution machinery around
+each (execution context, result object, connection and transaction bookkeeping) cost more
+CPU than the driver's own work. Here a Core statement is compiled once per dialect and run
+on a DB-API cursor, with the bind and result processors of its columns' types, the ones
+SQLAlchemy's execution applies: a datetime goes to SQLite as the same string and comes back
+as the same datetime, JSON and booleans alike, and on PostgreSQL the driver's own values go
+through untouched as they would. The connection is the pool's (its checkout and checkin
+events, its reset on return), so whatever is not committed is rolled back on `close`.
+
+`DriverConnection.execute` answers what the grants' functions in oauth/grants.py read from a
+SQLAlchemy result (`first()`, `rowcount`), so the same functions run on either connection.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.sql import ClauseElement
+
+_PREPARED: dict[tuple[int, int], _Prepared] = {}  # (statement id, dialect id): statements are module constants
+
+
+class _Prepared:
+    __slots__ = ("sql", "names", "positional", "binds", "results", "statement", "dialect")
+
+    def __init__(self, statement: ClauseElement, dialect):
+        compiled = statement.compile(dialect=dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("statement needs parameters rendered at execution")
+        self.statement, self.dialect = statement, dialect  # kept: their ids are the cache key
+        self.sql = compiled.string
+        self.positional = compiled.positional
+        self.names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        self.binds = [(name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+                      for name in self.names]
+        # None for the column types these statements read (strings, integers, datetimes,
+        # booleans, JSON): the driver's type code matters to numerics only.
+        self.results = None
+        if statement.is_select:
+            self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None)
+                            for c in statement.selected_columns]
+
+    def parameters(self, values: dict):
+        out = [values[name] if process is None else process(values[name]) for name, process in self.binds]
+        return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
+
+
+class _Result:
+    __slots__ = ("_cursor", "_results", "rowcount")
+
+    def __init__(self, cursor, results):
+        self._cursor, self._results, self.rowcount = cursor, results, cursor.rowcount
+
+    def first(self) -> tuple | None:
+        row = self._cursor.fetchone()
+        if row is None or self._results is None:
+            return row
+        return tuple(value if process is None else process(value)
+                     for value, process in zip(row, self._results, strict=True))
+
+
+class DriverConnection:
+    """`engine`'s pool connection, one cursor, statements prepared per dialect."""
+
+    def __init__(self, engine):
+        self._dialect = engine.dialect
+        self._fairy = engine.raw_connection()
+        try:
+            self._cursor = self._fairy.cursor()
+        except BaseException:
+            self._fairy.close()
+            raise
+
+    def execute(self, statement: ClauseElement, values: dict) -> _Result:
+        key = (id(statement), id(self._dialect))
+        prepared = _PREPARED.get(key)
+        if prepared is None or prepared.statement is not statement or prepared.dialect is not self._dialect:
+            prepared = _PREPARED[key] = _Prepared(statement, self._dialect)
+        self._cursor.execute(prepared.sql, prepared.parameters(values))
+        return _Result(self._cursor, prepared.results)
+
+    def commit(self) -> None:
+        self._fairy.commit()
+
+    def close(self) -> None:
+        try:
+            self._cursor.close()
+        finally:
+            self._fairy.close()  # back to the pool, rolled back if not committed
+
+    def __enter__(self) -> DriverConnection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
