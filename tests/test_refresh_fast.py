@@ -315,3 +315,27 @@ def test_narrower_scope_is_answered_alike_on_both_paths(world):
         answers.append((_claims(resp.json["access_token"])["scope"], sorted(_claims(resp.json["id_token"]))))
     assert world.fast_answers == [True]
     assert answers[0] == answers[1]
+
+
+def test_a_broken_connection_is_replaced_and_no_request_fails(world):
+    """The plain path's statements run on the thread's own connection (store/driver.py): one
+    that broke (a database restart; closed here at the driver) fails that request's first
+    statement, a read, before anything is written; the connection is dropped, so the token
+    view's plain path, which answers the request next, and every later request get a new one."""
+    from idp.oauth import fast_refresh
+
+    first, family = world.refresh_token(world.web)
+    assert world.refresh(first).status_code == 200  # the thread's connection is made
+    assert world.fast_answers == [True]
+    with world.app.app_context():
+        fast_refresh.OWN.get()[0].close()
+    second, _ = world.refresh_token(world.web)
+    resp = world.refresh(second)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    # in front of Flask the plain path raised (not recorded); the view's, on a new connection, answered
+    assert world.fast_answers == [True, True]
+    assert world.row(second).rotated_at is not None
+    third, _ = world.refresh_token(world.web)
+    assert world.refresh(third).status_code == 200
+    assert world.fast_answers == [True, True, True]
+    assert world.family(family) == (None, True)

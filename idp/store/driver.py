@@ -6,8 +6,9 @@ CPU than the driver's own work. Here a Core statement is compiled once per diale
 on a DB-API cursor, with the bind and result processors of its columns' types, the ones
 SQLAlchemy's execution applies: a datetime goes to SQLite as the same string and comes back
 as the same datetime, JSON and booleans alike, and on PostgreSQL the driver's own values go
-through untouched as they would. The connection is the pool's (its checkout and checkin
-events, its reset on return), so whatever is not committed is rolled back on `close`.
+through untouched as they would. Statements run on the thread's own connection
+(store/own_connection.py), in a transaction from the first write to `commit`; whatever is
+not committed is rolled back on `close`.
 
 `DriverConnection.execute` answers what the grants' functions in oauth/grants.py read from a
 SQLAlchemy result (`first()`, `rowcount`), so the same functions run on either connection.
@@ -60,36 +61,56 @@ class _Result:
 
 
 class DriverConnection:
-    """`engine`'s pool connection, one cursor, statements prepared per dialect."""
+    """This thread's own connection (`own`, an `OwnConnection`: autocommit, outside the pool)
+    with one cursor: a read runs on its own, the first write opens a transaction (BEGIN, as
+    the drivers' own transaction handling would), `commit` ends it, and `close` rolls back
+    one left open. A pool checkout and checkin (events, reset on return) cost as much CPU
+    as one of the statements. A connection that fails is dropped, and the next request's
+    opens anew: as the grants' first statement is a read, a database restart only sends
+    that request to the general path, which answers it."""
 
-    def __init__(self, engine):
-        self._dialect = engine.dialect
-        self._fairy = engine.raw_connection()
+    def __init__(self, own):
+        self._own = own
+        conn, _ = own.get()
+        self._dialect = own.engine().dialect
         try:
-            self._cursor = self._fairy.cursor()
-        except BaseException:
-            self._fairy.close()
+            self._cursor = conn.cursor()
+        except Exception:  # closed under us: a new one next time
+            own.drop()
             raise
+        self._open = False
 
     def execute(self, statement: ClauseElement, values: dict) -> _Result:
         key = (id(statement), id(self._dialect))
         prepared = _PREPARED.get(key)
         if prepared is None or prepared.statement is not statement or prepared.dialect is not self._dialect:
             prepared = _PREPARED[key] = _Prepared(statement, self._dialect)
+        if prepared.results is None and not self._open:
+            self._open = True  # before the BEGIN: close rolls back whatever it left
+            self._cursor.execute("BEGIN")
         self._cursor.execute(prepared.sql, prepared.parameters(values))
         return _Result(self._cursor, prepared.results)
 
     def commit(self) -> None:
-        self._fairy.commit()
+        if self._open:
+            self._cursor.execute("COMMIT")
+            self._open = False
 
     def close(self) -> None:
         try:
+            if self._open:
+                self._open = False
+                self._cursor.execute("ROLLBACK")
             self._cursor.close()
-        finally:
-            self._fairy.close()  # back to the pool, rolled back if not committed
+        except Exception:  # noqa: BLE001 - the link is broken: a new one next time
+            self._own.drop()
 
     def __enter__(self) -> DriverConnection:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, exc, traceback) -> None:
+        if kind is not None:  # a statement or the link failed: nothing to reuse
+            self._open = False
+            self._own.drop()
+            return
         self.close()
