@@ -36,10 +36,11 @@ class _Prepared:
                       for name in self.names]
         # None for the column types these statements read (strings, integers, datetimes,
         # booleans, JSON): the driver's type code matters to numerics only.
-        self.results = None
+        self.results = None  # a select's: (column index, processor) of the columns that have one
         if statement.is_select:
-            self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None)
-                            for c in statement.selected_columns]
+            processors = [c.type.dialect_impl(dialect).result_processor(dialect, None)
+                          for c in statement.selected_columns]
+            self.results = [(index, process) for index, process in enumerate(processors) if process is not None]
 
     def parameters(self, values: dict):
         out = [values[name] if process is None else process(values[name]) for name, process in self.binds]
@@ -52,12 +53,14 @@ class _Result:
     def __init__(self, cursor, results):
         self._cursor, self._results, self.rowcount = cursor, results, cursor.rowcount
 
-    def first(self) -> tuple | None:
+    def first(self) -> tuple | list | None:
         row = self._cursor.fetchone()
-        if row is None or self._results is None:
+        if row is None or not self._results:
             return row
-        return tuple(value if process is None else process(value)
-                     for value, process in zip(row, self._results, strict=True))
+        row = list(row)
+        for index, process in self._results:
+            row[index] = process(row[index])
+        return row
 
 
 class DriverConnection:
