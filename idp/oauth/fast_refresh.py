@@ -33,6 +33,7 @@ from .grants import (
     family_person,
     read_refresh_token,
     refresh_token_state,
+    rotate_and_store,
     rotate_refresh_token,
     store_refresh_token,
     token_body,
@@ -116,6 +117,12 @@ def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
         return None
     body = token_body(client, person, scope, family, audience=audience, jkt=None, include_refresh_token=True)
     add_id_token(body, client, person, family)
+    if connection.autocommits_alone:  # PostgreSQL: one statement, its own transaction
+        try:
+            rotated = rotate_and_store(connection, token, body["refresh_token"], family, client.client_id)
+        except Exception as exc:  # committed or not, nobody can tell: never the general path
+            raise Committed(client.client_id) from exc
+        return body if rotated else None  # not rotated: a concurrent request spent it first
     if not rotate_refresh_token(connection, token):
         return None  # a concurrent request spent it first (rolled back on close): the general path finds it spent
     store_refresh_token(body["refresh_token"], family, client.client_id, connection)

@@ -82,13 +82,18 @@ class DriverConnection:
             own.drop()
             raise
         self._open = False
+        # whether a statement of its own may be committed by itself (`execute_alone`)
+        self.autocommits_alone = self._dialect.name == "postgresql"
 
-    def execute(self, statement: ClauseElement, values: dict) -> _Result:
+    def execute(self, statement: ClauseElement, values: dict, *, alone: bool = False) -> _Result:
         key = (id(statement), id(self._dialect))
         prepared = _PREPARED.get(key)
         if prepared is None or prepared.statement is not statement or prepared.dialect is not self._dialect:
             prepared = _PREPARED[key] = _Prepared(statement, self._dialect)
-        if prepared.results is None and not self._open:
+        if alone:  # PostgreSQL's autocommit: this statement is its own transaction
+            if self._open or not self.autocommits_alone:
+                raise RuntimeError("a statement alone needs no transaction open, on PostgreSQL")
+        elif prepared.results is None and not self._open:
             self._open = True  # before the BEGIN: close rolls back whatever it left
             self._cursor.execute("BEGIN")
         self._cursor.execute(prepared.sql, prepared.parameters(values))
