@@ -1,4 +1,4 @@
-"""A pool connection used at the driver level, for the refresh grant and the code exchange.
+"""A connection used at the driver level, for the refresh grant and the code exchange.
 
 Those grants run three statements and a commit, and SQLAlchemy's execution machinery around
 each (execution context, result object, connection and transaction bookkeeping) cost more
@@ -8,7 +8,8 @@ SQLAlchemy's execution applies: a datetime goes to SQLite as the same string and
 as the same datetime, JSON and booleans alike, and on PostgreSQL the driver's own values go
 through untouched as they would. Statements run on the thread's own connection
 (store/own_connection.py), in a transaction from the first write to `commit`; whatever is
-not committed is rolled back on `close`.
+not committed is rolled back on `close`. On PostgreSQL a statement may run `alone`, outside
+any transaction, committed by itself (the refresh grant's rotation and insert as one).
 
 `DriverConnection.execute` answers what the grants' functions in oauth/grants.py read from a
 SQLAlchemy result (`first()`, `rowcount`), so the same functions run on either connection.
