@@ -315,3 +315,55 @@ def test_narrower_scope_is_answered_alike_on_both_paths(world):
         answers.append((_claims(resp.json["access_token"])["scope"], sorted(_claims(resp.json["id_token"]))))
     assert world.fast_answers == [True]
     assert answers[0] == answers[1]
+
+
+def test_a_broken_connection_is_replaced_and_no_request_fails(world):
+    """The plain path's statements run on the thread's own connection (store/driver.py): one
+    that broke (a database restart; closed here at the driver) fails that request's first
+    statement, a read, before anything is written; the connection is dropped, so the token
+    view's plain path, which answers the request next, and every later request get a new one."""
+    from idp.oauth import fast_refresh
+
+    first, family = world.refresh_token(world.web)
+    assert world.refresh(first).status_code == 200  # the thread's connection is made
+    assert world.fast_answers == [True]
+    with world.app.app_context():
+        fast_refresh.OWN.get()[0].close()
+    second, _ = world.refresh_token(world.web)
+    resp = world.refresh(second)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    # in front of Flask the plain path raised (not recorded); the view's, on a new connection, answered
+    assert world.fast_answers == [True, True]
+    assert world.row(second).rotated_at is not None
+    third, _ = world.refresh_token(world.web)
+    assert world.refresh(third).status_code == 200
+    assert world.fast_answers == [True, True, True]
+    assert world.family(family) == (None, True)
+
+
+def test_a_token_rotated_between_its_read_and_its_rotation_is_not_used_twice(world, monkeypatch):
+    """The single-use claim on the plain path (on PostgreSQL one statement that rotates and
+    stores the successor, on SQLite the conditional UPDATE then the insert): a token that
+    another request rotated after this one read it as live gives this one no token and
+    stores no successor; the general path then finds it spent and revokes the family once."""
+    from idp.oauth import fast_refresh
+    from idp.store import RefreshToken, db, digest, utcnow
+
+    value, family = world.refresh_token(world.web)
+    read = fast_refresh.read_refresh_token
+
+    def read_then_lose_the_race(connection, presented):
+        found = read(connection, presented)
+        _set(world, RefreshToken, RefreshToken.token_hash == digest(presented), rotated_at=utcnow())
+        return found
+
+    monkeypatch.setattr(fast_refresh, "read_refresh_token", read_then_lose_the_race)
+    resp = world.refresh(value)
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
+    # the plain path declined, in front of Flask and in the token view: Authlib's grant answered
+    assert world.fast_answers == [False, False]
+    with world.app.app_context():
+        tokens = db.session.scalars(select(RefreshToken.token_hash).where(RefreshToken.grant_id == family)).all()
+    assert tokens == [digest(value)]  # no successor stored
+    revoked_at, live_tokens = world.family(family)
+    assert revoked_at is not None and not live_tokens

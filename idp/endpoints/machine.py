@@ -22,11 +22,10 @@ requests as they see Flask's.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from urllib.parse import parse_qsl
-
-from flask import json  # Flask's JSON, as the token view's answers use (sorted keys)
 
 from ..oauth import dpop, fast_code, fast_refresh, fast_token
 from ..observability import logs, metrics
@@ -145,7 +144,8 @@ class MachineEndpoints:
             return None
         client, token = found
         try:  # the token or code is spent and committed: nothing below may fall back to Flask
-            body = json.dumps(token).encode()
+            # what Flask's JSON provider writes (sorted keys, ASCII), without its app lookups
+            body = json.dumps(token, sort_keys=True).encode()
             headers = [*fast_token.HEADERS.items(), ("DPoP-Nonce", dpop.current_nonce())]
             metrics.token_grant_result(grant.GRANT_TYPE, "success")
         except Exception as exc:

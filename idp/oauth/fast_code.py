@@ -26,10 +26,10 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
 
-from ..store import db
 from ..store.clients import ClientRecord
+from ..store.driver import DriverConnection
 from . import resources
-from .fast_refresh import Committed
+from .fast_refresh import OWN, Committed
 from .fast_token import HEADERS, plain_client
 from .grants import (
     add_id_token,
@@ -75,7 +75,7 @@ def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | 
     value = form.get("code")
     if not value:
         return None
-    with db.engine.connect() as connection:
+    with DriverConnection(OWN) as connection:
         body = _exchange(connection, client, value, form, public=authorization is None and "client_secret" not in form)
     return (client, body) if body is not None else None
 

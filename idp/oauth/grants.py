@@ -20,7 +20,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN
 from authlib.oidc.core import OpenIDCode
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import DateTime, String, Text, bindparam, false, insert, select, update
 
 from .. import sessions
 from ..store import AuthorizationCode, CodeMethods, Grant, RefreshToken, User, db, digest, new_id, new_secret, utcnow
@@ -88,6 +88,17 @@ _ROTATE = (
     .values(rotated_at=bindparam("b_now"))
 )
 _STORE_REFRESH = insert(_REFRESH)
+# PostgreSQL: _ROTATE and the successor's insert as one statement (a data-modifying CTE),
+# atomic on its own: the successor is stored only if this request's UPDATE claimed the
+# token, and a concurrent claim waits for the row lock and then claims nothing, as with
+# the two statements. Two round trips (and BEGIN and COMMIT) fewer than those.
+_CLAIMED = _ROTATE.returning(_REFRESH.c.grant_id).cte("claimed")
+_ROTATE_AND_STORE = insert(_REFRESH).from_select(
+    ["token_hash", "grant_id", "client_id", "scope", "created_at", "expires_at", "revoked"],
+    select(bindparam("n_hash", type_=String()), _CLAIMED.c.grant_id, bindparam("n_client", type_=String()),
+           bindparam("n_scope", type_=Text()), bindparam("n_created", type_=DateTime()),
+           bindparam("n_expires", type_=DateTime()), false()).select_from(_CLAIMED),
+)
 
 
 def family_of(oauth_request, grant_id: str) -> Family | None:
@@ -98,6 +109,18 @@ def family_of(oauth_request, grant_id: str) -> Family | None:
         family = Family(*row) if row is not None else None
         oauth_request.idp_family = family
     return family
+
+
+def rotate_and_store(connection, token: RefreshRecord, value: str, family: Family, client_id: str) -> bool:
+    """PostgreSQL only: `rotate_refresh_token` and `store_refresh_token` (of `value`) in one
+    statement, committed by itself on an autocommit connection; False, with nothing
+    written, when a concurrent request rotated the token first."""
+    settings = current_app.extensions["idp.settings"]
+    now = utcnow()
+    return connection.execute(_ROTATE_AND_STORE, alone=True, values={
+        "b_hash": token.token_hash, "b_now": now, "n_hash": digest(value), "n_client": client_id,
+        "n_scope": family.scope, "n_created": now, "n_expires": now + timedelta(seconds=settings.refresh_token_ttl),
+    }).rowcount == 1
 
 
 def store_refresh_token(value: str, family: Family, client_id: str, connection=None) -> None:

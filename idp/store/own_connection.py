@@ -1,9 +1,11 @@
 """A database connection each thread keeps for itself, outside the pool, in autocommit.
 
 For one-statement reads and writes on hot paths (the client cache's change stamp, DPoP's
-`jti` markers), where a pool checkout plus BEGIN and COMMIT cost more than the statement.
-No transaction is ever left open (it would hold locks), and a connection found broken is
-closed at the driver and made anew on next use.
+`jti` markers), where a pool checkout plus BEGIN and COMMIT cost more than the statement;
+and for the refresh grant's and code exchange's few statements (store/driver.py, which
+opens a transaction with BEGIN and ends it itself). No transaction is ever left open (it
+would hold locks), and a connection found broken is closed at the driver and made anew on
+next use.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class OwnConnection:
                 driver.autocommit = True
             self._local.engine, self._local.fairy, self._local.conn = engine, fairy, driver
         return self._local.conn, engine.dialect.paramstyle
+
+    def engine(self):
+        """The engine this thread's connection is of (after `get`)."""
+        return self._local.engine
 
     def drop(self) -> None:
         """Forget this thread's connection (after an error: the next `get` makes a new one)."""
