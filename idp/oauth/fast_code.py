@@ -24,13 +24,12 @@ so the general path must not answer.
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
 
 from ..store.clients import ClientRecord
 from ..store.driver import DriverConnection
 from . import resources
 from .fast_refresh import OWN, Committed
-from .fast_token import HEADERS, plain_client
+from .fast_token import plain_client
 from .grants import (
     add_id_token,
     check_code_verifier,
@@ -45,21 +44,6 @@ from .grants import (
 
 GRANT_TYPE = "authorization_code"
 PARAMETERS = frozenset(("grant_type", "code", "redirect_uri", "code_verifier"))
-
-
-def exchange(request: Request) -> Response | None:
-    """The token response, or None when the general path must answer."""
-    if request.mimetype != "application/x-www-form-urlencoded" or request.query_string:
-        return None
-    form = request.form
-    if form.get("grant_type") != GRANT_TYPE or "HTTP_DPOP" in request.environ:
-        return None
-    if any(len(form.getlist(name)) > 1 for name in form):
-        return None
-    found = grant(form.to_dict(), request.headers.get("Authorization"))
-    if found is None:
-        return None
-    return Response(json.dumps(found[1]), status=200, headers=HEADERS)
 
 
 def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
-from flask import Request, Response, json  # Flask's JSON, as Authlib's answers use (sorted keys)
 
 from ..store import db
 from ..store.clients import ClientRecord
@@ -38,7 +37,7 @@ from .grants import (
     store_refresh_token,
     token_body,
 )
-from .fast_token import HEADERS, plain_client
+from .fast_token import plain_client
 
 GRANT_TYPE = "refresh_token"
 PARAMETERS = frozenset(("grant_type", "refresh_token", "scope"))
@@ -56,21 +55,6 @@ class Committed(Exception):
     def __init__(self, client_id: str):
         super().__init__(client_id)
         self.client_id = client_id
-
-
-def refresh_token(request: Request) -> Response | None:
-    """The token response, or None when the general path must answer."""
-    if request.mimetype != "application/x-www-form-urlencoded" or request.query_string:
-        return None
-    form = request.form
-    if form.get("grant_type") != GRANT_TYPE or "HTTP_DPOP" in request.environ:
-        return None
-    if any(len(form.getlist(name)) > 1 for name in form):
-        return None
-    found = grant(form.to_dict(), request.headers.get("Authorization"))
-    if found is None:
-        return None
-    return Response(json.dumps(found[1]), status=200, headers=HEADERS)
 
 
 def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | None:
