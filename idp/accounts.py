@@ -19,7 +19,7 @@ they must have a second factor. Each sign-in path and `sessions.current` ask her
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+from sqlalchemy import JSON, bindparam, delete, insert, select, update
 
 from . import audit, sessions
 from .passwords import set_password
@@ -81,12 +81,10 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     a member of the org, names refreshed from the IdP. An unverified row with this address
     is adopted (its password and all else wiped); None for a disabled account. With
     `commit` False, the change and its audit event wait for the caller's commit."""
-    user = db.session.query(User).filter_by(email=identity.email).one_or_none()
-    created = user is None
-    if created:
-        user = User(email=identity.email, email_verified=True, org_id=org.id)
-        db.session.add(user)
-    elif user.disabled:
+    user = by_email(identity.email)
+    if user is None:
+        return _created_just_in_time(org, identity, method)
+    if user.disabled:
         return None
     elif not user.email_verified:
         wipe_unproven(user, keep_password=False)
@@ -98,11 +96,49 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
             setattr(user, field, value)
     if not user.name and (user.given_name or user.family_name):
         user.name = " ".join(p for p in (user.given_name, user.family_name) if p)
-    if created:
-        audit.record("signup", user, method=method, org=org.id, commit=False)
     if commit:
         db.session.commit()
     return user
+
+
+def _created_just_in_time(org, identity, method: str) -> User:
+    """The new account and its signup event, left to the caller's commit: a table insert
+    built once (the unit of work cost more than the insert), the row then handed to the
+    session as the persistent account it now is."""
+    values = {key: (None if default is None else default.arg if default.is_scalar else default.arg(None))
+              for key, default in _USER_DEFAULTS.items()}
+    values.update(email=identity.email, email_verified=True, org_id=org.id, given_name=identity.given_name or None,
+                  family_name=identity.family_name or None, name=identity.name or None)
+    if not values["name"] and (values["given_name"] or values["family_name"]):
+        values["name"] = " ".join(p for p in (values["given_name"], values["family_name"]) if p)
+    db.session.flush()  # what the session holds first, as the unit of work ordered it
+    # A None for a JSON column would be stored as JSON null: left out, it is SQL NULL, as
+    # the ORM writes an attribute never set.
+    db.session.connection().execute(_INSERT_USER, {k: v for k, v in values.items() if k not in _JSON or v is not None})
+    user = sessions.attach_loaded(User, values)
+    audit.record("signup", user, method=method, org=org.id, commit=False)
+    return user
+
+
+_USERS = User.__table__
+# Column defaults as the ORM would apply them on insert (all scalars or argument-free callables).
+_USER_DEFAULTS = {c.key: c.default for c in _USERS.c}
+_INSERT_USER = insert(_USERS)
+_JSON = {c.key for c in _USERS.c if isinstance(c.type, JSON)}
+# Built once, run on the session's connection (no ORM execute or loading layer): the
+# password step and every just-in-time sign-in ask.
+_USER_BY_EMAIL = select(_USERS).where(_USERS.c.email == bindparam("b_email"))
+
+
+def by_email(address: str) -> User | None:
+    """The account with this address (normalized), or None."""
+    db.session.flush()  # as the ORM's autoflush did
+    row = db.session.connection().execute(_USER_BY_EMAIL, {"b_email": address}).first()
+    if row is None:
+        return None
+    # The account this session holds already wins, as for an ORM query.
+    user = db.session.identity_map.get(db.session.identity_key(User, row.id))
+    return user if user is not None else sessions.attach_loaded(User, dict(row._mapping))
 
 
 def can_sign_in(user: User | None) -> bool:

@@ -65,6 +65,48 @@ def domains_of(org: Org) -> list[str]:
     return list(db.session.connection().execute(_DOMAINS_OF, {"org_id": org.id}).scalars())
 
 
+@dataclass(frozen=True)
+class SamlOrg:
+    """What the ACS needs of an org (`service_provider` takes it as it takes an Org)."""
+
+    id: str
+    saml_metadata: str | None
+    allow_idp_initiated: bool
+    domains: frozenset[str]
+
+
+_ORGS = Org.__table__
+_SAML_ORG = select(_ORGS.c.saml_metadata, _ORGS.c.allow_idp_initiated).where(_ORGS.c.id == bindparam("id"))
+
+
+def saml_org(org_id: str) -> SamlOrg | None:
+    """The org as the ACS sees it, kept per process: the database bumps the `scim` change
+    stamp in the transaction of any change to an org or its domains (migration 0012), and
+    an entry is used only while this process reads that stamp unchanged (the scheme of
+    idp/oauth/client_cache.py), so every process sees a new IdP or domain at once."""
+    return _saml_org_cache().get(org_id, _load_saml_org)
+
+
+def _load_saml_org(org_id: str) -> SamlOrg | None:
+    conn = db.session.connection()
+    row = conn.execute(_SAML_ORG, {"id": org_id}).first()
+    if row is None:
+        return None
+    domains = frozenset(conn.execute(_DOMAINS_OF, {"org_id": org_id}).scalars())
+    return SamlOrg(org_id, row.saml_metadata, bool(row.allow_idp_initiated), domains)
+
+
+def _saml_org_cache():
+    cache = current_app.extensions.get("idp.saml_org_cache")
+    if cache is None:
+        from .oauth.client_cache import ClientCache
+
+        app = current_app._get_current_object()
+        cache = current_app.extensions.setdefault(
+            "idp.saml_org_cache", ClientCache(lambda: app.extensions["sqlalchemy"].engine, stamp="scim"))
+    return cache
+
+
 # Where metadata came from when it was uploaded through the Admin Center: not a path and
 # not a URL, so nothing ever tries to read it again (an admin must never name a server file).
 UPLOADED = "upload:"
@@ -347,7 +389,7 @@ def _key_files(row: SpCredential) -> tuple[Path, Path]:
 _SERVICE_PROVIDERS: dict[tuple, ServiceProvider] = {}
 
 
-def service_provider(org: Org) -> ServiceProvider:
+def service_provider(org: Org | SamlOrg) -> ServiceProvider:
     return _service_provider_for(org.id, org.saml_metadata or "", org.allow_idp_initiated)
 
 

@@ -377,3 +377,41 @@ def test_a_sign_in_going_on_to_a_second_factor_keeps_what_the_idp_said(live, idp
         user = db.session.get(User, user_id)
         assert (user.given_name, user.family_name) == ("Dora", "Explorer")
         assert user.org_id == db.session.query(Org).filter_by(name=name).one().id
+
+
+def test_every_acs_post_is_counted_whatever_its_answer(proxied, idp, tmp_path):
+    """The ACS's count rides in the commit of what the post leads to: a parked response, a
+    refusal, a throttled post and a post that fails on its way (a body past the limit) are
+    each counted, once."""
+    from idp.ratelimit import RateLimit, throttle_key
+    from idp.store import Org, db
+
+    name = "count-" + secrets.token_hex(3)
+    assert proxied.idp("orgs", "create", name, "--domain", f"{name}.example").returncode == 0
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert proxied.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    with proxied.db():
+        acs = f"{proxied.issuer}/saml/{db.session.query(Org).filter_by(name=name).one().id}/acs"
+    address = f"203.0.113.{secrets.randbelow(200) + 20}"
+
+    def post(data) -> int:
+        return requests.post(acs, data=data, headers={"X-Forwarded-For": address}, allow_redirects=False,
+                             timeout=30).status_code
+
+    def counted() -> int:
+        with proxied.db():
+            row = db.session.get(RateLimit, throttle_key("saml:ip", address))
+            return row.failures if row is not None else 0
+
+    assert post({"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r"}) == 303 and counted() == 1
+    assert post({"RelayState": "r"}) == 400 and counted() == 2
+    assert post({"SAMLResponse": "A" * (1024 * 1024 + 10)}) == 413 and counted() == 3
+    assert post({"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r" * 81}) == 400 and counted() == 4
+    from idp.ratelimit import POLICIES, DatabaseCounters, Throttle
+
+    budget = POLICIES["saml:ip"].free
+    with proxied.db():
+        t = Throttle(DatabaseCounters())
+        assert all(t.failure("saml:ip", address).allowed for _ in range(budget - 4))
+    assert post({"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r"}) == 429 and counted() == budget + 1
