@@ -149,19 +149,34 @@ def can_sign_in(user: User | None) -> bool:
 # --- the org's sign-in options -------------------------------------------------------
 
 
-def policy_orgs(user: User) -> list[Org]:
+def policy_orgs(user: User) -> list:
     """The orgs whose sign-in options bind `user`: the org they are a member of, and the org
     owning their address's domain (as for enforced Enterprise Sign-In: an account made
     before its domain joined an org is bound all the same). The strictest option wins."""
-    from federation.discovery import org_for_email
+    from federation.discovery import domain_of, org_for_email
 
-    found = []
-    if user.org_id:
-        found.append(db.session.get(Org, user.org_id))
-    by_domain = org_for_email(user.email) if user.email else None
+    from . import orgs
+
+    held = db.session.identity_map
+    if db.session.new or db.session.dirty or db.session.deleted:
+        # this transaction changes rows: read through it, as committed views cannot see that
+        found = [db.session.get(Org, user.org_id) if user.org_id else None]
+        by_domain = org_for_email(user.email) if user.email else None
+    else:
+        # The orgs as committed, kept per process (`orgs.view`: every page of a signed-in
+        # browser asks); an org this session holds wins, as for an ORM get.
+        found = [_held_or(held, orgs.view, user.org_id) if user.org_id else None]
+        by_domain = _held_or(held, orgs.view_of_domain, domain_of(user.email)) if user.email else None
     if by_domain is not None and by_domain.id != user.org_id:
         found.append(by_domain)
     return [org for org in found if org is not None]
+
+
+def _held_or(held, read, key: str):
+    org = read(key)
+    if org is None:
+        return None
+    return held.get(db.session.identity_key(Org, org.id)) or org
 
 
 def social_allowed(user: User) -> bool:

@@ -415,3 +415,40 @@ def test_every_acs_post_is_counted_whatever_its_answer(proxied, idp, tmp_path):
         t = Throttle(DatabaseCounters())
         assert all(t.failure("saml:ip", address).allowed for _ in range(budget - 4))
     assert post({"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r"}) == 429 and counted() == budget + 1
+
+
+def test_the_sp_credential_is_read_each_time_until_it_is_settled(live):
+    """The SP's credential files are kept per app only once the oldest credential is older
+    than a racing first insert could be; before, each request reads which one is oldest."""
+    from datetime import timedelta
+
+    from sqlalchemy import event, update
+
+    from idp import orgs
+    from idp.store import SpCredential, db, utcnow
+
+    app = live.app
+    with app.app_context():
+        app.extensions.pop("idp.sp_credential_files", None)
+        files = orgs._credential_files()
+        oldest = db.session.query(SpCredential).order_by(SpCredential.created_at).first()
+        db.session.execute(update(SpCredential).where(SpCredential.id == oldest.id).values(created_at=utcnow()))
+        db.session.commit()
+        assert orgs._credential_files() == files
+        assert "idp.sp_credential_files" not in app.extensions  # young: read again next time
+        settled = utcnow() - orgs.CREDENTIAL_SETTLED - timedelta(minutes=1)
+        db.session.execute(update(SpCredential).where(SpCredential.id == oldest.id).values(created_at=settled))
+        db.session.commit()
+        assert orgs._credential_files() == files
+        statements = []
+
+        def seen(conn, cursor, statement, *rest):
+            statements.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            assert orgs._credential_files() == files
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+        assert statements == []
+        app.extensions.pop("idp.sp_credential_files", None)

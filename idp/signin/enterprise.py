@@ -80,7 +80,7 @@ def _park(org_id: str, decision):
         db.session.commit()
         return render_template("error.html", message=wait_message(decision.retry_after)), 429, {
             "Retry-After": str(decision.retry_after)}
-    org = orgs.saml_org(org_id[:32])
+    org = orgs.view(org_id[:32])
     response = request.form.get("SAMLResponse")
     relay_state = request.form.get("RelayState")
     if org is None or not org.saml_metadata or not response:
@@ -115,7 +115,7 @@ def consume(org_id: str, inbox: str):
         db.session.rollback()
         return refuse_enterprise(None, None, "no parked response")
     db.session.commit()  # one use, whatever comes next
-    org = orgs.saml_org(org_id)
+    org = orgs.view(org_id)
     if org is None:  # the org was deleted since the post
         return refuse_enterprise(None, None, "no parked response")
     from ..admin.enterprise import finish_test, is_test_answer
