@@ -452,3 +452,24 @@ def test_the_sp_credential_is_read_each_time_until_it_is_settled(live):
             event.remove(db.engine, "before_cursor_execute", seen)
         assert statements == []
         app.extensions.pop("idp.sp_credential_files", None)
+
+
+def test_an_idp_replaced_by_another_process_is_seen_by_every_worker_at_once(live, idp, other_idp, org, tmp_path):
+    """The server's workers keep the org's IdP and domains in memory; the command line (a
+    process of its own) attaching another IdP makes every worker refuse the old one's
+    answers from the next request on, and take the new one's."""
+    name, domain = org
+    for n in range(4):  # the server's workers each sign someone in: the org is in their memory
+        b, request = _fresh_request(live, idp, domain, f"w{n}")
+        response, acs = idp.response(request, email=f"w{n}@{domain}")
+        assert "code" in redirect_params(_post(b, acs, response, request["relay_state"]))
+    other_idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
+    path = tmp_path / "other.xml"
+    path.write_text(other_idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    for n in range(4):
+        b, request = _fresh_request(live, other_idp, domain, f"x{n}")
+        _refused(live, b, idp, request, idp.response(request, email=f"x{n}@{domain}")[0])
+    b, request = _fresh_request(live, other_idp, domain, "y")
+    response, acs = other_idp.response(request, email=f"y@{domain}")
+    assert "code" in redirect_params(_post(b, acs, response, request["relay_state"]))
