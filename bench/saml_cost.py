@@ -106,6 +106,13 @@ with app.app_context():
     signin_idp.trust_sp(orgs.sp_metadata(org))
     product, _ = create_client({"client_name": "bench", "redirect_uris": [REDIRECT]}, first_party=True)
     product_id = product.client_id
+    # As a server running for a while sees it: the SP credential made long ago (settled).
+    from datetime import timedelta
+
+    from idp.store import SpCredential, db
+    for credential in db.session.query(SpCredential):
+        credential.created_at -= timedelta(days=1)
+    db.session.commit()
 
 
 def follow(http, resp):

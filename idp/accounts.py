@@ -19,7 +19,7 @@ they must have a second factor. Each sign-in path and `sessions.current` ask her
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+from sqlalchemy import JSON, bindparam, delete, insert, select, update
 
 from . import audit, sessions
 from .passwords import set_password
@@ -81,12 +81,10 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     a member of the org, names refreshed from the IdP. An unverified row with this address
     is adopted (its password and all else wiped); None for a disabled account. With
     `commit` False, the change and its audit event wait for the caller's commit."""
-    user = db.session.query(User).filter_by(email=identity.email).one_or_none()
-    created = user is None
-    if created:
-        user = User(email=identity.email, email_verified=True, org_id=org.id)
-        db.session.add(user)
-    elif user.disabled:
+    user = by_email(identity.email)
+    if user is None:
+        return _created_just_in_time(org, identity, method)
+    if user.disabled:
         return None
     elif not user.email_verified:
         wipe_unproven(user, keep_password=False)
@@ -98,11 +96,49 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
             setattr(user, field, value)
     if not user.name and (user.given_name or user.family_name):
         user.name = " ".join(p for p in (user.given_name, user.family_name) if p)
-    if created:
-        audit.record("signup", user, method=method, org=org.id, commit=False)
     if commit:
         db.session.commit()
     return user
+
+
+def _created_just_in_time(org, identity, method: str) -> User:
+    """The new account and its signup event, left to the caller's commit: a table insert
+    built once (the unit of work cost more than the insert), the row then handed to the
+    session as the persistent account it now is."""
+    values = {key: (None if default is None else default.arg if default.is_scalar else default.arg(None))
+              for key, default in _USER_DEFAULTS.items()}
+    values.update(email=identity.email, email_verified=True, org_id=org.id, given_name=identity.given_name or None,
+                  family_name=identity.family_name or None, name=identity.name or None)
+    if not values["name"] and (values["given_name"] or values["family_name"]):
+        values["name"] = " ".join(p for p in (values["given_name"], values["family_name"]) if p)
+    db.session.flush()  # what the session holds first, as the unit of work ordered it
+    # A None for a JSON column would be stored as JSON null: left out, it is SQL NULL, as
+    # the ORM writes an attribute never set.
+    db.session.connection().execute(_INSERT_USER, {k: v for k, v in values.items() if k not in _JSON or v is not None})
+    user = sessions.attach_loaded(User, values)
+    audit.record("signup", user, method=method, org=org.id, commit=False)
+    return user
+
+
+_USERS = User.__table__
+# Column defaults as the ORM would apply them on insert (all scalars or argument-free callables).
+_USER_DEFAULTS = {c.key: c.default for c in _USERS.c}
+_INSERT_USER = insert(_USERS)
+_JSON = {c.key for c in _USERS.c if isinstance(c.type, JSON)}
+# Built once, run on the session's connection (no ORM execute or loading layer): the
+# password step and every just-in-time sign-in ask.
+_USER_BY_EMAIL = select(_USERS).where(_USERS.c.email == bindparam("b_email"))
+
+
+def by_email(address: str) -> User | None:
+    """The account with this address (normalized), or None."""
+    db.session.flush()  # as the ORM's autoflush did
+    row = db.session.connection().execute(_USER_BY_EMAIL, {"b_email": address}).first()
+    if row is None:
+        return None
+    # The account this session holds already wins, as for an ORM query.
+    user = db.session.identity_map.get(db.session.identity_key(User, row.id))
+    return user if user is not None else sessions.attach_loaded(User, dict(row._mapping))
 
 
 def can_sign_in(user: User | None) -> bool:
@@ -113,19 +149,34 @@ def can_sign_in(user: User | None) -> bool:
 # --- the org's sign-in options -------------------------------------------------------
 
 
-def policy_orgs(user: User) -> list[Org]:
+def policy_orgs(user: User) -> list:
     """The orgs whose sign-in options bind `user`: the org they are a member of, and the org
     owning their address's domain (as for enforced Enterprise Sign-In: an account made
     before its domain joined an org is bound all the same). The strictest option wins."""
-    from federation.discovery import org_for_email
+    from federation.discovery import domain_of, org_for_email
 
-    found = []
-    if user.org_id:
-        found.append(db.session.get(Org, user.org_id))
-    by_domain = org_for_email(user.email) if user.email else None
+    from . import orgs
+
+    held = db.session.identity_map
+    if db.session.new or db.session.dirty or db.session.deleted:
+        # this transaction changes rows: read through it, as committed views cannot see that
+        found = [db.session.get(Org, user.org_id) if user.org_id else None]
+        by_domain = org_for_email(user.email) if user.email else None
+    else:
+        # The orgs as committed, kept per process (`orgs.view`: every page of a signed-in
+        # browser asks); an org this session holds wins, as for an ORM get.
+        found = [_held_or(held, orgs.view, user.org_id) if user.org_id else None]
+        by_domain = _held_or(held, orgs.view_of_domain, domain_of(user.email)) if user.email else None
     if by_domain is not None and by_domain.id != user.org_id:
         found.append(by_domain)
     return [org for org in found if org is not None]
+
+
+def _held_or(held, read, key: str):
+    org = read(key)
+    if org is None:
+        return None
+    return held.get(db.session.identity_key(Org, org.id)) or org
 
 
 def social_allowed(user: User) -> bool:

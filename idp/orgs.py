@@ -65,6 +65,73 @@ def domains_of(org: Org) -> list[str]:
     return list(db.session.connection().execute(_DOMAINS_OF, {"org_id": org.id}).scalars())
 
 
+@dataclass(frozen=True)
+class OrgView:
+    """An org's row and domains as committed, kept per process (`view`): what the ACS and
+    the sign-in options ask of an org (`service_provider` takes it as it takes an Org)."""
+
+    id: str
+    enforce_sso: bool
+    allow_idp_initiated: bool
+    saml_metadata: str | None
+    require_mfa: bool
+    allow_social: bool
+    allow_passkeys: bool
+    domains: frozenset[str]
+
+
+_ORGS = Org.__table__
+_ORG_VIEW = select(_ORGS.c.enforce_sso, _ORGS.c.allow_idp_initiated, _ORGS.c.saml_metadata, _ORGS.c.require_mfa,
+                   _ORGS.c.allow_social, _ORGS.c.allow_passkeys).where(_ORGS.c.id == bindparam("id"))
+_ORG_OF_DOMAIN = select(_DOMAINS.c.org_id).where(_DOMAINS.c.domain == bindparam("domain"))
+
+
+def view(org_id: str) -> OrgView | None:
+    """The org as committed, kept per process: the database bumps the `scim` change stamp
+    in the transaction of any change to an org or its domains (migration 0012), and an
+    entry is used only while this process reads that stamp unchanged (the scheme of
+    idp/oauth/client_cache.py), so every process sees a new IdP, option or domain at once."""
+    return _view_cache().get(org_id, _load_view)
+
+
+def view_of_domain(domain: str) -> OrgView | None:
+    """`view` of the org owning `domain` (an org id never starts with "@")."""
+    return _view_cache().get("@" + domain, _load_view_of_domain)
+
+
+# Read on a connection of its own, after the stamp was read: the request's transaction may
+# hold an older snapshot (SQLite), which must never be filed under the newer stamp.
+def _load_view(org_id: str) -> OrgView | None:
+    with db.engine.connect() as conn:
+        return _read_view(conn, org_id)
+
+
+def _load_view_of_domain(key: str) -> OrgView | None:
+    with db.engine.connect() as conn:
+        org_id = conn.execute(_ORG_OF_DOMAIN, {"domain": key[1:]}).scalar()
+        return _read_view(conn, org_id) if org_id is not None else None
+
+
+def _read_view(conn, org_id: str) -> OrgView | None:
+    row = conn.execute(_ORG_VIEW, {"id": org_id}).first()
+    if row is None:
+        return None
+    domains = frozenset(conn.execute(_DOMAINS_OF, {"org_id": org_id}).scalars())
+    return OrgView(org_id, bool(row.enforce_sso), bool(row.allow_idp_initiated), row.saml_metadata,
+                   bool(row.require_mfa), bool(row.allow_social), bool(row.allow_passkeys), domains)
+
+
+def _view_cache():
+    cache = current_app.extensions.get("idp.org_view_cache")
+    if cache is None:
+        from .oauth.client_cache import ClientCache
+
+        app = current_app._get_current_object()
+        cache = current_app.extensions.setdefault(
+            "idp.org_view_cache", ClientCache(lambda: app.extensions["sqlalchemy"].engine, stamp="scim"))
+    return cache
+
+
 # Where metadata came from when it was uploaded through the Admin Center: not a path and
 # not a URL, so nothing ever tries to read it again (an admin must never name a server file).
 UPLOADED = "upload:"
@@ -297,16 +364,28 @@ def _credential() -> SpCredential:
 
 
 _CREDENTIALS = SpCredential.__table__
-_OLDEST_CREDENTIAL = select(_CREDENTIALS.c.id).order_by(_CREDENTIALS.c.created_at).limit(1)
+_OLDEST_CREDENTIAL = (select(_CREDENTIALS.c.id, _CREDENTIALS.c.created_at)
+                      .order_by(_CREDENTIALS.c.created_at).limit(1))
+# No change stamp covers sp_credentials, and none is needed: nothing updates or deletes a
+# credential, and one is inserted only when there is none (`_credential`). The oldest can
+# then change only while two processes' first inserts race (a transaction of milliseconds);
+# once the oldest is older than this, it is the SP's credential for good.
+CREDENTIAL_SETTLED = timedelta(minutes=10)
 
 
 def _credential_files() -> tuple[Path, Path]:
     """`_key_files(_credential())`, reading only the credential's id once its files are
-    written (every SAML request asks; the sealed key is needed once per process)."""
-    found = db.session.connection().execute(_OLDEST_CREDENTIAL).scalar()
+    written (every SAML request asks; the sealed key is needed once per process), and
+    nothing once the credential is settled (kept per app)."""
+    settled = current_app.extensions.get("idp.sp_credential_files")
+    if settled is not None:
+        return settled
+    found = db.session.connection().execute(_OLDEST_CREDENTIAL).first()
     if found is not None:
-        key_file, cert_file = _key_paths(found)
+        key_file, cert_file = _key_paths(found.id)
         if key_file.exists() and cert_file.exists():
+            if found.created_at < utcnow() - CREDENTIAL_SETTLED:
+                current_app.extensions["idp.sp_credential_files"] = (key_file, cert_file)
             return key_file, cert_file
     return _key_files(_credential())
 
@@ -338,7 +417,7 @@ def _key_files(row: SpCredential) -> tuple[Path, Path]:
 _SERVICE_PROVIDERS: dict[tuple, ServiceProvider] = {}
 
 
-def service_provider(org: Org) -> ServiceProvider:
+def service_provider(org: Org | OrgView) -> ServiceProvider:
     return _service_provider_for(org.id, org.saml_metadata or "", org.allow_idp_initiated)
 
 

@@ -146,8 +146,9 @@ class Counters(Protocol):
     def on_record(self, keys: list[str]) -> dict[str, datetime | None]:
         """blocked_until of each of `keys` that has failures on record (others are absent)."""
 
-    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
-        """Count one failure atomically; return the key's resulting blocked_until."""
+    def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
+        """Count one failure atomically; return the key's resulting blocked_until. With
+        `commit` False, a count kept in the database waits for the caller's commit."""
 
     def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
         """In one atomic operation: if the key is not blocked, count one failure. Returns
@@ -169,7 +170,8 @@ class DatabaseCounters:
     count nor collide on the first insert. The new block time is chosen inside the statement
     from the new count, among precomputed instants (one per doubling step, so no dialect's
     date arithmetic is needed). `record_failure` and `forget` commit the session: call them
-    where the request has nothing half-done pending.
+    where the request has nothing half-done pending (or `record_failure` with `commit`
+    False, and commit it yourself whatever happens next).
     """
 
     def blocked_until(self, key: str) -> datetime | None:
@@ -196,17 +198,19 @@ class DatabaseCounters:
         return table, stmt, count, counted
 
     @staticmethod
-    def _run(stmt, params=None):
-        """Execute one upsert and commit; the first returned row (or None)."""
+    def _run(stmt, params=None, commit: bool = True):
+        """Execute one upsert (on the session's connection: no ORM execute layer for a table
+        statement) and commit; the first returned row (or None)."""
         try:
-            row = db.session.execute(stmt, params).first()
-            db.session.commit()
+            row = db.session.connection().execute(stmt, params).first()
+            if commit:
+                db.session.commit()
         except Exception:
             db.session.rollback()
             raise
         return row
 
-    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
+    def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
         dialect = db.session.get_bind().dialect.name
         stmt = _FAILURE_STATEMENTS.get((policy, dialect))
         if stmt is None:
@@ -216,7 +220,7 @@ class DatabaseCounters:
             seconds = policy.delay(n)
             params[f"block_{n}"] = now + timedelta(seconds=seconds) if seconds else None
         params["block_1"] = now + timedelta(seconds=policy.delay(1)) if policy.delay(1) else None
-        return self._run(stmt, params).blocked_until
+        return self._run(stmt, params, commit).blocked_until
 
     def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
         # The upsert's WHERE makes the check and the count one statement: on a blocked key it
@@ -375,7 +379,7 @@ class RedisCounters:
         return {key: _from_epoch_ms(blocked) for key, (failures, blocked) in zip(keys, pipe.execute(), strict=True)
                 if failures is not None}
 
-    def record_failure(self, key: str, policy: Policy, now: datetime) -> datetime | None:
+    def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
         return _from_epoch_ms(self._failure(keys=[self.PREFIX + key], args=_lua_args(policy, now)))
 
     def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
@@ -439,11 +443,15 @@ class Throttle:
             decisions.append(Decision(decision.allowed, decision.retry_after, on_record=key in found))
         return decisions
 
-    def failure(self, scope: str, value: str) -> Decision:
-        """Record one failure and say whether the key is now blocked."""
+    def failure(self, scope: str, value: str, *, commit: bool = True) -> Decision:
+        """Record one failure and say whether the key is now blocked.
+
+        `commit` False: a count kept in the database is left in the request's transaction,
+        so that the caller's next write is one commit with it; the caller must then commit
+        on every way out, a refusal or an error alike (a failure counted is never lost)."""
         now = self.now()
         key = throttle_key(scope, value)
-        return _decide(self._call("record_failure", key, POLICIES[scope], now), now)
+        return _decide(self._call("record_failure", key, POLICIES[scope], now, commit), now)
 
     def attempt(self, scope: str, value: str) -> Decision:
         """Count one attempt before its answer is checked, and say whether it may go ahead.

@@ -377,3 +377,99 @@ def test_a_sign_in_going_on_to_a_second_factor_keeps_what_the_idp_said(live, idp
         user = db.session.get(User, user_id)
         assert (user.given_name, user.family_name) == ("Dora", "Explorer")
         assert user.org_id == db.session.query(Org).filter_by(name=name).one().id
+
+
+def test_every_acs_post_is_counted_whatever_its_answer(proxied, idp, tmp_path):
+    """The ACS's count rides in the commit of what the post leads to: a parked response, a
+    refusal, a throttled post and a post that fails on its way (a body past the limit) are
+    each counted, once."""
+    from idp.ratelimit import RateLimit, throttle_key
+    from idp.store import Org, db
+
+    name = "count-" + secrets.token_hex(3)
+    assert proxied.idp("orgs", "create", name, "--domain", f"{name}.example").returncode == 0
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert proxied.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    with proxied.db():
+        acs = f"{proxied.issuer}/saml/{db.session.query(Org).filter_by(name=name).one().id}/acs"
+    address = f"203.0.113.{secrets.randbelow(200) + 20}"
+
+    def post(data) -> int:
+        return requests.post(acs, data=data, headers={"X-Forwarded-For": address}, allow_redirects=False,
+                             timeout=30).status_code
+
+    def counted() -> int:
+        with proxied.db():
+            row = db.session.get(RateLimit, throttle_key("saml:ip", address))
+            return row.failures if row is not None else 0
+
+    assert post({"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r"}) == 303 and counted() == 1
+    assert post({"RelayState": "r"}) == 400 and counted() == 2
+    assert post({"SAMLResponse": "A" * (1024 * 1024 + 10)}) == 413 and counted() == 3
+    assert post({"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r" * 81}) == 400 and counted() == 4
+    from idp.ratelimit import POLICIES, DatabaseCounters, Throttle
+
+    budget = POLICIES["saml:ip"].free
+    with proxied.db():
+        t = Throttle(DatabaseCounters())
+        assert all(t.failure("saml:ip", address).allowed for _ in range(budget - 4))
+    assert post({"SAMLResponse": "PFJlc3BvbnNlLz4=", "RelayState": "r"}) == 429 and counted() == budget + 1
+
+
+def test_the_sp_credential_is_read_each_time_until_it_is_settled(live):
+    """The SP's credential files are kept per app only once the oldest credential is older
+    than a racing first insert could be; before, each request reads which one is oldest."""
+    from datetime import timedelta
+
+    from sqlalchemy import event, update
+
+    from idp import orgs
+    from idp.store import SpCredential, db, utcnow
+
+    app = live.app
+    with app.app_context():
+        app.extensions.pop("idp.sp_credential_files", None)
+        files = orgs._credential_files()
+        oldest = db.session.query(SpCredential).order_by(SpCredential.created_at).first()
+        db.session.execute(update(SpCredential).where(SpCredential.id == oldest.id).values(created_at=utcnow()))
+        db.session.commit()
+        assert orgs._credential_files() == files
+        assert "idp.sp_credential_files" not in app.extensions  # young: read again next time
+        settled = utcnow() - orgs.CREDENTIAL_SETTLED - timedelta(minutes=1)
+        db.session.execute(update(SpCredential).where(SpCredential.id == oldest.id).values(created_at=settled))
+        db.session.commit()
+        assert orgs._credential_files() == files
+        statements = []
+
+        def seen(conn, cursor, statement, *rest):
+            statements.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            assert orgs._credential_files() == files
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+        assert statements == []
+        app.extensions.pop("idp.sp_credential_files", None)
+
+
+def test_an_idp_replaced_by_another_process_is_seen_by_every_worker_at_once(live, idp, other_idp, org, tmp_path):
+    """The server's workers keep the org's IdP and domains in memory; the command line (a
+    process of its own) attaching another IdP makes every worker refuse the old one's
+    answers from the next request on, and take the new one's."""
+    name, domain = org
+    for n in range(4):  # the server's workers each sign someone in: the org is in their memory
+        b, request = _fresh_request(live, idp, domain, f"w{n}")
+        response, acs = idp.response(request, email=f"w{n}@{domain}")
+        assert "code" in redirect_params(_post(b, acs, response, request["relay_state"]))
+    other_idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
+    path = tmp_path / "other.xml"
+    path.write_text(other_idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    for n in range(4):
+        b, request = _fresh_request(live, other_idp, domain, f"x{n}")
+        _refused(live, b, idp, request, idp.response(request, email=f"x{n}@{domain}")[0])
+    b, request = _fresh_request(live, other_idp, domain, "y")
+    response, acs = other_idp.response(request, email=f"y@{domain}")
+    assert "code" in redirect_params(_post(b, acs, response, request["relay_state"]))

@@ -59,11 +59,28 @@ def acs(org_id: str):
     post counts against the client's address ("saml:ip"), and a post that could never be
     valid is refused whole, with nothing stored.
     """
-    decision = throttle().failure("saml:ip", request.remote_addr or "")
+    # The count rides in the parked row's commit (or the refusal's): one commit, not two.
+    # Every way out below commits it, an error included.
+    address = request.remote_addr or ""
+    decision = throttle().failure("saml:ip", address, commit=False)
+    try:
+        return _park(org_id, decision)
+    except BaseException:
+        try:
+            db.session.commit()
+        except Exception:  # noqa: BLE001 - the error being raised is the one to show
+            # the transaction failed whole (a write refused): the count, on its own again
+            db.session.rollback()
+            throttle().failure("saml:ip", address)
+        raise
+
+
+def _park(org_id: str, decision):
     if not decision.allowed:
+        db.session.commit()
         return render_template("error.html", message=wait_message(decision.retry_after)), 429, {
             "Retry-After": str(decision.retry_after)}
-    org = db.session.get(Org, org_id[:32])
+    org = orgs.view(org_id[:32])
     response = request.form.get("SAMLResponse")
     relay_state = request.form.get("RelayState")
     if org is None or not org.saml_metadata or not response:
@@ -98,11 +115,13 @@ def consume(org_id: str, inbox: str):
         db.session.rollback()
         return refuse_enterprise(None, None, "no parked response")
     db.session.commit()  # one use, whatever comes next
-    org = db.session.get(Org, org_id)
+    org = orgs.view(org_id)
+    if org is None:  # the org was deleted since the post
+        return refuse_enterprise(None, None, "no parked response")
     from ..admin.enterprise import finish_test, is_test_answer
 
     if is_test_answer(org, row.relay_state):  # an admin's Test connection: shown, nobody signed in
-        return finish_test(org, row.saml_response)
+        return finish_test(db.session.get(Org, org.id), row.saml_response)
     state = session.pop("saml", None)
     started_here = (state is not None and state.get("org") == org.id
                     and time.time() - state.get("at", 0) <= REQUEST_TTL)
@@ -117,7 +136,7 @@ def consume(org_id: str, inbox: str):
         return refuse_enterprise(None, org, err.reason)
     if not spend_assertion(org, assertion_id, not_after):
         return refuse_enterprise(None, org, "assertion replayed")
-    if domain_of(identity.email) not in orgs.domains_of(org):
+    if domain_of(identity.email) not in org.domains:
         return refuse_enterprise(None, org, "email outside the org's domains")
     # The account, its session and their audit events: one commit (the sign-in's own, or
     # the refusal's event's), and the one below for a sign-in going on to a second factor.

@@ -12,8 +12,6 @@ import time
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, select
-
 from federation.discovery import home_realm_for
 
 from .. import accounts, audit, sessions, social
@@ -30,11 +28,6 @@ from .throttling import too_many_attempts
 
 log = logging.getLogger(__name__)
 bp = Blueprint("signin", __name__)
-# Built once, run on the session's connection (no ORM execute or loading layer): every
-# password step asks.
-_USER_BY_EMAIL = select(User.__table__).where(User.__table__.c.email == bindparam("b_email"))
-
-
 def _req() -> str | None:
     return request.values.get("req") or None
 
@@ -135,7 +128,7 @@ def password():
         if not decision.allowed:
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
-    user = _user_by_email(address)
+    user = accounts.by_email(address)
     if enforced_for(user, address):
         return sso_required(address)
     # verify_password spends the same argon2 time whether or not the account exists.
@@ -154,16 +147,6 @@ def password():
     session.pop("signin_email", None)
     session.pop("remember", None)
     return first_factor_passed(user, pending, req, remember=remember, amr=AMR_PASSWORD)
-
-
-def _user_by_email(address: str) -> User | None:
-    db.session.flush()  # as the ORM's autoflush did
-    row = db.session.connection().execute(_USER_BY_EMAIL, {"b_email": address}).first()
-    if row is None:
-        return None
-    # The account this session holds already wins, as for an ORM query.
-    user = db.session.identity_map.get(db.session.identity_key(User, row.id))
-    return user if user is not None else sessions.attach_loaded(User, dict(row._mapping))
 
 
 def enforced_for(user: User | None, email: str | None = None) -> bool:
