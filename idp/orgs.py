@@ -122,14 +122,9 @@ def _read_view(conn, org_id: str) -> OrgView | None:
 
 
 def _view_cache():
-    cache = current_app.extensions.get("idp.org_view_cache")
-    if cache is None:
-        from .oauth.client_cache import ClientCache
+    from .oauth.client_cache import app_cache
 
-        app = current_app._get_current_object()
-        cache = current_app.extensions.setdefault(
-            "idp.org_view_cache", ClientCache(lambda: app.extensions["sqlalchemy"].engine, stamp="scim"))
-    return cache
+    return app_cache("idp.org_view_cache", stamp="scim")
 
 
 # Where metadata came from when it was uploaded through the Admin Center: not a path and

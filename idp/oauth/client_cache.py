@@ -15,7 +15,9 @@ the entry is filed under that stamp. A change committed before the stamp was rea
 the row we load; one committed after it moves the stamp, and the next request drops every
 entry.
 
-The same class keeps SCIM tokens under the `scim` stamp (migration 0012, idp/scim/tokens.py).
+The same class keeps SCIM tokens and orgs as their sign-in reads them under the `scim`
+stamp (migration 0012: scim_tokens, orgs, org_domains, social_providers; idp/scim/tokens.py,
+idp/orgs.py `view`), each made at its first use by `app_cache`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000  # unknown ids are never cached; a full cache simply starts over
 STAMPS = ("clients", "scim")  # the rows of change_stamps the migrations made
+
+
+def app_cache(name: str, stamp: str) -> ClientCache:
+    """The current app's cache `name` (kept in its extensions) on change stamp `stamp`,
+    made at its first use."""
+    from flask import current_app
+
+    cache = current_app.extensions.get(name)
+    if cache is None:
+        app = current_app._get_current_object()
+        cache = current_app.extensions.setdefault(
+            name, ClientCache(lambda: app.extensions["sqlalchemy"].engine, stamp=stamp))
+    return cache
 
 
 class ClientCache:

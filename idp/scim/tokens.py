@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from flask import current_app, request
+from flask import request
 from sqlalchemy import bindparam, select, update
 
 from .. import ratelimit, scim_tokens
@@ -127,14 +127,9 @@ def _load(token_hash: str) -> LiveToken | None:
 
 
 def _cache():
-    cache = current_app.extensions.get("idp.scim_token_cache")
-    if cache is None:
-        from ..oauth.client_cache import ClientCache
+    from ..oauth.client_cache import app_cache
 
-        app = current_app._get_current_object()
-        cache = current_app.extensions.setdefault(
-            "idp.scim_token_cache", ClientCache(lambda: app.extensions["sqlalchemy"].engine, stamp="scim"))
-    return cache
+    return app_cache("idp.scim_token_cache", stamp="scim")
 
 
 def org_of_request() -> ScimOrg:
