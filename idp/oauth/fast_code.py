@@ -29,7 +29,7 @@ from ..store.clients import ClientRecord
 from ..store.driver import DriverConnection
 from . import resources
 from .fast_refresh import OWN, Committed
-from .fast_token import plain_client
+from .fast_token import plain_grant_client
 from .grants import (
     add_id_token,
     check_code_verifier,
@@ -51,10 +51,8 @@ def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | 
     form, each parameter once, and its Authorization header), the code spent and the refresh
     token stored, committed; None, with nothing written, when the general path must answer.
     Raises `Committed` for a fault from the commit on."""
-    if form.get("grant_type") != GRANT_TYPE:
-        return None
-    client = plain_client(form, authorization, PARAMETERS)
-    if client is None or client.require_dpop or not client.check_grant_type(GRANT_TYPE):
+    client = plain_grant_client(form, authorization, GRANT_TYPE, PARAMETERS)
+    if client is None:
         return None
     value = form.get("code")
     if not value:

@@ -37,7 +37,7 @@ from .grants import (
     store_refresh_token,
     token_body,
 )
-from .fast_token import plain_client
+from .fast_token import plain_grant_client
 
 GRANT_TYPE = "refresh_token"
 PARAMETERS = frozenset(("grant_type", "refresh_token", "scope"))
@@ -62,10 +62,8 @@ def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | 
     form, each parameter once, and its Authorization header), the presented token rotated
     and committed; None, with nothing written, when the general path must answer. Raises
     `Committed` for a fault from the commit on; before it, whatever raised left nothing written."""
-    if form.get("grant_type") != GRANT_TYPE:
-        return None
-    client = plain_client(form, authorization, PARAMETERS)
-    if client is None or client.require_dpop or not client.check_grant_type(GRANT_TYPE):
+    client = plain_grant_client(form, authorization, GRANT_TYPE, PARAMETERS)
+    if client is None:
         return None
     value = form.get("refresh_token")
     if not value:

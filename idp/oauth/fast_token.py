@@ -90,6 +90,18 @@ def plain_request(form: Iterable[tuple[str, str]], authorization: str | None) ->
     return client, scope
 
 
+def plain_grant_client(form: dict, authorization: str | None, grant_type: str,
+                       parameters: frozenset) -> ClientRecord | None:
+    """`plain_client` for a form of `grant_type` whose client may use that grant without a
+    DPoP proof (the plain refresh grant and code exchange); else None."""
+    if form.get("grant_type") != grant_type:
+        return None
+    client = plain_client(form, authorization, parameters)
+    if client is None or client.require_dpop or not client.check_grant_type(grant_type):
+        return None
+    return client
+
+
 def plain_client(form: dict, authorization: str | None, parameters: frozenset) -> ClientRecord | None:
     """The client as Authlib's client authentication finds it for the plain methods
     (client_secret_basic, client_secret_post, or a public client's client_id alone), from a
