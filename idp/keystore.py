@@ -56,24 +56,13 @@ def make_key_ring(settings: Settings) -> KeyRing:
 
 def ensure_signing_key(settings: Settings, alg: str = "ES256") -> SigningKey | None:
     """Create a signing key when none is active; return it, or None when one existed."""
-    from .store import SigningKey, db
-
-    active = db.session.execute(select(SigningKey).where(SigningKey.retired_at.is_(None))).first()
-    if active:
-        return None
-    return _add_key(settings, alg)
+    return _on_session(lambda conn, table: ensure_signing_key_row(conn, table, settings, alg))
 
 
 def rotate(settings: Settings, alg: str = "ES256") -> SigningKey:
     """Make a new key the signing key. Older keys stop signing now and stay in the
     JWKS until every token they signed has expired."""
-    from .store import SigningKey, db
-
-    retired = retirement(settings, utcnow())
-    for old in db.session.execute(select(SigningKey).where(SigningKey.retired_at.is_(None))).scalars():
-        old.retired_at = retired["retired_at"]
-        old.unpublish_at = retired["unpublish_at"]
-    return _add_key(settings, alg)
+    return _on_session(lambda conn, table: rotate_row(conn, table, settings, alg))
 
 
 def ensure_signing_key_row(conn, table, settings: Settings, alg: str = "ES256") -> dict | None:
@@ -117,12 +106,7 @@ def revoke(settings: Settings, kid: str) -> SigningKey | None:
     The row is deleted, private half included: a revoked key is presumed compromised and
     must never sign again. Raises LookupError for an unknown kid.
     """
-    from .store import SigningKey, db
-
-    db.session.flush()
-    successor = revoke_row(db.session.connection(), SigningKey.__table__, settings, kid)
-    db.session.commit()
-    return db.session.get(SigningKey, successor["kid"]) if successor else None
+    return _on_session(lambda conn, table: revoke_row(conn, table, settings, kid))
 
 
 def revoke_row(conn, table, settings: Settings, kid: str) -> dict | None:
@@ -136,10 +120,18 @@ def revoke_row(conn, table, settings: Settings, kid: str) -> dict | None:
     return successor
 
 
-def _add_key(settings: Settings, alg: str) -> SigningKey:
+def _on_session(write) -> SigningKey | None:
+    """Run one of the `*_row` writes above on the app session's connection and commit: the
+    steps have one home, whether the CLI (Core, no app) or the app asks. Returns the new
+    key's row as the ORM sees it, or None when the write made none."""
     from .store import SigningKey, db
 
-    row = SigningKey(**new_key_values(settings, alg))
-    db.session.add(row)
+    db.session.flush()
+    values = write(db.session.connection(), SigningKey.__table__)
     db.session.commit()
-    return row
+    # The statements bypassed the ORM (sessions here keep objects after a commit): a key
+    # already loaded in this session would still show what it was before.
+    for obj in list(db.session.identity_map.values()):
+        if isinstance(obj, SigningKey):
+            db.session.expire(obj)
+    return db.session.get(SigningKey, values["kid"]) if values else None
