@@ -69,6 +69,10 @@ def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
     session.clear()
     session.update(kept)
     session[FLOW_BINDING] = flow_binding(secret)
+    # Flask-WTF keeps the token it made for this request; one made before the renewal is
+    # worthless now, and a page answered after it (the consent page, right after the
+    # sign-in) must carry a token of the new flow cookie.
+    g.pop("csrf_token", None)
 
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
