@@ -146,6 +146,20 @@ def current() -> BrowserSession | None:
     return found
 
 
+def recheck_started() -> None:
+    """Hold the session this request started to the rules `current` holds a cookie's to:
+    the request goes on to answer an authorization request right after its sign-in (as the
+    next request, /authorize/resume, once did), and sees no session where that one would
+    have seen none."""
+    row = g.get("browser_session")
+    if row is None:
+        return
+    user = row.user
+    if row.ended_at is not None or row.expires_at <= utcnow() or user.disabled or not user.email_verified \
+            or not _meets_org_policy(row):
+        g.browser_session = None
+
+
 def _attached(values) -> BrowserSession:
     """The session row and its account read by `_BY_SECRET`, as the ORM's persistent rows
     (later changes are flushed as usual). Rows this session holds already win, as they do

@@ -146,3 +146,30 @@ def test_mark_signed_in_hands_back_the_request_only_while_resume_would_find_it(l
 
         session[pending_requests.BROWSER_KEY] = "another browser's key"
         assert pending_requests.mark_signed_in(kept, "s" * 32) is None
+
+
+def test_a_session_started_in_this_request_is_held_to_the_rules_of_a_cookies_session(live):
+    """`sessions.recheck_started`: the answer given right after a sign-in sees no session
+    where /authorize/resume, reading the cookie, would have seen none."""
+    from datetime import timedelta
+
+    from idp import sessions
+    from idp.store import User, db, utcnow
+
+    user_id = live.create_user("recheck@example.com", "recheck-password")
+    with live.app.test_request_context("/signin/password"):
+        user = db.session.get(User, user_id)
+        row = sessions.start(user, persistent=False, amr=["pwd"])
+        sessions.recheck_started()
+        assert sessions.current() is row  # a sound new session stands
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        sessions.recheck_started()
+        assert sessions.current() is None
+        db.session.rollback()
+    with live.app.test_request_context("/signin/password"):
+        user = db.session.get(User, user_id)
+        sessions.start(user, persistent=False, amr=["pwd"])
+        user.disabled = True  # disabled meanwhile: no session, as `current` would find none
+        sessions.recheck_started()
+        assert sessions.current() is None
+        db.session.rollback()

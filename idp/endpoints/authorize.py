@@ -92,6 +92,7 @@ def answer_signed_in(pending: PendingRequest | None):
     (None, as `find` would give resume: gone, expired or not this browser's)."""
     if pending is None:
         return _expired()
+    sessions.recheck_started()
     return _process(pending.params, pending=pending)
 
 
