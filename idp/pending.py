@@ -81,17 +81,29 @@ def find(req: str | None) -> PendingRequest | None:
     if not req or not isinstance(req, str):
         return None
     row = db.session.connection().execute(_BY_ID, {"id": req[:32]}).first()
-    if row is None or row.expires_at <= utcnow() or row.browser_hash is None:
-        return None
-    key = session.get(BROWSER_KEY)
-    if not isinstance(key, str) or not hmac.compare_digest(digest(key), row.browser_hash):
+    if row is None or not _live_here(row):
         return None
     return PendingRequest(**row._mapping)
 
 
-def mark_signed_in(pending: PendingRequest | PendingAuthorization, session_id: str) -> None:
-    """Note the session that signed in for this request (committed with the caller's commit)."""
-    db.session.connection().execute(_MARK_SIGNED_IN, {"b_id": pending.id, "b_session": session_id})
+def _live_here(row: PendingRequest) -> bool:
+    """Not expired, and started by this browser (its key in the flow cookie)."""
+    if row.expires_at <= utcnow() or row.browser_hash is None:
+        return False
+    key = session.get(BROWSER_KEY)
+    return isinstance(key, str) and hmac.compare_digest(digest(key), row.browser_hash)
+
+
+def mark_signed_in(pending: PendingRequest, session_id: str) -> PendingRequest | None:
+    """Note the session that signed in for this request (committed with the caller's commit).
+
+    Returns the request as it now is, for the sign-in to answer it in the same request
+    (what `find` would read after the commit): None when it is no longer there (answered
+    in another tab meanwhile), has expired, or is not this browser's any more."""
+    marked = db.session.connection().execute(_MARK_SIGNED_IN, {"b_id": pending.id, "b_session": session_id})
+    if marked.rowcount != 1 or not _live_here(pending):
+        return None
+    return replace(pending, authenticated_session_id=session_id)
 
 
 def mark_consented(pending: PendingRequest, user_id: str) -> PendingRequest:

@@ -69,6 +69,10 @@ def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
     session.clear()
     session.update(kept)
     session[FLOW_BINDING] = flow_binding(secret)
+    # Flask-WTF keeps the token it made for this request; one made before the renewal is
+    # worthless now, and a page answered after it (the consent page, right after the
+    # sign-in) must carry a token of the new flow cookie.
+    g.pop("csrf_token", None)
 
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
@@ -140,6 +144,20 @@ def current() -> BrowserSession | None:
                     db.session.commit()
     g.browser_session = found
     return found
+
+
+def recheck_started() -> None:
+    """Hold the session this request started to the rules `current` holds a cookie's to:
+    the request goes on to answer an authorization request right after its sign-in (as the
+    next request, /authorize/resume, once did), and sees no session where that one would
+    have seen none."""
+    row = g.get("browser_session")
+    if row is None:
+        return
+    user = row.user
+    if row.ended_at is not None or row.expires_at <= utcnow() or user.disabled or not user.email_verified \
+            or not _meets_org_policy(row):
+        g.browser_session = None
 
 
 def _attached(values) -> BrowserSession:

@@ -1,8 +1,10 @@
 """The authorization endpoint: one path in (/authorize), one path out (a code or an error).
 
 A valid request that needs the person is saved as a `PendingAuthorization` bound to
-this browser (`idp.pending`); sign-in and consent come back to `/authorize/resume/<id>`,
-which runs the same steps again. Consent given on the screen counts only for the
+this browser (`idp.pending`); a finished sign-in runs the same steps again in its own
+request (`answer_signed_in`), consent in its own POST, and the steps that show a link
+instead of going on (passkeys, the recovery codes page), and older links, come back to
+`/authorize/resume/<id>`, which does the same. Consent given on the screen counts only for the
 account that gave it, and only in the browser that started the request.
 """
 
@@ -79,6 +81,18 @@ def resume(pending_id: str):
     pending = pending_requests.find(pending_id)
     if pending is None:  # unknown, expired, or started in another browser
         return _expired()
+    return _process(pending.params, pending=pending)
+
+
+def answer_signed_in(pending: PendingRequest | None):
+    """What `resume` would answer next, given in the sign-in's own request (one round trip
+    fewer): the code, the consent page, a step-up or the error redirect. The sign-in is
+    committed already; `sessions.current()` is its new session, whose cookie is set on this
+    answer as on any, and `pending` is the request as `pending.mark_signed_in` left it
+    (None, as `find` would give resume: gone, expired or not this browser's)."""
+    if pending is None:
+        return _expired()
+    sessions.recheck_started()
     return _process(pending.params, pending=pending)
 
 

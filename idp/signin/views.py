@@ -221,23 +221,39 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
 
 
 def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool, amr: list[str], acr: str,
-            second_factor: bool = False):
-    """The person is who they say: open the session, then back to the request or page.
-    The session, its audit event and the pending request's mark are one commit."""
+                   second_factor: bool = False, as_link: bool = False):
+    """The person is who they say: open the session, then answer the request or go back to
+    the page (`_continue`). The session, its audit event and the pending request's mark are
+    one commit."""
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
                              commit=False)
     audit.record("signin.success", user, method=" ".join(amr), commit=False)
-    return _continue(browser, pending)
+    return _continue(browser, pending, as_link=as_link)
 
 
-def _continue(browser, pending: PendingRequest | None):
-    """Commit the sign-in (with what the caller left pending), then on to the request or page."""
-    if pending is not None:
-        pending_requests.mark_signed_in(pending, browser.id)
+def _continue(browser, pending: PendingRequest | None, *, as_link: bool = False):
+    """Commit the sign-in (with what the caller left pending), then on to the request or page.
+
+    The request is answered right here, after that commit, as /authorize/resume would
+    answer it (the code, the consent page, a step-up): a round trip fewer. `as_link` is for
+    a caller that shows where to go next instead of going (a JSON answer to the passkey
+    script, the recovery codes page): it gets the resume link, so no code is made before
+    the person moves on."""
+    marked = pending_requests.mark_signed_in(pending, browser.id) if pending is not None else None
     db.session.commit()
-    if pending is not None:
+    if pending is None:
+        return _after_sign_in()
+    if as_link:
         return redirect(url_for("authorize.resume", pending_id=pending.id))
-    return _after_sign_in()
+    # Imported here: the authorization endpoint imports this module (start_step_up).
+    from ..endpoints.authorize import answer_signed_in
+
+    try:
+        return answer_signed_in(marked)
+    except Exception:
+        # The sign-in stands (committed); the code and the request's deletion do not.
+        db.session.rollback()
+        raise
 
 
 def start_step_up(browser, pending: PendingRequest):
@@ -267,17 +283,17 @@ def _second_factor_step(req: str | None):
     return _step("mfa", req, lambda user: not user.disabled)
 
 
-def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]):
-    """Step-up of the open session, or the end of a sign-in; returns the redirect."""
+def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str], *, as_link: bool = False):
+    """Step-up of the open session, or the end of a sign-in; returns the answer (`_continue`)."""
     session.pop("mfa", None)
     browser = sessions.current()
     if state.get("step_up") and browser is not None and browser.user_id == user.id:
         sessions.step_up(browser, extra_amr, ACR_MULTI_FACTOR)
         audit.record("signin.success", user, method="step-up " + " ".join(extra_amr), commit=False)
-        return _continue(browser, pending)
+        return _continue(browser, pending, as_link=as_link)
     first = state.get("amr") or AMR_PASSWORD
     return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra_amr,
-                          acr=ACR_MULTI_FACTOR, second_factor=True)
+                          acr=ACR_MULTI_FACTOR, second_factor=True, as_link=as_link)
 
 
 @bp.route("/signin/verify", methods=["GET", "POST"])
@@ -360,7 +376,7 @@ def set_up_second_factor():
     # counts as having passed a factor (as after enrolling on /account), its acr stays at
     # one factor, and a product asking for two gets the code asked again.
     resp = finish_sign_in(user, pending, remember=state.get("remember", False), amr=state.get("amr") or AMR_PASSWORD,
-                          acr=ACR_SINGLE_FACTOR, second_factor=True)
+                          acr=ACR_SINGLE_FACTOR, second_factor=True, as_link=True)
     return render_template("account/recovery_codes.html", codes=codes, continue_to=resp.location)
 
 
@@ -407,7 +423,8 @@ def passkey_sign_in():
     if not verified_person:
         # Without PIN or biometrics a passkey proves possession only: one factor, not enough alone.
         return _passkey_error(_("Your passkey did not confirm it is you. Sign in with your password."))
-    resp = finish_sign_in(user, pending, remember=False, amr=AMR_PASSKEY, acr=ACR_MULTI_FACTOR, second_factor=True)
+    resp = finish_sign_in(user, pending, remember=False, amr=AMR_PASSKEY, acr=ACR_MULTI_FACTOR, second_factor=True,
+                          as_link=True)
     return jsonify(redirect=resp.location)
 
 
@@ -437,4 +454,4 @@ def second_factor_passkey():
         return _passkey_error(_("This passkey could not confirm your identity."))
     if user.id != expected.id:
         return _passkey_error(_("This passkey could not confirm your identity."))
-    return jsonify(redirect=_second_factor_passed(user, state, pending, AMR_PASSKEY).location)
+    return jsonify(redirect=_second_factor_passed(user, state, pending, AMR_PASSKEY, as_link=True).location)
