@@ -108,6 +108,22 @@ def test_large_seed_at_a_small_scale_explains_every_hot_query(live):
     assert rotated >= 300  # the older three of each family's four
 
 
+def test_large_seed_leaves_postgresql_vacuumed_so_autovacuum_does_not_run_during_the_bench(live):
+    if not live.env["IDP_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("VACUUM and autovacuum are PostgreSQL's")
+    bench(live, "seed_large.py", "--users", "50", "--clients", "5", "--refresh-tokens", "200")
+    with live.db():
+        from idp.store import db
+
+        rows = db.session.execute(db.text(
+            "SELECT relname, last_vacuum, last_analyze, n_ins_since_vacuum, n_mod_since_analyze"
+            " FROM pg_stat_user_tables WHERE relname IN ('refresh_tokens', 'grants', 'users', 'clients')")).all()
+    assert len(rows) == 4
+    for name, vacuumed, analyzed, inserted, modified in rows:
+        # Rows inserted since a vacuum are what starts autovacuum on a freshly loaded table.
+        assert vacuumed is not None and analyzed is not None and inserted == 0 and modified == 0, name
+
+
 def test_large_seed_refuses_a_count_below_one(live):
     done = subprocess.run([PYTHON, str(ROOT / "bench" / "seed_large.py"), "--users", "0"], env=live.env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
