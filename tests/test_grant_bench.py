@@ -129,3 +129,29 @@ def test_large_seed_refuses_a_count_below_one(live):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "every count must be at least 1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_cluster_starts_and_resumes_with_its_server_settings(tmp_path):
+    """bench/run.sh sizes shared_buffers for the data through Cluster's settings."""
+    import psycopg
+
+    from tests.conftest import free_port
+    from tests.pg import Cluster
+
+    try:
+        cluster = Cluster(tmp_path / "pg", free_port(), {"shared_buffers": "200MB"})
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    url = cluster.start().replace("postgresql+psycopg", "postgresql")
+    try:
+        for restarted in (False, True):
+            if restarted:
+                cluster.stop()
+                cluster.resume()
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SHOW shared_buffers").fetchone()[0] == "200MB"
+                assert conn.execute("SHOW fsync").fetchone()[0] == "off"  # the tests' own settings kept
+    finally:
+        cluster.stop()
+    default = Cluster(tmp_path / "other", 0)
+    assert default.settings == {}
