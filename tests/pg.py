@@ -22,8 +22,10 @@ def _bindir() -> Path:
 
 
 class Cluster:
-    def __init__(self, root: Path, port: int):
+    def __init__(self, root: Path, port: int, settings: dict[str, str] | None = None):
+        """`settings`: server parameters beyond the tests' own (e.g. the bench's shared_buffers)."""
         self.bindir = _bindir()
+        self.settings = dict(settings or {})
         self.root = root
         self.data = root / "data"
         self.sock = root / "sock"
@@ -57,6 +59,7 @@ class Cluster:
     def resume(self) -> None:
         """Start the server on the existing data directory (after `start` made it, or a `stop`)."""
         opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
                   str(self.root / "log"), "-w", "start")
         for _ in range(50):

@@ -108,8 +108,50 @@ def test_large_seed_at_a_small_scale_explains_every_hot_query(live):
     assert rotated >= 300  # the older three of each family's four
 
 
+def test_large_seed_leaves_postgresql_vacuumed_so_autovacuum_does_not_run_during_the_bench(live):
+    if not live.env["IDP_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("VACUUM and autovacuum are PostgreSQL's")
+    bench(live, "seed_large.py", "--users", "50", "--clients", "5", "--refresh-tokens", "200")
+    with live.db():
+        from idp.store import db
+
+        rows = db.session.execute(db.text(
+            "SELECT relname, last_vacuum, last_analyze, n_ins_since_vacuum, n_mod_since_analyze"
+            " FROM pg_stat_user_tables WHERE relname IN ('refresh_tokens', 'grants', 'users', 'clients')")).all()
+    assert len(rows) == 4
+    for name, vacuumed, analyzed, inserted, modified in rows:
+        # Rows inserted since a vacuum are what starts autovacuum on a freshly loaded table.
+        assert vacuumed is not None and analyzed is not None and inserted == 0 and modified == 0, name
+
+
 def test_large_seed_refuses_a_count_below_one(live):
     done = subprocess.run([PYTHON, str(ROOT / "bench" / "seed_large.py"), "--users", "0"], env=live.env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "every count must be at least 1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_cluster_starts_and_resumes_with_its_server_settings(tmp_path):
+    """bench/run.sh sizes shared_buffers for the data through Cluster's settings."""
+    import psycopg
+
+    from tests.conftest import free_port
+    from tests.pg import Cluster
+
+    try:
+        cluster = Cluster(tmp_path / "pg", free_port(), {"shared_buffers": "200MB"})
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    url = cluster.start().replace("postgresql+psycopg", "postgresql")
+    try:
+        for restarted in (False, True):
+            if restarted:
+                cluster.stop()
+                cluster.resume()
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SHOW shared_buffers").fetchone()[0] == "200MB"
+                assert conn.execute("SHOW fsync").fetchone()[0] == "off"  # the tests' own settings kept
+    finally:
+        cluster.stop()
+    default = Cluster(tmp_path / "other", 0)
+    assert default.settings == {}
