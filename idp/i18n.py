@@ -53,6 +53,19 @@ def page_translations():
     return translations
 
 
+def gettext(string: str, **variables) -> str:
+    """Flask-Babel's `gettext`, through the request's translations found once (`page_translations`):
+    Flask-Babel's own resolves its context, domain and locale for every string (about 15 µs)."""
+    s = page_translations().ugettext(string)
+    return s % variables if variables else s
+
+
+def ngettext(singular: str, plural: str, num: int, **variables) -> str:
+    """Flask-Babel's `ngettext` (`num` is a format variable too), as `gettext` above."""
+    variables.setdefault("num", num)
+    return page_translations().ungettext(singular, plural, num) % variables
+
+
 def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.globals["get_locale"] = get_locale

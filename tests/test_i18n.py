@@ -34,3 +34,42 @@ def test_french_page_by_accept_language(live):
     assert 'lang="fr"' in page.text
     for label in ("Adresse e-mail", "Mémoriser mes informations", "Suivant"):
         assert label in page.text
+
+
+def _bare_app(tmp_path):
+    import os
+
+    from idp import create_app
+    from idp.config import Settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(IDP_INSTANCE_DIR=str(tmp_path / "instance"), IDP_LOG_LEVEL="WARNING")
+    return create_app(Settings.from_env(env), pages=False)
+
+
+def test_python_strings_follow_the_page_language_and_forced_locale(tmp_path):
+    """`idp.i18n.gettext`/`ngettext` (the `_` of the Python code) pick the same language as
+    Flask-Babel would: ui_locales, then Accept-Language; `force_locale` (mail in the reader's
+    language) switches them and leaving it switches back."""
+    from flask_babel import force_locale
+
+    from idp.i18n import gettext, ngettext
+
+    app = _bare_app(tmp_path)
+    wait = ("Too many attempts. Try again in %(num)d second.", "Too many attempts. Try again in %(num)d seconds.")
+    with app.test_request_context("/", headers={"Accept-Language": "fr-FR,fr;q=0.9"}):
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+        assert ngettext(*wait, 3) == "Trop de tentatives. Réessayez dans 3 secondes."
+        assert ngettext(*wait, 1) == "Trop de tentatives. Réessayez dans 1 seconde."
+        with force_locale("en"):
+            assert gettext("This page does not exist.") == "This page does not exist."
+            assert ngettext(*wait, 3) == "Too many attempts. Try again in 3 seconds."
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+    with app.test_request_context("/", headers={"Accept-Language": "en-GB"}):
+        assert gettext("This page does not exist.") == "This page does not exist."
+    with app.test_request_context("/?ui_locales=de%20fr-CA", headers={"Accept-Language": "en"}):
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+    with app.test_request_context("/?ui_locales=de", headers={"Accept-Language": "fr"}):
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+    with app.test_request_context("/", headers={"Accept-Language": "de"}):
+        assert gettext("This page does not exist.") == "This page does not exist."
