@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Flask, g, has_app_context, request, session
 from flask_babel import Babel, get_locale, get_translations
+from jinja2 import pass_eval_context
+from markupsafe import Markup
 
 LANGUAGES = ("en", "fr")
 
@@ -66,10 +68,31 @@ def ngettext(singular: str, plural: str, num: int, **variables) -> str:
     return page_translations().ungettext(singular, plural, num) % variables
 
 
+@pass_eval_context
+def _template_gettext(eval_ctx, string: str, **variables) -> str:
+    """Jinja's newstyle `gettext` (a Markup when autoescaping, always a format string), called
+    directly: through `_` Jinja's own goes by three `Context.call`s to reach the translation."""
+    rv = page_translations().ugettext(string)
+    if eval_ctx.autoescape:
+        rv = Markup(rv)
+    return rv % variables
+
+
+@pass_eval_context
+def _template_ngettext(eval_ctx, singular: str, plural: str, num: int, **variables) -> str:
+    """Jinja's newstyle `ngettext`, called directly as `_template_gettext`."""
+    variables.setdefault("num", num)
+    rv = page_translations().ungettext(singular, plural, num)
+    if eval_ctx.autoescape:
+        rv = Markup(rv)
+    return rv % variables
+
+
 def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.globals["get_locale"] = get_locale
-    # Flask-Babel's own callables, through the per-request lookup above.
+    # Flask-Babel's own callables, through the per-request lookup above; `_`, `gettext` and
+    # `ngettext` (nearly every string of a page) then in place of Jinja's wrappers of them.
     app.jinja_env.install_gettext_callables(
         gettext=lambda s: page_translations().ugettext(s),
         ngettext=lambda s, p, n: page_translations().ungettext(s, p, n),
@@ -77,6 +100,7 @@ def init_app(app: Flask) -> None:
         npgettext=lambda c, s, p, n: page_translations().unpgettext(c, s, p, n),
         newstyle=True,
     )
+    app.jinja_env.globals.update(_=_template_gettext, gettext=_template_gettext, ngettext=_template_ngettext)
 
 
 def current_language() -> str:

@@ -73,3 +73,34 @@ def test_python_strings_follow_the_page_language_and_forced_locale(tmp_path):
         assert gettext("This page does not exist.") == "Cette page n'existe pas."
     with app.test_request_context("/", headers={"Accept-Language": "de"}):
         assert gettext("This page does not exist.") == "This page does not exist."
+
+
+def test_template_strings_as_jinja_s_newstyle_gettext(tmp_path):
+    """Templates' `_`, `gettext` and `ngettext` (called directly, not through Jinja's wrappers)
+    give what Jinja's newstyle callables give: the page's language, a Markup when autoescaping
+    (variables escaped, the translation not), plain text otherwise, always a format string."""
+    from jinja2 import Environment
+
+    from idp.i18n import page_translations
+
+    app = _bare_app(tmp_path)
+    stock = Environment(extensions=["jinja2.ext.i18n"], autoescape=True)  # as Flask's from_string
+    stock.install_gettext_callables(gettext=lambda s: page_translations().ugettext(s),
+                                    ngettext=lambda s, p, n: page_translations().ungettext(s, p, n),
+                                    newstyle=True)
+    body = ('{{ _("This page does not exist.") }}|{{ gettext("Something is wrong") }}'
+            '|{{ _("100%% <b>%(x)s</b>", x=who) }}'
+            '|{{ ngettext("Too many attempts. Try again in %(num)d second.", '
+            '"Too many attempts. Try again in %(num)d seconds.", n) }}')
+    source = "{% autoescape false %}" + body + "{% endautoescape %}#" + body
+    seen = set()
+    for language in ("fr", "en"):
+        for n in (1, 5):
+            with app.test_request_context("/", headers={"Accept-Language": language}):
+                ours = app.jinja_env.from_string(source).render(who="<script>", n=n)
+                assert ours == stock.from_string(source).render(who="<script>", n=n)
+                seen.add(ours)
+    assert len(seen) == 4
+    french = next(page for page in seen if "Cette page n'existe pas." in page and "5 secondes" in page)
+    plain, escaped = french.split("#")
+    assert "100% <b><script></b>" in plain and "100% <b>&lt;script&gt;</b>" in escaped
