@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from babel import Locale
 from flask import Flask, g, has_app_context, request, session
 from flask_babel import Babel, get_locale, get_translations
 from jinja2 import pass_eval_context
 from markupsafe import Markup
+from werkzeug.datastructures import LanguageAccept
+from werkzeug.http import parse_accept_header
 
 LANGUAGES = ("en", "fr")
 
@@ -26,11 +29,32 @@ def remember_ui_locales(ui_locales: str | None) -> None:
         session["lang"] = lang
 
 
-def select_locale() -> str:
+# Parsed once: Flask-Babel parses the selector's answer again on every request otherwise.
+_LOCALES = {lang: Locale.parse(lang) for lang in LANGUAGES}
+# Accept-Language header -> our language. Parsing the header and matching it cost more than
+# the rest of a page's translation; browsers send a handful of distinct values. Bounded, and
+# long values (no browser sends them) are matched each time rather than kept.
+_ACCEPTED: dict[str, str] = {}
+KEPT_HEADER_LENGTH = 200
+
+
+def select_locale() -> Locale:
     lang = pick_language(request.args.get("ui_locales")) or session.get("lang")
-    if lang in LANGUAGES:
-        return lang
-    return request.accept_languages.best_match(LANGUAGES) or "en"
+    if lang not in LANGUAGES:
+        lang = _accepted_language(request.headers.get("Accept-Language"))
+    return _LOCALES[lang]
+
+
+def _accepted_language(header: str | None) -> str:
+    """Werkzeug's best match of the Accept-Language header among ours, else English."""
+    lang = _ACCEPTED.get(header or "")
+    if lang is None:
+        lang = parse_accept_header(header, LanguageAccept).best_match(LANGUAGES) or "en"
+        if header and len(header) <= KEPT_HEADER_LENGTH:
+            if len(_ACCEPTED) >= 256:
+                _ACCEPTED.clear()
+            _ACCEPTED[header] = lang
+    return lang
 
 
 def page_translations():

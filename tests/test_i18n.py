@@ -104,3 +104,29 @@ def test_template_strings_as_jinja_s_newstyle_gettext(tmp_path):
     french = next(page for page in seen if "Cette page n'existe pas." in page and "5 secondes" in page)
     plain, escaped = french.split("#")
     assert "100% <b><script></b>" in plain and "100% <b>&lt;script&gt;</b>" in escaped
+
+
+def test_accept_language_kept_per_header_gives_werkzeug_s_best_match(tmp_path):
+    """The language picked from Accept-Language, kept per header value, is Werkzeug's best
+    match among ours (else English) for every header, the first time and the next; a session
+    or ui_locales choice still comes first."""
+    from flask import session
+
+    from idp.i18n import LANGUAGES, select_locale
+
+    app = _bare_app(tmp_path)
+    headers = ["fr-FR,fr;q=0.9,en;q=0.5", "en;q=0.1, fr;q=0.2", "de", "*", "fr;q=0", "", "FR-ca",
+               "en-GB,fr;q=0.8", "de-DE,de;q=0.9", "x" * 300 + ",fr", "fr;q=0.5,en;q=0.5", "en-US, fr;q=1"]
+    for _ in range(2):
+        for header in headers:
+            with app.test_request_context("/", headers={"Accept-Language": header}):
+                from flask import request
+
+                expected = request.accept_languages.best_match(LANGUAGES) or "en"
+                assert str(select_locale()) == expected, header
+    with app.test_request_context("/", headers={"Accept-Language": "fr"}):
+        session["lang"] = "en"
+        assert str(select_locale()) == "en"
+    with app.test_request_context("/?ui_locales=fr", headers={"Accept-Language": "en"}):
+        session["lang"] = "en"
+        assert str(select_locale()) == "fr"
