@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask import has_request_context, request
-from flask_babel import gettext as _
 from sqlalchemy import insert, select
 
 from .audit_events import event_row, log, log_event  # noqa: F401 - `log`: the audit logger, importable from here too
+from .i18n import gettext as _
 from .observability import metrics
 from .store import SecurityEvent, User, db
 

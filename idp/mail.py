@@ -18,7 +18,8 @@ from email.message import EmailMessage
 
 from flask import Flask, current_app, render_template, url_for
 from flask_babel import force_locale
-from flask_babel import gettext as _
+
+from .i18n import gettext as _
 
 log = logging.getLogger(__name__)
 

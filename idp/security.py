@@ -8,10 +8,11 @@ import logging
 
 from flask import Flask, Response, jsonify, render_template, request, session
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
+
+from .i18n import gettext as _
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()

@@ -34,3 +34,99 @@ def test_french_page_by_accept_language(live):
     assert 'lang="fr"' in page.text
     for label in ("Adresse e-mail", "Mémoriser mes informations", "Suivant"):
         assert label in page.text
+
+
+def _bare_app(tmp_path):
+    import os
+
+    from idp import create_app
+    from idp.config import Settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(IDP_INSTANCE_DIR=str(tmp_path / "instance"), IDP_LOG_LEVEL="WARNING")
+    return create_app(Settings.from_env(env), pages=False)
+
+
+def test_python_strings_follow_the_page_language_and_forced_locale(tmp_path):
+    """`idp.i18n.gettext`/`ngettext` (the `_` of the Python code) pick the same language as
+    Flask-Babel would: ui_locales, then Accept-Language; `force_locale` (mail in the reader's
+    language) switches them and leaving it switches back."""
+    from flask_babel import force_locale
+
+    from idp.i18n import gettext, ngettext
+
+    app = _bare_app(tmp_path)
+    wait = ("Too many attempts. Try again in %(num)d second.", "Too many attempts. Try again in %(num)d seconds.")
+    with app.test_request_context("/", headers={"Accept-Language": "fr-FR,fr;q=0.9"}):
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+        assert ngettext(*wait, 3) == "Trop de tentatives. Réessayez dans 3 secondes."
+        assert ngettext(*wait, 1) == "Trop de tentatives. Réessayez dans 1 seconde."
+        with force_locale("en"):
+            assert gettext("This page does not exist.") == "This page does not exist."
+            assert ngettext(*wait, 3) == "Too many attempts. Try again in 3 seconds."
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+    with app.test_request_context("/", headers={"Accept-Language": "en-GB"}):
+        assert gettext("This page does not exist.") == "This page does not exist."
+    with app.test_request_context("/?ui_locales=de%20fr-CA", headers={"Accept-Language": "en"}):
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+    with app.test_request_context("/?ui_locales=de", headers={"Accept-Language": "fr"}):
+        assert gettext("This page does not exist.") == "Cette page n'existe pas."
+    with app.test_request_context("/", headers={"Accept-Language": "de"}):
+        assert gettext("This page does not exist.") == "This page does not exist."
+
+
+def test_template_strings_as_jinja_s_newstyle_gettext(tmp_path):
+    """Templates' `_`, `gettext` and `ngettext` (called directly, not through Jinja's wrappers)
+    give what Jinja's newstyle callables give: the page's language, a Markup when autoescaping
+    (variables escaped, the translation not), plain text otherwise, always a format string."""
+    from jinja2 import Environment
+
+    from idp.i18n import page_translations
+
+    app = _bare_app(tmp_path)
+    stock = Environment(extensions=["jinja2.ext.i18n"], autoescape=True)  # as Flask's from_string
+    stock.install_gettext_callables(gettext=lambda s: page_translations().ugettext(s),
+                                    ngettext=lambda s, p, n: page_translations().ungettext(s, p, n),
+                                    newstyle=True)
+    body = ('{{ _("This page does not exist.") }}|{{ gettext("Something is wrong") }}'
+            '|{{ _("100%% <b>%(x)s</b>", x=who) }}'
+            '|{{ ngettext("Too many attempts. Try again in %(num)d second.", '
+            '"Too many attempts. Try again in %(num)d seconds.", n) }}')
+    source = "{% autoescape false %}" + body + "{% endautoescape %}#" + body
+    seen = set()
+    for language in ("fr", "en"):
+        for n in (1, 5):
+            with app.test_request_context("/", headers={"Accept-Language": language}):
+                ours = app.jinja_env.from_string(source).render(who="<script>", n=n)
+                assert ours == stock.from_string(source).render(who="<script>", n=n)
+                seen.add(ours)
+    assert len(seen) == 4
+    french = next(page for page in seen if "Cette page n'existe pas." in page and "5 secondes" in page)
+    plain, escaped = french.split("#")
+    assert "100% <b><script></b>" in plain and "100% <b>&lt;script&gt;</b>" in escaped
+
+
+def test_accept_language_kept_per_header_gives_werkzeug_s_best_match(tmp_path):
+    """The language picked from Accept-Language, kept per header value, is Werkzeug's best
+    match among ours (else English) for every header, the first time and the next; a session
+    or ui_locales choice still comes first."""
+    from flask import session
+
+    from idp.i18n import LANGUAGES, select_locale
+
+    app = _bare_app(tmp_path)
+    headers = ["fr-FR,fr;q=0.9,en;q=0.5", "en;q=0.1, fr;q=0.2", "de", "*", "fr;q=0", "", "FR-ca",
+               "en-GB,fr;q=0.8", "de-DE,de;q=0.9", "x" * 300 + ",fr", "fr;q=0.5,en;q=0.5", "en-US, fr;q=1"]
+    for _ in range(2):
+        for header in headers:
+            with app.test_request_context("/", headers={"Accept-Language": header}):
+                from flask import request
+
+                expected = request.accept_languages.best_match(LANGUAGES) or "en"
+                assert str(select_locale()) == expected, header
+    with app.test_request_context("/", headers={"Accept-Language": "fr"}):
+        session["lang"] = "en"
+        assert str(select_locale()) == "en"
+    with app.test_request_context("/?ui_locales=fr", headers={"Accept-Language": "en"}):
+        session["lang"] = "en"
+        assert str(select_locale()) == "fr"

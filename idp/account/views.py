@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from sqlalchemy import delete, select
 
 from federation.social import label_for
 
 from .. import accounts, audit, sessions, social
+from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from ..store import LinkedIdentity, Passkey, TrustedDevice, db, utcnow
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from functools import wraps
 
 from flask import abort, render_template, request, url_for
-from flask_babel import gettext as _
 
 from .. import sessions
+from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from ..store import Org, User, db
 

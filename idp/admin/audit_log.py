@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from flask import Response, render_template, request, stream_with_context, url_for
-from flask_babel import gettext as _
 from sqlalchemy import and_, or_, select
 
 from .. import audit
 from ..emails import normalize
+from ..i18n import gettext as _
 from ..store import SecurityEvent, User, db
 from . import bp
 from .access import Acting, admin_view

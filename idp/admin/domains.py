@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
-from flask_babel import gettext as _
 
 from .. import audit, domain_claims
 from ..domain_claims import DomainError, challenge_name, challenge_value
+from ..i18n import gettext as _
 from ..ratelimit import throttle
 from . import bp
 from .access import Acting, admin_view, forbidden

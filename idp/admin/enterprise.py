@@ -16,12 +16,12 @@ import time
 from datetime import timedelta
 
 from flask import make_response, redirect, render_template, request, session, url_for
-from flask_babel import gettext as _
 
 from federation import saml
 from federation.discovery import domain_of
 
 from .. import audit, orgs, sessions
+from ..i18n import gettext as _
 from ..social import enterprise_provider, enterprise_provider_name, redirect_uri
 from ..signin.enterprise import spend_assertion
 from ..signin.views import signed_in_recently

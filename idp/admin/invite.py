@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import render_template
-from flask_babel import gettext as _
 
 from federation.discovery import home_realm_for
 
 from .. import audit, mail_tokens
 from ..i18n import current_language
+from ..i18n import gettext as _
 from ..mail import link_to, send_mail
 from ..signin.password_reset import password_from_link
 from ..store import Org, User, db

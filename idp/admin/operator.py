@@ -5,10 +5,10 @@ actions as those commands. Org admins never see these (`operator_view`)."""
 from __future__ import annotations
 
 from flask import current_app, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from sqlalchemy import select
 
 from .. import audit, keystore
+from ..i18n import gettext as _
 from ..social import redirect_uri as social_redirect_uri
 from ..store import Client, SigningKey, SocialProvider, User, db
 from . import bp

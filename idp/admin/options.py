@@ -4,9 +4,9 @@ sign-in, passkeys). What each option does at sign-in is decided in `idp.accounts
 from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
-from flask_babel import gettext as _
 
 from .. import audit
+from ..i18n import gettext as _
 from ..mfa import has_second_factor
 from ..store import db
 from . import bp

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 
 from federation.discovery import domain_of
 
 from .. import accounts, audit, orgs, sessions
 from ..emails import normalize
+from ..i18n import gettext as _
 from ..mfa import has_second_factor
 from ..store import Org, User, db
 from . import bp

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from .. import audit
 from ..clients import ClientMetadataError, create_client, update_client
+from ..i18n import gettext as _
 from ..store import Client, User, db, digest, new_secret
 from ..store.clients import DEVICE_CODE
 

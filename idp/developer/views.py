@@ -7,10 +7,10 @@ from __future__ import annotations
 from functools import wraps
 
 from flask import Blueprint, abort, make_response, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 
 from .. import sessions
 from ..clients import ClientMetadataError
+from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from . import apps
 

@@ -23,11 +23,11 @@ from authlib.oidc.core.errors import (
     LoginRequiredError,
 )
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 
 from .. import pending as pending_requests
 from .. import sessions
 from ..assurance import wants_second_factor
+from ..i18n import gettext as _
 from ..i18n import remember_ui_locales
 from ..mfa import has_second_factor
 from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, request_params, run_checks

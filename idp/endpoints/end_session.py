@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from authlib.common.urls import add_params_to_uri
 from flask import Blueprint, redirect, render_template, request
-from flask_babel import gettext as _
 from flask_wtf.csrf import ValidationError, validate_csrf
 
 from .. import sessions
+from ..i18n import gettext as _
 from ..oauth.tokens import decode_own_jwt
 from ..security import error_page
 from ..store import Client, db

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 
 from .. import accounts, audit, sessions
+from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from . import passkeys, totp
 

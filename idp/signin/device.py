@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request, url_for
-from flask_babel import gettext as _
 
 from .. import sessions
+from ..i18n import gettext as _
 from ..oauth.device import decide, find_by_user_code
 from ..store import Client, db
 from .views import require_sign_in

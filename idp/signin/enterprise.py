@@ -12,7 +12,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
-from flask_babel import gettext as _
 from sqlalchemy import bindparam
 
 from federation.discovery import domain_of
@@ -20,6 +19,7 @@ from federation.saml import MAX_RESPONSE_BYTES, SamlError
 
 from .. import audit, orgs
 from ..accounts import just_in_time
+from ..i18n import gettext as _
 from ..ratelimit import throttle
 from ..single_use import claim_at_once
 from ..store import Org, SamlInbox, User, db, new_id, new_secret, utcnow

@@ -7,12 +7,12 @@ same time (the mail leaves on a background thread).
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
-from flask_babel import gettext as _
 
 from .. import accounts, audit, mail_tokens, sessions
 from ..background import Origin, defer
 from ..emails import normalize
 from ..i18n import current_language
+from ..i18n import gettext as _
 from ..mail import link_to, send_mail
 from ..passwords import policy_problem
 from ..ratelimit import throttle

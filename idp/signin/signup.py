@@ -16,7 +16,6 @@ import hmac
 import time
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
-from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
 from federation.discovery import home_realm_for
@@ -25,6 +24,7 @@ from .. import accounts, audit, mail_tokens
 from ..background import Origin, defer
 from ..emails import normalize
 from ..i18n import current_language
+from ..i18n import gettext as _
 from ..mail import link_to, send_mail
 from ..passwords import hash_password, policy_problem, verify_password
 from ..ratelimit import throttle

@@ -12,13 +12,13 @@ import logging
 import time
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
-from flask_babel import gettext as _
 
 from federation.social import UpstreamError, authorization_url, complete
 
 from dataclasses import replace
 
 from .. import accounts, audit, orgs, outbound, sessions, social
+from ..i18n import gettext as _
 from ..store import Org
 from ..store import new_secret
 from .views import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 from math import ceil
 
 from flask import render_template
-from flask_babel import ngettext
+
+from ..i18n import ngettext
 
 
 def wait_message(seconds: int) -> str:

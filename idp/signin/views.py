@@ -11,12 +11,12 @@ import logging
 import time
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
-from flask_babel import gettext as _
 from federation.discovery import home_realm_for
 
 from .. import accounts, audit, sessions, social
 from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
 from ..emails import normalize
+from ..i18n import gettext as _
 from ..mfa import devices, has_second_factor, has_usable_passkey, passkeys, totp
 from ..passwords import hash_password, needs_rehash, verify_password
 from .. import pending as pending_requests
