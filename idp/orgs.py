@@ -95,8 +95,10 @@ def view(org_id: str) -> OrgView | None:
 
 
 def view_of_domain(domain: str) -> OrgView | None:
-    """`view` of the org owning `domain` (an org id never starts with "@")."""
-    return _view_cache().get("@" + domain, _load_view_of_domain)
+    """`view` of the org owning `domain` (an org id never starts with "@"). Asked of an
+    account's own domain on every signed-in page, and most belong to no org: that answer is
+    kept too, until the stamp moves (a domain an org claims later moves it, migration 0012)."""
+    return _view_cache().get("@" + domain, _load_view_of_domain, keep_miss=True)
 
 
 # Read on a connection of its own, after the stamp was read: the request's transaction may

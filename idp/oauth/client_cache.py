@@ -30,7 +30,7 @@ from ..store.own_connection import OwnConnection
 
 log = logging.getLogger(__name__)
 
-MAX_ENTRIES = 10_000  # unknown ids are never cached; a full cache simply starts over
+MAX_ENTRIES = 10_000  # a full cache simply starts over
 STAMPS = ("clients", "scim")  # the rows of change_stamps the migrations made
 
 
@@ -47,6 +47,9 @@ def app_cache(name: str, stamp: str) -> ClientCache:
     return cache
 
 
+_MISSING = object()
+
+
 class ClientCache:
     def __init__(self, engine_of: Callable, stamp: str = "clients"):
         assert stamp in STAMPS, stamp
@@ -55,9 +58,12 @@ class ClientCache:
         self._entries: dict[str, ClientRecord] = {}
         self._stamp: int | None = None
 
-    def get(self, client_id: str, load: Callable[[str], ClientRecord | None]) -> ClientRecord | None:
+    def get(self, client_id: str, load: Callable[[str], ClientRecord | None],
+            keep_miss: bool = False) -> ClientRecord | None:
         """The entry under `client_id` (any key: a SCIM token's hash), read by `load` when
-        this process has none under the current stamp; None is never kept."""
+        this process has none under the current stamp. None is kept only with `keep_miss`,
+        for keys that mostly have no row (the org of a mail domain: gmail.com has none), never
+        for keys anyone may make up (client ids, tokens, ids in a URL): each would take a place."""
         stamp = self._read_stamp()
         if stamp is None:  # cannot tell whether clients changed: trust only the database
             self._entries.clear()
@@ -65,11 +71,11 @@ class ClientCache:
         if stamp != self._stamp:
             self._entries = {}
             self._stamp = stamp
-        found = self._entries.get(client_id)
-        if found is not None:
+        found = self._entries.get(client_id, _MISSING)
+        if found is not _MISSING:
             return found
         record = load(client_id)
-        if record is not None and self._stamp == stamp:
+        if (record is not None or keep_miss) and self._stamp == stamp:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries = {}
             self._entries[client_id] = record
