@@ -80,6 +80,15 @@ def require_recent_sign_in(browser, return_to: str):
     return redirect(url_for("signin.email"))
 
 
+def email_page(pending: PendingRequest | None):
+    """The email step as `GET /signin?req=<pending>` shows it; /authorize answers with it
+    too (a round trip fewer), and its form names /signin?req=… so the POST goes there."""
+    hint = (pending.params.get("login_hint") if pending else None) or session.get("signin_email", "")
+    return render_template("signin/email.html", email=hint, req=pending.id if pending else None,
+                           reauth="reauth" in session, remember=session.get("remember", False),
+                           providers=social.enabled())
+
+
 @bp.route("/signin", methods=["GET", "POST"])
 def email():
     req = _req()
@@ -88,9 +97,7 @@ def email():
         return render_template("error.html", message=_(
             "This sign-in request has expired. Go back to the application and start again.")), 400
     if request.method == "GET":
-        hint = (pending.params.get("login_hint") if pending else None) or session.get("signin_email", "")
-        return render_template("signin/email.html", email=hint, req=req, reauth="reauth" in session,
-                               remember=session.get("remember", False), providers=social.enabled())
+        return email_page(pending)
     typed = request.form.get("email", "")[:320]
     address = normalize(typed)
     if address is None:
