@@ -114,7 +114,14 @@ def email():
         from .social import start_enterprise
 
         return start_enterprise(realm.org, address, req)
-    return redirect(url_for("signin.password", req=req) if req else url_for("signin.password"))
+    # The password page itself, as /signin/password would show it next (a round trip
+    # fewer); its form posts to /signin/password. Every address, known or not, gets it.
+    return password_page(address, req)
+
+
+def password_page(address: str, req: str | None):
+    """The password step as `GET /signin/password` shows it for the address in the flow cookie."""
+    return render_template("signin/password.html", email=address, req=req, remember=session.get("remember", False))
 
 
 @bp.route("/signin/password", methods=["GET", "POST"])
@@ -125,8 +132,7 @@ def password():
     if not address or (req and pending is None):
         return redirect(url_for("signin.email", req=req) if pending else url_for("signin.email"))
     if request.method == "GET":
-        return render_template("signin/password.html", email=address, req=req,
-                               remember=session.get("remember", False))
+        return password_page(address, req)
     remember = request.form.get("remember") == "on"
     limits = throttle()
     keys = (("password:account", address), ("password:ip", request.remote_addr or ""))
