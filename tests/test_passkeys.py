@@ -45,7 +45,7 @@ def test_register_and_sign_in_without_a_password(live):
     b = Browser(live.issuer)
     verifier, challenge = pkce()
     page = b.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
-    req = re.search(r"req=([0-9a-f]{32})", page.url).group(1)
+    req = re.search(r'action="/signin\?req=([0-9a-f]{32})"', page.text).group(1)  # /authorize's email page
     resp, _ = _passkey_sign_in(live, b, device, req)
     assert resp.status_code == 200, resp.text
     params = redirect_params(b.follow(b.http.get(live.issuer + resp.json()["redirect"], allow_redirects=False)))

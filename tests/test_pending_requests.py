@@ -12,8 +12,10 @@ from tests.conftest import Browser, csrf_of
 from tests.oidc import authorize_url, redirect_params
 
 
-def _req_of(url: str) -> str:
-    return re.search(r"req=([0-9a-f]{32})", url).group(1)
+def _req_of(page) -> str:
+    """The pending request's id: in the URL of /signin?req=…, or in the form of the email
+    page /authorize answers with itself."""
+    return re.search(r"req=([0-9a-f]{32})", page.url + " " + page.text).group(1)
 
 
 def _signed_in(live, email, password):
@@ -41,7 +43,7 @@ def test_a_request_started_elsewhere_cannot_be_finished_by_a_signed_in_victim(li
 
     attacker = Browser(live.issuer)
     page = attacker.get(authorize_url(live.issuer, client_id))
-    req = _req_of(page.url)
+    req = _req_of(page)
     after = attacker.sign_in(page, "pending-attacker@example.com", "attacker-password-1")
     assert after.status_code == 403 and "Confirm your email address" in after.text  # no session
     consent = attacker.http.post(f"{live.issuer}/authorize/consent/{req}",
@@ -65,7 +67,7 @@ def test_a_verified_stranger_cannot_resume_or_answer_another_browsers_request(li
     live.create_user("pending-other@example.com", "other-password-1")
     owner = Browser(live.issuer)
     page = owner.get(authorize_url(live.issuer, client_id, prompt="consent"))
-    req = _req_of(page.url)
+    req = _req_of(page)
     consent_page = owner.sign_in(page, "pending-owner@example.com", "owner-password-1")
     assert "Allow" in consent_page.text  # the request waits on its consent screen
 
@@ -84,7 +86,7 @@ def test_a_pushed_request_belongs_to_the_first_browser_that_uses_it(live):
         "scope": "openid", "state": "s", "nonce": "n"}).json()
     first = Browser(live.issuer)
     page = first.get(f"{live.issuer}/authorize", client_id=client_id, request_uri=pushed["request_uri"])
-    req = _req_of(page.url)
+    req = _req_of(page)
     second = Browser(live.issuer)
     assert second.http.get(f"{live.issuer}/authorize/resume/{req}", allow_redirects=False,
                            timeout=10).status_code == 400

@@ -23,6 +23,7 @@ from authlib.oidc.core.errors import (
     LoginRequiredError,
 )
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_babel import refresh as refresh_locale
 
 from .. import pending as pending_requests
 from .. import sessions
@@ -35,7 +36,7 @@ from ..oauth.request_objects import error_redirect_uri, front_channel_parameters
 from ..oauth.resources import check_authorization_resources
 from ..pending import PendingRequest
 from ..security import error_page
-from ..signin.views import start_step_up
+from ..signin.views import email_page, start_step_up
 from ..store import Client, Consent, PendingAuthorization, db
 from .par import REQUEST_URI_PREFIX, take_pushed_request
 
@@ -144,6 +145,16 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     if needs_login:
         if "none" in prompts:
             return _error_redirect(LoginRequiredError(), oauth_request, params)
+        if pending is None and request.method == "GET":
+            # A fresh request, GET: the email page itself, as /signin?req=… would show it (a
+            # round trip fewer). The rest keep the redirect: a pushed request is spent by its
+            # first use (a reload of /authorize would find it gone), a POST is not reloaded,
+            # and resume or a finished sign-in have their own URL to leave.
+            pending = pending_requests.save(params, oauth_request.client.client_id)
+            # The language may have been chosen a moment ago (remember_ui_locales, from a
+            # request object's ui_locales): the page is rendered in it.
+            refresh_locale()
+            return email_page(pending)
         pending = pending or pending_requests.save(params, oauth_request.client.client_id)
         return redirect(url_for("signin.email", req=pending.id))
 

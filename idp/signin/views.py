@@ -80,6 +80,15 @@ def require_recent_sign_in(browser, return_to: str):
     return redirect(url_for("signin.email"))
 
 
+def email_page(pending: PendingRequest | None):
+    """The email step as `GET /signin?req=<pending>` shows it; /authorize answers with it
+    too (a round trip fewer), and its form names /signin?req=… so the POST goes there."""
+    hint = (pending.params.get("login_hint") if pending else None) or session.get("signin_email", "")
+    return render_template("signin/email.html", email=hint, req=pending.id if pending else None,
+                           reauth="reauth" in session, remember=session.get("remember", False),
+                           providers=social.enabled())
+
+
 @bp.route("/signin", methods=["GET", "POST"])
 def email():
     req = _req()
@@ -88,9 +97,7 @@ def email():
         return render_template("error.html", message=_(
             "This sign-in request has expired. Go back to the application and start again.")), 400
     if request.method == "GET":
-        hint = (pending.params.get("login_hint") if pending else None) or session.get("signin_email", "")
-        return render_template("signin/email.html", email=hint, req=req, reauth="reauth" in session,
-                               remember=session.get("remember", False), providers=social.enabled())
+        return email_page(pending)
     typed = request.form.get("email", "")[:320]
     address = normalize(typed)
     if address is None:
@@ -107,7 +114,14 @@ def email():
         from .social import start_enterprise
 
         return start_enterprise(realm.org, address, req)
-    return redirect(url_for("signin.password", req=req) if req else url_for("signin.password"))
+    # The password page itself, as /signin/password would show it next (a round trip
+    # fewer); its form posts to /signin/password. Every address, known or not, gets it.
+    return password_page(address, req)
+
+
+def password_page(address: str, req: str | None):
+    """The password step as `GET /signin/password` shows it for the address in the flow cookie."""
+    return render_template("signin/password.html", email=address, req=req, remember=session.get("remember", False))
 
 
 @bp.route("/signin/password", methods=["GET", "POST"])
@@ -118,8 +132,7 @@ def password():
     if not address or (req and pending is None):
         return redirect(url_for("signin.email", req=req) if pending else url_for("signin.email"))
     if request.method == "GET":
-        return render_template("signin/password.html", email=address, req=req,
-                               remember=session.get("remember", False))
+        return password_page(address, req)
     remember = request.form.get("remember") == "on"
     limits = throttle()
     keys = (("password:account", address), ("password:ip", request.remote_addr or ""))
