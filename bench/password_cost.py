@@ -54,6 +54,25 @@ from idp.store import User, db  # noqa: E402
 
 app = create_app()
 initialize(app)
+
+# The verify the password step runs, timed where it runs: the separate figure above moves
+# by a few ms between runs (argon2 touches 19 MiB), which would swamp the few ms beside it.
+import idp.signin.views as signin_views  # noqa: E402
+
+in_request_verify = 0.0
+
+
+def timed_verify(*args, **kwargs):
+    global in_request_verify
+    start = time.process_time()
+    try:
+        return verify_password(*args, **kwargs)
+    finally:
+        if measuring:
+            in_request_verify += time.process_time() - start
+
+
+signin_views.verify_password = timed_verify
 with app.app_context():
     db.session.add(User(email="bench@example.com", password_hash=stored, email_verified=True))
     db.session.commit()
@@ -176,8 +195,9 @@ for step in spent:
     ms = spent[step] / ROUNDS * 1000
     total += ms
     print(f"  {step:34s} {ms:6.1f} ms CPU")
-print(f"whole password sign-in: {total:.1f} ms CPU ({total - verify_ms:+.1f} ms beside one argon2id verify; "
-      f"budget +5 ms)")
+verify_in_request = in_request_verify / ROUNDS * 1000
+print(f"whole password sign-in: {total:.1f} ms CPU ({total - verify_in_request:+.1f} ms beside the argon2id verify "
+      f"it ran, {verify_in_request:.1f} ms; {total - verify_ms:+.1f} beside the one measured alone; budget +5 ms)")
 
 for step, profile in profiles.items():
     print(f"\n=== profile of {step} ({ROUNDS} rounds, process time; the profiler inflates the figures) ===")
