@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import html
 import json
 import os
 import random
@@ -34,7 +35,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit, parse_qs
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import requests
 
@@ -68,6 +69,7 @@ MIX = {
 KEEP_FAMILIES = 64  # families in rotation at once; older ones retire (still valid, just unused)
 KEEP_BROWSERS = 32  # signed-in browsers kept for code exchanges without a password
 TIMEOUT = 30
+FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -258,15 +260,20 @@ class Soak:
             token = CSRF.search(resp.text)
             if token is None:
                 raise Unexpected(f"{resp.url}: no CSRF token")
-            resp = http.post(resp.url, data={"csrf_token": token.group(1), field: value},
+            # Posted where the form says, as a browser does: /authorize answers with the email
+            # page itself, whose form goes to /signin.
+            action = FORM_ACTION.search(resp.text)
+            url = urljoin(resp.url, html.unescape(action.group(1))) if action else resp.url
+            resp = http.post(url, data={"csrf_token": token.group(1), field: value},
                              allow_redirects=False, timeout=TIMEOUT)
             count += 1
             if field == "email":
-                if not resp.is_redirect:
-                    raise Unexpected(f"email step: HTTP {resp.status_code}", resp.status_code)
-                resp = http.get(self.issuer + resp.headers["Location"] if resp.headers["Location"].startswith("/")
-                                else resp.headers["Location"], allow_redirects=False, timeout=TIMEOUT)
-                count += 1
+                # The email step answers with the password page (or a redirect to one).
+                while resp.is_redirect and resp.headers["Location"].startswith(("/", self.issuer)):
+                    location = resp.headers["Location"]
+                    resp = http.get(self.issuer + location if location.startswith("/") else location,
+                                    allow_redirects=False, timeout=TIMEOUT)
+                    count += 1
                 self._check(resp, 200, "password page")
         code, count = self._follow_to_code(http, resp, count)
         self._exchange(code, verifier)
