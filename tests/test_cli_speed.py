@@ -178,9 +178,7 @@ def test_scim_tokens_written_without_the_orm(org_env):
     t = db.metadata.tables
 
     def stamp():
-        with engine.connect() as conn:
-            stamps = t["change_stamps"]
-            return conn.execute(select(stamps.c.n).where(stamps.c.name == "scim")).scalar_one()
+        return _stamp(engine, "scim")
 
     before = stamp()
     first = _run(org_env, "orgs", "scim-token", "Fast")
@@ -257,9 +255,7 @@ def test_providers_written_without_the_orm(org_env):
     issuer = Settings.from_env(dict(org_env)).issuer
 
     def stamp():
-        with engine.connect() as conn:
-            stamps = t["change_stamps"]
-            return conn.execute(select(stamps.c.n).where(stamps.c.name == "scim")).scalar_one()
+        return _stamp(engine, "scim")
 
     def rows():
         with engine.connect() as conn:
@@ -342,6 +338,17 @@ def test_keys_revoke_without_the_orm(env):
     engine.dispose()
 
 
+def _stamp(engine, name: str) -> int:
+    """The change stamp `name` as every server's cache reads it (migrations 0011, 0012)."""
+    from sqlalchemy import select
+
+    from idp.store import db
+
+    stamps = db.metadata.tables["change_stamps"]
+    with engine.connect() as conn:
+        return conn.execute(select(stamps.c.n).where(stamps.c.name == name)).scalar_one()
+
+
 # The columns a command sets on purpose to something else than the model's default
 # (a client's scope: `idp.clients.DEFAULT_SCOPE`, as for every registered client; `orgs admin`).
 ON_PURPOSE = {"users": {"email_verified", "org_admin"}, "clients": {"verified", "scope"}}
@@ -365,9 +372,7 @@ def test_rows_written_without_the_orm_are_whole(env):
     tables = db.metadata.tables
 
     def stamp():
-        with engine.connect() as conn:
-            stamps = tables["change_stamps"]
-            return conn.execute(select(stamps.c.n).where(stamps.c.name == "clients")).scalar_one()
+        return _stamp(engine, "clients")
 
     before = stamp()
     assert "with domains whole.example, two.example" in idp("orgs", "create", "Whole", "--domain", "Whole.Example.",
