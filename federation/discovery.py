@@ -8,6 +8,7 @@ from flask import g, has_app_context, has_request_context
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
+from idp import orgs
 from idp.store import Org, OrgDomain, db
 
 # Most addresses belong to no org: a table query answers that at a fraction of the
@@ -47,8 +48,13 @@ def org_for_email(email: str) -> Org | None:
     memo = g.setdefault(_MEMO, {}) if has_request_context() else None
     if memo is not None and domain in memo:
         return memo[domain]
-    # On the connection, no ORM execute layer: every page of a signed-in browser asks.
-    org_id = db.session.connection().execute(_ORG_OF_DOMAIN, {"domain": domain}).scalar()
+    if orgs.view_of_domain(domain) is not None:
+        # On the connection, no ORM execute layer: every page of a signed-in browser asks.
+        org_id = db.session.connection().execute(_ORG_OF_DOMAIN, {"domain": domain}).scalar()
+    else:
+        # No org owns it, as this process knows under the current change stamp (idp/orgs.py
+        # `view_of_domain`): most addresses, and the email and password steps both ask.
+        org_id = None
     org = db.session.get(Org, org_id) if org_id else None
     if memo is not None:
         memo[domain] = org

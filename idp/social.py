@@ -49,9 +49,27 @@ _PLATFORM_PROVIDER_NAMES = (select(_PROVIDERS.c.name).where(_PROVIDERS.c.org_id.
 
 
 def enabled() -> list[tuple[str, str]]:
-    """(name, label) of every provider, for the sign-in and account pages."""
-    names = db.session.connection().execute(_PLATFORM_PROVIDER_NAMES).scalars()  # no ORM execute layer
+    """(name, label) of every provider, for the sign-in and account pages.
+
+    Kept per process under the `scim` change stamp (the database bumps it with any change
+    to social_providers, migration 0012; the scheme of idp/oauth/client_cache.py): every
+    sign-in page asks, and /authorize asked after its commit, which began a transaction for
+    this read alone. A request with provider changes of its own not yet committed reads
+    through its session."""
+    if db.session.new or db.session.dirty or db.session.deleted:
+        names = db.session.connection().execute(_PLATFORM_PROVIDER_NAMES).scalars().all()
+    else:
+        from .oauth.client_cache import app_cache
+
+        names = app_cache("idp.social_names", stamp="scim").get("platform", _committed_names)
     return [(n, upstream.label_for(n)) for n in names]
+
+
+def _committed_names(_key: str) -> tuple[str, ...]:
+    # On a connection of its own, after the stamp was read: the request's transaction may
+    # hold an older snapshot (SQLite), which must never be kept under the newer stamp.
+    with db.engine.connect() as conn:
+        return tuple(conn.execute(_PLATFORM_PROVIDER_NAMES).scalars())
 
 
 def load(name: str) -> upstream.Provider | None:

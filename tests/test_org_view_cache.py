@@ -64,3 +64,48 @@ def test_a_domain_an_org_claims_later_binds_its_people_at_their_next_sign_in(liv
     for _ in range(WARM):  # the org's rule holds at once, in every worker
         page = _sign_in(live, email)
         assert page.status_code == 200 and "/signin/set-up-second-factor" in page.url, page.url
+
+
+def test_a_domain_an_org_claims_later_and_locks_to_its_idp_refuses_the_next_password(live):
+    """Home-realm discovery (`federation.discovery.org_for_email`, asked by the email and
+    password steps) takes "no org" from the same kept answer: a claim moves it at once."""
+    from idp.store import Org, db
+
+    domain = f"locked-{uuid.uuid4().hex[:8]}.example"
+    email = f"p@{domain}"
+    person(live, email)
+    for _ in range(WARM):
+        page = _sign_in(live, email)
+        assert page.status_code == 200 and page.url.endswith("/account"), page.url
+
+    out = live.idp("orgs", "create", f"locked-{uuid.uuid4().hex[:8]}", "--domain", domain)
+    assert out.returncode == 0, out.stderr
+    org_id = re.search(r"\(([0-9a-f]+)\)", out.stdout).group(1)
+    with live.db():
+        db.session.get(Org, org_id).enforce_sso = True
+        db.session.commit()
+    for _ in range(WARM):  # in every worker, the password no longer lets them in
+        page = _sign_in(live, email)
+        assert page.status_code == 403 and "requires Enterprise Sign-In" in page.text, (page.status_code, page.url)
+
+
+def test_sign_in_page_buttons_follow_a_provider_added_and_removed_at_once(live):
+    """The provider list is kept per worker (idp/social.py `enabled`): a provider added or
+    removed elsewhere shows, or goes, on the very next page of every worker."""
+    from idp.store import SocialProvider, db
+
+    name = "linkedin"
+
+    def pages():
+        return [Browser(live.issuer).get(f"{live.issuer}/signin").text for _ in range(WARM)]
+
+    assert all(">LinkedIn</a>" not in page for page in pages())  # both workers keep the list now
+    out = live.idp("social", "add", name, "--client-id", "li-id", "--client-secret", "li-secret")
+    assert out.returncode == 0, out.stderr
+    try:
+        assert all(">LinkedIn</a>" in page for page in pages())
+    finally:
+        with live.db():
+            db.session.delete(db.session.get(SocialProvider, name))
+            db.session.commit()
+    assert all(">LinkedIn</a>" not in page for page in pages())
