@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from flask import Flask, current_app
-from sqlalchemy import DateTime, bindparam, case, delete, literal, or_, select
+from sqlalchemy import DateTime, bindparam, case, delete, or_, select
 
 from .observability import metrics
 from .store import RateLimit, db, dialect_insert, digest, utcnow
@@ -185,20 +185,7 @@ class DatabaseCounters:
         return {row.key: row.blocked_until for row in rows}
 
     @staticmethod
-    def _count_one(key: str, policy: Policy, now: datetime):
-        """The shared half of both upserts: (table, INSERT of a first failure, the new count,
-        the SET of count and window) — the callers add how the block changes."""
-        table = RateLimit.__table__
-        insert = dialect_insert(db.session.get_bind().dialect.name)
-        expired = table.c.window_start < now - timedelta(seconds=policy.window)
-        count = case((expired, 1), else_=table.c.failures + 1)
-        stmt = insert(table).values(key=key, failures=1, window_start=now,
-                                    blocked_until=_at(now, policy.delay(1)))
-        counted = {"failures": count, "window_start": case((expired, now), else_=table.c.window_start)}
-        return table, stmt, count, counted
-
-    @staticmethod
-    def _run(stmt, params=None, commit: bool = True):
+    def _run(stmt, params, commit: bool = True):
         """Execute one upsert (on the session's connection: no ORM execute layer for a table
         statement) and commit; the first returned row (or None)."""
         try:
@@ -211,29 +198,13 @@ class DatabaseCounters:
         return row
 
     def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
-        dialect = db.session.get_bind().dialect.name
-        stmt = _FAILURE_STATEMENTS.get((policy, dialect))
-        if stmt is None:
-            stmt = _FAILURE_STATEMENTS[policy, dialect] = _failure_statement(policy, dialect)
-        params = {"key": key, "now": now, "expired_before": now - timedelta(seconds=policy.window)}
-        for n in _step_counts(policy):
-            seconds = policy.delay(n)
-            params[f"block_{n}"] = now + timedelta(seconds=seconds) if seconds else None
-        params["block_1"] = now + timedelta(seconds=policy.delay(1)) if policy.delay(1) else None
-        return self._run(stmt, params, commit).blocked_until
+        return self._run(_upsert(policy, "failure"), _upsert_params(key, policy, now), commit).blocked_until
 
     def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
         # The upsert's WHERE makes the check and the count one statement: on a blocked key it
         # updates nothing and RETURNING gives no row (PostgreSQL re-checks the WHERE on the
         # row it locked, SQLite runs one writer at a time), so racing attempts never both pass.
-        table, stmt, count, counted = self._count_one(key, policy, now)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.key],
-            # the old block, if any, is over (the WHERE says so): the new count decides
-            set_={**counted, "blocked_until": case(*_steps(count, policy, now), else_=None)},
-            where=or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
-        ).returning(table.c.failures, table.c.blocked_until)
-        row = self._run(stmt)
+        row = self._run(_upsert(policy, "attempt"), _upsert_params(key, policy, now))
         if row is None:
             return False, self.blocked_until(key), 0
         return True, row.blocked_until, row.failures
@@ -253,18 +224,15 @@ class DatabaseCounters:
                                  or_(RateLimit.blocked_until.is_(None), RateLimit.blocked_until < now))
 
 
-def _at(now: datetime, seconds: int):
-    """A typed bind parameter for a block end (None when there is no block)."""
-    return literal(now + timedelta(seconds=seconds) if seconds else None, DateTime())
-
-
-# `record_failure`'s upsert, built once per policy and dialect (every failed password and every
-# ACS post counts one): the instants it chooses among are bind parameters, not literals.
-_FAILURE_STATEMENTS: dict[tuple[Policy, str], object] = {}
+# The upserts, built once per policy, dialect and kind (every failed password, every ACS
+# post and every 50th SCIM request counts one): the instants they choose among are bind
+# parameters (`_upsert_params`), so no dialect's date arithmetic is needed.
+_UPSERTS: dict[tuple[Policy, str, str], object] = {}
 
 
 def _step_counts(policy: Policy) -> list[int]:
-    """The counts `_steps` gives a branch of their own, the last one standing for all above it."""
+    """The counts that get a block end of their own, the last one standing for all above it:
+    one per doubling from the first failure beyond `free`, then the cap (or the lock-out)."""
     counts, n = [], policy.free + 1
     while not policy.settled(n):
         counts.append(n)
@@ -272,39 +240,49 @@ def _step_counts(policy: Policy) -> list[int]:
     return [*counts, n]
 
 
-def _failure_statement(policy: Policy, dialect: str):
-    """`record_failure`'s statement, the same `_count_one` and `_steps` build for one call,
-    with `now`, the window's start and each block end as parameters."""
-    table = RateLimit.__table__
+def _upsert(policy: Policy, kind: str):
+    """One failure counted for a key, as an INSERT ... ON CONFLICT DO UPDATE ... RETURNING.
+
+    `failure` (after a wrong answer): a block the new count calls for replaces a shorter
+    one, never a longer one; returns blocked_until. `attempt` (before the answer is known):
+    counted only while the key is not blocked, the new count alone deciding the block (the
+    old one is over); returns failures and blocked_until, or no row when blocked."""
+    dialect = db.session.get_bind().dialect.name
+    stmt = _UPSERTS.get((policy, dialect, kind))
+    if stmt is not None:
+        return stmt
+    table = _RATE_LIMITS
     at = {n: bindparam(f"block_{n}", type_=DateTime()) for n in [1, *_step_counts(policy)]}
     now = bindparam("now", type_=DateTime())
     expired = table.c.window_start < bindparam("expired_before", type_=DateTime())
     count = case((expired, 1), else_=table.c.failures + 1)
     *counts, last = _step_counts(policy)
     new_block = case(*[(count == n, at[n]) for n in counts], (count >= last, at[last]), else_=None)
-    blocked = case(
-        (new_block.is_(None), table.c.blocked_until),
-        (or_(table.c.blocked_until.is_(None), table.c.blocked_until < new_block), new_block),
-        else_=table.c.blocked_until,
-    )
+    counted = {"failures": count, "window_start": case((expired, now), else_=table.c.window_start)}
     stmt = dialect_insert(dialect)(table).values(key=bindparam("key"), failures=1, window_start=now,
                                                  blocked_until=at[1])
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={"failures": count, "window_start": case((expired, now), else_=table.c.window_start),
-              "blocked_until": blocked},
-    ).returning(table.c.blocked_until)
+    if kind == "failure":
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c.key], set_={**counted, "blocked_until": case(
+            (new_block.is_(None), table.c.blocked_until),
+            (or_(table.c.blocked_until.is_(None), table.c.blocked_until < new_block), new_block),
+            else_=table.c.blocked_until,
+        )}).returning(table.c.blocked_until)
+    else:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key], set_={**counted, "blocked_until": new_block},
+            where=or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
+        ).returning(table.c.failures, table.c.blocked_until)
+    _UPSERTS[policy, dialect, kind] = stmt
+    return stmt
 
 
-def _steps(count, policy: Policy, now: datetime) -> list:
-    """CASE branches mapping the new count to its block end: one per doubling, then the cap
-    (or the lock-out)."""
-    branches, n = [], policy.free + 1
-    while not policy.settled(n):
-        branches.append((count == n, _at(now, policy.delay(n))))
-        n += 1
-    branches.append((count >= n, _at(now, policy.delay(n))))
-    return branches
+def _upsert_params(key: str, policy: Policy, now: datetime) -> dict:
+    """The bind parameters of `_upsert`: the key, now, the window's start, each block end."""
+    params = {"key": key, "now": now, "expired_before": now - timedelta(seconds=policy.window)}
+    for n in {1, *_step_counts(policy)}:
+        seconds = policy.delay(n)
+        params[f"block_{n}"] = now + timedelta(seconds=seconds) if seconds else None
+    return params
 
 
 # KEYS[1]: the counter hash; ARGV: now (epoch milliseconds, from the app's clock), window,
