@@ -9,6 +9,9 @@ CPU time (not wall time) so a busy machine does not inflate the figure.
 `BENCH_PROFILE=1` adds a cProfile (on process time) of each step after the figures;
 `BENCH_PROFILE="POST /signin/password (password)"` profiles that step only, `BENCH_PROFILE_LINES`
 sets how many lines each profile prints (25), `BENCH_PROFILE_SORT` their order (tottime).
+`BENCH_BREAKDOWN=1` adds the CPU of the functions the steps spend it in (each timed alone with
+process_time, so without the profiler's inflation of small calls) and the SQL statements each
+step sends.
 """
 
 import base64
@@ -60,6 +63,7 @@ initialize(app)
 import idp.signin.views as signin_views  # noqa: E402
 
 in_request_verify = 0.0
+measuring = False  # True once the warm-up rounds are done
 
 
 def timed_verify(*args, **kwargs):
@@ -73,6 +77,74 @@ def timed_verify(*args, **kwargs):
 
 
 signin_views.verify_password = timed_verify
+
+# BENCH_BREAKDOWN: where the steps spend their CPU, one timer around each of these (inclusive:
+# a function's figure holds those it calls), and the statements each step sends.
+BREAKDOWN = (
+    ("flask.ctx", "RequestContext.push"), ("flask.ctx", "RequestContext.pop"),
+    ("flask.app", "Flask.preprocess_request"), ("flask_wtf.csrf", "CSRFProtect.protect"),
+    ("flask.app", "Flask.process_response"), ("flask.sessions", "SecureCookieSessionInterface.save_session"),
+    ("flask.templating", "render_template"), ("sqlalchemy.orm.session", "Session.commit"),
+    ("idp.endpoints.authorize", "_process"), ("idp.pending", "save"), ("idp.pending", "find"),
+    ("idp.pending", "mark_signed_in"), ("idp.pending", "delete"), ("idp.accounts", "by_email"),
+    ("idp.ratelimit", "Throttle.check_all"), ("idp.signin.views", "enforced_for"),
+    ("idp.mfa", "has_second_factor"), ("idp.accounts", "must_set_up_second_factor"),
+    ("idp.sessions", "start"), ("idp.sessions", "recheck_started"), ("idp.audit", "record"),
+    ("authlib.oauth2.rfc6749.authorization_server", "AuthorizationServer.get_consent_grant"),
+    ("authlib.oauth2.rfc6749.authorization_server", "AuthorizationServer.create_authorization_response"),
+    ("idp.oauth.grants", "AuthorizationCodeGrant.save_authorization_code"),
+)
+breakdown_cpu: dict[str, float] = {}
+breakdown_calls: dict[str, int] = {}
+statements: dict[str, int] = {}
+current_step = None
+
+
+def _timer(fn, label):
+    def timed_call(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if measuring:
+                breakdown_cpu[label] = breakdown_cpu.get(label, 0.0) + time.process_time() - start
+                breakdown_calls[label] = breakdown_calls.get(label, 0) + 1
+    return timed_call
+
+
+def _time_everywhere(module_name: str, attr: str) -> None:
+    """Put a timer around `module_name.attr` (a function, or Class.method), and in place of
+    every module global bound to that function (`from x import f` copies it)."""
+    import importlib
+
+    owner = importlib.import_module(module_name)
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    original = getattr(owner, name)
+    wrapper = _timer(original, f"{module_name.rsplit('.', 1)[-1]}.{attr}")
+    setattr(owner, name, wrapper)
+    if not path:
+        for module in list(sys.modules.values()):
+            names = getattr(module, "__dict__", {})
+            for key, value in list(names.items()):
+                if value is original:
+                    names[key] = wrapper
+
+
+if os.environ.get("BENCH_BREAKDOWN"):
+    import idp.endpoints.authorize  # noqa: E402,F401  (so their `from … import` copies exist)
+    import idp.oauth.grants  # noqa: E402,F401
+    from sqlalchemy import event  # noqa: E402
+    from sqlalchemy.engine import Engine  # noqa: E402
+
+    for module_name, attr in BREAKDOWN:
+        _time_everywhere(module_name, attr)
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _count_statement(*_args):
+        if measuring:
+            statements[current_step] = statements.get(current_step, 0) + 1
 with app.app_context():
     db.session.add(User(email="bench@example.com", password_hash=stored, email_verified=True))
     db.session.commit()
@@ -95,11 +167,12 @@ MAX_STEPS = 12  # a loop between pages is an error, not a hang
 spent = {}
 PROFILE = os.environ.get("BENCH_PROFILE", "")
 profiles = {}
-measuring = False
 routes = set()  # the steps each round took, in order
 
 
 def timed(step, call, *args, **kwargs):
+    global current_step
+    current_step = step
     spent.setdefault(step, 0.0)
     if step not in profiles and (PROFILE == "1" or PROFILE == step):
         profiles[step] = cProfile.Profile(time.process_time)
@@ -198,6 +271,13 @@ for step in spent:
 verify_in_request = in_request_verify / ROUNDS * 1000
 print(f"whole password sign-in: {total:.1f} ms CPU ({total - verify_in_request:+.1f} ms beside the argon2id verify "
       f"it ran, {verify_in_request:.1f} ms; {total - verify_ms:+.1f} beside the one measured alone; budget +5 ms)")
+
+if breakdown_cpu:
+    print(f"\nwhere the CPU goes, per sign-in ({ROUNDS} rounds; inclusive; the verify is inside the password step):")
+    for label, seconds in sorted(breakdown_cpu.items(), key=lambda item: -item[1]):
+        print(f"  {seconds / ROUNDS * 1000:6.3f} ms  {breakdown_calls[label] / ROUNDS:4.1f} calls  {label}")
+    print("SQL statements per step (the code exchange's own connection not counted): " + ", ".join(
+        f"{step} {statements.get(step, 0) / ROUNDS:.0f}" for step in spent))
 
 for step, profile in profiles.items():
     print(f"\n=== profile of {step} ({ROUNDS} rounds, process time; the profiler inflates the figures) ===")
