@@ -25,10 +25,9 @@ def token():
     response = fast_token.client_credentials(request)
     response = _plain_rotating_grant() if response is None else response
     if response is None:
-        repeated = next((name for name, values in request.form.lists()
-                         if len(values) > 1 and name not in MULTI_VALUED), None)
-        if repeated is not None:
-            response = _server().handle_error_response(None, InvalidRequestError(f"{repeated} repeated"))
+        problem = _malformed()
+        if problem is not None:
+            response = _server().handle_error_response(None, InvalidRequestError(problem))
             response.headers["DPoP-Nonce"] = current_nonce()
         else:
             response = token_endpoint_response(_server())
@@ -36,6 +35,21 @@ def token():
         response.headers["DPoP-Nonce"] = current_nonce()  # as every token endpoint answer has (RFC 9449 §8)
     metrics.token_grant(request.form.get("grant_type"), response)
     return response
+
+
+def _malformed() -> str | None:
+    """Why the request is invalid_request (RFC 6749 §5.2) before any grant runs, so that
+    nothing it presents is spent; None when it is not."""
+    repeated = next((name for name, values in request.form.lists()
+                     if len(values) > 1 and name not in MULTI_VALUED), None)
+    if repeated is not None:
+        return f"{repeated} repeated"
+    # RFC 6749 §2.3: one authentication method a request. Authlib took the first that
+    # succeeded and ignored the others (a wrong client_secret beside good Basic credentials).
+    basic = request.headers.get("Authorization", "").split(" ", 1)[0].lower() == "basic"
+    if basic + ("client_secret" in request.form) + ("client_assertion" in request.form) > 1:
+        return "more than one client authentication method"
+    return None
 
 
 # The grants whose plain case has a path without Authlib's machinery (as in front of Flask,

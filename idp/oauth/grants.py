@@ -351,7 +351,7 @@ def check_code_verifier(code: CodeRecord, verifier: str | None, public: bool) ->
                                   "but a 'code_verifier' was provided.")
     if not verifier:
         raise InvalidRequestError("Missing 'code_verifier'")
-    if not CODE_VERIFIER_PATTERN.match(verifier):
+    if not CODE_VERIFIER_PATTERN.fullmatch(verifier):  # its '$' alone lets a final newline through
         raise InvalidRequestError("Invalid 'code_verifier'")
     if (code.code_challenge_method or "S256") != "S256":  # the authorization endpoint refuses any other
         raise RuntimeError(f"No verify method for '{code.code_challenge_method}'")
@@ -428,6 +428,9 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
             revoke_grant(row.grant_id)
             return None
         if code_expired(row):
+            return None
+        if family is None or family.revoked_at is not None:
+            # revoked after the code was issued (sign out everywhere): no tokens, not even an ID token
             return None
         return row
 
