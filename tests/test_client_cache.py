@@ -107,3 +107,21 @@ def test_the_database_going_away_is_not_a_reason_to_trust_the_cache(live):
     record = object()
     assert cache.get("c", lambda cid: record) is record
     assert cache.get("c", lambda cid: None) is None
+
+
+def test_an_entry_loaded_under_an_old_stamp_is_never_used_under_a_newer_one():
+    """While one thread loads a client under stamp 1, another moves the cache to stamp 2
+    (the client changed meanwhile): what the first thread loaded is not filed where stamp 2's
+    readers look. The stamp and its entries are replaced as one."""
+    from idp.oauth.client_cache import ClientCache
+
+    cache = ClientCache(lambda: None)
+    stamps = iter([1, 2, 2])
+    cache._read_stamp = lambda: next(stamps)
+
+    def slow_load(_key):
+        assert cache.get("other", lambda _k: "other as of 2") == "other as of 2"
+        return "client as of 1"
+
+    assert cache.get("client", slow_load) == "client as of 1"
+    assert cache.get("client", lambda _k: "client as of 2") == "client as of 2"

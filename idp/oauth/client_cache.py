@@ -55,8 +55,10 @@ class ClientCache:
         assert stamp in STAMPS, stamp
         self._stamp_query = f"SELECT n FROM change_stamps WHERE name = '{stamp}'"
         self._own = OwnConnection(engine_of)  # the stamp is read on it, one per thread
-        self._entries: dict[str, ClientRecord] = {}
-        self._stamp: int | None = None
+        # (stamp, entries): replaced as one, so an entry is only ever filed in the dict of the
+        # stamp read before it was loaded, even when another thread moves to a newer stamp
+        # between this thread's load and its write.
+        self._state: tuple[int | None, dict[str, ClientRecord | None]] = (None, {})
 
     def get(self, client_id: str, load: Callable[[str], ClientRecord | None],
             keep_miss: bool = False) -> ClientRecord | None:
@@ -66,19 +68,20 @@ class ClientCache:
         for keys anyone may make up (client ids, tokens, ids in a URL): each would take a place."""
         stamp = self._read_stamp()
         if stamp is None:  # cannot tell whether clients changed: trust only the database
-            self._entries.clear()
+            self._state = (None, {})
             return load(client_id)
-        if stamp != self._stamp:
-            self._entries = {}
-            self._stamp = stamp
-        found = self._entries.get(client_id, _MISSING)
+        state = self._state
+        if state[0] != stamp:
+            state = self._state = (stamp, {})
+        entries = state[1]
+        found = entries.get(client_id, _MISSING)
         if found is not _MISSING:
             return found
         record = load(client_id)
-        if (record is not None or keep_miss) and self._stamp == stamp:
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries = {}
-            self._entries[client_id] = record
+        if record is not None or keep_miss:
+            if len(entries) >= MAX_ENTRIES:
+                entries.clear()
+            entries[client_id] = record
         return record
 
     def _read_stamp(self) -> int | None:
