@@ -77,3 +77,17 @@ def test_a_code_verifier_outside_rfc7636_charset_is_invalid_request(live, browse
         resp = _exchange(live, client_id, secret, code, verifier + "\n", via_flask=via_flask)
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", (via_flask, resp.text)
         assert "access_token" not in resp.text
+
+
+def test_revocation_and_introspection_refuse_two_client_authentication_methods(live):
+    """The same rule at RFC 7009's and RFC 7662's endpoints, which authenticate the client
+    as the token endpoint does: Basic beside a client_secret in the body is invalid_request,
+    and the token presented is left as it was."""
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[], scope="openid")
+    access = token(live.issuer, {"grant_type": "client_credentials"}, auth=(client_id, secret)).json()["access_token"]
+    for path in ("/revoke", "/introspect"):
+        resp = requests.post(f"{live.issuer}{path}", data={"token": access, "client_secret": "wrong"},
+                             auth=(client_id, secret), timeout=30)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", (path, resp.text)
+    resp = requests.post(f"{live.issuer}/introspect", data={"token": access}, auth=(client_id, secret), timeout=30)
+    assert resp.status_code == 200 and resp.json()["active"] is True, resp.text

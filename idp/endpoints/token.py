@@ -75,12 +75,19 @@ def _plain_rotating_grant() -> Response | None:
 
 @bp.post("/revoke")
 def revoke():
-    return _server().create_endpoint_response("revocation")
+    return _refused_as_malformed() or _server().create_endpoint_response("revocation")
 
 
 @bp.post("/introspect")
 def introspect():
-    return _server().create_endpoint_response("introspection")
+    return _refused_as_malformed() or _server().create_endpoint_response("introspection")
+
+
+def _refused_as_malformed() -> Response | None:
+    """RFC 7009 §2.1 and RFC 7662 §2.1 authenticate the client as the token endpoint does:
+    one method a request, each parameter once."""
+    problem = _malformed()
+    return None if problem is None else _server().handle_error_response(None, InvalidRequestError(problem))
 
 
 @bp.post("/device_authorization")
