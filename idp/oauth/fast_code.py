@@ -74,7 +74,8 @@ def _exchange(connection, client: ClientRecord, value: str, form: dict, *, publi
         check_code_verifier(code, form.get("code_verifier"), public)
     except OAuth2Error:
         return None
-    if code.dpop_jkt or family is None or family.id != code.grant_id:
+    # A revoked grant ("Sign out of all sessions", a reset, a disable): the general path refuses it.
+    if code.dpop_jkt or family is None or family.id != code.grant_id or family.revoked_at is not None:
         return None
     person = code_person(code, person)
     if person is None:

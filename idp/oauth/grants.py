@@ -429,6 +429,8 @@ class AuthorizationCodeGrant(IssuesSignedTokens, grants.AuthorizationCodeGrant):
             return None
         if code_expired(row):
             return None
+        if family is not None and family.revoked_at is not None:
+            return None  # its grant was revoked since (signed out everywhere): no tokens from it
         return row
 
     def delete_authorization_code(self, authorization_code):
