@@ -97,3 +97,22 @@ def test_a_code_issued_before_a_reset_that_signs_out_everywhere_is_dead_too(live
                                "code_verifier": verifier, "client_id": client_id, "client_secret": secret,
                                "extra": "x"})
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant", resp.text
+
+
+def test_a_device_approved_before_sign_out_of_all_sessions_gets_no_tokens_after(live):
+    """The device grant's approval is a grant too: "Sign out of all sessions" revoked it, so
+    the device's next poll must not turn it into tokens."""
+    from tests.test_device import GRANT, _poll, _start
+
+    email = "review-device@example.com"
+    live.create_user(email, PASSWORD)
+    client_id, _ = live.create_client(token_endpoint_auth_method="none", grant_types=[GRANT, "refresh_token"],
+                                      redirect_uris=[])
+    started = _start(live, client_id)
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(started["verification_uri_complete"]), email, PASSWORD)
+    page = b.submit(page, {"user_code": started["user_code"]})
+    assert b.submit(page, {"user_code": started["user_code"], "decision": "allow"}).status_code == 200
+    b.submit(b.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/account/sessions/revoke-all")
+    resp = _poll(live, client_id, started["device_code"])
+    assert resp.status_code == 400 and resp.json()["error"] in ("access_denied", "invalid_grant"), resp.text
