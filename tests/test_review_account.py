@@ -9,6 +9,7 @@ import pyotp
 
 from tests.conftest import Browser
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token
+from tests.smtp import link_in
 from tests.test_second_factor import _code_at, _enrol
 
 PASSWORD = "second-factor-pw"
@@ -116,3 +117,25 @@ def test_a_device_approved_before_sign_out_of_all_sessions_gets_no_tokens_after(
     b.submit(b.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/account/sessions/revoke-all")
     resp = _poll(live, client_id, started["device_code"])
     assert resp.status_code == 400 and resp.json()["error"] in ("access_denied", "invalid_grant"), resp.text
+
+
+def test_links_mailed_to_an_address_die_when_the_directory_changes_it(live):
+    """The org's directory renames a person (SCIM userName): the invitation and reset links
+    mailed to the old address name a mailbox that is no longer theirs (a reassigned mailbox,
+    a corrected typo) and must not set the password of the account at its new address."""
+    from tests.test_scim import Directory
+
+    d = Directory(live, "rename")
+    old, new = d.email("old-name"), d.email("new-name")
+    uid = d.create(old)["id"]
+    invite = link_in(live.mailbox.wait_for(old)[0], live.issuer)
+    b = Browser(live.issuer)
+    page = b.get(f"{live.issuer}/password/forgot")
+    b.submit(page, {"email": old})
+    reset = {link_in(m, live.issuer) for m in live.mailbox.wait_for(old, 2)} - {invite}
+    (reset,) = reset
+    resp = d.patch(f"/Users/{uid}", {"op": "replace", "path": "userName", "value": new})
+    assert resp.status_code == 200, resp.text
+    for link in (invite, reset):
+        page = Browser(live.issuer).get(link)
+        assert page.status_code == 400, f"{link} still opens after the address changed"
