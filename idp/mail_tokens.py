@@ -55,3 +55,9 @@ def consume(row: MailToken) -> bool:
         .values(used_at=utcnow())
     ).rowcount
     return used == 1
+
+
+def void_all(user: User) -> None:
+    """Every unused link of `user` dies (the caller commits): their address changed."""
+    db.session.execute(update(MailToken).where(MailToken.user_id == user.id, MailToken.used_at.is_(None))
+                       .values(used_at=utcnow()))
