@@ -139,3 +139,21 @@ def test_links_mailed_to_an_address_die_when_the_directory_changes_it(live):
     for link in (invite, reset):
         page = Browser(live.issuer).get(link)
         assert page.status_code == 400, f"{link} still opens after the address changed"
+
+
+def test_an_invitation_dies_once_the_password_was_set_another_way(live):
+    """The invitee set a password through "Forgot password?" (or later changed it): the
+    week-long invitation must not set it again, as a reset link would not."""
+    from tests.test_scim import Directory
+
+    d = Directory(live, "invited")
+    email = d.email("invitee")
+    d.create(email)
+    invite = link_in(live.mailbox.wait_for(email)[0], live.issuer)
+    b = Browser(live.issuer)
+    b.submit(b.get(f"{live.issuer}/password/forgot"), {"email": email})
+    (reset,) = {link_in(m, live.issuer) for m in live.mailbox.wait_for(email, 2)} - {invite}
+    done = b.submit(b.get(reset), {"password": "the invitee's own 1"})
+    assert done.status_code == 200 and "Password changed" in done.text
+    page = Browser(live.issuer).get(invite)
+    assert page.status_code == 400, "the invitation still sets the password after it was set by a reset"
