@@ -42,8 +42,8 @@ def find(value: str, purpose: str) -> tuple[MailToken, User] | None:
     user = db.session.get(User, row.user_id)
     if user is None or user.disabled:
         return None
-    # A reset link dies when the password changes by any other way.
-    if purpose == "reset" and user.password_changed_at and user.password_changed_at > row.created_at:
+    # A link that sets a password (reset, invitation) dies when the password changes by any other way.
+    if purpose in ("reset", "invite") and user.password_changed_at and user.password_changed_at > row.created_at:
         return None
     return row, user
 
@@ -55,3 +55,9 @@ def consume(row: MailToken) -> bool:
         .values(used_at=utcnow())
     ).rowcount
     return used == 1
+
+
+def void_all(user: User) -> None:
+    """Every unused link of `user` dies (the caller commits): their address changed."""
+    db.session.execute(update(MailToken).where(MailToken.user_id == user.id, MailToken.used_at.is_(None))
+                       .values(used_at=utcnow()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app, g, request
+from sqlalchemy import update
 
 from ..sessions import cookie_name
 from ..store import TrustedDevice, User, db, digest, new_secret, utcnow
@@ -26,6 +27,13 @@ def is_trusted(user: User) -> bool:
     row.ip = request.remote_addr
     db.session.commit()
     return True
+
+
+def revoke_all(user: User) -> None:
+    """End every trusted device of `user` (the caller commits): a device was trusted for the
+    factor it skipped, and dies with it (removed, or reset by an admin)."""
+    db.session.execute(update(TrustedDevice).where(TrustedDevice.user_id == user.id,
+                                                   TrustedDevice.revoked_at.is_(None)).values(revoked_at=utcnow()))
 
 
 def trust_this_device(user: User) -> TrustedDevice:

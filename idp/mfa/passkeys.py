@@ -178,6 +178,11 @@ def remove(user: User, passkey_id: str) -> bool:
     if row is None or row.user_id != user.id:
         return False
     db.session.delete(row)
+    from . import has_second_factor
+    from .devices import revoke_all
+
+    if not has_second_factor(user):  # the last factor: trust earned with it must not skip the next
+        revoke_all(user)
     db.session.commit()
     return True
 

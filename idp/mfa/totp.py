@@ -116,8 +116,11 @@ def verify(user: User, code: str, now: float | None = None) -> bool:
 
 
 def remove(user: User) -> None:
+    from .devices import revoke_all
+
     db.session.execute(delete(TotpFactor).where(TotpFactor.user_id == user.id))
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    revoke_all(user)  # the trust was earned with this factor: it must not skip the next one
     db.session.commit()
 
 

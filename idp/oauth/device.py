@@ -83,6 +83,9 @@ class DeviceCodeGrant(IssuesSignedTokens, AuthlibDeviceCodeGrant):
             user = db.session.get(User, credential.user_id)
             if not can_sign_in(user):  # disabled, or (from before the rule) unverified since
                 raise AccessDeniedError()
+            family = db.session.get(Grant, credential.grant_id)
+            if family is None or family.revoked_at is not None:  # signed out everywhere since the approval
+                raise AccessDeniedError()
             return user
         now = utcnow()
         too_fast = credential.last_polled_at and (now - credential.last_polled_at).total_seconds() < credential.interval

@@ -32,7 +32,7 @@ from sqlalchemy import bindparam, delete, false, or_, select
 
 from federation.discovery import domain_of
 
-from .. import accounts, audit
+from .. import accounts, audit, mail_tokens
 from ..admin.invite import prepare_invitation
 from ..emails import normalize
 from ..store import Group, GroupMember, User, db, new_id, utcnow
@@ -231,6 +231,10 @@ def _unique(org_: ScimOrg, fields: Fields, user: User | None, *, email_checked: 
 
 
 def _store(user: User, fields: Fields) -> None:
+    if user.email is not None and fields.email != user.email:
+        # Links mailed to the old address (invitation, reset) name a mailbox that is no
+        # longer this person's: they must not set the password of the renamed account.
+        mail_tokens.void_all(user)
     user.email = fields.email
     user.external_id = fields.external_id
     user.given_name = fields.given_name
