@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tests.admin_world import PASSWORD, get, new_org, org_admin, post, signed_in
+
+from tests.admin_world import get, new_org, org_admin, post, signed_in
 from tests.test_scim import Directory, scim_error
 
 
@@ -57,3 +58,48 @@ def test_admin_center_answers_a_nul_character_with_a_readable_400(live):
 
     with live.db():
         assert db.session.query(User).filter(User.org_id == org_id).count() == 1
+
+
+# --- an org admin's rights do not follow them into another org ---------------------------
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    from tests.conftest import separate_live
+
+    yield from separate_live(tmp_path_factory, "upstream-review")
+
+
+def test_an_admin_of_one_org_moved_by_another_orgs_idp_is_no_admin_there(live, upstream):
+    """Someone made admin of org B (`idp orgs admin`) whose address is in org A's domain
+    signs in through A's enterprise IdP: the sign-in makes them a member of A, and must not
+    make them an admin of A, which A's admins never decided."""
+    from tests.test_social import _browser, _upstream_sign_in
+
+    a_id, a_name, a_domain = new_org(live, "rv-move-a")
+    b_id, b_name, _ = new_org(live, "rv-move-b")
+    out = live.idp("orgs", "oidc", a_name, "--issuer", upstream.issuer, "--client-id=placeholder",
+                   "--client-secret=placeholder", "--json")
+    assert out.returncode == 0, out.stderr
+    client_id, secret = upstream.create_client(redirect_uris=[json.loads(out.stdout)["redirect_uri"]],
+                                               first_party=True)
+    out = live.idp("orgs", "oidc", a_name, "--issuer", upstream.issuer, f"--client-id={client_id}",
+                   f"--client-secret={secret}")
+    assert out.returncode == 0, out.stderr
+    email = f"consultant-{uuid.uuid4().hex[:6]}@{a_domain}"
+    user_id = org_admin(live, b_name, email)  # admin of B
+    upstream.create_user(email, "upstream-password")
+
+    b = _browser(live, upstream)
+    page = _upstream_sign_in(b, b.submit(b.get(f"{live.issuer}/account"), {"email": email}), email,
+                             "upstream-password")
+    assert page.status_code == 200 and "Your account" in page.text, page.url
+
+    from idp.store import User, db
+
+    with live.db():
+        row = db.session.get(User, user_id)
+        assert row.org_id == a_id  # the enterprise sign-in made them A's, as before
+        assert not row.org_admin
+    assert get(b, f"/admin/orgs/{a_id}/users").status_code == 403
+    assert get(b, f"/admin/orgs/{b_id}/users").status_code == 403
+    assert "Admin Center" not in b.get(f"{live.issuer}/account").text
