@@ -94,12 +94,15 @@ def test_an_admin_of_one_org_moved_by_another_orgs_idp_is_no_admin_there(live, u
                              "upstream-password")
     assert page.status_code == 200 and "Your account" in page.text, page.url
 
-    from idp.store import User, db
+    from idp.store import SecurityEvent, User, db
 
     with live.db():
         row = db.session.get(User, user_id)
         assert row.org_id == a_id  # the enterprise sign-in made them A's, as before
         assert not row.org_admin
+        # B's log says its admin is gone
+        assert [(e.org_id, e.detail.get("moved_to")) for e in db.session.query(SecurityEvent).filter_by(
+            user_id=user_id, kind="admin.removed")] == [(b_id, a_id)]
     assert get(b, f"/admin/orgs/{a_id}/users").status_code == 403
     assert get(b, f"/admin/orgs/{b_id}/users").status_code == 403
     assert "Admin Center" not in b.get(f"{live.issuer}/account").text
