@@ -106,3 +106,23 @@ def test_an_admin_of_one_org_moved_by_another_orgs_idp_is_no_admin_there(live, u
     assert get(b, f"/admin/orgs/{a_id}/users").status_code == 403
     assert get(b, f"/admin/orgs/{b_id}/users").status_code == 403
     assert "Admin Center" not in b.get(f"{live.issuer}/account").text
+
+
+def test_a_group_shows_no_member_who_has_left_the_org(live):
+    """A person of org A in one of A's groups is moved to org B (`idp orgs admin B`, or an
+    enterprise sign-in at B's IdP once their domain is B's): A's directory no longer sees
+    them, not even as a member of its groups (their name and address as they are now)."""
+    a, b = Directory(live, "rv-grp-a"), Directory(live, "rv-grp-b")
+    mover = a.create(displayName="Mover")
+    stays = a.create(displayName="Stays")
+    group = a.call("POST", "/Groups", {"displayName": "team", "members": [{"value": mover["id"]},
+                                                                          {"value": stays["id"]}]}).json()
+    out = live.idp("orgs", "admin", b.name, mover["userName"])
+    assert out.returncode == 0, out.stderr
+    scim_error(a.call("GET", f"/Users/{mover['id']}"), 404)
+    for resp in (a.call("GET", f"/Groups/{group['id']}"), a.call("GET", "/Groups")):
+        assert resp.status_code == 200
+        assert mover["id"] not in resp.text and "Mover" not in resp.text, resp.text
+        assert stays["id"] in resp.text
+    found = a.call("GET", f'/Groups?filter=members eq "{mover["id"]}"').json()
+    assert found["totalResults"] == 0
