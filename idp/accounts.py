@@ -88,6 +88,11 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
         return None
     elif not user.email_verified:
         wipe_unproven(user, keep_password=False)
+    if user.org_id != org.id and user.org_admin:
+        # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
+        # and only this org's admins (or an operator) make one of its members an admin.
+        user.org_admin = False
+        audit.record("admin.removed", user, org=user.org_id, commit=False, moved_to=org.id)
     user.org_id = org.id
     user.email_verified = True
     for field in ("given_name", "family_name", "name"):

@@ -113,8 +113,19 @@ def check_request():
     on every request, and each check did nothing for the other kind)."""
     if request.path.startswith(API_PREFIXES):
         return _refuse_undecodable_basic()
+    if has_nul():
+        # PostgreSQL text holds no NUL: such a value reaching a query was a 500
+        return error_page(_("The request could not be handled."), 400)
     _bind_csrf()
     return None
+
+
+def has_nul(form: bool = True) -> bool:
+    """A NUL character in the request's path, query or (`form`) form values: never in a real one."""
+    if "\x00" in request.path:
+        return True
+    sources = (request.args, request.form) if form and request.method == "POST" else (request.args,)
+    return any("\x00" in value for source in sources for _, values in source.lists() for value in values)
 
 
 def add_headers(response: Response) -> Response:

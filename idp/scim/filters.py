@@ -160,9 +160,12 @@ class _Parser:
         kind, text = self.take()
         if kind == "string":
             try:
-                return json.loads(text)
+                value = json.loads(text)
             except ValueError:
                 raise invalid_filter(f"Not a valid string: {text}") from None
+            if "\x00" in value:  # PostgreSQL text holds none: never equal to anything stored
+                raise invalid_filter("A NUL character is not allowed in a filter")
+            return value
         if kind == "word":
             low = text.lower()
             if low in ("true", "false"):

@@ -31,7 +31,9 @@ MAX_NAME = 256
 
 
 def _membership(op: str, value):
-    has_members = select(GroupMember.user_id).where(GroupMember.group_id == Group.id)
+    # a membership row of someone who has since left the org is no membership (`_members_of`)
+    has_members = (select(GroupMember.user_id).join(User, User.id == GroupMember.user_id)
+                   .where(GroupMember.group_id == Group.id, in_org(org())))
     if op == "pr":
         return exists(has_members)
     if op != "eq" or not isinstance(value, str):
@@ -60,10 +62,12 @@ def _group(org_: ScimOrg, group_id: str) -> Group:
 
 
 def _members_of(group_ids: list[str]) -> dict[str, list[User]]:
+    """The members of the token's org's groups `group_ids` who are still people of that org
+    (an account moved to another org keeps its membership rows until the group is written)."""
     found: dict[str, list[User]] = {gid: [] for gid in group_ids}
     if group_ids:
         rows = db.session.execute(select(GroupMember.group_id, User).join(User, User.id == GroupMember.user_id)
-                                  .where(GroupMember.group_id.in_(group_ids)).order_by(User.email))
+                                  .where(GroupMember.group_id.in_(group_ids), in_org(org())).order_by(User.email))
         for group_id, user in rows:
             found[group_id].append(user)
     return found

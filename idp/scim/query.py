@@ -18,6 +18,7 @@ from .filters import Path, parse_filter
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 DEFAULT_COUNT = 100
 MAX_COUNT = 200
+MAX_START = 2**31  # far beyond any org's people, within every database's OFFSET
 
 
 def _like(text: str) -> str:
@@ -83,7 +84,10 @@ class DateAttribute:
         except ValueError:
             raise invalid_filter(f"not a date-time: {value}") from None
         if moment.tzinfo is not None:
-            moment = moment.astimezone(UTC).replace(tzinfo=None)
+            try:
+                moment = moment.astimezone(UTC).replace(tzinfo=None)
+            except OverflowError:  # before year 1 or after 9999 in UTC
+                raise invalid_filter(f"not a date-time: {value}") from None
         col = self.column
         ops = {"eq": col == moment, "ne": col != moment, "gt": col > moment, "ge": col >= moment,
                "lt": col < moment, "le": col <= moment}
@@ -151,8 +155,10 @@ def page_of(args: dict) -> Page:
     try:
         start = int(args.get("startIndex", 1))
         count = int(args.get("count", DEFAULT_COUNT))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise invalid_value("startIndex and count are whole numbers") from None
+    if start > MAX_START:  # an OFFSET the database cannot hold
+        raise invalid_value(f"startIndex is at most {MAX_START}")
     return Page(max(start, 1), min(max(count, 0), MAX_COUNT))
 
 
@@ -191,6 +197,10 @@ def search_arguments() -> dict:
         for key in ("attributes", "excludedAttributes"):
             if key in body:
                 value = body[key]
-                args[key] = ",".join(value) if isinstance(value, list) else value
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    value = ",".join(value)
+                if not isinstance(value, str):
+                    raise invalid_value(f"{key} is a list of attribute names")
+                args[key] = value
         return args
     return request.args.to_dict()

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from . import bp
-from .errors import ScimError, error_response, http_error_response, invalid_syntax, scim_response
+from .errors import ScimError, error_response, http_error_response, invalid_syntax, invalid_value, scim_response
 from .filters import split_path
 from .query import MAX_COUNT
 from .tokens import ScimOrg, org_of_request
@@ -30,6 +30,10 @@ def authenticate():
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ScimError(413, "Request body too large")
     g.scim_org = org_of_request()
+    from ..security import has_nul
+
+    if has_nul(form=False):  # a JSON body is checked by `read_json`
+        raise invalid_value("A NUL character is not allowed here")
 
 
 @bp.errorhandler(ScimError)
@@ -75,7 +79,19 @@ def read_json() -> dict:
         raise invalid_syntax("The request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise invalid_syntax("The request body must be a JSON object")
+    if _holds_nul(body):
+        raise invalid_value("A NUL character is not allowed in a value")  # PostgreSQL text holds none
     return body
+
+
+def _holds_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def timestamp(moment: datetime | None) -> str | None:
