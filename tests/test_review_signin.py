@@ -72,3 +72,42 @@ def test_the_password_step_does_not_tell_a_member_of_an_enforcing_org_from_nobod
     assert refused.status_code == 403 and "Enterprise Sign-In" in refused.text
     assert not refused.cookies.get("idp_session")
     assert "Your account" not in b.get(f"{live.issuer}/account").text
+
+
+def test_a_step_up_whose_session_ended_is_no_sign_in_by_the_second_factor_alone(live):
+    """A product asks for two factors; the session (password only) is sent to "Confirm your
+    identity". If that session ends meanwhile (signed out everywhere, revoked, expired), the
+    code typed there stepped up nothing, and opened a brand new session all the same, with
+    `amr` ["pwd", "otp", "mfa"] and a fresh auth_time, and the request got its code: a
+    sign-in by the second factor alone, claiming a password nobody typed."""
+    from idp.assurance import ACR_MULTI_FACTOR
+    from idp.mfa import totp
+    from idp.store import BrowserSession, User, db, utcnow
+
+    email = f"stepup-{uuid.uuid4().hex[:8]}@example.com"
+    user_id = live.create_user(email, "step-up-password-1")
+    client_id, _ = live.create_client()
+    b = Browser(live.issuer)
+    page = _password_page(b, authorize_url(live.issuer, client_id), email)
+    assert "code" in redirect_params(_post(b, page, {"password": "step-up-password-1"}))
+    with live.db():  # the authenticator app is set up after that sign-in
+        secret = totp.start_enrolment(db.session.get(User, user_id))
+        assert totp.confirm_enrolment(db.session.get(User, user_id), pyotp.TOTP(secret).now())
+
+    verify_page = b.get(authorize_url(live.issuer, client_id, acr_values=ACR_MULTI_FACTOR, state="up"))
+    assert "Confirm your identity" in verify_page.text, verify_page.text[:300]
+    with live.db():  # the session ends (e.g. "Sign out of all sessions" on another device)
+        for row in db.session.execute(select(BrowserSession).where(BrowserSession.user_id == user_id)).scalars():
+            row.ended_at = utcnow()
+        db.session.commit()
+
+    code = pyotp.TOTP(secret).at(int(time.time()) + 30)  # the enrolment claimed the current step
+    answer = _post(b, verify_page, {"code": code})
+    assert not answer.cookies.get("idp_session"), "the second factor alone opened a session"
+    location = answer.headers.get("Location", "")
+    assert "code=" not in location, location
+    with live.db():
+        live_sessions = db.session.execute(select(BrowserSession).where(
+            BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))).scalars().all()
+        assert live_sessions == []
+    assert "Your account" not in b.get(f"{live.issuer}/account").text
