@@ -142,7 +142,11 @@ def password():
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
     user = accounts.by_email(address)
-    if enforced_for(user, address):
+    # Before the password, only the address's domain may send the person to their org's
+    # IdP (anyone can learn that much from the domain). An org that binds the account by
+    # membership is the account's to tell: `first_factor_passed` says so once the password
+    # is right, and a wrong one gets the answer an unknown address gets.
+    if enforced_for(None, address):
         return sso_required(address)
     # verify_password spends the same argon2 time whether or not the account exists.
     ok = verify_password(user.password_hash if user else None, request.form.get("password", ""))
