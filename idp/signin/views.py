@@ -308,6 +308,10 @@ def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]
         sessions.step_up(browser, extra_amr, ACR_MULTI_FACTOR)
         audit.record("signin.success", user, method="step-up " + " ".join(extra_amr), commit=False)
         return _continue(browser, pending, as_link=as_link)
+    if state.get("step_up"):
+        # The session this factor was to step up has ended meanwhile (or is not this
+        # account's): the factor alone is no sign-in. Start again from the first factor.
+        return redirect(url_for("signin.email", req=pending.id) if pending else url_for("signin.email"))
     first = state.get("amr") or AMR_PASSWORD
     return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra_amr,
                           acr=ACR_MULTI_FACTOR, second_factor=True, as_link=as_link)
