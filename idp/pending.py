@@ -94,8 +94,9 @@ def _live_here(row: PendingRequest) -> bool:
     return isinstance(key, str) and hmac.compare_digest(digest(key), row.browser_hash)
 
 
-def mark_signed_in(pending: PendingRequest, session_id: str) -> PendingRequest | None:
-    """Note the session that signed in for this request (committed with the caller's commit).
+def mark_signed_in(pending: PendingRequest, session_id: str | None) -> PendingRequest | None:
+    """Note the session that signed in for this request (committed with the caller's commit;
+    a step-up passes the one already noted, which only checks the request is still there).
 
     Returns the request as it now is, for the sign-in to answer it in the same request
     (what `find` would read after the commit): None when it is no longer there (answered

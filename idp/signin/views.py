@@ -142,7 +142,11 @@ def password():
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
     user = accounts.by_email(address)
-    if enforced_for(user, address):
+    # Before the password, only the address's domain may send the person to their org's
+    # IdP (anyone can learn that much from the domain). An org that binds the account by
+    # membership is the account's to tell: `first_factor_passed` says so once the password
+    # is right, and a wrong one gets the answer an unknown address gets.
+    if enforced_for(None, address):
         return sso_required(address)
     # verify_password spends the same argon2 time whether or not the account exists.
     ok = verify_password(user.password_hash if user else None, request.form.get("password", ""))
@@ -244,15 +248,20 @@ def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool
     return _continue(browser, pending, as_link=as_link)
 
 
-def _continue(browser, pending: PendingRequest | None, *, as_link: bool = False):
+def _continue(browser, pending: PendingRequest | None, *, as_link: bool = False, signed_in: bool = True):
     """Commit the sign-in (with what the caller left pending), then on to the request or page.
 
     The request is answered right here, after that commit, as /authorize/resume would
     answer it (the code, the consent page, a step-up): a round trip fewer. `as_link` is for
     a caller that shows where to go next instead of going (a JSON answer to the passkey
     script, the recovery codes page): it gets the resume link, so no code is made before
-    the person moves on."""
-    marked = pending_requests.mark_signed_in(pending, browser.id) if pending is not None else None
+    the person moves on. A step-up (`signed_in=False`) signed nobody in: the request keeps
+    the session it had (none, or the sign-in made for it), so prompt=login and max_age are
+    not waived for a session signed in before the request."""
+    marked = None
+    if pending is not None:
+        by = browser.id if signed_in else pending.authenticated_session_id
+        marked = pending_requests.mark_signed_in(pending, by)
     db.session.commit()
     if pending is None:
         return _after_sign_in()
@@ -303,7 +312,11 @@ def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]
     if state.get("step_up") and browser is not None and browser.user_id == user.id:
         sessions.step_up(browser, extra_amr, ACR_MULTI_FACTOR)
         audit.record("signin.success", user, method="step-up " + " ".join(extra_amr), commit=False)
-        return _continue(browser, pending, as_link=as_link)
+        return _continue(browser, pending, as_link=as_link, signed_in=False)
+    if state.get("step_up"):
+        # The session this factor was to step up has ended meanwhile (or is not this
+        # account's): the factor alone is no sign-in. Start again from the first factor.
+        return redirect(url_for("signin.email", req=pending.id) if pending else url_for("signin.email"))
     first = state.get("amr") or AMR_PASSWORD
     return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra_amr,
                           acr=ACR_MULTI_FACTOR, second_factor=True, as_link=as_link)
