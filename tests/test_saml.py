@@ -428,17 +428,24 @@ def test_the_sp_credential_is_read_each_time_until_it_is_settled(live):
     from idp.store import SpCredential, db, utcnow
 
     app = live.app
+
+    def move_credentials(oldest_at):
+        """Every credential moved in time as one, the oldest to `oldest_at`: which one is
+        oldest stays as it was (workers racing their first insert may have made two)."""
+        created = dict(db.session.query(SpCredential.id, SpCredential.created_at))
+        start = min(created.values())
+        for credential_id, at in created.items():
+            db.session.execute(update(SpCredential).where(SpCredential.id == credential_id)
+                               .values(created_at=oldest_at + (at - start)))
+        db.session.commit()
+
     with app.app_context():
         app.extensions.pop("idp.sp_credential_files", None)
         files = orgs._credential_files()
-        oldest = db.session.query(SpCredential).order_by(SpCredential.created_at).first()
-        db.session.execute(update(SpCredential).where(SpCredential.id == oldest.id).values(created_at=utcnow()))
-        db.session.commit()
+        move_credentials(utcnow())
         assert orgs._credential_files() == files
         assert "idp.sp_credential_files" not in app.extensions  # young: read again next time
-        settled = utcnow() - orgs.CREDENTIAL_SETTLED - timedelta(minutes=1)
-        db.session.execute(update(SpCredential).where(SpCredential.id == oldest.id).values(created_at=settled))
-        db.session.commit()
+        move_credentials(utcnow() - orgs.CREDENTIAL_SETTLED - timedelta(minutes=1))
         assert orgs._credential_files() == files
         statements = []
 
