@@ -69,7 +69,8 @@ def check_max_age(params: dict) -> None:
     raw = params.get("max_age")
     if raw is None:
         return
-    if not raw.isdigit() or len(raw) > 10:
+    # ASCII digits only: str.isdigit() also takes "²" and "١٢", which int() refuses or reads.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
         raise InvalidRequestError("max_age must be a non-negative integer")
 
 
