@@ -43,3 +43,37 @@ def test_max_age_that_is_a_digit_but_no_number_is_refused_not_a_500(live, browse
     resp = browser.get(authorize_url(live.issuer, client_id, max_age="3600", code_challenge=challenge,
                                      code_challenge_method="S256"))
     assert "code" in redirect_params(resp)
+
+
+def _initial_token(live) -> str:
+    out = live.idp("clients", "registration-token")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_registration_answers_odd_metadata_with_an_rfc_7591_error_not_a_500(live):
+    """RFC 7591 §3.2.2: metadata that cannot be registered is invalid_client_metadata or
+    invalid_redirect_uri. A list inside response_types (unhashable), a lone surrogate
+    (no UTF-8 for the database) or a NUL (PostgreSQL text refuses it) answered 500; a
+    redirect URI with a newline or a space, not an RFC 3986 URI, was registered."""
+    from idp.store import Client, db
+
+    auth = {"Authorization": f"Bearer {_initial_token(live)}", "Content-Type": "application/json"}
+    good = '"redirect_uris": ["https://rp.example/cb"]'
+    for body, error in (
+        ('{%s, "response_types": [["code"]]}' % good, "invalid_client_metadata"),
+        ('{%s, "grant_types": [{"a": 1}]}' % good, "invalid_client_metadata"),
+        ('{%s, "client_name": "bad \\ud800 name"}' % good, "invalid_client_metadata"),
+        ('{%s, "client_name": "nul \\u0000 name"}' % good, "invalid_client_metadata"),
+        ('{"redirect_uris": ["https://rp.example/c\\u0000b"]}', "invalid_redirect_uri"),
+        ('{"redirect_uris": ["https://rp.example/cb\\n"]}', "invalid_redirect_uri"),
+        ('{"redirect_uris": ["https://rp.example/c b"]}', "invalid_redirect_uri"),
+        ('{%s, "post_logout_redirect_uris": ["https://rp.example/\\u0000"]}' % good, "invalid_client_metadata"),
+    ):
+        with live.app.app_context():
+            before = db.session.query(Client).count()
+        resp = requests.post(f"{live.issuer}/register", data=body.encode(), headers=auth, timeout=10)
+        assert resp.status_code == 400, (body, resp.status_code, resp.text)
+        assert resp.json()["error"] == error, (body, resp.text)
+        with live.app.app_context():
+            assert db.session.query(Client).count() == before, body
