@@ -59,16 +59,16 @@ def test_registration_answers_odd_metadata_with_an_rfc_7591_error_not_a_500(live
     from idp.store import Client, db
 
     auth = {"Authorization": f"Bearer {_initial_token(live)}", "Content-Type": "application/json"}
-    good = '"redirect_uris": ["https://rp.example/cb"]'
+    good = '{"redirect_uris": ["https://rp.example/cb"], '
     for body, error in (
-        ('{%s, "response_types": [["code"]]}' % good, "invalid_client_metadata"),
-        ('{%s, "grant_types": [{"a": 1}]}' % good, "invalid_client_metadata"),
-        ('{%s, "client_name": "bad \\ud800 name"}' % good, "invalid_client_metadata"),
-        ('{%s, "client_name": "nul \\u0000 name"}' % good, "invalid_client_metadata"),
+        (good + '"response_types": [["code"]]}', "invalid_client_metadata"),
+        (good + '"grant_types": [{"a": 1}]}', "invalid_client_metadata"),
+        (good + '"client_name": "bad \\ud800 name"}', "invalid_client_metadata"),
+        (good + '"client_name": "nul \\u0000 name"}', "invalid_client_metadata"),
         ('{"redirect_uris": ["https://rp.example/c\\u0000b"]}', "invalid_redirect_uri"),
         ('{"redirect_uris": ["https://rp.example/cb\\n"]}', "invalid_redirect_uri"),
         ('{"redirect_uris": ["https://rp.example/c b"]}', "invalid_redirect_uri"),
-        ('{%s, "post_logout_redirect_uris": ["https://rp.example/\\u0000"]}' % good, "invalid_client_metadata"),
+        (good + '"post_logout_redirect_uris": ["https://rp.example/\\u0000"]}', "invalid_client_metadata"),
     ):
         with live.app.app_context():
             before = db.session.query(Client).count()
