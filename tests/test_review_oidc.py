@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params
+from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, verify
 
 PASSWORD = "review-oidc-password"
 
@@ -77,3 +77,40 @@ def test_registration_answers_odd_metadata_with_an_rfc_7591_error_not_a_500(live
         assert resp.json()["error"] == error, (body, resp.text)
         with live.app.app_context():
             assert db.session.query(Client).count() == before, body
+
+
+def test_userinfo_refuses_an_access_token_restricted_to_another_resource(live, browser):
+    """RFC 8707 §2 and RFC 9700 §2.3: a token issued for `resource=https://api…` is
+    audience-restricted to that API, so that the API cannot replay it elsewhere. UserInfo
+    is another protected resource: it took such a token and gave the API the person's
+    profile. A token for the client itself (no resource named) still works there."""
+    from idp.clients import create_client
+
+    api = "https://api.review-oidc.example/"
+    email = "review-audience@example.com"
+    live.create_user(email, PASSWORD)
+    with live.db():
+        client, secret = create_client({"client_name": "Audience App", "redirect_uris": [REDIRECT]},
+                                       first_party=True, policy={"resources": [api]})
+        client_id = client.client_id
+
+    def access_token(resource):
+        verifier, challenge = pkce()
+        resp = browser.get(authorize_url(live.issuer, client_id, scope="openid profile email", resource=resource,
+                                         code_challenge=challenge, code_challenge_method="S256"))
+        if not resp.is_redirect:
+            resp = browser.sign_in(resp, email, PASSWORD)
+        form = {"grant_type": "authorization_code", "code": redirect_params(resp)["code"], "redirect_uri": REDIRECT,
+                "code_verifier": verifier}
+        got = requests.post(f"{live.issuer}/token", data=form, auth=(client_id, secret), timeout=10)
+        assert got.status_code == 200, got.text
+        return got.json()["access_token"]
+
+    for_api = access_token(api)
+    assert verify(live.issuer, for_api)[1]["aud"] == api
+    resp = requests.get(f"{live.issuer}/userinfo", headers={"Authorization": f"Bearer {for_api}"}, timeout=10)
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_token", resp.text
+    assert "email" not in resp.json() and 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    for_client = access_token(None)
+    resp = requests.get(f"{live.issuer}/userinfo", headers={"Authorization": f"Bearer {for_client}"}, timeout=10)
+    assert resp.status_code == 200 and resp.json()["email"] == email, resp.text
