@@ -114,3 +114,43 @@ def test_userinfo_refuses_an_access_token_restricted_to_another_resource(live, b
     for_client = access_token(None)
     resp = requests.get(f"{live.issuer}/userinfo", headers={"Authorization": f"Bearer {for_client}"}, timeout=10)
     assert resp.status_code == 200 and resp.json()["email"] == email, resp.text
+
+
+def test_native_app_loopback_redirect_may_use_any_port(live, browser):
+    """RFC 8252 §7.3 (and RFC 9700 §2.1): for a loopback IP redirect URI the server MUST
+    allow any port at request time: a native app listens on whatever port the OS gives
+    it. Only the port may differ (path, query, host and scheme stay exact), only for a
+    public (native) client, and the code exchange repeats the URI actually used."""
+    email = "review-native@example.com"
+    live.create_user(email, PASSWORD)
+    native, _ = live.create_client(token_endpoint_auth_method="none",
+                                   redirect_uris=["http://127.0.0.1/cb", "http://[::1]:8000/cb"])
+    web, _ = live.create_client(redirect_uris=["http://127.0.0.1:8000/cb"])
+
+    def page(client_id, uri):
+        _, challenge = pkce()
+        return browser.http.get(authorize_url(live.issuer, client_id, redirect_uri=uri, code_challenge=challenge,
+                                              code_challenge_method="S256"), allow_redirects=False, timeout=10)
+
+    for refused in ("http://127.0.0.1:53219/cb/", "http://127.0.0.1:53219/CB", "http://127.0.0.1:53219/cb?x=1",
+                    "http://localhost:53219/cb", "https://127.0.0.1:53219/cb", "http://x@127.0.0.1:53219/cb",
+                    "http://127.0.0.1:99999/cb", "http://[::1]:53219/other"):
+        resp = page(native, refused)
+        assert resp.status_code == 400 and "Location" not in resp.headers, refused
+    resp = page(web, "http://127.0.0.1:8001/cb")  # a confidential web app keeps the exact match
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    def exchange(used: str, sent: str) -> requests.Response:
+        verifier, challenge = pkce()
+        resp = browser.get(authorize_url(live.issuer, native, redirect_uri=used, code_challenge=challenge,
+                                         code_challenge_method="S256"))
+        if not resp.is_redirect:
+            resp = browser.sign_in(resp, email, PASSWORD)
+        form = {"grant_type": "authorization_code", "code": redirect_params(resp, used)["code"], "client_id": native,
+                "code_verifier": verifier, "redirect_uri": sent}
+        return requests.post(f"{live.issuer}/token", data=form, timeout=10)
+
+    for used in ("http://127.0.0.1:53219/cb", "http://[::1]:41000/cb", "http://127.0.0.1/cb"):
+        resp = exchange(used, used)
+        assert resp.status_code == 200 and resp.json()["id_token"], resp.text
+    resp = exchange("http://127.0.0.1:53219/cb", "http://127.0.0.1:53220/cb")
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant", resp.text
