@@ -154,3 +154,29 @@ def test_native_app_loopback_redirect_may_use_any_port(live, browser):
         assert resp.status_code == 200 and resp.json()["id_token"], resp.text
     resp = exchange("http://127.0.0.1:53219/cb", "http://127.0.0.1:53220/cb")
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant", resp.text
+
+
+def test_a_request_object_cannot_outlive_an_hour_by_a_future_iat(live, browser):
+    """RFC 9101 §10.2 / FAPI 2.0: a request object lives at most an hour (MAX_LIFETIME),
+    measured from nbf, else iat, else now. Without nbf, an iat set years ahead made the
+    hour count from then: an object signed once stayed good for years (replayable)."""
+    import time
+
+    from tests.test_request_objects import _authorize, _claims, _client, _key, _sign
+
+    email = "review-jar@example.com"
+    live.create_user(email, PASSWORD)
+    key = _key()
+    client_id, _ = _client(live, key)
+    _, challenge = pkce()
+    page = browser.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
+    redirect_params(browser.sign_in(page, email, PASSWORD))
+    now = int(time.time())
+    pkce_claims = {"code_challenge": challenge, "code_challenge_method": "S256"}
+    years = 10 * 365 * 86400
+    far = _sign(key, _claims(live, client_id, nbf=None, iat=now + years, exp=now + years + 60, **pkce_claims))
+    params = redirect_params(_authorize(browser, live, client_id=client_id, state="outer", request=far))
+    assert params["error"] == "invalid_request_object" and "code" not in params, params
+    # an iat a moment ahead (clock difference) with a short exp is still fine
+    near = _sign(key, _claims(live, client_id, nbf=None, iat=now + 5, exp=now + 300, **pkce_claims))
+    assert "code" in redirect_params(_authorize(browser, live, client_id=client_id, request=near))
