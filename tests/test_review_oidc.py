@@ -180,3 +180,31 @@ def test_a_request_object_cannot_outlive_an_hour_by_a_future_iat(live, browser):
     # an iat a moment ahead (clock difference) with a short exp is still fine
     near = _sign(key, _claims(live, client_id, nbf=None, iat=now + 5, exp=now + 300, **pkce_claims))
     assert "code" in redirect_params(_authorize(browser, live, client_id=client_id, request=near))
+
+
+def test_request_uri_request_and_response_mode_may_not_be_repeated(live, browser):
+    """RFC 6749 §3.1: request parameters MUST NOT be included more than once. request_uri,
+    request and response_mode were taken from their first copy (a pushed request ran with
+    a second, different request_uri beside it); like client_id or redirect_uri they must be
+    refused, on a page at /authorize (which copy names the client is not known) and with
+    invalid_request at /par."""
+    client_id, secret = live.create_client()
+    _, challenge = pkce()
+    form = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": "openid",
+            "code_challenge": challenge, "code_challenge_method": "S256"}
+    pushed = requests.post(f"{live.issuer}/par", data=form, auth=(client_id, secret), timeout=10)
+    assert pushed.status_code == 201, pushed.text
+    request_uri = pushed.json()["request_uri"]
+    for repeated in (
+        [("request_uri", request_uri), ("request_uri", "urn:ietf:params:oauth:request_uri:other")],
+        [*form.items(), ("request", "a.b.c"), ("request", "d.e.f")],
+        [*form.items(), ("response_mode", "query"), ("response_mode", "fragment")],
+    ):
+        resp = browser.http.get(f"{live.issuer}/authorize", params=[("client_id", client_id), *repeated]
+                                if repeated[0][0] == "request_uri" else repeated, allow_redirects=False, timeout=10)
+        assert resp.status_code == 400 and "Location" not in resp.headers, (repeated[-1], resp.status_code)
+        assert "repeated" in resp.text, repeated[-1]
+    for name, values in (("request", ("a.b.c", "d.e.f")), ("response_mode", ("query", "fragment"))):
+        resp = requests.post(f"{live.issuer}/par", data=[*form.items(), *((name, v) for v in values)],
+                             auth=(client_id, secret), timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", (name, resp.text)
