@@ -14,7 +14,8 @@ from .dpop import check_dpop_jkt
 
 PROMPTS = {"none", "login", "consent", "select_account"}
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
-                 "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt")
+                 "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt",
+                 "request", "request_uri", "response_mode")
 
 
 class RequestNotSupported(OAuth2Error):
