@@ -3,6 +3,8 @@ against RFC 6749, RFC 9700, RFC 9126 and OIDC Core, through the real server."""
 
 from __future__ import annotations
 
+import re
+
 import requests
 
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, verify
@@ -208,3 +210,33 @@ def test_request_uri_request_and_response_mode_may_not_be_repeated(live, browser
         resp = requests.post(f"{live.issuer}/par", data=[*form.items(), *((name, v) for v in values)],
                              auth=(client_id, secret), timeout=10)
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", (name, resp.text)
+
+
+def test_authorization_request_by_post_is_supported(live, browser):
+    """OIDC Core §3.1.2.1: the authorization endpoint MUST support POST (a form the
+    product's page posts, parameters form-encoded). Every POST was refused as a form
+    with an expired CSRF token. It is taken as the same request by GET (a top-level
+    navigation, where SameSite=Lax cookies are sent), and the consent form keeps its
+    CSRF check."""
+    email = "review-post@example.com"
+    live.create_user(email, PASSWORD)
+    client_id, _ = live.create_client(first_party=False)
+    _, challenge = pkce()
+    form = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": "openid",
+            "state": "posted", "code_challenge": challenge, "code_challenge_method": "S256"}
+    resp = browser.http.post(f"{live.issuer}/authorize", data=form, allow_redirects=False, timeout=10)
+    assert resp.status_code == 303, (resp.status_code, resp.text[:300])
+    page = browser.follow(resp)
+    assert 'name="email"' in page.text
+    consent = browser.sign_in(page, email, PASSWORD)
+    assert 'name="decision"' in consent.text
+    action = re.search(r'<form method="post" action="([^"]+)"', consent.text).group(1).replace("&amp;", "&")
+    forged = browser.http.post(live.issuer + action, data={"decision": "allow"}, allow_redirects=False, timeout=10)
+    assert forged.status_code == 400 and "Location" not in forged.headers
+    params = redirect_params(browser.submit(consent, {"decision": "allow"}))
+    assert params["code"] and params["state"] == "posted" and params["iss"] == live.issuer
+    # a bad request by POST gets the same answers as by GET: a page for an unregistered URI
+    resp = browser.http.post(f"{live.issuer}/authorize", data={**form, "redirect_uri": "https://evil.example/cb"},
+                             allow_redirects=False, timeout=10)
+    resp = browser.follow(resp)
+    assert resp.status_code == 400 and "evil.example" not in resp.headers.get("Location", "")
