@@ -5,11 +5,22 @@ clients with SQLAlchemy Core (`idp clients list`, the token endpoint) needs no O
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
 MAX_RESOURCE_LENGTH = 2000
+# A loopback IP redirect URI (RFC 8252 §7.3): host and port, then the path and query.
+_LOOPBACK_IP_URI = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?(/[^#]*)?")
+
+
+def _loopback_without_port(uri: str) -> tuple[str, str] | None:
+    """(host, path and query) of a loopback IP redirect URI with a valid or no port, else None."""
+    match = _LOOPBACK_IP_URI.fullmatch(uri)
+    if match is None or (match.group(2) is not None and not 0 < int(match.group(2)) <= 65535):
+        return None
+    return match.group(1), match.group(3) or ""
 
 
 def is_resource_uri(value) -> bool:
@@ -52,7 +63,15 @@ class ClientPolicy:
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         # Exact string match (RFC 9700 §4.1.3): no prefixes, no wildcards.
-        return redirect_uri in self.redirect_uris
+        if redirect_uri in self.redirect_uris:
+            return True
+        # Except the port of a native app's loopback IP redirect URI, which the OS picks when
+        # the app starts listening (RFC 8252 §7.3 MUST, RFC 9700 §2.1). Native apps are
+        # public clients; a confidential one keeps the exact match.
+        if not self.is_public or not isinstance(redirect_uri, str) or not redirect_uri.startswith("http://"):
+            return False
+        wanted = _loopback_without_port(redirect_uri)
+        return wanted is not None and any(_loopback_without_port(uri) == wanted for uri in self.redirect_uris)
 
     def check_client_secret(self, client_secret: str) -> bool:
         from .store import digest  # here, not above: `idp clients list` reads no ORM model

@@ -42,6 +42,10 @@ def _check_uri(uri, what: str, error: str) -> str:
     fragment, no wildcard."""
     if not isinstance(uri, str) or not uri:
         raise ClientMetadataError(error, f"{what} must be a non-empty string")
+    # RFC 3986 has no spaces or controls in a URI; urlsplit drops some of them silently,
+    # so a URI that differs from the one checked would be stored.
+    if not _storable(uri) or any(ch.isspace() or ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
+        raise ClientMetadataError(error, f"{what} must not hold spaces or control characters: {uri!r}")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises on a port that is not a number
@@ -59,6 +63,32 @@ def _check_uri(uri, what: str, error: str) -> str:
         raise ClientMetadataError(
             error, f"{what} must use https; http only for loopback (127.0.0.1, [::1], localhost): {uri}")
     return uri
+
+
+def _storable(text: str) -> bool:
+    """No NUL (PostgreSQL text refuses it) and no lone surrogate (no UTF-8 for it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _all_storable(value) -> bool:
+    # A loop, not recursion: a deeply nested jwks must not raise RecursionError.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and not _storable(item):
+            return False
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 def _check_backchannel_uri(uri, destinations: Outbound) -> str:
@@ -100,7 +130,7 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     response_types = meta.get("response_types")
     if response_types is None:
         response_types = ["code"] if "authorization_code" in grant_types else []
-    if not isinstance(response_types, list) or not set(response_types) <= {"code"}:
+    if not isinstance(response_types, list) or not all(t == "code" for t in response_types):
         raise ClientMetadataError("invalid_client_metadata", "only the code response type is supported")
     if ("code" in response_types) != ("authorization_code" in grant_types):
         raise ClientMetadataError("invalid_client_metadata", "response_types and grant_types disagree")
@@ -131,7 +161,7 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     name = meta.get("client_name") or "Unnamed application"
     if not isinstance(name, str) or len(name) > 200:
         raise ClientMetadataError("invalid_client_metadata", "client_name must be a string of at most 200 characters")
-    return {
+    values = {
         "name": name,
         "token_endpoint_auth_method": auth_method,
         "grant_types": grant_types,
@@ -144,6 +174,10 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
         "require_par": require_par,
         "backchannel_logout_uri": backchannel,
     }
+    # After the URI checks (their own error code): these values go to the database as they are.
+    if not _all_storable(values):
+        raise ClientMetadataError("invalid_client_metadata", "the metadata holds a NUL or an unpaired surrogate")
+    return values
 
 
 def _check_jwks_uri(uri, destinations: Outbound) -> str:

@@ -26,6 +26,7 @@ def register_blueprints(app: Flask) -> None:
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
         app.register_blueprint(module.bp)
     csrf.exempt(end_session.bp)  # checks CSRF itself on the person's confirmation
+    csrf.exempt(authorize.authorize)  # products post requests (OIDC Core §3.1.2.1); consent keeps its check
     csrf.exempt(scim)  # authenticated by the org's bearer token, never by cookies
     app.register_blueprint(scim)
     csrf.exempt(saml_acs)  # the IdP posts here; the response is bound to the browser's request instead

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -58,6 +58,12 @@ def _issuer() -> str:
 
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize():
+    if request.method == "POST":
+        # OIDC Core §3.1.2.1: products may post the request (CSRF-exempt for that). A
+        # cross-site POST carries no SameSite=Lax cookie, so the person's session would go
+        # unseen: the same request as a GET, a top-level navigation that carries them.
+        query = urlencode(list(request.values.items(multi=True)))
+        return redirect(f"{url_for('authorize.authorize')}?{query}", code=303)
     duplicate = duplicated_parameter(request.values)
     if duplicate:
         return error_page(_("The application sent an invalid sign-in request (%(name)s repeated).", name=duplicate))

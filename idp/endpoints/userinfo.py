@@ -4,7 +4,7 @@ or a DPoP-bound one with its proof (RFC 9449 §7)."""
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from ..oauth import dpop
 from ..oauth.claims import user_claims
@@ -59,6 +59,16 @@ def _presented_token() -> tuple[str, str | None, str | None]:
     return "bearer", None, None
 
 
+def _for_userinfo(claims: dict) -> bool:
+    """The token's audience lets this endpoint take it: the client itself (the audience
+    when no resource was named), or this server. A token restricted to other resources
+    (RFC 8707) must not buy their holder the person's profile (RFC 9700 §2.3)."""
+    aud = claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    issuer = current_app.extensions["idp.settings"].issuer
+    return any(a in (claims.get("client_id"), issuer, f"{issuer}/userinfo") for a in audiences)
+
+
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo():
     scheme, token, problem = _presented_token()
@@ -67,7 +77,7 @@ def userinfo():
     if token is None:
         return _bearer_error(None, 401)
     claims = verify_access_token(token)
-    if claims is None:
+    if claims is None or not _for_userinfo(claims):
         return _bearer_error("invalid_token", 401, "the access token is invalid, expired or revoked")
     try:
         dpop.check_resource_request(scheme, token, claims)

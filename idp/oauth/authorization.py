@@ -14,7 +14,8 @@ from .dpop import check_dpop_jkt
 
 PROMPTS = {"none", "login", "consent", "select_account"}
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
-                 "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt")
+                 "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt",
+                 "request", "request_uri", "response_mode")
 
 
 class RequestNotSupported(OAuth2Error):
@@ -69,7 +70,8 @@ def check_max_age(params: dict) -> None:
     raw = params.get("max_age")
     if raw is None:
         return
-    if not raw.isdigit() or len(raw) > 10:
+    # ASCII digits only: str.isdigit() also takes "²" and "١٢", which int() refuses or reads.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
         raise InvalidRequestError("max_age must be a non-negative integer")
 
 

@@ -85,7 +85,8 @@ def _check_claims(claims: dict, client) -> None:
     if iat is not None and not _number(iat):
         raise InvalidRequestObjectError("iat in the request object must be a number")
     start = nbf if nbf is not None else iat if iat is not None else now
-    if exp - start > MAX_LIFETIME:
+    # Also from now: a future iat (nbf is optional) would otherwise start the hour years ahead.
+    if exp - start > MAX_LIFETIME or exp - now > MAX_LIFETIME + CLOCK_SKEW:
         raise InvalidRequestObjectError(f"the request object may live at most {MAX_LIFETIME} seconds")
 
 
