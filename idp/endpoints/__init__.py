@@ -20,7 +20,7 @@ def register_blueprints(app: Flask) -> None:
     from ..signin.views import bp as signin
     from ..observability import health
     from ..scim import bp as scim
-    from . import authorize, discovery, end_session, par, registration, token, userinfo
+    from . import authorize, cors, discovery, end_session, par, registration, token, userinfo
 
     for module in (health, discovery, token, userinfo, registration, par):
         csrf.exempt(module.bp)  # machine endpoints: authenticated by client or bearer, not cookies
@@ -33,3 +33,4 @@ def register_blueprints(app: Flask) -> None:
     for bp in (authorize.bp, end_session.bp, signin, password, signup, social, enterprise, device, account, mfa, admin,
                developer):
         app.register_blueprint(bp)
+    cors.init_app(app)

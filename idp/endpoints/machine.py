@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 
 from ..oauth import dpop, fast_code, fast_refresh, fast_token
 from ..observability import logs, metrics
+from . import cors
 from .discovery import JWKS_CACHE, METADATA_CACHE, metadata_json, public_json_headers
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class MachineEndpoints:
                       extra={"request_id": rid, "client_id": client_id})
         headers += [("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff"),
                     (logs.REQUEST_ID_HEADER, rid)]
+        if path in cors.PATHS:  # as cors.add_headers gives Flask's answers
+            headers += cors.HEADERS
         start_response(STATUS_LINES[status], headers)
         environ[metrics.ROUTE_KEY] = path
         logs.log_request(method, path, status, started, environ.get("REMOTE_ADDR"), request_id=rid,
