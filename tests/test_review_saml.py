@@ -1,0 +1,101 @@
+"""Security review of Enterprise Sign-In by SAML (review-saml): each test shows a problem
+found through the real server and the real pysaml2 IdP of tests/saml_idp.py."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import pytest
+
+from tests.conftest import Browser
+from tests.saml_idp import TestIdP, decode, encode
+from tests.test_saml import _fresh_request, _post
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    return TestIdP(tmp_path_factory.mktemp("saml-idp"))
+
+
+@pytest.fixture
+def org(live, idp, tmp_path):
+    """An org with its own domain, our SP trusted by the IdP, the IdP attached to the org."""
+    name = "rev-" + secrets.token_hex(3)
+    domain = f"{name}.example"
+    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
+    idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    return name, domain
+
+_SIGNATURE = re.compile(r"<(?:[\w.-]+:)?Signature\b[^>]*>.*?</(?:[\w.-]+:)?Signature>", re.S)
+_ASSERTION = re.compile(r"<(?:[\w.-]+:)?Assertion\b")
+
+
+def _response_in_response_to(b64: str, in_response_to: str | None) -> str:
+    """The response with the Response's own (optional) signature removed and its unsigned
+    InResponseTo set to `in_response_to` (or removed). The assertion and its signature,
+    InResponseTo of its SubjectConfirmationData included, stay exactly as the IdP signed them."""
+    xml = decode(b64)
+    start = re.search(r"<(?:[\w.-]+:)?Response\b[^>]*>", xml)
+    first_assertion = _ASSERTION.search(xml).start()
+    head = _SIGNATURE.sub("", xml[start.end():first_assertion])
+    tag = re.sub(r'\sInResponseTo="[^"]*"', "", start.group(0))
+    if in_response_to is not None:
+        tag = tag[:-1] + f' InResponseTo="{in_response_to}">'
+    xml = xml[:start.start()] + tag + head + xml[first_assertion:]
+    assert xml.count("Signature>") >= 1  # the assertion's signature is still there
+    return encode(xml)
+
+
+def _signed_in_as(live, b: Browser) -> str | None:
+    page = b.get(f"{live.issuer}/account")
+    if "Your account" not in page.text:
+        return None
+    return page.text
+
+
+def test_an_assertion_answering_another_request_cannot_be_retargeted(live, idp, org):
+    """(Checked sound: pysaml2 compares the assertion's InResponseTo with the Response's.)
+    The assertion's signed SubjectConfirmationData InResponseTo binds it to the browser
+    that asked for it. An attacker holding a victim's not yet used response (any leak before
+    the victim's browser posts it) drops the Response's optional signature, points the
+    unsigned Response InResponseTo at their own request, and must still be refused."""
+    from idp.store import User, db
+
+    _, domain = org
+    victim = f"victim.{secrets.token_hex(3)}@{domain}"
+    _victim_browser, victim_request = _fresh_request(live, idp, domain, victim.split("@")[0])
+    stolen, acs = idp.response(victim_request, email=victim)
+
+    attacker, attacker_request = _fresh_request(live, idp, domain, "mallory")
+    forged = _response_in_response_to(stolen, attacker_request["id"])
+    page = _post(attacker, acs, forged, attacker_request["relay_state"])
+    assert page.status_code == 400 and "could not be completed" in page.text, page.text[:300]
+    assert _signed_in_as(live, attacker) is None
+    with live.db():
+        assert db.session.query(User).filter_by(email=victim).count() == 0
+
+
+def test_an_answer_to_a_request_is_never_taken_as_unsolicited(live, idp, org, tmp_path):
+    """An org accepting IdP-initiated sign-ins refuses, in a browser that sent no request, an
+    assertion that answers a request (its signed InResponseTo says so), even when the
+    unsigned Response InResponseTo has been removed."""
+    from idp.store import User, db
+
+    name, domain = org
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
+    victim = f"asked.{secrets.token_hex(3)}@{domain}"
+    _victim_browser, request = _fresh_request(live, idp, domain, victim.split("@")[0])
+    stolen, acs = idp.response(request, email=victim)
+
+    stranger = Browser(live.issuer)
+    page = _post(stranger, acs, _response_in_response_to(stolen, None), None)
+    assert page.status_code == 400 and "could not be completed" in page.text, page.text[:300]
+    assert _signed_in_as(live, stranger) is None
+    with live.db():
+        assert db.session.query(User).filter_by(email=victim).count() == 0
