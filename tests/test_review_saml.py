@@ -9,6 +9,7 @@ import secrets
 import pytest
 
 from tests.conftest import Browser
+from tests.oidc import redirect_params
 from tests.saml_idp import TestIdP, decode, encode
 from tests.test_saml import _fresh_request, _post
 
@@ -83,7 +84,7 @@ def test_an_answer_to_a_request_is_never_taken_as_unsolicited(live, idp, org, tm
     """An org accepting IdP-initiated sign-ins refuses, in a browser that sent no request, an
     assertion that answers a request (its signed InResponseTo says so), even when the
     unsigned Response InResponseTo has been removed."""
-    from idp.store import User, db
+    from idp.store import SecurityEvent, User, db
 
     name, domain = org
     path = tmp_path / "idp.xml"
@@ -99,3 +100,34 @@ def test_an_answer_to_a_request_is_never_taken_as_unsolicited(live, idp, org, tm
     assert _signed_in_as(live, stranger) is None
     with live.db():
         assert db.session.query(User).filter_by(email=victim).count() == 0
+        event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
+                 .order_by(SecurityEvent.id.desc()).first())
+        assert event.detail["reason"] == "InResponseTo names a request this browser did not send"
+
+
+def test_a_spent_assertion_stays_spent_while_it_could_still_be_accepted(live, idp, org):
+    """The spent-assertion marker (shared by every worker, deleted by housekeeping once it
+    expires) must outlive every moment the SP would still accept the assertion: its
+    NotOnOrAfter plus the clock skew allowed to the IdP. Expiring at NotOnOrAfter itself left
+    a minute in which a housekeeping round deletes the marker and the same response signs in
+    again."""
+    from datetime import datetime, timedelta
+
+    from federation.saml import CLOCK_SKEW
+    from idp.store import Org, RevokedToken, db, digest
+
+    name, domain = org
+    b, request = _fresh_request(live, idp, domain, "spent")
+    # a long-lived assertion (many IdPs give an hour): longer than the marker's 5-minute floor
+    response, acs = idp.response(request, email=f"spent@{domain}", not_on_or_after_minutes=30)
+    page = _post(b, acs, response, request["relay_state"])
+    assert "code" in redirect_params(page)
+    xml = decode(response)
+    assertion = re.search(r"<(?:[\w.-]+:)?Assertion\b[^>]*\bID=\"([^\"]+)\"", xml).group(1)
+    latest = max(datetime.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")
+                 for t in re.findall(r'NotOnOrAfter="([^"]+)"', xml))
+    with live.db():
+        org_id = db.session.query(Org).filter_by(name=name).one().id
+        marker = db.session.get(RevokedToken, f"saml-assertion:{digest(f'{org_id}:{assertion}')}"[:64])
+        assert marker is not None
+        assert marker.expires_at >= latest + timedelta(seconds=CLOCK_SKEW), (marker.expires_at, latest)
