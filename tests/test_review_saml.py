@@ -131,3 +131,27 @@ def test_a_spent_assertion_stays_spent_while_it_could_still_be_accepted(live, id
         marker = db.session.get(RevokedToken, f"saml-assertion:{digest(f'{org_id}:{assertion}')}"[:64])
         assert marker is not None
         assert marker.expires_at >= latest + timedelta(seconds=CLOCK_SKEW), (marker.expires_at, latest)
+
+
+def test_a_comment_in_the_email_attribute_cannot_shorten_the_address(live, idp, org):
+    """(Checked sound.) The NameID is an opaque id, so the address comes from the email
+    attribute: a comment put there after signing (exclusive c14n drops it, the signature
+    still verifies) must not cut `dave@<domain><!---->.evil.example` to `dave@<domain>`."""
+    from idp.store import SecurityEvent, User, db
+
+    _, domain = org
+    b, request = _fresh_request(live, idp, domain, "dave")
+    real = f"dave@{domain}.evil.example"
+    good, acs = idp.response(request, email=real, name_id="opaque-7f3a",
+                             name_id_format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent")
+    xml = decode(good)
+    assert xml.count(f">{real}<") == 1
+    cut = real.index(".evil.example")
+    forged = encode(xml.replace(f">{real}<", f">{real[:cut]}<!---->{real[cut:]}<"))
+    page = _post(b, acs, forged, request["relay_state"])
+    assert page.status_code == 400 and "could not be completed" in page.text, page.text[:300]
+    with live.db():
+        assert db.session.query(User).filter_by(email=f"dave@{domain}").count() == 0
+        event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
+                 .order_by(SecurityEvent.id.desc()).first())
+        assert event.detail["reason"] == "email outside the org's domains"  # signature fine, address whole
