@@ -155,3 +155,34 @@ def test_a_comment_in_the_email_attribute_cannot_shorten_the_address(live, idp, 
         event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
                  .order_by(SecurityEvent.id.desc()).first())
         assert event.detail["reason"] == "email outside the org's domains"  # signature fine, address whole
+
+
+def test_one_response_raced_through_both_workers_signs_in_once(live, idp, org, tmp_path):
+    """(Checked sound.) The same IdP-initiated response parked six times and consumed at once
+    by six browsers, over the server's two worker processes: one sign-in, five refusals."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name, domain = org
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
+    sp_meta = live.idp("orgs", "sp-metadata", name).stdout
+    acs = re.search(r'Location="([^"]+/acs)"', sp_meta).group(1)
+    ours = {"issuer": re.search(r'entityID="([^"]+)"', sp_meta).group(1)}
+    response, _ = idp.response(ours, email=f"race@{domain}", acs_url=acs, in_response_to=None)
+    browsers = [Browser(live.issuer) for _ in range(6)]
+    parked = []
+    for b in browsers:
+        answer = b.http.post(acs, data={"SAMLResponse": response}, allow_redirects=False, timeout=30)
+        assert answer.status_code == 303
+        parked.append(answer.headers["Location"])
+
+    def consume(pair):
+        b, location = pair
+        return b.follow(b.http.get(location if location.startswith("http") else live.issuer + location,
+                                   allow_redirects=False, timeout=30)).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(consume, zip(browsers, parked, strict=True)))
+    assert statuses == [200, 400, 400, 400, 400, 400], statuses
+    assert sum(_signed_in_as(live, b) is not None for b in browsers) == 1
