@@ -192,8 +192,10 @@ class ServiceProvider:
             raise SamlError("assertion is not signed")
         if outstanding_id is None and not self.allow_idp_initiated:
             raise SamlError("IdP-initiated sign-in is not enabled for this org")
-        if outstanding_id is None and response.in_response_to:
-            # an answer to someone else's request (a sign-in, an admin's test) is never unsolicited
+        if outstanding_id is None and (response.in_response_to or _answers_a_request(assertion)):
+            # an answer to someone else's request (a sign-in, an admin's test) is never unsolicited;
+            # the Response's InResponseTo is unsigned when only the assertion is, so the
+            # assertion's own (signed) one is asked too: pysaml2 reads it only for a solicited one
             raise SamlError("InResponseTo names a request this browser did not send")
         if outstanding_id is not None and response.in_response_to != outstanding_id:
             raise SamlError("InResponseTo does not answer this browser's request")
@@ -334,6 +336,12 @@ def _signatures_checked_beforehand():
             raise SignatureError("signatures are verified before pysaml2 reads a response")
 
     return SignaturesCheckedBeforehand()
+
+
+def _answers_a_request(assertion) -> bool:
+    confirmations = assertion.subject.subject_confirmation if assertion.subject else []
+    return any(c.subject_confirmation_data is not None and c.subject_confirmation_data.in_response_to
+               for c in confirmations)
 
 
 def _values(response, names: tuple[str, ...]) -> list[str]:

@@ -15,7 +15,7 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from sqlalchemy import bindparam
 
 from federation.discovery import domain_of
-from federation.saml import MAX_RESPONSE_BYTES, SamlError
+from federation.saml import CLOCK_SKEW, MAX_RESPONSE_BYTES, SamlError
 
 from .. import audit, orgs
 from ..accounts import just_in_time
@@ -174,7 +174,8 @@ def enforced_for(user: User | None, email: str | None = None) -> bool:
 def spend_assertion(org: Org, assertion_id: str, not_after: float) -> bool:
     """True the first time an assertion of this org's IdP is used (a sign-in or an admin's
     Test connection alike), False ever after; remembered until it expires (at least 5 min)."""
-    expires = datetime.fromtimestamp(not_after, UTC).replace(tzinfo=None)
+    # pysaml2 accepts it until NotOnOrAfter plus the clock skew: the marker outlives that.
+    expires = datetime.fromtimestamp(not_after + CLOCK_SKEW, UTC).replace(tzinfo=None)
     # Committed at once on its own, whatever happens next: a spent assertion stays spent.
     return claim_at_once("saml-assertion", f"{org.id}:{assertion_id}",
                          max(expires, utcnow() + timedelta(minutes=5)))
