@@ -105,11 +105,16 @@ def _check_backchannel_uri(uri, destinations: Outbound) -> str:
     return uri
 
 
+MAX_URIS = 50  # of one kind a client: web, native and local test URIs of one product fit many times
+
+
 def _uri_list(value, what: str, error: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
         raise ClientMetadataError(error, f"{what} must be a list")
+    if len(value) > MAX_URIS:  # open registration would store any number (5,000 were taken)
+        raise ClientMetadataError(error, f"{what} may hold at most {MAX_URIS} URIs")
     return [_check_uri(u, what, error) for u in value]
 
 

@@ -3,6 +3,7 @@ against RFC 6749, RFC 9700, RFC 9126 and OIDC Core, through the real server."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import requests
@@ -71,6 +72,7 @@ def test_registration_answers_odd_metadata_with_an_rfc_7591_error_not_a_500(live
         ('{"redirect_uris": ["https://rp.example/cb\\n"]}', "invalid_redirect_uri"),
         ('{"redirect_uris": ["https://rp.example/c b"]}', "invalid_redirect_uri"),
         (good + '"post_logout_redirect_uris": ["https://rp.example/\\u0000"]}', "invalid_client_metadata"),
+        (json.dumps({"redirect_uris": [f"https://rp.example/cb{i}" for i in range(51)]}), "invalid_redirect_uri"),
     ):
         with live.app.app_context():
             before = db.session.query(Client).count()
@@ -240,3 +242,13 @@ def test_authorization_request_by_post_is_supported(live, browser):
                              allow_redirects=False, timeout=10)
     resp = browser.follow(resp)
     assert resp.status_code == 400 and "evil.example" not in resp.headers.get("Location", "")
+
+
+def test_a_client_may_register_fifty_redirect_uris_and_no_more(live):
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    uris = [f"https://rp.example/cb{i}" for i in range(50)]
+    resp = requests.post(f"{live.issuer}/register", json={"redirect_uris": uris}, headers=auth, timeout=10)
+    assert resp.status_code == 201 and resp.json()["redirect_uris"] == uris, resp.text
+    resp = requests.post(f"{live.issuer}/register", json={"redirect_uris": [*uris, "https://rp.example/more"]},
+                         headers=auth, timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri", resp.text
