@@ -98,3 +98,21 @@ def test_a_bound_subject_token_is_exchanged_only_with_a_proof_of_its_key(live, b
     resp = _bound_token(live, holder, data, auth=(client_id, secret))
     assert resp.status_code == 200, resp.text
     assert verify(live.issuer, resp.json()["access_token"])[1]["cnf"] == {"jkt": holder.jkt}
+
+
+def test_device_user_codes_cannot_be_guessed_without_end(live, browser):
+    """RFC 8628 §5.1: user codes of 20^8 values hold only with the verification throttled.
+    /device took any number of wrong codes from one account, so a signed-in person could
+    go through codes until they hit another's device (and connect it to their account)."""
+    live.create_user("guesser@example.com", PASSWORD)
+    client_id, _ = live.create_client(token_endpoint_auth_method="none", grant_types=[DEVICE], redirect_uris=[])
+    started = requests.post(live.meta["device_authorization_endpoint"], data={"client_id": client_id},
+                            timeout=10).json()
+    page = browser.sign_in(browser.get(f"{live.issuer}/device"), "guesser@example.com", PASSWORD)
+    assert 'name="user_code"' in page.text
+    wrong = "BBBB-BBBB" if started["user_code"] != "BBBB-BBBB" else "CCCC-CCCC"
+    answers = [browser.submit(page, {"user_code": wrong}).status_code for _ in range(30)]
+    assert answers[0] == 400 and 429 in answers, answers
+    # throttled: even the right code waits, and the page says so (no 500)
+    resp = browser.submit(page, {"user_code": started["user_code"]})
+    assert resp.status_code == 429 and "Retry-After" in resp.headers and 'name="user_code"' in resp.text
