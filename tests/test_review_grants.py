@@ -116,3 +116,17 @@ def test_device_user_codes_cannot_be_guessed_without_end(live, browser):
     # throttled: even the right code waits, and the page says so (no 500)
     resp = browser.submit(page, {"user_code": started["user_code"]})
     assert resp.status_code == 429 and "Retry-After" in resp.headers and 'name="user_code"' in resp.text
+
+
+def test_device_authorization_refuses_repeated_parameters_and_two_authentications(live):
+    """RFC 6749 §3.1 and §2.3, as the token, revocation and introspection endpoints apply
+    them: /device_authorization took a repeated scope (Authlib kept one) and a wrong
+    client_secret beside good Basic credentials."""
+    client_id, secret = live.create_client(grant_types=[DEVICE], redirect_uris=[])
+    url = live.meta["device_authorization_endpoint"]
+    resp = requests.post(url, data={"scope": ["openid", "email"]}, auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", resp.text
+    resp = requests.post(url, data={"scope": "openid", "client_secret": "wrong"}, auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", resp.text
+    resp = requests.post(url, data={"scope": "openid"}, auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 200, resp.text
