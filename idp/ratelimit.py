@@ -88,6 +88,10 @@ POLICIES: dict[str, Policy] = {
     # mistypes does not get near 10). One guess hits with p ~ 3e-6 (3 accepted codes of 10^6).
     "code:account": Policy(free=5, window=30 * 86400, base_delay=2, max_delay=16,
                            lockout_after=10, lockout=6 * 3600),
+    # Device user codes typed at /device (RFC 8628 §5.1): 20^8 codes are safe only throttled.
+    # A person mistypes a few; 10 free an hour, then 2 s doubling to 15 minutes: a few
+    # hundred guesses a day, against codes that live 10 minutes.
+    "device-code:account": Policy(free=10, window=3600, base_delay=2, max_delay=900),
     "reset:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
     "reset:ip": Policy(free=20, window=3600, base_delay=60, max_delay=3600),
     "signup:ip": Policy(free=10, window=3600, base_delay=60, max_delay=3600),

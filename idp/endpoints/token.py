@@ -92,4 +92,5 @@ def _refused_as_malformed() -> Response | None:
 
 @bp.post("/device_authorization")
 def device_authorization():
-    return _server().create_endpoint_response("device_authorization")
+    # RFC 8628 §3.1 authenticates the client as the token endpoint does
+    return _refused_as_malformed() or _server().create_endpoint_response("device_authorization")

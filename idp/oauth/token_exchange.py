@@ -6,6 +6,8 @@ audiences (client ids) in `Client.token_exchange_audiences`. The subject token m
 live JWT access token of ours issued to the same client; the new token keeps its subject,
 grant and (at most) its scope, names the audience, and says who acts in `act`
 (RFC 8693 §4.1), nesting the subject token's own `act`. No refresh token is issued.
+DPoP holds as for every grant: a `--require-dpop` client must send a proof, a proof binds
+the new token, and a DPoP-bound subject token needs a proof of its own key.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError, InvalidScopeError, Unaut
 
 from ..store import Grant, User, db
 from ..store.clients import TOKEN_EXCHANGE
-from . import tokens
+from . import dpop, tokens
 from .grants import CONFIDENTIAL_AUTH_METHODS
 from .resources import InvalidTargetError
 
@@ -36,6 +38,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+        dpop.check_client_policy(client, self.request)  # as every other grant: --require-dpop holds here too
         self.request.client = client
         form = self.request.payload.datalist
         for name in SINGLE_VALUED:
@@ -63,6 +66,13 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             raise InvalidRequestError("subject_token is not a valid, unexpired, unrevoked access token")
         if claims.get("client_id") != client.client_id:
             raise InvalidRequestError("subject_token was not issued to this client")
+        # A bound token is presented with a proof of its key (RFC 9449 §7), here as at a
+        # resource: else whoever holds it and the client's credentials unbinds it.
+        cnf = claims.get("cnf")
+        bound = cnf.get("jkt") if isinstance(cnf, dict) else None
+        proof = dpop.proof_of(self.request)
+        if bound and (proof is None or not dpop.same(proof.jkt, str(bound))):
+            raise InvalidRequestError("subject_token is DPoP-bound: send a DPoP proof of its key")
         grant = db.session.get(Grant, claims["gid"]) if claims.get("gid") else None
         user = db.session.get(User, grant.user_id) if grant is not None else None
         if user is None or user.disabled or claims.get("sub") != user.id:
@@ -80,11 +90,14 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         act = {"sub": client.client_id}
         if isinstance(claims.get("act"), dict):
             act["act"] = claims["act"]
+        proof = dpop.proof_of(self.request)
+        jkt = proof.jkt if proof else None  # bound to the proof's key, as every grant's (RFC 9449 §5)
         access_token, ttl = tokens.issue_access_token(client, self.request.user, scope, grant,
-                                                      audience=audience, act=act)
+                                                      audience=audience, act=act, jkt=jkt)
         log.info("token exchange client=%s audience=%s sub=%s scope=%s", client.client_id, audience,
                  self.request.user.id, scope)
-        token = {"access_token": access_token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
+        token = {"access_token": access_token, "issued_token_type": ACCESS_TOKEN_TYPE,
+                 "token_type": "DPoP" if jkt else "Bearer",
                  "expires_in": ttl}
         if scope:
             token["scope"] = scope

@@ -7,7 +7,9 @@ from flask import Blueprint, render_template, request, url_for
 from .. import sessions
 from ..i18n import gettext as _
 from ..oauth.device import decide, find_by_user_code
+from ..ratelimit import throttle
 from ..store import Client, db
+from .throttling import too_many_attempts
 from .views import require_sign_in
 
 bp = Blueprint("device", __name__)
@@ -27,10 +29,17 @@ def submit_code():
     if browser is None:
         return require_sign_in(url_for("device.enter_code"))
     user_code = request.form.get("user_code", "")
+    limits = throttle()
+    # Counted before the code is looked up (concurrent guesses cannot race past the limit),
+    # forgotten when a code is found.
+    decision = limits.attempt("device-code:account", browser.user.id)
+    if not decision.allowed:
+        return too_many_attempts("signin/device.html", decision, user_code=user_code)
     row = find_by_user_code(user_code)
     if row is None:
         return render_template("signin/device.html", user_code=user_code,
                                error=_("This code is not valid or has expired.")), 400
+    limits.success("device-code:account", browser.user.id)
     if "decision" not in request.form:
         client = db.session.get(Client, row.client_id)
         return render_template("signin/device_confirm.html", client=client, scopes=row.scope.split(),
