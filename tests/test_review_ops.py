@@ -79,3 +79,15 @@ def test_an_http_issuer_off_loopback_is_warned_about_at_start(tmp_path):
     assert "IDP_ISSUER" in insecure and "https" in insecure and "WARNING" in insecure, insecure
     loopback = _serve_output(tmp_path / "b", "http://127.0.0.1:5000")
     assert "IDP_ISSUER" not in loopback, loopback
+
+
+def test_an_unreachable_database_is_one_error_line(tmp_path):
+    # psycopg's message has a second line ("Is the server running on that host ..."): SPEC §1
+    # promises one `error:` line, and never the URL's password.
+    env = {**os.environ, "IDP_INSTANCE_DIR": str(tmp_path),
+           "IDP_DATABASE_URL": f"postgresql+psycopg://bob:hunter2-secret@127.0.0.1:{free_port()}/idp"}
+    for args in (["users", "list"], ["keys", "list"], ["clients", "delete", "nobody"]):
+        out = subprocess.run([IDP, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and out.stderr.startswith("error: database unavailable"), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "hunter2" not in out.stderr and "Traceback" not in out.stderr
