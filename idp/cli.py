@@ -849,8 +849,8 @@ def _describe(err: BaseException) -> str:
     from sqlalchemy.exc import OperationalError
 
     if isinstance(err, OperationalError):
-        return f"database unavailable: {err.orig}"
-    return f"{type(err).__name__}: {err}"
+        return f"database unavailable: {' '.join(str(err.orig).split())}"  # one line (psycopg says it in two)
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 if __name__ == "__main__":
