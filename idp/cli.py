@@ -126,8 +126,24 @@ def cmd_serve(args) -> None:
     app = create_app(Settings.from_env())
     _initialize_apart(app)
     settings = app.extensions["idp.settings"]
+    _warn_if_insecure(settings)
     del app  # each worker builds its own: the first one's memory is theirs to reuse (serve collects it)
     serve(host=args.host, port=args.port, workers=args.workers, settings=settings)
+
+
+def _warn_if_insecure(settings: Settings) -> None:
+    """Say so when the issuer is plain http on a host other than loopback: session cookies
+    then go without `Secure`, and codes and tokens cross the network in the clear. Not
+    refused (a test network may need it), but never silently."""
+    import logging
+
+    from .outbound import is_loopback_host
+
+    parts = urlsplit(settings.issuer)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        logging.getLogger("idp").warning(
+            "IDP_ISSUER %s is plain http on a host other than loopback: cookies are sent without Secure and "
+            "codes and tokens in the clear; use an https issuer in production", settings.issuer)
 
 
 def _initialize_apart(app) -> None:
@@ -320,15 +336,22 @@ def cmd_clients_list(args) -> None:
 def cmd_clients_delete(args) -> None:
     from sqlalchemy import delete
 
+    from .observability import logs
+
     # One statement, no ORM: the database cascades it to the client's grants, consents and
     # deliveries (foreign keys) and bumps the client change stamp every server's cache
     # watches (trigger, migration 0011).
-    with _connection() as conn:
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
+    with _connection(settings) as conn:
         t = _table(conn, "clients")
         deleted = conn.execute(delete(t).where(t.c.client_id == args.client_id)).rowcount
+        if not deleted:
+            raise CommandError(f"no client {args.client_id}")
+        # in the deletion's transaction, as the Admin Center's deletion records it
+        event = _event(conn, "client.deleted", client_id=args.client_id, via="cli")
         conn.commit()
-    if not deleted:
-        raise CommandError(f"no client {args.client_id}")
+    _log_events([event])
     print(f"deleted client {args.client_id}")
 
 
@@ -372,16 +395,31 @@ def cmd_keys_list(args) -> None:
 
 
 def cmd_keys_rotate(args) -> None:
-    from .keystore import rotate, rotate_row
+    from sqlalchemy import select
+
+    from .keystore import rotate_row
+    from .observability import logs
 
     settings = Settings.from_env().with_secret_key()
-    row = _initialize_fast(settings, lambda conn, keys: rotate_row(conn, keys, settings, args.alg))
-    if row is None:
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
+
+    def rotate_audited(conn, keys) -> tuple[dict, tuple]:
+        # The new key and its audit event in one transaction, as the Admin Center's rotation
+        # and the automatic one record it (`signing_key.rotated`).
+        previous = conn.execute(select(keys.c.kid).where(keys.c.retired_at.is_(None))
+                                .order_by(keys.c.created_at.desc())).scalars().first()
+        row = rotate_row(conn, keys, settings, args.alg)
+        return row, _event(conn, "signing_key.rotated", kid=row["kid"], alg=row["alg"], previous=previous,
+                           via="cli")
+
+    done = _initialize_fast(settings, rotate_audited)
+    if done is None:
         app = _app()
         with app.app_context():
             initialize(app)
-            key = rotate(app.extensions["idp.settings"], args.alg)
-            row = {"kid": key.kid, "alg": key.alg}
+        done = _initialize_fast(settings, rotate_audited)  # the schema is the newest now
+    row, event = done
+    _log_events([event])
     print(f"new signing key {row['kid']} ({row['alg']}); older keys stay published until their tokens expire")
 
 
@@ -811,8 +849,8 @@ def _describe(err: BaseException) -> str:
     from sqlalchemy.exc import OperationalError
 
     if isinstance(err, OperationalError):
-        return f"database unavailable: {err.orig}"
-    return f"{type(err).__name__}: {err}"
+        return f"database unavailable: {' '.join(str(err.orig).split())}"  # one line (psycopg says it in two)
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 if __name__ == "__main__":

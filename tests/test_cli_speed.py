@@ -330,6 +330,7 @@ def test_keys_revoke_without_the_orm(env):
     with engine.connect() as conn:
         events = conn.execute(select(t["security_events"]).order_by(t["security_events"].c.id)).mappings().all()
     assert [(e["kind"], e["user_id"], e["org_id"], e["detail"]) for e in events] == [
+        ("signing_key.rotated", None, None, {"kid": active, "alg": "EdDSA", "previous": retired, "via": "cli"}),
         ("signing_key.revoked", None, None, {"kid": retired, "successor": None}),
         ("signing_key.revoked", None, None, {"kid": active, "successor": successor}),
     ]
@@ -405,9 +406,12 @@ def test_rows_written_without_the_orm_are_whole(env):
     assert user["org_id"] == org["id"] and user["email"] == "whole@whole.example" and user["org_admin"]
     assert user["updated_at"] > user["created_at"]  # as the model's onupdate would have it
     with engine.connect() as conn:
-        (event,) = conn.execute(select(tables["security_events"])).mappings().all()
+        event, rotated = conn.execute(select(tables["security_events"])
+                                      .order_by(tables["security_events"].c.id)).mappings().all()
     assert (event["kind"], event["user_id"], event["org_id"], event["detail"]) == \
         ("admin.made_admin", user["id"], org["id"], {"via": "cli"})
+    assert (rotated["kind"], rotated["detail"]["kid"], rotated["detail"]["via"]) == \
+        ("signing_key.rotated", new_kid, "cli")
     assert stored["client_secret_hash"] == digest(client["client_secret"]) and stored["verified"]
     assert client["client_secret"] not in str(dict(stored))
     assert tokens["token_hash"] == digest(token) and tokens["expires_at"] > tokens["created_at"]
