@@ -537,15 +537,17 @@ def cmd_orgs_create(args) -> None:
 
 
 def cmd_orgs_saml(args) -> None:
-    from . import orgs
+    from . import audit, orgs
 
     app = _app()
     with app.app_context():
         org = _org(args.org)
         try:
-            orgs.attach_saml(org, args.metadata, allow_idp_initiated=args.idp_initiated)
+            found = orgs.attach_saml(org, args.metadata, allow_idp_initiated=args.idp_initiated)
         except orgs.OrgError as err:
             raise CommandError(str(err)) from None
+        audit.record("admin.idp_metadata_saved", org=org, via="cli", source=org.saml_metadata_source,
+                     entity_id=found.entity_id)  # as the Admin Center records it
         sp = orgs.service_provider(org)
         print(f"{org.name}: SAML IdP {sp.idp_entity_id()} attached; our ACS is {sp.acs_url}")
 
@@ -580,8 +582,12 @@ def cmd_orgs_oidc(args) -> None:
     from .outbound import Outbound
     from .providers import enterprise, redirect_uri, save
 
+    from .observability import logs
+
     settings = Settings.from_env().with_secret_key()
-    # Core, no ORM nor Flask (issue 14).
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
+    # Core, no ORM nor Flask (issue 14): the provider and its audit event (the Admin
+    # Center's) in one transaction.
     with _connection(settings) as conn:
         org = _org_row(conn, args.org)
         try:
@@ -591,7 +597,9 @@ def cmd_orgs_oidc(args) -> None:
             raise CommandError(str(err)) from None
         save(conn, _table(conn, "social_providers"), settings.secret_key, name, client_id, secret, args.issuer,
              org_id=org.id)
+        event = _event(conn, "admin.oidc_saved", org_id=org.id, via="cli", issuer=args.issuer, client_id=client_id)
         conn.commit()
+    _log_events([event])
     uri = redirect_uri(settings.issuer, name)
     if args.json:
         _print_json({"org": org.name, "issuer": args.issuer, "client_id": args.client_id, "redirect_uri": uri})
@@ -613,10 +621,16 @@ def cmd_orgs_enforce_sso(args) -> None:
     from .org_names import OrgError
     from .org_sso import check_enforce
 
+    from .observability import logs
+
     on = not args.off
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
     # Core, no ORM nor Flask (issue 14); the triggers of migration 0012 tell every server's
-    # SCIM token cache that the org changed, as for any change of the row.
-    with _connection() as conn:
+    # SCIM token cache that the org changed, as for any change of the row. The change and
+    # its audit event (the Admin Center's) in one transaction.
+    events = []
+    with _connection(settings) as conn:
         org = _org_row(conn, args.org)
         try:
             check_enforce(conn, _table(conn, "social_providers"), org, on)
@@ -625,7 +639,10 @@ def cmd_orgs_enforce_sso(args) -> None:
         if org.enforce_sso != on:  # the model writes a changed value only
             orgs = _table(conn, "orgs")
             conn.execute(update(orgs).where(orgs.c.id == org.id).values(enforce_sso=on))
+            events.append(_event(conn, "admin.sso_enforced" if on else "admin.sso_optional", org_id=org.id,
+                                 via="cli"))
             conn.commit()
+    _log_events(events)
     print(f"{org.name}: Enterprise Sign-In is {'the only way in' if on else 'optional'}")
 
 

@@ -91,3 +91,40 @@ def test_an_unreachable_database_is_one_error_line(tmp_path):
         assert out.returncode == 1 and out.stderr.startswith("error: database unavailable"), out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "hunter2" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_enterprise_sign_in_set_up_from_the_command_line_is_audited(live, tmp_path):
+    """`idp orgs oidc`, `idp orgs saml` and `idp orgs enforce-sso` record the events the
+    Admin Center records for the same changes, in the org's log, with no person acting."""
+    from tests.admin_world import new_org
+    from tests.saml_idp import TestIdP
+
+    org_id, name, _domain = new_org(live, "cliaudit")
+
+    def mine(kind):
+        from sqlalchemy import select
+
+        from idp.store import SecurityEvent, db
+
+        with live.db():
+            rows = db.session.execute(select(SecurityEvent).where(SecurityEvent.kind == kind,
+                                                                  SecurityEvent.org_id == org_id)).scalars().all()
+            return [{"actor_id": r.actor_id, **(r.detail or {})} for r in rows]
+
+    out = live.idp("orgs", "oidc", name, "--issuer", "https://login.cliaudit.example", "--client-id", "c-id",
+                   "--client-secret", "c-secret")
+    assert out.returncode == 0, out.stderr
+    [saved] = mine("admin.oidc_saved")
+    assert saved["issuer"] == "https://login.cliaudit.example" and saved["via"] == "cli"
+    assert "c-secret" not in json.dumps(saved)
+    assert live.idp("orgs", "enforce-sso", name).returncode == 0
+    assert live.idp("orgs", "enforce-sso", name).returncode == 0  # no change: no second event
+    assert live.idp("orgs", "enforce-sso", name, "--off").returncode == 0
+    assert len(mine("admin.sso_enforced")) == 1 and len(mine("admin.sso_optional")) == 1
+    idp = TestIdP(tmp_path / "idp")
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    out = live.idp("orgs", "saml", name, "--metadata", str(path))
+    assert out.returncode == 0, out.stderr
+    [metadata] = mine("admin.idp_metadata_saved")
+    assert metadata["via"] == "cli" and metadata["entity_id"] and metadata["actor_id"] is None
