@@ -87,6 +87,10 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     previous = current()
     if previous is not None:  # a new sign-in replaces the old session (no fixation)
         previous.ended_at = utcnow()
+        if previous.user_id != user.id:
+            # Another person now: the products holding the first one's session are told
+            # (back-channel logout), once the sign-in is committed (`apply_cookie`).
+            g.replaced_session = (previous.user_id, previous.id)
     secret = new_secret()
     now = utcnow()
     row = BrowserSession(
@@ -298,8 +302,22 @@ def _notify_products(user_id: str, session_ids: list[str]) -> None:
         notify_logout(user_id, session_ids)
 
 
+def _notify_replaced(user_id: str, session_id: str) -> None:
+    """Tell the products of a session another person's sign-in replaced, when that sign-in
+    was committed (a sign-in that failed before its commit ended nothing)."""
+    db.session.rollback()  # nothing of this request is left to commit; read what is stored
+    ended = db.session.execute(
+        select(BrowserSession.ended_at).where(BrowserSession.id == session_id)).scalar_one_or_none()
+    db.session.commit()
+    if ended is not None:
+        _notify_products(user_id, [session_id])
+
+
 def apply_cookie(response):
     """after_request: write or clear the session cookie decided during the request."""
+    replaced = g.pop("replaced_session", None)
+    if replaced is not None:
+        _notify_replaced(*replaced)
     pending = g.get("session_cookie")
     if pending is None:
         return response
