@@ -98,3 +98,28 @@ def test_a_product_of_a_replaced_session_is_told_at_sign_out(live, browser, rece
     rows = _wait_rows(live, first, lambda rows: rows and all(r.delivered_at for r in rows))
     sids = {verify(live.issuer, r.logout_token)[1].get("sid") for r in rows}
     assert first_claims["sid"] in sids, sids
+
+
+def test_sign_out_of_all_sessions_tells_the_products_of_replaced_sessions(live, browser, receiver):  # noqa: F811
+    """"Sign out of all sessions" (and a disable or reset, the same function) ends the
+    person everywhere: a product whose session a later sign-in in the same browser replaced
+    still holds the person, and must be told too, not only the products of sessions still open."""
+    password = "everywhere-password"
+    live.create_user("review-logout-everywhere@example.com", password)
+    first, first_secret = live.create_client(backchannel_logout_uri=receiver.url)
+    other, other_secret = live.create_client()
+    first_claims = verify(live.issuer, _code_flow(live, browser, first, first_secret,
+                                                  "review-logout-everywhere@example.com", password)["id_token"])[1]
+    _code_flow(live, browser, other, other_secret, "review-logout-everywhere@example.com", password,
+               prompt="login")
+
+    account = browser.get(f"{live.issuer}/account")
+    done = browser.submit(account, {}, action=f"{live.issuer}/account/sessions/revoke-all")
+    assert done.status_code == 200
+    assert not _signed_in(live, browser, other)
+
+    _deliver(live)
+    rows = _wait_rows(live, first, lambda rows: rows and all(r.delivered_at for r in rows))
+    claims = [verify(live.issuer, r.logout_token)[1] for r in rows]
+    assert [c["sid"] for c in claims] == [first_claims["sid"]]
+    assert claims[0]["sub"] == first_claims["sub"] and claims[0]["aud"] == first
