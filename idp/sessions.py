@@ -269,7 +269,6 @@ def sign_out_everywhere(user: User) -> None:
     """
     mine = current() if has_request_context() else None
     now = utcnow()
-    ended = [s.id for s in open_sessions(user)]
     db.session.execute(
         update(BrowserSession)
         .where(BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None))
@@ -288,7 +287,12 @@ def sign_out_everywhere(user: User) -> None:
         .values(revoked_at=now)
     )
     db.session.commit()
-    _notify_products(user.id, ended)
+    # Every product the person signed in to (within the back-channel's look-back), not only
+    # those of the sessions open now: a product whose session a later sign-in in the same
+    # browser replaced, or that expired, still holds the person.
+    from .backchannel import notify_logout
+
+    notify_logout(user.id, None)
     if mine is not None and mine.user_id == user.id:
         g.browser_session = None
         g.session_cookie = ("", 0)
