@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import Browser
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
-from tests.test_backchannel import _deliver, _rows, _wait_rows, receiver  # noqa: F401 - the fixture
+from tests.test_backchannel import _deliver, _wait_rows, receiver  # noqa: F401 - the fixture
+from tests.test_passkeys import _passkey_sign_in, _with_passkey
 
 
 def _code_flow(live, browser, client_id, secret, email=None, password=None, **extra) -> dict:
@@ -123,3 +125,17 @@ def test_sign_out_of_all_sessions_tells_the_products_of_replaced_sessions(live, 
     claims = [verify(live.issuer, r.logout_token)[1] for r in rows]
     assert [c["sid"] for c in claims] == [first_claims["sid"]]
     assert claims[0]["sub"] == first_claims["sub"] and claims[0]["aud"] == first
+
+
+def test_a_passkey_answer_needs_presence_verification_and_a_counter_that_moves_on(live):
+    """Guard (passes): a passkey sign-in without the user-presence flag, without user
+    verification, or with a sign counter that did not move on (a cloned authenticator) is
+    refused, and a refused answer leaves the stored counter where it was."""
+    _, device = _with_passkey(live, "review-logout-pk@example.com")
+    resp, _ = _passkey_sign_in(live, Browser(live.issuer), device)  # counter 1 → 2
+    assert resp.status_code == 200, resp.text
+    for tamper in ("up", "uv", "counter"):
+        resp, _ = _passkey_sign_in(live, Browser(live.issuer), device, tamper=tamper)
+        assert resp.status_code == 400, tamper
+    resp, _ = _passkey_sign_in(live, Browser(live.issuer), device)
+    assert resp.status_code == 200, resp.text
