@@ -87,6 +87,10 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     previous = current()
     if previous is not None:  # a new sign-in replaces the old session (no fixation)
         previous.ended_at = utcnow()
+        if previous.user_id != user.id:
+            # Another person now: the products holding the first one's session are told
+            # (back-channel logout), once the sign-in is committed (`apply_cookie`).
+            g.replaced_session = (previous.user_id, previous.id)
     secret = new_secret()
     now = utcnow()
     row = BrowserSession(
@@ -265,7 +269,6 @@ def sign_out_everywhere(user: User) -> None:
     """
     mine = current() if has_request_context() else None
     now = utcnow()
-    ended = [s.id for s in open_sessions(user)]
     db.session.execute(
         update(BrowserSession)
         .where(BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None))
@@ -284,7 +287,12 @@ def sign_out_everywhere(user: User) -> None:
         .values(revoked_at=now)
     )
     db.session.commit()
-    _notify_products(user.id, ended)
+    # Every product the person signed in to (within the back-channel's look-back), not only
+    # those of the sessions open now: a product whose session a later sign-in in the same
+    # browser replaced, or that expired, still holds the person.
+    from .backchannel import notify_logout
+
+    notify_logout(user.id, None)
     if mine is not None and mine.user_id == user.id:
         g.browser_session = None
         g.session_cookie = ("", 0)
@@ -298,8 +306,22 @@ def _notify_products(user_id: str, session_ids: list[str]) -> None:
         notify_logout(user_id, session_ids)
 
 
+def _notify_replaced(user_id: str, session_id: str) -> None:
+    """Tell the products of a session another person's sign-in replaced, when that sign-in
+    was committed (a sign-in that failed before its commit ended nothing)."""
+    db.session.rollback()  # nothing of this request is left to commit; read what is stored
+    ended = db.session.execute(
+        select(BrowserSession.ended_at).where(BrowserSession.id == session_id)).scalar_one_or_none()
+    db.session.commit()
+    if ended is not None:
+        _notify_products(user_id, [session_id])
+
+
 def apply_cookie(response):
     """after_request: write or clear the session cookie decided during the request."""
+    replaced = g.pop("replaced_session", None)
+    if replaced is not None:
+        _notify_replaced(*replaced)
     pending = g.get("session_cookie")
     if pending is None:
         return response

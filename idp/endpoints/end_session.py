@@ -40,7 +40,9 @@ def logout():
     hint = params.get("id_token_hint")
     claims = None
     if hint:
-        claims = decode_own_jwt(hint, allow_expired=True)
+        # An ID token only (typ JWT): an access token (at+jwt) reaches resource servers,
+        # and a logout token (logout+jwt) is no proof the request came from the product.
+        claims = decode_own_jwt(hint, typ="jwt", allow_expired=True)
         if claims is None:
             return error_page(_("The application sent an invalid sign-out request."))
     client_id = params.get("client_id")
