@@ -45,22 +45,31 @@ def _sign_in(live, email: str):
     return b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD)
 
 
-def test_a_domain_an_org_claims_later_binds_its_people_at_their_next_sign_in(live):
+def _known_then_claimed(live, tag: str, **rules) -> str:
+    """A person whose domain no org owns, signed in over both workers (each keeps "no org"
+    for the domain); then an org claims the domain (`idp orgs create`) and sets `rules`.
+    Returns the person's address."""
     from idp.store import Org, db
 
-    domain = f"later-{uuid.uuid4().hex[:8]}.example"
+    domain = f"{tag}-{uuid.uuid4().hex[:8]}.example"
     email = f"p@{domain}"
     person(live, email)
-    for _ in range(WARM):  # every worker now keeps "no org" for the domain
+    for _ in range(WARM):
         page = _sign_in(live, email)
         assert page.status_code == 200 and page.url.endswith("/account"), page.url
-
-    out = live.idp("orgs", "create", f"later-{uuid.uuid4().hex[:8]}", "--domain", domain)
+    out = live.idp("orgs", "create", f"{tag}-{uuid.uuid4().hex[:8]}", "--domain", domain)
     assert out.returncode == 0, out.stderr
     org_id = re.search(r"\(([0-9a-f]+)\)", out.stdout).group(1)
     with live.db():
-        db.session.get(Org, org_id).require_mfa = True
+        org = db.session.get(Org, org_id)
+        for name, value in rules.items():
+            setattr(org, name, value)
         db.session.commit()
+    return email
+
+
+def test_a_domain_an_org_claims_later_binds_its_people_at_their_next_sign_in(live):
+    email = _known_then_claimed(live, "later", require_mfa=True)
     for _ in range(WARM):  # the org's rule holds at once, in every worker
         page = _sign_in(live, email)
         assert page.status_code == 200 and "/signin/set-up-second-factor" in page.url, page.url
@@ -69,21 +78,7 @@ def test_a_domain_an_org_claims_later_binds_its_people_at_their_next_sign_in(liv
 def test_a_domain_an_org_claims_later_and_locks_to_its_idp_refuses_the_next_password(live):
     """Home-realm discovery (`federation.discovery.org_for_email`, asked by the email and
     password steps) takes "no org" from the same kept answer: a claim moves it at once."""
-    from idp.store import Org, db
-
-    domain = f"locked-{uuid.uuid4().hex[:8]}.example"
-    email = f"p@{domain}"
-    person(live, email)
-    for _ in range(WARM):
-        page = _sign_in(live, email)
-        assert page.status_code == 200 and page.url.endswith("/account"), page.url
-
-    out = live.idp("orgs", "create", f"locked-{uuid.uuid4().hex[:8]}", "--domain", domain)
-    assert out.returncode == 0, out.stderr
-    org_id = re.search(r"\(([0-9a-f]+)\)", out.stdout).group(1)
-    with live.db():
-        db.session.get(Org, org_id).enforce_sso = True
-        db.session.commit()
+    email = _known_then_claimed(live, "locked", enforce_sso=True)
     for _ in range(WARM):  # in every worker, the password no longer lets them in
         page = _sign_in(live, email)
         assert page.status_code == 403 and "requires Enterprise Sign-In" in page.text, (page.status_code, page.url)
