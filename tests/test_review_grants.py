@@ -24,17 +24,25 @@ def _exchanging_client(live, audiences, **policy):
         return client.client_id, secret
 
 
-def test_token_exchange_keeps_a_require_dpop_clients_tokens_bound(live, browser):
-    """SPEC §1: a --require-dpop client gets DPoP-bound tokens only. Token exchange
-    handed it a Bearer token without any proof, and never bound what it issued."""
-    live.create_user("bound-exchange@example.com", PASSWORD)
+def _code_for_exchanger(live, browser, email: str, **policy) -> tuple[str, str, str, str, str]:
+    """(backend id, client id, secret, code, verifier): a person signed in at a client that
+    may exchange tokens for the backend's audience, the code not yet redeemed."""
+    live.create_user(email, PASSWORD)
     backend_id, _ = live.create_client(client_name="Backend", grant_types=["client_credentials"], redirect_uris=[])
-    client_id, secret = _exchanging_client(live, [backend_id], require_dpop=True)
-    holder = Holder()
+    client_id, secret = _exchanging_client(live, [backend_id], **policy)
     verifier, challenge = pkce()
     page = browser.get(authorize_url(live.issuer, client_id, scope="openid email", code_challenge=challenge,
                                      code_challenge_method="S256"))
-    code = redirect_params(browser.sign_in(page, "bound-exchange@example.com", PASSWORD))["code"]
+    code = redirect_params(browser.sign_in(page, email, PASSWORD))["code"]
+    return backend_id, client_id, secret, code, verifier
+
+
+def test_token_exchange_keeps_a_require_dpop_clients_tokens_bound(live, browser):
+    """SPEC §1: a --require-dpop client gets DPoP-bound tokens only. Token exchange
+    handed it a Bearer token without any proof, and never bound what it issued."""
+    backend_id, client_id, secret, code, verifier = _code_for_exchanger(live, browser, "bound-exchange@example.com",
+                                                                        require_dpop=True)
+    holder = Holder()
     resp = _bound_token(live, holder, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
                                        "code_verifier": verifier}, auth=(client_id, secret))
     assert resp.status_code == 200 and resp.json()["token_type"] == "DPoP", resp.text
@@ -56,13 +64,7 @@ def test_token_exchange_keeps_a_require_dpop_clients_tokens_bound(live, browser)
 def test_token_exchange_binds_to_the_proof_sent(live, browser):
     """RFC 9449 §5: a token request with a proof gets a token bound to its key; token
     exchange checked the proof (and spent its jti) but issued a Bearer token."""
-    live.create_user("proof-exchange@example.com", PASSWORD)
-    backend_id, _ = live.create_client(client_name="Backend", grant_types=["client_credentials"], redirect_uris=[])
-    client_id, secret = _exchanging_client(live, [backend_id])
-    verifier, challenge = pkce()
-    page = browser.get(authorize_url(live.issuer, client_id, scope="openid email", code_challenge=challenge,
-                                     code_challenge_method="S256"))
-    code = redirect_params(browser.sign_in(page, "proof-exchange@example.com", PASSWORD))["code"]
+    backend_id, client_id, secret, code, verifier = _code_for_exchanger(live, browser, "proof-exchange@example.com")
     resp = requests.post(f"{live.issuer}/token", data={"grant_type": "authorization_code", "code": code,
                                                        "redirect_uri": REDIRECT, "code_verifier": verifier},
                          auth=(client_id, secret), timeout=30)
@@ -79,14 +81,8 @@ def test_token_exchange_binds_to_the_proof_sent(live, browser):
 def test_a_bound_subject_token_is_exchanged_only_with_a_proof_of_its_key(live, browser):
     """RFC 9449 §7: a DPoP-bound access token is presented with a proof of its key. Token
     exchange took a bound subject token as a plain one and issued a Bearer token for it."""
-    live.create_user("bound-subject@example.com", PASSWORD)
-    backend_id, _ = live.create_client(client_name="Backend", grant_types=["client_credentials"], redirect_uris=[])
-    client_id, secret = _exchanging_client(live, [backend_id])
+    backend_id, client_id, secret, code, verifier = _code_for_exchanger(live, browser, "bound-subject@example.com")
     holder = Holder()
-    verifier, challenge = pkce()
-    page = browser.get(authorize_url(live.issuer, client_id, scope="openid email", code_challenge=challenge,
-                                     code_challenge_method="S256"))
-    code = redirect_params(browser.sign_in(page, "bound-subject@example.com", PASSWORD))["code"]
     resp = _bound_token(live, holder, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
                                        "code_verifier": verifier}, auth=(client_id, secret))
     assert resp.json()["token_type"] == "DPoP", resp.text

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import Browser
 from tests.oidc import redirect_params
 from tests.saml_idp import TestIdP, decode, encode
-from tests.test_saml import _fresh_request, _post
+from tests.test_saml import _fresh_request, _post, attached_org
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +21,7 @@ def idp(tmp_path_factory):
 
 @pytest.fixture
 def org(live, idp, tmp_path):
-    """An org with its own domain, our SP trusted by the IdP, the IdP attached to the org."""
-    name = "rev-" + secrets.token_hex(3)
-    domain = f"{name}.example"
-    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
-    idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
-    path = tmp_path / "idp.xml"
-    path.write_text(idp.metadata_xml())
-    assert live.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
-    return name, domain
+    return attached_org(live, idp, tmp_path, "rev")
 
 _SIGNATURE = re.compile(r"<(?:[\w.-]+:)?Signature\b[^>]*>.*?</(?:[\w.-]+:)?Signature>", re.S)
 _ASSERTION = re.compile(r"<(?:[\w.-]+:)?Assertion\b")

@@ -27,8 +27,13 @@ def other_idp(tmp_path_factory):
 
 @pytest.fixture
 def org(live, idp, tmp_path):
-    """An org with its own domain, our SP trusted by the IdP, the IdP attached to the org."""
-    name = "corp-" + secrets.token_hex(3)
+    return attached_org(live, idp, tmp_path, "corp")
+
+
+def attached_org(live, idp, tmp_path, tag: str) -> tuple[str, str]:
+    """(name, domain) of a new org with its own domain, our SP trusted by the IdP, the IdP
+    attached to the org (by `idp orgs saml`)."""
+    name = f"{tag}-" + secrets.token_hex(3)
     domain = f"{name}.example"
     assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
     idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)

@@ -25,12 +25,9 @@ def token():
     response = fast_token.client_credentials(request)
     response = _plain_rotating_grant() if response is None else response
     if response is None:
-        problem = _malformed()
-        if problem is not None:
-            response = _server().handle_error_response(None, InvalidRequestError(problem))
-            response.headers["DPoP-Nonce"] = current_nonce()
-        else:
-            response = token_endpoint_response(_server())
+        response = _refused_as_malformed()
+    if response is None:
+        response = token_endpoint_response(_server())  # sets its own DPoP-Nonce
     else:
         response.headers["DPoP-Nonce"] = current_nonce()  # as every token endpoint answer has (RFC 9449 §8)
     metrics.token_grant(request.form.get("grant_type"), response)
