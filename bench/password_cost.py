@@ -4,7 +4,9 @@ code, then the code exchange: every redirect on the identity provider is followe
 every page answered through its form (the email, then the password). Issue 14's budget: the whole sign-in costs at most
 one argon2id verify plus 5 ms.
 
-Run with the project's venv: `.venv/bin/python bench/password_cost.py`.
+Run with the project's venv: `.venv/bin/python bench/password_cost.py` (a fresh SQLite
+instance; BENCH_DATABASE_URL to measure on another database, whose server's CPU is then not
+counted).
 CPU time (not wall time) so a busy machine does not inflate the figure.
 `BENCH_PROFILE=1` adds a cProfile (on process time) of each step after the figures;
 `BENCH_PROFILE="POST /signin/password (password)"` profiles that step only, `BENCH_PROFILE_LINES`
@@ -27,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "20"))
 PASSWORD = "correct horse battery staple"
+EMAIL = f"bench-{os.getpid()}@example.com"  # a new account each run, whatever the database holds
 
 try:
     from idp.passwords import hash_password, verify_password
@@ -49,6 +52,8 @@ print(f"password verify (argon2id): {verify_ms:.1f} ms CPU each")
 # The whole request, in-process on its own fresh instance.
 os.environ["IDP_INSTANCE_DIR"] = tempfile.mkdtemp(prefix="idp-bench-")
 os.environ.pop("IDP_DATABASE_URL", None)
+if os.environ.get("BENCH_DATABASE_URL"):  # `make bench` with BENCH_DB=postgres (and BENCH_LARGE)
+    os.environ["IDP_DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
 os.environ["IDP_LOG_LEVEL"] = "WARNING"
 from idp import create_app  # noqa: E402
 from idp.cli import initialize  # noqa: E402
@@ -146,7 +151,7 @@ if os.environ.get("BENCH_BREAKDOWN"):
         if measuring:
             statements[current_step] = statements.get(current_step, 0) + 1
 with app.app_context():
-    db.session.add(User(email="bench@example.com", password_hash=stored, email_verified=True))
+    db.session.add(User(email=EMAIL, password_hash=stored, email_verified=True))
     db.session.commit()
     client, secret = create_client({"client_name": "bench", "redirect_uris": ["http://127.0.0.1:9/cb"]},
                                    first_party=True)
@@ -219,7 +224,7 @@ def form_of(resp) -> tuple[str, str, dict]:
     if 'name="password"' in html:
         what, fields = "password", {"password": PASSWORD}
     elif 'name="email"' in html:
-        what, fields = "email", {"email": "bench@example.com"}
+        what, fields = "email", {"email": EMAIL}
     else:
         fail("a page that is neither the email nor the password step", resp)
     return action.group(1).replace("&amp;", "&"), what, {"csrf_token": csrf_of(resp), **fields}

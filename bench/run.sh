@@ -227,11 +227,16 @@ scim=$(.venv/bin/python -W ignore bench/scim_bench.py "$IDP_ISSUER" "$server_pid
 echo "$scim"
 scim_pg=$(.venv/bin/python -W ignore bench/scim_bench.py --postgresql) || die "bench/scim_bench.py --postgresql failed"
 echo "$scim_pg"
-password=$(.venv/bin/python bench/password_cost.py) || die "bench/password_cost.py failed"
+# The in-process figures on the same database as the server (with BENCH_DB=postgres, and
+# BENCH_LARGE's rows in it): issue 14 item 6 holds every figure to the large database.
+bench_db=()
+[ -z "${pg_port:-}" ] || bench_db=(env "BENCH_DATABASE_URL=$IDP_DATABASE_URL")
+echo "in-process figures on $db_label${large:+, large}:"
+password=$("${bench_db[@]}" .venv/bin/python bench/password_cost.py) || die "bench/password_cost.py failed"
 echo "$password"
-saml=$(.venv/bin/python -W ignore bench/saml_cost.py) || die "bench/saml_cost.py failed"
+saml=$("${bench_db[@]}" .venv/bin/python -W ignore bench/saml_cost.py) || die "bench/saml_cost.py failed"
 echo "$saml"
-dpop=$(.venv/bin/python bench/dpop_cost.py) || die "bench/dpop_cost.py failed"
+dpop=$("${bench_db[@]}" .venv/bin/python bench/dpop_cost.py) || die "bench/dpop_cost.py failed"
 echo "$dpop"
 # Memory of this server after all of the above plus a mixed warm-up, and the CLI's speed.
 memory=$(.venv/bin/python bench/memory.py --issuer "$IDP_ISSUER" --pid "$server_pid") || die "bench/memory.py failed"
@@ -258,7 +263,7 @@ echo "$peer"
 
 echo
 echo "=== summary ($(nproc) CPUs, $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit'), ${dur}s per scenario) ==="
-printf '%s\n' "${results[@]}" "$scim" "$scim_pg" "$password" "$saml" "$dpop"
+printf '%s\n' "${results[@]}" "$scim" "$scim_pg" "in-process figures on $db_label${large:+, large}:" "$password" "$saml" "$dpop"
 printf '%s\n' "$memory" "$peer"
 if [ ${#warnings[@]} -gt 0 ]; then
   printf '!!! WARNING: %s\n' "${warnings[@]}"

@@ -85,7 +85,13 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
     previous = current()
-    if previous is not None:  # a new sign-in replaces the old session (no fixation)
+    if previous is not None and previous.user_id == user.id:
+        # The same person again (prompt=login, max_age, the recent-sign-in check): the
+        # session the products hold (its `sid`) goes on, with a new secret (no fixation)
+        # and this sign-in's facts, so a later sign-out still reaches them all.
+        return _renewed(previous, persistent=persistent, ttl=ttl, amr=amr, acr=acr,
+                        second_factor=second_factor, commit=commit)
+    if previous is not None:  # another person: the old session ends (no fixation)
         previous.ended_at = utcnow()
         if previous.user_id != user.id:
             # Another person now: the products holding the first one's session are told
@@ -118,6 +124,28 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     # map (or one read) when asked, as for any row the session loaded.
     make_transient_to_detached(row)
     db.session.add(row)
+    if commit:
+        db.session.commit()
+    g.session_cookie = (secret, ttl if persistent else None)
+    g.browser_session = row
+    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
+    return row
+
+
+def _renewed(row: BrowserSession, *, persistent: bool, ttl: int, amr: list[str], acr: str | None,
+             second_factor: bool, commit: bool) -> BrowserSession:
+    secret = new_secret()
+    now = utcnow()
+    row.secret_hash = digest(secret)
+    row.persistent = persistent
+    row.auth_time = int(time.time())
+    row.amr = amr
+    row.acr = acr
+    row.mfa_time = int(time.time()) if second_factor else None
+    row.ip = request.remote_addr
+    row.user_agent = (request.user_agent.string or "")[:500]
+    row.last_seen_at = now
+    row.expires_at = now + timedelta(seconds=ttl)
     if commit:
         db.session.commit()
     g.session_cookie = (secret, ttl if persistent else None)

@@ -74,12 +74,11 @@ def test_a_product_is_told_when_another_person_signs_in_on_the_browser(live, bro
     assert verify(live.issuer, rows[0].logout_token)[1]["sub"] == first["sub"]
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: needs a decision (keep the sid across a re-sign-in of the "
-                                       "same person, or tell the products when it is replaced)")
-def test_a_product_of_a_replaced_session_is_told_at_sign_out(live, browser, receiver):  # noqa: F811
-    """A second sign-in in the same browser (prompt=login from another product) replaces the
-    session the first product holds (its `sid`). When the person then signs out, the first
-    product must get a logout token for its session too, or it keeps the person signed in."""
+def test_a_product_is_told_at_sign_out_after_the_same_person_signs_in_again(live, browser, receiver):  # noqa: F811
+    """A second sign-in of the same person in the same browser (prompt=login from another
+    product) keeps the session the first product holds (its `sid`), with a new secret. When
+    the person then signs out, the first product gets a logout token for it: before, the
+    re-sign-in made a new session and the first product kept the person signed in."""
     password = "replaced-password"
     live.create_user("review-logout-replaced@example.com", password)
     first, first_secret = live.create_client(backchannel_logout_uri=receiver.url)
@@ -89,7 +88,7 @@ def test_a_product_of_a_replaced_session_is_told_at_sign_out(live, browser, rece
     other_claims = verify(live.issuer, _code_flow(live, browser, other, other_secret,
                                                   "review-logout-replaced@example.com", password,
                                                   prompt="login")["id_token"])[1]
-    assert other_claims["sid"] != first_claims["sid"]  # the sign-in made a new session
+    assert other_claims["sid"] == first_claims["sid"]  # the session went on
 
     page = browser.get(f"{live.issuer}/account")
     resp = browser.submit(page, {}, action="/signout")

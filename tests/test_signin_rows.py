@@ -1,22 +1,26 @@
 """What a password sign-in writes, now that its rows are table inserts rather than ORM
 objects (issue 14 item 3): the session row, the audit event and the code's session id,
-and a second sign-in in the same browser ending the first session in the same step."""
+and a second sign-in of the same person in the same browser renewing that session (its id
+kept, so the products holding it can still be told of a sign-out; its secret replaced)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
+from tests.conftest import Browser
 from tests.oidc import authorize_url, redirect_params
 
 
-def test_sign_in_writes_session_event_and_code_and_replaces_old_session(live, browser):
+def test_sign_in_writes_session_event_and_code_and_renews_the_session(live, browser):
     user_id = live.create_user("rows@example.com", "rows-password-1")
     client_id, _secret = live.create_client()
     browser.http.headers["User-Agent"] = "rows-test-agent/1.0"
 
     first = redirect_params(browser.sign_in(browser.get(authorize_url(live.issuer, client_id)),
                                             "rows@example.com", "rows-password-1"))
-    # prompt=login: the same browser signs in again; its old session must end then.
+    # prompt=login: the same person signs in again in this browser; the cookie they had
+    # must be worth nothing afterwards (no fixation), though the session goes on.
+    old_cookie = browser.http.cookies.get("idp_session")
     page = browser.get(authorize_url(live.issuer, client_id, prompt="login"))
     assert 'name="email"' in page.text
     second = redirect_params(browser.sign_in(page, "rows@example.com", "rows-password-1"))
@@ -32,19 +36,26 @@ def test_sign_in_writes_session_event_and_code_and_replaces_old_session(live, br
         sessions = db.session.execute(
             select(BrowserSession).where(BrowserSession.user_id == user_id).order_by(BrowserSession.created_at)
         ).scalars().all()
-        assert len(sessions) == 2
-        old, new = sessions
-        assert old.ended_at is not None and new.ended_at is None
-        for row in sessions:
-            assert row.amr == ["pwd"] and row.acr and row.auth_time and row.mfa_time is None
-            assert row.ip == "127.0.0.1" and row.user_agent == "rows-test-agent/1.0"
-            assert row.expires_at > row.created_at and row.last_seen_at == row.created_at
-        # Each code names the session that signed in for it.
+        assert len(sessions) == 1
+        (row,) = sessions
+        assert row.ended_at is None
+        assert row.amr == ["pwd"] and row.acr and row.auth_time and row.mfa_time is None
+        assert row.ip == "127.0.0.1" and row.user_agent == "rows-test-agent/1.0"
+        assert row.expires_at > row.last_seen_at >= row.created_at
+        assert row.secret_hash == digest(browser.http.cookies.get("idp_session")) != digest(old_cookie)
+        # Each code names the session that signed in for it: the same one.
         codes = {digest(c): None for c in (first["code"], second["code"])}
         for code_hash in codes:
             codes[code_hash] = db.session.get(AuthorizationCode, code_hash).sid
-        assert list(codes.values()) == [old.id, new.id]
+        assert list(codes.values()) == [row.id, row.id]
 
+    # The replaced secret signs nobody in.
+    stale = Browser(live.issuer)
+    stale.http.cookies.set("idp_session", old_cookie)
+    assert redirect_params(stale.get(authorize_url(live.issuer, client_id, prompt="none")))["error"] \
+        == "login_required"
+
+    with live.db():
         events = db.session.execute(
             select(SecurityEvent).where(SecurityEvent.user_id == user_id).order_by(SecurityEvent.id)
         ).scalars().all()
