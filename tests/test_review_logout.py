@@ -3,7 +3,6 @@ shut, through the live server."""
 
 from __future__ import annotations
 
-import pytest
 
 from tests.conftest import Browser
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
