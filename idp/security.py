@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from functools import partial
 
 from flask import Flask, Response, jsonify, render_template, request, session
 from flask.sessions import SecureCookieSessionInterface
@@ -133,12 +134,17 @@ def has_nul(form: bool = True) -> bool:
         return False
 
 
-def add_headers(response: Response) -> Response:
+# On an https issuer only: browsers then never try plain http (or let a person click through
+# a certificate warning) for this host, so a typed address cannot be stripped to http.
+TRANSPORT_SECURITY = (("Strict-Transport-Security", "max-age=31536000"),)
+
+
+def add_headers(response: Response, always=ALWAYS_HEADERS, page=PAGE_HEADERS) -> Response:
     headers = response.headers
     # One pass over the headers, not a lookup per name: werkzeug's `setdefault` raises and
     # catches an HTTP exception for every header that is missing (most of them, always).
     present = {name.lower() for name in headers.keys()}
-    wanted = PAGE_HEADERS if response.mimetype == "text/html" else ALWAYS_HEADERS
+    wanted = page if response.mimetype == "text/html" else always
     for name, value in wanted:
         if name.lower() not in present:
             headers.add(name, value)
@@ -203,7 +209,11 @@ def init_app(app: Flask) -> None:
     app.session_interface = FlowSessionInterface()
     app.before_request(check_request)  # must run before CSRFProtect's own check
     csrf.init_app(app)
-    app.after_request(add_headers)
+    if app.extensions["idp.settings"].secure_cookies:  # the issuer is https
+        app.after_request(partial(add_headers, always=ALWAYS_HEADERS + TRANSPORT_SECURITY,
+                                  page=PAGE_HEADERS + TRANSPORT_SECURITY))
+    else:
+        app.after_request(add_headers)
     app.register_error_handler(CSRFError, _handle_csrf)
     app.register_error_handler(DBAPIError, _handle_database_down)
     app.register_error_handler(HTTPException, _handle_http_error)

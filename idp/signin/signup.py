@@ -57,9 +57,13 @@ def create():
     if problem:
         return render_template("signin/signup.html", email=address, name=name or "",
                                error=POLICY_MESSAGES[problem]()), 400
-    decision = throttle().failure("signup:ip", request.remote_addr or "")
-    if not decision.allowed:
-        return too_many_attempts("signin/signup.html", decision, email=address, name=name or "")
+    limits = throttle()
+    # Every sign-up mails the address (a link, or "you have an account"): it shares the
+    # address's mail budget with "Forgot password?", so many clients cannot flood one mailbox.
+    for scope, value in (("signup:ip", request.remote_addr or ""), ("reset:address", address)):
+        decision = limits.failure(scope, value)
+        if not decision.allowed:
+            return too_many_attempts("signin/signup.html", decision, email=address, name=name or "")
     # Everything that depends on whether the address is taken happens after the answer.
     defer(_register, address, name, password, current_language(), Origin.of_request())
     session[SIGNED_UP] = _marker(address)  # this browser chose the password
