@@ -3,7 +3,6 @@ shut, through the live server."""
 
 from __future__ import annotations
 
-
 from tests.conftest import Browser
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
 from tests.test_backchannel import _deliver, _wait_rows, receiver  # noqa: F401 - the fixture
