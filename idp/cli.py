@@ -195,11 +195,14 @@ def cmd_users_create(args) -> None:
     from sqlalchemy.exc import IntegrityError
 
     from .emails import normalize
+    from .observability import logs
     from .rows import new_id, utcnow
 
     email = normalize(args.email)
     if email is None:
         raise CommandError(f"not an email address: {args.email}")
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
     password_hash = None
     if args.password_stdin:
         from .passwords import hash_password, policy_problem
@@ -213,7 +216,7 @@ def cmd_users_create(args) -> None:
         password_hash = hash_password(password)
     # Core, no ORM (issue 14): every column the model (`idp.store.User`) fills by default
     # is given here; tests/test_cli_speed.py compares the row with the model's defaults.
-    with _connection() as conn:
+    with _connection(settings) as conn:
         org_id = _org_row(conn, args.org).id if args.org else None
         now = utcnow()
         user = {"id": new_id(), "email": email, "email_verified": True, "name": args.name,
@@ -221,9 +224,12 @@ def cmd_users_create(args) -> None:
                 "disabled": False, "created_at": now, "updated_at": now}
         try:
             conn.execute(insert(_table(conn, "users")), user)
-            conn.commit()
         except IntegrityError:
             raise CommandError(f"a user with email {email} already exists") from None
+        # An account made outside every page, an operator's one included: in the audit log.
+        event = _event(conn, "user.created", user_id=user["id"], org_id=org_id, via="cli", operator_admin=args.admin)
+        conn.commit()
+    _log_events([event])
     if args.json:
         _print_json({"id": user["id"], "email": user["email"]})
     else:
@@ -251,6 +257,7 @@ def cmd_clients_create(args) -> None:
 
     from .client_policy import ClientRecord
     from .clients import ClientMetadataError, new_client
+    from .observability import logs
     from .outbound import Outbound
     from .rows import utcnow
 
@@ -275,6 +282,7 @@ def cmd_clients_create(args) -> None:
         except (OSError, ValueError) as err:
             raise CommandError(f"cannot read --jwks: {err}") from None
     settings = Settings.from_env()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
     with _connection(settings) as conn:
         t = _table(conn, "clients")
 
@@ -293,6 +301,8 @@ def cmd_clients_create(args) -> None:
         # The columns `idp.store.Client` has no value for here are the ones `new_client`
         # leaves to the model's defaults (tests/test_cli_speed.py compares them).
         conn.execute(insert(t), {"registration_token_hash": None, **values, "created_at": utcnow()})
+        event = _event(conn, "client.created", client_id=values["client_id"], via="cli",
+                       first_party=bool(values.get("first_party")))
         conn.commit()
         found = conn.execute(select(*(t.c[f] for f in ClientRecord.__dataclass_fields__))
                              .where(t.c.client_id == values["client_id"])).one()
@@ -313,6 +323,7 @@ def cmd_clients_create(args) -> None:
             print(f"client_secret: {secret}   (shown once)")
         print(f"redirect_uris: {' '.join(data['redirect_uris'])}")
         print(f"grant_types:   {' '.join(data['grant_types'])}")
+    _log_events([event])
 
 
 def cmd_clients_list(args) -> None:
@@ -358,17 +369,23 @@ def cmd_clients_delete(args) -> None:
 def cmd_clients_registration_token(args) -> None:
     from sqlalchemy import insert
 
+    from .observability import logs
     from .rows import digest, new_secret, utcnow
 
     if args.expires is not None and args.expires <= 0:
         raise CommandError("--expires must be a positive number of seconds")
+    settings = Settings.from_env()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
     token = new_secret(32)
-    with _connection() as conn:
+    with _connection(settings) as conn:
         now = utcnow()
+        expires_at = now + timedelta(seconds=args.expires or 86400)
         conn.execute(insert(_table(conn, "registration_tokens")),
-                     {"token_hash": digest(token), "created_at": now,
-                      "expires_at": now + timedelta(seconds=args.expires or 86400)})
+                     {"token_hash": digest(token), "created_at": now, "expires_at": expires_at})
+        # Who may register clients is access control: when such a token was made is logged (never the token).
+        event = _event(conn, "registration_token.created", via="cli", expires_at=expires_at.isoformat())
         conn.commit()
+    _log_events([event])
     print(token)
 
 
@@ -451,6 +468,7 @@ def cmd_social_add(args) -> None:
 
     from federation.social import BUILT_IN
 
+    from .observability import logs
     from .org_names import OrgError
     from .outbound import Outbound
     from .providers import check_issuer, redirect_uri, save
@@ -469,6 +487,7 @@ def cmd_social_add(args) -> None:
     if not args.client_id or not args.client_secret:
         raise CommandError("--client-id and --client-secret must not be empty")
     settings = Settings.from_env().with_secret_key()
+    logs.configure(settings)  # the audit line, as `create_app` would have it written
     if args.issuer:
         try:
             check_issuer(args.issuer, Outbound(allow=settings.outbound_networks))
@@ -479,7 +498,10 @@ def cmd_social_add(args) -> None:
         # Kept exactly as given: discovery must name this very issuer (OpenID Connect Discovery §4.3).
         save(conn, _table(conn, "social_providers"), settings.secret_key, name, args.client_id, args.client_secret,
              args.issuer or None)
+        event = _event(conn, "social.provider_added", provider=name, issuer=args.issuer or None,
+                       client_id=args.client_id, via="cli")
         conn.commit()
+    _log_events([event])
     uri = redirect_uri(settings.issuer, name)
     if args.json:
         _print_json({"provider": name, "issuer": args.issuer or (BUILT_IN[name].issuer if name in BUILT_IN else None),

@@ -194,6 +194,7 @@ def test_scim_tokens_written_without_the_orm(org_env):
     assert set(third) == {"token", "base_url"} and third["base_url"].endswith("/scim/v2")
     with engine.connect() as conn:
         (org,) = conn.execute(select(t["orgs"])).mappings().all()
+        (user,) = conn.execute(select(t["users"])).mappings().all()  # org_env's
         tokens = {r["token_hash"]: r for r in conn.execute(select(t["scim_tokens"])).mappings()}
         events = conn.execute(select(t["security_events"]).order_by(t["security_events"].c.id)).mappings().all()
     assert set(tokens) == {digest(first), digest(second["token"]), digest(third["token"])}
@@ -201,6 +202,7 @@ def test_scim_tokens_written_without_the_orm(org_env):
                for r in tokens.values())
     assert tokens[digest(first)]["revoked_at"] is not None and tokens[digest(second["token"])]["revoked_at"] is None
     assert [(e["kind"], e["org_id"], e["user_id"], e["detail"]) for e in events] == [
+        ("user.created", None, user["id"], {"via": "cli", "operator_admin": False}),
         ("scim.token_issued", org["id"], None, {"via": "cli"}),
         ("scim.tokens_revoked", org["id"], None, {"via": "cli", "count": 1}),
         ("scim.token_issued", org["id"], None, {"via": "cli"}),
@@ -406,8 +408,14 @@ def test_rows_written_without_the_orm_are_whole(env):
     assert user["org_id"] == org["id"] and user["email"] == "whole@whole.example" and user["org_admin"]
     assert user["updated_at"] > user["created_at"]  # as the model's onupdate would have it
     with engine.connect() as conn:
-        event, rotated = conn.execute(select(tables["security_events"])
-                                      .order_by(tables["security_events"].c.id)).mappings().all()
+        created, registered, token_made, event, rotated = conn.execute(
+            select(tables["security_events"]).order_by(tables["security_events"].c.id)).mappings().all()
+    assert (created["kind"], created["user_id"], created["org_id"], created["detail"]) == \
+        ("user.created", user["id"], org["id"], {"via": "cli", "operator_admin": False})
+    assert (registered["kind"], registered["detail"]) == \
+        ("client.created", {"via": "cli", "client_id": client["client_id"], "first_party": False})
+    assert (token_made["kind"], token_made["detail"]["via"]) == ("registration_token.created", "cli")
+    assert token_made["detail"]["expires_at"] == tokens["expires_at"].isoformat()
     assert (event["kind"], event["user_id"], event["org_id"], event["detail"]) == \
         ("admin.made_admin", user["id"], org["id"], {"via": "cli"})
     assert (rotated["kind"], rotated["detail"]["kid"], rotated["detail"]["via"]) == \

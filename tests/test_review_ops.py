@@ -128,3 +128,38 @@ def test_enterprise_sign_in_set_up_from_the_command_line_is_audited(live, tmp_pa
     assert out.returncode == 0, out.stderr
     [metadata] = mine("admin.idp_metadata_saved")
     assert metadata["via"] == "cli" and metadata["entity_id"] and metadata["actor_id"] is None
+
+
+def test_accounts_clients_tokens_and_providers_made_from_the_command_line_are_audited(live):
+    """`idp users create` (an operator admin included), `idp clients create`, `idp clients
+    registration-token` and `idp social add` change who can sign in or register clients:
+    each writes an audit event, with no person acting and no secret in it."""
+    out = live.idp("users", "create", "cli-made-admin@example.com", "--admin", "--json")
+    assert out.returncode == 0, out.stderr
+    user_id = json.loads(out.stdout)["id"]
+    [made] = [e for e in _events(live, "user.created") if e.get("operator_admin")]
+    assert made["via"] == "cli" and made["actor_id"] is None
+    with live.db():
+        from sqlalchemy import select
+
+        from idp.store import SecurityEvent, db
+
+        assert db.session.execute(select(SecurityEvent.user_id).where(
+            SecurityEvent.kind == "user.created")).scalars().all() == [user_id]
+
+    out = live.idp("clients", "create", "--name", "Made", "--grant-type", "client_credentials", "--json")
+    client = json.loads(out.stdout)
+    [registered] = [e for e in _events(live, "client.created") if e.get("client_id") == client["client_id"]]
+    assert registered["via"] == "cli" and client["client_secret"] not in json.dumps(registered)
+
+    token = live.idp("clients", "registration-token").stdout.strip()
+    [issued] = _events(live, "registration_token.created")
+    assert issued["via"] == "cli" and issued["expires_at"] and token not in json.dumps(issued)
+
+    out = live.idp("social", "add", "google", "--client-id", "g-id", "--client-secret", "g-secret")
+    assert out.returncode == 0, out.stderr
+    [added] = _events(live, "social.provider_added")
+    assert added["provider"] == "google" and added["client_id"] == "g-id" and "g-secret" not in json.dumps(added)
+    # a refused command records nothing
+    assert live.idp("users", "create", "cli-made-admin@example.com").returncode == 1
+    assert len(_events(live, "user.created")) == 1
