@@ -46,6 +46,10 @@ def _check_uri(uri, what: str, error: str) -> str:
     # so a URI that differs from the one checked would be stored.
     if not _storable(uri) or any(ch.isspace() or ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
         raise ClientMetadataError(error, f"{what} must not hold spaces or control characters: {uri!r}")
+    # Not a URI character (RFC 3986 §2), and read two ways: urlsplit takes
+    # "http://evil.example\@127.0.0.1/" for loopback, a browser goes to evil.example.
+    if "\\" in uri:
+        raise ClientMetadataError(error, f"{what} must not hold a backslash: {uri}")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises on a port that is not a number

@@ -1,0 +1,28 @@
+"""Security review of the developer portal and client registration (RFC 7591/7592): each test
+names a finding (or a rule it pins), with its severity and the rule it comes from."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.test_developer_portal import new_app, signed_in
+from tests.test_registration import _initial_token
+
+
+def _register(live, **meta) -> requests.Response:
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    return requests.post(f"{live.issuer}/register", json={"redirect_uris": ["https://rp.example/cb"], **meta},
+                         headers=auth, timeout=10)
+
+
+def test_a_redirect_uri_with_a_backslash_is_refused(live):
+    """Medium, RFC 9700 §2.1 / RFC 3986 §2: browsers read `\\` as `/`, so http to a remote host passed as loopback."""
+    # Python's urlsplit sees the host 127.0.0.1; a browser follows it to evil.example over plain http.
+    sneaky = "http://evil.example\\@127.0.0.1/cb"
+    b = signed_in(live, "review-dev-backslash@example.com")
+    resp = new_app(live, b, name="Backslash", redirects=sneaky)
+    assert resp.status_code == 400 and "data-client-id" not in resp.text
+    resp = _register(live, redirect_uris=[sneaky])
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
+    resp = _register(live, post_logout_redirect_uris=[sneaky])
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata"
