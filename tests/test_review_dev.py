@@ -26,3 +26,12 @@ def test_a_redirect_uri_with_a_backslash_is_refused(live):
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
     resp = _register(live, post_logout_redirect_uris=[sneaky])
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata"
+
+
+def test_a_nul_in_the_client_configuration_uri_is_refused_not_a_500(live):
+    """Low, OWASP ASVS 5.1.4 / RFC 7592 §2: a NUL in the client id of the URL was a server error."""
+    for method in ("GET", "PUT", "DELETE"):
+        resp = requests.request(method, f"{live.issuer}/register/ab%00cd", json={},
+                                headers={"Authorization": "Bearer whatever"}, timeout=10)
+        assert resp.status_code in (400, 401), (method, resp.status_code, resp.text[:200])
+        assert resp.json()["error"] in ("invalid_token", "invalid_request")

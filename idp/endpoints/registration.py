@@ -86,8 +86,10 @@ def register():
 def _configured_client(client_id: str) -> Client | None:
     """The client whose registration access token was presented (RFC 7592 §2)."""
     token = _bearer()
+    if token is None or "\x00" in client_id:  # PostgreSQL text holds no NUL: no client has one
+        return None
     client = db.session.get(Client, client_id[:64])
-    if token is None or client is None or not client.registration_token_hash:
+    if client is None or not client.registration_token_hash:
         return None
     if not hmac.compare_digest(digest(token), client.registration_token_hash):
         return None
