@@ -35,3 +35,19 @@ def test_a_nul_in_the_client_configuration_uri_is_refused_not_a_500(live):
                                 headers={"Authorization": "Bearer whatever"}, timeout=10)
         assert resp.status_code in (400, 401), (method, resp.status_code, resp.text[:200])
         assert resp.json()["error"] in ("invalid_token", "invalid_request")
+
+
+def test_the_client_configuration_response_carries_the_registration_access_token(live):
+    """Low, RFC 7592 §3: registration_access_token and registration_client_uri are REQUIRED in a read or update."""
+    reg = _register(live, client_name="RFC 7592 read").json()
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    read = requests.get(reg["registration_client_uri"], headers=mgmt, timeout=10)
+    assert read.status_code == 200
+    assert read.json()["registration_client_uri"] == reg["registration_client_uri"]
+    assert read.json()["registration_access_token"]
+    update = requests.put(reg["registration_client_uri"], headers=mgmt, timeout=10,
+                          json={"client_id": reg["client_id"], "redirect_uris": ["https://rp.example/cb2"]})
+    assert update.status_code == 200 and update.json()["registration_access_token"]
+    # whatever token is handed back manages the client
+    again = {"Authorization": f"Bearer {update.json()['registration_access_token']}"}
+    assert requests.get(reg["registration_client_uri"], headers=again, timeout=10).status_code == 200

@@ -103,8 +103,10 @@ def configure(client_id: str):
     client = _configured_client(client_id)
     if client is None:
         return _error("invalid_token", "the registration access token is invalid", 401, bearer=True)
+    # RFC 7592 §3: a read or update answers with the registration access token too; only its
+    # hash is stored, so it is the one just presented (not rotated).
     if request.method == "GET":
-        return _registration_response(client, None, None, 200)
+        return _registration_response(client, None, _bearer(), 200)
     if request.method == "DELETE":
         db.session.delete(client)
         db.session.commit()
@@ -121,4 +123,4 @@ def configure(client_id: str):
         update_client(client, meta)
     except ClientMetadataError as err:
         return _error(err.error, err.description)
-    return _registration_response(client, None, None, 200)
+    return _registration_response(client, None, _bearer(), 200)
