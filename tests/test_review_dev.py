@@ -51,3 +51,13 @@ def test_the_client_configuration_response_carries_the_registration_access_token
     # whatever token is handed back manages the client
     again = {"Authorization": f"Bearer {update.json()['registration_access_token']}"}
     assert requests.get(reg["registration_client_uri"], headers=again, timeout=10).status_code == 200
+
+
+def test_a_very_long_redirect_uri_is_refused(live):
+    """Low, OWASP ASVS 5.1.4 (length limits): a registration stored a megabyte-long redirect URI."""
+    long_uri = "https://rp.example/cb?" + "a" * 100_000
+    b = signed_in(live, "review-dev-long@example.com")
+    resp = new_app(live, b, name="Long", redirects=long_uri)
+    assert resp.status_code == 400 and "data-client-id" not in resp.text
+    resp = _register(live, redirect_uris=[long_uri])
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
