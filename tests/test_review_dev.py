@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import requests
 
-from tests.test_developer_portal import new_app, signed_in
+from tests.conftest import csrf_of
+from tests.oidc import REDIRECT
+from tests.test_developer_portal import CLIENT_ID, client_row, new_app, signed_in
 from tests.test_registration import _initial_token
 
 
@@ -61,3 +63,46 @@ def test_a_very_long_redirect_uri_is_refused(live):
     assert resp.status_code == 400 and "data-client-id" not in resp.text
     resp = _register(live, redirect_uris=[long_uri])
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
+
+
+def _age_sign_in(live, email: str) -> None:
+    """Move the person's sign-in past the recent window, as a session stolen a while ago."""
+    from idp.signin import views
+    from idp.store import BrowserSession, User, db
+
+    with live.db():
+        user = db.session.execute(db.select(User).where(User.email == email)).scalar_one()
+        for s in db.session.execute(db.select(BrowserSession).where(BrowserSession.user_id == user.id)).scalars():
+            s.auth_time -= views.RECENT_SIGN_IN + 60
+        db.session.commit()
+
+
+def test_changing_an_apps_redirect_uris_on_a_stale_sign_in_is_refused(live):
+    """Medium, OWASP ASVS 3.7.1: where an app's codes go weighs as much as its secret (re-authenticate)."""
+    email = "review-dev-stale-edit@example.com"
+    b = signed_in(live, email)
+    created = new_app(live, b, kind="spa", name="Stale SPA")
+    client_id = CLIENT_ID.search(created.text).group(1)
+    _age_sign_in(live, email)
+    page = b.get(f"{live.issuer}/developer/apps/{client_id}")
+    token = csrf_of(page.text)
+    url = f"{live.issuer}/developer/apps/{client_id}"
+    # a new name alone needs no new sign-in
+    resp = b.http.post(url, data={"csrf_token": token, "name": "Renamed SPA", "redirect_uris": REDIRECT},
+                       allow_redirects=False, timeout=10)
+    assert resp.status_code == 303 and client_row(live, client_id).name == "Renamed SPA"
+    for field, value in (("redirect_uris", f"{REDIRECT}\nhttps://attacker.example/cb"),
+                         ("post_logout_uris", "https://attacker.example/bye")):
+        data = {"csrf_token": token, "name": "Renamed SPA", "redirect_uris": REDIRECT, field: value}
+        resp = b.http.post(url, data=data, allow_redirects=False, timeout=10)
+        assert resp.status_code == 302 and "/signin" in resp.headers["Location"], (field, resp.status_code)
+        row = client_row(live, client_id)
+        assert row.redirect_uris == [REDIRECT] and row.post_logout_redirect_uris == []
+    # signing in again comes back to the app's page, where the change can be made
+    page = b.follow(resp)
+    if 'name="password"' not in page.text:
+        page = b.submit(page, {"email": email})
+    back = b.submit(page, {"password": "portal-password"})
+    assert back.url == url
+    saved = b.submit(back, {"name": "Renamed SPA", "redirect_uris": f"{REDIRECT}\nhttps://app.example/cb"})
+    assert saved.status_code == 200 and client_row(live, client_id).redirect_uris == [REDIRECT, "https://app.example/cb"]
