@@ -106,3 +106,22 @@ def test_changing_an_apps_redirect_uris_on_a_stale_sign_in_is_refused(live):
     assert back.url == url
     saved = b.submit(back, {"name": "Renamed SPA", "redirect_uris": f"{REDIRECT}\nhttps://app.example/cb"})
     assert saved.status_code == 200 and client_row(live, client_id).redirect_uris == [REDIRECT, "https://app.example/cb"]
+
+
+def test_a_registration_access_token_alone_cannot_drop_the_client_secret(live):
+    """Medium, RFC 7592 §2.2 / RFC 6749 §2.3: the token made a confidential client public, so codes needed no secret."""
+    reg = _register(live, client_name="Confidential RP").json()
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    for method, extra in (("none", {}), ("private_key_jwt", {"jwks": {"keys": []}})):
+        update = {"client_id": reg["client_id"], "redirect_uris": ["https://attacker.example/cb"],
+                  "token_endpoint_auth_method": method, **extra}
+        resp = requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", (method, resp.text)
+        row = client_row(live, reg["client_id"])
+        assert row.token_endpoint_auth_method == "client_secret_basic"
+        assert row.redirect_uris == ["https://rp.example/cb"]
+    # the client itself, which knows its secret, may still move off it
+    update = {"client_id": reg["client_id"], "redirect_uris": ["https://rp.example/cb"],
+              "token_endpoint_auth_method": "none", "client_secret": reg["client_secret"]}
+    resp = requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10)
+    assert resp.status_code == 200 and resp.json()["token_endpoint_auth_method"] == "none"

@@ -10,7 +10,7 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ..clients import ClientMetadataError, create_client, update_client
+from ..clients import ClientMetadataError, create_client, needs_secret, update_client
 from ..store import Client, RegistrationToken, db, digest, new_secret, utcnow
 
 bp = Blueprint("registration", __name__)
@@ -119,6 +119,12 @@ def configure(client_id: str):
     secret = meta.get("client_secret")
     if secret is not None and not client.check_client_secret(str(secret)):
         return _error("invalid_client_metadata", "client_secret does not match")
+    # The registration access token manages the client; it does not stand in for its secret.
+    # Moving off the secret (to none, or to keys the caller brings) without it would let
+    # whoever holds the token alone redeem the client's codes.
+    method = meta.get("token_endpoint_auth_method") or "client_secret_basic"
+    if needs_secret(client.token_endpoint_auth_method) and not needs_secret(method) and secret is None:
+        return _error("invalid_client_metadata", "send the current client_secret to stop using it")
     try:
         update_client(client, meta)
     except ClientMetadataError as err:
