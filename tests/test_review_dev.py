@@ -125,3 +125,15 @@ def test_a_registration_access_token_alone_cannot_drop_the_client_secret(live):
               "token_endpoint_auth_method": "none", "client_secret": reg["client_secret"]}
     resp = requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10)
     assert resp.status_code == 200 and resp.json()["token_endpoint_auth_method"] == "none"
+
+
+def test_deeply_nested_registration_json_is_refused_not_a_500(live):
+    """Low, OWASP ASVS 5.1.4 / RFC 7591 §3.2.2: JSON nested past the parser's depth was a server error."""
+    reg = _register(live, client_name="Nested").json()
+    deep = "[" * 200_000
+    calls = (("POST", f"{live.issuer}/register", _initial_token(live)),
+             ("PUT", reg["registration_client_uri"], reg["registration_access_token"]))
+    for method, url, bearer in calls:
+        resp = requests.request(method, url, data=deep, timeout=10,
+                                headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"})
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", (method, resp.text)

@@ -45,7 +45,10 @@ def _initial_token_ok() -> bool:
 def _body() -> dict | None:
     if not request.is_json:
         return None
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes (silent covers ValueError only)
+        return None
     return data if isinstance(data, dict) else None
 
 
