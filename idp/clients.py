@@ -32,6 +32,8 @@ class ClientMetadataError(ValueError):
         self.description = description
 
 
+MAX_URI_LENGTH = 2000  # as a resource URI (client_policy.MAX_RESOURCE_LENGTH)
+
 # Schemes that run code or read local data in the browser: never a redirect target.
 FORBIDDEN_SCHEMES = ("javascript", "data", "file", "vbscript", "blob", "filesystem", "about")
 
@@ -42,10 +44,16 @@ def _check_uri(uri, what: str, error: str) -> str:
     fragment, no wildcard."""
     if not isinstance(uri, str) or not uri:
         raise ClientMetadataError(error, f"{what} must be a non-empty string")
+    if len(uri) > MAX_URI_LENGTH:  # each is stored, cached per process and compared on every request
+        raise ClientMetadataError(error, f"{what} must be at most {MAX_URI_LENGTH} characters")
     # RFC 3986 has no spaces or controls in a URI; urlsplit drops some of them silently,
     # so a URI that differs from the one checked would be stored.
     if not _storable(uri) or any(ch.isspace() or ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
         raise ClientMetadataError(error, f"{what} must not hold spaces or control characters: {uri!r}")
+    # Not a URI character (RFC 3986 §2), and read two ways: urlsplit takes
+    # "http://evil.example\@127.0.0.1/" for loopback, a browser goes to evil.example.
+    if "\\" in uri:
+        raise ClientMetadataError(error, f"{what} must not hold a backslash: {uri}")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises on a port that is not a number

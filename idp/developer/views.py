@@ -76,9 +76,15 @@ def app_page(browser, client):
         return render_template("developer/app.html", client=client, kind=apps.kind_of(client), error=None,
                                form=_form_of(client))
     form = {key: request.form.get(key, "") for key in ("name", "redirect_uris", "post_logout_uris")}
+    redirect_uris, post_logout_uris = apps.lines(form["redirect_uris"]), apps.lines(form["post_logout_uris"])
+    if (redirect_uris, post_logout_uris) != (list(client.redirect_uris), list(client.post_logout_redirect_uris)):
+        # Where the app's codes go weighs as much as its secret: a public app's code is its
+        # tokens, so a session taken a while ago must not redirect them.
+        away = _recent(browser, client, "developer.app_page")
+        if away:
+            return away
     try:
-        apps.edit(browser.user, client, form["name"], apps.lines(form["redirect_uris"]),
-                  apps.lines(form["post_logout_uris"]))
+        apps.edit(browser.user, client, form["name"], redirect_uris, post_logout_uris)
     except ClientMetadataError as err:
         return render_template("developer/app.html", client=client, kind=apps.kind_of(client),
                                error=err.description, form=form), 400

@@ -10,7 +10,7 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ..clients import ClientMetadataError, create_client, update_client
+from ..clients import ClientMetadataError, create_client, needs_secret, update_client
 from ..store import Client, RegistrationToken, db, digest, new_secret, utcnow
 
 bp = Blueprint("registration", __name__)
@@ -45,7 +45,10 @@ def _initial_token_ok() -> bool:
 def _body() -> dict | None:
     if not request.is_json:
         return None
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes (silent covers ValueError only)
+        return None
     return data if isinstance(data, dict) else None
 
 
@@ -86,8 +89,10 @@ def register():
 def _configured_client(client_id: str) -> Client | None:
     """The client whose registration access token was presented (RFC 7592 §2)."""
     token = _bearer()
+    if token is None or "\x00" in client_id:  # PostgreSQL text holds no NUL: no client has one
+        return None
     client = db.session.get(Client, client_id[:64])
-    if token is None or client is None or not client.registration_token_hash:
+    if client is None or not client.registration_token_hash:
         return None
     if not hmac.compare_digest(digest(token), client.registration_token_hash):
         return None
@@ -101,8 +106,10 @@ def configure(client_id: str):
     client = _configured_client(client_id)
     if client is None:
         return _error("invalid_token", "the registration access token is invalid", 401, bearer=True)
+    # RFC 7592 §3: a read or update answers with the registration access token too; only its
+    # hash is stored, so it is the one just presented (not rotated).
     if request.method == "GET":
-        return _registration_response(client, None, None, 200)
+        return _registration_response(client, None, _bearer(), 200)
     if request.method == "DELETE":
         db.session.delete(client)
         db.session.commit()
@@ -115,8 +122,14 @@ def configure(client_id: str):
     secret = meta.get("client_secret")
     if secret is not None and not client.check_client_secret(str(secret)):
         return _error("invalid_client_metadata", "client_secret does not match")
+    # The registration access token manages the client; it does not stand in for its secret.
+    # Moving off the secret (to none, or to keys the caller brings) without it would let
+    # whoever holds the token alone redeem the client's codes.
+    method = meta.get("token_endpoint_auth_method") or "client_secret_basic"
+    if needs_secret(client.token_endpoint_auth_method) and not needs_secret(method) and secret is None:
+        return _error("invalid_client_metadata", "send the current client_secret to stop using it")
     try:
         update_client(client, meta)
     except ClientMetadataError as err:
         return _error(err.error, err.description)
-    return _registration_response(client, None, None, 200)
+    return _registration_response(client, None, _bearer(), 200)
