@@ -145,6 +145,10 @@ def finish_authentication(credential: dict) -> tuple[User, bool]:
     try:
         credential_id = bytes_to_base64url(base64url_to_bytes(credential.get("rawId") or credential["id"]))
         user_handle = credential.get("response", {}).get("userHandle")
+        # Decoded here, before the lookup: a handle that is not base64url is a malformed answer.
+        if user_handle is not None and not isinstance(user_handle, str):
+            raise TypeError("userHandle is not a string")
+        user_handle = base64url_to_bytes(user_handle) if user_handle else None
     except (AttributeError, KeyError, TypeError, ValueError):
         raise PasskeyError("malformed credential") from None
     row = db.session.execute(select(Passkey).where(Passkey.credential_id == credential_id)).scalar_one_or_none()
@@ -153,7 +157,7 @@ def finish_authentication(credential: dict) -> tuple[User, bool]:
     # The library checks the signature, not whose key it is: that is ours to check.
     if state["user"] is not None and row.user_id != state["user"]:
         raise PasskeyError("passkey of another account")
-    if user_handle and base64url_to_bytes(user_handle) != row.user_id.encode():
+    if user_handle and user_handle != row.user_id.encode():
         raise PasskeyError("user handle does not match the passkey")
     rp_id, origin = _issuer_parts()
     try:
