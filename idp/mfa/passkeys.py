@@ -95,6 +95,9 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
     from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
     from webauthn.helpers.exceptions import WebAuthnException
 
+    if name is not None and not isinstance(name, str):
+        raise PasskeyError("name is not a string")
+    name = name.replace("\x00", "") if name else None  # PostgreSQL text refuses NUL
     state = _take_challenge("register")
     if state["user"] != user.id:
         raise PasskeyError("challenge of another account")
@@ -106,10 +109,13 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
     except (WebAuthnException, ValueError, KeyError, TypeError) as err:
         raise PasskeyError(f"registration refused: {err}") from None
     _spend(state["challenge"])
-    transports = credential.get("response", {}).get("transports") or [] if isinstance(credential, dict) else []
+    transports = credential.get("response", {}).get("transports")
+    # Hints for the browser only (WebAuthn §5.8.4): keep well-formed names, drop anything else.
+    transports = [t for t in transports if isinstance(t, str) and 0 < len(t) <= 32 and t.isascii()
+                  and t.isprintable()] if isinstance(transports, list) else []
     row = Passkey(user_id=user.id, credential_id=bytes_to_base64url(verified.credential_id),
                   public_key=verified.credential_public_key, sign_count=verified.sign_count,
-                  transports=[t for t in transports if isinstance(t, str)][:5], name=(name or "Passkey")[:100])
+                  transports=transports[:5], name=(name or "Passkey")[:100])
     db.session.add(row)
     try:
         db.session.commit()

@@ -1,0 +1,56 @@
+"""Security review of second factors (TOTP, recovery codes, passkeys, trusted devices): each
+test names a behaviour an attacker or an auditor would check, through the live server."""
+
+from __future__ import annotations
+
+from tests.conftest import Browser
+from tests.test_passkeys import _post_json, _with_passkey
+from tests.webauthn_authenticator import SoftwareAuthenticator
+
+
+def _at_second_factor(live, email, password="passkey-password"):
+    """A browser that typed `email`'s password and stands at "Confirm your identity"."""
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, password)
+    assert "Confirm your identity" in page.text
+    return b, page
+
+
+def test_a_passkey_answer_with_a_malformed_user_handle_is_refused(live):
+    """Low: a known credential id with a userHandle that is not base64url gave a 500 (ASVS 7.4.1)."""
+    _, device = _with_passkey(live, "review-uh@example.com")
+    b, page = _at_second_factor(live, "review-uh@example.com")
+    options = _post_json(b, page, "/signin/verify/passkey/options").json()
+    credential_id = options["allowCredentials"][0]["id"]  # the second-factor options name it
+    for handle in ("a", 5, ["x"], "\x00"):
+        _post_json(b, page, "/signin/verify/passkey/options")
+        body = {"credential": {"id": credential_id, "rawId": credential_id, "type": "public-key",
+                               "response": {"userHandle": handle}}}
+        resp = _post_json(b, page, "/signin/verify/passkey", body)
+        assert resp.status_code == 400, (handle, resp.status_code)
+        # passwordless sign-in looks the credential up the same way
+        other = Browser(live.issuer)
+        signin = other.get(f"{live.issuer}/signin")
+        _post_json(other, signin, "/signin/passkey/options")
+        resp = _post_json(other, signin, "/signin/passkey", body)
+        assert resp.status_code == 400, (handle, resp.status_code)
+    assert device.credentials
+
+
+def test_a_passkey_registration_with_a_malformed_name_or_transports_is_refused(live):
+    """Low: a non-string name, a NUL in it or non-list transports gave a 500 after the challenge was spent (ASVS 5.1.3)."""
+    b, _ = _with_passkey(live, "review-reg@example.com")
+    page = b.get(f"{live.issuer}/account")
+    for name, transports in ((5, ["usb"]), ({"a": 1}, ["usb"]), ("Key\x00one", ["usb"]), ("Key", 5),
+                             ("Key", "usb"), ("Key", ["usb\x00"])):
+        options = _post_json(b, page, "/account/passkeys/options").json()
+        credential = SoftwareAuthenticator(live.issuer, allow_ip_origin=True).create(options)
+        credential["response"]["transports"] = transports
+        resp = _post_json(b, page, "/account/passkeys", {"credential": credential, "name": name})
+        assert resp.status_code in (201, 400), (name, transports, resp.status_code)
+    with live.app.app_context():
+        from idp.store import Passkey, db
+
+        for row in db.session.query(Passkey).all():
+            assert row.name is None or (isinstance(row.name, str) and "\x00" not in row.name)
+            assert all(isinstance(t, str) and len(t) > 1 and "\x00" not in t for t in row.transports)
