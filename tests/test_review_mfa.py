@@ -3,6 +3,8 @@ test names a behaviour an attacker or an auditor would check, through the live s
 
 from __future__ import annotations
 
+import os
+
 from tests.conftest import Browser
 from tests.test_passkeys import _post_json, _with_passkey
 from tests.webauthn_authenticator import SoftwareAuthenticator
@@ -54,3 +56,20 @@ def test_a_passkey_registration_with_a_malformed_name_or_transports_is_refused(l
         for row in db.session.query(Passkey).all():
             assert row.name is None or (isinstance(row.name, str) and "\x00" not in row.name)
             assert all(isinstance(t, str) and len(t) > 1 and "\x00" not in t for t in row.transports)
+
+
+def test_a_passkey_with_a_credential_id_too_long_to_store_is_refused(live, monkeypatch):
+    """Low: a 600-byte credential id passed the library and overflowed the column (a 500 on PostgreSQL) (WebAuthn §7.1 step 25)."""
+    from types import SimpleNamespace
+
+    from tests import webauthn_authenticator
+
+    b, _ = _with_passkey(live, "review-long-id@example.com")
+    page = b.get(f"{live.issuer}/account")
+    for size in (600, 1100):
+        monkeypatch.setattr(webauthn_authenticator, "os", SimpleNamespace(urandom=lambda n, size=size: os.urandom(size)))
+        options = _post_json(b, page, "/account/passkeys/options").json()
+        credential = SoftwareAuthenticator(live.issuer, allow_ip_origin=True).create(options)
+        resp = _post_json(b, page, "/account/passkeys", {"credential": credential})
+        assert resp.status_code == 400, (size, resp.status_code)
+        assert resp.json()["error"] == "This passkey could not be added."

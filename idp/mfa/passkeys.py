@@ -25,6 +25,9 @@ from ..store import Passkey, User, db, utcnow
 # that never runs a ceremony is spared its import time and memory (issue 14).
 
 CHALLENGE_TTL = 300
+# WebAuthn allows credential ids of up to 1023 bytes (§7.1 step 25); the column holds 700
+# base64url characters, which is 525 bytes: a longer one is refused, not truncated.
+MAX_CREDENTIAL_ID = 525
 RP_NAME = "myaccount"
 
 
@@ -108,6 +111,8 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
             expected_rp_id=rp_id, expected_origin=origin)
     except (WebAuthnException, ValueError, KeyError, TypeError) as err:
         raise PasskeyError(f"registration refused: {err}") from None
+    if len(verified.credential_id) > MAX_CREDENTIAL_ID:
+        raise PasskeyError("credential id too long")
     _spend(state["challenge"])
     transports = credential.get("response", {}).get("transports")
     # Hints for the browser only (WebAuthn §5.8.4): keep well-formed names, drop anything else.
