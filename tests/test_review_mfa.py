@@ -4,6 +4,9 @@ test names a behaviour an attacker or an auditor would check, through the live s
 from __future__ import annotations
 
 import os
+import re
+
+import pyotp
 
 from tests.conftest import Browser
 from tests.test_passkeys import _post_json, _with_passkey
@@ -73,3 +76,19 @@ def test_a_passkey_with_a_credential_id_too_long_to_store_is_refused(live, monke
         resp = _post_json(b, page, "/account/passkeys", {"credential": credential})
         assert resp.status_code == 400, (size, resp.status_code)
         assert resp.json()["error"] == "This passkey could not be added."
+
+
+def test_an_authenticator_secret_shown_to_another_session_is_not_offered_again(live):
+    """Medium: a secret someone viewed at /account/totp (never confirmed) was later shown to the owner, who then set up a factor the viewer holds (OWASP ASVS 4.0.3 V2.8, NIST SP 800-63B §5.1.4.1)."""
+    live.create_user("review-plant@example.com", "second-factor-pw")
+    planter = Browser(live.issuer)
+    planter.sign_in(planter.get(f"{live.issuer}/account"), "review-plant@example.com", "second-factor-pw")
+    planted = re.search(r'data-totp-secret="([A-Z2-7]+)"', planter.get(f"{live.issuer}/account/totp").text).group(1)
+    owner = Browser(live.issuer)
+    owner.sign_in(owner.get(f"{live.issuer}/account"), "review-plant@example.com", "second-factor-pw")
+    page = owner.get(f"{live.issuer}/account/totp")
+    shown = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    assert shown != planted
+    # the owner's own reload still shows the secret they are scanning
+    assert f'data-totp-secret="{shown}"' in owner.get(f"{live.issuer}/account/totp").text
+    assert owner.submit(page, {"code": pyotp.TOTP(shown).now()}).status_code == 200

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 
 from .. import accounts, audit, sessions
 from ..i18n import gettext as _
@@ -60,8 +60,13 @@ def setup_totp():
     if totp.has_totp(user):
         return redirect(url_for("account.home"))
     # Reloading shows the same secret: a GET (a prefetch, an image on another site) never
-    # replaces the one the person is scanning.
-    secret = totp.pending_secret(user) or totp.start_enrolment(user)
+    # replaces the one the person is scanning. Only in the session that was shown it: one
+    # shown elsewhere (someone who once had a session) is never offered to the owner.
+    browser = sessions.current()
+    secret = totp.pending_secret(user) if session.get("totp_shown") == browser.id else None
+    if secret is None:
+        secret = totp.start_enrolment(user)
+        session["totp_shown"] = browser.id
     return _setup_page(user, secret)
 
 
