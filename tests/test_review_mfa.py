@@ -43,7 +43,7 @@ def test_a_passkey_answer_with_a_malformed_user_handle_is_refused(live):
 
 
 def test_a_passkey_registration_with_a_malformed_name_or_transports_is_refused(live):
-    """Low: a non-string name, a NUL in it or non-list transports gave a 500 after the challenge was spent (ASVS 5.1.3)."""
+    """Low: a non-string name, a NUL in it or odd transports gave a 500, challenge spent (ASVS 5.1.3)."""
     b, _ = _with_passkey(live, "review-reg@example.com")
     page = b.get(f"{live.issuer}/account")
     for name, transports in ((5, ["usb"]), ({"a": 1}, ["usb"]), ("Key\x00one", ["usb"]), ("Key", 5),
@@ -62,7 +62,7 @@ def test_a_passkey_registration_with_a_malformed_name_or_transports_is_refused(l
 
 
 def test_a_passkey_with_a_credential_id_too_long_to_store_is_refused(live, monkeypatch):
-    """Low: a 600-byte credential id passed the library and overflowed the column (a 500 on PostgreSQL) (WebAuthn §7.1 step 25)."""
+    """Low: a 600-byte credential id overflowed its column, a 500 on PostgreSQL (WebAuthn §7.1 step 25)."""
     from types import SimpleNamespace
 
     from tests import webauthn_authenticator
@@ -70,7 +70,8 @@ def test_a_passkey_with_a_credential_id_too_long_to_store_is_refused(live, monke
     b, _ = _with_passkey(live, "review-long-id@example.com")
     page = b.get(f"{live.issuer}/account")
     for size in (600, 1100):
-        monkeypatch.setattr(webauthn_authenticator, "os", SimpleNamespace(urandom=lambda n, size=size: os.urandom(size)))
+        long_ids = SimpleNamespace(urandom=lambda n, size=size: os.urandom(size))
+        monkeypatch.setattr(webauthn_authenticator, "os", long_ids)
         options = _post_json(b, page, "/account/passkeys/options").json()
         credential = SoftwareAuthenticator(live.issuer, allow_ip_origin=True).create(options)
         resp = _post_json(b, page, "/account/passkeys", {"credential": credential})
@@ -79,7 +80,7 @@ def test_a_passkey_with_a_credential_id_too_long_to_store_is_refused(live, monke
 
 
 def test_an_authenticator_secret_shown_to_another_session_is_not_offered_again(live):
-    """Medium: a secret someone viewed at /account/totp (never confirmed) was later shown to the owner, who then set up a factor the viewer holds (OWASP ASVS 4.0.3 V2.8, NIST SP 800-63B §5.1.4.1)."""
+    """Medium: an unconfirmed secret one session saw was offered to the owner later (ASVS 4.0.3 V2.8)."""
     live.create_user("review-plant@example.com", "second-factor-pw")
     planter = Browser(live.issuer)
     planter.sign_in(planter.get(f"{live.issuer}/account"), "review-plant@example.com", "second-factor-pw")
@@ -92,3 +93,29 @@ def test_an_authenticator_secret_shown_to_another_session_is_not_offered_again(l
     # the owner's own reload still shows the secret they are scanning
     assert f'data-totp-secret="{shown}"' in owner.get(f"{live.issuer}/account/totp").text
     assert owner.submit(page, {"code": pyotp.TOTP(shown).now()}).status_code == 200
+
+
+def test_recovery_codes_are_not_stored_as_a_plain_hash(live):
+    """Medium: ~49-bit recovery codes were stored as unsalted SHA-256 (ASVS 4.0.3 2.6.2)."""
+    import hashlib
+
+    live.create_user("review-recovery@example.com", "second-factor-pw")
+    b = Browser(live.issuer)
+    b.sign_in(b.get(f"{live.issuer}/account"), "review-recovery@example.com", "second-factor-pw")
+    page = b.get(f"{live.issuer}/account/totp")
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    codes = re.findall(r"<li>([a-z2-9]{5}-[a-z2-9]{5})</li>", b.submit(page, {"code": pyotp.TOTP(secret).now()}).text)
+    assert len(codes) == 10
+    with live.app.app_context():
+        from idp.store import RecoveryCode, db
+
+        stored = {row.code_hash for row in db.session.query(RecoveryCode).all()}
+    plain = {hashlib.sha256(code.replace("-", "").encode()).hexdigest() for code in codes}
+    assert len(stored) >= 10 and not stored & plain
+    # and a code still signs in, once
+    again = Browser(live.issuer)
+    page = again.sign_in(again.get(f"{live.issuer}/account"), "review-recovery@example.com", "second-factor-pw")
+    assert "Your account" in again.submit(page, {"code": codes[3]}).text
+    again = Browser(live.issuer)
+    page = again.sign_in(again.get(f"{live.issuer}/account"), "review-recovery@example.com", "second-factor-pw")
+    assert again.submit(page, {"code": codes[3]}).status_code == 401
