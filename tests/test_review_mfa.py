@@ -3,6 +3,7 @@ test names a behaviour an attacker or an auditor would check, through the live s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -53,6 +54,11 @@ def test_a_passkey_registration_with_a_malformed_name_or_transports_is_refused(l
         credential["response"]["transports"] = transports
         resp = _post_json(b, page, "/account/passkeys", {"credential": credential, "name": name})
         assert resp.status_code in (201, 400), (name, transports, resp.status_code)
+    # the library takes a credential given as a JSON string too
+    options = _post_json(b, page, "/account/passkeys/options").json()
+    credential = SoftwareAuthenticator(live.issuer, allow_ip_origin=True).create(options)
+    resp = _post_json(b, page, "/account/passkeys", {"credential": json.dumps(credential)})
+    assert resp.status_code in (201, 400), resp.status_code
     with live.app.app_context():
         from idp.store import Passkey, db
 

@@ -114,7 +114,8 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
     if len(verified.credential_id) > MAX_CREDENTIAL_ID:
         raise PasskeyError("credential id too long")
     _spend(state["challenge"])
-    transports = credential.get("response", {}).get("transports")
+    # (the library also takes the credential as a JSON string: then no hints are kept)
+    transports = credential.get("response", {}).get("transports") if isinstance(credential, dict) else None
     # Hints for the browser only (WebAuthn §5.8.4): keep well-formed names, drop anything else.
     transports = [t for t in transports if isinstance(t, str) and 0 < len(t) <= 32 and t.isascii()
                   and t.isprintable()] if isinstance(transports, list) else []
