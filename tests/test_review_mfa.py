@@ -125,3 +125,25 @@ def test_recovery_codes_are_not_stored_as_a_plain_hash(live):
     again = Browser(live.issuer)
     page = again.sign_in(again.get(f"{live.issuer}/account"), "review-recovery@example.com", "second-factor-pw")
     assert again.submit(page, {"code": codes[3]}).status_code == 401
+
+
+def test_going_around_the_second_factor_after_the_password_is_refused(live):
+    """High (regression pin, sound today): the password alone opens no session nor code (ASVS 4.0.3 2.2.1)."""
+    from tests.oidc import authorize_url
+
+    _, device = _with_passkey(live, "review-around@example.com")
+    client_id, _ = live.create_client()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(authorize_url(live.issuer, client_id)), "review-around@example.com", "passkey-password")
+    assert "Confirm your identity" in page.text
+    req = re.search(r"req=([0-9a-f]{32})", page.text).group(1)
+    resp = b.http.get(f"{live.issuer}/authorize/resume/{req}", allow_redirects=False, timeout=10)
+    assert "code=" not in resp.headers.get("Location", "")
+    resp = b.get(f"{live.issuer}/authorize/resume/{req}")
+    assert "Your account" not in resp.text and resp.status_code in (200, 400)
+    assert "code=" not in b.http.get(authorize_url(live.issuer, client_id, prompt="none"), allow_redirects=False,
+                                     timeout=10).headers.get("Location", "")
+    assert "Your account" not in b.get(f"{live.issuer}/account").text
+    # the passkey step with another account's passkey-less answer, or none, does not finish it either
+    assert _post_json(b, page, f"/signin/verify/passkey?req={req}", {}).status_code == 400
+    assert device.credentials
