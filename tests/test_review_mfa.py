@@ -98,6 +98,13 @@ def test_an_authenticator_secret_shown_to_another_session_is_not_offered_again(l
     assert shown != planted
     # the owner's own reload still shows the secret they are scanning
     assert f'data-totp-secret="{shown}"' in owner.get(f"{live.issuer}/account/totp").text
+    # someone else's visit meanwhile replaces the pending secret: the owner's wrong code is not
+    # answered with the secret that visit saw
+    replaced = re.search(r'data-totp-secret="([A-Z2-7]+)"', planter.get(f"{live.issuer}/account/totp").text).group(1)
+    assert replaced not in owner.submit(page, {"code": "000000"}).text
+    page = owner.get(f"{live.issuer}/account/totp")
+    shown = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    assert shown != replaced
     assert owner.submit(page, {"code": pyotp.TOTP(shown).now()}).status_code == 200
 
 
