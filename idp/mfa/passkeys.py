@@ -25,6 +25,9 @@ from ..store import Passkey, User, db, utcnow
 # that never runs a ceremony is spared its import time and memory (issue 14).
 
 CHALLENGE_TTL = 300
+# WebAuthn allows credential ids of up to 1023 bytes (§7.1 step 25); the column holds 700
+# base64url characters, which is 525 bytes: a longer one is refused, not truncated.
+MAX_CREDENTIAL_ID = 525
 RP_NAME = "myaccount"
 
 
@@ -95,6 +98,9 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
     from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
     from webauthn.helpers.exceptions import WebAuthnException
 
+    if name is not None and not isinstance(name, str):
+        raise PasskeyError("name is not a string")
+    name = name.replace("\x00", "") if name else None  # PostgreSQL text refuses NUL
     state = _take_challenge("register")
     if state["user"] != user.id:
         raise PasskeyError("challenge of another account")
@@ -105,11 +111,17 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
             expected_rp_id=rp_id, expected_origin=origin)
     except (WebAuthnException, ValueError, KeyError, TypeError) as err:
         raise PasskeyError(f"registration refused: {err}") from None
+    if len(verified.credential_id) > MAX_CREDENTIAL_ID:
+        raise PasskeyError("credential id too long")
     _spend(state["challenge"])
-    transports = credential.get("response", {}).get("transports") or [] if isinstance(credential, dict) else []
+    # (the library also takes the credential as a JSON string: then no hints are kept)
+    transports = credential.get("response", {}).get("transports") if isinstance(credential, dict) else None
+    # Hints for the browser only (WebAuthn §5.8.4): keep well-formed names, drop anything else.
+    transports = [t for t in transports if isinstance(t, str) and 0 < len(t) <= 32 and t.isascii()
+                  and t.isprintable()] if isinstance(transports, list) else []
     row = Passkey(user_id=user.id, credential_id=bytes_to_base64url(verified.credential_id),
                   public_key=verified.credential_public_key, sign_count=verified.sign_count,
-                  transports=[t for t in transports if isinstance(t, str)][:5], name=(name or "Passkey")[:100])
+                  transports=transports[:5], name=(name or "Passkey")[:100])
     db.session.add(row)
     try:
         db.session.commit()
@@ -145,6 +157,10 @@ def finish_authentication(credential: dict) -> tuple[User, bool]:
     try:
         credential_id = bytes_to_base64url(base64url_to_bytes(credential.get("rawId") or credential["id"]))
         user_handle = credential.get("response", {}).get("userHandle")
+        # Decoded here, before the lookup: a handle that is not base64url is a malformed answer.
+        if user_handle is not None and not isinstance(user_handle, str):
+            raise TypeError("userHandle is not a string")
+        user_handle = base64url_to_bytes(user_handle) if user_handle else None
     except (AttributeError, KeyError, TypeError, ValueError):
         raise PasskeyError("malformed credential") from None
     row = db.session.execute(select(Passkey).where(Passkey.credential_id == credential_id)).scalar_one_or_none()
@@ -153,7 +169,7 @@ def finish_authentication(credential: dict) -> tuple[User, bool]:
     # The library checks the signature, not whose key it is: that is ours to check.
     if state["user"] is not None and row.user_id != state["user"]:
         raise PasskeyError("passkey of another account")
-    if user_handle and base64url_to_bytes(user_handle) != row.user_id.encode():
+    if user_handle and user_handle != row.user_id.encode():
         raise PasskeyError("user handle does not match the passkey")
     rp_id, origin = _issuer_parts()
     try:

@@ -6,6 +6,7 @@ is remembered so the same code cannot be used twice (no replay within its window
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -128,6 +129,14 @@ def _normalize_recovery(code: str) -> str:
     return "".join(ch for ch in code.lower() if ch in RECOVERY_ALPHABET)
 
 
+def _recovery_hash(user: User, normalized: str) -> str:
+    """The stored form of a recovery code: keyed with the instance secret and the account.
+    A code holds ~49 bits; as a plain SHA-256 one offline search of a leaked table would
+    find every account's codes at once (the TOTP secrets beside them are sealed)."""
+    message = b"recovery code\x00" + user.id.encode() + b"\x00" + normalized.encode()
+    return hmac.new(_secret_key().encode(), message, hashlib.sha256).hexdigest()
+
+
 def new_recovery_codes(user: User, count: int = 10) -> list[str]:
     """Ten fresh single-use codes (older ones die), shown once, stored hashed."""
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -135,7 +144,7 @@ def new_recovery_codes(user: User, count: int = 10) -> list[str]:
     for _ in range(count):
         raw = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(10))
         codes.append(f"{raw[:5]}-{raw[5:]}")
-        db.session.add(RecoveryCode(code_hash=digest(raw), user_id=user.id))
+        db.session.add(RecoveryCode(code_hash=_recovery_hash(user, raw), user_id=user.id))
     db.session.commit()
     return codes
 
@@ -146,7 +155,9 @@ def use_recovery_code(user: User, code: str) -> bool:
         return False
     used = db.session.execute(
         update(RecoveryCode)
-        .where(RecoveryCode.code_hash == digest(normalized), RecoveryCode.user_id == user.id,
+        # codes made before they were keyed (a plain digest) work until they are replaced
+        .where(RecoveryCode.code_hash.in_((_recovery_hash(user, normalized), digest(normalized))),
+               RecoveryCode.user_id == user.id,
                RecoveryCode.used_at.is_(None))
         .values(used_at=utcnow())
     ).rowcount
