@@ -1,0 +1,106 @@
+"""Security review of social sign-in (review-social): each test shows a problem through the
+real server, against a real OpenID provider on loopback that signs whatever ID token the
+test asks for (an upstream that lies, or is wrong, is what these rules are about)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from tests.conftest import Browser
+
+CLIENT_ID = "review-client"
+
+
+class HostileProvider:
+    """An OpenID provider on loopback: discovery, JWKS, and a token endpoint that answers any
+    code with an ID token carrying `claims` (the nonce of the flow filled in by the test)."""
+
+    def __init__(self):
+        self.key = RSAKey.generate_key(2048, parameters={"kid": "hostile-1", "use": "sig"}, private=True)
+        self.claims: dict = {}
+        op = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _json(self, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path == "/.well-known/openid-configuration":
+                    self._json({"issuer": op.issuer, "authorization_endpoint": op.issuer + "/authorize",
+                                "token_endpoint": op.issuer + "/token", "jwks_uri": op.issuer + "/jwks",
+                                "token_endpoint_auth_methods_supported": ["client_secret_post"]})
+                elif self.path == "/jwks":
+                    self._json({"keys": [op.key.as_dict(private=False)]})
+                else:
+                    self.send_error(404)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                token = jwt.encode({"alg": "RS256", "kid": "hostile-1"}, op.claims, op.key)
+                self._json({"access_token": "at-" + secrets.token_hex(8), "token_type": "Bearer", "id_token": token})
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def id_claims(self, nonce: str, **extra) -> dict:
+        now = int(time.time())
+        return {"iss": self.issuer, "aud": CLIENT_ID, "sub": "hostile-sub-" + secrets.token_hex(4),
+                "iat": now, "exp": now + 300, "nonce": nonce, **extra}
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    op = HostileProvider()
+    yield op
+    op.server.shutdown()
+    op.server.server_close()
+
+
+@pytest.fixture
+def provider(live, hostile):
+    out = live.idp("social", "add", "hostile", f"--client-id={CLIENT_ID}", "--client-secret=review-secret",
+                   "--issuer", hostile.issuer)
+    assert out.returncode == 0, out.stderr
+    return "hostile"
+
+
+def _start(live, start_url: str):
+    """A browser that started the flow: (browser, state, nonce) read from the redirect upstream."""
+    b = Browser(live.issuer)
+    resp = b.http.get(start_url, allow_redirects=False, timeout=30)
+    assert resp.status_code == 302, resp.text
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    return b, query["state"][0], query["nonce"][0]
+
+
+def _callback(live, b: Browser, name: str, state: str):
+    return b.http.get(f"{live.issuer}/social/{name}/callback", params={"state": state, "code": "any-code"},
+                      allow_redirects=False, timeout=30)
+
+
+def test_a_non_ascii_state_on_the_callback_is_refused(live, provider):
+    """Low: bad input gets a readable page, never a 500 (OWASP ASVS 7.4.1); RFC 6749 §10.12 state check."""
+    b, _, _ = _start(live, f"{live.issuer}/social/hostile/start")
+    resp = _callback(live, b, "hostile", "é" * 32)
+    assert resp.status_code == 400 and "could not be completed" in resp.text
