@@ -191,7 +191,7 @@ def expected_issuer(metadata_issuer: str, claims: dict) -> str:
 def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySet,
                       now: float | None = None) -> dict:
     """Claims of an ID token (OpenID Connect Core §3.1.3.7): signature by the provider's
-    keys, issuer, audience, time, nonce."""
+    keys, issuer, audience, time (exp, iat, nbf), nonce."""
     try:
         decoded = jwt.decode(id_token, keys, algorithms=["RS256", "ES256", "PS256", "EdDSA", "RS384", "ES384"])
     except (JoseError, ValueError, TypeError) as err:
@@ -211,6 +211,9 @@ def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySe
         raise UpstreamError("invalid", "ID token expired")
     if not isinstance(iat, (int, float)) or iat > now + CLOCK_SKEW:
         raise UpstreamError("invalid", "ID token issued in the future")
+    nbf = claims.get("nbf")  # optional (RFC 7519 §4.1.5), but binding when present
+    if nbf is not None and (not isinstance(nbf, (int, float)) or nbf > now + CLOCK_SKEW):
+        raise UpstreamError("invalid", "ID token not valid yet")
     if not nonce or claims.get("nonce") != nonce:
         raise UpstreamError("invalid", "ID token nonce does not match")
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:

@@ -104,3 +104,26 @@ def test_a_non_ascii_state_on_the_callback_is_refused(live, provider):
     b, _, _ = _start(live, f"{live.issuer}/social/hostile/start")
     resp = _callback(live, b, "hostile", "é" * 32)
     assert resp.status_code == 400 and "could not be completed" in resp.text
+
+
+def _linked_user(live, subject: str) -> str:
+    """An account with the hostile provider's `subject` linked to it."""
+    from idp.store import LinkedIdentity, User, db
+
+    email = f"linked-{secrets.token_hex(4)}@example.com"
+    live.create_user(email, "linked-password-1")
+    with live.db():
+        user = db.session.query(User).filter_by(email=email).one()
+        db.session.add(LinkedIdentity(user_id=user.id, provider="hostile", subject=subject))
+        db.session.commit()
+    return email
+
+
+def test_an_id_token_not_yet_valid_is_refused(live, hostile, provider):
+    """Low: an ID token whose nbf lies an hour ahead signs nobody in (RFC 7519 §4.1.5, OpenID Connect Core §3.1.3.7)."""
+    b, state, nonce = _start(live, f"{live.issuer}/social/hostile/start")
+    hostile.claims = hostile.id_claims(nonce, nbf=int(time.time()) + 3600)
+    _linked_user(live, hostile.claims["sub"])
+    resp = _callback(live, b, "hostile", state)
+    assert resp.status_code == 400 and "did not confirm who you are" in resp.text
+    assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
