@@ -221,6 +221,12 @@ def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySe
     return claims
 
 
+def _is_true(value) -> bool:
+    """A boolean claim as OpenID Connect Core §5.1 gives it; the string "true" too (some
+    providers send it so). Anything else, the string "false" above all, is false."""
+    return value is True or value == "true"
+
+
 def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, nonce: str,
              http: Outbound) -> UpstreamIdentity:
     """Exchange the code and return who the provider says this is."""
@@ -232,7 +238,7 @@ def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, no
         claims = validate_id_token(provider, id_token, nonce, fetch_jwks(provider.metadata["jwks_uri"], http))
         return UpstreamIdentity(
             provider=provider.name, subject=claims["sub"], email=claims.get("email"),
-            email_verified=bool(claims.get("email_verified")), name=claims.get("name"),
+            email_verified=_is_true(claims.get("email_verified")), name=claims.get("name"),
             given_name=claims.get("given_name"), family_name=claims.get("family_name"))
     return _facebook_profile(provider, tokens["access_token"], http)
 

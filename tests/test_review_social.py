@@ -127,3 +127,39 @@ def test_an_id_token_not_yet_valid_is_refused(live, hostile, provider):
     resp = _callback(live, b, "hostile", state)
     assert resp.status_code == 400 and "did not confirm who you are" in resp.text
     assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
+
+
+@pytest.fixture
+def hostile_org(live, hostile):
+    """An org whose enterprise OpenID provider is the hostile provider."""
+    name = "rev-" + secrets.token_hex(3)
+    domain = f"{name}.example"
+    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
+    out = live.idp("orgs", "oidc", name, "--issuer", hostile.issuer, f"--client-id={CLIENT_ID}",
+                   "--client-secret=review-secret", "--json")
+    assert out.returncode == 0, out.stderr
+    return name, domain, urlsplit(json.loads(out.stdout)["redirect_uri"]).path.split("/")[2]
+
+
+def test_an_email_verified_false_as_a_string_is_refused(live, hostile, hostile_org):
+    """Medium: "false" is not a verified address; no account is made for it (OpenID Connect Core §5.1 email_verified)."""
+    from idp.store import User, db
+
+    _, domain, name = hostile_org
+    email = f"eve@{domain}"
+    b = Browser(live.issuer)
+    resp = b.http.post(f"{live.issuer}/signin", data={"email": email, "csrf_token": _csrf(b, live)},
+                       allow_redirects=False, timeout=30)
+    assert resp.headers["Location"].startswith(hostile.issuer), resp.text
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    hostile.claims = hostile.id_claims(query["nonce"][0], email=email, email_verified="false")
+    resp = _callback(live, b, name, query["state"][0])
+    assert resp.status_code == 400 and "could not be completed" in resp.text
+    with live.db():
+        assert db.session.query(User).filter_by(email=email).count() == 0
+
+
+def _csrf(b: Browser, live) -> str:
+    from tests.conftest import csrf_of
+
+    return csrf_of(b.get(f"{live.issuer}/signin").text)
