@@ -142,7 +142,7 @@ def hostile_org(live, hostile):
 
 
 def test_an_email_verified_false_as_a_string_is_refused(live, hostile, hostile_org):
-    """Medium: "false" is not a verified address; no account is made for it (OpenID Connect Core §5.1 email_verified)."""
+    """Medium: "false" is not a verified address; no account is made for it (OpenID Connect Core §5.1)."""
     from idp.store import User, db
 
     _, domain, name = hostile_org
@@ -163,3 +163,39 @@ def _csrf(b: Browser, live) -> str:
     from tests.conftest import csrf_of
 
     return csrf_of(b.get(f"{live.issuer}/signin").text)
+
+
+def test_an_over_long_subject_is_refused_with_a_page(live, hostile, provider):
+    """Low: a sub over 255 characters gets a readable page, not a 500 (OpenID Connect Core §2; ASVS 7.4.1)."""
+    from tests.conftest import csrf_of
+
+    email = f"long-{secrets.token_hex(4)}@example.com"
+    live.create_user(email, "long-password-1")
+    b = Browser(live.issuer)
+    account = b.sign_in(b.get(f"{live.issuer}/account"), email, "long-password-1")
+    resp = b.http.post(f"{live.issuer}/account/connected/hostile/link", data={"csrf_token": csrf_of(account.text)},
+                       allow_redirects=False, timeout=30)
+    assert resp.headers["Location"].startswith(hostile.issuer), resp.text
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    hostile.claims = hostile.id_claims(query["nonce"][0], sub="s" * 300)
+    resp = _callback(live, b, "hostile", query["state"][0])
+    assert resp.status_code == 400 and "did not confirm who you are" in resp.text
+
+
+def test_malformed_profile_claims_do_not_break_an_enterprise_sign_in(live, hostile, hostile_org):
+    """Low: a name that is a list and a 5,000-character given_name give a sign-in, not a 500 (ASVS 5.1.4, 7.4.1)."""
+    from idp.store import User, db
+
+    _, domain, name = hostile_org
+    email = f"odd@{domain}"
+    b = Browser(live.issuer)
+    resp = b.http.post(f"{live.issuer}/signin", data={"email": email, "csrf_token": _csrf(b, live)},
+                       allow_redirects=False, timeout=30)
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    hostile.claims = hostile.id_claims(query["nonce"][0], email=email, email_verified=True, name=["Odd", "Name"],
+                                       given_name="G" * 5000, family_name="Family")
+    resp = _callback(live, b, name, query["state"][0])
+    assert resp.status_code == 302 and b.get(f"{live.issuer}/account").status_code == 200
+    with live.db():
+        user = db.session.query(User).filter_by(email=email).one()
+        assert user.family_name == "Family" and len(user.given_name) <= 100

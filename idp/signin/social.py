@@ -89,9 +89,9 @@ def _social_forbidden():
 @bp.get("/social/<name>/callback")
 def callback(name: str):
     flow = session.pop("social", None)
-    state = request.args.get("state", "")
+    state = request.args.get("state", "").encode()  # bytes: compare_digest raises on a non-ASCII str
     if not flow or flow.get("provider") != name or time.time() - flow.get("at", 0) > FLOW_TTL \
-            or not hmac.compare_digest(flow["state"].encode(), state.encode()):  # bytes: a non-ASCII str raises TypeError
+            or not hmac.compare_digest(flow["state"].encode(), state):
         return _page(_("This sign-in could not be completed (it expired or did not start here). Start again."))
     if request.args.get("error"):
         return _page(_("You cancelled the sign-in with %(provider)s.", provider=name.title()), 400)
