@@ -199,3 +199,33 @@ def test_malformed_profile_claims_do_not_break_an_enterprise_sign_in(live, hosti
     with live.db():
         user = db.session.query(User).filter_by(email=email).one()
         assert user.family_name == "Family" and len(user.given_name) <= 100
+
+
+def test_a_link_flow_planted_from_another_browser_is_refused(live, hostile, provider):
+    """Medium: a link flow finishes only for the session that started it, so a planted flow cookie cannot
+    link the attacker's upstream account to the victim's (RFC 9700 §4.7.1; OWASP ASVS 3.5)."""
+    from idp.store import LinkedIdentity, User, db
+    from tests.conftest import csrf_of
+
+    def fresh(email):
+        live.create_user(email, "plant-password-1")
+        b = Browser(live.issuer)
+        return b, b.sign_in(b.get(f"{live.issuer}/account"), email, "plant-password-1")
+
+    victim_email = f"victim-{secrets.token_hex(4)}@example.com"
+    victim, _ = fresh(victim_email)
+    attacker, account = fresh(f"attacker-{secrets.token_hex(4)}@example.com")
+    resp = attacker.http.post(f"{live.issuer}/account/connected/hostile/link",
+                              data={"csrf_token": csrf_of(account.text)}, allow_redirects=False, timeout=30)
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    hostile.claims = hostile.id_claims(query["nonce"][0])  # the attacker's own upstream account
+    # the attacker's flow cookie, planted in the victim's browser (a sibling host on http)
+    planted = next(c for c in attacker.http.cookies if c.name == "idp_flow")
+    for c in [c for c in victim.http.cookies if c.name == "idp_flow"]:
+        victim.http.cookies.clear(c.domain, c.path, c.name)
+    victim.http.cookies.set_cookie(planted)
+    resp = _callback(live, victim, "hostile", query["state"][0])
+    assert resp.status_code == 400 and "could not be completed" in resp.text
+    with live.db():
+        victim_id = db.session.query(User).filter_by(email=victim_email).one().id
+        assert db.session.query(LinkedIdentity).filter_by(user_id=victim_id).count() == 0
