@@ -27,6 +27,7 @@ class HostileProvider:
     def __init__(self):
         self.key = RSAKey.generate_key(2048, parameters={"kid": "hostile-1", "use": "sig"}, private=True)
         self.claims: dict = {}
+        self.raw_token: str | None = None  # answered instead of a properly signed one
         op = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,7 +51,7 @@ class HostileProvider:
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                token = jwt.encode({"alg": "RS256", "kid": "hostile-1"}, op.claims, op.key)
+                token = op.raw_token or jwt.encode({"alg": "RS256", "kid": "hostile-1"}, op.claims, op.key)
                 self._json({"access_token": "at-" + secrets.token_hex(8), "token_type": "Bearer", "id_token": token})
 
             def log_message(self, *args):
@@ -70,11 +71,17 @@ class HostileProvider:
 
 
 @pytest.fixture(scope="module")
-def hostile():
+def hostile_module():
     op = HostileProvider()
     yield op
     op.server.shutdown()
     op.server.server_close()
+
+
+@pytest.fixture
+def hostile(hostile_module):
+    hostile_module.raw_token = None
+    return hostile_module
 
 
 @pytest.fixture
@@ -229,3 +236,29 @@ def test_a_link_flow_planted_from_another_browser_is_refused(live, hostile, prov
     with live.db():
         victim_id = db.session.query(User).filter_by(email=victim_email).one().id
         assert db.session.query(LinkedIdentity).filter_by(user_id=victim_id).count() == 0
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256"])
+def test_an_unsigned_or_hs256_with_the_public_key_id_token_is_refused(live, hostile, provider, alg):
+    """High (regression, passes): alg none and HS256 keyed with the provider's public key sign nobody in
+    (RFC 8725 §3.1-3.2; OpenID Connect Core §3.1.3.7)."""
+    import hashlib
+    import hmac
+
+    b, state, nonce = _start(live, f"{live.issuer}/social/hostile/start")
+    claims = hostile.id_claims(nonce)
+    _linked_user(live, claims["sub"])
+    signing_input = _b64(json.dumps({"alg": alg, "kid": "hostile-1"}).encode()) + "." \
+        + _b64(json.dumps(claims).encode())
+    public_pem = hostile.key.as_pem(private=False)
+    signature = "" if alg == "none" else _b64(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())
+    hostile.raw_token = signing_input + "." + signature
+    resp = _callback(live, b, "hostile", state)
+    assert resp.status_code == 400 and "did not confirm who you are" in resp.text
+    assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
