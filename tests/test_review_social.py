@@ -262,3 +262,37 @@ def test_an_unsigned_or_hs256_with_the_public_key_id_token_is_refused(live, host
     resp = _callback(live, b, "hostile", state)
     assert resp.status_code == 400 and "did not confirm who you are" in resp.text
     assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
+
+
+@pytest.mark.xfail(strict=True, reason="design decision: links are keyed by (provider name, sub) without the issuer; "
+                   "re-pointing a provider at another issuer should drop its links or store the issuer per link "
+                   "(a column: a migration)")
+def test_a_link_made_under_one_issuer_does_not_sign_in_through_another(live, hostile):
+    """Medium: sub is unique only within its issuer: after `idp social add` re-points a provider at another
+    issuer, that issuer's equal sub must not sign in to the old link (OpenID Connect Core §2, §5.7)."""
+    from idp.store import LinkedIdentity, User, db
+
+    other = HostileProvider()
+    try:
+        def point_at(op):
+            out = live.idp("social", "add", "moving", f"--client-id={CLIENT_ID}", "--client-secret=review-secret",
+                           "--issuer", op.issuer)
+            assert out.returncode == 0, out.stderr
+
+        point_at(hostile)
+        email = f"moved-{secrets.token_hex(4)}@example.com"
+        live.create_user(email, "moved-password-1")
+        subject = "1234567"  # a numeric sub, as many providers give
+        with live.db():
+            user = db.session.query(User).filter_by(email=email).one()
+            db.session.add(LinkedIdentity(user_id=user.id, provider="moving", subject=subject))
+            db.session.commit()
+        point_at(other)  # the operator re-points the provider name at another issuer
+        b, state, nonce = _start(live, f"{live.issuer}/social/moving/start")
+        other.claims = other.id_claims(nonce, sub=subject)
+        resp = _callback(live, b, "moving", state)
+        assert resp.status_code != 302
+        assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
+    finally:
+        other.server.shutdown()
+        other.server.server_close()
