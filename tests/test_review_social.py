@@ -296,3 +296,13 @@ def test_a_link_made_under_one_issuer_does_not_sign_in_through_another(live, hos
     finally:
         other.server.shutdown()
         other.server.server_close()
+
+
+def test_a_multi_tenant_microsoft_issuer_for_an_org_is_refused(live):
+    """Medium: an org's enterprise provider at Microsoft's `common` endpoint would admit ID tokens of every
+    Microsoft tenant for the org's domains (OpenID Connect Core §3.1.3.7 step 2: one issuer, exactly)."""
+    name = "mt-" + secrets.token_hex(3)
+    assert live.idp("orgs", "create", name, "--domain", f"{name}.example").returncode == 0
+    out = live.idp("orgs", "oidc", name, "--issuer", "https://login.microsoftonline.com/common/v2.0",
+                   "--client-id=entra-app", "--client-secret=entra-secret")
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and "tenant" in out.stderr
