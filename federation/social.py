@@ -23,6 +23,7 @@ from idp.outbound import Outbound, OutboundError
 
 DEADLINE = 10.0  # seconds for each request: a provider that hangs must not hold the person's page
 CLOCK_SKEW = 120
+MAX_SUBJECT = 255  # OpenID Connect Core §2: sub is at most 255 ASCII characters (and so is our column)
 # What Microsoft's multi-tenant discovery documents say (OpenID Connect Discovery §4.3 wants
 # the configured issuer; this template is the one known exception, filled from `tid`).
 MICROSOFT_TENANT_ISSUER = "https://login.microsoftonline.com/{tenantid}/v2.0"
@@ -191,7 +192,7 @@ def expected_issuer(metadata_issuer: str, claims: dict) -> str:
 def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySet,
                       now: float | None = None) -> dict:
     """Claims of an ID token (OpenID Connect Core §3.1.3.7): signature by the provider's
-    keys, issuer, audience, time, nonce."""
+    keys, issuer, audience, time (exp, iat, nbf), nonce."""
     try:
         decoded = jwt.decode(id_token, keys, algorithms=["RS256", "ES256", "PS256", "EdDSA", "RS384", "ES384"])
     except (JoseError, ValueError, TypeError) as err:
@@ -211,11 +212,26 @@ def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySe
         raise UpstreamError("invalid", "ID token expired")
     if not isinstance(iat, (int, float)) or iat > now + CLOCK_SKEW:
         raise UpstreamError("invalid", "ID token issued in the future")
+    nbf = claims.get("nbf")  # optional (RFC 7519 §4.1.5), but binding when present
+    if nbf is not None and (not isinstance(nbf, (int, float)) or nbf > now + CLOCK_SKEW):
+        raise UpstreamError("invalid", "ID token not valid yet")
     if not nonce or claims.get("nonce") != nonce:
         raise UpstreamError("invalid", "ID token nonce does not match")
-    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-        raise UpstreamError("invalid", "ID token without sub")
+    if not isinstance(claims.get("sub"), str) or not 0 < len(claims["sub"]) <= MAX_SUBJECT:
+        raise UpstreamError("invalid", "ID token without a usable sub")
     return claims
+
+
+def _text(value, limit: int = 100) -> str | None:
+    """A profile claim as accounts keep it (a string, cut to the column's length), or None:
+    a provider's list, number or novel must not reach the database as it is."""
+    return (value.strip()[:limit] or None) if isinstance(value, str) else None
+
+
+def _is_true(value) -> bool:
+    """A boolean claim as OpenID Connect Core §5.1 gives it; the string "true" too (some
+    providers send it so). Anything else, the string "false" above all, is false."""
+    return value is True or value == "true"
 
 
 def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, nonce: str,
@@ -229,8 +245,8 @@ def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, no
         claims = validate_id_token(provider, id_token, nonce, fetch_jwks(provider.metadata["jwks_uri"], http))
         return UpstreamIdentity(
             provider=provider.name, subject=claims["sub"], email=claims.get("email"),
-            email_verified=bool(claims.get("email_verified")), name=claims.get("name"),
-            given_name=claims.get("given_name"), family_name=claims.get("family_name"))
+            email_verified=_is_true(claims.get("email_verified")), name=_text(claims.get("name"), 200),
+            given_name=_text(claims.get("given_name")), family_name=_text(claims.get("family_name")))
     return _facebook_profile(provider, tokens["access_token"], http)
 
 
@@ -243,8 +259,9 @@ def _facebook_profile(provider: Provider, access_token: str, http: Outbound) -> 
         raise UpstreamError("unavailable", f"profile unavailable: {err}") from None
     except ValueError:
         raise UpstreamError("unavailable", "profile is not JSON") from None
-    if resp.status != 200 or not isinstance(profile, dict) or not isinstance(profile.get("id"), str):
-        raise UpstreamError("invalid", "profile without id")
+    if resp.status != 200 or not isinstance(profile, dict) or not isinstance(profile.get("id"), str) \
+            or not 0 < len(profile["id"]) <= MAX_SUBJECT:
+        raise UpstreamError("invalid", "profile without a usable id")
     return UpstreamIdentity(provider=provider.name, subject=profile["id"], email=profile.get("email"),
-                            email_verified=False, name=profile.get("name"),
-                            given_name=profile.get("first_name"), family_name=profile.get("last_name"))
+                            email_verified=False, name=_text(profile.get("name"), 200),
+                            given_name=_text(profile.get("first_name")), family_name=_text(profile.get("last_name")))

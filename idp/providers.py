@@ -43,6 +43,13 @@ def enterprise(org_id: str, issuer: str, client_id: str, client_secret: str,
                destinations: Outbound) -> tuple[str, str, str]:
     """The checked (name, client id, client secret) of an org's enterprise OpenID provider,
     or OrgError. Nothing is fetched now: discovery happens on first use."""
+    from federation.social import BUILT_IN  # the Microsoft issuer's one home
+
+    # Its discovery names a {tenantid} template that any tenant's token fills: an org's own
+    # IdP is one tenant, whose people alone may claim the org's domains.
+    if issuer.rstrip("/") == BUILT_IN["microsoft"].issuer:
+        raise OrgError("a multi-tenant Microsoft issuer admits every tenant: give your tenant's issuer, "
+                       "https://login.microsoftonline.com/TENANT-ID/v2.0")
     check_issuer(issuer, destinations)
     if not client_id.strip() or not client_secret:
         raise OrgError("the enterprise OpenID provider needs a client id and a client secret")

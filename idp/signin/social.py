@@ -41,7 +41,8 @@ def _page(message: str, status: int = 400, link_account: bool = False, label: st
                            label=label), status
 
 
-def _start(name: str, purpose: str, req: str | None, login_hint: str | None = None):
+def _start(name: str, purpose: str, req: str | None, login_hint: str | None = None,
+           session_id: str | None = None):
     try:
         provider = social.load(name)
     except UpstreamError as err:
@@ -53,7 +54,7 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
         return _page(_("This sign-in method is not available."), 404)
     state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
-                         "purpose": purpose, "req": req, "at": int(time.time())}
+                         "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id}
     return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier, login_hint))
 
 
@@ -79,7 +80,7 @@ def link(name: str):
         return require_recent_sign_in(browser, url_for("account.home"))
     if not accounts.social_allowed(browser.user):
         return _social_forbidden()
-    return _start(name, "link", None)
+    return _start(name, "link", None, session_id=browser.id)
 
 
 def _social_forbidden():
@@ -89,9 +90,9 @@ def _social_forbidden():
 @bp.get("/social/<name>/callback")
 def callback(name: str):
     flow = session.pop("social", None)
-    state = request.args.get("state", "")
+    state = request.args.get("state", "").encode()  # bytes: compare_digest raises on a non-ASCII str
     if not flow or flow.get("provider") != name or time.time() - flow.get("at", 0) > FLOW_TTL \
-            or not hmac.compare_digest(flow["state"], state):
+            or not hmac.compare_digest(flow["state"].encode(), state):
         return _page(_("This sign-in could not be completed (it expired or did not start here). Start again."))
     if request.args.get("error"):
         return _page(_("You cancelled the sign-in with %(provider)s.", provider=name.title()), 400)
@@ -110,16 +111,20 @@ def callback(name: str):
     if provider.issuer and not social.spend_nonce(flow["nonce"]):
         return _page(_("%(provider)s did not confirm who you are. Try again.", provider=name.title()))
     if flow["purpose"] == "link":
-        return _finish_link(provider.label, identity)
+        return _finish_link(provider.label, identity, flow.get("session"))
     if flow["purpose"] == "enterprise":
         return _finish_enterprise(name, identity, flow.get("req"))
     return _finish_sign_in(provider.label, identity, flow.get("req"))
 
 
-def _finish_link(label: str, identity):
+def _finish_link(label: str, identity, started_by: str | None):
     browser = sessions.current()
     if browser is None:
         return require_sign_in(url_for("account.home"))
+    # Only for the session that asked: a flow cookie planted in another signed-in browser
+    # would otherwise link the planter's upstream account to that browser's account.
+    if started_by is None or started_by != browser.id:
+        return _page(_("This sign-in could not be completed (it expired or did not start here). Start again."))
     if not accounts.social_allowed(browser.user):  # the org may have said so since the link started
         return _social_forbidden()
     if not social.link(browser.user, identity):
