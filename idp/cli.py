@@ -496,12 +496,15 @@ def cmd_social_add(args) -> None:
     # Core, no ORM nor Flask (issue 14).
     with _connection(settings) as conn:
         # Kept exactly as given: discovery must name this very issuer (OpenID Connect Discovery §4.3).
-        save(conn, _table(conn, "social_providers"), settings.secret_key, name, args.client_id, args.client_secret,
-             args.issuer or None)
+        dropped = save(conn, _table(conn, "social_providers"), settings.secret_key, name, args.client_id,
+                       args.client_secret, args.issuer or None)
         event = _event(conn, "social.provider_added", provider=name, issuer=args.issuer or None,
-                       client_id=args.client_id, via="cli")
+                       client_id=args.client_id, links_dropped=dropped, via="cli")
         conn.commit()
     _log_events([event])
+    if dropped:
+        print(f"note: {name} now answers for another issuer: {dropped} account link(s) made under the old "
+              "one were removed (their people link again)", file=sys.stderr)
     uri = redirect_uri(settings.issuer, name)
     if args.json:
         _print_json({"provider": name, "issuer": args.issuer or (BUILT_IN[name].issuer if name in BUILT_IN else None),

@@ -137,29 +137,34 @@ def test_accounts_clients_tokens_and_providers_made_from_the_command_line_are_au
     out = live.idp("users", "create", "cli-made-admin@example.com", "--admin", "--json")
     assert out.returncode == 0, out.stderr
     user_id = json.loads(out.stdout)["id"]
-    [made] = [e for e in _events(live, "user.created") if e.get("operator_admin")]
-    assert made["via"] == "cli" and made["actor_id"] is None
-    with live.db():
+
+    def made():
         from sqlalchemy import select
 
         from idp.store import SecurityEvent, db
 
-        assert db.session.execute(select(SecurityEvent.user_id).where(
-            SecurityEvent.kind == "user.created")).scalars().all() == [user_id]
+        with live.db():
+            return [{"actor_id": e.actor_id, **e.detail} for e in db.session.execute(select(SecurityEvent).where(
+                SecurityEvent.kind == "user.created", SecurityEvent.user_id == user_id)).scalars()]
+
+    assert made() == [{"actor_id": None, "via": "cli", "operator_admin": True}]
 
     out = live.idp("clients", "create", "--name", "Made", "--grant-type", "client_credentials", "--json")
     client = json.loads(out.stdout)
     [registered] = [e for e in _events(live, "client.created") if e.get("client_id") == client["client_id"]]
     assert registered["via"] == "cli" and client["client_secret"] not in json.dumps(registered)
 
+    tokens_before = len(_events(live, "registration_token.created"))
     token = live.idp("clients", "registration-token").stdout.strip()
-    [issued] = _events(live, "registration_token.created")
-    assert issued["via"] == "cli" and issued["expires_at"] and token not in json.dumps(issued)
+    issued = _events(live, "registration_token.created")
+    assert len(issued) == tokens_before + 1
+    assert all(e["via"] == "cli" and e["expires_at"] for e in issued) and token not in json.dumps(issued)
 
-    out = live.idp("social", "add", "google", "--client-id", "g-id", "--client-secret", "g-secret")
+    client_id = f"g-id-{user_id}"
+    out = live.idp("social", "add", "google", "--client-id", client_id, "--client-secret", "g-secret")
     assert out.returncode == 0, out.stderr
-    [added] = _events(live, "social.provider_added")
-    assert added["provider"] == "google" and added["client_id"] == "g-id" and "g-secret" not in json.dumps(added)
+    [added] = [e for e in _events(live, "social.provider_added") if e.get("client_id") == client_id]
+    assert added["provider"] == "google" and added["via"] == "cli" and "g-secret" not in json.dumps(added)
     # a refused command records nothing
     assert live.idp("users", "create", "cli-made-admin@example.com").returncode == 1
-    assert len(_events(live, "user.created")) == 1
+    assert len(made()) == 1
