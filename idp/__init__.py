@@ -26,8 +26,9 @@ os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 def create_app(settings: Settings | None = None, run_workers: bool = False, pages: bool = True) -> Flask:
     """Build the app: settings, database, key ring, OAuth server, pages, error handlers.
 
-    `run_workers` starts this process's background delivery of back-channel logouts
-    (server worker processes only; tests and CLI commands leave it off).
+    `run_workers` starts this process's background delivery of back-channel logouts and
+    mail (server worker processes only; tests and CLI commands leave it off: the mail they
+    store is sent by the servers on the same database).
     `pages=False` stops after the database, key ring, outbound client, translations and
     mailer: what `idp` commands work with. They never answer a request, and importing
     every view, the OAuth server and their libraries would take most of their time
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None, run_workers: bool = False, page
 
     outbound.init_app(app, settings)
     i18n.init_app(app)
-    mail.init_app(app)
+    mail.init_app(app, run=run_workers)
     if not pages:
         return app
 

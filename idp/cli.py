@@ -179,6 +179,7 @@ def cmd_dev(args) -> None:
 
     app = create_app(Settings.from_env(development=True))
     initialize(app)
+    app.extensions["idp.mailer"].start()  # the only process: with IDP_SMTP_HOST set, it sends its own mail
     with app.app_context():
         for line in create_demo_data():
             print(line)

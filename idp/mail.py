@@ -4,74 +4,226 @@ Without an SMTP server the mail is written to the log only under `idp dev`: its
 body holds a reset or verification link, a credential that must not sit in the
 logs of a real deployment, where only the failure to send is logged.
 
-Mail leaves on a background thread (`Mailer`), so a page answers in the same time whether
-or not it sent one (no account enumeration by timing) and a slow SMTP server
-never holds a person's page.
+With one, a mail is first a row of the `mail_outbox` table (recipient, subject and
+body sealed with the instance secret), written in its own transaction, and a
+thread in each server worker sends the due rows (`Mailer`), deleting each once the
+SMTP server took it. An SMTP outage or a worker stopped with mail still to send
+therefore loses nothing: the row is retried with backoff for a day, by whichever
+process claims it first (a conditional UPDATE of `claimed_until`, as the
+back-channel logout queue does). A page never waits on the SMTP server, and answers
+in the same time whether or not it sent a mail (no account enumeration by timing).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
+import os
 import smtplib
 import threading
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from flask import Flask, current_app, render_template, url_for
 from flask_babel import force_locale
+from sqlalchemy import delete, insert, or_, select, update
+
+from keys import seal, unseal
 
 from .i18n import gettext as _
+from .rows import new_id, utcnow
+from .store import MailOutbox
 
 log = logging.getLogger(__name__)
 
+OUTBOX = MailOutbox.__table__
+PURPOSE = b"mail outbox"
+CLAIM_FOR = timedelta(seconds=120)  # how long a process owns a row it is sending (smtplib's timeouts are per step)
+FIRST_RETRY = 30.0  # seconds before the second attempt; doubled after each failure
+MAX_BACKOFF = 3600.0  # seconds
+GIVE_UP_AFTER = timedelta(hours=24)
+POLL_INTERVAL = 5.0  # seconds between looks at the outbox (rows of other processes, retries)
+BATCH = 20  # rows a round takes at most
+
 
 class Mailer:
-    """One sender thread a process, fed by a queue, on one SMTP connection kept open while
-    mail keeps coming: a burst (SCIM provisioning an org, each new person invited) opens one
-    connection instead of one a mail, and leaves one thread behind instead of one a mail
-    (each thread's stack and malloc pages stay resident: 1,500 mails grew a process by 2 MB).
+    """The outbox and its sender: `send` stores a row; one thread a server worker process
+    (`start`) sends the due rows on one SMTP connection kept open while mail keeps coming,
+    so a burst (SCIM provisioning an org, each new person invited) opens one connection
+    instead of one a mail, and leaves one thread behind instead of one a mail (each thread's
+    stack and malloc pages stay resident: 1,500 mails grew a process by 2 MB).
     """
 
     IDLE = 5.0  # seconds an open SMTP connection waits for the next mail before QUIT
 
-    def __init__(self, settings):
+    def __init__(self, settings, engine=None):
         self.host = settings.smtp_host
         self.port = settings.smtp_port
         self.sender = settings.mail_from
         self.log_bodies = settings.development
-        self._queue: queue.SimpleQueue[EmailMessage] = queue.SimpleQueue()
+        self.secret_key = getattr(settings, "secret_key", None)
+        self.engine = engine
+        self.interval = POLL_INTERVAL
+        self.first_retry = FIRST_RETRY
+        self._wake = threading.Event()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pid: int | None = None
         self._starting = threading.Lock()
 
+    # --- storing ------------------------------------------------------------------------
+
     def send(self, to: str, subject: str, body: str) -> None:
+        """Store the mail in the outbox (its own transaction: the caller's may be committed
+        already) and wake this process's sender. Never raises: a page has answered already."""
+        if not self.host:
+            self._deliver(self._message(to, subject, body))
+            return
+        try:
+            self._store(to, subject, body)
+        except Exception:
+            log.exception("mail to %s not sent: it could not be stored in the outbox", to)
+            return
+        self.kick()
+
+    def _store(self, to: str, subject: str, body: str) -> str:
+        row_id, now = new_id(), utcnow()
+        plain = json.dumps({"to": to, "subject": subject, "body": body}).encode()
+        with self.engine.begin() as conn:
+            conn.execute(insert(OUTBOX).values(
+                id=row_id, sealed_message=seal(self.secret_key, plain, row_id, PURPOSE), attempts=0,
+                next_attempt_at=now, claimed_until=None, last_error=None, created_at=now))
+        return row_id
+
+    def _message(self, to: str, subject: str, body: str) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.sender
         msg["To"] = to
         msg["Subject"] = subject
         msg.set_content(body)
-        self._queue.put(msg)
-        if self._thread is None or not self._thread.is_alive():  # none yet, or this is a forked child
-            with self._starting:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="idp-mail", daemon=True)
-                    self._thread.start()
+        return msg
+
+    # --- the sender thread --------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+
+    def start(self) -> None:
+        """Run this process's sender (server workers, `idp dev`); nothing to send without
+        an SMTP server: no thread then."""
+        if not self.host:
+            return
+        with self._starting:
+            if self.running:
+                return
+            self._stop.clear()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="idp-mail", daemon=True)
+            self._thread.start()
+
+    def kick(self) -> None:
+        """Send what is stored now rather than at the next look."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _run(self) -> None:
         smtp = None
-        while True:
+        while not self._stop.is_set():
+            self._wake.clear()  # a kick during the round below makes the next one start at once
+            full = False
             try:
-                msg = self._queue.get(timeout=self.IDLE if smtp is not None else None)
-            except queue.Empty:
+                smtp, full = self._send_due(smtp)
+            except Exception:  # noqa: BLE001 - the database may be away: log, keep polling
+                log.exception("mail outbox round failed")
                 smtp = _close(smtp)
+            if full:  # more may be due: go on without waiting
+                continue
+            if smtp is not None:
+                if self._wake.wait(self.IDLE):
+                    continue
+                smtp = _close(smtp)  # no mail for IDLE seconds
+                continue
+            self._wake.wait(self.interval)
+        _close(smtp)
+
+    def _send_due(self, smtp: smtplib.SMTP | None) -> tuple[smtplib.SMTP | None, bool]:
+        """Send the due rows this process can claim, oldest first: (the connection to keep,
+        whether the round was full). Stops at a failure to reach the server."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                select(OUTBOX.c.id).where(*_due(now))
+                .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.created_at, OUTBOX.c.id).limit(BATCH)
+            ).scalars().all()
+        for row_id in ids:
+            if self._stop.is_set():
+                break
+            row = self._claim(row_id)
+            if row is None:  # another process has it, or sent it
                 continue
             try:
-                smtp = self._deliver(msg, smtp)
-            except Exception:  # noqa: BLE001 - the thread serves every later mail: log and go on
-                log.exception("mail to %s not sent", msg["To"])
-                smtp = _close(smtp)
+                to, subject, body = self._open(row_id, row.sealed_message)
+            except Exception:  # noqa: BLE001 - sealed under another IDP_SECRET_KEY, or damaged
+                log.error("mail %s in the outbox cannot be opened (was IDP_SECRET_KEY changed?): dropped", row_id)
+                self._delete(row_id)
+                continue
+            try:
+                smtp = self._deliver(self._message(to, subject, body), smtp)
+            except (OSError, smtplib.SMTPException) as err:
+                smtp = None  # closed by _deliver
+                self._failed(row_id, to, row.attempts, row.created_at, _reason(err))
+                if not isinstance(err, _THIS_MAIL_ONLY):
+                    return None, False  # the server is away: the other rows wait for the next round
+                continue
+            self._delete(row_id)
+        return smtp, len(ids) == BATCH
+
+    def _claim(self, row_id: str):
+        """Take the row for this process for CLAIM_FOR; None when it is not due or someone has it."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(OUTBOX).where(OUTBOX.c.id == row_id, *_due(now)).values(claimed_until=now + CLAIM_FOR)
+            ).rowcount
+            if taken != 1:
+                return None
+            return conn.execute(
+                select(OUTBOX.c.sealed_message, OUTBOX.c.attempts, OUTBOX.c.created_at).where(OUTBOX.c.id == row_id)
+            ).one()
+
+    def _open(self, row_id: str, sealed: bytes) -> tuple[str, str, str]:
+        message = json.loads(unseal(self.secret_key, sealed, row_id, PURPOSE))
+        return message["to"], message["subject"], message["body"]
+
+    def _delete(self, row_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(OUTBOX).where(OUTBOX.c.id == row_id))
+
+    def _failed(self, row_id: str, to: str, attempts: int, created_at: datetime, reason: str) -> None:
+        attempts += 1
+        now = utcnow()
+        if now - created_at >= GIVE_UP_AFTER:
+            log.error("mail to %s given up: not sent in %d attempts over %d hours (%s)", to, attempts,
+                      GIVE_UP_AFTER // timedelta(hours=1), reason)
+            self._delete(row_id)
+            return
+        delay = min(self.first_retry * 2 ** (attempts - 1), MAX_BACKOFF)
+        with self.engine.begin() as conn:
+            conn.execute(update(OUTBOX).where(OUTBOX.c.id == row_id).values(
+                attempts=attempts, next_attempt_at=now + timedelta(seconds=delay), claimed_until=None,
+                last_error=reason[:200]))
+        log.warning("mail to %s not sent (attempt %d), next attempt in %d s: %s", to, attempts, delay, reason)
 
     def _deliver(self, msg: EmailMessage, smtp: smtplib.SMTP | None = None) -> smtplib.SMTP | None:
-        """Send `msg` (on `smtp` when open); the connection to send the next one on, or None."""
+        """Send `msg` (on `smtp` when open); the connection to send the next one on, or None.
+        Raises OSError or SMTPException when the mail did not go (the connection is closed then)."""
         if not self.host:
             if self.log_bodies:
                 log.info("mail to %s (no IDP_SMTP_HOST set):\nSubject: %s\n\n%s", msg["To"], msg["Subject"],
@@ -83,17 +235,42 @@ class Mailer:
             try:
                 smtp.send_message(msg)
                 return smtp
-            except (OSError, smtplib.SMTPException):
-                # Most often the server closed the connection while it idled: once more, afresh.
+            except (OSError, smtplib.SMTPException) as err:
                 _close(smtp)
+                if isinstance(err, _THIS_MAIL_ONLY):
+                    raise  # it was this mail the server refused, not the connection
+                # Most often the server closed the connection while it idled: once more, afresh.
         fresh = None
         try:
             fresh = smtplib.SMTP(self.host, self.port, timeout=10)
             fresh.send_message(msg)
             return fresh
-        except (OSError, smtplib.SMTPException) as err:
-            log.warning("mail to %s not sent: %s", msg["To"], err)
-            return _close(fresh)
+        except BaseException:
+            _close(fresh)
+            raise
+
+
+# The server refused this mail (its sender, recipient or content), on a connection still good
+# for the next one; any other error means the server is unreachable or the connection broke.
+_THIS_MAIL_ONLY = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
+
+
+def _due(now: datetime):
+    return (
+        OUTBOX.c.next_attempt_at <= now,
+        or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
+    )
+
+
+def _reason(err: BaseException) -> str:
+    """What went wrong, short and stored with the row: an error class and SMTP code, never
+    the server's text (which may name the recipient)."""
+    if isinstance(err, smtplib.SMTPRecipientsRefused):
+        codes = sorted({str(code) for code, _ in err.recipients.values()})
+        return f"recipient refused ({', '.join(codes)})"
+    if isinstance(err, smtplib.SMTPResponseException):
+        return f"{type(err).__name__} {err.smtp_code}"
+    return type(err).__name__
 
 
 def _close(smtp: smtplib.SMTP | None) -> None:
@@ -124,8 +301,18 @@ SUBJECTS = {
 }
 
 
-def init_app(app: Flask) -> None:
-    app.extensions["idp.mailer"] = Mailer(app.extensions["idp.settings"])
+def init_app(app: Flask, run: bool = False) -> Mailer:
+    """Attach the mailer to `app`, on the app's database engine; start its sender only when
+    `run` (server worker processes): other processes' mail is sent by the servers."""
+    from .store import db
+
+    with app.app_context():
+        engine = db.engine
+    mailer = Mailer(app.extensions["idp.settings"], engine)
+    app.extensions["idp.mailer"] = mailer
+    if run:
+        mailer.start()
+    return mailer
 
 
 def link_to(endpoint: str, **values) -> str:

@@ -1,5 +1,6 @@
 """The mail sender: one thread a process, one SMTP connection for a burst, a new connection
-when the server dropped the old one, and a failed mail that leaves the sender working."""
+when the server dropped the old one, and a failed mail that leaves the sender working and
+is sent once the server is back (the durable outbox itself: tests/test_mail_outbox.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import create_engine, func, select
 
-from idp.mail import Mailer
+from idp.mail import OUTBOX, Mailer
 from tests.conftest import free_port
 from tests.smtp import Mailbox
 
@@ -53,18 +55,35 @@ def smtp_server():
     stop()
 
 
-def _mailer(port: int) -> Mailer:
-    return Mailer(SimpleNamespace(smtp_host="127.0.0.1", smtp_port=port, mail_from="idp@example.test",
-                                  development=False))
+@pytest.fixture
+def mailers(tmp_path):
+    """Make started mailers on an outbox of their own (a SQLite file); stopped afterwards."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+    OUTBOX.create(engine)
+    made = []
+
+    def make(port: int) -> Mailer:
+        mailer = Mailer(SimpleNamespace(smtp_host="127.0.0.1", smtp_port=port, mail_from="idp@example.test",
+                                        development=False, secret_key="k" * 32), engine)
+        mailer.first_retry = 0.5  # seconds: a retry within the test, not half a minute later
+        mailer.start()
+        made.append(mailer)
+        return mailer
+
+    make.engine = engine
+    yield make
+    for mailer in made:
+        mailer.stop()
+    engine.dispose()
 
 
 def _sender_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "idp-mail"]
 
 
-def test_a_burst_of_mail_goes_on_one_connection_from_one_thread(smtp_server):
-    mailer = _mailer(smtp_server.port)
+def test_a_burst_of_mail_goes_on_one_connection_from_one_thread(smtp_server, mailers):
     before = len(_sender_threads())
+    mailer = mailers(smtp_server.port)
     for i in range(30):
         mailer.send(f"person{i}@example.test", "Hello", f"mail number {i}")
     for i in range(30):
@@ -74,8 +93,8 @@ def test_a_burst_of_mail_goes_on_one_connection_from_one_thread(smtp_server):
     assert [m["Subject"] for m in smtp_server.box.to("person7@example.test")] == ["Hello"]
 
 
-def test_a_dropped_connection_is_opened_again_for_the_next_mail(smtp_server):
-    mailer = _mailer(smtp_server.port)
+def test_a_dropped_connection_is_opened_again_for_the_next_mail(smtp_server, mailers):
+    mailer = mailers(smtp_server.port)
     mailer.send("first@example.test", "One", "the first")
     smtp_server.box.wait_for("first@example.test")
     smtp_server.restart()  # the open connection dies with the old server
@@ -84,17 +103,30 @@ def test_a_dropped_connection_is_opened_again_for_the_next_mail(smtp_server):
     assert len(smtp_server.box.sessions) == 2
 
 
-def test_a_mail_that_cannot_be_sent_is_logged_and_the_sender_goes_on(smtp_server, caplog):
-    mailer = _mailer(smtp_server.port)
+def test_a_mail_that_cannot_be_sent_is_logged_kept_and_sent_once_the_server_is_back(smtp_server, mailers, caplog):
+    mailer = mailers(smtp_server.port)
     smtp_server.stop()
     with caplog.at_level(logging.WARNING, logger="idp.mail"):
-        mailer.send("lost@example.test", "Lost", "nobody listens")
+        mailer.send("late@example.test", "Late", "nobody listens yet")
         deadline = time.time() + 10
-        while "mail to lost@example.test not sent" not in caplog.text and time.time() < deadline:
+        while "mail to late@example.test not sent" not in caplog.text and time.time() < deadline:
             time.sleep(0.05)
-    assert "mail to lost@example.test not sent" in caplog.text
+    assert "mail to late@example.test not sent (attempt 1)" in caplog.text
     assert "nobody listens" not in caplog.text  # a body may hold a link: never logged
+    assert _outbox_rows(mailers.engine) == 1  # kept for the next attempt
     smtp_server.restart()
     mailer.send("found@example.test", "Found", "listening again")
     assert len(smtp_server.box.wait_for("found@example.test")) == 1
-    assert smtp_server.box.to("lost@example.test") == []
+    late = smtp_server.box.wait_for("late@example.test")
+    assert [m["Subject"] for m in late] == ["Late"]
+    deadline = time.time() + 5
+    while _outbox_rows(mailers.engine) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _outbox_rows(mailers.engine) == 0
+    time.sleep(1)  # past the next retry time: a sent row is never sent again
+    assert len(smtp_server.box.to("late@example.test")) == 1
+
+
+def _outbox_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(OUTBOX)).scalar_one()

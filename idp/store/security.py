@@ -1,5 +1,5 @@
 """Account-security rows: audit events, throttling counters, mailed tokens, second factors,
-trusted devices, and the back-channel logout outbox."""
+trusted devices, and the outboxes: back-channel logouts and mail."""
 
 from __future__ import annotations
 
@@ -104,6 +104,24 @@ class BackchannelDelivery(db.Model):
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MailOutbox(db.Model):
+    """A mail waiting to reach the SMTP server (idp/mail.py), retried with backoff for a day.
+
+    Recipient, subject and body are one sealed blob, bound to the row's id: a body holds a
+    reset, verification or invitation link, a credential, and an address is personal data.
+    A sent row is deleted, so no link outlives its sending here."""
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sealed_message: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))  # an error class and SMTP code, never an address
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
