@@ -5,12 +5,15 @@ SQLite and PostgreSQL; the DNS proof asks a real DNS server on loopback (tests/d
 from __future__ import annotations
 
 import secrets
+import uuid
 
 import idna
 import pytest
 
-from tests.conftest import Browser
+from tests.admin_world import get, new_org, org_admin, post, signed_in
+from tests.conftest import Browser, csrf_of
 from tests.saml_idp import TestIdP
+from tests.test_admin_enterprise import MetadataServer
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +65,64 @@ def test_a_look_alike_of_an_orgs_domain_is_not_the_orgs(live, idp, tmp_path):
     b = Browser(live.issuer)
     page = b.submit(b.get(f"{live.issuer}/signin"), {"email": f"bob@{stem}ße.example"})
     assert page.status_code == 200 and 'name="password"' in page.text, page.text[:400]
+
+
+@pytest.fixture
+def admin(live):
+    """A fresh org and its admin (at an address outside the org's domain), signed in."""
+    org_id, name, domain = new_org(live, "rev")
+    email = f"admin-{uuid.uuid4().hex[:6]}@admins-{name}.example"
+    admin_id = org_admin(live, name, email)
+    return {"id": org_id, "admin": admin_id, "browser": signed_in(live, email),
+            "page": f"/admin/orgs/{org_id}/enterprise-sign-in"}
+
+
+def _upload(admin, xml: str):
+    b = admin["browser"]
+    csrf = csrf_of(get(b, admin["page"]).text)
+    return b.http.post(f"{b.issuer}{admin['page']}/metadata", data={"csrf_token": csrf, "metadata_url": ""},
+                       files={"metadata_file": ("idp.xml", xml, "application/xml")}, allow_redirects=False,
+                       timeout=30)
+
+
+def _saved(live, org_id: str) -> list[dict]:
+    from idp.store import SecurityEvent, db
+
+    with live.db():
+        return [e.detail for e in db.session.query(SecurityEvent)
+                .filter_by(org_id=org_id, kind="admin.idp_metadata_saved").order_by(SecurityEvent.id)]
+
+
+def test_a_metadata_sending_people_to_a_plain_http_sign_in_page_is_refused(live, idp, admin):
+    """Medium: an http:// SingleSignOnService sends every member's IdP password and the AuthnRequest
+    in clear text (SAML 2.0 Bindings §3.4.5.2, ASVS V9.1.1)."""
+    good = idp.metadata_xml()
+    assert idp.sso_url.startswith("https://") and idp.sso_url in good
+    plain = good.replace(idp.sso_url, "http://" + idp.sso_url[len("https://"):])
+    resp = _upload(admin, plain)
+    assert resp.status_code == 400 and "The IdP metadata was not saved:" in resp.text, resp.status_code
+    assert "https" in resp.text
+    assert _saved(live, admin["id"]) == []
+    # the same document with its https:// sign-in page is saved
+    assert _upload(admin, good).status_code == 302
+
+
+@pytest.fixture(scope="module")
+def metadata_server():
+    server = MetadataServer()
+    yield server
+    server.server.shutdown()
+
+
+def test_a_token_in_the_metadata_urls_query_stays_out_of_the_audit_trail(live, idp, admin, metadata_server):
+    """Low: the IdP's access token in a metadata URL's query was kept in the audit trail for
+    400 days, which the refresh already keeps out (ASVS V7.1.1: no secrets in logs)."""
+    metadata_server.body = idp.metadata_xml().encode()
+    secret = secrets.token_urlsafe(12)
+    url = metadata_server.url(f"/idp.xml?access_token={secret}")
+    resp = post(admin["browser"], f"{admin['page']}/metadata", {"metadata_url": url})
+    assert resp.status_code == 302, resp.text[:500]
+    assert metadata_server.paths[-1].endswith(secret)  # fetched with its token
+    [detail] = _saved(live, admin["id"])
+    assert detail["source"] == metadata_server.url("/idp.xml"), detail
+    assert secret not in str(detail)

@@ -93,7 +93,7 @@ def enterprise_metadata(acting: Acting):
     except orgs.OrgError as err:
         return _metadata_error(acting, _("The IdP metadata was not saved: %(reason)s", reason=str(err)))
     audit.record("admin.idp_metadata_saved", org=acting.org, actor=acting.admin,
-                 source=acting.org.saml_metadata_source, entity_id=found.entity_id)
+                 source=orgs.shown_source(acting.org.saml_metadata_source), entity_id=found.entity_id)
     return redirect(url_for("admin.enterprise", org_id=acting.org.id, saved="metadata"))
 
 
