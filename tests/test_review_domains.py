@@ -153,3 +153,14 @@ def test_a_removed_domains_people_are_not_locked_out_by_the_orgs_enforced_sign_i
     b = Browser(live.issuer)
     page = b.sign_in(b.get(f"{live.issuer}/account"), member, PASSWORD)
     assert page.url.startswith(f"{live.issuer}/account"), (page.status_code, page.text[:300])
+
+
+def test_a_metadata_url_or_issuer_at_an_ipv6_site_local_address_is_refused(live, admin):
+    """Low: fec0::/10 (site-local, RFC 3879) passed as public, so an admin could aim the server's
+    requests at a private network still using it (OWASP ASVS V12.6.1, SSRF)."""
+    resp = post(admin["browser"], f"{admin['page']}/metadata", {"metadata_url": "https://[fec0::1]/metadata"})
+    assert resp.status_code == 400 and "non-public" in resp.text, resp.text[:2000]
+    resp = post(admin["browser"], f"{admin['page']}/oidc",
+                {"issuer": "https://[fec0::1]/", "client_id": "c", "client_secret": "s"})
+    assert resp.status_code == 400 and "non-public" in resp.text, resp.text[:2000]
+    assert _saved(live, admin["id"]) == []
