@@ -149,10 +149,16 @@ class IdpMetadata:
     cache_duration: timedelta | None = None  # how long the IdP says a copy may be kept
 
 
+def is_url(source: str) -> bool:
+    """`source` names an http(s) URL, not a file: schemes are case-insensitive (RFC 3986
+    §3.1), and "HTTPS://..." must never be opened as a path on this server."""
+    return source[:8].lower().startswith(("https://", "http://"))
+
+
 def shown_source(source: str) -> str:
     """The source for the audit trail and logs: a metadata URL's query may carry a token of
     the IdP's."""
-    if not source.startswith(("https://", "http://")):
+    if not is_url(source):
         return source
     try:
         parts = urlsplit(source)
@@ -175,7 +181,7 @@ def fetch_metadata(url: str) -> str:
 
 def read_metadata(source: str) -> str:
     """The IdP metadata XML from a file path or an http(s) URL, checked by `check_metadata`."""
-    if source.startswith(("https://", "http://")):
+    if is_url(source):
         xml = fetch_metadata(source)
     elif source.startswith(UPLOADED):
         raise OrgError("this metadata was uploaded: upload it again to change it")

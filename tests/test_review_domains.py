@@ -164,3 +164,16 @@ def test_a_metadata_url_or_issuer_at_an_ipv6_site_local_address_is_refused(live,
                 {"issuer": "https://[fec0::1]/", "client_id": "c", "client_secret": "s"})
     assert resp.status_code == 400 and "non-public" in resp.text, resp.text[:2000]
     assert _saved(live, admin["id"]) == []
+
+
+def test_a_metadata_url_with_an_upper_case_scheme_is_fetched_never_read_as_a_server_file(live, idp, admin,
+                                                                                          metadata_server):
+    """Low: "HTTPS://..." passed the Admin Center's URL check, then was opened as a path on the server
+    (RFC 3986 §3.1: schemes are case-insensitive; ASVS V12.3.1: no file read from user input)."""
+    metadata_server.body = idp.metadata_xml().encode()
+    path = f"/upper-{uuid.uuid4().hex[:6]}.xml"
+    url = metadata_server.url(path).replace("http://", "HTTP://")
+    resp = post(admin["browser"], f"{admin['page']}/metadata", {"metadata_url": url})
+    assert "cannot read metadata" not in resp.text
+    assert resp.status_code == 302, resp.text[:2000]
+    assert path in metadata_server.paths

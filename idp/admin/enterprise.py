@@ -55,7 +55,7 @@ def _origin(org: Org) -> tuple[str, str] | None:
         return None
     if source.startswith(orgs.UPLOADED):
         return "upload", source[len(orgs.UPLOADED):]
-    return ("url" if source.startswith(("https://", "http://")) else "file"), source
+    return ("url" if orgs.is_url(source) else "file"), source
 
 
 @bp.get("/admin/orgs/<org_id>/enterprise-sign-in")
@@ -87,7 +87,7 @@ def enterprise_metadata(acting: Acting):
             found = orgs.attach_saml(acting.org, orgs.UPLOADED + name, xml=xml)
         else:
             # only a URL: a path typed here must never make the server read one of its files
-            if not url.lower().startswith(("https://", "http://")):
+            if not orgs.is_url(url):
                 return _metadata_error(acting, _("Enter the metadata's https:// URL."))
             found = orgs.attach_saml(acting.org, url)
     except orgs.OrgError as err:
