@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from idp import orgs
+from idp.org_names import ascii_domain
 from idp.store import Org, OrgDomain, db
 
 # Most addresses belong to no org: a table query answers that at a fraction of the
@@ -34,7 +35,13 @@ PASSWORD = HomeRealm("password")
 
 
 def domain_of(email: str) -> str:
-    return email.rsplit("@", 1)[-1].strip().lower()
+    """The address's domain as org domains are stored (A-labels): addresses keep theirs in
+    Unicode, and an org's internationalised domain must match its people's addresses."""
+    domain = email.rsplit("@", 1)[-1].strip().lower()
+    try:
+        return ascii_domain(domain)
+    except ValueError:  # no valid domain: matches no org's
+        return domain
 
 
 def org_for_email(email: str) -> Org | None:

@@ -572,7 +572,7 @@ def cmd_orgs_saml(args) -> None:
             found = orgs.attach_saml(org, args.metadata, allow_idp_initiated=args.idp_initiated)
         except orgs.OrgError as err:
             raise CommandError(str(err)) from None
-        audit.record("admin.idp_metadata_saved", org=org, via="cli", source=org.saml_metadata_source,
+        audit.record("admin.idp_metadata_saved", org=org, via="cli", source=orgs.shown_source(org.saml_metadata_source),
                      entity_id=found.entity_id)  # as the Admin Center records it
         sp = orgs.service_provider(org)
         print(f"{org.name}: SAML IdP {sp.idp_entity_id()} attached; our ACS is {sp.acs_url}")

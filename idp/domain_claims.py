@@ -19,6 +19,7 @@ from flask import abort, current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from .org_names import ascii_domain
 from .store import DomainClaim, Org, OrgDomain, db, utcnow
 
 CHALLENGE_LABEL = "_myaccount-challenge"
@@ -61,8 +62,8 @@ def normalize_domain(typed: str) -> str:
     if not text or len(text) > 253 or any(c.isspace() or c in "@/:*" for c in text):
         raise DomainError("invalid", 400)
     try:
-        text = text.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        text = ascii_domain(text)
+    except ValueError:
         raise DomainError("invalid", 400) from None
     if not HOSTNAME.fullmatch(text):
         raise DomainError("invalid", 400)

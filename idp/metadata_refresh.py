@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy import or_, select, update
 
@@ -72,7 +71,7 @@ def refresh(org: Org, now: datetime | None = None) -> orgs.IdpMetadata:
         values["saml_metadata"] = xml
     if _store(org, seen, values) and changed:
         # a new copy may carry a new signing certificate: who is trusted changed
-        audit.record("org.idp_metadata_refreshed", org=org, source=_without_query(source), entity_id=found.entity_id)
+        audit.record("org.idp_metadata_refreshed", org=org, source=orgs.shown_source(source), entity_id=found.entity_id)
     return found
 
 
@@ -127,18 +126,10 @@ def _failed(org: Org, seen: tuple, reason: str, now: datetime) -> None:
     if not _store(org, seen, {"saml_metadata_valid_until": now + RETRY}):
         return
     source = seen[0]
-    shown = _without_query(source)
+    shown = orgs.shown_source(source)
     reason = reason.replace(source, shown)[:500]
     audit.record("org.idp_metadata_refresh_failed", org=org, source=shown, reason=reason, expired=expired,
                  valid_until=valid_until.isoformat() + "Z" if valid_until else None)
     log.warning("SAML metadata of org %s not refreshed from %s: %s; %s", org.id, shown, reason,
                 "its validUntil has passed, sign-in goes on with the last good copy" if expired
                 else "the last good copy stays in use")
-
-
-def _without_query(source: str) -> str:
-    """The source for a log line: a metadata URL's query may carry a token of the IdP's."""
-    if not source.startswith(("https://", "http://")):
-        return source
-    parts = urlsplit(source)
-    return parts._replace(query="", fragment="").geturl()

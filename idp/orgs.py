@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import bindparam, select
@@ -148,6 +149,24 @@ class IdpMetadata:
     cache_duration: timedelta | None = None  # how long the IdP says a copy may be kept
 
 
+def is_url(source: str) -> bool:
+    """`source` names an http(s) URL, not a file: schemes are case-insensitive (RFC 3986
+    §3.1), and "HTTPS://..." must never be opened as a path on this server."""
+    return source[:8].lower().startswith(("https://", "http://"))
+
+
+def shown_source(source: str) -> str:
+    """The source for the audit trail and logs: a metadata URL's query may carry a token of
+    the IdP's."""
+    if not is_url(source):
+        return source
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        return source.split("?", 1)[0].split("#", 1)[0]
+    return parts._replace(query="", fragment="").geturl()
+
+
 def fetch_metadata(url: str) -> str:
     """The IdP metadata XML at an http(s) URL, fetched through the outbound guard (https, a
     public or allow-listed address, a size cap and a deadline)."""
@@ -162,7 +181,7 @@ def fetch_metadata(url: str) -> str:
 
 def read_metadata(source: str) -> str:
     """The IdP metadata XML from a file path or an http(s) URL, checked by `check_metadata`."""
-    if source.startswith(("https://", "http://")):
+    if is_url(source):
         xml = fetch_metadata(source)
     elif source.startswith(UPLOADED):
         raise OrgError("this metadata was uploaded: upload it again to change it")
@@ -203,6 +222,10 @@ def check_metadata(xml: str) -> IdpMetadata:
            if s.get("Binding") == REDIRECT_BINDING]
     if not sso or not sso[0].startswith(("https://", "http://")):
         raise OrgError("the metadata has no SingleSignOnService for the HTTP-Redirect binding")
+    # Members type their IdP password on that page: in clear text only on this machine (a
+    # development IdP), as `outbound` allows http only to loopback.
+    if sso[0].startswith("http://") and not outbound.is_loopback_host(_host_of(sso[0])):
+        raise OrgError(f"the IdP's SingleSignOnService must be an https:// URL, not {sso[0][:200]}")
     expiries = []
     for key in descriptor.findall(f"{{{MD}}}KeyDescriptor"):
         if key.get("use", "signing") != "signing":
@@ -215,6 +238,13 @@ def check_metadata(xml: str) -> IdpMetadata:
     return IdpMetadata(entity_id=entity_id, sso_url=sso[0], certificate_expires=max(expiries),
                        valid_until=_valid_until(entity.get("validUntil") or root.get("validUntil")),
                        cache_duration=min(durations, default=None))
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # "http://[x": no host that could be loopback
+        return None
 
 
 def _certificate_expiry(text: str) -> datetime:

@@ -84,14 +84,16 @@ def parse_address(text: str) -> Address:
 
 def is_public(addr: Address) -> bool:
     """Reachable on the public internet: not loopback, private (RFC 1918, fc00::/7),
-    link-local (169.254/16 with the cloud metadata service, fe80::/10), shared
+    site-local (fec0::/10), link-local (169.254/16 with the cloud metadata service, fe80::/10), shared
     (100.64/10), unspecified, multicast or reserved. IPv6 forms of an IPv4 address
     are judged by that IPv4 address."""
     embedded = _embedded_ipv4(addr)
     if embedded is not None:
         return is_public(embedded)
-    # `is_global` alone lets multicast through (Python 3.11): ask every question.
-    return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified
+    # `is_global` alone lets multicast through (Python 3.11), and site-local fec0::/10 (deprecated
+    # by RFC 3879, still routed inside some networks): ask every question.
+    site_local = isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local
+    return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified or site_local
                                    or addr.is_link_local or addr.is_loopback or addr.is_private)
 
 

@@ -55,7 +55,7 @@ def _origin(org: Org) -> tuple[str, str] | None:
         return None
     if source.startswith(orgs.UPLOADED):
         return "upload", source[len(orgs.UPLOADED):]
-    return ("url" if source.startswith(("https://", "http://")) else "file"), source
+    return ("url" if orgs.is_url(source) else "file"), source
 
 
 @bp.get("/admin/orgs/<org_id>/enterprise-sign-in")
@@ -87,13 +87,13 @@ def enterprise_metadata(acting: Acting):
             found = orgs.attach_saml(acting.org, orgs.UPLOADED + name, xml=xml)
         else:
             # only a URL: a path typed here must never make the server read one of its files
-            if not url.lower().startswith(("https://", "http://")):
+            if not orgs.is_url(url):
                 return _metadata_error(acting, _("Enter the metadata's https:// URL."))
             found = orgs.attach_saml(acting.org, url)
     except orgs.OrgError as err:
         return _metadata_error(acting, _("The IdP metadata was not saved: %(reason)s", reason=str(err)))
     audit.record("admin.idp_metadata_saved", org=acting.org, actor=acting.admin,
-                 source=acting.org.saml_metadata_source, entity_id=found.entity_id)
+                 source=orgs.shown_source(acting.org.saml_metadata_source), entity_id=found.entity_id)
     return redirect(url_for("admin.enterprise", org_id=acting.org.id, saved="metadata"))
 
 
