@@ -8,6 +8,7 @@ import re
 
 DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
+
 def ascii_domain(text: str) -> str:
     """`text` (lower case, no final dot) with every label in its ASCII form (A-label, xn--), as
     org domains are stored and compared: IDNA 2008 with UTS 46 mapping, as email_validator
