@@ -204,6 +204,10 @@ def test_bad_metadata_is_refused_and_the_old_set_up_kept(live, org, idp, metadat
     assert resp.status_code == 400 and "The IdP metadata was not saved:" in resp.text
     resp = _upload(b, org, idp.metadata_xml().encode() + b" " * (1024 * 1024))
     assert resp.status_code == 413 and "too large" in resp.text
+    # The server closes a connection whose body it refused unread; `requests` may still hand
+    # it to the next POST (RemoteDisconnected, seen under load), where a browser would open a
+    # new one: so do we.
+    b.http.close()
     # unreachable, a path instead of a URL, a non-public address, both, neither
     for form, message in (
         ({"metadata_url": f"http://127.0.0.1:{free_port()}/gone.xml"}, "cannot fetch metadata"),
