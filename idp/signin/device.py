@@ -31,7 +31,9 @@ def submit_code():
     user_code = request.form.get("user_code", "")
     limits = throttle()
     # Counted before the code is looked up (concurrent guesses cannot race past the limit),
-    # forgotten when a code is found.
+    # and never forgotten when a code is found: anyone can start a device flow and hold a
+    # valid code of their own, so forgetting would give a guesser a fresh budget at will.
+    # A person connecting a device spends two attempts (code, then decision) of the hour's ten.
     decision = limits.attempt("device-code:account", browser.user.id)
     if not decision.allowed:
         return too_many_attempts("signin/device.html", decision, user_code=user_code)
@@ -39,7 +41,6 @@ def submit_code():
     if row is None:
         return render_template("signin/device.html", user_code=user_code,
                                error=_("This code is not valid or has expired.")), 400
-    limits.success("device-code:account", browser.user.id)
     if "decision" not in request.form:
         client = db.session.get(Client, row.client_id)
         return render_template("signin/device_confirm.html", client=client, scopes=row.scope.split(),
