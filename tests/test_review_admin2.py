@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import uuid
 
 from tests.admin_world import get, new_org, org_admin, signed_in
@@ -35,3 +36,31 @@ def test_an_out_of_range_audit_log_cursor_or_date_is_answered_not_a_500(live):
     assert resp.status_code == 200
     rows = list(csv.reader(io.StringIO(resp.text)))
     assert rows[0][0] == "time_utc" and any(r[3] == "signin.success" and r[4] == w["email"] for r in rows[1:])
+
+
+# --- invitations: one mailbox flooded by "Resend invitation" ------------------------------
+
+def test_resending_an_invitation_again_and_again_is_throttled_per_address(live):
+    """Low - OWASP ASVS 11.1.4 (anti-automation: no unlimited mail to one address): each press
+    of Resend invitation mailed the invitee again, without limit (a reset mail is throttled
+    per address, `reset:address`)."""
+    from idp.store import User, db
+    from tests.admin_world import post
+
+    w = _org_and_admin(live, "rv2-flood")
+    invitee, other = (f"{tag}-{uuid.uuid4().hex[:6]}@{w['domain']}" for tag in ("flood", "calm"))
+    for address in (invitee, other):
+        assert post(w["b"], f"{w['base']}/users", {"email": address}).status_code == 302
+    with live.db():
+        ids = dict(db.session.query(User.email, User.id).filter(User.email.in_((invitee, other))).all())
+    answers = [post(w["b"], f"{w['base']}/users/{ids[invitee]}/resend-invitation") for _ in range(8)]
+    refused = [r for r in answers if r.status_code == 429]
+    assert refused and "Too many attempts" in refused[0].text and int(refused[0].headers["Retry-After"]) > 0
+    assert all(r.status_code == 302 for r in answers[:3])  # a few resends are fine
+    sent = 1 + sum(r.status_code == 302 for r in answers)
+    assert sent <= 6
+    live.mailbox.wait_for(invitee, count=sent)
+    time.sleep(1)  # none of the refused ones follows
+    assert len(live.mailbox.to(invitee)) == sent
+    # another invitee of the same org is not held up by it
+    assert post(w["b"], f"{w['base']}/users/{ids[other]}/resend-invitation").status_code == 302
