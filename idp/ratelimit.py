@@ -95,6 +95,8 @@ POLICIES: dict[str, Policy] = {
     "reset:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
     "reset:ip": Policy(free=20, window=3600, base_delay=60, max_delay=3600),
     "signup:ip": Policy(free=10, window=3600, base_delay=60, max_delay=3600),
+    # An admin's "Resend invitation" of one address: a few an hour, as reset mails.
+    "invite:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
     # Posts to a SAML ACS, each of which parks up to ~350 kB for two minutes. One address may
     # be a whole company behind its NAT, signing in at nine: 600 posts per 10 minutes (one a
     # second, 3,600 sign-ins an hour) is more than a several-thousand-person office needs

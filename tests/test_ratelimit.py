@@ -137,6 +137,7 @@ def test_policies_are_the_agreed_ones():
         "reset:address": Policy(3, 3600, 60, 3600),
         "reset:ip": Policy(20, 3600, 60, 3600),
         "signup:ip": Policy(10, 3600, 60, 3600),
+        "invite:address": Policy(3, 3600, 60, 3600),  # an admin's Resend invitation, as reset mails
         "saml:ip": Policy(600, 600, 10, 600),
         "domain-check:org": Policy(9, 600, 30, 600),
         "scim:token": Policy(600, 60, 1, 60),  # one count per 50 requests of a process: ~30,000 a minute

@@ -74,7 +74,7 @@ def _query(org, filters: EventFilter):
         query = query.where(SecurityEvent.kind == filters.kind)
     if filters.since:
         query = query.where(SecurityEvent.created_at >= datetime.combine(filters.since, time.min))
-    if filters.until:
+    if filters.until and filters.until < date.max:  # through the last day there is: no upper bound
         query = query.where(SecurityEvent.created_at < datetime.combine(filters.until + timedelta(days=1), time.min))
     return query
 
@@ -138,10 +138,13 @@ def _lines(events) -> list[Line]:
 
 
 def _before() -> int | None:
+    """The keyset cursor: an event id, which the database holds in a signed 64-bit integer
+    (a larger number overflowed it: a 500)."""
     try:
-        return int(request.args.get("before", ""))
+        before = int(request.args.get("before", ""))
     except ValueError:
         return None
+    return before if 0 < before < 2**63 else None
 
 
 def _kinds() -> list[tuple[str, str]]:

@@ -11,6 +11,8 @@ from .. import accounts, audit, orgs, sessions
 from ..emails import normalize
 from ..i18n import gettext as _
 from ..mfa import has_second_factor
+from ..ratelimit import throttle
+from ..signin.throttling import wait_message
 from ..store import Org, User, db
 from . import bp
 from .access import Acting, admin_view, forbidden, member, signed_in_admin
@@ -132,6 +134,10 @@ def _remove_admin(acting: Acting, user: User):
 def _resend_invitation(acting: Acting, user: User):
     if user.email_verified:
         return render_template("error.html", message=_("This person has already accepted their invitation.")), 409
+    decision = throttle().failure("invite:address", user.email)  # one mailbox is not to be flooded
+    if not decision.allowed:
+        return (render_template("error.html", message=wait_message(decision.retry_after)), 429,
+                {"Retry-After": str(max(1, decision.retry_after))})
     send_invitation(user, acting.org)  # the earlier link dies (mail_tokens.issue)
     audit.record("admin.user_invited", user, actor=acting.admin, org=acting.org, again=True)
 
