@@ -23,3 +23,29 @@ def test_a_deeply_nested_json_body_is_refused_with_a_scim_error(live):
         "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "m-1"}}}})
     assert ok.status_code == 200, ok.text
     assert "Traceback" not in live.log.read_text() and "RecursionError" not in live.log.read_text()
+
+
+def test_a_lone_surrogate_in_a_value_or_filter_is_refused_with_a_scim_error(live):
+    """Medium: JSON's "\\ud800" (no UTF-8 text) in a body or filter was a 500 from the database
+    driver on SQLite and PostgreSQL; now a 400 (RFC 7644 §3.12, OWASP ASVS 5.1.4)."""
+    d = Directory(live, "rv-surrogate")
+    user = d.create(d.email("s"))
+    lone = "\\ud800"  # the six characters of a JSON escape
+    for path in (f'/Users?filter=displayName eq "{lone}"', f'/Users?filter=userName eq "{lone}"',
+                 f'/Groups?filter=displayName eq "{lone}"'):
+        scim_error(d.call("GET", path), 400, "invalidFilter")
+    for path, body in (
+        ("/Users", f'{{"userName": "{d.email()}", "displayName": "{lone}"}}'),
+        ("/Users", f'{{"userName": "{d.email()}", "externalId": "\\udfff"}}'),
+        ("/Users", f'{{"userName": "{d.email()}", "{lone}": 1}}'),
+        ("/Groups", f'{{"displayName": "{lone}"}}'),
+        ("/Groups", f'{{"displayName": "g", "members": [{{"value": "{lone}"}}]}}'),
+        ("/Users/.search", f'{{"filter": "externalId eq \\"{lone}\\""}}'),
+    ):
+        scim_error(d.call("POST", path, body), 400, "invalidValue")
+    patch = f'{{"Operations": [{{"op": "replace", "path": "displayName", "value": "{lone}"}}]}}'
+    scim_error(d.call("PATCH", f"/Users/{user['id']}", patch), 400, "invalidValue")
+    # a proper pair (an emoji, "\\ud83d\\ude00") is text like any other
+    ok = d.call("POST", "/Groups", '{"displayName": "team \\ud83d\\ude00"}')
+    assert ok.status_code == 201 and ok.json()["displayName"] == "team \U0001f600"
+    assert "Traceback" not in live.log.read_text()

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import bp
 from .errors import ScimError, error_response, http_error_response, invalid_syntax, invalid_value, scim_response
-from .filters import split_path
+from .filters import split_path, storable
 from .query import MAX_COUNT
 from .tokens import ScimOrg, org_of_request
 
@@ -87,14 +87,14 @@ def read_json() -> dict:
 
 
 def _check_values(body: dict) -> None:
-    """invalidValue for a NUL character (PostgreSQL text holds none) or nesting deeper than
+    """invalidValue for text no database column holds (`filters.storable`) or nesting deeper than
     MAX_DEPTH; walked with a stack, not recursion, whatever the depth."""
     stack = [(body, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
-            if "\x00" in value:
-                raise invalid_value("A NUL character is not allowed in a value")
+            if not storable(value):
+                raise invalid_value("A NUL character or a lone surrogate is not allowed in a value")
         elif isinstance(value, (dict, list)):
             if depth > MAX_DEPTH:
                 raise invalid_value(f"The request body is nested more than {MAX_DEPTH} levels deep")
