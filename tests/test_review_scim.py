@@ -49,3 +49,21 @@ def test_a_lone_surrogate_in_a_value_or_filter_is_refused_with_a_scim_error(live
     ok = d.call("POST", "/Groups", '{"displayName": "team \\ud83d\\ude00"}')
     assert ok.status_code == 201 and ok.json()["displayName"] == "team \U0001f600"
     assert "Traceback" not in live.log.read_text()
+
+
+def test_a_user_moved_to_another_org_shows_no_group_of_the_org_it_left(live):
+    """Medium: a person moved from org A to org B (`idp orgs admin`, an enterprise sign-in) kept
+    A's group ids and names in the `groups` B's token reads (RFC 7643 §4.1.2, ASVS 4.2.1 / 8.3.x)."""
+    a, b = Directory(live, "rv-left-a"), Directory(live, "rv-left-b")
+    mover = a.create(displayName="Mover")
+    secret = a.call("POST", "/Groups", {"displayName": "A secret project", "members": [{"value": mover["id"]}]})
+    assert secret.status_code == 201, secret.text
+    out = live.idp("orgs", "admin", b.name, mover["userName"])
+    assert out.returncode == 0, out.stderr
+    theirs = b.call("POST", "/Groups", {"displayName": "B team", "members": [{"value": mover["id"]}]})
+    assert theirs.status_code == 201, theirs.text
+    for resp in (b.call("GET", f"/Users/{mover['id']}"), b.call("GET", "/Users"),
+                 b.call("POST", "/Users/.search", {"filter": f'id eq "{mover["id"]}"'})):
+        assert resp.status_code == 200, resp.text
+        assert "A secret project" not in resp.text and secret.json()["id"] not in resp.text, resp.text
+        assert "B team" in resp.text
