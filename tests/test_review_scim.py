@@ -94,6 +94,22 @@ def test_an_account_deleted_by_one_org_is_not_adopted_by_another_with_its_former
 
 
 
+
+def test_a_removal_by_a_value_list_of_objects_is_answered_not_a_500(live):
+    """Low: `remove` with a `value` list whose values are objects or lists (unhashable) was a
+    500; now they are compared as JSON (RFC 7644 §3.5.2.2 and §3.12: never a 500)."""
+    d = Directory(live, "rv-unhashable")
+    user = d.create(d.email("u"))
+    group = d.call("POST", "/Groups", {"displayName": "g", "members": [{"value": user["id"]}]}).json()
+    resp = d.patch(f"/Groups/{group['id']}", {"op": "remove", "path": "members", "value": [{"value": {"a": 1}}]})
+    assert resp.status_code == 200 and resp.json()["members"][0]["value"] == user["id"], resp.text
+    d.patch(f"/Users/{user['id']}", {"op": "add", "path": "roles", "value": [[1], {"value": {"k": 1}}, "r"]})
+    for value in ([[1]], {"value": {"k": 1}}):
+        resp = d.patch(f"/Users/{user['id']}", {"op": "remove", "path": "roles", "value": value})
+        assert resp.status_code == 200, resp.text
+    assert resp.json()["roles"] == ["r"]
+    assert "Traceback" not in live.log.read_text()
+
 def _patch_within(d: Directory, path: str, operations: list[dict], seconds: float):
     """One PATCH, sent compactly (the 1 MB limit), that must be answered within `seconds`."""
     import json

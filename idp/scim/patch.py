@@ -214,8 +214,8 @@ def _remove(container: dict, name: str, current: Any, sub: str | None, value: An
     if isinstance(current, list) and value is not None:
         # Entra ID removes members by listing them in `value` rather than in a filter.
         gone = value if isinstance(value, list) else [value]
-        ids = {_value_of(v) for v in gone}
-        container[name] = [item for item in current if _value_of(item) not in ids]
+        ids = {_identity(_value_of(v)) for v in gone}  # a value may be an object: by its JSON
+        container[name] = [item for item in current if _identity(_value_of(item)) not in ids]
         return
     del container[name]
 
