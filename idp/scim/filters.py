@@ -163,8 +163,8 @@ class _Parser:
                 value = json.loads(text)
             except ValueError:
                 raise invalid_filter(f"Not a valid string: {text}") from None
-            if "\x00" in value:  # PostgreSQL text holds none: never equal to anything stored
-                raise invalid_filter("A NUL character is not allowed in a filter")
+            if not storable(value):  # never equal to anything stored, and the driver cannot send it
+                raise invalid_filter("A NUL character or a lone surrogate is not allowed in a filter")
             return value
         if kind == "word":
             low = text.lower()
@@ -175,6 +175,20 @@ class _Parser:
             if re.fullmatch(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", text):
                 return json.loads(text)
         raise invalid_filter(f"Not a value: {text}")
+
+
+def storable(text: str) -> bool:
+    """Whether a database text column can hold `text`: PostgreSQL text holds no NUL, and a
+    lone surrogate (JSON's "\\ud800") is no UTF-8 at all (both drivers fail to encode it)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_filter(text: str):

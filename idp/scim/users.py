@@ -92,14 +92,18 @@ def member(org_: ScimOrg, user_id: str) -> User:
 
 # --- representation -------------------------------------------------------------------
 
+# Only the token's org's groups: someone moved here from another org keeps that org's
+# membership rows until its directory writes the group (`groups._members_of` reads them so too).
 _GROUPS_OF = (select(GroupMember.user_id, Group).join(Group, Group.id == GroupMember.group_id)
-              .where(GroupMember.user_id.in_(bindparam("user_ids", expanding=True))).order_by(Group.display_name))
+              .where(GroupMember.user_id.in_(bindparam("user_ids", expanding=True)),
+                     Group.org_id == bindparam("org_id"))
+              .order_by(Group.display_name))
 
 
 def groups_of(user_ids: list[str]) -> dict[str, list[Group]]:
     found: dict[str, list[Group]] = {uid: [] for uid in user_ids}
     if user_ids:
-        rows = db.session.execute(_GROUPS_OF, {"user_ids": user_ids})
+        rows = db.session.execute(_GROUPS_OF, {"user_ids": user_ids, "org_id": org().id})
         for user_id, group in rows:
             found[user_id].append(group)
     return found

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import bp
 from .errors import ScimError, error_response, http_error_response, invalid_syntax, invalid_value, scim_response
-from .filters import split_path
+from .filters import split_path, storable
 from .query import MAX_COUNT
 from .tokens import ScimOrg, org_of_request
 
@@ -21,6 +21,9 @@ CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MAX_BODY = 1024 * 1024  # bytes; a user is a few kB, a group of 10,000 members about 500 kB
+# A PATCH of an extension's manager is 5 levels deep; 1 MB of "[" would be a million, and
+# every recursive walk of the body (the JSON decoder, copies, the NUL check) would overflow.
+MAX_DEPTH = 32
 
 
 @bp.before_request
@@ -75,23 +78,28 @@ def read_json() -> dict:
         raise ScimError(413, "Request body too large")
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise invalid_syntax("The request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise invalid_syntax("The request body must be a JSON object")
-    if _holds_nul(body):
-        raise invalid_value("A NUL character is not allowed in a value")  # PostgreSQL text holds none
+    _check_values(body)
     return body
 
 
-def _holds_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    return False
+def _check_values(body: dict) -> None:
+    """invalidValue for text no database column holds (`filters.storable`) or nesting deeper than
+    MAX_DEPTH; walked with a stack, not recursion, whatever the depth."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not storable(value):
+                raise invalid_value("A NUL character or a lone surrogate is not allowed in a value")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise invalid_value(f"The request body is nested more than {MAX_DEPTH} levels deep")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
 
 
 def timestamp(moment: datetime | None) -> str | None:
