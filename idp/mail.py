@@ -21,6 +21,7 @@ import logging
 import os
 import smtplib
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
@@ -86,13 +87,26 @@ class Mailer:
             return
         self.kick()
 
-    def _store(self, to: str, subject: str, body: str) -> str:
+    def stage(self, conn, to: str, subject: str, body: str) -> Callable[[], None]:
+        """`send` in the transaction of `conn` (the caller's): the mail is stored if and only
+        if what it tells of is committed (an account and its invitation's token), in the same
+        commit. Returns what to call once that commit is done: it wakes the sender."""
+        if not self.host:  # nothing stored: logged (`idp dev`) or warned about, as `send` does
+            return lambda: self._deliver(self._message(to, subject, body))
+        self._store(to, subject, body, conn)
+        return self.kick
+
+    def _store(self, to: str, subject: str, body: str, conn=None) -> str:
         row_id, now = new_id(), utcnow()
         plain = json.dumps({"to": to, "subject": subject, "body": body}).encode()
-        with self.engine.begin() as conn:
-            conn.execute(insert(OUTBOX).values(
-                id=row_id, sealed_message=seal(self.secret_key, plain, row_id, PURPOSE), attempts=0,
-                next_attempt_at=now, claimed_until=None, last_error=None, created_at=now))
+        row = insert(OUTBOX).values(
+            id=row_id, sealed_message=seal(self.secret_key, plain, row_id, PURPOSE), attempts=0,
+            next_attempt_at=now, claimed_until=None, last_error=None, created_at=now)
+        if conn is not None:
+            conn.execute(row)
+        else:
+            with self.engine.begin() as own:
+                own.execute(row)
         return row_id
 
     def _message(self, to: str, subject: str, body: str) -> EmailMessage:
@@ -285,10 +299,22 @@ def _close(smtp: smtplib.SMTP | None) -> None:
 
 def send_mail(to: str, template: str, lang: str, **context) -> None:
     """Render `templates/mail/<template>.txt` in `lang` and send it."""
+    current_app.extensions["idp.mailer"].send(to, *_rendered(template, lang, context))
+
+
+def stage_mail(to: str, template: str, lang: str, **context) -> Callable[[], None]:
+    """`send_mail` within the request's database transaction (`Mailer.stage`); call what it
+    returns once that transaction is committed."""
+    from .store import db
+
+    return current_app.extensions["idp.mailer"].stage(db.session.connection(), to,
+                                                      *_rendered(template, lang, context))
+
+
+def _rendered(template: str, lang: str, context: dict) -> tuple[str, str]:
+    """(subject, body) of `templates/mail/<template>.txt` in `lang`."""
     with force_locale(lang):
-        subject = SUBJECTS[template]()
-        body = render_template(f"mail/{template}.txt", **context)
-    current_app.extensions["idp.mailer"].send(to, subject, body)
+        return SUBJECTS[template](), render_template(f"mail/{template}.txt", **context)
 
 
 SUBJECTS = {

@@ -12,7 +12,7 @@ from federation.discovery import home_realm_for
 from .. import audit, mail_tokens
 from ..i18n import current_language
 from ..i18n import gettext as _
-from ..mail import link_to, send_mail
+from ..mail import link_to, stage_mail
 from ..signin.password_reset import password_from_link
 from ..store import Org, User, db
 from . import bp
@@ -30,9 +30,10 @@ def send_invitation(user: User, org: Org) -> None:
 def prepare_invitation(user: User, org, *, own_idp: bool | None = None,
                        new_account: bool = False) -> Callable[[], None]:
     """`send_invitation` in two steps, for a caller that stores the account, its audit event
-    and the invitation's token in one transaction: the token is left pending in the session,
-    and the returned function mails it, to be called once that transaction is committed
-    (a link must never reach anyone before its token is stored). `org` is an Org or SCIM's
+    and the invitation's token in one transaction: the token and the mail (its outbox row)
+    are left pending in the session, and the returned function wakes the sender, to be
+    called once that transaction is committed (a link never reaches anyone before its token
+    is stored, and no stored token goes without its mail). `org` is an Org or SCIM's
     ScimOrg (its name is mailed); `own_idp` is whether it signs its people in with its own
     IdP, when the caller knows already (else asked as at sign-in: `home_realm_for`);
     `new_account`: the account is made in the same transaction (`mail_tokens.issue`)."""
@@ -40,10 +41,10 @@ def prepare_invitation(user: User, org, *, own_idp: bool | None = None,
         own_idp = home_realm_for(user.email).method in ("saml", "oidc")
     lang = user.locale or current_language()
     if own_idp:
-        return lambda: send_mail(user.email, "invite_sso", lang, org=org.name, link=link_to("signin.email"))
+        return stage_mail(user.email, "invite_sso", lang, org=org.name, link=link_to("signin.email"))
     token = mail_tokens.issue(user, "invite", commit=False, new_account=new_account)
-    return lambda: send_mail(user.email, "invite", lang, org=org.name,
-                             link=link_to("admin.invitation", token=token), days=mail_tokens.LIFETIMES["invite"].days)
+    return stage_mail(user.email, "invite", lang, org=org.name, link=link_to("admin.invitation", token=token),
+                      days=mail_tokens.LIFETIMES["invite"].days)
 
 
 @bp.get("/invite/<token>")
