@@ -230,7 +230,9 @@ echo "$scim_pg"
 # The in-process figures on the same database as the server (with BENCH_DB=postgres, and
 # BENCH_LARGE's rows in it): issue 14 item 6 holds every figure to the large database.
 bench_db=()
-[ -z "${pg_port:-}" ] || bench_db=(env "BENCH_DATABASE_URL=$IDP_DATABASE_URL")
+# (with the server's secret key: the signing keys in that database are sealed with it)
+[ -z "${pg_port:-}" ] || bench_db=(env "BENCH_DATABASE_URL=$IDP_DATABASE_URL"
+                                   "IDP_SECRET_KEY=${IDP_SECRET_KEY:-$(cat "$IDP_INSTANCE_DIR/secret_key")}")
 echo "in-process figures on $db_label${large:+, large}:"
 password=$("${bench_db[@]}" .venv/bin/python bench/password_cost.py) || die "bench/password_cost.py failed"
 echo "$password"
