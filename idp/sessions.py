@@ -91,12 +91,11 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         # and this sign-in's facts, so a later sign-out still reaches them all.
         return _renewed(previous, persistent=persistent, ttl=ttl, amr=amr, acr=acr,
                         second_factor=second_factor, commit=commit)
-    if previous is not None:  # another person: the old session ends (no fixation)
+    if previous is not None:
+        # Another person: the old session ends (no fixation), and the products holding it
+        # are told (back-channel logout) once the sign-in is committed (`apply_cookie`).
         previous.ended_at = utcnow()
-        if previous.user_id != user.id:
-            # Another person now: the products holding the first one's session are told
-            # (back-channel logout), once the sign-in is committed (`apply_cookie`).
-            g.replaced_session = (previous.user_id, previous.id)
+        g.replaced_session = (previous.user_id, previous.id)
     secret = new_secret()
     now = utcnow()
     row = BrowserSession(
