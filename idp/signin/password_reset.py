@@ -13,7 +13,7 @@ from ..background import Origin, defer
 from ..emails import normalize
 from ..i18n import current_language
 from ..i18n import gettext as _
-from ..mail import link_to, send_mail
+from ..mail import link_to, stage_mail
 from ..passwords import policy_problem
 from ..ratelimit import throttle
 from ..store import User, db, new_secret
@@ -55,10 +55,13 @@ def _mail_reset_link(address: str, token: str, link: str, lang: str, origin: Ori
     user = db.session.query(User).filter_by(email=address).one_or_none()
     if user is None or user.disabled:
         return
-    mail_tokens.issue(user, "reset", value=token)
-    send_mail(user.email, "reset", user.locale or lang, link=link,
-              minutes=int(mail_tokens.LIFETIMES["reset"].total_seconds() // 60))
+    # The token, its mail (an outbox row) and the audit event: one commit, so no link is
+    # mailed for a token that was not stored, and no stored token goes without its mail.
+    mail_tokens.issue(user, "reset", value=token, commit=False)
+    sent = stage_mail(user.email, "reset", user.locale or lang, link=link,
+                      minutes=int(mail_tokens.LIFETIMES["reset"].total_seconds() // 60))
     audit.record("password.reset_requested", user, origin=origin)
+    sent()
 
 
 @bp.get("/password/reset/<token>")

@@ -25,7 +25,7 @@ from ..background import Origin, defer
 from ..emails import normalize
 from ..i18n import current_language
 from ..i18n import gettext as _
-from ..mail import link_to, send_mail
+from ..mail import link_to, send_mail, stage_mail
 from ..passwords import hash_password, policy_problem, verify_password
 from ..ratelimit import throttle
 from ..store import User, db, digest
@@ -89,8 +89,11 @@ def _register(address: str, name: str | None, password: str, lang: str, origin: 
 
 
 def send_verification(user: User, lang: str) -> None:
-    token = mail_tokens.issue(user, "verify")
-    send_mail(user.email, "verify", lang, link=link_to("signup.verify", token=token))
+    """A new verification link, its token and its mail (an outbox row) in one commit."""
+    token = mail_tokens.issue(user, "verify", commit=False)
+    sent = stage_mail(user.email, "verify", lang, link=link_to("signup.verify", token=token))
+    db.session.commit()
+    sent()
 
 
 def _marker(address: str) -> str:
