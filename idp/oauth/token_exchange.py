@@ -92,8 +92,11 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             act["act"] = claims["act"]
         proof = dpop.proof_of(self.request)
         jkt = proof.jkt if proof else None  # bound to the proof's key, as every grant's (RFC 9449 §5)
+        # Never past the subject token's expiry: else exchanging each new token for the next
+        # would keep the person's access alive without end (and without a refresh token).
         access_token, ttl = tokens.issue_access_token(client, self.request.user, scope, grant,
-                                                      audience=audience, act=act, jkt=jkt)
+                                                      audience=audience, act=act, jkt=jkt,
+                                                      not_after=int(claims["exp"]))
         log.info("token exchange client=%s audience=%s sub=%s scope=%s", client.client_id, audience,
                  self.request.user.id, scope)
         token = {"access_token": access_token, "issued_token_type": ACCESS_TOKEN_TYPE,

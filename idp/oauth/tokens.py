@@ -39,13 +39,16 @@ def half_hash(value: str, alg: str) -> str:
 
 def issue_access_token(client, user: User | None, scope: str, grant: Grant | None, *,
                        audience: str | list[str] | None = None, act: dict | None = None,
-                       jkt: str | None = None) -> tuple[str, int]:
+                       jkt: str | None = None, not_after: int | None = None) -> tuple[str, int]:
     """Sign a JWT access token; returns (token, expires_in). `audience`: the resources
     (RFC 8707) or client (RFC 8693) it is for, by default the client itself; `act`: who
-    acts on the subject's behalf (RFC 8693 §4.1); `jkt`: the DPoP key it is bound to."""
+    acts on the subject's behalf (RFC 8693 §4.1); `jkt`: the DPoP key it is bound to;
+    `not_after`: a time (epoch seconds) it must not outlive."""
     settings = _settings()
     now = int(time.time())
     ttl = settings.access_token_ttl
+    if not_after is not None:
+        ttl = max(min(ttl, not_after - now), 1)
     claims = {
         "iss": settings.issuer,
         "sub": user.id if user else client.client_id,
