@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-
 import requests
 
 from tests.oidc import token, verify
@@ -59,3 +58,39 @@ def test_a_device_code_is_decided_once_and_polled_only_by_its_client(live, brows
     first = token(live.issuer, {**poll, "client_id": client_id})
     assert first.status_code == 200 and first.json()["access_token"], first.text
     assert token(live.issuer, {**poll, "client_id": client_id}).json()["error"] == "invalid_grant"
+
+
+def test_a_second_answer_racing_the_first_never_reconnects_the_device(live, browser):
+    """Low, RFC 8628 §3.3: two answers to one user code at the same moment (two tabs, or
+    two people who know the code) each passed the page's "still pending" look before either
+    was written, and the later one reconnected the device to its own account. The answer is
+    now written only while the request is pending: the second is refused, nothing changes."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import func, select
+
+    from idp.oauth.device import decide
+    from idp.store import DeviceAuthorization, Grant, User, db, digest
+
+    live.create_user("device-race-a@example.com", PASSWORD)
+    live.create_user("device-race-b@example.com", PASSWORD)
+    client_id, _ = live.create_client(token_endpoint_auth_method="none", grant_types=[DEVICE], redirect_uris=[])
+    started = requests.post(live.meta["device_authorization_endpoint"], data={"client_id": client_id},
+                            timeout=10).json()
+    with live.db():  # the second request's copy, read while the code was still pending
+        stale = db.session.get(DeviceAuthorization, digest(started["device_code"]))
+        db.session.expunge(stale)
+    page = browser.sign_in(browser.get(f"{live.issuer}/device"), "device-race-a@example.com", PASSWORD)
+    confirm = browser.submit(page, {"user_code": started["user_code"]})
+    assert browser.submit(confirm, {"user_code": started["user_code"], "decision": "allow"}).status_code == 200
+    with live.db():
+        a = db.session.execute(select(User.id).where(User.email == "device-race-a@example.com")).scalar_one()
+        b = db.session.execute(select(User.id).where(User.email == "device-race-b@example.com")).scalar_one()
+        grants_before = db.session.execute(select(func.count()).select_from(Grant)).scalar_one()
+        b_session = SimpleNamespace(id=None, auth_time=int(time.time()), amr=["pwd"], acr=None)
+        db.session.add(stale)  # as the racing request holds it: still "pending"
+        answered = decide(stale, db.session.get(User, b), b_session, approve=True)
+        row = db.session.get(DeviceAuthorization, digest(started["device_code"]), populate_existing=True)
+        assert (row.status, row.user_id) == ("approved", a)  # still the first person's device
+        assert db.session.execute(select(func.count()).select_from(Grant)).scalar_one() == grants_before
+        assert answered is False

@@ -126,16 +126,23 @@ def find_by_user_code(user_code: str) -> DeviceAuthorization | None:
     return row
 
 
-def decide(row: DeviceAuthorization, user: User, browser, approve: bool) -> None:
-    """Record the person's answer; an approval opens the token family the device will use."""
-    if not approve:
-        row.status = "denied"
-        db.session.commit()
-        return
-    family = Grant(client_id=row.client_id, user_id=user.id, scope=row.scope, sid=browser.id,
-                   auth_time=browser.auth_time, amr=list(browser.amr), acr=browser.acr)
-    db.session.add(family)
-    db.session.flush()
-    row.status, row.user_id, row.grant_id = "approved", user.id, family.id
+def decide(row: DeviceAuthorization, user: User, browser, approve: bool) -> bool:
+    """Record the person's answer; an approval opens the token family the device will use.
+    False when the request was decided meanwhile (another tab, another person who knows
+    the code): the answer is written only while it is pending, so a second one never
+    reconnects the device to another account."""
+    table = DeviceAuthorization.__table__
+    still_pending = (table.c.device_code_hash == row.device_code_hash) & (table.c.status == "pending")
+    values = {"status": "denied"}
+    if approve:
+        family = Grant(client_id=row.client_id, user_id=user.id, scope=row.scope, sid=browser.id,
+                       auth_time=browser.auth_time, amr=list(browser.amr), acr=browser.acr)
+        db.session.add(family)
+        db.session.flush()
+        values = {"status": "approved", "user_id": user.id, "grant_id": family.id}
+    if db.session.execute(update(table).where(still_pending).values(**values)).rowcount != 1:
+        db.session.rollback()  # the family too
+        return False
     db.session.commit()
+    return True
 

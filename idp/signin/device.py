@@ -45,7 +45,9 @@ def submit_code():
         client = db.session.get(Client, row.client_id)
         return render_template("signin/device_confirm.html", client=client, scopes=row.scope.split(),
                                user_code=user_code, user=browser.user)
-    decide(row, browser.user, browser, approve=request.form["decision"] == "allow")
+    if not decide(row, browser.user, browser, approve=request.form["decision"] == "allow"):
+        return render_template("signin/device.html", user_code=user_code,
+                               error=_("This code is not valid or has expired.")), 400
     message = _("Your device is connected. You can return to it.") if request.form["decision"] == "allow" \
         else _("The device was not connected.")
     return render_template("signin/device_done.html", message=message)
