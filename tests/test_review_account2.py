@@ -1,0 +1,28 @@
+"""Security review of the signed-in person's own account pages (branch review-account2):
+each test shows one finding through the real server and its pages."""
+
+from __future__ import annotations
+
+from tests.conftest import Browser
+
+
+def _sign_in(live, email, password):
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, password)
+    assert page.status_code == 200, page.text[:300]
+    return b, page
+
+
+def test_a_new_password_that_is_the_email_name_is_refused(live):
+    """Medium: a password equal to the address's name ("jeanne.dupont") is the first guess of
+    anyone who knows the email (OWASP ASVS 2.1.7 / NIST SP 800-63B 5.1.1.2 context words)."""
+    email = "jeanne.dupont@example.com"
+    live.create_user(email, "first-password-1")
+    b, _ = _sign_in(live, email, "first-password-1")
+    page = b.get(f"{live.issuer}/account/password")
+    for guess in ("jeanne.dupont", "Jeanne.Dupont"):
+        resp = b.submit(page, {"current_password": "first-password-1", "password": guess})
+        assert resp.status_code == 400 and 'role="alert"' in resp.text, guess
+    fresh = Browser(live.issuer)
+    resp = fresh.sign_in(fresh.get(f"{live.issuer}/account"), email, "jeanne.dupont")
+    assert not resp.url.startswith(f"{live.issuer}/account"), "the email's name became the password"
