@@ -26,3 +26,20 @@ def test_a_new_password_that_is_the_email_name_is_refused(live):
     fresh = Browser(live.issuer)
     resp = fresh.sign_in(fresh.get(f"{live.issuer}/account"), email, "jeanne.dupont")
     assert not resp.url.startswith(f"{live.issuer}/account"), "the email's name became the password"
+
+
+def test_a_password_change_is_told_to_the_account_owner_by_mail(live):
+    """Medium: someone holding a signed-in browser and the password changes it, and the owner is
+    never told, so never resets it back (OWASP ASVS 4.0 2.2.3 / 5.0 6.3.7: notify on credential change)."""
+    from tests.smtp import body_of, link_in
+
+    email = "told-of-change@example.com"
+    live.create_user(email, "first-password-1")
+    b, _ = _sign_in(live, email, "first-password-1")
+    page = b.get(f"{live.issuer}/account/password")
+    done = b.submit(page, {"current_password": "first-password-1", "password": "second-password-2"})
+    assert done.status_code == 200 and done.url.startswith(f"{live.issuer}/account")
+    mail = live.mailbox.wait_for(email)[-1]
+    assert "password" in str(mail["Subject"]).lower()
+    assert "second-password-2" not in body_of(mail)
+    assert "/password" in link_in(mail, live.issuer)  # the way back for the owner: a reset
