@@ -254,6 +254,7 @@ def end_current() -> BrowserSession | None:
     row = current()
     if row is not None:
         row.ended_at = utcnow()
+        _end_online_grants([row.id], row.ended_at)
         db.session.commit()
         _notify_products(row.user_id, [row.id])
     g.browser_session = None
@@ -278,6 +279,7 @@ def revoke(user: User, session_id: str) -> bool:
     if row is None or row.user_id != user.id or row.ended_at is not None:
         return False
     row.ended_at = utcnow()
+    _end_online_grants([row.id], row.ended_at)
     db.session.commit()
     _notify_products(user.id, [row.id])
     if g.get("browser_session") is not None and g.browser_session.id == row.id:
@@ -324,6 +326,18 @@ def sign_out_everywhere(user: User) -> None:
         g.browser_session = None
         g.session_cookie = ("", 0)
         _renew_flow(None)
+
+
+def _end_online_grants(session_ids: list[str], now) -> None:
+    """Revoke the grants (so the refresh tokens) these sessions gave without offline_access:
+    they live as long as the session (OpenID Connect Back-Channel Logout 1.0 section 2.7);
+    offline ones outlive it by design."""
+    online = select(Grant.id).where(Grant.sid.in_(session_ids), Grant.revoked_at.is_(None),
+                                    ~Grant.scope.contains("offline_access"))
+    ids = list(db.session.execute(online).scalars())
+    if ids:
+        db.session.execute(update(Grant).where(Grant.id.in_(ids)).values(revoked_at=now))
+        db.session.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(ids)).values(revoked=True))
 
 
 def _notify_products(user_id: str, session_ids: list[str]) -> None:

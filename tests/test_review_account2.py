@@ -3,6 +3,8 @@ each test shows one finding through the real server and its pages."""
 
 from __future__ import annotations
 
+import re
+
 from tests.conftest import Browser
 
 
@@ -43,3 +45,30 @@ def test_a_password_change_is_told_to_the_account_owner_by_mail(live):
     assert "password" in str(mail["Subject"]).lower()
     assert "second-password-2" not in body_of(mail)
     assert "/password" in link_in(mail, live.issuer)  # the way back for the owner: a reset
+
+
+def test_a_revoked_session_takes_its_online_refresh_tokens_with_it(live):
+    """Medium: "Revoke" on a session (a lost laptop) left the refresh token an app got in it,
+    without offline_access, working (OpenID Connect Back-Channel Logout 1.0 section 2.7)."""
+    from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token
+
+    email = "revoke-online@example.com"
+    live.create_user(email, "first-password-1")
+    client_id, secret = live.create_client()
+    laptop = Browser(live.issuer)
+    verifier, challenge = pkce()
+    page = laptop.get(authorize_url(live.issuer, client_id, code_challenge=challenge,
+                                    code_challenge_method="S256", scope="openid profile"))
+    code = redirect_params(laptop.sign_in(page, email, "first-password-1"))["code"]
+    tokens = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                 "code_verifier": verifier}, auth=(client_id, secret)).json()
+    assert "refresh_token" in tokens, tokens
+    owner, account = _sign_in(live, email, "first-password-1")
+    rows = re.findall(r"<li>(.*?)</li>", account.text, re.S)
+    laptop_sid, = [re.search(r"/account/sessions/([0-9a-f]+)/revoke", row).group(1)
+                   for row in rows if "/account/sessions/" in row and "this browser" not in row]
+    owner.submit(account, {}, action=f"{live.issuer}/account/sessions/{laptop_sid}/revoke")
+    assert laptop.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
+    again = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                  auth=(client_id, secret))
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
