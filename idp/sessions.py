@@ -241,6 +241,17 @@ def step_up(row: BrowserSession, amr: list[str], acr: str) -> None:
     _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
 
 
+def renew_secret(row: BrowserSession) -> None:
+    """Give this browser's session a new secret, the products' `sid` unchanged: after the
+    person proved their password again, a cookie copied before is worth nothing."""
+    secret = new_secret()
+    row.secret_hash = digest(secret)
+    db.session.commit()
+    ttl = int((row.expires_at - utcnow()).total_seconds())
+    g.session_cookie = (secret, max(ttl, 1) if row.persistent else None)
+    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
+
+
 def factor_enrolled(row: BrowserSession) -> None:
     """The person just proved a new second factor in this session (its first code, a new
     passkey): the session counts as having passed a factor now, so managing factors right

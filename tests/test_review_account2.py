@@ -72,3 +72,19 @@ def test_a_revoked_session_takes_its_online_refresh_tokens_with_it(live):
     again = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
                   auth=(client_id, secret))
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+
+
+def test_a_cookie_copied_before_a_password_change_is_refused_after(live):
+    """Medium: typing the current password is an authentication, yet the session secret a thief
+    copied before it went on working after the owner changed the password (OWASP ASVS 4.0 3.2.1)."""
+    email = "copied-cookie@example.com"
+    live.create_user(email, "first-password-1")
+    owner, _ = _sign_in(live, email, "first-password-1")
+    thief = Browser(live.issuer)
+    thief.http.cookies.update(owner.http.cookies)
+    assert thief.get(f"{live.issuer}/account").url == f"{live.issuer}/account"
+    page = owner.get(f"{live.issuer}/account/password")
+    done = owner.submit(page, {"current_password": "first-password-1", "password": "second-password-2"})
+    assert done.url == f"{live.issuer}/account" and "Your account" in done.text
+    assert owner.get(f"{live.issuer}/account").url == f"{live.issuer}/account"
+    assert thief.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")

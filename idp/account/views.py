@@ -148,6 +148,7 @@ def change_password():
     if everywhere:
         sessions.sign_out_everywhere(user)
         return render_template("signin/signed_out.html")
+    sessions.renew_secret(browser)
     return redirect(url_for("account.home"))
 
 
