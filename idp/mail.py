@@ -324,6 +324,7 @@ SUBJECTS = {
     "second_factor_locked": lambda: _("Too many wrong verification codes for your account"),
     "invite": lambda: _("You are invited to myaccount"),
     "invite_sso": lambda: _("You are invited to myaccount"),
+    "password_changed": lambda: _("The password of your account was changed"),
 }
 
 

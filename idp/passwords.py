@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -52,9 +54,22 @@ def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
     # checks, not by every worker and `idp` command that imports this module (issue 14).
     from zxcvbn import zxcvbn
 
-    if zxcvbn(password[:100], user_inputs=list(context))["score"] == 0:
+    if zxcvbn(password[:100], user_inputs=_context_words(context))["score"] == 0:
         return "too_common"
     return None
+
+
+def _context_words(context: tuple[str, ...]) -> list[str]:
+    """An address's name and its pieces too: zxcvbn matches its inputs as whole words, so the
+    bare address alone would let "jeanne.dupont" through for jeanne.dupont@example.com."""
+    words = []
+    for item in context:
+        words.append(item)
+        if "@" in item:
+            name = item.rpartition("@")[0]
+            words.append(name)
+            words.extend(piece for piece in re.split(r"[^\w]+|_", name) if len(piece) >= 3)
+    return words
 
 
 def set_password(user, password: str) -> None:

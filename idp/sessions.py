@@ -241,6 +241,17 @@ def step_up(row: BrowserSession, amr: list[str], acr: str) -> None:
     _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
 
 
+def renew_secret(row: BrowserSession) -> None:
+    """Give this browser's session a new secret, the products' `sid` unchanged: after the
+    person proved their password again, a cookie copied before is worth nothing."""
+    secret = new_secret()
+    row.secret_hash = digest(secret)
+    db.session.commit()
+    ttl = int((row.expires_at - utcnow()).total_seconds())
+    g.session_cookie = (secret, max(ttl, 1) if row.persistent else None)
+    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
+
+
 def factor_enrolled(row: BrowserSession) -> None:
     """The person just proved a new second factor in this session (its first code, a new
     passkey): the session counts as having passed a factor now, so managing factors right
@@ -254,6 +265,7 @@ def end_current() -> BrowserSession | None:
     row = current()
     if row is not None:
         row.ended_at = utcnow()
+        _end_online_grants([row.id], row.ended_at)
         db.session.commit()
         _notify_products(row.user_id, [row.id])
     g.browser_session = None
@@ -278,6 +290,7 @@ def revoke(user: User, session_id: str) -> bool:
     if row is None or row.user_id != user.id or row.ended_at is not None:
         return False
     row.ended_at = utcnow()
+    _end_online_grants([row.id], row.ended_at)
     db.session.commit()
     _notify_products(user.id, [row.id])
     if g.get("browser_session") is not None and g.browser_session.id == row.id:
@@ -324,6 +337,18 @@ def sign_out_everywhere(user: User) -> None:
         g.browser_session = None
         g.session_cookie = ("", 0)
         _renew_flow(None)
+
+
+def _end_online_grants(session_ids: list[str], now) -> None:
+    """Revoke the grants (so the refresh tokens) these sessions gave without offline_access:
+    they live as long as the session (OpenID Connect Back-Channel Logout 1.0 section 2.7);
+    offline ones outlive it by design."""
+    online = select(Grant.id).where(Grant.sid.in_(session_ids), Grant.revoked_at.is_(None),
+                                    ~Grant.scope.contains("offline_access"))
+    ids = list(db.session.execute(online).scalars())
+    if ids:
+        db.session.execute(update(Grant).where(Grant.id.in_(ids)).values(revoked_at=now))
+        db.session.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(ids)).values(revoked=True))
 
 
 def _notify_products(user_id: str, session_ids: list[str]) -> None:
