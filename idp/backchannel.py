@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -29,6 +27,7 @@ from joserfc import jws
 from sqlalchemy import func, or_, select, update
 
 from . import outbound
+from .background import WorkerThread
 from .observability import metrics
 from .store import BackchannelDelivery, Client, Grant, db, new_secret, utcnow
 
@@ -359,42 +358,17 @@ def deliver_due(limit: int = 20) -> int:
 # --- the per-process runner ---------------------------------------------------------------
 
 
-class DeliveryRunner:
+class DeliveryRunner(WorkerThread):
     """One daemon thread per process that sends due logout tokens every few seconds, or at once
     when kicked, so that no page ever waits on a product's back-channel endpoint."""
 
     def __init__(self, interval: float = POLL_INTERVAL, limit: int = 20):
+        super().__init__()
         self.interval = interval
         self.limit = limit
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
 
     def start(self, app) -> None:
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, args=(app,), name="idp-backchannel", daemon=True)
-            self._thread.start()
-
-    def kick(self) -> None:
-        """Send what is queued now rather than at the next round."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._start_thread("idp-backchannel", app)
 
     def _run(self, app) -> None:
         while not self._stop.is_set():

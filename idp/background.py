@@ -7,12 +7,51 @@ the page answers at once, the account lookup and the mail happen here.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
 from flask import after_this_request, current_app, has_request_context, request
 
 log = logging.getLogger(__name__)
+
+
+class WorkerThread:
+    """One daemon thread a process (a forked child starts its own) running `self._run`,
+    woken at once by `kick`, until `stop`: the senders of the back-channel logout queue
+    and of the mail outbox. `_run` waits on `_wake` and ends when `_stop` is set."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+
+    def _start_thread(self, name: str, *args) -> None:
+        """Run `self._run(*args)` on this process's thread, unless it runs already."""
+        with self._lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, args=args, name=name, daemon=True)
+            self._thread.start()
+
+    def kick(self) -> None:
+        """Work now rather than at the next round."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import smtplib
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -31,6 +29,7 @@ from sqlalchemy import delete, insert, or_, select, update
 
 from keys import seal, unseal
 
+from .background import WorkerThread
 from .i18n import gettext as _
 from .rows import new_id, utcnow
 from .store import MailOutbox
@@ -47,7 +46,7 @@ POLL_INTERVAL = 5.0  # seconds between looks at the outbox (rows of other proces
 BATCH = 20  # rows a round takes at most
 
 
-class Mailer:
+class Mailer(WorkerThread):
     """The outbox and its sender: `send` stores a row; one thread a server worker process
     (`start`) sends the due rows on one SMTP connection kept open while mail keeps coming,
     so a burst (SCIM provisioning an org, each new person invited) opens one connection
@@ -58,6 +57,7 @@ class Mailer:
     IDLE = 5.0  # seconds an open SMTP connection waits for the next mail before QUIT
 
     def __init__(self, settings, engine=None):
+        super().__init__()
         self.host = settings.smtp_host
         self.port = settings.smtp_port
         self.sender = settings.mail_from
@@ -66,11 +66,6 @@ class Mailer:
         self.engine = engine
         self.interval = POLL_INTERVAL
         self.first_retry = FIRST_RETRY
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
-        self._starting = threading.Lock()
 
     # --- storing ------------------------------------------------------------------------
 
@@ -119,33 +114,11 @@ class Mailer:
 
     # --- the sender thread --------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
-
     def start(self) -> None:
         """Run this process's sender (server workers, `idp dev`); nothing to send without
         an SMTP server: no thread then."""
-        if not self.host:
-            return
-        with self._starting:
-            if self.running:
-                return
-            self._stop.clear()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="idp-mail", daemon=True)
-            self._thread.start()
-
-    def kick(self) -> None:
-        """Send what is stored now rather than at the next look."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        if self.host:
+            self._start_thread("idp-mail")
 
     def _run(self) -> None:
         smtp = None

@@ -125,9 +125,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     db.session.add(row)
     if commit:
         db.session.commit()
-    g.session_cookie = (secret, ttl if persistent else None)
-    g.browser_session = row
-    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
+    _hand_out(row, secret)
     return row
 
 
@@ -147,10 +145,18 @@ def _renewed(row: BrowserSession, *, persistent: bool, ttl: int, amr: list[str],
     row.expires_at = now + timedelta(seconds=ttl)
     if commit:
         db.session.commit()
-    g.session_cookie = (secret, ttl if persistent else None)
+    _hand_out(row, secret)
+    return row
+
+
+def _hand_out(row: BrowserSession, secret: str) -> None:
+    """This browser's cookie now carries `secret`, the session's new one (until the row
+    expires when remembered, else until the browser closes), and a fresh flow cookie: its
+    CSRF token belonged to the secret before."""
+    ttl = int((row.expires_at - utcnow()).total_seconds())
+    g.session_cookie = (secret, max(ttl, 1) if row.persistent else None)
     g.browser_session = row
     _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
-    return row
 
 
 def current() -> BrowserSession | None:
@@ -236,9 +242,7 @@ def step_up(row: BrowserSession, amr: list[str], acr: str) -> None:
     row.acr = acr
     row.mfa_time = int(time.time())
     db.session.commit()
-    ttl = int((row.expires_at - utcnow()).total_seconds())
-    g.session_cookie = (secret, max(ttl, 1) if row.persistent else None)
-    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
+    _hand_out(row, secret)
 
 
 def renew_secret(row: BrowserSession) -> None:
@@ -247,9 +251,7 @@ def renew_secret(row: BrowserSession) -> None:
     secret = new_secret()
     row.secret_hash = digest(secret)
     db.session.commit()
-    ttl = int((row.expires_at - utcnow()).total_seconds())
-    g.session_cookie = (secret, max(ttl, 1) if row.persistent else None)
-    _renew_flow(secret, keep=FLOW_KEPT_AT_SIGN_IN)
+    _hand_out(row, secret)
 
 
 def factor_enrolled(row: BrowserSession) -> None:
