@@ -24,13 +24,9 @@ def idp(tmp_path_factory):
 def _org_enforcing_sso(live, idp, tmp_path, domain: str) -> str:
     """An org owning `domain` (as stored: A-labels), its SAML IdP attached and Enterprise
     Sign-In enforced, all through the CLI; returns the org's name."""
-    name = "idn-" + secrets.token_hex(3)
-    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
-    idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
-    path = tmp_path / "idp.xml"
-    path.write_text(idp.metadata_xml())
-    out = live.idp("orgs", "saml", name, "--metadata", str(path))
-    assert out.returncode == 0, out.stderr
+    from tests.test_saml import attached_org
+
+    name, _ = attached_org(live, idp, tmp_path, "idn", domain=domain)
     out = live.idp("orgs", "enforce-sso", name)
     assert out.returncode == 0, out.stderr
     return name

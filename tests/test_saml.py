@@ -30,11 +30,11 @@ def org(live, idp, tmp_path):
     return attached_org(live, idp, tmp_path, "corp")
 
 
-def attached_org(live, idp, tmp_path, tag: str) -> tuple[str, str]:
-    """(name, domain) of a new org with its own domain, our SP trusted by the IdP, the IdP
-    attached to the org (by `idp orgs saml`)."""
+def attached_org(live, idp, tmp_path, tag: str, domain: str | None = None) -> tuple[str, str]:
+    """(name, domain) of a new org with its own domain (`domain`, or one of its name), our SP
+    trusted by the IdP, the IdP attached to the org (by `idp orgs saml`)."""
     name = f"{tag}-" + secrets.token_hex(3)
-    domain = f"{name}.example"
+    domain = domain or f"{name}.example"
     assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
     idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
     path = tmp_path / "idp.xml"
