@@ -163,10 +163,10 @@ class Mailer(WorkerThread):
                 continue
             try:
                 smtp = self._deliver(self._message(to, subject, body), smtp)
-            except (OSError, smtplib.SMTPException) as err:
+            except Exception as err:  # noqa: BLE001 - whatever failed is an attempt: retried, then given up
                 smtp = None  # closed by _deliver
                 self._failed(row_id, to, row.attempts, row.created_at, _reason(err))
-                if not isinstance(err, _THIS_MAIL_ONLY):
+                if isinstance(err, (OSError, smtplib.SMTPException)) and not isinstance(err, _THIS_MAIL_ONLY):
                     return None, False  # the server is away: the other rows wait for the next round
                 continue
             self._delete(row_id)
@@ -222,10 +222,10 @@ class Mailer(WorkerThread):
             try:
                 smtp.send_message(msg)
                 return smtp
-            except (OSError, smtplib.SMTPException) as err:
+            except Exception as err:
                 _close(smtp)
-                if isinstance(err, _THIS_MAIL_ONLY):
-                    raise  # it was this mail the server refused, not the connection
+                if isinstance(err, _THIS_MAIL_ONLY) or not isinstance(err, (OSError, smtplib.SMTPException)):
+                    raise  # it was this mail (refused, or not sendable at all), not the connection
                 # Most often the server closed the connection while it idled: once more, afresh.
         fresh = None
         try:

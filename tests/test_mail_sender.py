@@ -130,3 +130,22 @@ def test_a_mail_that_cannot_be_sent_is_logged_kept_and_sent_once_the_server_is_b
 def _outbox_rows(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(OUTBOX)).scalar_one()
+
+
+def test_a_mail_that_cannot_even_be_built_is_an_attempt_and_blocks_no_other(smtp_server, mailers):
+    """A stored mail whose message cannot be made (here a header with a line break, which no
+    page of ours produces) fails as an attempt like an SMTP refusal: counted, retried later,
+    given up after a day; the mail behind it goes out. Before, it was no attempt at all: the
+    row stayed claimed and came back every two minutes, for ever, with a traceback each time."""
+    mailer = mailers(smtp_server.port)
+    mailer.send("odd@example.test", "Line\nBreak", "a subject no template makes")
+    mailer.send("next@example.test", "Next", "the mail behind it")
+    assert len(smtp_server.box.wait_for("next@example.test")) == 1
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        with mailers.engine.connect() as conn:
+            row = conn.execute(select(OUTBOX.c.attempts, OUTBOX.c.last_error, OUTBOX.c.claimed_until)).first()
+        if row is not None and row.attempts:
+            break
+        time.sleep(0.05)
+    assert row is not None and row.attempts >= 1 and row.last_error == "ValueError" and row.claimed_until is None
