@@ -6,13 +6,7 @@ from __future__ import annotations
 import re
 
 from tests.conftest import Browser
-
-
-def _sign_in(live, email, password):
-    b = Browser(live.issuer)
-    page = b.sign_in(b.get(f"{live.issuer}/account"), email, password)
-    assert page.status_code == 200, page.text[:300]
-    return b, page
+from tests.test_account import _sign_in
 
 
 def test_a_new_password_that_is_the_email_name_is_refused(live):

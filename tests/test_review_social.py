@@ -148,15 +148,20 @@ def hostile_org(live, hostile):
     return name, domain, urlsplit(json.loads(out.stdout)["redirect_uri"]).path.split("/")[2]
 
 
+def _to_enterprise_idp(live, email):
+    """A new browser's email step for `email`: (the browser, the answer sending it to its org's IdP)."""
+    b = Browser(live.issuer)
+    return b, b.http.post(f"{live.issuer}/signin", data={"email": email, "csrf_token": _csrf(b, live)},
+                          allow_redirects=False, timeout=30)
+
+
 def test_an_email_verified_false_as_a_string_is_refused(live, hostile, hostile_org):
     """Medium: "false" is not a verified address; no account is made for it (OpenID Connect Core §5.1)."""
     from idp.store import User, db
 
     _, domain, name = hostile_org
     email = f"eve@{domain}"
-    b = Browser(live.issuer)
-    resp = b.http.post(f"{live.issuer}/signin", data={"email": email, "csrf_token": _csrf(b, live)},
-                       allow_redirects=False, timeout=30)
+    b, resp = _to_enterprise_idp(live, email)
     assert resp.headers["Location"].startswith(hostile.issuer), resp.text
     query = parse_qs(urlsplit(resp.headers["Location"]).query)
     hostile.claims = hostile.id_claims(query["nonce"][0], email=email, email_verified="false")
@@ -195,9 +200,7 @@ def test_malformed_profile_claims_do_not_break_an_enterprise_sign_in(live, hosti
 
     _, domain, name = hostile_org
     email = f"odd@{domain}"
-    b = Browser(live.issuer)
-    resp = b.http.post(f"{live.issuer}/signin", data={"email": email, "csrf_token": _csrf(b, live)},
-                       allow_redirects=False, timeout=30)
+    b, resp = _to_enterprise_idp(live, email)
     query = parse_qs(urlsplit(resp.headers["Location"]).query)
     hostile.claims = hostile.id_claims(query["nonce"][0], email=email, email_verified=True, name=["Odd", "Name"],
                                        given_name="G" * 5000, family_name="Family")
