@@ -298,6 +298,7 @@ SUBJECTS = {
     "invite": lambda: _("You are invited to myaccount"),
     "invite_sso": lambda: _("You are invited to myaccount"),
     "password_changed": lambda: _("The password of your account was changed"),
+    "sign_in_changed": lambda: _("The ways into your account changed"),
 }
 
 

@@ -268,11 +268,17 @@ def test_reset_second_factor(live):
     with live.db():
         user = db.session.query(User).filter_by(email=email).one()
         user.org_id = world["org"]
+        user.locale = "fr"
         db.session.commit()
         victim = user.id
     page = _person_page(live, world, victim)
     _, done = _confirm(world["b"], page, "Reset second factor")
     assert done.status_code == 200 and ">Reset second factor</button>" not in done.text
+    # The person hears of it, in their own language rather than the admin's (ASVS 2.2.3):
+    # the enrolment's notice first, then the reset's.
+    told = live.mailbox.wait_for(email, 2)[1]
+    assert str(told["Subject"]) == "Les moyens d'accéder à votre compte ont changé"
+    assert "Double authentification réinitialisée par un administrateur" in body_of(told)
     with live.db():
         assert db.session.get(TotpFactor, victim) is None
         assert db.session.query(RecoveryCode).filter_by(user_id=victim).count() == 0

@@ -7,7 +7,7 @@ from sqlalchemy import delete, select
 
 from federation.social import label_for
 
-from .. import accounts, audit, sessions, social
+from .. import accounts, audit, notices, sessions, social
 from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from ..store import LinkedIdentity, Passkey, TrustedDevice, db, utcnow
@@ -84,9 +84,9 @@ def sign_out_everywhere():
             db.session.execute(delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id))
         db.session.commit()
         if drop_passkeys:
-            audit.record("passkey.removed", user, all=True)
+            notices.record("passkey.removed", user, all=True)
         if drop_links:
-            audit.record("social.unlinked", user, all=True)
+            notices.record("social.unlinked", user, all=True)
     sessions.sign_out_everywhere(user)
     audit.record("sessions.revoked", user)
     return render_template("signin/signed_out.html")

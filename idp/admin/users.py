@@ -7,7 +7,7 @@ from sqlalchemy import func, or_, select
 
 from federation.discovery import domain_of
 
-from .. import accounts, audit, orgs, sessions
+from .. import accounts, audit, notices, orgs, sessions
 from ..emails import normalize
 from ..i18n import gettext as _
 from ..mfa import has_second_factor
@@ -144,7 +144,7 @@ def _resend_invitation(acting: Acting, user: User):
 
 def _reset_second_factor(acting: Acting, user: User):
     accounts.reset_second_factor(user)
-    audit.record("admin.second_factor_reset", user, actor=acting.admin)
+    notices.record("admin.second_factor_reset", user, actor=acting.admin)
 
 
 def _sign_out(acting: Acting, user: User):

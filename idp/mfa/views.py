@@ -12,7 +12,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 
-from .. import accounts, audit, sessions
+from .. import accounts, notices, sessions
 from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
 from ..store import digest
@@ -100,7 +100,7 @@ def confirm_totp():
         return _setup_page(user, secret, _("This code is not right. Enter the current code from the app."), 400)
     codes = totp.new_recovery_codes(user)
     sessions.factor_enrolled(sessions.current())
-    audit.record("totp.enabled", user)
+    notices.record("totp.enabled", user)
     return render_template("account/recovery_codes.html", codes=codes)
 
 
@@ -112,7 +112,7 @@ def new_recovery_codes():
     if not totp.has_totp(user):
         return redirect(url_for("account.home"))
     codes = totp.new_recovery_codes(user)
-    audit.record("recovery.generated", user)
+    notices.record("recovery.generated", user)
     return render_template("account/recovery_codes.html", codes=codes)
 
 
@@ -121,8 +121,9 @@ def remove_totp():
     user, away = _recent_user()
     if away:
         return away
-    totp.remove(user)
-    audit.record("totp.disabled", user)
+    if totp.has_totp(user):  # nothing to turn off, nothing to tell
+        totp.remove(user)
+        notices.record("totp.disabled", user)
     return redirect(url_for("account.home"))
 
 
@@ -146,7 +147,7 @@ def add_passkey():
         log.info("passkey registration refused: %s", err)
         return jsonify(error=_("This passkey could not be added.")), 400
     sessions.factor_enrolled(sessions.current())
-    audit.record("passkey.added", user)
+    notices.record("passkey.added", user)
     return jsonify(id=row.id, redirect=url_for("account.home")), 201
 
 
@@ -156,5 +157,5 @@ def remove_passkey(passkey_id: str):
     if away:
         return away
     if passkeys.remove(user, passkey_id):
-        audit.record("passkey.removed", user)
+        notices.record("passkey.removed", user)
     return redirect(url_for("account.home"))

@@ -17,7 +17,7 @@ from federation.social import UpstreamError, authorization_url, complete
 
 from dataclasses import replace
 
-from .. import accounts, audit, orgs, outbound, sessions, social
+from .. import accounts, audit, notices, orgs, outbound, sessions, social
 from ..i18n import gettext as _
 from ..store import Org
 from ..store import new_secret
@@ -129,7 +129,7 @@ def _finish_link(label: str, identity, started_by: str | None):
         return _social_forbidden()
     if not social.link(browser.user, identity):
         return _page(_("This %(provider)s account is already linked to another account.", provider=label), 409)
-    audit.record("social.linked", browser.user, provider=identity.provider)
+    notices.record("social.linked", browser.user, provider=identity.provider)
     return redirect(url_for("account.home"))
 
 
@@ -183,5 +183,5 @@ def unlink(link_id: str):
     if result == "last":
         return _page(_("This is the only way into your account: set a password or add a passkey first."), 409)
     if result == "ok":
-        audit.record("social.unlinked", browser.user)
+        notices.record("social.unlinked", browser.user)
     return redirect(url_for("account.home"))
