@@ -8,7 +8,8 @@ With one, a mail is first a row of the `mail_outbox` table (recipient, subject a
 body sealed with the instance secret), written in its own transaction, and a
 thread in each server worker sends the due rows (`Mailer`), deleting each once the
 SMTP server took it. An SMTP outage or a worker stopped with mail still to send
-therefore loses nothing: the row is retried with backoff for a day, by whichever
+therefore loses nothing: the row is retried with backoff for a day (a recipient or
+content the server refuses for good, a 5yz reply, is given up at once), by whichever
 process claims it first (a conditional UPDATE of `claimed_until`, as the
 back-channel logout queue does). A page never waits on the SMTP server, and answers
 in the same time whether or not it sent a mail (no account enumeration by timing).
@@ -165,6 +166,10 @@ class Mailer(WorkerThread):
                 smtp = self._deliver(self._message(to, subject, body), smtp)
             except Exception as err:  # noqa: BLE001 - whatever failed is an attempt: retried, then given up
                 smtp = None  # closed by _deliver
+                if _refused_for_good(err):
+                    log.error("mail to %s given up: refused for good (%s)", to, _reason(err))
+                    self._delete(row_id)
+                    continue
                 self._failed(row_id, to, row.attempts, row.created_at, _reason(err))
                 if isinstance(err, (OSError, smtplib.SMTPException)) and not isinstance(err, _THIS_MAIL_ONLY):
                     return None, False  # the server is away: the other rows wait for the next round
@@ -240,6 +245,15 @@ class Mailer(WorkerThread):
 # The server refused this mail (its sender, recipient or content), on a connection still good
 # for the next one; any other error means the server is unreachable or the connection broke.
 _THIS_MAIL_ONLY = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
+
+
+def _refused_for_good(err: BaseException) -> bool:
+    """The server refused this mail's recipients or content with a 5yz reply: permanent (RFC
+    5321 §4.2.1, the same request must not be repeated). A refused sender is the deployment's
+    own setting, refused for every mail alike: retried while the operator fixes it."""
+    if isinstance(err, smtplib.SMTPRecipientsRefused):
+        return all(500 <= code < 600 for code, _ in err.recipients.values())
+    return isinstance(err, smtplib.SMTPDataError) and 500 <= err.smtp_code < 600
 
 
 def _due(now: datetime):

@@ -149,3 +149,42 @@ def test_a_mail_that_cannot_even_be_built_is_an_attempt_and_blocks_no_other(smtp
             break
         time.sleep(0.05)
     assert row is not None and row.attempts >= 1 and row.last_error == "ValueError" and row.claimed_until is None
+
+
+class RefusingMailbox(CountingMailbox):
+    """Refuses gone@ for good (550) and busy@ for now (450), as a real server's RCPT does."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("gone@"):
+            return "550 5.1.1 mailbox unavailable"
+        if address.startswith("busy@"):
+            return "450 4.2.1 mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_recipient_refused_for_good_is_given_up_at_once_and_one_refused_for_now_is_kept(mailers, caplog):
+    """RFC 5321 §4.2.1: a 5yz reply is permanent and the client should not repeat the request;
+    it was retried for a day (some 20 attempts against a mailbox that does not exist). A 4yz
+    refusal stays an attempt, retried later."""
+    port = free_port()
+    box = RefusingMailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        mailer = mailers(port)
+        with caplog.at_level(logging.WARNING, logger="idp.mail"):
+            mailer.send("gone@example.test", "Gone", "to nobody")
+            mailer.send("busy@example.test", "Busy", "to a full mailbox")
+            mailer.send("here@example.test", "Here", "to someone")
+            assert len(box.wait_for("here@example.test")) == 1
+            deadline = time.time() + 5
+            while "mail to gone@example.test given up" not in caplog.text and time.time() < deadline:
+                time.sleep(0.05)
+        assert "mail to gone@example.test given up: refused for good (recipient refused (550))" in caplog.text
+        assert "to nobody" not in caplog.text
+        with mailers.engine.connect() as conn:
+            rows = conn.execute(select(OUTBOX.c.attempts, OUTBOX.c.last_error)).all()
+        assert len(rows) == 1 and rows[0].last_error == "recipient refused (450)" and rows[0].attempts >= 1
+    finally:
+        controller.stop()
