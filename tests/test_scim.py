@@ -540,6 +540,13 @@ def test_error_answers(live):
     scim_error(d.call("POST", "/Users", b"{" + b" " * (1024 * 1024 + 10) + b"}"), 413)
     huge = {"userName": d.email(), "title": "x" * (1024 * 1024)}
     scim_error(d.call("POST", "/Users", huge), 413)
+    # sent chunked (no Content-Length), the same body is the same 413, not a 400
+    chunked = (part for part in (b"{", b" " * (1024 * 1024 + 10), b"}"))
+    scim_error(requests.post(d.base + "/Users", data=chunked, headers=d.headers(), timeout=30), 413)
+    # RFC 7644 §3.11, §3.12: what this server does not implement is a 501, not an unknown path
+    for method, path in (("GET", "/Me"), ("PATCH", "/Me"), ("POST", "/Bulk")):
+        scim_error(d.call(method, path, {} if method != "GET" else None), 501)
+    scim_error(requests.get(d.base + "/Me", timeout=10), 401)  # the token rule comes first
     assert "Traceback" not in live.log.read_text()
 
 

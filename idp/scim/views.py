@@ -74,7 +74,10 @@ def base_url() -> str:
 def read_json() -> dict:
     """The request's JSON object (any JSON media type); invalidSyntax when it is not one."""
     data = request.get_data(cache=True)
-    if len(data) > MAX_BODY:
+    # A chunked body (no Content-Length) is cut at the app's MAX_CONTENT_LENGTH without an
+    # error: one that reached that limit is taken as over it.
+    cut_at = request.max_content_length if request.content_length is None else None
+    if len(data) > MAX_BODY or (cut_at is not None and len(data) >= cut_at):
         raise ScimError(413, "Request body too large")
     try:
         body = json.loads(data)
@@ -268,6 +271,15 @@ def _one(resources: list[dict], ident: str):
         if resource["id"] == ident:
             return scim_response(resource)
     raise ScimError(404, "Resource not found")
+
+
+@scim_route("/Me", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@scim_route("/Bulk", methods=["POST"])
+def not_implemented():
+    """RFC 7644 §3.11 (/Me) and §3.12: an operation the server does not support is a 501. A
+    SCIM token names an org, not a person, so there is no "me"; bulk is off in
+    ServiceProviderConfig."""
+    raise ScimError(501, "Not implemented by this service provider")
 
 
 @scim_route("/ResourceTypes", methods=["GET"])
