@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -17,14 +18,45 @@ _DUMMY_HASH = _hasher.hash("not-a-real-password-just-burning-time")
 MIN_LENGTH = 8
 
 
+def normal(password: str) -> str:
+    """The form a password is hashed and checked in (NIST SP 800-63B §5.1.1.2, NFKC): the
+    same "é" typed on two keyboards (one code point, or "e" and a combining accent) is
+    one password."""
+    return unicodedata.normalize("NFKC", password)
+
+
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _hasher.hash(normal(password))
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
-    """True when `password` matches; a missing hash still costs one verification."""
+    """True when `password` matches; a missing hash still costs the same verifications."""
+    return verify_and_rehash(stored_hash, password)[0]
+
+
+def verify_and_rehash(stored_hash: str | None, password: str) -> tuple[bool, str | None]:
+    """(whether `password` matches, the hash to store in place of `stored_hash` or None).
+
+    A hash made before passwords were normalized holds the password as it was typed: it
+    still matches that form, and is then replaced, as is one made with older parameters.
+    Checking that second form costs a second verify only for a password that normalization
+    changes, with or without an account (no enumeration by timing)."""
+    target = stored_hash or _DUMMY_HASH
+    form = normal(password)
+    if _matches(target, form):
+        matched, typed_form = True, False
+    elif form != password and _matches(target, password):
+        matched, typed_form = True, True
+    else:
+        return False, None
+    if stored_hash is None:
+        return False, None
+    return matched, hash_password(password) if typed_form or needs_rehash(stored_hash) else None
+
+
+def _matches(stored_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -46,6 +78,7 @@ def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
     "Too common" is zxcvbn's lowest score (under a thousand guesses: the common
     password lists it ships, keyboard walks, the email itself via `context`).
     """
+    password = normal(password)  # the form that is stored and checked
     if len(password) < MIN_LENGTH:
         return "too_short"
     if len(password) > MAX_LENGTH:

@@ -140,3 +140,34 @@ def test_password_step_rehashes_an_old_hash_on_the_account_it_read(live, browser
     with live.db():
         stored = db.session.get(User, user_id).password_hash
     assert stored != old_hash and not needs_rehash(stored) and verify_password(stored, "rehash-password-1")
+
+
+def test_a_password_is_one_password_however_its_accents_were_typed(live, browser):
+    """NIST SP 800-63B §5.1.1.2 (NFKC): "é" as one code point or as "e" and a combining
+    accent (keyboards and systems differ) is the same password. A hash made before, of the
+    password as typed, still signs in with that form and is replaced by the normal form's."""
+    from argon2 import PasswordHasher
+    from sqlalchemy import update
+
+    from idp.passwords import hash_password, verify_password
+    from idp.store import User, db
+
+    composed, decomposed = "Mot de passe d'\u00e9t\u00e9 1", "Mot de passe d'e\u0301te\u0301 1"
+    assert verify_password(hash_password(composed), decomposed)
+    assert verify_password(hash_password(decomposed), composed)
+    assert not verify_password(hash_password(composed), "Mot de passe d'ete 1")
+
+    user_id = live.create_user("accents@example.com", "placeholder-password-1")
+    typed_hash = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1).hash(decomposed)  # as typed
+    with live.db():
+        db.session.execute(update(User).where(User.id == user_id).values(password_hash=typed_hash))
+        db.session.commit()
+    client_id, _secret = live.create_client()
+    assert "code" in redirect_params(browser.sign_in(browser.get(authorize_url(live.issuer, client_id)),
+                                                     "accents@example.com", decomposed))
+    with live.db():
+        stored = db.session.get(User, user_id).password_hash
+    assert stored != typed_hash
+    other = type(browser)(live.issuer)  # another keyboard: the composed form signs in now too
+    assert "code" in redirect_params(other.sign_in(other.get(authorize_url(live.issuer, client_id)),
+                                                   "accents@example.com", composed))

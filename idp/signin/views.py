@@ -18,7 +18,7 @@ from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PA
 from ..emails import normalize
 from ..i18n import gettext as _
 from ..mfa import devices, has_second_factor, has_usable_passkey, passkeys, totp
-from ..passwords import hash_password, needs_rehash, verify_password
+from ..passwords import verify_and_rehash
 from .. import pending as pending_requests
 from ..pending import PendingRequest
 from ..pending import find as pending_request
@@ -148,8 +148,8 @@ def password():
     # is right, and a wrong one gets the answer an unknown address gets.
     if enforced_for(None, address):
         return sso_required(address)
-    # verify_password spends the same argon2 time whether or not the account exists.
-    ok = verify_password(user.password_hash if user else None, request.form.get("password", ""))
+    # The check spends the same argon2 time whether or not the account exists.
+    ok, rehashed = verify_and_rehash(user.password_hash if user else None, request.form.get("password", ""))
     if not ok or user is None or user.disabled:
         for scope, value in keys:
             limits.failure(scope, value)
@@ -158,8 +158,8 @@ def password():
                                error=_("Incorrect email or password.")), 401
     if decisions[0].on_record:  # nothing to forget otherwise (a statement and a commit saved)
         limits.success("password:account", address)
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(request.form["password"])
+    if rehashed:  # older parameters, or a hash of the password as typed before normalization
+        user.password_hash = rehashed
         db.session.commit()
     session.pop("signin_email", None)
     session.pop("remember", None)
