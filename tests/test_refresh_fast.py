@@ -68,10 +68,10 @@ class World:
 
         # Both plain-case answerers (in front of Flask, endpoints/machine.py, and in the
         # token view) go through `grant`: switched off here, Authlib's grant answers.
-        def recorded(form, authorization):
+        def recorded(form, authorization, proof=None):
             if not self.fast_on:
                 return None
-            found = inner(form, authorization)
+            found = inner(form, authorization, proof)
             self.fast_answers.append(found is not None)
             return found
 
@@ -113,16 +113,19 @@ class World:
             db.session.commit()
         return value, family
 
-    def send(self, form: dict, *, basic: tuple[str, str] | None = None, fast: bool = True):
+    def send(self, form: dict, *, basic: tuple[str, str] | None = None, fast: bool = True,
+             dpop: str | None = None):
         self.fast_on = fast
         headers = {}
         if basic:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        if dpop is not None:
+            headers["DPoP"] = dpop
         return self.http.post("/token", data=form, headers=headers)
 
-    def refresh(self, value: str, *, fast: bool = True, **extra):
+    def refresh(self, value: str, *, fast: bool = True, dpop: str | None = None, **extra):
         return self.send({"grant_type": "refresh_token", "refresh_token": value, **extra},
-                         basic=(self.web, self.web_secret), fast=fast)
+                         basic=(self.web, self.web_secret), fast=fast, dpop=dpop)
 
     def row(self, value: str):
         from idp.store import RefreshToken, db, digest
@@ -365,5 +368,214 @@ def test_a_token_rotated_between_its_read_and_its_rotation_is_not_used_twice(wor
     with world.app.app_context():
         tokens = db.session.scalars(select(RefreshToken.token_hash).where(RefreshToken.grant_id == family)).all()
     assert tokens == [digest(value)]  # no successor stored
+    revoked_at, live_tokens = world.family(family)
+    assert revoked_at is not None and not live_tokens
+
+
+# --- DPoP (RFC 9449) ------------------------------------------------------------------------
+# A proof's jti is spent by the general path before any grant runs; the plain path spends it
+# only with the rotation, so that whatever it declines, the general path checks the proof
+# afresh (and never finds it spent by the plain path).
+
+def _holder(world):
+    """A client's DPoP key, with the server's current nonce (the token endpoint requires one)."""
+    from idp.oauth import dpop
+    from tests.test_dpop import Holder
+
+    holder = Holder()
+    with world.app.app_context():
+        holder.nonce = dpop.current_nonce()
+    return holder
+
+
+def _proof(world, holder, **claims) -> str:
+    return holder.proof("POST", world.app.extensions["idp.settings"].issuer.rstrip("/") + "/token", **claims)
+
+
+def _spent(world, holder, proof: str) -> bool:
+    """Whether the proof's jti marker is stored (the proof was spent)."""
+    from idp import single_use
+    from idp.store import RevokedToken, db
+
+    marker = single_use.marker_id("dpop", f"{holder.jkt}:{_claims(proof)['jti']}")
+    with world.app.app_context():
+        return db.session.get(RevokedToken, marker) is not None
+
+
+def _public_refresh(world, value: str, *, fast: bool = True, dpop: str | None = None):
+    return world.send({"grant_type": "refresh_token", "refresh_token": value, "client_id": world.public},
+                      fast=fast, dpop=dpop)
+
+
+def _bind(world, family: str, jkt: str) -> None:
+    from idp.store import Grant
+
+    _set(world, Grant, Grant.id == family, dpop_jkt=jkt)
+
+
+def _family_jkt(world, family: str) -> str | None:
+    from idp.store import Grant, db
+
+    with world.app.app_context():
+        return db.session.scalar(select(Grant.dpop_jkt).where(Grant.id == family))
+
+
+def test_a_dpop_refresh_is_answered_on_the_plain_path_as_on_the_general_one(world):
+    holder = _holder(world)
+    fast_value, fast_family = world.refresh_token(world.web)
+    slow_value, _ = world.refresh_token(world.web)
+    fast_proof, slow_proof = _proof(world, holder), _proof(world, holder)
+    fast = world.refresh(fast_value, dpop=fast_proof)
+    slow = world.refresh(slow_value, fast=False, dpop=slow_proof)
+    assert world.fast_answers == [True]
+    assert fast.status_code == slow.status_code == 200, (fast.get_data(as_text=True), slow.get_data(as_text=True))
+    assert list(fast.json) == list(slow.json)
+    assert fast.json["token_type"] == slow.json["token_type"] == "DPoP"
+    for name in ("Content-Type", "Cache-Control", "Pragma", "DPoP-Nonce"):
+        assert fast.headers[name] == slow.headers[name], name
+    for kind in ("access_token", "id_token"):
+        a, b = _claims(fast.json[kind]), _claims(slow.json[kind])
+        assert a.keys() == b.keys(), kind
+        same = {k for k in a if k not in VARIABLE_CLAIMS | {"gid", "sid"}}
+        assert {k: a[k] for k in same} == {k: b[k] for k in same}, kind
+    assert _claims(fast.json["access_token"])["cnf"] == {"jkt": holder.jkt}
+    assert _spent(world, holder, fast_proof) and _spent(world, holder, slow_proof)
+    assert world.row(fast_value).rotated_at is not None
+    assert _family_jkt(world, fast_family) is None  # a confidential client's family is not bound
+    # the new token, with a new proof (fast again), and without one: a Bearer token
+    again = world.refresh(fast.json["refresh_token"], dpop=_proof(world, holder))
+    assert again.status_code == 200 and again.json["token_type"] == "DPoP" and world.fast_answers == [True, True]
+    bearer = world.refresh(again.json["refresh_token"])
+    assert bearer.status_code == 200 and bearer.json["token_type"] == "Bearer"
+    assert "cnf" not in _claims(bearer.json["access_token"]) and world.fast_answers == [True, True, True]
+    assert world.introspect(again.json["access_token"])
+
+
+def test_a_replayed_proof_is_refused_alike_and_spends_nothing(world):
+    holder = _holder(world)
+    first, _ = world.refresh_token(world.web)
+    proof = _proof(world, holder)
+    assert world.refresh(first, dpop=proof).status_code == 200 and world.fast_answers == [True]
+    answers = []
+    for fast in (True, False):
+        value, family = world.refresh_token(world.web)
+        resp = world.refresh(value, fast=fast, dpop=proof)
+        answers.append((resp.status_code, resp.json.get("error"), resp.json.get("error_description")))
+        assert world.row(value).rotated_at is None and world.family(family) == (None, True)
+    assert answers[0] == answers[1] == (400, "invalid_dpop_proof", "this DPoP proof was already used")
+    assert True not in world.fast_answers[1:]
+
+
+def test_a_bound_family_takes_a_proof_of_its_key_only(world):
+    holder, thief = _holder(world), _holder(world)
+    answers = []
+    for fast in (True, False):
+        value, family = world.refresh_token(world.public)
+        _bind(world, family, holder.jkt)
+        before = len(world.fast_answers)
+        for proof in (_proof(world, thief), None):  # another key, or none
+            resp = _public_refresh(world, value, fast=fast, dpop=proof)
+            answers.append((fast, resp.status_code, resp.json.get("error"), resp.json.get("error_description")))
+        assert True not in world.fast_answers[before:]
+        assert world.row(value).rotated_at is None and world.family(family) == (None, True)
+    assert [a[1:] for a in answers[:2]] == [a[1:] for a in answers[2:]]
+    assert {a[2] for a in answers} == {"invalid_grant"}
+    resp = _public_refresh(world, value, dpop=_proof(world, holder))
+    assert resp.status_code == 200 and resp.json["token_type"] == "DPoP"
+    assert _claims(resp.json["access_token"])["cnf"] == {"jkt": holder.jkt}
+    assert world.fast_answers[-1] is True
+    resp = _public_refresh(world, resp.json["refresh_token"], dpop=_proof(world, thief))
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
+
+
+def test_a_public_clients_family_is_bound_by_its_first_proof(world):
+    """RFC 9449 §5: the first proof binds a public client's family (on the general path, once
+    a family: `dpop.bind_refresh_family`); from then on the plain path answers its key only."""
+    holder, thief = _holder(world), _holder(world)
+    value, family = world.refresh_token(world.public)
+    first = _public_refresh(world, value, dpop=_proof(world, holder))
+    assert first.status_code == 200 and first.json["token_type"] == "DPoP"
+    assert True not in world.fast_answers
+    assert _family_jkt(world, family) == holder.jkt
+    second = _public_refresh(world, first.json["refresh_token"], dpop=_proof(world, holder))
+    assert second.status_code == 200 and world.fast_answers[-1] is True
+    assert _claims(second.json["access_token"])["cnf"] == {"jkt": holder.jkt}
+    for proof in (_proof(world, thief), None):
+        resp = _public_refresh(world, second.json["refresh_token"], dpop=proof)
+        assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
+
+
+def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
+    holder = _holder(world)
+    issuer = world.app.extensions["idp.settings"].issuer.rstrip("/")
+    cases = {
+        "wrong htu": lambda: holder.proof("POST", f"{issuer}/userinfo"),
+        "wrong htm": lambda: holder.proof("GET", f"{issuer}/token"),
+        "no nonce": lambda: _proof(world, holder, nonce=None),
+        "made-up nonce": lambda: _proof(world, holder, nonce="made-up"),
+        "old iat": lambda: _proof(world, holder, iat=int(time.time()) - 600),
+        "two proofs": lambda: _proof(world, holder) + ", " + _proof(world, holder),
+        "not a JWS": lambda: "not-a-proof",
+    }
+    for name, make in cases.items():
+        answers = []
+        for fast in (True, False):
+            value, family = world.refresh_token(world.web)
+            before = len(world.fast_answers)
+            proof = make()
+            resp = world.refresh(value, fast=fast, dpop=proof)
+            answers.append((resp.status_code, resp.json.get("error"), resp.json.get("error_description"),
+                            resp.headers.get("DPoP-Nonce") is not None))
+            assert True not in world.fast_answers[before:], name
+            assert world.row(value).rotated_at is None, name
+            if name not in ("two proofs", "not a JWS"):
+                assert not _spent(world, holder, proof), name
+        assert answers[0] == answers[1], name
+        assert answers[0][0] == 400 and answers[0][1] in ("invalid_dpop_proof", "use_dpop_nonce"), (name, answers)
+
+
+def test_a_client_that_requires_dpop_is_answered_on_the_plain_path_with_a_proof(world):
+    from idp.store import Client
+
+    _set(world, Client, Client.client_id == world.web, require_dpop=True)
+    try:
+        value, _ = world.refresh_token(world.web)
+        refused = world.refresh(value)
+        assert refused.status_code == 400 and refused.json["error"] == "invalid_dpop_proof"
+        assert world.row(value).rotated_at is None
+        resp = world.refresh(value, dpop=_proof(world, _holder(world)))
+        assert resp.status_code == 200 and resp.json["token_type"] == "DPoP"
+        assert world.fast_answers[-1] is True
+    finally:
+        _set(world, Client, Client.client_id == world.web, require_dpop=False)
+
+
+def test_a_token_rotated_first_leaves_the_proof_to_the_general_path(world, monkeypatch):
+    """A token another request rotated after this one read it as live, with a proof: the
+    plain path declines with the proof unspent (it is claimed only with the rotation), so the
+    general path checks it, once, and answers as for any spent token: invalid_grant (not a
+    replayed proof), the family revoked, no successor stored."""
+    from idp.oauth import fast_refresh
+    from idp.store import RefreshToken, db, digest, utcnow
+
+    holder = _holder(world)
+    value, family = world.refresh_token(world.web)
+    read = fast_refresh.read_refresh_token
+
+    def read_then_lose_the_race(connection, presented):
+        found = read(connection, presented)
+        _set(world, RefreshToken, RefreshToken.token_hash == digest(presented), rotated_at=utcnow())
+        return found
+
+    monkeypatch.setattr(fast_refresh, "read_refresh_token", read_then_lose_the_race)
+    proof = _proof(world, holder)
+    resp = world.refresh(value, dpop=proof)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.json["error"] == "invalid_grant"
+    assert world.fast_answers == [False, False]  # in front of Flask and in the token view
+    assert _spent(world, holder, proof)  # by the general path
+    with world.app.app_context():
+        tokens = db.session.scalars(select(RefreshToken.token_hash).where(RefreshToken.grant_id == family)).all()
+    assert tokens == [digest(value)]
     revoked_at, live_tokens = world.family(family)
     assert revoked_at is not None and not live_tokens

@@ -1,13 +1,14 @@
 """The requests machines send most, answered in front of Flask.
 
 Discovery, the JWKS, a plain client_credentials grant (DPoP-bound or not), a plain
-refresh_token grant and a plain code exchange are what relying parties, resource servers and services ask every few
-seconds, and for them Flask's per-request machinery (request and response objects, nine
-hooks, the session interface, context locals) cost more CPU than the answer itself: 190-250 µs
-of the 190-530 µs each took (profiled in the closing note of issue 14). This WSGI layer
-answers exactly those when the request is the plain case, with the headers, request id,
-request line and metrics Flask's path gives them; everything else, and anything that raises
-before a write, goes on to Flask untouched, which gives every error its one answer.
+refresh_token grant (DPoP-bound or not) and a plain code exchange are what relying parties,
+resource servers and services ask every few seconds, and for them Flask's per-request
+machinery (request and response objects, nine hooks, the session interface, context locals)
+cost more CPU than the answer itself: 190-250 µs of the 190-530 µs each took (profiled in
+the closing note of issue 14). This WSGI layer answers exactly those when the request is
+the plain case, with the headers, request id, request line and metrics Flask's path gives
+them; everything else, and anything that raises before a write, goes on to Flask
+untouched, which gives every error its one answer.
 
 A refresh grant and a code exchange are the exception to "anything that raises goes to
 Flask": once their write may be committed, the presented token or code is spent, and Flask's
@@ -123,8 +124,7 @@ class MachineEndpoints:
         if found is None:
             return None
         client, scope = found
-        issuer = self.flask_app.extensions["idp.settings"].issuer
-        bound, jkt = fast_token.dpop_binding(client, environ.get("HTTP_DPOP"), issuer.rstrip("/") + "/token")
+        bound, jkt = fast_token.dpop_binding(client, environ.get("HTTP_DPOP"), dpop.token_endpoint_url())
         if not bound:
             return None
         # From here on a proof's jti is spent: should signing raise, Flask's path answers
@@ -140,9 +140,9 @@ class MachineEndpoints:
         """A refresh grant (`grant` is fast_refresh) or a code exchange (fast_code): what
         they present is spent once they have answered."""
         fields = dict(form)
-        if len(fields) != len(form) or "HTTP_DPOP" in environ:
-            return None  # a repeated parameter, a DPoP proof: Flask's path
-        found = grant.grant(fields, environ.get("HTTP_AUTHORIZATION"))
+        if len(fields) != len(form):
+            return None  # a repeated parameter: Flask's path
+        found = grant.grant(fields, environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_DPOP"))
         if found is None:
             return None
         client, token = found

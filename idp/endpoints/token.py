@@ -61,9 +61,9 @@ def _plain_rotating_grant() -> Response | None:
         return None
     form = request.form
     grant = ROTATING.get(form.get("grant_type"))
-    if grant is None or "HTTP_DPOP" in request.environ or any(len(form.getlist(name)) > 1 for name in form):
+    if grant is None or any(len(form.getlist(name)) > 1 for name in form):
         return None
-    found = grant.grant(form.to_dict(), request.headers.get("Authorization"))
+    found = grant.grant(form.to_dict(), request.headers.get("Authorization"), request.environ.get("HTTP_DPOP"))
     if found is None:
         return None
     # Flask's JSON (sorted keys), as Authlib's answers use

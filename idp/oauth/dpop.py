@@ -84,6 +84,19 @@ class Proof:
     jkt: str
 
 
+MARKER_KIND = "dpop"  # the single_use kind of a proof's jti
+
+
+@dataclass(frozen=True, slots=True)
+class Unspent:
+    """A proof that passed every check but its single use: its thumbprint, and the marker
+    (`single_use`, kind MARKER_KIND) whose claim spends it, kept until `expires`."""
+
+    jkt: str
+    marker: str
+    expires: datetime
+
+
 def same(a: str, b: str) -> bool:
     """Constant-time equality of two strings, whatever characters a client sent."""
     return hmac.compare_digest(a.encode(), b.encode())
@@ -243,6 +256,11 @@ def _same_url(presented: str, expected: str) -> bool:
         return False
 
 
+def token_endpoint_url() -> str:
+    """The token endpoint's URL as the issuer names it, where no Flask request is at hand."""
+    return current_app.extensions["idp.settings"].issuer.rstrip("/") + "/token"
+
+
 def endpoint_url() -> str:
     """This endpoint's URL as the issuer names it: right behind proxies, whatever Host says."""
     return current_app.extensions["idp.settings"].issuer.rstrip("/") + http_request.path
@@ -270,6 +288,29 @@ def verify_proof(value: str, *, method: str, url: str, nonce: str = "optional",
     The `jti` is claimed last, so a proof refused for any other reason can be fixed
     and retried.
     """
+    checked = check_proof(value, method=method, url=url, nonce=nonce, access_token=access_token)
+    if not spend(checked):
+        raise InvalidDPoPProofError("this DPoP proof was already used")
+    return Proof(jkt=checked.jkt)
+
+
+def spend(proof: Unspent, connection=None) -> bool:
+    """Claim the proof's `jti`: at once, or in the transaction of `connection` (a
+    store.driver.DriverConnection), spent only if it commits. False: it was spent before."""
+    if connection is None:
+        return single_use.claim_at_once(MARKER_KIND, proof.marker, proof.expires)
+    return single_use.claim_in(connection, MARKER_KIND, proof.marker, proof.expires)
+
+
+def marker_id(proof: Unspent) -> str:
+    """The key of the marker row that `spend` writes (for a statement that writes it itself)."""
+    return single_use.marker_id(MARKER_KIND, proof.marker)
+
+
+def check_proof(value: str, *, method: str, url: str, nonce: str = "optional",
+                access_token: str | None = None) -> Unspent:
+    """`verify_proof`'s every check but the single use of its `jti`, which is left to the
+    caller: the proof's thumbprint and its marker, unclaimed."""
     if len(value) > MAX_PROOF_LENGTH:
         raise InvalidDPoPProofError("the DPoP proof is too long")
     try:
@@ -309,9 +350,7 @@ def verify_proof(value: str, *, method: str, url: str, nonce: str = "optional",
             raise UseDPoPNonceError("send the proof again with the nonce in the DPoP-Nonce header")
     # A proof outlives its use by at most the iat window: the marker is kept that long.
     expires = datetime.fromtimestamp(iat + IAT_WINDOW + 1, UTC).replace(tzinfo=None)
-    if not single_use.claim_at_once("dpop", f"{jkt}:{jti}", expires):
-        raise InvalidDPoPProofError("this DPoP proof was already used")
-    return Proof(jkt=jkt)
+    return Unspent(jkt, f"{jkt}:{jti}", expires)
 
 
 # --- the token endpoint ---------------------------------------------------------------
@@ -330,6 +369,18 @@ def token_endpoint_response(server):
         response = server.create_token_response(oauth_request)
     response.headers["DPoP-Nonce"] = current_nonce()
     return response
+
+
+def unspent_token_proof(value: str, url: str) -> Unspent | None:
+    """A token request's `DPoP` header (`value`), checked as `token_endpoint_response`
+    checks it but with its `jti` unspent; None when it is refused (a token endpoint's plain
+    path then leaves the request to that function, which gives the error)."""
+    if "," in value:  # two proofs: presented_proof's refusal
+        return None
+    try:
+        return check_proof(value.strip(), method="POST", url=url, nonce="required")
+    except OAuth2Error:
+        return None
 
 
 def proof_of(oauth_request) -> Proof | None:
@@ -356,18 +407,29 @@ class DPoPCodeBinding:
             raise InvalidGrantError("the code is bound to another DPoP key (dpop_jkt)")
 
 
+def refresh_key_fits(family, jkt: str | None) -> bool:
+    """A bound refresh-token family is used only with a proof of its key (RFC 9449 §5);
+    `jkt`: the thumbprint of the request's proof, None without one."""
+    return not family.dpop_jkt or (jkt is not None and same(jkt, family.dpop_jkt))
+
+
 def check_refresh_binding(family, oauth_request) -> None:
-    """A bound refresh-token family is used only with a proof of its key (RFC 9449 §5)."""
     proof = proof_of(oauth_request)
-    if family.dpop_jkt and (proof is None or not same(proof.jkt, family.dpop_jkt)):
+    if not refresh_key_fits(family, proof.jkt if proof else None):
         raise InvalidGrantError("the refresh token is bound to another DPoP key")
 
 
+def binds_refresh_family(family, client, jkt: str | None) -> bool:
+    """Whether a refresh grant with a proof of key `jkt` (None: without a proof) binds the
+    family to it: public clients' refresh tokens are bound to the proof's key; confidential
+    clients' are not, as they authenticate anyway (RFC 9449 §5)."""
+    return jkt is not None and client.is_public and family.dpop_jkt is None
+
+
 def bind_refresh_family(family, client, oauth_request) -> None:
-    """Public clients' refresh tokens are bound to the proof's key; confidential clients'
-    are not, as they authenticate anyway (RFC 9449 §5). The caller commits."""
+    """`binds_refresh_family`, done. The caller commits."""
     proof = proof_of(oauth_request)
-    if proof is not None and client.is_public and family.dpop_jkt is None:
+    if binds_refresh_family(family, client, proof.jkt if proof else None):
         from ..store import Grant, db
 
         # A statement: `family` is the request's plain copy of the row (grants.Family).

@@ -46,13 +46,13 @@ GRANT_TYPE = "authorization_code"
 PARAMETERS = frozenset(("grant_type", "code", "redirect_uri", "code_verifier"))
 
 
-def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | None:
+def grant(form: dict, authorization: str | None, proof: str | None = None) -> tuple[ClientRecord, dict] | None:
     """(the client, the token response) of a plain code exchange without a DPoP proof (its
-    form, each parameter once, and its Authorization header), the code spent and the refresh
-    token stored, committed; None, with nothing written, when the general path must answer.
-    Raises `Committed` for a fault from the commit on."""
+    form, each parameter once, its Authorization header, and `proof` its DPoP header), the
+    code spent and the refresh token stored, committed; None, with nothing written, when
+    the general path must answer. Raises `Committed` for a fault from the commit on."""
     client = plain_grant_client(form, authorization, GRANT_TYPE, PARAMETERS)
-    if client is None:
+    if client is None or proof is not None:
         return None
     value = form.get("code")
     if not value:

@@ -12,8 +12,20 @@ the grant, and presents a live refresh token of its own, optionally asking for a
 scope. Everything else returns None before anything is written, and Authlib's grant answers
 with the RFC 6749 §5.2 error: there is one home for every error. That includes a spent token
 presented again (and a token a concurrent request rotated first): the general path finds it
-spent and revokes its family, exactly once. A DPoP proof, a `resource`, a DPoP-bound family
-or a client that requires DPoP go to the general path too.
+spent and revokes its family, exactly once. A `resource`, or a client that requires DPoP
+and sends no proof, go to the general path too.
+
+A DPoP proof (RFC 9449) is answered here too, with `dpop`'s rules (`unspent_token_proof`,
+`refresh_key_fits`, `binds_refresh_family`): it is checked after every other check, and
+its `jti`, which the general path spends before any grant runs, is spent here only with
+the rotation, in the same commit (`dpop.spend` in the transaction on SQLite, the marker
+in `rotate_and_store`'s one statement on PostgreSQL). So declining stays possible to the
+very end: a bad proof, a proof of another key than the family's, a proof replayed (its
+marker found there) or a token a concurrent request rotated first all leave nothing
+written and the proof unspent, and the general path checks the proof again and gives the
+answer, spending it as it always did; nothing spends a proof twice, and no error has a
+second home here. A public client's family that a proof would bind (`bind_refresh_family`,
+once a family) goes to the general path too.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from ..store import db
 from ..store.clients import ClientRecord
 from ..store.driver import DriverConnection
 from ..store.own_connection import OwnConnection
-from . import resources
+from . import dpop, resources
 from .grants import (
     LIVE,
     add_id_token,
@@ -57,12 +69,13 @@ class Committed(Exception):
         self.client_id = client_id
 
 
-def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | None:
-    """(the client, the token response) of a plain refresh request without a DPoP proof (its
-    form, each parameter once, and its Authorization header), the presented token rotated
-    and committed; None, with nothing written, when the general path must answer. Raises
-    `Committed` for a fault from the commit on; before it, whatever raised left nothing written."""
-    client = plain_grant_client(form, authorization, GRANT_TYPE, PARAMETERS)
+def grant(form: dict, authorization: str | None, proof: str | None = None) -> tuple[ClientRecord, dict] | None:
+    """(the client, the token response) of a plain refresh request (its form, each
+    parameter once, its Authorization header and its DPoP header `proof`), the presented
+    token rotated, the proof spent, committed; None, with nothing written and the proof
+    unspent, when the general path must answer. Raises `Committed` for a fault from the
+    commit on; before it, whatever raised left nothing written."""
+    client = plain_grant_client(form, authorization, GRANT_TYPE, PARAMETERS, with_proof=proof is not None)
     if client is None:
         return None
     value = form.get("refresh_token")
@@ -72,13 +85,13 @@ def grant(form: dict, authorization: str | None) -> tuple[ClientRecord, dict] | 
     # session's bookkeeping, SQLAlchemy's execution machinery and the pool's checkout and
     # checkin cost more CPU than the statements.
     with DriverConnection(OWN) as connection:
-        body = _rotate(connection, client, value, form.get("scope"))
+        body = _rotate(connection, client, value, form.get("scope"), proof)
     return (client, body) if body is not None else None
 
 
-def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
-    """The new tokens, with the presented one rotated and the new refresh token stored
-    (committed); None, with nothing written, when the general path must answer."""
+def _rotate(connection, client, value: str, scope: str | None, proof: str | None) -> dict | None:
+    """The new tokens, with the presented one rotated, the new refresh token stored and the
+    proof spent (committed); None, with nothing written, when the general path must answer."""
     token, family, person = read_refresh_token(connection, value)
     if refresh_token_state(token, family) != LIVE or not token.check_client(client):
         return None  # a spent token is revoked with its family by the general path
@@ -88,8 +101,6 @@ def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
             return None
     else:
         scope = token.get_scope()
-    if family.dpop_jkt:
-        return None
     person = family_person(family, person)
     if person is None:
         return None
@@ -97,16 +108,26 @@ def _rotate(connection, client, value: str, scope: str | None) -> dict | None:
         audience = resources.token_audience(client, None, family.resource, from_grant=True)
     except OAuth2Error:
         return None
-    body = token_body(client, person, scope, family, audience=audience, jkt=None, include_refresh_token=True)
+    unspent, jkt = None, None
+    if proof is not None:  # checked last; its jti is spent only with the rotation, below
+        unspent = dpop.unspent_token_proof(proof, dpop.token_endpoint_url())
+        if unspent is None:
+            return None  # refused by dpop.token_endpoint_response
+        jkt = unspent.jkt
+    if not dpop.refresh_key_fits(family, jkt) or dpop.binds_refresh_family(family, client, jkt):
+        return None  # another key or none, refused; or a public client's family to bind, once
+    body = token_body(client, person, scope, family, audience=audience, jkt=jkt, include_refresh_token=True)
     add_id_token(body, client, person, family)
     if connection.autocommits_alone:  # PostgreSQL: one statement, its own transaction
         try:
-            rotated = rotate_and_store(connection, token, body["refresh_token"], family, client.client_id)
+            rotated = rotate_and_store(connection, token, body["refresh_token"], family, client.client_id, unspent)
         except Exception as exc:  # committed or not, nobody can tell: never the general path
             raise Committed(client.client_id) from exc
-        return body if rotated else None  # not rotated: a concurrent request spent it first
+        return body if rotated else None  # not rotated: a concurrent request spent it first, or the proof was
     if not rotate_refresh_token(connection, token):
         return None  # a concurrent request spent it first (rolled back on close): the general path finds it spent
+    if unspent is not None and not dpop.spend(unspent, connection):
+        return None  # a replayed proof (rolled back on close): the general path refuses it
     store_refresh_token(body["refresh_token"], family, client.client_id, connection)
     try:
         connection.commit()

@@ -5,9 +5,9 @@ request, and Authlib's path for it (request wrapping, trying each grant and each
 authentication method in turn) cost more CPU than the work itself. This module answers
 only the plain case, with the same checks in the same order as that path: the client
 authenticates with its registered method and secret, may use the grant, and asks only for
-scopes registered for it; a DPoP proof, when sent, is checked by `dpop.verify_proof` last,
-after every check without a side effect (its `jti` is spent only when the proof is good,
-so nothing can fail after it). Everything else (another authentication method, a wrong
+scopes registered for it; a DPoP proof, when sent, is checked (`dpop.unspent_token_proof`)
+and spent (`dpop.spend`) last, after every check without a side effect (its `jti` is spent
+only when the proof is good, so nothing can fail after it). Everything else (another authentication method, a wrong
 secret, a bad proof, a `resource`, a repeated parameter, a client that may not) returns
 None and goes to Authlib's grant, which gives the answers RFC 6749 §5.2 and RFC 9449 name:
 there is one home for every error.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Request, Response
 
@@ -55,12 +54,10 @@ def dpop_binding(client: ClientRecord, proof: str | None, url: str) -> tuple[boo
     spent, and nothing may fail after it."""
     if proof is None:
         return not client.require_dpop, None
-    if "," in proof:  # two proofs: presented_proof's refusal, on the general path
+    checked = dpop.unspent_token_proof(proof, url)
+    if checked is None or not dpop.spend(checked):  # spent before: the general path refuses it as replayed
         return False, None
-    try:
-        return True, dpop.verify_proof(proof.strip(), method="POST", url=url, nonce="required").jkt
-    except OAuth2Error:
-        return False, None
+    return True, checked.jkt
 
 
 def plain_request(form: Iterable[tuple[str, str]], authorization: str | None) -> tuple[ClientRecord, str] | None:
@@ -91,13 +88,13 @@ def plain_request(form: Iterable[tuple[str, str]], authorization: str | None) ->
 
 
 def plain_grant_client(form: dict, authorization: str | None, grant_type: str,
-                       parameters: frozenset) -> ClientRecord | None:
-    """`plain_client` for a form of `grant_type` whose client may use that grant without a
-    DPoP proof (the plain refresh grant and code exchange); else None."""
+                       parameters: frozenset, *, with_proof: bool = False) -> ClientRecord | None:
+    """`plain_client` for a form of `grant_type` whose client may use that grant, without a
+    DPoP proof unless `with_proof` (the plain refresh grant and code exchange); else None."""
     if form.get("grant_type") != grant_type:
         return None
     client = plain_client(form, authorization, parameters)
-    if client is None or client.require_dpop or not client.check_grant_type(grant_type):
+    if client is None or (client.require_dpop and not with_proof) or not client.check_grant_type(grant_type):
         return None
     return client
 

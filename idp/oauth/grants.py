@@ -23,7 +23,19 @@ from flask import current_app
 from sqlalchemy import DateTime, String, Text, bindparam, false, insert, select, update
 
 from .. import sessions
-from ..store import AuthorizationCode, CodeMethods, Grant, RefreshToken, User, db, digest, new_id, new_secret, utcnow
+from ..store import (
+    AuthorizationCode,
+    CodeMethods,
+    Grant,
+    RefreshToken,
+    RevokedToken,
+    User,
+    db,
+    digest,
+    new_id,
+    new_secret,
+    utcnow,
+)
 from . import dpop, resources, tokens
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -99,6 +111,14 @@ _ROTATE_AND_STORE = insert(_REFRESH).from_select(
            bindparam("n_scope", type_=Text()), bindparam("n_created", type_=DateTime()),
            bindparam("n_expires", type_=DateTime()), false()).select_from(_CLAIMED),
 )
+# ... and with a DPoP proof, its jti marker (single_use) written only by the request whose
+# UPDATE claimed the token: a replayed proof fails the whole statement on the marker's key,
+# and a token rotated first leaves the proof unspent.
+_MARKED = insert(RevokedToken.__table__).from_select(
+    ["jti", "expires_at"],
+    select(bindparam("m_jti", type_=String()), bindparam("m_expires", type_=DateTime())).select_from(_CLAIMED),
+).cte("marked")
+_ROTATE_STORE_AND_MARK = _ROTATE_AND_STORE.add_cte(_MARKED)
 
 
 def family_of(oauth_request, grant_id: str) -> Family | None:
@@ -111,16 +131,25 @@ def family_of(oauth_request, grant_id: str) -> Family | None:
     return family
 
 
-def rotate_and_store(connection, token: RefreshRecord, value: str, family: Family, client_id: str) -> bool:
-    """PostgreSQL only: `rotate_refresh_token` and `store_refresh_token` (of `value`) in one
-    statement, committed by itself on an autocommit connection; False, with nothing
-    written, when a concurrent request rotated the token first."""
+def rotate_and_store(connection, token: RefreshRecord, value: str, family: Family, client_id: str,
+                     proof: dpop.Unspent | None = None) -> bool:
+    """PostgreSQL only: `rotate_refresh_token` and `store_refresh_token` (of `value`), and
+    `dpop.spend` of `proof` when given, in one statement, committed by itself on an
+    autocommit connection; False, with nothing written, when a concurrent request rotated
+    the token first or the proof was spent before."""
     settings = current_app.extensions["idp.settings"]
     now = utcnow()
-    return connection.execute(_ROTATE_AND_STORE, alone=True, values={
+    values = {
         "b_hash": token.token_hash, "b_now": now, "n_hash": digest(value), "n_client": client_id,
         "n_scope": family.scope, "n_created": now, "n_expires": now + timedelta(seconds=settings.refresh_token_ttl),
-    }).rowcount == 1
+    }
+    if proof is None:
+        return connection.execute(_ROTATE_AND_STORE, alone=True, values=values).rowcount == 1
+    values |= {"m_jti": dpop.marker_id(proof), "m_expires": proof.expires}
+    try:
+        return connection.execute(_ROTATE_STORE_AND_MARK, alone=True, values=values).rowcount == 1
+    except db.engine.dialect.loaded_dbapi.IntegrityError:  # the marker was there: the statement failed whole
+        return False
 
 
 def store_refresh_token(value: str, family: Family, client_id: str, connection=None) -> None:
