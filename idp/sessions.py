@@ -95,6 +95,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         # Another person: the old session ends (no fixation), and the products holding it
         # are told (back-channel logout) once the sign-in is committed (`apply_cookie`).
         previous.ended_at = utcnow()
+        _end_online_grants([previous.id], previous.ended_at)  # as any ended session's
         g.replaced_session = (previous.user_id, previous.id)
     secret = new_secret()
     now = utcnow()

@@ -68,6 +68,33 @@ def test_a_revoked_session_takes_its_online_refresh_tokens_with_it(live):
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
 
 
+def test_a_session_ended_by_another_persons_sign_in_takes_its_online_refresh_tokens_with_it(live):
+    """As finding 39 for a revoked session: a shared computer, where the next person signs in
+    (prompt=login) and so ends the first one's session; the first one's app kept a refresh
+    token without offline_access, which lived on (Back-Channel Logout 1.0 section 2.7)."""
+    from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token
+
+    first, second = "shared-first@example.com", "shared-second@example.com"
+    live.create_user(first, "first-password-1")
+    live.create_user(second, "second-password-2")
+    client_id, secret = live.create_client()
+    shared = Browser(live.issuer)
+    tokens = []
+    for who, password, extra in ((first, "first-password-1", {}), (second, "second-password-2", {"prompt": "login"})):
+        verifier, challenge = pkce()
+        page = shared.get(authorize_url(live.issuer, client_id, code_challenge=challenge,
+                                        code_challenge_method="S256", scope="openid profile", **extra))
+        code = redirect_params(shared.sign_in(page, who, password))["code"]
+        tokens.append(token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                          "code_verifier": verifier}, auth=(client_id, secret)).json())
+    again = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": tokens[0]["refresh_token"]},
+                  auth=(client_id, secret))
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+    mine = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": tokens[1]["refresh_token"]},
+                 auth=(client_id, secret))
+    assert mine.status_code == 200, mine.text  # the session that signed in keeps its own
+
+
 def test_a_cookie_copied_before_a_password_change_is_refused_after(live):
     """Medium: typing the current password is an authentication, yet the session secret a thief
     copied before it went on working after the owner changed the password (OWASP ASVS 4.0 3.2.1)."""
