@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
@@ -71,6 +72,13 @@ class UpstreamError(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason = reason
+
+
+class SignatureRefused(UpstreamError):
+    """The ID token's signature is not verified by the keys at hand (perhaps a new key)."""
+
+    def __init__(self, detail: str):
+        super().__init__("invalid", detail)
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,52 @@ def fetch_jwks(uri: str, http: Outbound) -> KeySet:
         raise UpstreamError("unavailable", f"JWKS at {uri} is unusable: {err}") from None
 
 
+class JwksCache:
+    """Providers' key sets, kept by each process for TTL seconds: a sign-in no longer waits
+    for (and depends on) one more request to the provider. Public keys only, so a cache per
+    process is safe; a key the provider adds (rotation) is fetched when a token's signature
+    fails with the kept set, and a key it withdraws is trusted here for at most TTL."""
+
+    TTL = 300.0
+    MAX_ENTRIES = 256  # providers (social, and one per org's enterprise OpenID): a bound all the same
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sets: dict[str, tuple[float, KeySet]] = {}
+
+    def get(self, uri: str, http: Outbound) -> tuple[KeySet, bool]:
+        """(the key set at `uri`, whether it was fetched just now)."""
+        with self._lock:
+            kept = self._sets.get(uri)
+        if kept is not None and time.monotonic() - kept[0] < self.TTL:
+            return kept[1], False
+        return self.refresh(uri, http), True
+
+    def refresh(self, uri: str, http: Outbound) -> KeySet:
+        keys = fetch_jwks(uri, http)
+        with self._lock:
+            if len(self._sets) >= self.MAX_ENTRIES and uri not in self._sets:
+                self._sets.pop(next(iter(self._sets)))  # the oldest entry
+            self._sets[uri] = (time.monotonic(), keys)
+        return keys
+
+
+JWKS = JwksCache()
+
+
+def verified_claims(provider: Provider, id_token: str, nonce: str, http: Outbound) -> dict:
+    """`validate_id_token` with the provider's kept keys, fetched again once when they do
+    not verify the signature (the provider may have rotated its key since)."""
+    uri = provider.metadata["jwks_uri"]
+    keys, fresh = JWKS.get(uri, http)
+    try:
+        return validate_id_token(provider, id_token, nonce, keys)
+    except SignatureRefused:
+        if fresh:
+            raise
+    return validate_id_token(provider, id_token, nonce, JWKS.refresh(uri, http))
+
+
 def expected_issuer(metadata_issuer: str, claims: dict) -> str:
     """The issuer an ID token must carry. Microsoft's multi-tenant endpoints publish
     `https://login.microsoftonline.com/{tenantid}/v2.0`: the token's own `tid` fills it."""
@@ -196,7 +250,7 @@ def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySe
     try:
         decoded = jwt.decode(id_token, keys, algorithms=["RS256", "ES256", "PS256", "EdDSA", "RS384", "ES384"])
     except (JoseError, ValueError, TypeError) as err:
-        raise UpstreamError("invalid", f"ID token signature refused: {err}") from None
+        raise SignatureRefused(f"ID token signature refused: {err}") from None
     claims = decoded.claims
     now = now or time.time()
     if claims.get("iss") != expected_issuer(provider.metadata["issuer"], claims):
@@ -242,7 +296,7 @@ def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, no
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             raise UpstreamError("invalid", "no ID token in the token response")
-        claims = validate_id_token(provider, id_token, nonce, fetch_jwks(provider.metadata["jwks_uri"], http))
+        claims = verified_claims(provider, id_token, nonce, http)
         return UpstreamIdentity(
             provider=provider.name, subject=claims["sub"], email=claims.get("email"),
             email_verified=_is_true(claims.get("email_verified")), name=_text(claims.get("name"), 200),

@@ -16,7 +16,8 @@ def upstream(tmp_path_factory):
     """The upstream OpenID provider: another running instance of this product."""
     from tests.conftest import separate_live
 
-    yield from separate_live(tmp_path_factory, "upstream")
+    # Its metrics (requests by endpoint) show what this server asks of it.
+    yield from separate_live(tmp_path_factory, "upstream", extra_env={"IDP_METRICS_PORT": str(free_port())})
 
 
 @pytest.fixture
@@ -284,3 +285,41 @@ def test_just_in_time_sign_in_adopts_an_unverified_row_and_wipes_what_was_plante
         user = db.session.get(User, user_id)
         assert user.email_verified and user.password_hash is None and user.org_id is not None
         assert db.session.query(LinkedIdentity).filter_by(user_id=user_id).count() == 0
+
+
+def test_the_providers_keys_are_kept_and_fetched_again_when_it_rotates(live, upstream, provider):
+    """The upstream's JWKS was fetched on every callback (one more request, and one more
+    way for a sign-in to fail, each time); now each server process keeps it, and fetches
+    it again when an ID token is signed by a key it does not hold (the provider rotated)."""
+    live.create_user("kept-keys@example.com", "kept-keys-password")
+    upstream.create_user("kept@upstream.example", "upstream-password")
+    _link(live, upstream, "kept-keys@example.com", "kept-keys-password", "kept@upstream.example")
+
+    def jwks_fetches() -> float:
+        import requests
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(f"http://127.0.0.1:{upstream.env['IDP_METRICS_PORT']}/metrics", timeout=10).text
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == "idp_http_requests_total" and sample.labels.get("endpoint") == "/jwks.json")
+
+    def social_sign_in() -> None:
+        b = _browser(live, upstream)
+        page = b.get(f"{live.issuer}/social/upstream/start")
+        done = _upstream_sign_in(b, page, "kept@upstream.example", "upstream-password")
+        assert done.url.startswith(f"{live.issuer}/account") and "Your account" in done.text, done.text[:300]
+
+    before = jwks_fetches()
+    for _ in range(6):
+        social_sign_in()
+    assert jwks_fetches() - before <= 1, "fetched again although kept (at most once more: the other worker)"
+
+    out = upstream.idp("keys", "rotate", "--alg", "ES256")
+    assert out.returncode == 0, out.stderr
+    import time
+
+    time.sleep(1.5)  # the upstream's own key cache (1 s) takes the new key for its next tokens
+    rotated = jwks_fetches()
+    for _ in range(2):
+        social_sign_in()  # an ID token by the new key: the kept set is fetched again, once
+    assert 1 <= jwks_fetches() - rotated <= 2
