@@ -1,0 +1,48 @@
+"""Review (round 3) of the token endpoint as changed by the DPoP-bound refresh grant on the
+plain path (idp/oauth/fast_refresh.py, dpop.check_proof/spend, endpoints/machine.py and
+token.py), through the real server, on both databases."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from tests.test_dpop import Holder, _b64
+
+
+def _nested(depth: int) -> str:
+    return _b64(b"[" * depth + b"]" * depth)
+
+
+def test_a_dpop_proof_of_deeply_nested_json_is_refused_not_a_500(live):
+    """Low, RFC 9449 §4.3 / OWASP ASVS 5.1.4: a proof whose header or claims are JSON nested
+    past the parser's depth (a 4 KB header) raised RecursionError, a 500 with a traceback,
+    at the token endpoint (every grant, the plain paths too) and PAR; now the proof is
+    refused as any malformed proof is, invalid_dpop_proof."""
+    client_id, secret = live.create_client(grant_types=["client_credentials", "authorization_code",
+                                                        "refresh_token"])
+    holder = Holder()
+    head = _b64(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": holder.key.as_dict(private=False)}).encode())
+    proofs = {
+        "nested header": f"{_nested(3000)}.{_b64(b'{}')}.{_b64(b'x' * 64)}",
+        "nested claims": f"{head}.{_nested(3000)}.{_b64(b'x' * 64)}",
+    }
+    requests_ = {
+        "client_credentials": {"grant_type": "client_credentials"},
+        "refresh_token": {"grant_type": "refresh_token", "refresh_token": "not-a-token"},
+        "authorization_code": {"grant_type": "authorization_code", "code": "not-a-code",
+                               "redirect_uri": "http://127.0.0.1:9/cb"},
+    }
+    for name, proof in proofs.items():
+        for grant, form in requests_.items():
+            resp = requests.post(f"{live.issuer}/token", data=form, auth=(client_id, secret),
+                                 headers={"DPoP": proof}, timeout=30)
+            assert resp.status_code == 400, (name, grant, resp.status_code, resp.text)
+            assert resp.json()["error"] == "invalid_dpop_proof" and resp.headers["DPoP-Nonce"], (name, grant)
+        resp = requests.post(f"{live.issuer}/par", auth=(client_id, secret), timeout=30, headers={"DPoP": proof},
+                             data={"response_type": "code", "client_id": client_id, "scope": "openid",
+                                   "redirect_uri": "http://127.0.0.1:9/cb"})
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", (name, resp.text)
+    assert "RecursionError" not in live.log.read_text()
+
