@@ -46,3 +46,26 @@ def test_a_dpop_proof_of_deeply_nested_json_is_refused_not_a_500(live):
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", (name, resp.text)
     assert "RecursionError" not in live.log.read_text()
 
+
+def test_a_nul_in_a_client_id_at_the_token_endpoint_is_refused_not_a_500(live):
+    """Low, OWASP ASVS 5.1.4: a client_id with a NUL (in the form, or in Basic credentials) was
+    looked up in PostgreSQL, whose text holds no NUL: a 500 with a traceback, on the plain
+    paths and Authlib's alike (and at PAR, revocation, introspection and device
+    authorization, which find their client the same way). No client has such an id: now
+    invalid_client, as for any unknown client, on both databases."""
+    bad = "rf\x00x"
+    forms = {
+        "refresh_token": {"grant_type": "refresh_token", "refresh_token": "x", "client_id": bad},
+        "authorization_code": {"grant_type": "authorization_code", "code": "x", "client_id": bad,
+                               "redirect_uri": "http://127.0.0.1:9/cb", "code_verifier": "a" * 43},
+        "client_credentials (post)": {"grant_type": "client_credentials", "client_id": bad, "client_secret": "s"},
+    }
+    for name, form in forms.items():
+        resp = requests.post(f"{live.issuer}/token", data=form, timeout=30)
+        assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (name, resp.text)
+    for path, form in (("/token", {"grant_type": "client_credentials"}), ("/revoke", {"token": "x"}),
+                       ("/introspect", {"token": "x"}), ("/par", {"response_type": "code"}),
+                       ("/device_authorization", {})):
+        resp = requests.post(f"{live.issuer}{path}", data=form, auth=(bad, "secret"), timeout=30)
+        assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (path, resp.text)
+    assert "PostgreSQL text fields cannot contain NUL" not in live.log.read_text()
