@@ -69,3 +69,40 @@ def test_a_nul_in_a_client_id_at_the_token_endpoint_is_refused_not_a_500(live):
         resp = requests.post(f"{live.issuer}{path}", data=form, auth=(bad, "secret"), timeout=30)
         assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (path, resp.text)
     assert "PostgreSQL text fields cannot contain NUL" not in live.log.read_text()
+
+
+def test_the_machine_endpoints_of_an_https_issuer_send_strict_transport_security(tmp_path):
+    """Low, OWASP ASVS 4.0 V14.4.5 / RFC 6797: on an https issuer every answer tells the browser
+    to use https only (test_review_pages), but the answers given in front of Flask
+    (endpoints/machine.py: discovery, the JWKS, the plain token grants, which a browser app
+    fetches too) lacked the header that Flask's path gives the same requests."""
+    import base64
+
+    from idp import create_app
+    from idp.clients import create_client
+    from idp.config import Settings
+    from idp.cli import initialize
+
+    issuer = "https://idp.example"
+    app = create_app(Settings.from_env({"IDP_ISSUER": issuer, "IDP_INSTANCE_DIR": str(tmp_path),
+                                        "IDP_SECRET_KEY": "k" * 48}))
+    initialize(app)
+    with app.app_context():
+        client, secret = create_client({"client_name": "svc", "grant_types": ["client_credentials"],
+                                        "redirect_uris": []})
+    http = app.test_client()
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()}
+    answers = {
+        "jwks": http.get("/jwks.json", base_url=issuer),
+        "discovery": http.get("/.well-known/openid-configuration", base_url=issuer),
+        "client_credentials": http.post("/token", data={"grant_type": "client_credentials"}, headers=basic,
+                                        base_url=issuer),
+        # the same grant with a repeated parameter: Flask's path, refused
+        "flask's path": http.post("/token", data="grant_type=client_credentials&grant_type=client_credentials",
+                                  content_type="application/x-www-form-urlencoded", headers=basic,
+                                  base_url=issuer),
+    }
+    for name, resp in answers.items():
+        assert resp.status_code in (200, 400), (name, resp.status_code)
+        assert resp.headers.get("Strict-Transport-Security") == "max-age=31536000", name
+        assert resp.headers.get("X-Content-Type-Options") == "nosniff", name
