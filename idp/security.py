@@ -139,6 +139,11 @@ def has_nul(form: bool = True) -> bool:
 TRANSPORT_SECURITY = (("Strict-Transport-Security", "max-age=31536000"),)
 
 
+def always_headers(settings) -> tuple:
+    """What every answer that is not a page carries (`add_headers`; endpoints/machine.py's too)."""
+    return ALWAYS_HEADERS + TRANSPORT_SECURITY if settings.secure_cookies else ALWAYS_HEADERS
+
+
 def add_headers(response: Response, always=ALWAYS_HEADERS, page=PAGE_HEADERS) -> Response:
     headers = response.headers
     # One pass over the headers, not a lookup per name: werkzeug's `setdefault` raises and
@@ -210,7 +215,7 @@ def init_app(app: Flask) -> None:
     app.before_request(check_request)  # must run before CSRFProtect's own check
     csrf.init_app(app)
     if app.extensions["idp.settings"].secure_cookies:  # the issuer is https
-        app.after_request(partial(add_headers, always=ALWAYS_HEADERS + TRANSPORT_SECURITY,
+        app.after_request(partial(add_headers, always=always_headers(app.extensions["idp.settings"]),
                                   page=PAGE_HEADERS + TRANSPORT_SECURITY))
     else:
         app.after_request(add_headers)

@@ -28,6 +28,7 @@ import logging
 import time
 from urllib.parse import parse_qsl
 
+from .. import security
 from ..oauth import dpop, fast_code, fast_refresh, fast_token
 from ..observability import logs, metrics
 from . import cors
@@ -79,7 +80,7 @@ class MachineEndpoints:
         if failure is not None:  # as security._handle_unexpected logs it; the request line follows
             log.error("unexpected error on %s %s", method, path, exc_info=failure,
                       extra={"request_id": rid, "client_id": client_id})
-        headers += [("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff"),
+        headers += [("Content-Length", str(len(body))), *security.always_headers(settings),
                     (logs.REQUEST_ID_HEADER, rid)]
         if path in cors.PATHS:  # as cors.add_headers gives Flask's answers
             headers += cors.HEADERS

@@ -161,6 +161,11 @@ def thumbprint(jwk: dict) -> str:
     return b64_sha256(json.dumps(members, separators=(",", ":"), sort_keys=True))
 
 
+# What decoding a proof's part may raise: bad base64 or JSON, or JSON nested past the
+# parser's depth (a few KB of "[" is a RecursionError, not a ValueError).
+_UNPARSABLE = (ValueError, UnicodeError, RecursionError)
+
+
 @dataclass(frozen=True, slots=True)
 class _ProofHeader:
     alg: str
@@ -177,7 +182,7 @@ def _checked_header(encoded: str) -> _ProofHeader:
     """
     try:
         header = json.loads(_b64decode(encoded))
-    except (ValueError, UnicodeError):
+    except _UNPARSABLE:
         raise InvalidDPoPProofError("the DPoP proof is not a compact JWS") from None
     if not isinstance(header, dict):
         raise InvalidDPoPProofError("the DPoP proof is not a JWT")
@@ -317,7 +322,7 @@ def check_proof(value: str, *, method: str, url: str, nonce: str = "optional",
         head, body, sig = value.split(".")
         claims = json.loads(_b64decode(body))
         signature = _b64decode(sig)
-    except (ValueError, UnicodeError):
+    except _UNPARSABLE:
         raise InvalidDPoPProofError("the DPoP proof is not a compact JWS") from None
     if not isinstance(claims, dict):
         raise InvalidDPoPProofError("the DPoP proof is not a JWT")

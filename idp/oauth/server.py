@@ -36,6 +36,8 @@ def lookup_client(client_id: str) -> ClientRecord | None:
 
 
 def _read_client(client_id: str) -> ClientRecord | None:
+    if "\x00" in client_id:  # PostgreSQL text holds no NUL (the query would fail): no client has one
+        return None
     # An ORM `session.get` costs about four times as much CPU (identity map, session
     # state) for a row we only read.
     with db.engine.connect() as conn:
