@@ -177,7 +177,7 @@ def _checked_header(encoded: str) -> _ProofHeader:
     """
     try:
         header = json.loads(_b64decode(encoded))
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):  # RecursionError: JSON nested too deep
         raise InvalidDPoPProofError("the DPoP proof is not a compact JWS") from None
     if not isinstance(header, dict):
         raise InvalidDPoPProofError("the DPoP proof is not a JWT")
@@ -317,7 +317,7 @@ def check_proof(value: str, *, method: str, url: str, nonce: str = "optional",
         head, body, sig = value.split(".")
         claims = json.loads(_b64decode(body))
         signature = _b64decode(sig)
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):  # RecursionError: JSON nested too deep
         raise InvalidDPoPProofError("the DPoP proof is not a compact JWS") from None
     if not isinstance(claims, dict):
         raise InvalidDPoPProofError("the DPoP proof is not a JWT")

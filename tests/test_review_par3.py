@@ -1,0 +1,81 @@
+"""Third review of the authorization endpoint and what feeds it (/authorize, PAR, signed
+request objects, pending requests, consent), through the real server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import requests
+from joserfc import jws
+from joserfc.jwk import ECKey
+
+from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params
+
+PASSWORD = "review-par3-password"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(header: dict, payload: bytes) -> str:
+    """A compact JWS whose signature is junk: what anyone can send."""
+    return f"{_b64(json.dumps(header).encode())}.{_b64(payload)}.{_b64(b'x' * 64)}"
+
+
+def _client_with_key(live, **meta):
+    from idp.clients import create_client
+
+    key = ECKey.generate_key("P-256", parameters={"kid": "par3"})
+    meta = {"client_name": "Review par3", "redirect_uris": [REDIRECT],
+            "jwks": {"keys": [key.as_dict(private=False)]}, **meta}
+    with live.db():
+        client, secret = create_client(meta, first_party=True)
+        return client.client_id, secret, key
+
+
+def test_deeply_nested_json_in_a_jwt_is_refused_not_a_500(live):
+    """A JSON array nested a few thousand deep makes Python's json raise RecursionError,
+    which no caller caught: a DPoP proof (anyone may send one, before the client is
+    authenticated, at /par and /token), a client assertion (read before its signature is
+    checked), and a request object (its payload read for the error's redirect URI, or
+    signed by the client) each answered 500. Each must be the endpoint's own refusal."""
+    client_id, secret, key = _client_with_key(live, token_endpoint_auth_method="client_secret_basic")
+    deep = b"[" * 5000
+    _, challenge = pkce()
+    form = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": "openid",
+            "code_challenge": challenge, "code_challenge_method": "S256"}
+
+    # DPoP proofs: deep claims, and a deep header
+    for proof in (_jwt({"typ": "dpop+jwt", "alg": "ES256"}, deep),
+                  f"{_b64(deep)}.{_b64(b'{}')}.{_b64(b'x' * 64)}"):
+        resp = requests.post(f"{live.issuer}/par", data=form, headers={"DPoP": proof}, auth=(client_id, secret),
+                             timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", resp.text
+        resp = requests.post(f"{live.issuer}/token", data={"grant_type": "refresh_token", "refresh_token": "x"},
+                             headers={"DPoP": proof}, timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", resp.text
+
+    # A client assertion, unsigned: read for its iss before any key is known
+    jwt_client, _, _ = _client_with_key(live, token_endpoint_auth_method="private_key_jwt")
+    assertion = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": _jwt({"alg": "ES256"}, deep),
+                 "client_id": jwt_client}
+    for endpoint, data in (("token", {"grant_type": "client_credentials"}), ("par", form)):
+        resp = requests.post(f"{live.issuer}/{endpoint}", data={**data, **assertion}, timeout=10)
+        assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (endpoint, resp.text)
+
+    # Request objects: an unsigned one at /authorize (a page or the error redirect), and
+    # one the client signed, at /authorize and at /par
+    unsigned = _jwt({"alg": "ES256"}, deep)
+    signed = jws.serialize_compact({"alg": "ES256", "kid": "par3"}, deep, key, algorithms=["ES256"])
+    for request_object in (unsigned, signed):
+        resp = requests.get(f"{live.issuer}/authorize", params={**form, "request": request_object, "state": "st"},
+                            allow_redirects=False, timeout=10)
+        params = redirect_params(resp)
+        assert params["error"] == "invalid_request_object" and params["state"] == "st", params
+    resp = requests.post(f"{live.issuer}/par", data={"client_id": client_id, "request": signed},
+                         auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request_object", resp.text
