@@ -79,3 +79,54 @@ def test_deeply_nested_json_in_a_jwt_is_refused_not_a_500(live):
     resp = requests.post(f"{live.issuer}/par", data={"client_id": client_id, "request": signed},
                          auth=(client_id, secret), timeout=10)
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_request_object", resp.text
+
+
+def _id_token(live, browser, client_id: str, secret: str, email: str) -> str:
+    """Sign `browser` in as `email` through `client_id`; the ID token it gets."""
+    from tests.oidc import token
+
+    live.create_user(email, PASSWORD)
+    verifier, challenge = pkce()
+    page = browser.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
+    code = redirect_params(browser.sign_in(page, email, PASSWORD))["code"]
+    resp = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, secret))
+    assert resp.status_code == 200, resp.text
+    return resp.json()["id_token"]
+
+
+def test_an_id_token_hint_naming_another_account_is_not_answered_for_the_signed_in_one(live):
+    """OIDC Core §3.1.2.1: id_token_hint names the account the product expects; when that
+    account is not the one signed in (nor signs in for the request) the server SHOULD
+    answer an error such as login_required. The hint was ignored: a silent (prompt=none)
+    re-authentication with Alice's ID token, in a browser where Bob is signed in, came back
+    with a code for Bob. Now: login_required with prompt=none, the sign-in page otherwise;
+    the code as before for the account the hint names; and a hint that is no ID token of
+    ours for this client is invalid_request."""
+    from tests.conftest import Browser
+
+    client_id, secret = live.create_client()
+    other_client, other_secret = live.create_client()
+    alice_browser, bob_browser = Browser(live.issuer), Browser(live.issuer)
+    alice_hint = _id_token(live, alice_browser, client_id, secret, "par3-hint-alice@example.com")
+    _id_token(live, bob_browser, client_id, secret, "par3-hint-bob@example.com")
+    _, challenge = pkce()
+    pkce_params = {"code_challenge": challenge, "code_challenge_method": "S256", "state": "st"}
+
+    resp = bob_browser.http.get(authorize_url(live.issuer, client_id, prompt="none", id_token_hint=alice_hint,
+                                              **pkce_params), allow_redirects=False, timeout=10)
+    params = redirect_params(resp)
+    assert params.get("error") == "login_required" and "code" not in params, params
+    assert params["state"] == "st" and params["iss"] == live.issuer
+    page = bob_browser.get(authorize_url(live.issuer, client_id, id_token_hint=alice_hint, **pkce_params))
+    assert page.status_code == 200 and 'name="email"' in page.text, page.text[:300]
+
+    resp = alice_browser.http.get(authorize_url(live.issuer, client_id, prompt="none", id_token_hint=alice_hint,
+                                                **pkce_params), allow_redirects=False, timeout=10)
+    assert "code" in redirect_params(resp)
+
+    other_hint = _id_token(live, Browser(live.issuer), other_client, other_secret, "par3-hint-carol@example.com")
+    for bad in (other_hint, "not-a-jwt", alice_hint[:-4] + "AAAA"):
+        resp = alice_browser.http.get(authorize_url(live.issuer, client_id, prompt="none", id_token_hint=bad,
+                                                    **pkce_params), allow_redirects=False, timeout=10)
+        assert redirect_params(resp)["error"] == "invalid_request", bad

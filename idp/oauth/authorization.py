@@ -11,11 +11,12 @@ from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Reque
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 
 from .dpop import check_dpop_jkt
+from .tokens import decode_own_jwt
 
 PROMPTS = {"none", "login", "consent", "select_account"}
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
                  "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt",
-                 "request", "request_uri", "response_mode")
+                 "request", "request_uri", "response_mode", "id_token_hint")
 
 
 class RequestNotSupported(OAuth2Error):
@@ -80,9 +81,23 @@ def check_openid_nonce(params: dict) -> None:
         raise InvalidRequestError("nonce must not be empty")
 
 
+def hinted_subject(params: dict) -> str | None:
+    """The account `id_token_hint` names (OIDC Core §3.1.2.1): the `sub` of an ID token we
+    issued to this request's client, expired or not (a hint usually is); None without one."""
+    hint = params.get("id_token_hint")
+    if hint is None:
+        return None
+    claims = decode_own_jwt(hint, typ="jwt", allow_expired=True) if isinstance(hint, str) else None
+    aud = claims.get("aud") if claims else None
+    if claims is None or params.get("client_id") not in (aud if isinstance(aud, list) else [aud]) \
+            or not isinstance(claims.get("sub"), str):
+        raise InvalidRequestError("id_token_hint must be an ID token issued to this client")
+    return claims["sub"]
+
+
 # The order in which every authorization request is checked after Authlib's own validation.
 CHECKS = (check_request_object, check_response_mode, check_prompt, check_max_age, check_openid_nonce,
-          check_dpop_jkt)
+          check_dpop_jkt, hinted_subject)
 
 
 def run_checks(params: dict) -> None:
