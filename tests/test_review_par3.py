@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import requests
 from joserfc import jws
@@ -130,3 +129,30 @@ def test_an_id_token_hint_naming_another_account_is_not_answered_for_the_signed_
         resp = alice_browser.http.get(authorize_url(live.issuer, client_id, prompt="none", id_token_hint=bad,
                                                     **pkce_params), allow_redirects=False, timeout=10)
         assert redirect_params(resp)["error"] == "invalid_request", bad
+
+
+def test_a_redirect_uri_response_type_or_resource_no_error_can_name_is_refused_not_a_500(live, browser):
+    """RFC 6749 §4.1.2.1 allows only printable ASCII but '"' and '\\' in error_description,
+    and Authlib refuses to build an error with anything else (ValueError). Its errors for an
+    unregistered redirect_uri and an unknown response_type, and ours for a resource not
+    allowed, named the value as sent: a redirect_uri, response_type or resource holding
+    "é", '"' or '\\' answered 500, at /authorize and at /par. Each is refused: at /authorize
+    on a page (never a redirect to an unproven URI; a response type no product sends) or
+    with the error redirect (resource), at /par with the JSON error."""
+    client_id, secret = live.create_client()
+    _, challenge = pkce()
+    form = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": "openid",
+            "code_challenge": challenge, "code_challenge_method": "S256", "state": "st"}
+    for bad in ("é", '"', "\\"):
+        for name, value, error in (("redirect_uri", "https://evil.example/cb" + bad, "invalid_request"),
+                                   ("response_type", "code" + bad, "unsupported_response_type"),
+                                   ("resource", "https://api.example/" + bad, "invalid_target")):
+            resp = browser.http.get(f"{live.issuer}/authorize", params={**form, name: value}, allow_redirects=False,
+                                    timeout=10)
+            if name == "resource":
+                assert redirect_params(resp)["error"] == error, (name, bad)
+            else:
+                assert resp.status_code == 400 and "Location" not in resp.headers, (name, bad, resp.status_code)
+            resp = requests.post(f"{live.issuer}/par", data={**form, name: value}, auth=(client_id, secret),
+                                 timeout=10)
+            assert resp.status_code == 400 and resp.json()["error"] == error, (name, bad, resp.text)

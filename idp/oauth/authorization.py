@@ -7,6 +7,8 @@ the request parameters and raises the RFC's error or returns nothing.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 
@@ -17,6 +19,17 @@ PROMPTS = {"none", "login", "consent", "select_account"}
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
                  "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt",
                  "request", "request_uri", "response_mode", "id_token_hint")
+
+
+# What an error_description may hold (RFC 6749 §4.1.2.1): printable ASCII but '"' and '\\'.
+_DESCRIBABLE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"\\')
+
+
+def named(value: str) -> str:
+    """A value the request sent, as an error's description may name it: percent-encoded
+    where RFC 6749 allows no such character (Authlib refuses to build an error holding
+    one: a ValueError, so a 500)."""
+    return quote(value, safe=_DESCRIBABLE)
 
 
 class RequestNotSupported(OAuth2Error):
