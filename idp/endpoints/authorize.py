@@ -31,7 +31,13 @@ from ..assurance import wants_second_factor
 from ..i18n import gettext as _
 from ..i18n import remember_ui_locales
 from ..mfa import has_second_factor
-from ..oauth.authorization import StoredAuthorizationRequest, duplicated_parameter, request_params, run_checks
+from ..oauth.authorization import (
+    StoredAuthorizationRequest,
+    duplicated_parameter,
+    hinted_subject,
+    request_params,
+    run_checks,
+)
 from ..oauth.request_objects import error_redirect_uri, front_channel_parameters
 from ..oauth.resources import check_authorization_resources
 from ..pending import PendingRequest
@@ -144,6 +150,9 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     prompts = set(params.get("prompt", "").split())
     just_signed_in = pending is not None and browser is not None and pending.authenticated_session_id == browser.id
     needs_login = browser is None or ("login" in prompts and not just_signed_in)
+    if browser is not None and not just_signed_in and "id_token_hint" in params:
+        # The product expects the account its hint names: another one signed in is no answer.
+        needs_login = needs_login or hinted_subject(params) != browser.user_id
     max_age = params.get("max_age")
     if browser is not None and max_age is not None and not just_signed_in:
         if time.time() - browser.auth_time > int(max_age):

@@ -7,15 +7,29 @@ the request parameters and raises the RFC's error or returns nothing.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 
 from .dpop import check_dpop_jkt
+from .tokens import decode_own_jwt
 
 PROMPTS = {"none", "login", "consent", "select_account"}
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
                  "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt",
-                 "request", "request_uri", "response_mode")
+                 "request", "request_uri", "response_mode", "id_token_hint")
+
+
+# What an error_description may hold (RFC 6749 §4.1.2.1): printable ASCII but '"' and '\\'.
+_DESCRIBABLE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"\\')
+
+
+def named(value: str) -> str:
+    """A value the request sent, as an error's description may name it: percent-encoded
+    where RFC 6749 allows no such character (Authlib refuses to build an error holding
+    one: a ValueError, so a 500)."""
+    return quote(value, safe=_DESCRIBABLE)
 
 
 class RequestNotSupported(OAuth2Error):
@@ -80,9 +94,23 @@ def check_openid_nonce(params: dict) -> None:
         raise InvalidRequestError("nonce must not be empty")
 
 
+def hinted_subject(params: dict) -> str | None:
+    """The account `id_token_hint` names (OIDC Core §3.1.2.1): the `sub` of an ID token we
+    issued to this request's client, expired or not (a hint usually is); None without one."""
+    hint = params.get("id_token_hint")
+    if hint is None:
+        return None
+    claims = decode_own_jwt(hint, typ="jwt", allow_expired=True) if isinstance(hint, str) else None
+    aud = claims.get("aud") if claims else None
+    if claims is None or params.get("client_id") not in (aud if isinstance(aud, list) else [aud]) \
+            or not isinstance(claims.get("sub"), str):
+        raise InvalidRequestError("id_token_hint must be an ID token issued to this client")
+    return claims["sub"]
+
+
 # The order in which every authorization request is checked after Authlib's own validation.
 CHECKS = (check_request_object, check_response_mode, check_prompt, check_max_age, check_openid_nonce,
-          check_dpop_jkt)
+          check_dpop_jkt, hinted_subject)
 
 
 def run_checks(params: dict) -> None:

@@ -86,6 +86,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def resolve_client_public_key(self, client):
         return client_key_set(client)
 
+    def extract_assertion(self, assertion: str):
+        # Read before any signature is checked, by anyone's request: Authlib catches
+        # ValueError only, and JSON nested a few thousand deep raises RecursionError.
+        try:
+            return super().extract_assertion(assertion)
+        except RecursionError:
+            raise InvalidClientError(description="Invalid JWT payload.") from None
+
     def verify_claims(self, claims):
         # Before Authlib's checks, which end by spending the jti: a refused assertion
         # leaves no marker behind. A missing or malformed exp is Authlib's to refuse.

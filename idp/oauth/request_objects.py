@@ -56,7 +56,7 @@ def verify_request_object(raw, client) -> dict:
         raise InvalidRequestObjectError("the request object's typ must be oauth-authz-req+jwt")
     try:
         claims = jwt.decode(raw, client_key_set(client), algorithms=[alg]).claims
-    except (JoseError, ValueError, TypeError):
+    except (JoseError, ValueError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
         raise InvalidRequestObjectError("the request object's signature does not verify with the client's keys") \
             from None
     if not isinstance(claims, dict):
@@ -141,7 +141,7 @@ def error_redirect_uri(params: dict, client) -> str | None:
     if isinstance(raw, str) and raw.count(".") == 2 and len(raw) <= MAX_LENGTH:
         try:
             candidates.append(json.loads(jws.extract_compact(raw.encode()).payload).get("redirect_uri"))
-        except (JoseError, ValueError, TypeError, UnicodeError, AttributeError):
+        except (JoseError, ValueError, TypeError, UnicodeError, AttributeError, RecursionError):
             pass
     for uri in candidates:
         if isinstance(uri, str) and uri and client.check_redirect_uri(uri):

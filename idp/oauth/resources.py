@@ -12,6 +12,7 @@ from __future__ import annotations
 from authlib.oauth2.base import OAuth2Error
 
 from ..client_policy import MAX_RESOURCE_LENGTH, is_resource_uri  # noqa: F401 - importable from here too
+from .authorization import named
 
 MAX_RESOURCES = 10
 
@@ -46,7 +47,7 @@ def check_authorization_resources(params: dict, client) -> None:
     wanted = requested_resources(params.get("resource"))
     unknown = [r for r in wanted if r not in _allowed_for(client)]
     if unknown:
-        raise InvalidTargetError(f"resource not allowed for this client: {unknown[0]}")
+        raise InvalidTargetError(f"resource not allowed for this client: {named(unknown[0])}")
 
 
 def token_audience(client, requested, granted: list | None, *, from_grant: bool) -> str | list[str] | None:
@@ -60,7 +61,7 @@ def token_audience(client, requested, granted: list | None, *, from_grant: bool)
         allowed &= set(granted or [])
     unknown = [r for r in wanted if r not in allowed]
     if unknown:
-        raise InvalidTargetError(f"resource not granted to this client: {unknown[0]}")
+        raise InvalidTargetError(f"resource not granted to this client: {named(unknown[0])}")
     chosen = wanted
     if not chosen and from_grant:
         chosen = [r for r in (granted or []) if r in allowed]

@@ -5,13 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlencode, urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
-from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Request, UnsupportedResponseTypeError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import current_app
 from sqlalchemy import bindparam, select
 
 from ..store import Client, db
 from ..store.clients import ClientRecord
+from .authorization import named
 from .clients import PrivateKeyJWT
 from . import dpop
 from .device import DeviceAuthorizationService, DeviceCodeGrant
@@ -51,6 +52,16 @@ class AuthorizationServer(FlaskAuthorizationServer):
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
         return lookup_client(client_id)
+
+    def get_authorization_grant(self, request):
+        response_type = request.payload.response_type
+        if response_type and named(response_type) != response_type:
+            # No grant answers it, and Authlib's refusal, which names it as sent, cannot be
+            # built with a character no error description may hold (a ValueError: a 500).
+            # A page, not the redirect: a type no product sends.
+            raise UnsupportedResponseTypeError(f"The response type '{named(response_type)}' is not supported "
+                                               "by the server.", named(response_type))
+        return super().get_authorization_grant(request)
 
     def save_token(self, token, request):
         """Store what must be revocable: the refresh token, by hash, in its family."""
