@@ -1,0 +1,57 @@
+"""Security review, third round, of the developer portal, client registration (RFC 7591/7592)
+and client validation: each test names a finding, with its severity and the rule it comes from."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import requests
+
+from tests.oidc import REDIRECT
+from tests.test_developer_portal import CLIENT_ID, signed_in
+from tests.test_registration import _initial_token
+
+ERROR = re.compile(r'<p class="error" role="alert">([^<]+)</p>')
+
+
+def _error_of(resp: requests.Response) -> str:
+    return html.unescape(ERROR.search(resp.text).group(1))
+
+
+def test_client_validation_errors_are_in_the_page_language(live):
+    """Low, SPEC §3 (bilingual pages) / OWASP ASVS 7.4.1: the portal's French pages showed the
+    client checks' errors (redirect URIs, name length) in English; the RFC 7591 endpoint's
+    error_description stays English ASCII (RFC 6749 §5.2) whatever the caller's language."""
+    b = signed_in(live, "review-portal3-fr@example.com", lang="fr")
+    page = b.get(f"{live.issuer}/developer/apps/new")
+    cases = (
+        ("web", "Appli", "http://app.example/cb", "https"),
+        ("web", "Appli", "https://app.example/cb#x", "fragment"),
+        ("web", "Appli", "https://*.app.example/cb", "joker"),
+        ("web", "Appli", "javascript:alert(1)", "schéma interdit"),
+        ("web", "Appli", "", "URI de redirection"),
+        ("web", "x" * 201, REDIRECT, "200 caractères"),
+    )
+    for kind, name, redirects, words in cases:
+        resp = b.submit(page, {"name": name, "kind": kind, "redirect_uris": redirects})
+        assert resp.status_code == 400, (redirects, resp.status_code)
+        error = _error_of(resp)
+        assert words in error, (redirects, error)
+        for english in ("must", "cannot", "forbidden", "required", "characters"):
+            assert english not in error, (redirects, error)
+    # the app's own page (an edit) speaks French too
+    created = b.submit(page, {"name": "Appli", "kind": "web", "redirect_uris": REDIRECT})
+    client_id = CLIENT_ID.search(created.text).group(1)
+    app_page = b.get(f"{live.issuer}/developer/apps/{client_id}")
+    resp = b.submit(app_page, {"name": "Appli", "redirect_uris": "http://app.example/cb"})
+    assert resp.status_code == 400 and "https" in _error_of(resp) and "must" not in _error_of(resp)
+    # the portal's own checks still speak French
+    resp = b.submit(page, {"name": " ", "kind": "web", "redirect_uris": REDIRECT})
+    assert _error_of(resp) == "Donnez un nom à l'application."
+    # a machine endpoint: English and ASCII, as before
+    resp = requests.post(f"{live.issuer}/register", json={"redirect_uris": ["http://app.example/cb"]}, timeout=10,
+                         headers={"Authorization": f"Bearer {_initial_token(live)}", "Accept-Language": "fr"})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
+    assert resp.json()["error_description"] == ("redirect_uris must use https; http only for loopback "
+                                                "(127.0.0.1, [::1], localhost): http://app.example/cb")
