@@ -6,8 +6,10 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
 import requests
 
+from tests.conftest import separate_live
 from tests.oidc import REDIRECT
 from tests.test_developer_portal import CLIENT_ID, signed_in
 from tests.test_registration import _initial_token
@@ -55,3 +57,31 @@ def test_client_validation_errors_are_in_the_page_language(live):
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
     assert resp.json()["error_description"] == ("redirect_uris must use https; http only for loopback "
                                                 "(127.0.0.1, [::1], localhost): http://app.example/cb")
+
+
+@pytest.fixture(scope="module")
+def open_registration(tmp_path_factory):
+    """A server where anyone may register a client (IDP_REGISTRATION=open)."""
+    yield from separate_live(tmp_path_factory, "open-registration", extra_env={"IDP_REGISTRATION": "open"})
+
+
+def test_open_registration_is_throttled_per_address(open_registration):
+    """Low, OWASP ASVS 11.1.4 / RFC 7591 §3: with open registration one address registered
+    clients without end (each up to a megabyte of metadata), where a person in the portal
+    may keep 50 apps; now 20 an hour from one address, then 429 with Retry-After."""
+    from idp.store import Client, db
+
+    live = open_registration
+    allowed = 20
+    url = f"{live.issuer}/register"
+    for n in range(allowed):
+        resp = requests.post(url, json={"client_name": f"RP {n}", "redirect_uris": ["https://rp.example/cb"]},
+                             timeout=10)
+        assert resp.status_code == 201, (n, resp.text)
+    resp = requests.post(url, json={"client_name": "One too many", "redirect_uris": ["https://rp.example/cb"]},
+                         timeout=10)
+    assert resp.status_code == 429, resp.text
+    assert int(resp.headers["Retry-After"]) > 0 and resp.headers["Cache-Control"] == "no-store"
+    assert resp.json()["error"] == "access_denied" and "One too many" not in resp.text
+    with live.app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Client)) == allowed
