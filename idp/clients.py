@@ -5,6 +5,7 @@ makes a client's row with `new_client` and SQLAlchemy Core, without it (issue 14
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -45,6 +46,10 @@ class ClientMetadataError(ValueError):
 
 
 MAX_NAME_LENGTH = 200
+# A client's key set, registered (`jwks`) or published (`jwks_uri`): each assertion and request
+# object of the client imports it again, so its size is its cost per request. Real ones hold a
+# few keys (two through a rotation): 64 kB is hundreds of them.
+MAX_JWKS_BYTES = 64 * 1024
 MAX_URI_LENGTH = 2000  # as a resource URI (client_policy.MAX_RESOURCE_LENGTH)
 
 # Schemes that run code or read local data in the browser: never a redirect target.
@@ -181,6 +186,9 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     jwks = meta.get("jwks")
     if jwks is not None and (not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list)):
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must be a JWK Set"))
+    if jwks is not None and len(json.dumps(jwks, separators=(",", ":"))) > MAX_JWKS_BYTES:
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks must be at most %(max)d kB"),
+                                  max=MAX_JWKS_BYTES // 1024)
     jwks_uri = meta.get("jwks_uri")
     if jwks_uri is not None:
         if jwks is not None:  # RFC 7591 §2: MUST NOT both be present

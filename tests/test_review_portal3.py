@@ -85,3 +85,36 @@ def test_open_registration_is_throttled_per_address(open_registration):
     assert resp.json()["error"] == "access_denied" and "One too many" not in resp.text
     with live.app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(Client)) == allowed
+
+
+def _ec_key_set(count: int) -> dict:
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256").as_dict(private=False)
+    return {"keys": [dict(key, kid=f"k{i}") for i in range(count)]}
+
+
+def test_a_registered_key_set_is_as_bounded_as_a_published_one(live):
+    """Low, OWASP ASVS 5.1.4 / 12.1.1: a key set fetched from a jwks_uri is cut at 64 kB, but
+    one registered inline took up to the 1 MB body, and every private_key_jwt assertion or
+    request object of the client imports it again (about 0.25 s of CPU for 7,000 keys)."""
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    meta = {"redirect_uris": ["https://rp.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}
+    big = _ec_key_set(1000)  # about 150 kB
+    resp = requests.post(f"{live.issuer}/register", json={**meta, "jwks": big}, headers=auth, timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", resp.text[:300]
+    assert "64" in resp.json()["error_description"]
+    # a key set of a size real clients use (a few keys, through a rotation) is fine
+    ok = requests.post(f"{live.issuer}/register", json={**meta, "jwks": _ec_key_set(3)}, headers=auth, timeout=10)
+    assert ok.status_code == 201, ok.text
+    # and an update cannot bring in the big one either
+    reg = ok.json()
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    resp = requests.put(reg["registration_client_uri"], headers=mgmt, timeout=10,
+                        json={**meta, "client_id": reg["client_id"], "jwks": big})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata"
+    # one bound for both ways of giving keys
+    from idp.clients import MAX_JWKS_BYTES
+    from idp.oauth.clients import JWKS_URI_MAX_BYTES
+
+    assert MAX_JWKS_BYTES == JWKS_URI_MAX_BYTES == 64 * 1024
