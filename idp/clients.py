@@ -184,11 +184,8 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
         raise ClientMetadataError("invalid_client_metadata", N_("scope must be among %(known)s"),
                                   known=" ".join(SCOPES))
     jwks = meta.get("jwks")
-    if jwks is not None and (not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list)):
-        raise ClientMetadataError("invalid_client_metadata", N_("jwks must be a JWK Set"))
-    if jwks is not None and len(json.dumps(jwks, separators=(",", ":"))) > MAX_JWKS_BYTES:
-        raise ClientMetadataError("invalid_client_metadata", N_("jwks must be at most %(max)d kB"),
-                                  max=MAX_JWKS_BYTES // 1024)
+    if jwks is not None:
+        _check_jwks(jwks)
     jwks_uri = meta.get("jwks_uri")
     if jwks_uri is not None:
         if jwks is not None:  # RFC 7591 §2: MUST NOT both be present
@@ -224,6 +221,29 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     if not _all_storable(values):
         raise ClientMetadataError("invalid_client_metadata", N_("the metadata holds a NUL or an unpaired surrogate"))
     return values
+
+
+def _is_jwk_set(jwks) -> bool:
+    """An object whose "keys" are objects of plain members (RFC 7517 §4-5): strings, numbers,
+    booleans, lists of strings (key_ops, x5c). Nothing deeper: a value nested near the JSON
+    parser's limit would overflow the stack where it is encoded again (the JSON column)."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        return False
+    members = [value for name, value in jwks.items() if name != "keys"]
+    for key in jwks["keys"]:
+        if not isinstance(key, dict):
+            return False
+        members.extend(key.values())
+    return all(not isinstance(value, dict) and (not isinstance(value, list) or all(
+        isinstance(item, str) for item in value)) for value in members)
+
+
+def _check_jwks(jwks) -> None:
+    if not _is_jwk_set(jwks):
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks must be a JWK Set"))
+    if len(json.dumps(jwks, separators=(",", ":"))) > MAX_JWKS_BYTES:
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks must be at most %(max)d kB"),
+                                  max=MAX_JWKS_BYTES // 1024)
 
 
 def _check_jwks_uri(uri, destinations: Outbound) -> str:

@@ -118,3 +118,31 @@ def test_a_registered_key_set_is_as_bounded_as_a_published_one(live):
     from idp.oauth.clients import JWKS_URI_MAX_BYTES
 
     assert MAX_JWKS_BYTES == JWKS_URI_MAX_BYTES == 64 * 1024
+
+
+def test_a_deeply_nested_jwks_is_refused_not_a_500(live):
+    """Low, OWASP ASVS 5.1.4 / RFC 7517 §5: a jwks nested just under the JSON parser's depth
+    limit passed as a "JWK Set" and failed to be stored (RecursionError in the JSON column's
+    encoder): a server error. A JWK Set is an object of keys, each of plain members."""
+    auth = {"Authorization": f"Bearer {_initial_token(live)}", "Content-Type": "application/json"}
+    reg = _register_json(live, auth, '{"keys": []}')
+    assert reg.status_code == 201, reg.text
+    mgmt = {"Authorization": f"Bearer {reg.json()['registration_access_token']}", "Content-Type": "application/json"}
+    for depth in range(900, 1000, 2):  # where the parser stops is the server's stack: try a band
+        for nested in ("[" * depth + "]" * depth, '{"kty": "EC", "x": ' + "[" * depth + "]" * depth + "}"):
+            jwks = '{"keys": [' + nested + "]}"
+            resp = _register_json(live, auth, jwks)
+            assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", (depth, resp.text)
+    jwks = '{"keys": [' + "[" * 960 + "]" * 960 + "]}"
+    body = f'{{"client_id": "{reg.json()["client_id"]}", "redirect_uris": ["https://rp.example/cb"], "jwks": {jwks}}}'
+    resp = requests.put(reg.json()["registration_client_uri"], data=body, headers=mgmt, timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", resp.text
+    # keys with list members (key_ops, x5c) are a JWK Set
+    ok = _register_json(live, auth, '{"keys": [{"kty": "EC", "crv": "P-256", "key_ops": ["verify"], '
+                                    '"x5c": ["MIIB"]}]}')
+    assert ok.status_code == 201, ok.text
+
+
+def _register_json(live, auth: dict, jwks: str) -> requests.Response:
+    body = '{"redirect_uris": ["https://rp.example/cb"], "jwks": ' + jwks + "}"
+    return requests.post(f"{live.issuer}/register", data=body, headers=auth, timeout=10)
