@@ -5,6 +5,7 @@ makes a client's row with `new_client` and SQLAlchemy Core, without it (issue 14
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,15 +24,32 @@ DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
 DEFAULT_SCOPE = "openid profile email offline_access"
 
 
+def N_(message: str) -> str:
+    """Marks a message for the French catalog (pybabel extracts it) and leaves it as is: this
+    module answers the CLI and RFC 7591 in English, and the portal's pages translate it."""
+    return message
+
+
 class ClientMetadataError(ValueError):
-    """Metadata that cannot be registered; `error` is the RFC 7591 §3.2.2 code."""
+    """Metadata that cannot be registered; `error` is the RFC 7591 §3.2.2 code.
 
-    def __init__(self, error: str, description: str):
-        super().__init__(description)
+    `message` is an English msgid with %(name)s placeholders filled from `variables`:
+    `description` is it filled in (error_description is ASCII English, RFC 6749 §5.2), and a
+    page shows `gettext(message, **variables)` in its own language."""
+
+    def __init__(self, error: str, message: str, **variables):
         self.error = error
-        self.description = description
+        self.message = message
+        self.variables = variables
+        self.description = message % variables if variables else message
+        super().__init__(self.description)
 
 
+MAX_NAME_LENGTH = 200
+# A client's key set, registered (`jwks`) or published (`jwks_uri`): each assertion and request
+# object of the client imports it again, so its size is its cost per request. Real ones hold a
+# few keys (two through a rotation): 64 kB is hundreds of them.
+MAX_JWKS_BYTES = 64 * 1024
 MAX_URI_LENGTH = 2000  # as a resource URI (client_policy.MAX_RESOURCE_LENGTH)
 
 # Schemes that run code or read local data in the browser: never a redirect target.
@@ -43,33 +61,37 @@ def _check_uri(uri, what: str, error: str) -> str:
     loopback hosts, or a native app's private-use scheme (`com.example.app:/cb`); no
     fragment, no wildcard."""
     if not isinstance(uri, str) or not uri:
-        raise ClientMetadataError(error, f"{what} must be a non-empty string")
+        raise ClientMetadataError(error, N_("%(what)s must be a non-empty string"), what=what)
     if len(uri) > MAX_URI_LENGTH:  # each is stored, cached per process and compared on every request
-        raise ClientMetadataError(error, f"{what} must be at most {MAX_URI_LENGTH} characters")
+        raise ClientMetadataError(error, N_("%(what)s must be at most %(max)d characters"), what=what,
+                                  max=MAX_URI_LENGTH)
     # RFC 3986 has no spaces or controls in a URI; urlsplit drops some of them silently,
     # so a URI that differs from the one checked would be stored.
     if not _storable(uri) or any(ch.isspace() or ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
-        raise ClientMetadataError(error, f"{what} must not hold spaces or control characters: {uri!r}")
+        raise ClientMetadataError(error, N_("%(what)s must not hold spaces or control characters: %(uri)s"),
+                                  what=what, uri=repr(uri))
     # Not a URI character (RFC 3986 §2), and read two ways: urlsplit takes
     # "http://evil.example\@127.0.0.1/" for loopback, a browser goes to evil.example.
     if "\\" in uri:
-        raise ClientMetadataError(error, f"{what} must not hold a backslash: {uri}")
+        raise ClientMetadataError(error, N_("%(what)s must not hold a backslash: %(uri)s"), what=what, uri=uri)
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
-        raise ClientMetadataError(error, f"{what} is not a valid URI: {uri}") from None
+        raise ClientMetadataError(error, N_("%(what)s is not a valid URI: %(uri)s"), what=what, uri=uri) from None
     if not parts.scheme or parts.fragment or ("#" in uri):
-        raise ClientMetadataError(error, f"{what} must be an absolute URI without a fragment: {uri}")
+        raise ClientMetadataError(error, N_("%(what)s must be an absolute URI without a fragment: %(uri)s"),
+                                  what=what, uri=uri)
     if parts.scheme in FORBIDDEN_SCHEMES:
-        raise ClientMetadataError(error, f"{what} uses a forbidden scheme: {uri}")
+        raise ClientMetadataError(error, N_("%(what)s uses a forbidden scheme: %(uri)s"), what=what, uri=uri)
     if "*" in parts.netloc:
-        raise ClientMetadataError(error, f"{what} cannot hold a wildcard: {uri}")
+        raise ClientMetadataError(error, N_("%(what)s cannot hold a wildcard: %(uri)s"), what=what, uri=uri)
     if parts.scheme in ("http", "https") and not parts.hostname:
-        raise ClientMetadataError(error, f"{what} has no host: {uri}")
+        raise ClientMetadataError(error, N_("%(what)s has no host: %(uri)s"), what=what, uri=uri)
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ClientMetadataError(
-            error, f"{what} must use https; http only for loopback (127.0.0.1, [::1], localhost): {uri}")
+            error, N_("%(what)s must use https; http only for loopback (127.0.0.1, [::1], localhost): %(uri)s"),
+            what=what, uri=uri)
     return uri
 
 
@@ -103,13 +125,15 @@ def _check_backchannel_uri(uri, destinations: Outbound) -> str:
     """This server POSTs to it: the URL must pass the outbound guard (public address or
     allow-listed, https unless allow-listed loopback, usual ports)."""
     if not isinstance(uri, str) or not uri:
-        raise ClientMetadataError("invalid_client_metadata", "backchannel_logout_uri must be a non-empty string")
+        raise ClientMetadataError("invalid_client_metadata", N_("backchannel_logout_uri must be a non-empty string"))
     if "#" in uri:  # Back-Channel Logout 1.0 §2.2
-        raise ClientMetadataError("invalid_client_metadata", f"backchannel_logout_uri has a fragment: {uri}")
+        raise ClientMetadataError("invalid_client_metadata", N_("backchannel_logout_uri has a fragment: %(uri)s"),
+                                  uri=uri)
     try:
         destinations.check_url(uri)
     except DestinationRefused as err:
-        raise ClientMetadataError("invalid_client_metadata", f"backchannel_logout_uri refused: {err}") from None
+        raise ClientMetadataError("invalid_client_metadata", N_("backchannel_logout_uri refused: %(reason)s"),
+                                  reason=str(err)) from None
     return uri
 
 
@@ -120,9 +144,9 @@ def _uri_list(value, what: str, error: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ClientMetadataError(error, f"{what} must be a list")
+        raise ClientMetadataError(error, N_("%(what)s must be a list"), what=what)
     if len(value) > MAX_URIS:  # open registration would store any number (5,000 were taken)
-        raise ClientMetadataError(error, f"{what} may hold at most {MAX_URIS} URIs")
+        raise ClientMetadataError(error, N_("%(what)s may hold at most %(max)d URIs"), what=what, max=MAX_URIS)
     return [_check_uri(u, what, error) for u in value]
 
 
@@ -130,50 +154,56 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     """Normalized client metadata, or ClientMetadataError. `destinations`: the guard the
     back-channel logout URI must pass (the current app's by default)."""
     if not isinstance(meta, dict):
-        raise ClientMetadataError("invalid_client_metadata", "the body must be a JSON object")
+        raise ClientMetadataError("invalid_client_metadata", N_("the body must be a JSON object"))
     auth_method = meta.get("token_endpoint_auth_method") or "client_secret_basic"
     if auth_method not in AUTH_METHODS:
-        raise ClientMetadataError("invalid_client_metadata", f"unsupported token_endpoint_auth_method {auth_method}")
+        raise ClientMetadataError("invalid_client_metadata", N_("unsupported token_endpoint_auth_method %(method)s"),
+                                  method=auth_method)
     grant_types = meta.get("grant_types") or list(DEFAULT_GRANT_TYPES)
     if not isinstance(grant_types, list) or not all(g in GRANT_TYPES for g in grant_types):
-        raise ClientMetadataError("invalid_client_metadata", f"grant_types must be among {', '.join(GRANT_TYPES)}")
+        raise ClientMetadataError("invalid_client_metadata", N_("grant_types must be among %(known)s"),
+                                  known=", ".join(GRANT_TYPES))
     for confidential_only in ("client_credentials", TOKEN_EXCHANGE):
         if confidential_only in grant_types and auth_method == "none":
-            raise ClientMetadataError("invalid_client_metadata", f"a public client cannot use {confidential_only}")
+            raise ClientMetadataError("invalid_client_metadata", N_("a public client cannot use %(grant)s"),
+                                      grant=confidential_only)
     response_types = meta.get("response_types")
     if response_types is None:
         response_types = ["code"] if "authorization_code" in grant_types else []
     if not isinstance(response_types, list) or not all(t == "code" for t in response_types):
-        raise ClientMetadataError("invalid_client_metadata", "only the code response type is supported")
+        raise ClientMetadataError("invalid_client_metadata", N_("only the code response type is supported"))
     if ("code" in response_types) != ("authorization_code" in grant_types):
-        raise ClientMetadataError("invalid_client_metadata", "response_types and grant_types disagree")
+        raise ClientMetadataError("invalid_client_metadata", N_("response_types and grant_types disagree"))
     redirect_uris = _uri_list(meta.get("redirect_uris"), "redirect_uris", "invalid_redirect_uri")
     if "authorization_code" in grant_types and not redirect_uris:
-        raise ClientMetadataError("invalid_redirect_uri", "redirect_uris is required for authorization_code")
+        raise ClientMetadataError("invalid_redirect_uri", N_("redirect_uris is required for authorization_code"))
     post_logout = _uri_list(meta.get("post_logout_redirect_uris"), "post_logout_redirect_uris",
                             "invalid_client_metadata")
     scope = meta.get("scope") or DEFAULT_SCOPE
     if not isinstance(scope, str) or not set(scope.split()) <= set(SCOPES):
-        raise ClientMetadataError("invalid_client_metadata", f"scope must be among {' '.join(SCOPES)}")
+        raise ClientMetadataError("invalid_client_metadata", N_("scope must be among %(known)s"),
+                                  known=" ".join(SCOPES))
     jwks = meta.get("jwks")
-    if jwks is not None and (not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list)):
-        raise ClientMetadataError("invalid_client_metadata", "jwks must be a JWK Set")
+    if jwks is not None:
+        _check_jwks(jwks)
     jwks_uri = meta.get("jwks_uri")
     if jwks_uri is not None:
         if jwks is not None:  # RFC 7591 §2: MUST NOT both be present
-            raise ClientMetadataError("invalid_client_metadata", "send jwks or jwks_uri, not both")
+            raise ClientMetadataError("invalid_client_metadata", N_("send jwks or jwks_uri, not both"))
         _check_jwks_uri(jwks_uri, destinations or outbound.current())
     if auth_method == "private_key_jwt" and not (jwks or jwks_uri):
-        raise ClientMetadataError("invalid_client_metadata", "private_key_jwt needs jwks or jwks_uri")
+        raise ClientMetadataError("invalid_client_metadata", N_("private_key_jwt needs jwks or jwks_uri"))
     require_par = meta.get("require_pushed_authorization_requests", False)
     if not isinstance(require_par, bool):
-        raise ClientMetadataError("invalid_client_metadata", "require_pushed_authorization_requests must be a boolean")
+        raise ClientMetadataError("invalid_client_metadata",
+                                  N_("require_pushed_authorization_requests must be a boolean"))
     backchannel = meta.get("backchannel_logout_uri")
     if backchannel is not None:
         _check_backchannel_uri(backchannel, destinations or outbound.current())
     name = meta.get("client_name") or "Unnamed application"
-    if not isinstance(name, str) or len(name) > 200:
-        raise ClientMetadataError("invalid_client_metadata", "client_name must be a string of at most 200 characters")
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
+        raise ClientMetadataError("invalid_client_metadata",
+                                  N_("client_name must be a string of at most %(max)d characters"), max=MAX_NAME_LENGTH)
     values = {
         "name": name,
         "token_endpoint_auth_method": auth_method,
@@ -189,18 +219,42 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     }
     # After the URI checks (their own error code): these values go to the database as they are.
     if not _all_storable(values):
-        raise ClientMetadataError("invalid_client_metadata", "the metadata holds a NUL or an unpaired surrogate")
+        raise ClientMetadataError("invalid_client_metadata", N_("the metadata holds a NUL or an unpaired surrogate"))
     return values
+
+
+def _is_jwk_set(jwks) -> bool:
+    """An object whose "keys" are objects of plain members (RFC 7517 §4-5): strings, numbers,
+    booleans, lists of strings (key_ops, x5c). Nothing deeper: a value nested near the JSON
+    parser's limit would overflow the stack where it is encoded again (the JSON column)."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        return False
+    members = [value for name, value in jwks.items() if name != "keys"]
+    for key in jwks["keys"]:
+        if not isinstance(key, dict):
+            return False
+        members.extend(key.values())
+    return all(not isinstance(value, dict) and (not isinstance(value, list) or all(
+        isinstance(item, str) for item in value)) for value in members)
+
+
+def _check_jwks(jwks) -> None:
+    if not _is_jwk_set(jwks):
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks must be a JWK Set"))
+    if len(json.dumps(jwks, separators=(",", ":"))) > MAX_JWKS_BYTES:
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks must be at most %(max)d kB"),
+                                  max=MAX_JWKS_BYTES // 1024)
 
 
 def _check_jwks_uri(uri, destinations: Outbound) -> str:
     """This server fetches the client's keys there: the outbound guard must let it."""
     if not isinstance(uri, str) or not uri or "#" in uri:
-        raise ClientMetadataError("invalid_client_metadata", "jwks_uri must be a URL without a fragment")
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks_uri must be a URL without a fragment"))
     try:
         destinations.check_url(uri)
     except DestinationRefused as err:
-        raise ClientMetadataError("invalid_client_metadata", f"jwks_uri refused: {err}") from None
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks_uri refused: %(reason)s"),
+                                  reason=str(err)) from None
     return uri
 
 
@@ -215,10 +269,11 @@ def validate_policy(*, require_par: bool = False, require_dpop: bool = False, re
     for uri in resources:
         if not is_resource_uri(uri):
             raise ClientMetadataError("invalid_client_metadata",
-                                      f"a resource must be an absolute URI without a fragment: {uri}")
+                                      N_("a resource must be an absolute URI without a fragment: %(uri)s"), uri=uri)
     for audience in token_exchange_audiences:
         if not (client_exists or _stored)(audience):
-            raise ClientMetadataError("invalid_client_metadata", f"no client {audience} to exchange tokens for")
+            raise ClientMetadataError("invalid_client_metadata", N_("no client %(id)s to exchange tokens for"),
+                                      id=audience)
     return {
         "require_par": require_par,
         "require_dpop": require_dpop,
@@ -280,7 +335,7 @@ def update_client(client: Client, meta: dict) -> None:
 
     values = validate_metadata(meta)
     if needs_secret(values["token_endpoint_auth_method"]) and not client.client_secret_hash:
-        raise ClientMetadataError("invalid_client_metadata", "cannot switch to a secret-based method")
+        raise ClientMetadataError("invalid_client_metadata", N_("cannot switch to a secret-based method"))
     for key, value in values.items():
         setattr(client, key, value)
     db.session.commit()

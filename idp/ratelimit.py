@@ -95,6 +95,10 @@ POLICIES: dict[str, Policy] = {
     "reset:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
     "reset:ip": Policy(free=20, window=3600, base_delay=60, max_delay=3600),
     "signup:ip": Policy(free=10, window=3600, base_delay=60, max_delay=3600),
+    # Open dynamic registration (IDP_REGISTRATION=open): each client is a row of up to a
+    # megabyte that nobody owns. 20 an hour from one address (counted as tried, valid or not)
+    # is plenty for a developer or a deployment script; a person in the portal keeps 50.
+    "register:ip": Policy(free=19, window=3600, base_delay=60, max_delay=3600),
     # An admin's "Resend invitation" of one address: a few an hour, as reset mails.
     "invite:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
     # Posts to a SAML ACS, each of which parks up to ~350 kB for two minutes. One address may

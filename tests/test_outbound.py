@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import itertools
 import json
 import socket
 import ssl
@@ -430,9 +431,16 @@ def resolve(public_app):
     guard.resolver = saved
 
 
+_registrants = itertools.count(1)
+
+
 def _register(app, **meta):
+    """Each from an address of its own: open registration is throttled per address, and
+    these tests register more clients than one address may in an hour."""
     meta.setdefault("redirect_uris", ["https://rp.example/cb"])
-    return app.test_client().post("/register", json=meta)
+    n = next(_registrants)
+    return app.test_client().post("/register", json=meta,
+                                  environ_base={"REMOTE_ADDR": f"198.51.100.{n % 250 + 1}"})
 
 
 @pytest.mark.parametrize("uri", [

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from .. import audit
-from ..clients import ClientMetadataError, create_client, update_client
+from ..clients import N_, ClientMetadataError, create_client, update_client
 from ..i18n import gettext as _
 from ..store import Client, User, db, digest, new_secret
 from ..store.clients import DEVICE_CODE
@@ -72,7 +72,7 @@ def owned_app(user: User, client_id: str) -> Client | None:
 def _check_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
-        raise ClientMetadataError("invalid_client_metadata", _("Give the app a name."))
+        raise ClientMetadataError("invalid_client_metadata", N_("Give the app a name."))
     return name
 
 
@@ -82,7 +82,7 @@ MAX_APPS_PER_PERSON = 50
 
 def _check_sends_back(kind: Kind | None, redirect_uris: list[str], post_logout_uris: list[str]) -> None:
     if kind is not None and not kind.redirects and (redirect_uris or post_logout_uris):
-        raise ClientMetadataError("invalid_redirect_uri", _(
+        raise ClientMetadataError("invalid_redirect_uri", N_(
             "This kind of app sends no one back: leave the redirect URIs empty."))
 
 
@@ -91,11 +91,11 @@ def register(user: User, kind_name: str, name: str, redirect_uris: list[str],
     """Create an app owned by `user`; returns it with its secret (shown once, stored hashed)."""
     if db.session.scalar(select(func.count()).select_from(Client).where(Client.owner_id == user.id)) \
             >= MAX_APPS_PER_PERSON:
-        raise ClientMetadataError("invalid_client_metadata", _(
-            "You have reached the limit of %(max)d apps: delete one first.", max=MAX_APPS_PER_PERSON))
+        raise ClientMetadataError("invalid_client_metadata", N_(
+            "You have reached the limit of %(max)d apps: delete one first."), max=MAX_APPS_PER_PERSON)
     kind = KINDS.get(kind_name)
     if kind is None:
-        raise ClientMetadataError("invalid_client_metadata", _("Choose a kind of app."))
+        raise ClientMetadataError("invalid_client_metadata", N_("Choose a kind of app."))
     _check_sends_back(kind, redirect_uris, post_logout_uris)
     meta = {
         "client_name": _check_name(name),

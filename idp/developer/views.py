@@ -65,7 +65,7 @@ def new_app(browser):
                                        apps.lines(form["post_logout_uris"]))
     except ClientMetadataError as err:
         return render_template("developer/new.html", form=form, kinds=apps.KINDS.values(),
-                               error=err.description), 400
+                               error=_said(err)), 400
     return _no_store(render_template("developer/secret.html", client=client, secret=secret, created=True))
 
 
@@ -87,7 +87,7 @@ def app_page(browser, client):
         apps.edit(browser.user, client, form["name"], redirect_uris, post_logout_uris)
     except ClientMetadataError as err:
         return render_template("developer/app.html", client=client, kind=apps.kind_of(client),
-                               error=err.description, form=form), 400
+                               error=_said(err), form=form), 400
     return redirect(url_for("developer.app_page", client_id=client.client_id), 303)
 
 
@@ -126,6 +126,11 @@ def delete(browser, client):
                                          "This cannot be undone."))
     apps.delete(browser.user, client)
     return redirect(url_for("developer.home"), 303)
+
+
+def _said(err: ClientMetadataError) -> str:
+    """The error in the page's language (its `description` is the English of RFC 7591)."""
+    return _(err.message, **err.variables)
 
 
 def _no_store(html: str):

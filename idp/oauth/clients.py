@@ -16,6 +16,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from .. import outbound
+from ..clients import MAX_JWKS_BYTES
 from ..single_use import claim
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 # A client's keys published at its jwks_uri are fetched at most once a minute per process:
 # a copy of public data, so a process may keep it; a rotation is seen within a minute.
 JWKS_URI_CACHE_SECONDS = 60
-JWKS_URI_MAX_BYTES = 64 * 1024
+JWKS_URI_MAX_BYTES = MAX_JWKS_BYTES
 JWKS_URI_DEADLINE = 3.0
 _fetched: dict[str, tuple[float, KeySet]] = {}
 _fetched_lock = threading.Lock()
