@@ -1,17 +1,19 @@
-"""CPU cost of DPoP at the token endpoint: a client_credentials grant and a refresh grant
-with an ES256 proof (signature check, nonce, jti marker insert, cnf.jkt) against the same
+"""CPU cost of DPoP at the token endpoint: a client_credentials grant, a refresh grant and
+a code exchange (a confidential client's, and a public client's, whose new refresh-token
+family the proof binds) with an ES256 proof (signature check, nonce, jti marker insert, cnf.jkt) against the same
 grant without. The issue's budget: at most 0.3 ms more per grant.
 
 Run with the project's venv: `.venv/bin/python bench/dpop_cost.py` (a fresh SQLite
 instance; set BENCH_DATABASE_URL to measure on another database). CPU time of this
 process (not wall time, and not a database server's), requests in-process through
 Flask's test client; the client's own work (signing the proofs, seeding the refresh
-tokens each batch uses) is not counted. Each figure is the best round's mean: other
+tokens and codes each batch uses) is not counted. Each figure is the best round's mean: other
 processes on the machine only ever add. BENCH_PROFILE=1 prints instead which functions the
 proof adds CPU to, per grant (cProfile on process time, so Python code looks dearer).
 """
 
 import base64
+import hashlib
 import os
 import secrets
 import sys
@@ -34,7 +36,7 @@ from joserfc.jwk import ECKey  # noqa: E402
 from idp import create_app  # noqa: E402
 from idp.cli import initialize  # noqa: E402
 from idp.clients import create_client  # noqa: E402
-from idp.store import Grant, RefreshToken, User, db, digest, utcnow  # noqa: E402
+from idp.store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_id, utcnow  # noqa: E402
 
 
 def basic(client_id: str, secret: str) -> dict:
@@ -52,13 +54,17 @@ with app.app_context():
     client, secret = create_client({"client_name": "bench web", "grant_types": ["authorization_code", "refresh_token"],
                                     "redirect_uris": ["https://app.example/cb"], "scope": "openid profile"})
     web_client_id, web_auth = client.client_id, basic(client.client_id, secret)
+    client, _ = create_client({"client_name": "bench spa", "grant_types": ["authorization_code", "refresh_token"],
+                               "redirect_uris": ["https://spa.example/cb"], "scope": "openid profile",
+                               "token_endpoint_auth_method": "none"})
+    spa_client_id = client.client_id
     user = User(email="bench@example.com", password_hash="-", email_verified=True)
     db.session.add(user)
     db.session.commit()
     family = Grant(client_id=web_client_id, user_id=user.id, scope="profile")
     db.session.add(family)
     db.session.commit()
-    family_id = family.id
+    family_id, user_id = family.id, user.id
 
 issuer = app.extensions["idp.settings"].issuer
 key = ECKey.generate_key("P-256")
@@ -91,7 +97,39 @@ def refresh_requests(count: int) -> list[tuple[dict, dict]]:
     return [({"grant_type": "refresh_token", "refresh_token": v}, web_auth) for v in refresh_tokens(count)]
 
 
-GRANTS = {"client_credentials": client_credentials_requests, "refresh_token": refresh_requests}
+def codes(client_id: str, redirect_uri: str, count: int) -> list[tuple[str, str]]:
+    """(code, PKCE verifier) pairs, each code in a family of its own, as the authorization
+    endpoint stores them after a sign-in."""
+    made = [(secrets.token_urlsafe(36), secrets.token_urlsafe(48), new_id()) for _ in range(count)]
+    now = utcnow()
+    with app.app_context():
+        db.session.execute(Grant.__table__.insert(), [
+            {"id": family, "client_id": client_id, "user_id": user_id, "scope": "openid profile", "amr": ["pwd"],
+             "auth_time": int(time.time()), "created_at": now} for _, _, family in made])
+        db.session.execute(AuthorizationCode.__table__.insert(), [
+            {"code_hash": digest(code), "grant_id": family, "client_id": client_id, "user_id": user_id,
+             "redirect_uri": redirect_uri, "scope": "openid profile", "nonce": "n",
+             "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+             .rstrip(b"=").decode(), "code_challenge_method": "S256", "auth_time": int(time.time()),
+             "amr": ["pwd"], "expires_at": now + timedelta(minutes=5)} for code, verifier, family in made])
+        db.session.commit()
+    return [(code, verifier) for code, verifier, _ in made]
+
+
+def code_requests(count: int) -> list[tuple[dict, dict]]:
+    return [({"grant_type": "authorization_code", "code": code, "redirect_uri": "https://app.example/cb",
+              "code_verifier": verifier}, web_auth)
+            for code, verifier in codes(web_client_id, "https://app.example/cb", count)]
+
+
+def public_code_requests(count: int) -> list[tuple[dict, dict]]:
+    return [({"grant_type": "authorization_code", "code": code, "redirect_uri": "https://spa.example/cb",
+              "code_verifier": verifier, "client_id": spa_client_id}, {})
+            for code, verifier in codes(spa_client_id, "https://spa.example/cb", count)]
+
+
+GRANTS = {"client_credentials": client_credentials_requests, "refresh_token": refresh_requests,
+          "authorization_code": code_requests, "authorization_code (public client)": public_code_requests}
 nonce = http.post("/token", data={"grant_type": "client_credentials"},
                   headers={**service_auth, "DPoP": proof(None)}).headers["DPoP-Nonce"]
 

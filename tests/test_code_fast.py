@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from tests import test_refresh_fast
-from tests.test_refresh_fast import VARIABLE_CLAIMS, _claims
+from tests.test_refresh_fast import VARIABLE_CLAIMS, _claims, _holder, _proof, _set, _spent
 
 app = test_refresh_fast.app  # the fixture: an app of its own, on its own database
 
@@ -73,7 +73,8 @@ class World:
                                         "token_endpoint_auth_method": method}, first_party=True)
         return client.client_id, secret
 
-    def code(self, client_id: str, *, pkce: bool = True, expires_in: int = 60, nonce: str | None = "n-1"):
+    def code(self, client_id: str, *, pkce: bool = True, expires_in: int = 60, nonce: str | None = "n-1",
+             dpop_jkt: str | None = None):
         """(code, verifier or None, family id): a fresh code as save_authorization_code stores it."""
         from idp.store import AuthorizationCode, Grant, db, digest, new_id, utcnow
 
@@ -88,22 +89,29 @@ class World:
                 redirect_uri=REDIRECT, scope=SCOPE, nonce=nonce,
                 code_challenge=_challenge(verifier) if pkce else None,
                 code_challenge_method="S256" if pkce else None, auth_time=int(time.time()) - 5, amr=["pwd"],
-                acr=None, sid=None, dpop_jkt=None, resource=None, expires_at=now + timedelta(seconds=expires_in)))
+                acr=None, sid=None, dpop_jkt=dpop_jkt, resource=None, expires_at=now + timedelta(seconds=expires_in)))
             db.session.commit()
         return value, (verifier if pkce else None), family
 
-    def send(self, form: dict, *, basic: tuple[str, str] | None = None, fast: bool = True):
+    def send(self, form: dict, *, basic: tuple[str, str] | None = None, fast: bool = True,
+             dpop: str | None = None):
         self.fast_on = fast
         headers = {}
         if basic:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        if dpop is not None:
+            headers["DPoP"] = dpop
         return self.http.post("/token", data=form, headers=headers)
 
-    def exchange(self, value: str, verifier: str | None, *, fast: bool = True, **extra):
+    def exchange(self, value: str, verifier: str | None, *, fast: bool = True, dpop: str | None = None, **extra):
         form = {"grant_type": "authorization_code", "code": value, "redirect_uri": REDIRECT}
         if verifier is not None:
             form["code_verifier"] = verifier
-        return self.send({**form, **extra}, basic=(self.web, self.web_secret), fast=fast)
+        return self.send({**form, **extra}, basic=(self.web, self.web_secret), fast=fast, dpop=dpop)
+
+    def public_exchange(self, value: str, verifier: str, *, fast: bool = True, dpop: str | None = None):
+        return self.send({"grant_type": "authorization_code", "code": value, "redirect_uri": REDIRECT,
+                          "code_verifier": verifier, "client_id": self.public}, fast=fast, dpop=dpop)
 
     def state(self, value: str, family_id: str):
         """(code spent, family revoked, refresh tokens of the family still live)."""
@@ -336,3 +344,178 @@ def test_two_concurrent_exchanges_of_one_code_give_one_token_and_revoke_it(world
     issued = next(body for status, body in answers if status == 200)
     assert world.state(value, family) == (True, True, False)
     assert not world.introspect(issued["access_token"])
+
+
+# --- DPoP (RFC 9449) ------------------------------------------------------------------------
+# As for the refresh grant (test_refresh_fast): the general path spends a proof's jti before
+# any grant runs, the plain path only with the code, so whatever it declines, the general
+# path checks the proof afresh and gives the answer.
+
+def _family_jkt(world, family: str) -> str | None:
+    from idp.store import Grant, db
+
+    with world.app.app_context():
+        return db.session.scalar(select(Grant.dpop_jkt).where(Grant.id == family))
+
+
+def _same_dpop_answers(fast, slow, jkt: str) -> None:
+    assert fast.status_code == slow.status_code == 200, (fast.get_data(as_text=True), slow.get_data(as_text=True))
+    assert list(fast.json) == list(slow.json)
+    assert fast.json["token_type"] == slow.json["token_type"] == "DPoP"
+    for name in ("Content-Type", "Cache-Control", "Pragma", "DPoP-Nonce"):
+        assert fast.headers[name] == slow.headers[name], name
+    for kind in ("access_token", "id_token"):
+        a, b = _claims(fast.json[kind]), _claims(slow.json[kind])
+        assert a.keys() == b.keys(), kind
+        same = {k for k in a if k not in VARIABLE_CLAIMS | {"gid", "sid"}}
+        assert {k: a[k] for k in same} == {k: b[k] for k in same}, kind
+    assert _claims(fast.json["access_token"])["cnf"] == {"jkt": jkt}
+
+
+def test_a_dpop_exchange_is_answered_on_the_plain_path_as_on_the_general_one(world):
+    holder = _holder(world)
+    fast_code, fast_verifier, fast_family = world.code(world.web)
+    slow_code, slow_verifier, slow_family = world.code(world.web)
+    fast_proof, slow_proof = _proof(world, holder), _proof(world, holder)
+    fast = world.exchange(fast_code, fast_verifier, dpop=fast_proof)
+    slow = world.exchange(slow_code, slow_verifier, fast=False, dpop=slow_proof)
+    assert world.fast_answers == [True]
+    _same_dpop_answers(fast, slow, holder.jkt)
+    assert _spent(world, holder, fast_proof) and _spent(world, holder, slow_proof)
+    assert world.state(fast_code, fast_family) == world.state(slow_code, slow_family) == (True, False, True)
+    # a confidential client's family is not bound (RFC 9449 §5), on either path
+    assert _family_jkt(world, fast_family) is None and _family_jkt(world, slow_family) is None
+    assert world.introspect(fast.json["access_token"])
+    # a code asked for with dpop_jkt, exchanged with a proof of that key
+    value, verifier, _ = world.code(world.web, dpop_jkt=holder.jkt)
+    bound = world.exchange(value, verifier, dpop=_proof(world, holder))
+    assert bound.status_code == 200 and bound.json["token_type"] == "DPoP" and world.fast_answers == [True, True]
+    assert _claims(bound.json["access_token"])["cnf"] == {"jkt": holder.jkt}
+
+
+def test_a_public_clients_family_is_bound_by_the_exchanges_proof_on_both_paths(world):
+    holder, thief = _holder(world), _holder(world)
+    fast_code, fast_verifier, fast_family = world.code(world.public)
+    slow_code, slow_verifier, slow_family = world.code(world.public)
+    fast = world.public_exchange(fast_code, fast_verifier, dpop=_proof(world, holder))
+    slow = world.public_exchange(slow_code, slow_verifier, fast=False, dpop=_proof(world, holder))
+    assert world.fast_answers == [True]
+    _same_dpop_answers(fast, slow, holder.jkt)
+    assert _family_jkt(world, fast_family) == _family_jkt(world, slow_family) == holder.jkt
+    # the bound family's refresh token: a proof of its key only
+    for proof in (_proof(world, thief), None):
+        resp = world.send({"grant_type": "refresh_token", "refresh_token": fast.json["refresh_token"],
+                           "client_id": world.public}, dpop=proof)
+        assert resp.status_code == 400 and resp.json["error"] == "invalid_grant", resp.json
+    resp = world.send({"grant_type": "refresh_token", "refresh_token": fast.json["refresh_token"],
+                       "client_id": world.public}, dpop=_proof(world, holder))
+    assert resp.status_code == 200 and _claims(resp.json["access_token"])["cnf"] == {"jkt": holder.jkt}
+
+
+def test_a_code_bound_with_dpop_jkt_is_refused_alike_with_another_key_or_none(world):
+    """The general path spends the code before DPoPCodeBinding refuses it (Authlib consumes a
+    code before its extensions' checks): the plain path declines, and the state is the same."""
+    holder, thief = _holder(world), _holder(world)
+    for proof in (lambda: _proof(world, thief), lambda: None):
+        answers, states = [], []
+        for fast in (True, False):
+            value, verifier, family = world.code(world.web, dpop_jkt=holder.jkt)
+            before = len(world.fast_answers)
+            resp = world.exchange(value, verifier, fast=fast, dpop=proof())
+            assert True not in world.fast_answers[before:]
+            answers.append((resp.status_code, resp.json.get("error"), resp.json.get("error_description")))
+            states.append(world.state(value, family))
+        assert answers[0] == answers[1] == (400, "invalid_grant", "the code is bound to another DPoP key (dpop_jkt)")
+        assert states[0] == states[1] == (True, False, False)
+
+
+def test_a_replayed_proof_is_refused_alike_and_the_code_not_spent(world):
+    holder = _holder(world)
+    for first_fast in (True, False):  # the proof spent by either path first
+        value, verifier, _ = world.code(world.web)
+        proof = _proof(world, holder)
+        before = len(world.fast_answers)
+        assert world.exchange(value, verifier, fast=first_fast, dpop=proof).status_code == 200
+        assert world.fast_answers[before:] == ([True] if first_fast else [])
+        answers = []
+        for fast in (True, False):
+            value, verifier, family = world.code(world.web)
+            before = len(world.fast_answers)
+            resp = world.exchange(value, verifier, fast=fast, dpop=proof)
+            assert True not in world.fast_answers[before:]
+            answers.append((resp.status_code, resp.json.get("error"), resp.json.get("error_description")))
+            assert world.state(value, family) == (False, False, False)  # the code can be exchanged again
+            assert world.exchange(value, verifier, dpop=_proof(world, holder)).status_code == 200
+        assert answers[0] == answers[1] == (400, "invalid_dpop_proof", "this DPoP proof was already used")
+
+
+def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
+    holder = _holder(world)
+    issuer = world.app.extensions["idp.settings"].issuer.rstrip("/")
+    cases = {
+        "wrong htu": lambda: holder.proof("POST", f"{issuer}/userinfo"),
+        "wrong htm": lambda: holder.proof("GET", f"{issuer}/token"),
+        "no nonce": lambda: _proof(world, holder, nonce=None),
+        "made-up nonce": lambda: _proof(world, holder, nonce="made-up"),
+        "old iat": lambda: _proof(world, holder, iat=int(time.time()) - 600),
+        "two proofs": lambda: _proof(world, holder) + ", " + _proof(world, holder),
+        "not a JWS": lambda: "not-a-proof",
+    }
+    for name, make in cases.items():
+        answers = []
+        for fast in (True, False):
+            value, verifier, family = world.code(world.web)
+            before = len(world.fast_answers)
+            proof = make()
+            resp = world.exchange(value, verifier, fast=fast, dpop=proof)
+            answers.append((resp.status_code, resp.json.get("error"), resp.json.get("error_description"),
+                            resp.headers.get("DPoP-Nonce") is not None))
+            assert True not in world.fast_answers[before:], name
+            assert world.state(value, family) == (False, False, False), name
+            if name not in ("two proofs", "not a JWS"):
+                assert not _spent(world, holder, proof), name
+        assert answers[0] == answers[1], name
+        assert answers[0][0] == 400 and answers[0][1] in ("invalid_dpop_proof", "use_dpop_nonce"), (name, answers)
+
+
+def test_a_client_that_requires_dpop_is_answered_on_the_plain_path_with_a_proof(world):
+    from idp.store import Client
+
+    _set(world, Client, Client.client_id == world.web, require_dpop=True)
+    try:
+        value, verifier, family = world.code(world.web)
+        refused = world.exchange(value, verifier)
+        assert refused.status_code == 400 and refused.json["error"] == "invalid_dpop_proof"
+        assert world.state(value, family) == (False, False, False)
+        resp = world.exchange(value, verifier, dpop=_proof(world, _holder(world)))
+        assert resp.status_code == 200 and resp.json["token_type"] == "DPoP"
+        assert world.fast_answers[-1] is True
+    finally:
+        _set(world, Client, Client.client_id == world.web, require_dpop=False)
+
+
+def test_a_code_used_first_by_another_exchange_leaves_the_proof_to_the_general_path(world, monkeypatch):
+    """A code another exchange used after this one read it as live, with a proof: the plain
+    path declines with the proof unspent (it is claimed only with the code), so the general
+    path checks it, once, and answers as for any used code: invalid_grant (not a replayed
+    proof), what the code issued revoked."""
+    from idp.oauth import fast_code
+    from idp.store import AuthorizationCode, digest, utcnow
+
+    holder = _holder(world)
+    value, verifier, family = world.code(world.web)
+    read = fast_code.read_code
+
+    def read_then_lose_the_race(connection, presented):
+        found = read(connection, presented)
+        _set(world, AuthorizationCode, AuthorizationCode.code_hash == digest(presented), used_at=utcnow())
+        return found
+
+    monkeypatch.setattr(fast_code, "read_code", read_then_lose_the_race)
+    proof = _proof(world, holder)
+    resp = world.exchange(value, verifier, dpop=proof)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.json["error"] == "invalid_grant"
+    assert world.fast_answers == [False, False]  # in front of Flask and in the token view
+    assert _spent(world, holder, proof)  # by the general path
+    assert world.state(value, family) == (True, True, False)

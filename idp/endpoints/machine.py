@@ -1,14 +1,14 @@
 """The requests machines send most, answered in front of Flask.
 
-Discovery, the JWKS, a plain client_credentials grant (DPoP-bound or not), a plain
-refresh_token grant (DPoP-bound or not) and a plain code exchange are what relying parties,
-resource servers and services ask every few seconds, and for them Flask's per-request
-machinery (request and response objects, nine hooks, the session interface, context locals)
-cost more CPU than the answer itself: 190-250 µs of the 190-530 µs each took (profiled in
-the closing note of issue 14). This WSGI layer answers exactly those when the request is
-the plain case, with the headers, request id, request line and metrics Flask's path gives
-them; everything else, and anything that raises before a write, goes on to Flask
-untouched, which gives every error its one answer.
+Discovery, the JWKS, and a plain client_credentials grant, refresh_token grant or code
+exchange (each DPoP-bound or not) are what relying parties, resource servers and services
+ask every few seconds, and for them Flask's per-request machinery (request and response
+objects, nine hooks, the session interface, context locals) cost more CPU than the answer
+itself: 190-250 µs of the 190-530 µs each took (profiled in the closing note of issue 14).
+This WSGI layer answers exactly those when the request is the plain case, with the headers,
+request id, request line and metrics Flask's path gives them; everything else, and anything
+that raises before a write, goes on to Flask untouched, which gives every error its one
+answer.
 
 A refresh grant and a code exchange are the exception to "anything that raises goes to
 Flask": once their write may be committed, the presented token or code is spent, and Flask's

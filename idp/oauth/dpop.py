@@ -33,8 +33,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from flask import request as http_request
+from sqlalchemy import bindparam, update
 
 from .. import single_use
+from ..store import Grant, db
 
 # alg -> what the key must be. Never `none`, never a MAC (RFC 9449 §4.3 step 5).
 ALGORITHMS = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
@@ -406,21 +408,21 @@ class DPoPCodeBinding:
         grant.register_hook("after_validate_token_request", self.validate)
 
     def validate(self, grant, _result=None):
-        code = grant.request.authorization_code
         proof = proof_of(grant.request)
-        if code.dpop_jkt and (proof is None or not same(proof.jkt, code.dpop_jkt)):
+        if not key_fits(grant.request.authorization_code, proof.jkt if proof else None):
             raise InvalidGrantError("the code is bound to another DPoP key (dpop_jkt)")
 
 
-def refresh_key_fits(family, jkt: str | None) -> bool:
-    """A bound refresh-token family is used only with a proof of its key (RFC 9449 §5);
-    `jkt`: the thumbprint of the request's proof, None without one."""
-    return not family.dpop_jkt or (jkt is not None and same(jkt, family.dpop_jkt))
+def key_fits(bound, jkt: str | None) -> bool:
+    """A code asked for with `dpop_jkt` (RFC 9449 §10) or a bound refresh-token family (§5),
+    `bound`, is used only with a proof of its key; `jkt`: the thumbprint of the request's
+    proof, None without one."""
+    return not bound.dpop_jkt or (jkt is not None and same(jkt, bound.dpop_jkt))
 
 
 def check_refresh_binding(family, oauth_request) -> None:
     proof = proof_of(oauth_request)
-    if not refresh_key_fits(family, proof.jkt if proof else None):
+    if not key_fits(family, proof.jkt if proof else None):
         raise InvalidGrantError("the refresh token is bound to another DPoP key")
 
 
@@ -435,13 +437,23 @@ def bind_refresh_family(family, client, oauth_request) -> None:
     """`binds_refresh_family`, done. The caller commits."""
     proof = proof_of(oauth_request)
     if binds_refresh_family(family, client, proof.jkt if proof else None):
-        from ..store import Grant, db
+        bind_family(db.session.connection(), family, proof.jkt)
 
-        # A statement: `family` is the request's plain copy of the row (grants.Family).
-        table = Grant.__table__
-        db.session.execute(table.update().where(table.c.id == family.id, table.c.dpop_jkt.is_(None))
-                           .values(dpop_jkt=proof.jkt))
-        family.dpop_jkt = proof.jkt
+
+_GRANTS = Grant.__table__
+_BIND_FAMILY = (
+    update(_GRANTS)
+    .where(_GRANTS.c.id == bindparam("b_id"), _GRANTS.c.dpop_jkt.is_(None))
+    .values(dpop_jkt=bindparam("b_jkt"))
+)
+
+
+def bind_family(connection, family, jkt: str) -> None:
+    """Bind the family to the key `jkt`, in the transaction of `connection` (the session's,
+    or a store.driver.DriverConnection); the caller commits. A statement: `family` is the
+    request's plain copy of the row (grants.Family)."""
+    connection.execute(_BIND_FAMILY, {"b_id": family.id, "b_jkt": jkt})
+    family.dpop_jkt = jkt
 
 
 def bind_pushed_request(params: dict) -> None:

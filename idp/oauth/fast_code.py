@@ -13,12 +13,23 @@ verifier of its authorization request. All of that is checked before anything is
 anything else returns None with nothing written, and Authlib's grant answers, spending the
 code as it always did: there is one home for every error. That includes a used code
 presented again (and a code a concurrent exchange used first): the general path finds it
-used and revokes what it issued. A DPoP proof, a `resource`, a code bound to a DPoP key
-(`dpop_jkt`) or a client that requires DPoP go to the general path too.
+used and revokes what it issued. A `resource`, or a client that requires DPoP and sends no
+proof, go to the general path too.
 
-The code is spent and the refresh token stored in one commit (Authlib's path commits them
-apart); a fault from that commit on raises `fast_refresh.Committed`: the code may be spent,
-so the general path must not answer.
+A DPoP proof (RFC 9449) is answered here too, as `fast_refresh` answers it and with `dpop`'s
+rules (`unspent_token_proof`, `key_fits`, `binds_refresh_family`, `bind_family`): the
+access token gets `cnf.jkt`, a code asked for with `dpop_jkt` is exchanged only with a
+proof of that key, and a public client's new refresh-token family is bound to the key. The
+proof is checked after every other check, and its `jti`, which the general path spends
+before any grant runs, is spent here only with the code, in the same commit. So a bad
+proof, a proof of another key than the code's (or none), or a proof replayed (its marker
+found there) leave nothing written, neither code nor proof spent, and the general path
+checks the proof again and gives the answer as it always did: a code refused for its key
+is spent there, as Authlib spends a code before its extensions' checks.
+
+The code is spent, the proof's marker written, the family bound and the refresh token
+stored in one commit (Authlib's path commits them apart); a fault from that commit on
+raises `fast_refresh.Committed`: the code may be spent, so the general path must not answer.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 
 from ..store.clients import ClientRecord
 from ..store.driver import DriverConnection
-from . import resources
+from . import dpop, resources
 from .fast_refresh import OWN, Committed
 from .fast_token import plain_grant_client
 from .grants import (
@@ -47,22 +58,25 @@ PARAMETERS = frozenset(("grant_type", "code", "redirect_uri", "code_verifier"))
 
 
 def grant(form: dict, authorization: str | None, proof: str | None = None) -> tuple[ClientRecord, dict] | None:
-    """(the client, the token response) of a plain code exchange without a DPoP proof (its
-    form, each parameter once, its Authorization header, and `proof` its DPoP header), the
-    code spent and the refresh token stored, committed; None, with nothing written, when
-    the general path must answer. Raises `Committed` for a fault from the commit on."""
-    client = plain_grant_client(form, authorization, GRANT_TYPE, PARAMETERS)
-    if client is None or proof is not None:
+    """(the client, the token response) of a plain code exchange (its form, each parameter
+    once, its Authorization header and its DPoP header `proof`), the code and the proof
+    spent and the refresh token stored, committed; None, with nothing written and the proof
+    unspent, when the general path must answer. Raises `Committed` for a fault from the
+    commit on."""
+    client = plain_grant_client(form, authorization, GRANT_TYPE, PARAMETERS, with_proof=proof is not None)
+    if client is None:
         return None
     value = form.get("code")
     if not value:
         return None
     with DriverConnection(OWN) as connection:
-        body = _exchange(connection, client, value, form, public=authorization is None and "client_secret" not in form)
+        body = _exchange(connection, client, value, form, proof,
+                         public=authorization is None and "client_secret" not in form)
     return (client, body) if body is not None else None
 
 
-def _exchange(connection, client: ClientRecord, value: str, form: dict, *, public: bool) -> dict | None:
+def _exchange(connection, client: ClientRecord, value: str, form: dict, proof: str | None, *,
+              public: bool) -> dict | None:
     code, family, person = read_code(connection, value)
     # the checks of AuthorizationCodeGrant.query_authorization_code and validate_token_request,
     # then its extensions' (PKCE, DPoP binding), then create_token_response's
@@ -74,7 +88,7 @@ def _exchange(connection, client: ClientRecord, value: str, form: dict, *, publi
         check_code_verifier(code, form.get("code_verifier"), public)
     except OAuth2Error:
         return None
-    if code.dpop_jkt or family is None or family.id != code.grant_id or family.revoked_at is not None:
+    if family is None or family.id != code.grant_id or family.revoked_at is not None:
         return None  # a revoked grant (sign out everywhere): the general path spends the code and refuses it
     person = code_person(code, person)
     if person is None:
@@ -83,13 +97,25 @@ def _exchange(connection, client: ClientRecord, value: str, form: dict, *, publi
         audience = resources.token_audience(client, None, family.resource, from_grant=True)
     except OAuth2Error:
         return None
+    unspent, jkt = None, None
+    if proof is not None:  # checked last; its jti is spent only with the code, below
+        unspent = dpop.unspent_token_proof(proof, dpop.token_endpoint_url())
+        if unspent is None:
+            return None  # refused by dpop.token_endpoint_response
+        jkt = unspent.jkt
+    if not dpop.key_fits(code, jkt):
+        return None  # another key or none: the general path spends the code and refuses it
     scope = code.get_scope()
-    body = token_body(client, person, scope, family, audience=audience, jkt=None,
+    body = token_body(client, person, scope, family, audience=audience, jkt=jkt,
                       include_refresh_token=client.check_grant_type("refresh_token"))
     add_id_token(body, client, person, family, nonce=code.nonce)
     if not consume_code(connection, code):
         return None  # a concurrent exchange used it first (rolled back on close): the general path finds it used
+    if unspent is not None and not dpop.spend(unspent, connection):
+        return None  # a replayed proof (rolled back on close, the code unspent): the general path refuses it
     if "refresh_token" in body:
+        if dpop.binds_refresh_family(family, client, jkt):
+            dpop.bind_family(connection, family, jkt)
         store_refresh_token(body["refresh_token"], family, client.client_id, connection)
     try:
         connection.commit()

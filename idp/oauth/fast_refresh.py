@@ -16,7 +16,7 @@ spent and revokes its family, exactly once. A `resource`, or a client that requi
 and sends no proof, go to the general path too.
 
 A DPoP proof (RFC 9449) is answered here too, with `dpop`'s rules (`unspent_token_proof`,
-`refresh_key_fits`, `binds_refresh_family`): it is checked after every other check, and
+`key_fits`, `binds_refresh_family`): it is checked after every other check, and
 its `jti`, which the general path spends before any grant runs, is spent here only with
 the rotation, in the same commit (`dpop.spend` in the transaction on SQLite, the marker
 in `rotate_and_store`'s one statement on PostgreSQL). So declining stays possible to the
@@ -114,7 +114,7 @@ def _rotate(connection, client, value: str, scope: str | None, proof: str | None
         if unspent is None:
             return None  # refused by dpop.token_endpoint_response
         jkt = unspent.jkt
-    if not dpop.refresh_key_fits(family, jkt) or dpop.binds_refresh_family(family, client, jkt):
+    if not dpop.key_fits(family, jkt) or dpop.binds_refresh_family(family, client, jkt):
         return None  # another key or none, refused; or a public client's family to bind, once
     body = token_body(client, person, scope, family, audience=audience, jkt=jkt, include_refresh_token=True)
     add_id_token(body, client, person, family)
