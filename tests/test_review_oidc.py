@@ -203,6 +203,10 @@ def test_request_uri_request_and_response_mode_may_not_be_repeated(live, browser
         [("request_uri", request_uri), ("request_uri", "urn:ietf:params:oauth:request_uri:other")],
         [*form.items(), ("request", "a.b.c"), ("request", "d.e.f")],
         [*form.items(), ("response_mode", "query"), ("response_mode", "fragment")],
+        # taken from their first copy until review-par3 saw it
+        [*form.items(), ("acr_values", "urn:myaccount:loa:1"), ("acr_values", "urn:myaccount:loa:2")],
+        [*form.items(), ("claims", "{}"), ("claims", '{"id_token": {}}')],
+        [*form.items(), ("display", "page"), ("display", "popup")],
     ):
         resp = browser.http.get(f"{live.issuer}/authorize", params=[("client_id", client_id), *repeated]
                                 if repeated[0][0] == "request_uri" else repeated, allow_redirects=False, timeout=10)

@@ -18,7 +18,8 @@ from .tokens import decode_own_jwt
 PROMPTS = {"none", "login", "consent", "select_account"}
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
                  "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt",
-                 "request", "request_uri", "response_mode", "id_token_hint")
+                 "request", "request_uri", "response_mode", "id_token_hint", "acr_values", "claims", "display",
+                 "claims_locales")
 
 
 # What an error_description may hold (RFC 6749 §4.1.2.1): printable ASCII but '"' and '\\'.
