@@ -32,6 +32,11 @@ def test_pushed_request_signs_in_once(live, browser):
     # single use, and bound to its client
     again = browser.http.get(url, allow_redirects=False, timeout=10)
     assert again.status_code == 400 and "Location" not in again.headers
+    # only the request_uri as it was given: one with more after the id named the same request
+    pushed = _push(live, client_id, secret).json()
+    resp = browser.http.get(f"{live.issuer}/authorize?client_id={client_id}&request_uri={pushed['request_uri']}x",
+                            allow_redirects=False, timeout=10)
+    assert resp.status_code == 400 and "Location" not in resp.headers
     other_id, other_secret = live.create_client()
     pushed = _push(live, client_id, secret).json()
     resp = browser.http.get(f"{live.issuer}/authorize?client_id={other_id}&request_uri={pushed['request_uri']}",

@@ -74,7 +74,10 @@ def take_pushed_request(request_uri: str, client_id: str | None) -> PendingAutho
     """The pushed request named by `request_uri` for `client_id`, claimed for this one use."""
     if not request_uri.startswith(REQUEST_URI_PREFIX) or not client_id:
         return None
-    row = db.session.get(PendingAuthorization, request_uri[len(REQUEST_URI_PREFIX):][:32])
+    ident = request_uri[len(REQUEST_URI_PREFIX):]
+    if len(ident) != 32:  # as /par made it: nothing before, nothing after
+        return None
+    row = db.session.get(PendingAuthorization, ident)
     if row is None or row.note != PUSHED or row.client_id != client_id or row.expires_at <= utcnow():
         return None
     # Claimed atomically: of two browsers racing with one request_uri, one gets it. From
