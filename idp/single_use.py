@@ -13,7 +13,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from .store import RevokedToken, db, digest
-from .store.own_connection import OwnConnection
+from .store.own_connection import OwnConnection, exec_prepared
 
 
 def marker_id(kind: str, value: str) -> str:
@@ -79,6 +79,21 @@ def claim_in(connection, kind: str, value: str, expires_at: datetime) -> bool:
 
 
 MARK = insert(RevokedToken.__table__)
+
+
+def take_at_once(statement, values: dict) -> tuple | None:
+    """The row a one-row DELETE ... RETURNING `statement` took (None: none), committed at
+    once on the markers' connection: taken once across processes, whatever the request
+    does next. On the request's session it cost a pool checkout, BEGIN and COMMIT (three
+    round trips on PostgreSQL) and the ORM's transaction bookkeeping, for one statement."""
+    from .store.driver import DriverConnection
+
+    with DriverConnection(_MARKERS) as conn:
+        row = conn.execute(statement, values, alone=conn.autocommits_alone).first()
+        conn.commit()
+    return row
+
+
 _INSERT_QMARK = "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"
 _INSERT_FORMAT = "INSERT INTO revoked_tokens (jti, expires_at) VALUES (%s, %s)"
 _STATEMENT = b"idp_single_use_marker"
@@ -86,25 +101,11 @@ _INSERT_NUMBERED = b"INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2
 
 
 def _insert_with_libpq(conn, jti: str, expires_at: datetime) -> bool:
-    """The marker through libpq itself, as a statement prepared once per connection.
-
-    psycopg's cursor (adapting, converting the query, its wait loop in Python) cost three
-    times the CPU of the round trip; the values here are ASCII text PostgreSQL parses
-    itself. libpq gives up the GIL while it waits, as psycopg does. Errors become
-    psycopg's own, so the caller tells a repeated marker from a lost connection as before.
-    """
-    from psycopg import errors, pq
-
-    params = [jti.encode(), expires_at.isoformat(" ", "microseconds").encode()]
-    result = conn.pgconn.exec_prepared(_STATEMENT, params)
-    if result.status == pq.ExecStatus.FATAL_ERROR \
-            and result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":  # not prepared on it yet
-        prepared = conn.pgconn.prepare(_STATEMENT, _INSERT_NUMBERED)
-        if prepared.status != pq.ExecStatus.COMMAND_OK:
-            raise errors.error_from_result(prepared, encoding=conn.info.encoding)
-        result = conn.pgconn.exec_prepared(_STATEMENT, params)
-    if result.status != pq.ExecStatus.COMMAND_OK:
-        # 23505 (unique_violation) is an IntegrityError: the marker was there already.
-        raise errors.error_from_result(result, encoding=conn.info.encoding)
+    """The marker through libpq itself (`exec_prepared`): psycopg's cursor cost three times
+    the CPU of the round trip. A marker there already raises psycopg's IntegrityError."""
+    values = [jti.encode(), expires_at.isoformat(" ", "microseconds").encode()]
+    exec_prepared(conn, _STATEMENT, _INSERT_NUMBERED, values)
     return True
+
+
 _MARKERS = OwnConnection(lambda: db.engine)

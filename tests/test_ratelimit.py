@@ -467,3 +467,20 @@ def test_check_all_reads_every_key_at_once(backend, clock):
     t.success("password:account", counted)
     assert t.check_all(keys[1:2])[0].on_record is False
     assert failures("password:account", counted) is None
+
+
+def test_upserts_stay_short_enough_for_the_drivers_statement_cache(app):
+    """Every policy's counting statements, as this database's dialect writes them, stay within
+    the length psycopg keeps converted: a longer one is parsed again in Python on every
+    failure counted (an ACS post, a wrong password). "password:account"'s failure upsert
+    was 8,220 characters on PostgreSQL."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    from idp.ratelimit import _upsert
+    from idp.store import db
+
+    with app.app_context():
+        dialect = db.session.get_bind().dialect
+        lengths = {(scope, kind): len(str(_upsert(policy, kind).compile(dialect=dialect)))
+                   for scope, policy in POLICIES.items() for kind in ("failure", "attempt")}
+    assert max(lengths.values()) <= MAX_CACHED_STATEMENT_LENGTH, lengths

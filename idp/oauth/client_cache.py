@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 
 from ..store.clients import ClientRecord
-from ..store.own_connection import OwnConnection
+from ..store.own_connection import OwnConnection, exec_prepared
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class ClientCache:
     def __init__(self, engine_of: Callable, stamp: str = "clients"):
         assert stamp in STAMPS, stamp
         self._stamp_query = f"SELECT n FROM change_stamps WHERE name = '{stamp}'"
+        self._stamp_statement = f"idp_stamp_{stamp}".encode()  # its name, prepared on PostgreSQL
         self._own = OwnConnection(engine_of)  # the stamp is read on it, one per thread
         # (stamp, entries): replaced as one, so an entry is only ever filed in the dict of the
         # stamp read before it was loaded, even when another thread moves to a newer stamp
@@ -87,6 +88,9 @@ class ClientCache:
     def _read_stamp(self) -> int | None:
         try:
             conn, _ = self._own.get()
+            if hasattr(conn, "pgconn"):  # psycopg 3: through libpq, a fifth of the cursor's CPU
+                result = exec_prepared(conn, self._stamp_statement, self._stamp_query.encode(), [])
+                return int(result.get_value(0, 0)) if result.ntuples else None
             cursor = conn.cursor()
             cursor.execute(self._stamp_query)
             row = cursor.fetchone()

@@ -21,7 +21,7 @@ from .. import audit, orgs
 from ..accounts import just_in_time
 from ..i18n import gettext as _
 from ..ratelimit import throttle
-from ..single_use import claim_at_once
+from ..single_use import claim_at_once, take_at_once
 from ..store import Org, SamlInbox, User, db, new_id, new_secret, utcnow
 from .throttling import wait_message
 from .views import first_factor_passed, pending_request
@@ -110,28 +110,27 @@ _TAKE = (_INBOX.delete()
 
 @bp.get("/saml/<org_id>/acs/<inbox>")
 def consume(org_id: str, inbox: str):
-    row = db.session.connection().execute(_TAKE, {"id": inbox, "org_id": org_id, "now": utcnow()}).first()
+    row = take_at_once(_TAKE, {"id": inbox, "org_id": org_id, "now": utcnow()})  # one use, whatever comes next
     if row is None:
-        db.session.rollback()
         return refuse_enterprise(None, None, "no parked response")
-    db.session.commit()  # one use, whatever comes next
+    saml_response, relay_state = row
     org = orgs.view(org_id)
     if org is None:  # the org was deleted since the post
         return refuse_enterprise(None, None, "no parked response")
     from ..admin.enterprise import finish_test, is_test_answer
 
-    if is_test_answer(org, row.relay_state):  # an admin's Test connection: shown, nobody signed in
-        return finish_test(db.session.get(Org, org.id), row.saml_response)
+    if is_test_answer(org, relay_state):  # an admin's Test connection: shown, nobody signed in
+        return finish_test(db.session.get(Org, org.id), saml_response)
     state = session.pop("saml", None)
     started_here = (state is not None and state.get("org") == org.id
                     and time.time() - state.get("at", 0) <= REQUEST_TTL)
     # compared as bytes: compare_digest refuses non-ASCII str, and RelayState is the IdP's to send
     if started_here and not hmac.compare_digest(str(state.get("relay", "")).encode(),
-                                                (row.relay_state or "").encode()):
+                                                (relay_state or "").encode()):
         return refuse_enterprise(None, org, "RelayState does not match")
     outstanding = state["request_id"] if started_here else None
     try:
-        identity, assertion_id, not_after = orgs.service_provider(org).validate(row.saml_response, outstanding)
+        identity, assertion_id, not_after = orgs.service_provider(org).validate(saml_response, outstanding)
     except SamlError as err:
         return refuse_enterprise(None, org, err.reason)
     if not spend_assertion(org, assertion_id, not_after):

@@ -49,3 +49,24 @@ class OwnConnection:
                 conn.close()
             except Exception:  # noqa: BLE001, S110 -- it is being thrown away
                 pass
+
+
+def exec_prepared(conn, name: bytes, sql: bytes, params: list[bytes]):
+    """Run `sql` ($1, $2 ... placeholders; ASCII text values PostgreSQL parses itself) on a
+    psycopg 3 connection through libpq, as a statement prepared once per connection under
+    `name`; the libpq result. psycopg's cursor (adapting, converting the query, its wait
+    loop in Python) costs several times the CPU of the round trip for a one-row statement.
+    libpq gives up the GIL while it waits, as psycopg does. Errors become psycopg's own (a
+    unique violation an IntegrityError), as its cursor would raise them."""
+    from psycopg import errors, pq
+
+    result = conn.pgconn.exec_prepared(name, params)
+    if result.status == pq.ExecStatus.FATAL_ERROR \
+            and result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":  # not prepared on it yet
+        prepared = conn.pgconn.prepare(name, sql)
+        if prepared.status != pq.ExecStatus.COMMAND_OK:
+            raise errors.error_from_result(prepared, encoding=conn.info.encoding)
+        result = conn.pgconn.exec_prepared(name, params)
+    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        raise errors.error_from_result(result, encoding=conn.info.encoding)
+    return result
