@@ -41,6 +41,8 @@ def verify_and_rehash(stored_hash: str | None, password: str) -> tuple[bool, str
     still matches that form, and is then replaced, as is one made with older parameters.
     Checking that second form costs a second verify only for a password that normalization
     changes, with or without an account (no enumeration by timing)."""
+    if len(password) > MAX_TYPED:  # never set: refused before the costly normal form
+        return False, None
     target = stored_hash or _DUMMY_HASH
     form = normal(password)
     if _matches(target, form):
@@ -70,6 +72,11 @@ def needs_rehash(stored_hash: str) -> bool:
 
 
 MAX_LENGTH = 256  # argon2 takes any length; this only keeps requests sane
+# The longest password ever accepted, as typed: composition shrinks a character to at most a
+# quarter of its typed length (a canonical decomposition holds at most 4 code points).
+# Longer input is refused before NFKC, which writes one character as up to 18 (U+FDFA): a
+# form field of them costs ~0.15 s of CPU to normalize.
+MAX_TYPED = 4 * MAX_LENGTH
 
 
 def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
@@ -78,6 +85,8 @@ def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
     "Too common" is zxcvbn's lowest score (under a thousand guesses: the common
     password lists it ships, keyboard walks, the email itself via `context`).
     """
+    if len(password) > MAX_TYPED:
+        return "too_long"
     password = normal(password)  # the form that is stored and checked
     if len(password) < MIN_LENGTH:
         return "too_short"
