@@ -5,9 +5,12 @@ password change has its own mail ("password_changed")."""
 
 from __future__ import annotations
 
+from flask import jsonify, render_template
+
 from . import audit
 from .i18n import current_language
 from .mail import link_to, stage_mail
+from .ratelimit import throttle
 from .store import User
 
 # The audit events that change how the account signs in; the mail names the change with the
@@ -26,3 +29,19 @@ def record(kind: str, user: User, **detail) -> None:
                       change=audit.LABELS[kind], link=link_to("password.forgot"), account=link_to("account.home"))
     audit.record(kind, user, **detail)
     sent()
+
+
+def refused(user: User, *, json: bool = False):
+    """Count one change of the ways into `user`'s account against its hour's budget
+    ("change:account"); the 429 answer when it is spent, else None. The change is refused,
+    never its notice: a notice dropped past a budget would let whoever holds a session spend
+    it, then add a way in untold."""
+    from .signin.throttling import wait_message
+
+    decision = throttle().failure("change:account", user.id)
+    if decision.allowed:
+        return None
+    retry = {"Retry-After": str(max(1, decision.retry_after))}
+    if json:
+        return jsonify(error=wait_message(decision.retry_after)), 429, retry
+    return render_template("error.html", message=wait_message(decision.retry_after)), 429, retry

@@ -138,6 +138,7 @@ def test_policies_are_the_agreed_ones():
         "reset:ip": Policy(20, 3600, 60, 3600),
         "signup:ip": Policy(10, 3600, 60, 3600),
         "register:ip": Policy(19, 3600, 60, 3600),  # open dynamic registration: 20 clients an hour
+        "change:account": Policy(10, 3600, 60, 3600),  # changes to the ways in, each told by mail
         "invite:address": Policy(3, 3600, 60, 3600),  # an admin's Resend invitation, as reset mails
         "saml:ip": Policy(600, 600, 10, 600),
         "domain-check:org": Policy(9, 600, 30, 600),

@@ -96,6 +96,9 @@ def confirm_totp():
     secret = _shown_secret(user)
     if secret is None:  # replaced meanwhile (another session): start over with a fresh one
         return redirect(url_for("mfa.setup_totp"))
+    over = notices.refused(user)
+    if over:
+        return over
     if not totp.confirm_enrolment(user, request.form.get("code", "")):
         return _setup_page(user, secret, _("This code is not right. Enter the current code from the app."), 400)
     codes = totp.new_recovery_codes(user)
@@ -111,6 +114,9 @@ def new_recovery_codes():
         return away
     if not totp.has_totp(user):
         return redirect(url_for("account.home"))
+    over = notices.refused(user)
+    if over:
+        return over
     codes = totp.new_recovery_codes(user)
     notices.record("recovery.generated", user)
     return render_template("account/recovery_codes.html", codes=codes)
@@ -122,6 +128,9 @@ def remove_totp():
     if away:
         return away
     if totp.has_totp(user):  # nothing to turn off, nothing to tell
+        over = notices.refused(user)
+        if over:
+            return over
         totp.remove(user)
         notices.record("totp.disabled", user)
     return redirect(url_for("account.home"))
@@ -140,6 +149,9 @@ def add_passkey():
     user, refused = _recent_user_json()
     if refused:
         return refused
+    over = notices.refused(user, json=True)
+    if over:
+        return over
     try:
         body = passkeys.parse_body(request.get_data())
         row = passkeys.finish_registration(user, body.get("credential"), body.get("name"))
@@ -156,6 +168,9 @@ def remove_passkey(passkey_id: str):
     user, away = _recent_user()
     if away:
         return away
+    over = notices.refused(user)
+    if over:
+        return over
     if passkeys.remove(user, passkey_id):
         notices.record("passkey.removed", user)
     return redirect(url_for("account.home"))

@@ -80,6 +80,9 @@ def link(name: str):
         return require_recent_sign_in(browser, url_for("account.home"))
     if not accounts.social_allowed(browser.user):
         return _social_forbidden()
+    over = notices.refused(browser.user)
+    if over:
+        return over
     return _start(name, "link", None, session_id=browser.id)
 
 
@@ -179,6 +182,9 @@ def unlink(link_id: str):
         return require_sign_in(url_for("account.home"))
     if not signed_in_recently(browser):
         return require_recent_sign_in(browser, url_for("account.home"))
+    over = notices.refused(browser.user)
+    if over:
+        return over
     result = social.unlink(browser.user, link_id)
     if result == "last":
         return _page(_("This is the only way into your account: set a password or add a passkey first."), 409)
