@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from tests import test_refresh_fast
-from tests.test_refresh_fast import VARIABLE_CLAIMS, _claims, _holder, _proof, _set, _spent
+from tests.test_refresh_fast import VARIABLE_CLAIMS, _claims, _holder, _proof, _set, _spent, bad_proofs
 
 app = test_refresh_fast.app  # the fixture: an app of its own, on its own database
 
@@ -451,16 +451,7 @@ def test_a_replayed_proof_is_refused_alike_and_the_code_not_spent(world):
 
 def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
     holder = _holder(world)
-    issuer = world.app.extensions["idp.settings"].issuer.rstrip("/")
-    cases = {
-        "wrong htu": lambda: holder.proof("POST", f"{issuer}/userinfo"),
-        "wrong htm": lambda: holder.proof("GET", f"{issuer}/token"),
-        "no nonce": lambda: _proof(world, holder, nonce=None),
-        "made-up nonce": lambda: _proof(world, holder, nonce="made-up"),
-        "old iat": lambda: _proof(world, holder, iat=int(time.time()) - 600),
-        "two proofs": lambda: _proof(world, holder) + ", " + _proof(world, holder),
-        "not a JWS": lambda: "not-a-proof",
-    }
+    cases = bad_proofs(world, holder)
     for name, make in cases.items():
         answers = []
         for fast in (True, False):

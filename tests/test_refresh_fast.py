@@ -344,15 +344,13 @@ def test_a_broken_connection_is_replaced_and_no_request_fails(world):
     assert world.family(family) == (None, True)
 
 
-def test_a_token_rotated_between_its_read_and_its_rotation_is_not_used_twice(world, monkeypatch):
-    """The single-use claim on the plain path (on PostgreSQL one statement that rotates and
-    stores the successor, on SQLite the conditional UPDATE then the insert): a token that
-    another request rotated after this one read it as live gives this one no token and
-    stores no successor; the general path then finds it spent and revokes the family once."""
-    from idp.oauth import fast_refresh
-    from idp.store import RefreshToken, db, digest, utcnow
 
-    value, family = world.refresh_token(world.web)
+def _lose_the_race(world, monkeypatch) -> None:
+    """The plain path reads the presented token as live, then another request rotates it
+    before this one writes."""
+    from idp.oauth import fast_refresh
+    from idp.store import RefreshToken, digest, utcnow
+
     read = fast_refresh.read_refresh_token
 
     def read_then_lose_the_race(connection, presented):
@@ -361,6 +359,16 @@ def test_a_token_rotated_between_its_read_and_its_rotation_is_not_used_twice(wor
         return found
 
     monkeypatch.setattr(fast_refresh, "read_refresh_token", read_then_lose_the_race)
+
+def test_a_token_rotated_between_its_read_and_its_rotation_is_not_used_twice(world, monkeypatch):
+    """The single-use claim on the plain path (on PostgreSQL one statement that rotates and
+    stores the successor, on SQLite the conditional UPDATE then the insert): a token that
+    another request rotated after this one read it as live gives this one no token and
+    stores no successor; the general path then finds it spent and revokes the family once."""
+    from idp.store import RefreshToken, db, digest
+
+    value, family = world.refresh_token(world.web)
+    _lose_the_race(world, monkeypatch)
     resp = world.refresh(value)
     assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
     # the plain path declined, in front of Flask and in the token view: Authlib's grant answered
@@ -505,10 +513,10 @@ def test_a_public_clients_family_is_bound_by_its_first_proof(world):
         assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
 
 
-def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
-    holder = _holder(world)
+def bad_proofs(world, holder) -> dict:
+    """{what is wrong: a function making such a proof of `holder`'s key}: one each (fresh jti)."""
     issuer = world.app.extensions["idp.settings"].issuer.rstrip("/")
-    cases = {
+    return {
         "wrong htu": lambda: holder.proof("POST", f"{issuer}/userinfo"),
         "wrong htm": lambda: holder.proof("GET", f"{issuer}/token"),
         "no nonce": lambda: _proof(world, holder, nonce=None),
@@ -517,6 +525,11 @@ def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
         "two proofs": lambda: _proof(world, holder) + ", " + _proof(world, holder),
         "not a JWS": lambda: "not-a-proof",
     }
+
+
+def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
+    holder = _holder(world)
+    cases = bad_proofs(world, holder)
     for name, make in cases.items():
         answers = []
         for fast in (True, False):
@@ -555,19 +568,11 @@ def test_a_token_rotated_first_leaves_the_proof_to_the_general_path(world, monke
     plain path declines with the proof unspent (it is claimed only with the rotation), so the
     general path checks it, once, and answers as for any spent token: invalid_grant (not a
     replayed proof), the family revoked, no successor stored."""
-    from idp.oauth import fast_refresh
-    from idp.store import RefreshToken, db, digest, utcnow
+    from idp.store import RefreshToken, db, digest
 
     holder = _holder(world)
     value, family = world.refresh_token(world.web)
-    read = fast_refresh.read_refresh_token
-
-    def read_then_lose_the_race(connection, presented):
-        found = read(connection, presented)
-        _set(world, RefreshToken, RefreshToken.token_hash == digest(presented), rotated_at=utcnow())
-        return found
-
-    monkeypatch.setattr(fast_refresh, "read_refresh_token", read_then_lose_the_race)
+    _lose_the_race(world, monkeypatch)
     proof = _proof(world, holder)
     resp = world.refresh(value, dpop=proof)
     assert resp.status_code == 400, resp.get_data(as_text=True)
