@@ -8,8 +8,8 @@ With one, a mail is first a row of the `mail_outbox` table (recipient, subject a
 body sealed with the instance secret), written in its own transaction, and a
 thread in each server worker sends the due rows (`Mailer`), deleting each once the
 SMTP server took it. An SMTP outage or a worker stopped with mail still to send
-therefore loses nothing: the row is retried with backoff for a day (a recipient or
-content the server refuses for good, a 5yz reply, is given up at once), by whichever
+therefore loses nothing: the row is retried with backoff for a day (an address the
+server refuses for good, a 5.1.x reply, is given up at once), by whichever
 process claims it first (a conditional UPDATE of `claimed_until`, as the
 back-channel logout queue does). A page never waits on the SMTP server, and answers
 in the same time whether or not it sent a mail (no account enumeration by timing).
@@ -248,12 +248,14 @@ _THIS_MAIL_ONLY = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smt
 
 
 def _refused_for_good(err: BaseException) -> bool:
-    """The server refused this mail's recipients or content with a 5yz reply: permanent (RFC
-    5321 §4.2.1, the same request must not be repeated). A refused sender is the deployment's
-    own setting, refused for every mail alike: retried while the operator fixes it."""
-    if isinstance(err, smtplib.SMTPRecipientsRefused):
-        return all(500 <= code < 600 for code, _ in err.recipients.values())
-    return isinstance(err, smtplib.SMTPDataError) and 500 <= err.smtp_code < 600
+    """The server refused this mail's recipient address for good: a 5yz reply (RFC 5321
+    §4.2.1: not to be repeated) whose enhanced status is 5.1.x (RFC 3463, the address: no
+    such mailbox or domain). Other permanent refusals (a relay that refuses to relay, a
+    quota, a policy) are the deployment's own setting, refused for every mail alike, and
+    are retried while the operator fixes it, as a refused sender is."""
+    if not isinstance(err, smtplib.SMTPRecipientsRefused):
+        return False
+    return all(500 <= code < 600 and bytes(reply).startswith(b"5.1.") for code, reply in err.recipients.values())
 
 
 def _due(now: datetime):
