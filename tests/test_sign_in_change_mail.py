@@ -76,3 +76,30 @@ def test_a_failed_change_tells_nobody(live):
     assert b.submit(page, {"code": "000000"}).status_code == 400
     b.submit(b.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/account/totp/remove")  # none to remove
     assert live.mailbox.to(email) == []
+
+
+def test_sign_out_everywhere_tells_only_what_it_removed(live):
+    """"Also remove every passkey" removes, records and tells; ticked (by a crafted form)
+    where there is nothing to remove, it tells nothing: no change was made."""
+    from tests.test_second_factor import _signed_in
+
+    email = "told-everywhere@example.com"
+    b, _ = _with_passkey(live, email)
+    _told(live, email, 1, "Passkey added")
+    account = b.get(f"{live.issuer}/account")
+    done = b.submit(account, {"remove_passkeys": "on", "unlink_all": "on"},
+                    action=f"{live.issuer}/account/sessions/revoke-all")
+    assert done.status_code == 200
+    _told(live, email, 2, "Passkey removed")
+
+    nothing = "told-nothing-everywhere@example.com"
+    live.create_user(nothing, "second-factor-pw")
+    b, account = _signed_in(live, nothing)
+    done = b.submit(account, {"remove_passkeys": "on", "unlink_all": "on"},
+                    action=f"{live.issuer}/account/sessions/revoke-all")
+    assert done.status_code == 200
+    import time
+
+    time.sleep(1)
+    assert live.mailbox.to(nothing) == []
+    assert len(live.mailbox.to(email)) == 2  # no "connected account unlinked" for links that were not there

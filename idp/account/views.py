@@ -78,14 +78,15 @@ def sign_out_everywhere():
         if not way_left:
             return render_template("error.html", message=_(
                 "This would leave no way into your account: set a password first.")), 409
-        if drop_passkeys:
-            db.session.execute(delete(Passkey).where(Passkey.user_id == user.id))
-        if drop_links:
-            db.session.execute(delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id))
+        # Only what was there is removed, recorded and told (a box ticked over nothing is no change).
+        passkeys_gone = drop_passkeys and db.session.execute(
+            delete(Passkey).where(Passkey.user_id == user.id)).rowcount > 0
+        links_gone = drop_links and db.session.execute(
+            delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id)).rowcount > 0
         db.session.commit()
-        if drop_passkeys:
+        if passkeys_gone:
             notices.record("passkey.removed", user, all=True)
-        if drop_links:
+        if links_gone:
             notices.record("social.unlinked", user, all=True)
     sessions.sign_out_everywhere(user)
     audit.record("sessions.revoked", user)
