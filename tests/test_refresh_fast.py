@@ -527,24 +527,34 @@ def bad_proofs(world, holder) -> dict:
     }
 
 
-def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
+def assert_bad_proofs_refused_alike(world, send) -> None:
+    """Each of `bad_proofs`, on the plain path and on the general one: the same 400 answer,
+    none from the plain path, the proof unspent. `send(fast, proof)` presents a fresh grant
+    with `proof` and returns (the answer, whether that grant is left untouched)."""
     holder = _holder(world)
-    cases = bad_proofs(world, holder)
-    for name, make in cases.items():
+    for name, make in bad_proofs(world, holder).items():
         answers = []
         for fast in (True, False):
-            value, family = world.refresh_token(world.web)
             before = len(world.fast_answers)
             proof = make()
-            resp = world.refresh(value, fast=fast, dpop=proof)
+            resp, untouched = send(fast, proof)
             answers.append((resp.status_code, resp.json.get("error"), resp.json.get("error_description"),
                             resp.headers.get("DPoP-Nonce") is not None))
             assert True not in world.fast_answers[before:], name
-            assert world.row(value).rotated_at is None, name
+            assert untouched, name
             if name not in ("two proofs", "not a JWS"):
                 assert not _spent(world, holder, proof), name
         assert answers[0] == answers[1], name
         assert answers[0][0] == 400 and answers[0][1] in ("invalid_dpop_proof", "use_dpop_nonce"), (name, answers)
+
+
+def test_bad_proofs_are_refused_alike_and_spend_nothing(world):
+    def send(fast, proof):
+        value, _ = world.refresh_token(world.web)
+        resp = world.refresh(value, fast=fast, dpop=proof)
+        return resp, world.row(value).rotated_at is None
+
+    assert_bad_proofs_refused_alike(world, send)
 
 
 def test_a_client_that_requires_dpop_is_answered_on_the_plain_path_with_a_proof(world):

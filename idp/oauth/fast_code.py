@@ -40,7 +40,7 @@ from ..store.clients import ClientRecord
 from ..store.driver import DriverConnection
 from . import dpop, resources
 from .fast_refresh import OWN, Committed
-from .fast_token import plain_grant_client
+from .fast_token import plain_grant_client, unspent_proof
 from .grants import (
     add_id_token,
     check_code_verifier,
@@ -97,12 +97,10 @@ def _exchange(connection, client: ClientRecord, value: str, form: dict, proof: s
         audience = resources.token_audience(client, None, family.resource, from_grant=True)
     except OAuth2Error:
         return None
-    unspent, jkt = None, None
-    if proof is not None:  # checked last; its jti is spent only with the code, below
-        unspent = dpop.unspent_token_proof(proof, dpop.token_endpoint_url())
-        if unspent is None:
-            return None  # refused by dpop.token_endpoint_response
-        jkt = unspent.jkt
+    fit, unspent = unspent_proof(proof)  # checked last; its jti is spent only with the code, below
+    if not fit:
+        return None  # refused by dpop.token_endpoint_response
+    jkt = unspent.jkt if unspent else None
     if not dpop.key_fits(code, jkt):
         return None  # another key or none: the general path spends the code and refuses it
     scope = code.get_scope()

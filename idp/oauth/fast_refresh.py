@@ -49,7 +49,7 @@ from .grants import (
     store_refresh_token,
     token_body,
 )
-from .fast_token import plain_grant_client
+from .fast_token import plain_grant_client, unspent_proof
 
 GRANT_TYPE = "refresh_token"
 PARAMETERS = frozenset(("grant_type", "refresh_token", "scope"))
@@ -108,12 +108,10 @@ def _rotate(connection, client, value: str, scope: str | None, proof: str | None
         audience = resources.token_audience(client, None, family.resource, from_grant=True)
     except OAuth2Error:
         return None
-    unspent, jkt = None, None
-    if proof is not None:  # checked last; its jti is spent only with the rotation, below
-        unspent = dpop.unspent_token_proof(proof, dpop.token_endpoint_url())
-        if unspent is None:
-            return None  # refused by dpop.token_endpoint_response
-        jkt = unspent.jkt
+    fit, unspent = unspent_proof(proof)  # checked last; its jti is spent only with the rotation, below
+    if not fit:
+        return None  # refused by dpop.token_endpoint_response
+    jkt = unspent.jkt if unspent else None
     if not dpop.key_fits(family, jkt) or dpop.binds_refresh_family(family, client, jkt):
         return None  # another key or none, refused; or a public client's family to bind, once
     body = token_body(client, person, scope, family, audience=audience, jkt=jkt, include_refresh_token=True)

@@ -60,6 +60,16 @@ def dpop_binding(client: ClientRecord, proof: str | None, url: str) -> tuple[boo
     return True, checked.jkt
 
 
+def unspent_proof(proof: str | None) -> tuple[bool, dpop.Unspent | None]:
+    """A refresh grant's or code exchange's DPoP header, checked with its `jti` left unspent
+    (the grant spends it in its own commit): (whether the plain path may go on, the proof,
+    None without one). A refused proof is `dpop.token_endpoint_response`'s to answer."""
+    if proof is None:
+        return True, None
+    unspent = dpop.unspent_token_proof(proof, dpop.token_endpoint_url())
+    return unspent is not None, unspent
+
+
 def plain_request(form: Iterable[tuple[str, str]], authorization: str | None) -> tuple[ClientRecord, str] | None:
     """The client and scope of a plain client_credentials request (the form's pairs and the
     Authorization header given), every check but DPoP passed; else None."""
