@@ -481,3 +481,31 @@ def test_a_listing_into_a_closed_pipe_stops_without_an_error_line(env):
     finally:
         os.close(write_end)
     assert done.stderr == "" and done.returncode == 141, (done.returncode, done.stderr)
+
+
+def test_listings_lines_say_what_their_json_says(env):
+    # The text listings read only the columns their lines show (issue 14, item 6): the
+    # lines must still match the full records, the admin marker and grant types included.
+    _run(env, "users", "create", "plain@example.com", "--name", "Plain Person")
+    _run(env, "users", "create", "boss@example.com", "--admin")
+    _run(env, "clients", "create", "--name", "Web App", "--redirect-uri", "https://app.example/cb")
+    _run(env, "clients", "create", "--name", "Svc", "--grant-type", "client_credentials")
+    users = json.loads(_run(env, "users", "list", "--json").stdout)
+    assert _run(env, "users", "list").stdout.splitlines() == [
+        f"{u['id']}  {u['email']}  {u['name'] or ''}{'  (admin)' if u['admin'] else ''}" for u in users]
+    assert [u["admin"] for u in users] == [False, True]
+    clients = json.loads(_run(env, "clients", "list", "--json").stdout)
+    assert _run(env, "clients", "list").stdout.splitlines() == [
+        f"{c['client_id']}  {c['client_name']}  {' '.join(c['grant_types'])}" for c in clients]
+    assert [c["grant_types"] for c in clients] == [["authorization_code", "refresh_token"], ["client_credentials"]]
+
+
+@pytest.mark.parametrize("command", [["users", "list"], ["clients", "list"]])
+def test_a_listing_before_init_says_to_run_init(tmp_path, command):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(IDP_INSTANCE_DIR=str(tmp_path / "empty"), IDP_LOG_LEVEL="WARNING")
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([sys.executable, "-m", "idp.cli", *command], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == "error: no table " + command[0] + " in the database: run `idp init` first\n"
