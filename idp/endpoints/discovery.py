@@ -14,6 +14,7 @@ from keys import ALGORITHMS
 
 from ..assurance import ACR_VALUES
 from ..oauth.claims import SCOPES
+from ..oauth.clients import ASSERTION_ALGORITHMS
 from ..oauth.dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ..oauth.grants import TOKEN_AUTH_METHODS
 from ..oauth.request_objects import ALGORITHMS as REQUEST_OBJECT_ALGORITHMS
@@ -44,7 +45,7 @@ def server_metadata(settings) -> dict:
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "userinfo_signing_alg_values_supported": [],
         "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA", "PS256"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": [m for m in TOKEN_AUTH_METHODS if m != "none"],
         "code_challenge_methods_supported": ["S256"],

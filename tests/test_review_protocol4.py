@@ -1,0 +1,56 @@
+"""Review round 10 (protocol endpoints as a conformance auditor and an attacker would test them)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+from tests.oidc import token
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _assertion_client(live, key):
+    client_id, _ = live.create_client(grant_types=["client_credentials"], redirect_uris=[],
+                                      token_endpoint_auth_method="private_key_jwt",
+                                      jwks={"keys": [key.as_dict(private=False)]})
+    return client_id
+
+
+def _assert_with(live, client_id, key, alg):
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": live.meta["token_endpoint"], "iat": now, "exp": now + 60,
+              "jti": secrets.token_hex(8)}
+    assertion = jwt.encode({"alg": alg, "kid": "k1"}, claims, key, algorithms=[alg])
+    return token(live.issuer, {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                               "client_assertion": assertion})
+
+
+ASYMMETRIC = {"ES256": lambda: ECKey.generate_key("P-256", parameters={"kid": "k1"}),
+              "RS256": lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}),
+              "PS256": lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}),
+              "EdDSA": lambda: OKPKey.generate_key("Ed25519", parameters={"kid": "k1"})}
+
+
+def test_private_key_jwt_takes_every_advertised_algorithm_and_no_other(live):
+    """Medium: discovery's token_endpoint_auth_signing_alg_values_supported named EdDSA and
+    PS256, but assertions signed with them were refused (Authlib decoded with joserfc's
+    default algorithms: HS256, RS256, ES256), and HS256 keyed with a symmetric key put in
+    the client's jwks was taken as private_key_jwt, which is no private key at all."""
+    advertised = live.meta["token_endpoint_auth_signing_alg_values_supported"]
+    assert set(advertised) == set(ASYMMETRIC)
+    for alg in advertised:
+        key = ASYMMETRIC[alg]()
+        resp = _assert_with(live, _assertion_client(live, key), key, alg)
+        assert resp.status_code == 200, (alg, resp.text)
+    shared = OctKey.generate_key(256, parameters={"kid": "k1"})
+    client_id = _assertion_client(live, shared)
+    resp = _assert_with(live, client_id, shared, "HS256")
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", resp.text
+    rsa = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    resp = _assert_with(live, _assertion_client(live, rsa), rsa, "RS512")  # not advertised
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", resp.text
