@@ -54,3 +54,30 @@ def test_private_key_jwt_takes_every_advertised_algorithm_and_no_other(live):
     rsa = RSAKey.generate_key(2048, parameters={"kid": "k1"})
     resp = _assert_with(live, _assertion_client(live, rsa), rsa, "RS512")  # not advertised
     assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", resp.text
+
+
+def test_prompt_select_account_lets_the_person_choose_the_account(live, browser):
+    """Low: prompt=select_account was accepted and ignored: a signed-in browser got a code
+    for its current account at once, with no choice (OIDC Core §3.1.2.1: the OP SHOULD let
+    the person select an account, and if it cannot, MUST return an error), and discovery's
+    prompt_values_supported left it out. The person now chooses on the sign-in page (one
+    session a browser: signing in is how an account is chosen), as for prompt=login."""
+    from tests.oidc import authorize_url, redirect_params, verify
+
+    live.create_user("first-account@example.com", "select-account-pw")
+    live.create_user("second-account@example.com", "select-account-pw")
+    client_id, secret = live.create_client()
+    page = browser.get(authorize_url(live.issuer, client_id))
+    assert "code" in redirect_params(browser.sign_in(page, "first-account@example.com", "select-account-pw"))
+    page = browser.get(authorize_url(live.issuer, client_id, prompt="select_account"))
+    assert page.status_code == 200 and 'name="email"' in page.text, page.headers.get("Location")
+    code = redirect_params(browser.sign_in(page, "second-account@example.com", "select-account-pw"))["code"]
+    from tests.oidc import REDIRECT
+
+    resp = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
+                 auth=(client_id, secret))
+    assert verify(live.issuer, resp.json()["id_token"])[1]["email"] == "second-account@example.com"
+    assert "select_account" in live.meta["prompt_values_supported"]
+    # with prompt=none there is no one to choose (and none stands alone)
+    resp = browser.get(authorize_url(live.issuer, client_id, prompt="none select_account"))
+    assert redirect_params(resp)["error"] == "invalid_request"

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app
 from keys import ALGORITHMS
 
 from ..assurance import ACR_VALUES
+from ..oauth.authorization import PROMPTS
 from ..oauth.claims import SCOPES
 from ..oauth.clients import ASSERTION_ALGORITHMS
 from ..oauth.dpop import ALGORITHMS as DPOP_ALGORITHMS
@@ -54,7 +55,7 @@ def server_metadata(settings) -> dict:
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash",
             "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified", "groups",
         ],
-        "prompt_values_supported": ["none", "login", "consent"],
+        "prompt_values_supported": list(PROMPTS),
         "ui_locales_supported": ["en", "fr"],
         "claims_parameter_supported": False,
         # RFC 9101: `request` by value, at /authorize and in PAR; request_uri only from PAR.
