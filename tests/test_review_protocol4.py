@@ -81,3 +81,18 @@ def test_prompt_select_account_lets_the_person_choose_the_account(live, browser)
     # with prompt=none there is no one to choose (and none stands alone)
     resp = browser.get(authorize_url(live.issuer, client_id, prompt="none select_account"))
     assert redirect_params(resp)["error"] == "invalid_request"
+
+
+def test_an_unknown_token_type_hint_is_a_400_not_an_authentication_failure(live):
+    """Low: revocation and introspection answered a token_type_hint they do not know with
+    401 (Authlib's UnsupportedTokenTypeError is a ForbiddenError), for a client that did
+    authenticate, and without the WWW-Authenticate a 401 must carry (RFC 7235 §3.1).
+    RFC 7009 §2.2.1 and RFC 6749 §5.2: unsupported_token_type, 400."""
+    import requests
+
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    for endpoint in ("revocation_endpoint", "introspection_endpoint"):
+        resp = requests.post(live.meta[endpoint], data={"token": "abc", "token_type_hint": "id_token"},
+                             auth=(client_id, secret), timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "unsupported_token_type", (endpoint, resp.text)
+        assert resp.headers["Cache-Control"] == "no-store"
