@@ -96,3 +96,21 @@ def test_an_unknown_token_type_hint_is_a_400_not_an_authentication_failure(live)
                              auth=(client_id, secret), timeout=10)
         assert resp.status_code == 400 and resp.json()["error"] == "unsupported_token_type", (endpoint, resp.text)
         assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_a_dpop_proof_whose_htu_holds_userinfo_is_refused(live):
+    """Low: htu was compared without its userinfo, so a proof made for
+    http://someone@<issuer host>/token was taken at the token endpoint: RFC 9449 §4.3
+    step 9 compares the URI (RFC 3986 §6.2 normalization), and userinfo is part of it."""
+    from urllib.parse import urlsplit
+
+    from tests.test_dpop import Holder, _bound_token, _token
+
+    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
+    holder = Holder()
+    assert _bound_token(live, holder, {"grant_type": "client_credentials"}, (client_id, secret)).status_code == 200
+    issuer = urlsplit(live.issuer)
+    for userinfo in ("someone@", "someone:pw@", "@"):
+        htu = f"{issuer.scheme}://{userinfo}{issuer.netloc}/token"
+        resp = _token(live, {"grant_type": "client_credentials"}, (client_id, secret), holder.proof("POST", htu))
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", (htu, resp.text)
