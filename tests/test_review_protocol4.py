@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 import time
 
-import pytest
+import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from tests.oidc import token
+from tests.oidc import REDIRECT, authorize_url, redirect_params, token, verify
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -62,8 +62,6 @@ def test_prompt_select_account_lets_the_person_choose_the_account(live, browser)
     the person select an account, and if it cannot, MUST return an error), and discovery's
     prompt_values_supported left it out. The person now chooses on the sign-in page (one
     session a browser: signing in is how an account is chosen), as for prompt=login."""
-    from tests.oidc import authorize_url, redirect_params, verify
-
     live.create_user("first-account@example.com", "select-account-pw")
     live.create_user("second-account@example.com", "select-account-pw")
     client_id, secret = live.create_client()
@@ -72,8 +70,6 @@ def test_prompt_select_account_lets_the_person_choose_the_account(live, browser)
     page = browser.get(authorize_url(live.issuer, client_id, prompt="select_account"))
     assert page.status_code == 200 and 'name="email"' in page.text, page.headers.get("Location")
     code = redirect_params(browser.sign_in(page, "second-account@example.com", "select-account-pw"))["code"]
-    from tests.oidc import REDIRECT
-
     resp = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
                  auth=(client_id, secret))
     assert verify(live.issuer, resp.json()["id_token"])[1]["email"] == "second-account@example.com"
@@ -88,8 +84,6 @@ def test_an_unknown_token_type_hint_is_a_400_not_an_authentication_failure(live)
     401 (Authlib's UnsupportedTokenTypeError is a ForbiddenError), for a client that did
     authenticate, and without the WWW-Authenticate a 401 must carry (RFC 7235 §3.1).
     RFC 7009 §2.2.1 and RFC 6749 §5.2: unsupported_token_type, 400."""
-    import requests
-
     client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[])
     for endpoint in ("revocation_endpoint", "introspection_endpoint"):
         resp = requests.post(live.meta[endpoint], data={"token": "abc", "token_type_hint": "id_token"},
