@@ -32,6 +32,7 @@ from ..i18n import gettext as _
 from ..i18n import remember_ui_locales
 from ..mfa import has_second_factor
 from ..oauth.authorization import (
+    SIGN_IN_PROMPTS,
     StoredAuthorizationRequest,
     duplicated_parameter,
     hinted_subject,
@@ -149,7 +150,7 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
 
     prompts = set(params.get("prompt", "").split())
     just_signed_in = pending is not None and browser is not None and pending.authenticated_session_id == browser.id
-    needs_login = browser is None or ("login" in prompts and not just_signed_in)
+    needs_login = browser is None or (bool(prompts & SIGN_IN_PROMPTS) and not just_signed_in)
     if browser is not None and not just_signed_in and "id_token_hint" in params:
         # The product expects the account its hint names: another one signed in is no answer.
         needs_login = needs_login or hinted_subject(params) != browser.user_id

@@ -13,7 +13,9 @@ from flask import Blueprint, Response, current_app
 from keys import ALGORITHMS
 
 from ..assurance import ACR_VALUES
+from ..oauth.authorization import PROMPTS
 from ..oauth.claims import SCOPES
+from ..oauth.clients import ASSERTION_ALGORITHMS
 from ..oauth.dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ..oauth.grants import TOKEN_AUTH_METHODS
 from ..oauth.request_objects import ALGORITHMS as REQUEST_OBJECT_ALGORITHMS
@@ -44,7 +46,7 @@ def server_metadata(settings) -> dict:
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "userinfo_signing_alg_values_supported": [],
         "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA", "PS256"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": [m for m in TOKEN_AUTH_METHODS if m != "none"],
         "code_challenge_methods_supported": ["S256"],
@@ -53,7 +55,7 @@ def server_metadata(settings) -> dict:
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash",
             "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified", "groups",
         ],
-        "prompt_values_supported": ["none", "login", "consent"],
+        "prompt_values_supported": list(PROMPTS),
         "ui_locales_supported": ["en", "fr"],
         "claims_parameter_supported": False,
         # RFC 9101: `request` by value, at /authorize and in PAR; request_uri only from PAR.

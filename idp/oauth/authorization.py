@@ -15,7 +15,10 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from .dpop import check_dpop_jkt
 from .tokens import decode_own_jwt
 
-PROMPTS = {"none", "login", "consent", "select_account"}
+PROMPTS = ("none", "login", "consent", "select_account")  # discovery's prompt_values_supported
+# One session a browser: the sign-in page is where the person names the account to use, so
+# select_account (OIDC Core §3.1.2.1) asks for it as login does.
+SIGN_IN_PROMPTS = frozenset(("login", "select_account"))
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",
                  "max_age", "code_challenge", "code_challenge_method", "login_hint", "ui_locales", "dpop_jkt",
                  "request", "request_uri", "response_mode", "id_token_hint", "acr_values", "claims", "display",
@@ -75,7 +78,7 @@ def check_response_mode(params: dict) -> None:
 
 def check_prompt(params: dict) -> None:
     prompts = set(params.get("prompt", "").split())
-    if not prompts <= PROMPTS:
+    if not prompts <= set(PROMPTS):
         raise InvalidRequestError("unknown prompt value")
     if "none" in prompts and len(prompts) > 1:
         raise InvalidRequestError("prompt=none cannot be combined with other values")

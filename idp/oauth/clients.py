@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import current_app
+from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -71,6 +72,10 @@ def client_key_set(client) -> KeySet:
 # token.endpoint.auth.signing.max.exp) and 300 s for federated client assertions,
 # measured the same way (from iat when present, else from now).
 MAX_ASSERTION_LIFETIME = 300
+# The algorithms an assertion may be signed with (discovery's
+# token_endpoint_auth_signing_alg_values_supported): asymmetric only, as a private key signs.
+# Authlib decodes with joserfc's defaults otherwise, HS256 among them and EdDSA and PS256 not.
+ASSERTION_ALGORITHMS = ("ES256", "RS256", "EdDSA", "PS256")
 
 
 def _number(value) -> bool:
@@ -94,6 +99,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return super().extract_assertion(assertion)
         except RecursionError:
             raise InvalidClientError(description="Invalid JWT payload.") from None
+
+    def process_assertion_claims(self, assertion, resolve_key):
+        try:
+            decoded = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
+        except JoseError as err:
+            raise InvalidClientError(description=err.description) from err
+        self.verify_claims(decoded.claims)
+        return decoded.claims
 
     def verify_claims(self, claims):
         # Before Authlib's checks, which end by spending the jti: a refused assertion

@@ -247,13 +247,15 @@ def _verify_signature(alg: str, key, signature: bytes, signed: bytes) -> None:
 
 def _same_url(presented: str, expected: str) -> bool:
     """`htu` names the endpoint: compared without query and fragment, scheme and host
-    case-insensitively, default ports dropped (RFC 9449 §4.3 step 9, RFC 3986 §6.2.3)."""
+    case-insensitively, default ports dropped (RFC 9449 §4.3 step 9, RFC 3986 §6.2.3). The
+    userinfo is part of the URI: kept (None when there is no "@" at all)."""
     def normal(url: str) -> tuple:
         parts = urlsplit(url)
         port = parts.port
         if (parts.scheme.lower(), port) in (("http", 80), ("https", 443)):
             port = None
-        return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path or "/"
+        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
+        return parts.scheme.lower(), userinfo, (parts.hostname or "").lower(), port, parts.path or "/"
 
     if presented == expected:
         return True

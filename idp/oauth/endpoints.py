@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from authlib.oauth2.rfc6749 import OAuth2Error, UnsupportedTokenTypeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy.exc import IntegrityError
@@ -54,7 +55,22 @@ def find_token(value: str, hint: str | None) -> FoundToken | None:
     return None
 
 
-class Revocation(RevocationEndpoint):
+class UnsupportedTokenType(OAuth2Error):
+    """RFC 7009 §2.2.1, answered as RFC 6749 §5.2 answers errors: 400. Authlib's is a
+    ForbiddenError, a 401, as if the client had failed to authenticate."""
+
+    error = "unsupported_token_type"
+
+
+class ChecksTokenTypeHint:
+    def check_params(self, request, client):
+        try:
+            super().check_params(request, client)
+        except UnsupportedTokenTypeError:
+            raise UnsupportedTokenType() from None
+
+
+class Revocation(ChecksTokenTypeHint, RevocationEndpoint):
     CLIENT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
     def query_token(self, token_string, token_type_hint):
@@ -73,7 +89,7 @@ class Revocation(RevocationEndpoint):
                 db.session.rollback()
 
 
-class Introspection(IntrospectionEndpoint):
+class Introspection(ChecksTokenTypeHint, IntrospectionEndpoint):
     # Only authenticated clients may introspect (RFC 7662 §2.1); public clients cannot.
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
