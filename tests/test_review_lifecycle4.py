@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
+import pyotp
+
+from tests.admin_world import PASSWORD, new_org, person
 from tests.conftest import Browser
 from tests.smtp import body_of, link_in
 
@@ -45,3 +49,26 @@ def test_the_browser_that_signed_up_still_verifies_in_one_click(live):
     link = link_in(live.mailbox.wait_for(email)[-1], live.issuer)
     done = b.get(link)
     assert done.status_code == 200 and "Email address confirmed" in done.text
+
+
+def test_an_authenticator_app_set_up_during_a_sign_in_is_told_to_the_owner(live):
+    """An org requiring a second factor makes a member without one set one up right after
+    the password: whoever knows the password then holds the account's factor (the owner is
+    locked out of it). That change is mailed like the same one made on /account."""
+    org_id, _, domain = new_org(live, f"lc4-{uuid.uuid4().hex[:4]}")
+    email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
+    person(live, email, org_id)
+    from idp.store import Org, db
+
+    with live.db():
+        db.session.get(Org, org_id).require_mfa = True
+        db.session.commit()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD)
+    assert "/signin/set-up-second-factor" in page.url
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    done = b.submit(page, {"code": pyotp.TOTP(secret).now()})
+    assert done.status_code == 200
+    mail = live.mailbox.wait_for(email)[-1]
+    assert str(mail["Subject"]) == "The ways into your account changed"
+    assert "Authenticator app set up" in body_of(mail) and secret not in body_of(mail)
