@@ -48,6 +48,15 @@ def find(value: str, purpose: str) -> tuple[MailToken, User] | None:
     return row, user
 
 
+def issued_to(token_hash, user: User, purpose: str) -> bool:
+    """True when `token_hash` (a token's digest) names a token of `purpose` issued to `user`,
+    spent, superseded or not: this browser started what made that token."""
+    if not isinstance(token_hash, str) or len(token_hash) != 64:
+        return False
+    row = db.session.get(MailToken, token_hash)
+    return row is not None and row.user_id == user.id and row.purpose == purpose
+
+
 def consume(row: MailToken) -> bool:
     """Mark used, atomically: False when another request used it first."""
     used = db.session.execute(

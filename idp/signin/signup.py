@@ -12,7 +12,6 @@ org that signs its people in with its own IdP cannot sign up: they go to SSO.
 
 from __future__ import annotations
 
-import hmac
 import time
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
@@ -28,13 +27,17 @@ from ..i18n import gettext as _
 from ..mail import link_to, send_mail, stage_mail
 from ..passwords import hash_password, policy_problem, verify_password
 from ..ratelimit import throttle
-from ..store import User, db, digest
+from ..store import User, db, digest, new_secret
 from .password_reset import POLICY_MESSAGES
 from .throttling import too_many_attempts
 from .views import UNVERIFIED_TTL
 
 bp = Blueprint("signup", __name__)
-SIGNED_UP = "signed_up"  # in the flow cookie: a hash of the address this browser signed up
+# In the flow cookie: the hash of the first verification link this browser's sign-up mailed
+# (a link sent again later is for the same row). Not the address: a browser that signed up an
+# address someone else had taken (it was told "check your mail", the mail said the address has
+# an account) chose no password of that row.
+SIGNED_UP = "signed_up"
 
 
 @bp.get("/signup")
@@ -64,13 +67,15 @@ def create():
         decision = limits.failure(scope, value)
         if not decision.allowed:
             return too_many_attempts("signin/signup.html", decision, email=address, name=name or "")
-    # Everything that depends on whether the address is taken happens after the answer.
-    defer(_register, address, name, password, current_language(), Origin.of_request())
-    session[SIGNED_UP] = _marker(address)  # this browser chose the password
+    # Everything that depends on whether the address is taken happens after the answer; the
+    # link's token is made now, so this browser can be told from others when it is opened.
+    token = new_secret(32)
+    defer(_register, address, name, password, token, current_language(), Origin.of_request())
+    session[SIGNED_UP] = digest(token)  # stored so, as the token's row is (`mail_tokens.issued_to`)
     return render_template("signin/signup_sent.html", email=address)
 
 
-def _register(address: str, name: str | None, password: str, lang: str, origin: Origin) -> None:
+def _register(address: str, name: str | None, password: str, token: str, lang: str, origin: Origin) -> None:
     existing = db.session.query(User).filter_by(email=address).one_or_none()
     if existing is not None:
         send_mail(address, "signup_exists", existing.locale or lang,
@@ -85,19 +90,16 @@ def _register(address: str, name: str | None, password: str, lang: str, origin: 
         db.session.rollback()
         return
     audit.record("signup", user, origin=origin)
-    send_verification(user, lang)
+    send_verification(user, lang, token)
 
 
-def send_verification(user: User, lang: str) -> None:
-    """A new verification link, its token and its mail (an outbox row) in one commit."""
-    token = mail_tokens.issue(user, "verify", commit=False)
+def send_verification(user: User, lang: str, token: str | None = None) -> None:
+    """A new verification link (`token` when the caller made it), its token and its mail (an
+    outbox row) in one commit."""
+    token = mail_tokens.issue(user, "verify", value=token, commit=False)
     sent = stage_mail(user.email, "verify", lang, link=link_to("signup.verify", token=token))
     db.session.commit()
     sent()
-
-
-def _marker(address: str) -> str:
-    return digest(f"signed-up:{address}")[:32]
 
 
 def _dead_link():
@@ -119,7 +121,7 @@ def verify(token: str):
     if found is None:
         return _dead_link()
     row, user = found
-    if hmac.compare_digest(session.get(SIGNED_UP, ""), _marker(user.email)):
+    if mail_tokens.issued_to(session.get(SIGNED_UP), user, "verify"):
         return _verified(row, user, password_proven=True)
     # Another browser: the mailbox is proven, the password is not yet.
     return render_template("signin/verify_password.html", token=token, email=user.email)

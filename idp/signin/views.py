@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from federation.discovery import home_realm_for
 
-from .. import accounts, audit, sessions, social
+from .. import accounts, audit, notices, sessions, social
 from ..assurance import ACR_MULTI_FACTOR, ACR_SINGLE_FACTOR, AMR_PASSKEY, AMR_PASSWORD, AMR_RECOVERY, AMR_TOTP
 from ..emails import normalize
 from ..i18n import gettext as _
@@ -397,7 +397,8 @@ def set_up_second_factor():
             "This code is not right. Enter the current code from the app."), 400)
     session.pop("enrol", None)
     codes = totp.new_recovery_codes(user)
-    audit.record("totp.enabled", user)
+    # Told like the same change on /account: whoever typed the password now holds the factor.
+    notices.record("totp.enabled", user)
     # The code proves the app was set up, not a factor held before this sign-in: the session
     # counts as having passed a factor (as after enrolling on /account), its acr stays at
     # one factor, and a product asking for two gets the code asked again.
