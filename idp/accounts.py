@@ -79,12 +79,15 @@ def reset_password(user: User, password: str) -> None:
 def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = True) -> User | None:
     """The account for an email the org's IdP vouches for: created on first sign-in, kept
     a member of the org, names refreshed from the IdP. An unverified row with this address
-    is adopted (its password and all else wiped); None for a disabled account. With
-    `commit` False, the change and its audit event wait for the caller's commit."""
+    is adopted (its password and all else wiped); None for a disabled account, and for an
+    operator's (`is_admin`): an org's IdP is whatever its admins point it at, and an org never
+    manages this deployment's operators (as SCIM's `in_org` and the Admin Center hold), so it
+    must not sign one in or move one into the org. With `commit` False, the change and its
+    audit event wait for the caller's commit."""
     user = by_email(identity.email)
     if user is None:
         return _created_just_in_time(org, identity, method)
-    if user.disabled:
+    if user.disabled or user.is_admin:
         return None
     elif not user.email_verified:
         wipe_unproven(user, keep_password=False)

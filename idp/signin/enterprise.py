@@ -141,7 +141,7 @@ def consume(org_id: str, inbox: str):
     # the refusal's event's), and the one below for a sign-in going on to a second factor.
     user = just_in_time(org, identity, commit=False)
     if user is None:
-        return refuse_enterprise(None, org, "account disabled")
+        return refuse_enterprise(None, org, "account disabled or an operator's")
     req = state.get("req") if started_here else None
     pending = pending_request(req) if req else None
     answer = first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org)

@@ -170,7 +170,7 @@ def _finish_enterprise(name: str, identity, req: str | None):
         return refuse_enterprise(None, org, "email outside the org's domains", "oidc")
     user = just_in_time(org, identity, method="oidc")
     if user is None:
-        return refuse_enterprise(None, org, "account disabled", "oidc")
+        return refuse_enterprise(None, org, "account disabled or an operator's", "oidc")
     pending = pending_request(req) if req else None
     return first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org)
 
