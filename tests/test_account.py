@@ -63,8 +63,8 @@ def test_password_attempts_are_throttled_per_account(live):
 
 
 def test_a_right_password_forgets_the_accounts_failures(live):
-    """The sign-in reads both throttle keys at once and forgets the account's failures only
-    when it has some: here it has, and after the right password none are left."""
+    """The sign-in counts each attempt on the account before the password is checked and
+    forgets them at the right one: after the right password none are left."""
     from idp.ratelimit import throttle_key
     from idp.store import RateLimit, db
 

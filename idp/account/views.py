@@ -126,19 +126,19 @@ def change_password():
     if request.method == "GET":
         return render_template("account/password.html", user=user)
     limits = throttle()
-    decision = limits.check("password:account", user.email)
+    # counted before the check, as the password step counts (no race of parallel guesses)
+    decision = limits.attempt("password:account", user.email)
     if not decision.allowed:
         return too_many_attempts("account/password.html", decision, user=user)
     if not verify_password(user.password_hash, request.form.get("current_password", "")):
-        limits.failure("password:account", user.email)
         audit.record("signin.failure", user, method="pwd", reason="change password")
         return render_template("account/password.html", user=user,
                                error=_("Your current password is not right.")), 401
+    limits.success("password:account", user.email)  # proved: a new password the policy refuses is no guess
     new = request.form.get("password", "")
     problem = policy_problem(new, (user.email,))
     if problem:
         return render_template("account/password.html", user=user, error=POLICY_MESSAGES[problem]()), 400
-    limits.success("password:account", user.email)
     set_password(user, new)  # reset links sent before now die
     db.session.commit()
     # The owner hears of it: whoever holds this browser and the password may not be them.

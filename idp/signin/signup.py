@@ -134,11 +134,11 @@ def verify_with_password(token: str):
         return _dead_link()
     row, user = found
     limits = throttle()
-    decision = limits.check("password:account", user.email)
+    # counted before the check, as the password step counts (no race of parallel guesses)
+    decision = limits.attempt("password:account", user.email)
     if not decision.allowed:
         return too_many_attempts("signin/verify_password.html", decision, token=token, email=user.email)
     if not verify_password(user.password_hash, request.form.get("password", "")):
-        limits.failure("password:account", user.email)
         return render_template("signin/verify_password.html", token=token, email=user.email,
                                error=_("Incorrect email or password.")), 401
     limits.success("password:account", user.email)

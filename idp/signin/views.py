@@ -135,9 +135,13 @@ def password():
         return password_page(address, req)
     remember = request.form.get("remember") == "on"
     limits = throttle()
-    keys = (("password:account", address), ("password:ip", request.remote_addr or ""))
-    decisions = limits.check_all(keys)
-    for (scope, _value), decision in zip(keys, decisions, strict=True):
+    ip = request.remote_addr or ""
+    # The account's count is taken before the password is checked, by the one statement that
+    # decides (`attempt`): guesses raced through every worker of the deployment get no further
+    # than guesses sent one after the other. The address's is read only: every sign-in from
+    # an office's one address would count against it otherwise.
+    for scope, decide in (("password:ip", limits.check), ("password:account", limits.attempt)):
+        decision = decide(scope, ip if scope == "password:ip" else address)
         if not decision.allowed:
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
@@ -151,13 +155,11 @@ def password():
     # The check spends the same argon2 time whether or not the account exists.
     ok, rehashed = verify_and_rehash(user.password_hash if user else None, request.form.get("password", ""))
     if not ok or user is None or user.disabled:
-        for scope, value in keys:
-            limits.failure(scope, value)
+        limits.failure("password:ip", ip)  # the account's was counted by its attempt
         audit.record("signin.failure", user, method="pwd")
         return render_template("signin/password.html", email=address, req=req, remember=remember,
                                error=_("Incorrect email or password.")), 401
-    if decisions[0].on_record:  # nothing to forget otherwise (a statement and a commit saved)
-        limits.success("password:account", address)
+    limits.success("password:account", address)
     if rehashed:  # older parameters, or a hash of the password as typed before normalization
         user.password_hash = rehashed
         db.session.commit()
