@@ -12,6 +12,8 @@ import uuid
 import pyotp
 from sqlalchemy import text
 
+from tests.admin_world import PASSWORD, new_org, person
+from tests.conftest import Browser
 from tests.test_admin_users import _confirm, _org_and_admin, _person_page
 from tests.test_passkeys import _post_json
 from tests.webauthn_authenticator import SoftwareAuthenticator
@@ -186,4 +188,36 @@ def test_a_passkey_registered_already_is_refused_and_nothing_is_told(live):
                        {"credential": device.create(_post_json(b, page, "/account/passkeys/options").json())})
     assert added.status_code == 201, added.text
     assert _events(live, user_id, "passkey.added") == 1
+    live.mailbox.wait_for(email, 1)
+
+
+def test_an_app_set_up_during_a_sign_in_is_not_kept_when_its_notice_fails(live):
+    """The org requires a second factor and the member sets one up right after the password:
+    the same one commit; the step can be finished once the notice can be written."""
+    from idp.mfa import totp
+    from idp.store import Org, User, db
+
+    org_id, _, domain = new_org(live, f"atomic-{uuid.uuid4().hex[:4]}")
+    email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
+    person(live, email, org_id)
+    user_id = _user_id(live, email)
+    with live.db():
+        db.session.get(Org, org_id).require_mfa = True
+        db.session.commit()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD)
+    assert "/signin/set-up-second-factor" in page.url
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    with _notice_fails(live, "totp.enabled", user_id):
+        failed = b.submit(page, {"code": pyotp.TOTP(secret).now()})
+    assert failed.status_code == 500 and FAILED in failed.text
+    with live.db():
+        assert not totp.has_totp(db.session.get(User, user_id)), "the app was set up, its owner never told"
+    assert _code_hashes(live, user_id) == set()
+    _no_mail(live, email, 0)
+
+    page = b.get(page.url)  # the step is still there, with the same secret
+    assert re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1) == secret
+    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    assert _events(live, user_id, "totp.enabled") == 1
     live.mailbox.wait_for(email, 1)
