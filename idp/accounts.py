@@ -244,10 +244,10 @@ def enable(user: User) -> None:
 
 def reset_second_factor(user: User) -> None:
     """Remove the authenticator app, recovery codes and passkeys (a lost phone): the next
-    sign-in asks for the password only, and the person may set up a factor again."""
+    sign-in asks for the password only, and the person may set up a factor again. The
+    caller commits (notices.record)."""
     from .mfa.devices import revoke_all
 
     for model in (TotpFactor, RecoveryCode, Passkey):
         db.session.execute(delete(model).where(model.user_id == user.id))
     revoke_all(user)  # trusted with the factors just removed: the next ones are asked everywhere
-    db.session.commit()

@@ -22,8 +22,9 @@ TOLD = frozenset({
 
 
 def record(kind: str, user: User, **detail) -> None:
-    """`audit.record(kind, user, **detail)`, and the owner's mail, in one commit: the
-    caller has committed (or leaves to this commit) the change itself."""
+    """`audit.record(kind, user, **detail)` and the owner's mail, committed with the change
+    itself, which the caller has written but not committed: a process that dies before
+    this commit leaves no change untold, nor a notice of a change that was not made."""
     assert kind in TOLD, kind
     sent = stage_mail(user.email, "sign_in_changed", user.locale or current_language(),
                       change=audit.LABELS[kind], link=link_to("password.forgot"), account=link_to("account.home"))

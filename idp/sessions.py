@@ -258,9 +258,9 @@ def renew_secret(row: BrowserSession) -> None:
 def factor_enrolled(row: BrowserSession) -> None:
     """The person just proved a new second factor in this session (its first code, a new
     passkey): the session counts as having passed a factor now, so managing factors right
-    after enrolling one does not ask for a sign-in again."""
+    after enrolling one does not ask for a sign-in again. The caller commits (with the
+    factor and its notice)."""
     row.mfa_time = int(time.time())
-    db.session.commit()
 
 
 def end_current() -> BrowserSession | None:

@@ -124,7 +124,8 @@ def linked_user(identity: upstream.UpstreamIdentity) -> User | None:
 
 
 def link(user: User, identity: upstream.UpstreamIdentity) -> bool:
-    """Link `identity` to `user`; False when it is already linked to another account."""
+    """Link `identity` to `user` (the caller commits, notices.record); False when it is
+    already linked to another account."""
     existing = db.session.execute(select(LinkedIdentity).where(
         LinkedIdentity.provider == identity.provider, LinkedIdentity.subject == identity.subject)).scalar_one_or_none()
     if existing is not None:
@@ -132,7 +133,7 @@ def link(user: User, identity: upstream.UpstreamIdentity) -> bool:
     db.session.add(LinkedIdentity(user_id=user.id, provider=identity.provider, subject=identity.subject,
                                   email=normalize(identity.email)))
     try:
-        db.session.commit()
+        db.session.flush()  # linked meanwhile (another request): refused here, before the notice
     except IntegrityError:
         db.session.rollback()
         return False
@@ -145,7 +146,8 @@ def links_of(user: User) -> list[LinkedIdentity]:
 
 
 def unlink(user: User, link_id: str) -> str:
-    """"ok", "missing", or "last" (refused: it is the only way into the account)."""
+    """"ok", "missing", or "last" (refused: it is the only way into the account). The
+    caller commits "ok" (notices.record)."""
     from .mfa.passkeys import has_passkey
 
     row = db.session.get(LinkedIdentity, link_id[:32])
@@ -154,5 +156,4 @@ def unlink(user: User, link_id: str) -> str:
     if not user.password_hash and len(links_of(user)) == 1 and not has_passkey(user):
         return "last"
     db.session.delete(row)
-    db.session.commit()
     return "ok"

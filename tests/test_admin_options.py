@@ -62,6 +62,7 @@ def _give_totp(live, user_id: str) -> str:
         user = db.session.get(User, user_id)
         secret = totp.start_enrolment(user)
         assert totp.confirm_enrolment(user, pyotp.TOTP(secret).now())
+        db.session.commit()  # the caller commits (notices.record in the app)
     return secret
 
 

@@ -93,6 +93,7 @@ def test_a_step_up_whose_session_ended_is_no_sign_in_by_the_second_factor_alone(
     with live.db():  # the authenticator app is set up after that sign-in
         secret = totp.start_enrolment(db.session.get(User, user_id))
         assert totp.confirm_enrolment(db.session.get(User, user_id), pyotp.TOTP(secret).now())
+        db.session.commit()  # the caller commits (notices.record in the app)
 
     verify_page = b.get(authorize_url(live.issuer, client_id, acr_values=ACR_MULTI_FACTOR, state="up"))
     assert "Confirm your identity" in verify_page.text, verify_page.text[:300]
@@ -181,6 +182,7 @@ def test_a_step_up_does_not_stand_for_a_sign_in_max_age_asked_for(live):
     with live.db():
         secret = totp.start_enrolment(db.session.get(User, user_id))
         assert totp.confirm_enrolment(db.session.get(User, user_id), pyotp.TOTP(secret).now())
+        db.session.commit()  # the caller commits (notices.record in the app)
 
     verify_page = b.get(authorize_url(live.issuer, client_id, acr_values=ACR_MULTI_FACTOR, max_age="5"))
     assert "Confirm your identity" in verify_page.text, verify_page.text[:300]

@@ -106,6 +106,7 @@ def test_second_factor_account_goes_to_the_second_factor_first(live):
         user = db.session.get(User, user_id)
         secret = totp.start_enrolment(user)
         assert totp.confirm_enrolment(user, pyotp.TOTP(secret).now())
+        db.session.commit()  # the caller commits (notices.record in the app)
     client_id, _ = live.create_client()
     b = Browser(live.issuer)
     page = _password_page(b, authorize_url(live.issuer, client_id, state="t"), "totp-direct@example.com")

@@ -78,15 +78,12 @@ def sign_out_everywhere():
         if not way_left:
             return render_template("error.html", message=_(
                 "This would leave no way into your account: set a password first.")), 409
-        # Only what was there is removed, recorded and told (a box ticked over nothing is no change).
-        passkeys_gone = drop_passkeys and db.session.execute(
-            delete(Passkey).where(Passkey.user_id == user.id)).rowcount > 0
-        links_gone = drop_links and db.session.execute(
-            delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id)).rowcount > 0
-        db.session.commit()
-        if passkeys_gone:
+        # Only what was there is removed, recorded and told (a box ticked over nothing is no
+        # change); each removal in one commit with its notice (notices.record).
+        if drop_passkeys and db.session.execute(delete(Passkey).where(Passkey.user_id == user.id)).rowcount > 0:
             notices.record("passkey.removed", user, all=True)
-        if links_gone:
+        if drop_links and db.session.execute(
+                delete(LinkedIdentity).where(LinkedIdentity.user_id == user.id)).rowcount > 0:
             notices.record("social.unlinked", user, all=True)
     sessions.sign_out_everywhere(user)
     audit.record("sessions.revoked", user)

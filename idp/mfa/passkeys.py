@@ -94,6 +94,8 @@ def registration_options(user: User) -> str:
 
 
 def finish_registration(user: User, credential: dict, name: str | None = None) -> Passkey:
+    """The verified new passkey, written but not committed: the caller commits it with its
+    notice (notices.record)."""
     from webauthn import verify_registration_response
     from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
     from webauthn.helpers.exceptions import WebAuthnException
@@ -124,7 +126,7 @@ def finish_registration(user: User, credential: dict, name: str | None = None) -
                   transports=transports[:5], name=(name or "Passkey")[:100])
     db.session.add(row)
     try:
-        db.session.commit()
+        db.session.flush()  # a duplicate credential id is refused here, before the notice is written
     except IntegrityError:
         db.session.rollback()
         raise PasskeyError("this passkey is already registered") from None
@@ -190,6 +192,7 @@ def finish_authentication(credential: dict) -> tuple[User, bool]:
 
 
 def remove(user: User, passkey_id: str) -> bool:
+    """True when `user`'s passkey is removed; the caller commits (notices.record)."""
     row = db.session.get(Passkey, passkey_id[:32])
     if row is None or row.user_id != user.id:
         return False
@@ -199,7 +202,6 @@ def remove(user: User, passkey_id: str) -> bool:
 
     if not has_second_factor(user):  # the last factor: trust earned with it must not skip the next
         revoke_all(user)
-    db.session.commit()
     return True
 
 

@@ -84,6 +84,9 @@ def _matching_step(secret: str, code: str, now: float) -> int | None:
 
 
 def confirm_enrolment(user: User, code: str, now: float | None = None) -> bool:
+    """True, the app set up, when `code` is current for the pending secret. The caller
+    commits (with the notice of it, notices.record): the code's step is marked used in the
+    same row, so in the same commit as the enrolment, and cannot be played again."""
     secret = pending_secret(user)
     if secret is None:
         return False
@@ -93,7 +96,6 @@ def confirm_enrolment(user: User, code: str, now: float | None = None) -> bool:
     row = db.session.get(TotpFactor, user.id)
     row.confirmed_at = utcnow()
     row.last_step = step
-    db.session.commit()
     return True
 
 
@@ -117,12 +119,12 @@ def verify(user: User, code: str, now: float | None = None) -> bool:
 
 
 def remove(user: User) -> None:
+    """Turn the app and its recovery codes off; the caller commits (notices.record)."""
     from .devices import revoke_all
 
     db.session.execute(delete(TotpFactor).where(TotpFactor.user_id == user.id))
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     revoke_all(user)  # the trust was earned with this factor: it must not skip the next one
-    db.session.commit()
 
 
 def _normalize_recovery(code: str) -> str:
@@ -138,14 +140,14 @@ def _recovery_hash(user: User, normalized: str) -> str:
 
 
 def new_recovery_codes(user: User, count: int = 10) -> list[str]:
-    """Ten fresh single-use codes (older ones die), shown once, stored hashed."""
+    """Ten fresh single-use codes (older ones die), shown once, stored hashed; the caller
+    commits (notices.record)."""
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = []
     for _ in range(count):
         raw = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(10))
         codes.append(f"{raw[:5]}-{raw[5:]}")
         db.session.add(RecoveryCode(code_hash=_recovery_hash(user, raw), user_id=user.id))
-    db.session.commit()
     return codes
 
 

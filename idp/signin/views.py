@@ -397,10 +397,10 @@ def set_up_second_factor():
     if not totp.confirm_enrolment(user, request.form.get("code", "")):
         return _enrolment_page(user, secret, req, _(
             "This code is not right. Enter the current code from the app."), 400)
-    session.pop("enrol", None)
     codes = totp.new_recovery_codes(user)
     # Told like the same change on /account: whoever typed the password now holds the factor.
     notices.record("totp.enabled", user)
+    session.pop("enrol", None)
     # The code proves the app was set up, not a factor held before this sign-in: the session
     # counts as having passed a factor (as after enrolling on /account), its acr stays at
     # one factor, and a product asking for two gets the code asked again.
