@@ -22,6 +22,8 @@ from __future__ import annotations
 from sqlalchemy import JSON, bindparam, delete, insert, select, update
 
 from . import audit, sessions
+from .i18n import current_language
+from .mail import link_to, stage_mail
 from .passwords import set_password
 from .store import (
     Consent,
@@ -72,8 +74,22 @@ def reset_password(user: User, password: str) -> None:
     if not user.email_verified:
         wipe_unproven(user, keep_password=False)
         user.email_verified = True
-    set_password(user, password)
+    change_password(user, password)
+
+
+def change_password(user: User, password: str) -> None:
+    """Store `password` as `user`'s, committed. Replacing a password the account had is told
+    to its owner ("password_changed") in that same commit (OWASP ASVS 4.0 2.2.3): whoever
+    changed it (a signed-in browser, a reset link read in the mailbox) may not be them, and
+    no crash leaves a changed password untold. A first password (an invitation accepted, an
+    adopted row whose planted one was wiped) changes nothing the owner had: no mail."""
+    had_one = user.password_hash is not None
+    set_password(user, password)  # hashed before the mail's INSERT opens the write transaction
+    told = stage_mail(user.email, "password_changed", user.locale or current_language(),
+                      link=link_to("password.forgot")) if had_one else None
     db.session.commit()
+    if told is not None:
+        told()
 
 
 def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = True) -> User | None:

@@ -107,9 +107,7 @@ def revoke_device(device_id: str):
 def change_password():
     """Change the password while signed in: the current one proves it is the person (and is
     throttled like a sign-in); the new one follows the reset page's policy."""
-    from ..i18n import current_language
-    from ..mail import link_to, send_mail
-    from ..passwords import policy_problem, set_password, verify_password
+    from ..passwords import policy_problem, verify_password
     from ..ratelimit import throttle
     from ..signin.password_reset import POLICY_MESSAGES
     from ..signin.throttling import too_many_attempts
@@ -136,11 +134,7 @@ def change_password():
     problem = policy_problem(new, (user.email,))
     if problem:
         return render_template("account/password.html", user=user, error=POLICY_MESSAGES[problem]()), 400
-    set_password(user, new)  # reset links sent before now die
-    db.session.commit()
-    # The owner hears of it: whoever holds this browser and the password may not be them.
-    send_mail(user.email, "password_changed", user.locale or current_language(),
-              link=link_to("password.forgot"))
+    accounts.change_password(user, new)  # the owner is told; reset links sent before now die
     everywhere = request.form.get("sign_out_everywhere") == "on"
     audit.record("password.changed", user, signed_out_everywhere=everywhere)
     if everywhere:
