@@ -45,6 +45,9 @@ class Decision:
     retry_after: int  # seconds, 0 when allowed
     # From `attempt`: a wrong answer to this attempt leaves the key locked out (policy.lockout).
     locks_out: bool = False
+    # From `check_all`: False when the key had no failure on record at all, so a `success`
+    # would have nothing to forget (True whenever that is not known).
+    on_record: bool = True
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,9 @@ class Counters(Protocol):
 
     def blocked_until(self, key: str) -> datetime | None: ...
 
+    def on_record(self, keys: list[str]) -> dict[str, datetime | None]:
+        """blocked_until of each of `keys` that has failures on record (others are absent)."""
+
     def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
         """Count one failure atomically; return the key's resulting blocked_until. With
         `commit` False, a count kept in the database waits for the caller's commit."""
@@ -167,6 +173,8 @@ class Counters(Protocol):
 
 
 _RATE_LIMITS = RateLimit.__table__
+_ON_RECORD = select(_RATE_LIMITS.c.key, _RATE_LIMITS.c.blocked_until).where(
+    _RATE_LIMITS.c.key.in_(bindparam("keys", expanding=True)))
 
 
 class DatabaseCounters:
@@ -184,6 +192,12 @@ class DatabaseCounters:
     def blocked_until(self, key: str) -> datetime | None:
         query = select(RateLimit.blocked_until).where(RateLimit.key == key)
         return db.session.execute(query).scalar()
+
+    def on_record(self, keys: list[str]) -> dict[str, datetime | None]:
+        # Plain columns (no ORM entity to set up for two values), a statement built once,
+        # on the session's connection: every password attempt asks.
+        rows = db.session.connection().execute(_ON_RECORD, {"keys": list(keys)})
+        return {row.key: row.blocked_until for row in rows}
 
     @staticmethod
     def _run(stmt, params, commit: bool = True):
@@ -359,6 +373,13 @@ class RedisCounters:
     def blocked_until(self, key: str) -> datetime | None:
         return _from_epoch_ms(self.client.hget(self.PREFIX + key, "blocked_until"))
 
+    def on_record(self, keys: list[str]) -> dict[str, datetime | None]:
+        pipe = self.client.pipeline(transaction=False)  # one round trip
+        for key in keys:
+            pipe.hmget(self.PREFIX + key, "failures", "blocked_until")
+        return {key: _from_epoch_ms(blocked) for key, (failures, blocked) in zip(keys, pipe.execute(), strict=True)
+                if failures is not None}
+
     def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
         return _from_epoch_ms(self._failure(keys=[self.PREFIX + key], args=_lua_args(policy, now)))
 
@@ -405,6 +426,23 @@ class Throttle:
         if not decision.allowed:
             metrics.throttled(scope)
         return decision
+
+    def check_all(self, keys: tuple[tuple[str, str], ...]) -> list[Decision]:
+        """`check` of each (scope, value) in `keys`, with one read of the counters. Each
+        decision also says whether its key has failures `on_record`: a caller may skip the
+        `success` of a key with none (a failure recorded meanwhile by a concurrent attempt
+        then stays counted, which only errs on the strict side)."""
+        now = self.now()
+        hashed = [throttle_key(scope, value) for scope, value in keys]
+        found = self._call("on_record", hashed)
+        decisions, refused = [], False
+        for (scope, _value), key in zip(keys, hashed, strict=True):
+            decision = _decide(found.get(key), now)
+            if not decision.allowed and not refused:  # counted once, as the caller stops there
+                refused = True
+                metrics.throttled(scope)
+            decisions.append(Decision(decision.allowed, decision.retry_after, on_record=key in found))
+        return decisions
 
     def failure(self, scope: str, value: str, *, commit: bool = True) -> Decision:
         """Record one failure and say whether the key is now blocked.

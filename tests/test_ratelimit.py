@@ -450,6 +450,26 @@ def test_concurrent_attempts_never_exceed_the_budget(kind, app, clock, redis_url
         counters.client.close()
 
 
+def test_check_all_reads_every_key_at_once(backend, clock):
+    """`check_all` decides as `check` does, key by key, and says which keys have failures
+    on record (a key with none needs no `success`)."""
+    t, failures = backend
+    blocked, counted, fresh = an_email(), an_email(), an_email()
+    fail(t, "password:account", blocked, 6)
+    fail(t, "password:account", counted, 2)
+    keys = (("password:account", blocked), ("password:account", counted), ("password:account", fresh),
+            ("password:ip", "192.0.2.7"))
+    decisions = t.check_all(keys)
+    assert [(d.allowed, d.retry_after) for d in decisions] == [(False, 2), (True, 0), (True, 0), (True, 0)]
+    assert [d.on_record for d in decisions] == [True, True, False, False]
+    assert [t.check(scope, value).allowed for scope, value in keys] == [d.allowed for d in decisions]
+    clock.advance(2)
+    assert t.check_all(keys[:1])[0] == Decision(True, 0, on_record=True)
+    t.success("password:account", counted)
+    assert t.check_all(keys[1:2])[0].on_record is False
+    assert failures("password:account", counted) is None
+
+
 def test_upserts_stay_short_enough_for_the_drivers_statement_cache(app):
     """Every policy's counting statements, as this database's dialect writes them, stay within
     the length psycopg keeps converted: a longer one is parsed again in Python on every
