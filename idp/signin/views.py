@@ -136,12 +136,19 @@ def password():
     remember = request.form.get("remember") == "on"
     limits = throttle()
     ip = request.remote_addr or ""
-    # The account's count is taken before the password is checked, by the one statement that
-    # decides (`attempt`): guesses raced through every worker of the deployment get no further
-    # than guesses sent one after the other. The address's is read only: every sign-in from
-    # an office's one address would count against it otherwise.
-    for scope, decide in (("password:ip", limits.check), ("password:account", limits.attempt)):
-        decision = decide(scope, ip if scope == "password:ip" else address)
+    keys = (("password:account", address), ("password:ip", ip))
+    decisions = limits.check_all(keys)
+    # An account with failures on record has its guess counted before the password is
+    # checked, by the one statement that decides (`attempt`): guesses raced through every
+    # worker of the deployment then get no further than guesses sent one after the other.
+    # An account with none (nearly every sign-in) is spared that write and the one that
+    # forgets it: a race from there passes at most one guess per worker, once, where five
+    # are free anyway. The address's count is read only: every sign-in from an office's
+    # one address would count against it otherwise.
+    counted = decisions[0].on_record
+    if decisions[0].allowed and decisions[1].allowed and counted:
+        decisions[0] = limits.attempt("password:account", address)
+    for (scope, _value), decision in zip(keys, decisions, strict=True):
         if not decision.allowed:
             audit.record("signin.throttled", None, method="pwd", scope=scope)
             return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
@@ -155,11 +162,14 @@ def password():
     # The check spends the same argon2 time whether or not the account exists.
     ok, rehashed = verify_and_rehash(user.password_hash if user else None, request.form.get("password", ""))
     if not ok or user is None or user.disabled:
-        limits.failure("password:ip", ip)  # the account's was counted by its attempt
+        limits.failure("password:ip", ip)
+        if not counted:  # else its attempt counted it
+            limits.failure("password:account", address)
         audit.record("signin.failure", user, method="pwd")
         return render_template("signin/password.html", email=address, req=req, remember=remember,
                                error=_("Incorrect email or password.")), 401
-    limits.success("password:account", address)
+    if counted:  # nothing to forget otherwise (a statement and a commit saved)
+        limits.success("password:account", address)
     if rehashed:  # older parameters, or a hash of the password as typed before normalization
         user.password_hash = rehashed
         db.session.commit()
