@@ -92,7 +92,7 @@ BREAKDOWN = (
     ("flask.templating", "render_template"), ("sqlalchemy.orm.session", "Session.commit"),
     ("idp.endpoints.authorize", "_process"), ("idp.pending", "save"), ("idp.pending", "find"),
     ("idp.pending", "mark_signed_in"), ("idp.pending", "delete"), ("idp.accounts", "by_email"),
-    ("idp.ratelimit", "Throttle.check"), ("idp.ratelimit", "Throttle.attempt"),
+    ("idp.ratelimit", "Throttle.check_all"), ("idp.ratelimit", "Throttle.attempt"),
     ("idp.ratelimit", "Throttle.success"), ("idp.signin.views", "enforced_for"),
     ("idp.mfa", "has_second_factor"), ("idp.accounts", "must_set_up_second_factor"),
     ("idp.sessions", "start"), ("idp.sessions", "recheck_started"), ("idp.audit", "record"),
