@@ -34,6 +34,7 @@ SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 RESPONSE, ASSERTION, ISSUER = f"{{{SAMLP}}}Response", f"{{{SAML}}}Assertion", f"{{{SAML}}}Issuer"
+ENCRYPTED_ASSERTION = f"{{{SAML}}}EncryptedAssertion"
 SIGNATURE = f"{{{DS}}}Signature"
 SUBJECT, CONDITIONS = f"{{{SAML}}}Subject", f"{{{SAML}}}Conditions"
 AUTHN_STATEMENT = f"{{{SAML}}}AuthnStatement"
@@ -85,6 +86,11 @@ def verified_response(xml: bytes, idp_entity_id: str, certificates: list[x509.Ce
     assertions = list(root.iter(ASSERTION))
     if len(assertions) != 1 or assertions[0].getparent() is not root:
         raise UnverifiedResponse("response must carry exactly one assertion, as its child")
+    # Never decrypted, and outside every signature: left in, it would reach pysaml2, which
+    # puts what it decrypts ahead of the signed assertion. Refused here, on the parsed tree:
+    # a scan of the bytes misses it in another encoding (UTF-16).
+    if next(root.iter(ENCRYPTED_ASSERTION), None) is not None:
+        raise UnverifiedResponse("encrypted assertions are not supported")
 
     envelope = root
     if _enveloped_signature(root) is not None:
