@@ -343,3 +343,20 @@ def test_a_passkey_answer_nested_too_deep_is_refused_not_a_500(live):
             (path, resp.status_code, resp.text[:200])
         assert resp.json().get("error"), path
     assert "RecursionError" not in _log_from(live, offset)
+
+
+def test_a_posted_authorization_request_too_long_for_a_url_gets_a_readable_page(live):
+    """Low: a POST to /authorize is answered with a 303 to the same request as a GET; a posted
+    request longer than the 64 kB a request line may hold (a large `request` object, or junk)
+    became a redirect no one can follow: a Location header over 64 kB (more than many HTTP
+    clients and proxies read) and, followed, a bare 414 from the server with nothing to read."""
+    client_id, _ = live.create_client()
+    server = Server(live.issuer)
+    form = f"client_id={client_id}&response_type=code&scope=openid&redirect_uri=http://127.0.0.1:9/cb&state={LONG}"
+    status, ctype, body = server.send("POST", "/authorize", [("Content-Type", "application/x-www-form-urlencoded")],
+                                      form.encode())
+    assert status == 413 and ctype.startswith("text/html") and b"too large" in body, (status, ctype, body[:200])
+    # a posted request that fits in a URL still becomes the GET
+    status, _, _ = server.send("POST", "/authorize", [("Content-Type", "application/x-www-form-urlencoded")],
+                               form.replace(LONG, "a" * 60000).encode())
+    assert status == 303
