@@ -15,8 +15,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests.admin_world import new_org, person, signed_in
 from tests.conftest import csrf_of
 from tests.test_passkeys import _with_passkey
@@ -118,17 +116,17 @@ class Server:
         finally:
             conn.close()
 
-    def raw(self, data: bytes, shut: bool = True) -> bytes:
-        """Bytes on a socket, the write side closed (a body cut short), the answer as sent."""
+    def raw(self, data: bytes) -> bytes:
+        """Bytes on a socket, the write side then closed (a body cut short), the answer as
+        sent; no answer in 20 s raises TimeoutError (a hang)."""
         with socket.create_connection((self.host, self.port), timeout=20) as sock:
             sock.sendall(data)
-            if shut:
-                sock.shutdown(socket.SHUT_WR)
+            sock.shutdown(socket.SHUT_WR)
             out = b""
             try:
                 while chunk := sock.recv(65536):
                     out += chunk
-            except (ConnectionResetError, socket.timeout):
+            except ConnectionResetError:
                 pass
             return out
 
@@ -137,15 +135,16 @@ def _query(names, raw: str) -> str:
     return "&".join(f"{n}={raw}" for n in names)
 
 
-def _form_kinds(names):
-    """(kind, urlencoded body text) for every malformed-form case."""
+def _form_kinds(names, every_long: bool):
+    """(kind, urlencoded body text) for every malformed-form case (`every_long`: a long value
+    in every name, which takes several bodies of near 1 MB; else in the first dozen only)."""
     for kind, raw in RAW_VALUES.items():
         yield kind, _query(names, raw)
     yield "repeated", "&".join(f"{n}=a&{n}=b" for n in names)
     yield "array", "&".join(f"{n}[]=a&{n}[0]=b&{n}[x][y]=c" for n in names)
     yield "bare", "&".join(names)
     yield "junk", "=&&==&%&%zz&a=%&b=%f"
-    for i in range(0, len(names), 12):  # 12 x 64 kB stays under the 1 MB request limit
+    for i in range(0, len(names) if every_long else 1, 12):  # 12 x 64 kB stays under the 1 MB request limit
         yield "long", _query(names[i:i + 12], LONG)
 
 
@@ -233,7 +232,7 @@ def _route_cases(rule: str, methods: list, args: list, world: World):
             yield "query repeated", method, f"{path}?" + "&".join(f"{n}=a&{n}=b" for n in NAMES), auth, None
             if method == "GET":
                 continue
-            for kind, text in _form_kinds(NAMES):
+            for kind, text in _form_kinds(NAMES, every_long=signed):
                 yield f"form {kind}", method, path, [*auth, form_ct], (csrf + text).encode()
             yield "form invalid-utf8 bytes", method, path, [*auth, form_ct], (csrf + "email=\xff\xfe").encode("latin-1")
             for kind, value in JSON_VALUES.items():
@@ -339,26 +338,17 @@ def _log_from(live, offset: int) -> str:
         return f.read().decode("utf-8", "replace")
 
 
-@pytest.fixture
-def clean_throttles(live):
-    """The fuzzer fails many sign-ins from 127.0.0.1: other tests on this server must not pay."""
-    yield
-    _clear_throttles(live)
-
-
-def test_no_malformed_request_to_any_route_gets_a_500_or_a_traceback(live, clean_throttles):
+def test_no_malformed_request_to_any_route_gets_a_500_or_a_traceback(live):
+    """Every route of the app's url_map (and the machine endpoints in front of Flask, which
+    answer the same paths), anonymous and with real credentials: no 5xx, no answer header
+    too long to read, no hang, no traceback; a 4xx is a page (or a page script's JSON) for
+    people, the OAuth JSON error or a SCIM error body for machines."""
     world = World(live)
     offset = live.log.stat().st_size
-    cases = _cases(live.app, world)
-    problems = _run(live, cases)
+    problems = _run(live, _cases(live.app, world))
     log = _log_from(live, offset)
-    report = "\n".join(problems[:80])
-    import os
-    with open(os.environ.get("FUZZ_OUT", "/dev/null"), "w") as f:
-        f.write("\n".join(problems) + "\n=====\n" + log)
-    print(sum(map(len, cases.values())), "cases")
-    assert not problems, f"{len(problems)} problems:\n{report}"
-    assert "Traceback" not in log and "unexpected error" not in log, log[-20000:]
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:80])
+    assert "Traceback" not in log and "unexpected error" not in log and "Exception on" not in log, log[-20000:]
 
 
 # --- findings the loop above turned up, each shown on its own ---------------------------
