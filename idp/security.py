@@ -11,7 +11,7 @@ from flask import Flask, Response, jsonify, render_template, request, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadHost, HTTPException, RequestEntityTooLarge
 
 from .i18n import gettext as _
 
@@ -114,6 +114,10 @@ def check_request():
     on every request, and each check did nothing for the other kind)."""
     if request.path.startswith(API_PREFIXES):
         return _refuse_undecodable_basic()
+    if isinstance(request.routing_exception, BadHost):
+        # A Host (or trusted X-Forwarded-Host) werkzeug cannot bind: no URL can be built for
+        # this request, so neither can a page (its links), the error page included.
+        return Response(_("The request could not be handled."), 400, mimetype="text/plain")
     if has_nul():
         # PostgreSQL text holds no NUL: such a value reaching a query was a 500
         return error_page(_("The request could not be handled."), 400)

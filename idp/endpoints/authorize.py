@@ -49,6 +49,10 @@ from .par import REQUEST_URI_PREFIX, take_pushed_request
 
 bp = Blueprint("authorize", __name__)
 
+# The longest request target `idp serve` reads (Granian's HTTP parser): a longer one gets a
+# bare 414 with nothing for the person to read.
+MAX_TARGET = 65534
+
 
 
 def _expired():
@@ -69,8 +73,10 @@ def authorize():
         # OIDC Core §3.1.2.1: products may post the request (CSRF-exempt for that). A
         # cross-site POST carries no SameSite=Lax cookie, so the person's session would go
         # unseen: the same request as a GET, a top-level navigation that carries them.
-        query = urlencode(list(request.values.items(multi=True)))
-        return redirect(f"{url_for('authorize.authorize')}?{query}", code=303)
+        target = f"{url_for('authorize.authorize')}?{urlencode(list(request.values.items(multi=True)))}"
+        if len(target) > MAX_TARGET:  # a redirect no one could follow: say so instead
+            return error_page(_("The request was too large."), 413)
+        return redirect(target, code=303)
     duplicate = duplicated_parameter(request.values)
     if duplicate:
         return error_page(_("The application sent an invalid sign-in request (%(name)s repeated).", name=duplicate))

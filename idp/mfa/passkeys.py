@@ -208,7 +208,7 @@ def remove(user: User, passkey_id: str) -> bool:
 def parse_body(raw: bytes) -> dict:
     try:
         data = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise PasskeyError("body is not JSON") from None
     if not isinstance(data, dict):
         raise PasskeyError("body is not a JSON object")
