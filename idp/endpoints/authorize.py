@@ -54,7 +54,6 @@ bp = Blueprint("authorize", __name__)
 MAX_TARGET = 65534
 
 
-
 def _expired():
     return error_page(_("This sign-in request has expired. Go back to the application and start again."))
 
