@@ -86,3 +86,21 @@ def age_sessions(live, user_id: str, seconds: int) -> None:
             if row.mfa_time:
                 row.mfa_time -= seconds
         db.session.commit()
+
+
+def at_second_factor_set_up(live, tag: str):
+    """(browser, set-up page, its TOTP secret, email) of a member of a fresh org that requires
+    a second factor, signed in with the password and sent to set one up."""
+    from idp.store import Org, db
+
+    org_id, _, domain = new_org(live, tag)
+    email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
+    person(live, email, org_id)
+    with live.db():
+        db.session.get(Org, org_id).require_mfa = True
+        db.session.commit()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD)
+    assert "/signin/set-up-second-factor" in page.url
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    return b, page, secret, email

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pyotp
 
-from tests.admin_world import PASSWORD, new_org, person
+from tests.admin_world import at_second_factor_set_up
 from tests.conftest import Browser
 from tests.smtp import body_of, link_in
 
@@ -55,18 +54,7 @@ def test_an_authenticator_app_set_up_during_a_sign_in_is_told_to_the_owner(live)
     """An org requiring a second factor makes a member without one set one up right after
     the password: whoever knows the password then holds the account's factor (the owner is
     locked out of it). That change is mailed like the same one made on /account."""
-    org_id, _, domain = new_org(live, f"lc4-{uuid.uuid4().hex[:4]}")
-    email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
-    person(live, email, org_id)
-    from idp.store import Org, db
-
-    with live.db():
-        db.session.get(Org, org_id).require_mfa = True
-        db.session.commit()
-    b = Browser(live.issuer)
-    page = b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD)
-    assert "/signin/set-up-second-factor" in page.url
-    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    b, page, secret, email = at_second_factor_set_up(live, "lc4")
     done = b.submit(page, {"code": pyotp.TOTP(secret).now()})
     assert done.status_code == 200
     mail = live.mailbox.wait_for(email)[-1]

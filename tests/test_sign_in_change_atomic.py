@@ -12,8 +12,7 @@ import uuid
 import pyotp
 from sqlalchemy import text
 
-from tests.admin_world import PASSWORD, new_org, person
-from tests.conftest import Browser
+from tests.admin_world import at_second_factor_set_up
 from tests.test_admin_users import _confirm, _org_and_admin, _person_page
 from tests.test_passkeys import _post_json
 from tests.webauthn_authenticator import SoftwareAuthenticator
@@ -195,19 +194,10 @@ def test_an_app_set_up_during_a_sign_in_is_not_kept_when_its_notice_fails(live):
     """The org requires a second factor and the member sets one up right after the password:
     the same one commit; the step can be finished once the notice can be written."""
     from idp.mfa import totp
-    from idp.store import Org, User, db
+    from idp.store import User, db
 
-    org_id, _, domain = new_org(live, f"atomic-{uuid.uuid4().hex[:4]}")
-    email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
-    person(live, email, org_id)
+    b, page, secret, email = at_second_factor_set_up(live, "atomic")
     user_id = _user_id(live, email)
-    with live.db():
-        db.session.get(Org, org_id).require_mfa = True
-        db.session.commit()
-    b = Browser(live.issuer)
-    page = b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD)
-    assert "/signin/set-up-second-factor" in page.url
-    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
     with _notice_fails(live, "totp.enabled", user_id):
         failed = b.submit(page, {"code": pyotp.TOTP(secret).now()})
     assert failed.status_code == 500 and FAILED in failed.text
