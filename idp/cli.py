@@ -260,9 +260,7 @@ def cmd_users_create(args) -> None:
 
 
 def cmd_users_list(args) -> None:
-    from sqlalchemy import select
-
-    from sqlalchemy import Boolean, column, table
+    from sqlalchemy import Boolean, column, select, table
 
     t = table("users", column("id"), column("email"), column("name"), column("is_admin", Boolean), column("created_at"))
     with _connection() as conn:
