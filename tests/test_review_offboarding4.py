@@ -79,3 +79,38 @@ def test_a_deprovisioned_persons_service_app_gets_no_more_tokens(live):
     after = token(live.issuer, grant, auth=(client_id, secret))
     assert after.status_code in (400, 401) and "access_token" not in after.json(), after.text
 
+
+def test_a_sign_in_begun_with_the_old_password_cannot_finish_after_a_reset(live):
+    """Medium: the owner of an account their org requires a second factor of (and that has none
+    yet) resets the password and signs out everywhere, because someone else knows the old one.
+    That someone, who had typed the old password a minute before and stood at "Set up an
+    authenticator app", finished that step afterwards: the flow cookie's step was still good
+    for ten minutes, so the old password bought a session and their own authenticator app as
+    the account's second factor (OWASP ASVS 4.0 2.5.x / 3.3.x: a reset ends what the old
+    password began)."""
+    import re
+
+    import pyotp
+
+    from tests.admin_world import PASSWORD, get
+    from tests.test_admin_options import _member, _open_sessions, _org, _set
+
+    org = _org(live, "rv-off-step")
+    email, user_id = _member(live, org)
+    _set(live, org, require_mfa=True)
+    intruder = Browser(live.issuer)
+    page = intruder.sign_in(intruder.get(f"{live.issuer}/account"), email, PASSWORD)
+    assert "/signin/set-up-second-factor" in page.url, page.url
+
+    owner = Browser(live.issuer)
+    owner.submit(owner.get(f"{live.issuer}/password/forgot"), {"email": email})
+    reset = link_in(live.mailbox.wait_for(email)[0], live.issuer)
+    done = owner.submit(owner.get(reset), {"password": "the owner's new one 7", "sign_out_everywhere": "on"})
+    assert done.status_code == 200 and "Password changed" in done.text
+
+    page = intruder.get(f"{live.issuer}/signin/set-up-second-factor")
+    found = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text)
+    if found is not None:
+        intruder.submit(page, {"code": pyotp.TOTP(found.group(1)).now()})
+    assert _open_sessions(live, user_id) == 0
+    assert get(intruder, "/account").headers["Location"].endswith("/signin")
