@@ -19,16 +19,15 @@ they must have a second factor. Each sign-in path and `sessions.current` ask her
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, bindparam, delete, insert, select, update
+from sqlalchemy import JSON, bindparam, delete, insert, select
 
-from . import audit, sessions
+from . import audit, mail_tokens, sessions
 from .i18n import current_language
 from .mail import link_to, stage_mail
 from .passwords import set_password
 from .store import (
     Consent,
     LinkedIdentity,
-    MailToken,
     Org,
     Passkey,
     RecoveryCode,
@@ -50,8 +49,7 @@ def wipe_unproven(user: User, *, keep_password: bool) -> None:
         user.password_changed_at = utcnow()  # reset links sent before now die too
     for model in (LinkedIdentity, Passkey, TotpFactor, RecoveryCode, TrustedDevice, Consent):
         db.session.execute(delete(model).where(model.user_id == user.id))
-    db.session.execute(update(MailToken).where(MailToken.user_id == user.id, MailToken.used_at.is_(None))
-                       .values(used_at=utcnow()))
+    mail_tokens.void_all(user)
     db.session.commit()
     sessions.sign_out_everywhere(user)
     audit.record("account.adopted", user, kept_password=keep_password)
@@ -247,8 +245,10 @@ def session_meets_policy(row) -> bool:
 
 def disable(user: User) -> None:
     """No method signs `user` in any more, and every session and grant they hold ends now
-    (back-channel logout included)."""
+    (back-channel logout included). Links mailed before (invitation, reset) die too: a
+    disabled account refuses them, and an enabled one must not take them back."""
     user.disabled = True
+    mail_tokens.void_all(user)
     db.session.commit()
     sessions.sign_out_everywhere(user)
 

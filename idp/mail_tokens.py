@@ -67,6 +67,7 @@ def consume(row: MailToken) -> bool:
 
 
 def void_all(user: User) -> None:
-    """Every unused link of `user` dies (the caller commits): their address changed."""
+    """Every unused link of `user` dies (the caller commits): their address changed, or the
+    account was disabled or adopted."""
     db.session.execute(update(MailToken).where(MailToken.user_id == user.id, MailToken.used_at.is_(None))
                        .values(used_at=utcnow()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from federation.discovery import home_realm_for
@@ -237,13 +238,13 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
     # passing that factor in this browser within TRUST_DAYS, as long as a remembered session
     # lasts, and dies with "Sign out of all sessions" and with the factor itself.
     if has_second_factor(user) and (reauth or not devices.is_trusted(user)):
-        session["mfa"] = {"user": user.id, "remember": remember, "at": int(time.time()), "step_up": False,
+        session["mfa"] = {"user": user.id, "remember": remember, "at": time.time(), "step_up": False,
                           "amr": amr}
         return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
     # Enterprise Sign-In (`org` given) is not asked for a factor to set up: how the org's
     # IdP authenticates its people is the IdP's business.
     if org is None and accounts.must_set_up_second_factor(user):
-        session["enrol"] = {"user": user.id, "remember": remember, "at": int(time.time()), "amr": amr}
+        session["enrol"] = {"user": user.id, "remember": remember, "at": time.time(), "amr": amr}
         return redirect(url_for("signin.set_up_second_factor", req=req) if req
                         else url_for("signin.set_up_second_factor"))
     return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR)
@@ -292,7 +293,7 @@ def _continue(browser, pending: PendingRequest | None, *, as_link: bool = False,
 
 def start_step_up(browser, pending: PendingRequest):
     """A product asked for a second factor this session has not passed: ask for it now."""
-    session["mfa"] = {"user": browser.user_id, "remember": browser.persistent, "at": int(time.time()),
+    session["mfa"] = {"user": browser.user_id, "remember": browser.persistent, "at": time.time(),
                       "step_up": True}
     return redirect(url_for("signin.second_factor", req=pending.id))
 
@@ -307,10 +308,20 @@ def _step(key: str, req: str | None, may_go_on):
         session.pop(key, None)
         return None
     user = db.session.get(User, state["user"])
-    if user is None or not may_go_on(user):
+    if user is None or not may_go_on(user) or _password_changed_since(user, state):
         session.pop(key, None)
         return None
     return pending, state, user
+
+
+def _password_changed_since(user: User, state: dict) -> bool:
+    """The step began with a password the account no longer has: a reset or change (of an
+    owner who learnt someone else knows it) ends what the old password began, as it ends
+    the links mailed before it."""
+    changed = user.password_changed_at
+    if changed is None or "pwd" not in (state.get("amr") or AMR_PASSWORD):
+        return False
+    return changed.replace(tzinfo=UTC).timestamp() > state.get("at", 0)
 
 
 def _second_factor_step(req: str | None):
