@@ -59,3 +59,35 @@ def test_a_refresh_token_without_offline_access_dies_with_its_sessions_expiry(li
                                "refresh_token": got["openid email offline_access"]["refresh_token"]},
                  auth=(client_id, secret))
     assert resp.status_code == 200, resp.text
+
+
+def test_an_id_token_from_a_narrowed_refresh_holds_only_the_claims_of_its_scope(live, browser):
+    """Low: a refresh asking for a narrower scope (RFC 6749 §6) got an access token of that
+    scope but an ID token with every claim of the original grant (email, profile), so what
+    the token response says it released and what it released disagreed (OpenID Connect Core
+    §5.4: the claims follow the scope). UserInfo already answered by the narrowed scope."""
+    email = "narrow-id-token@example.com"
+    live.create_user(email, PASSWORD, name="Narrow Person")
+    client_id, secret = live.create_client()
+    code, verifier = _code(live, browser, client_id, email, "openid profile email offline_access")
+    first = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                "code_verifier": verifier}, auth=(client_id, secret)).json()
+    claims = verify(live.issuer, first["id_token"])[1]
+    assert claims["email"] == email and claims["name"] == "Narrow Person"
+    refresh = first["refresh_token"]
+    for fast in (True, False):  # the plain path, and Authlib's (a `resource`-free form it declines: Basic + post)
+        form = {"grant_type": "refresh_token", "refresh_token": refresh, "scope": "openid"}
+        if fast:
+            resp = token(live.issuer, form, auth=(client_id, secret))
+        else:
+            resp = requests.post(f"{live.issuer}/token?x=1", data=form, auth=(client_id, secret), timeout=30)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["scope"] == "openid"
+        claims = verify(live.issuer, body["id_token"])[1]
+        assert not {"email", "email_verified", "name", "updated_at"} & set(claims), claims
+        assert claims["sub"] and claims["aud"] == client_id
+        info = requests.get(f"{live.issuer}/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"},
+                            timeout=10).json()
+        assert set(info) == {"sub"}, info
+        refresh = body["refresh_token"]

@@ -304,10 +304,13 @@ def token_body(client, user, scope: str | None, family: Family | None, *, audien
 
 
 def add_id_token(token: dict, client, user, family: Family, nonce: str | None = None) -> None:
-    """A code exchange (OIDC Core §3.1.3.3) or a refresh grant (§12.2) whose scope has `openid`
-    answers with an ID token too; `nonce`: the authorization request's, for a code."""
-    if "openid" in (token.get("scope") or "").split():
-        token["id_token"] = tokens.issue_id_token(client, user, family, nonce=nonce, access_token=token["access_token"])
+    """A code exchange (OIDC Core §3.1.3.3), a refresh grant (§12.2) or a device grant whose
+    scope has `openid` answers with an ID token too, with the claims of that scope (a refresh
+    may narrow it); `nonce`: the authorization request's, for a code."""
+    scope = token.get("scope") or ""
+    if "openid" in scope.split():
+        token["id_token"] = tokens.issue_id_token(client, user, family, scope, nonce=nonce,
+                                                  access_token=token["access_token"])
 
 
 
