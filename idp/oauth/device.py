@@ -20,8 +20,7 @@ from sqlalchemy import update
 from ..accounts import can_sign_in
 from ..store import DeviceAuthorization, Grant, User, db, digest, utcnow
 from ..store.clients import DEVICE_CODE
-from . import tokens
-from .grants import TOKEN_AUTH_METHODS, IssuesSignedTokens
+from .grants import TOKEN_AUTH_METHODS, IssuesSignedTokens, add_id_token
 
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels: no words; no look-alike digits
 DEVICE_CODE_TTL = 600
@@ -107,11 +106,7 @@ class DeviceCodeGrant(IssuesSignedTokens, AuthlibDeviceCodeGrant):
         if claimed != 1:
             raise InvalidGrantError("device_code already used")
         status, token, headers = super().create_token_response()
-        if "openid" in (token.get("scope") or "").split():
-            token["id_token"] = tokens.issue_id_token(
-                self.request.client, self.request.user, self.token_family(), nonce=None,
-                access_token=token["access_token"],
-            )
+        add_id_token(token, self.request.client, self.request.user, self.token_family())
         return status, token, headers
 
 

@@ -10,9 +10,18 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy.exc import IntegrityError
 
-from ..store import Grant, RefreshToken, RevokedToken, db, digest, utcnow
+from ..store import RevokedToken, db
 from . import tokens
-from .grants import CONFIDENTIAL_AUTH_METHODS, TOKEN_AUTH_METHODS, revoke_grant
+from .grants import (
+    CONFIDENTIAL_AUTH_METHODS,
+    LIVE,
+    TOKEN_AUTH_METHODS,
+    Family,
+    RefreshRecord,
+    read_refresh_token,
+    refresh_token_state,
+    revoke_grant,
+)
 
 
 @dataclass
@@ -23,7 +32,8 @@ class FoundToken:
     client_id: str
     active: bool
     claims: dict | None = None
-    refresh: RefreshToken | None = None
+    refresh: RefreshRecord | None = None
+    family: Family | None = None
 
     def check_client(self, client) -> bool:
         return self.client_id == client.client_id
@@ -44,14 +54,11 @@ def find_token(value: str, hint: str | None) -> FoundToken | None:
             if claims is not None:
                 return FoundToken(kind, claims["client_id"], True, claims=claims)
         else:
-            row = db.session.get(RefreshToken, digest(value))
+            row, family, _ = read_refresh_token(db.session.connection(), value)
             if row is not None:
-                family = db.session.get(Grant, row.grant_id)
-                active = (
-                    not row.revoked and row.rotated_at is None and row.expires_at > utcnow()
-                    and family is not None and family.revoked_at is None
-                )
-                return FoundToken(kind, row.client_id, active, refresh=row)
+                # the refresh grant's own rule: what it would refuse is not active
+                active = refresh_token_state(row, family) == LIVE
+                return FoundToken(kind, row.client_id, active, refresh=row, family=family)
     return None
 
 
@@ -110,8 +117,7 @@ class Introspection(ChecksTokenTypeHint, IntrospectionEndpoint):
             if "cnf" in token.claims:
                 data["cnf"] = token.claims["cnf"]  # RFC 9449 §6.2
             return {"active": True, **data}
-        row = token.refresh
-        family = db.session.get(Grant, row.grant_id)
+        row, family = token.refresh, token.family
         return {
             "active": True,
             "client_id": row.client_id,

@@ -25,6 +25,7 @@ from sqlalchemy import DateTime, String, Text, bindparam, false, insert, select,
 from .. import sessions
 from ..store import (
     AuthorizationCode,
+    BrowserSession,
     CodeMethods,
     Grant,
     RefreshToken,
@@ -69,6 +70,20 @@ class Family:
     resource: list | None
     created_at: datetime
     revoked_at: datetime | None
+    # Not the grant's own: when the browser session it came from (`sid`) expires, read with
+    # it; None without that session's row. See `online_session_over`.
+    session_expires_at: datetime | None
+
+
+def online_session_over(family: Family) -> bool:
+    """A family granted without offline_access gives tokens only while the person's
+    browser session lasts: OpenID Connect Core §11 keeps access "when the End-User is not
+    present (not logged in)" for offline_access. Signing out or revoking the session
+    revokes such a family (`sessions._end_online_grants`); its expiry is seen here. (A
+    session row is deleted only with its account, whose grants go with it.)"""
+    if family.session_expires_at is None or "offline_access" in family.scope.split():
+        return False
+    return family.session_expires_at <= utcnow()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,7 @@ class RefreshRecord:
     grant_id: str
     client_id: str
     scope: str
+    created_at: datetime
     expires_at: datetime
     rotated_at: datetime | None
     revoked: bool
@@ -92,8 +108,11 @@ class RefreshRecord:
 
 _GRANTS = Grant.__table__
 _REFRESH = RefreshToken.__table__
-_FAMILY_COLUMNS = [_GRANTS.c[name] for name in Family.__slots__]
-_FAMILY_BY_ID = select(*_FAMILY_COLUMNS).where(_GRANTS.c.id == bindparam("id"))
+_SESSIONS = BrowserSession.__table__
+_FAMILY_COLUMNS = [_GRANTS.c[name] for name in Family.__slots__[:-1]] + [_SESSIONS.c.expires_at]
+# A grant with the end of its browser session: read with an outer join wherever a Family is.
+_GRANTS_AND_SESSIONS = _GRANTS.outerjoin(_SESSIONS, _SESSIONS.c.id == _GRANTS.c.sid)
+_FAMILY_BY_ID = select(*_FAMILY_COLUMNS).select_from(_GRANTS_AND_SESSIONS).where(_GRANTS.c.id == bindparam("id"))
 _REFRESH_COLUMNS = [_REFRESH.c[name] for name in RefreshRecord.__slots__]
 _ROTATE = (
     update(_REFRESH)
@@ -194,6 +213,7 @@ _PERSON_COLUMNS = [_USERS.c[name].label("u_" + name) for name in Person.__slots_
 _REFRESH_WITH_FAMILY = (
     select(*_REFRESH_COLUMNS, *[c.label("f_" + c.name) for c in _FAMILY_COLUMNS], *_PERSON_COLUMNS)
     .select_from(_REFRESH.outerjoin(_GRANTS, _GRANTS.c.id == _REFRESH.c.grant_id)
+                 .outerjoin(_SESSIONS, _SESSIONS.c.id == _GRANTS.c.sid)
                  .outerjoin(_USERS, _USERS.c.id == _GRANTS.c.user_id))
     .where(_REFRESH.c.token_hash == bindparam("token_hash"))
 )
@@ -227,7 +247,7 @@ def refresh_token_state(token: RefreshRecord | None, family: Family | None) -> s
         return REFUSED
     if token.rotated_at is not None:
         return REUSED
-    if token.expires_at <= utcnow():
+    if token.expires_at <= utcnow() or online_session_over(family):
         return REFUSED
     return LIVE
 
@@ -284,10 +304,13 @@ def token_body(client, user, scope: str | None, family: Family | None, *, audien
 
 
 def add_id_token(token: dict, client, user, family: Family, nonce: str | None = None) -> None:
-    """A code exchange (OIDC Core §3.1.3.3) or a refresh grant (§12.2) whose scope has `openid`
-    answers with an ID token too; `nonce`: the authorization request's, for a code."""
-    if "openid" in (token.get("scope") or "").split():
-        token["id_token"] = tokens.issue_id_token(client, user, family, nonce=nonce, access_token=token["access_token"])
+    """A code exchange (OIDC Core §3.1.3.3), a refresh grant (§12.2) or a device grant whose
+    scope has `openid` answers with an ID token too, with the claims of that scope (a refresh
+    may narrow it); `nonce`: the authorization request's, for a code."""
+    scope = token.get("scope") or ""
+    if "openid" in scope.split():
+        token["id_token"] = tokens.issue_id_token(client, user, family, scope, nonce=nonce,
+                                                  access_token=token["access_token"])
 
 
 
@@ -321,6 +344,7 @@ _CODE_COLUMNS = [_CODES.c[name] for name in CodeRecord.__slots__]
 _CODE_WITH_FAMILY = (
     select(*_CODE_COLUMNS, *[c.label("f_" + c.name) for c in _FAMILY_COLUMNS], *_PERSON_COLUMNS)
     .select_from(_CODES.outerjoin(_GRANTS, _GRANTS.c.id == _CODES.c.grant_id)
+                 .outerjoin(_SESSIONS, _SESSIONS.c.id == _GRANTS.c.sid)
                  .outerjoin(_USERS, _USERS.c.id == _CODES.c.user_id))
     .where(_CODES.c.code_hash == bindparam("b_hash"))
 )

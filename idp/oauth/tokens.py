@@ -76,11 +76,13 @@ def issue_access_token(client, user: User | None, scope: str, grant: Grant | Non
     return _ring().signing_key().sign(claims, typ=ACCESS_TOKEN_TYP), ttl
 
 
-def issue_id_token(client, user: User, grant: Grant, *, nonce: str | None, access_token: str | None) -> str:
+def issue_id_token(client, user: User, grant: Grant, scope: str, *, nonce: str | None,
+                   access_token: str | None) -> str:
+    """`scope`: the token response's, which a refresh may have narrowed from the grant's."""
     settings = _settings()
     key = _ring().signing_key()
     now = int(time.time())
-    claims = user_claims(user, grant.scope)
+    claims = user_claims(user, scope)
     claims.update({
         "iss": settings.issuer,
         "aud": client.client_id,
