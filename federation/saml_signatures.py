@@ -12,7 +12,9 @@ The rules are the ones the xmlsec1 path applied, no more, no less: the assertion
 a Response signature is optional but must verify when present, each signature is enveloped
 in the element it covers (one Reference, URI = that element's ID, exclusive c14n, no
 ds:Object) and verifies against a certificate from the org's metadata (nothing in KeyInfo is
-used), and the document is valid against the SAML 2.0 schemas pysaml2 ships.
+used), and the document is valid against the SAML 2.0 schemas pysaml2 ships. Beyond them, the
+signed assertion is held to what the Web Browser SSO Profile requires of it and pysaml2 does
+not (`_check_web_sso_profile`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ STATEMENTS = (AUTHN_STATEMENT, f"{{{SAML}}}AttributeStatement", f"{{{SAML}}}Auth
 ONE_TIME_USE, PROXY_RESTRICTION = f"{{{SAML}}}OneTimeUse", f"{{{SAML}}}ProxyRestriction"
 ATTRIBUTE_VALUE, SUBJECT_LOCALITY = f"{{{SAML}}}AttributeValue", f"{{{SAML}}}SubjectLocality"
 ENCRYPTED_ID, ENCRYPTED_ATTRIBUTE = f"{{{SAML}}}EncryptedID", f"{{{SAML}}}EncryptedAttribute"
+AUDIENCE_RESTRICTION = f"{{{SAML}}}AudienceRestriction"
+SUBJECT_CONFIRMATION = f"{{{SAML}}}SubjectConfirmation"
+SUBJECT_CONFIRMATION_DATA = f"{{{SAML}}}SubjectConfirmationData"
+BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
@@ -100,6 +106,7 @@ def verified_response(xml: bytes, idp_entity_id: str, certificates: list[x509.Ce
         raise UnverifiedResponse("assertion is not signed")
     signed_assertion = _verify(envelope, f"./{{{SAML}}}Assertion/", assertion, certificates)
     _check_core_rules(signed_assertion)
+    _check_web_sso_profile(signed_assertion)
 
     _check_issuer(signed_assertion, idp_entity_id, required=True)
     _check_issuer(envelope, idp_entity_id, required=envelope is not root)
@@ -218,6 +225,29 @@ def _check_core_rules(assertion: etree._Element) -> None:
     # encrypted parts.
     if next(assertion.iter(ENCRYPTED_ID, ENCRYPTED_ATTRIBUTE), None) is not None:
         raise UnverifiedResponse("encrypted identifiers and attributes are not supported")
+
+
+def _check_web_sso_profile(assertion: etree._Element) -> None:
+    """What the Web Browser SSO Profile (saml-profiles-2.0-os §4.1.4.2-3) asks of the assertion
+    and pysaml2 lets pass: it takes an assertion with no AudienceRestriction as meant for
+    everyone, confirms a subject by sender-vouches unchecked (and holder-of-key without proof
+    of possession), and reads a bearer's missing NotOnOrAfter as "valid for ever". The values
+    (our Audience, our ACS as Recipient, the times) are pysaml2's to check, and `_check_recipient`'s."""
+    if assertion.find(f"{CONDITIONS}/{AUDIENCE_RESTRICTION}") is None:
+        raise UnverifiedResponse("assertion has no AudienceRestriction")
+    subject = assertion.find(SUBJECT)
+    confirmations = subject.findall(SUBJECT_CONFIRMATION) if subject is not None else []
+    if not confirmations:
+        raise UnverifiedResponse("assertion has no bearer SubjectConfirmation")
+    for confirmation in confirmations:
+        # A bearer assertion is all a browser can bring: one confirmed by another method is
+        # refused whole rather than confirmed by the bearer beside it or by nothing.
+        if confirmation.get("Method") != BEARER:
+            raise UnverifiedResponse("SubjectConfirmation method is not bearer")
+        data = confirmation.find(SUBJECT_CONFIRMATION_DATA)
+        for needed in ("Recipient", "NotOnOrAfter"):
+            if data is None or not data.get(needed):
+                raise UnverifiedResponse(f"bearer SubjectConfirmationData has no {needed}")
 
 
 _schema_lock = threading.Lock()
