@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
+import pytest
 import requests
 from aiosmtpd.controller import Controller
 
@@ -91,3 +92,15 @@ def test_mail_to_an_internationalised_domain_goes_through_a_relay_without_smtput
         assert str(box.messages[0]["To"]) == "jo@xn--bcher-kva.example"
     finally:
         controller.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="design decision: a local part in Unicode (RFC 6531) has no ASCII form; "
+                   "refuse such addresses at input (emails.normalize, allow_smtputf8=False), or require a relay "
+                   "with SMTPUTF8 and say so in README; today they are accepted and their mail is retried for a day")
+def test_an_address_no_relay_without_smtputf8_can_take_is_refused_at_input():
+    """Low: jörg@example.test is accepted at sign-up; through a relay without SMTPUTF8 each of its
+    mails fails (SMTPNotSupportedError, counted as the relay being away: the round stops, the
+    connection is dropped) and is retried for a day, never arriving."""
+    from idp.emails import normalize
+
+    assert normalize("jörg@example.test") is None
