@@ -56,15 +56,20 @@ MAX_URI_LENGTH = 2000  # as a resource URI (client_policy.MAX_RESOURCE_LENGTH)
 FORBIDDEN_SCHEMES = ("javascript", "data", "file", "vbscript", "blob", "filesystem", "about")
 
 
+def _check_length(uri: str, what: str, error: str) -> None:
+    """Each URI of a client is stored, cached per process, compared or sent on requests."""
+    if len(uri) > MAX_URI_LENGTH:
+        raise ClientMetadataError(error, N_("%(what)s must be at most %(max)d characters"), what=what,
+                                  max=MAX_URI_LENGTH)
+
+
 def _check_uri(uri, what: str, error: str) -> str:
     """A redirect URI (RFC 9700 §2.1, RFC 8252 §7): `https` anywhere, `http` only on
     loopback hosts, or a native app's private-use scheme (`com.example.app:/cb`); no
     fragment, no wildcard."""
     if not isinstance(uri, str) or not uri:
         raise ClientMetadataError(error, N_("%(what)s must be a non-empty string"), what=what)
-    if len(uri) > MAX_URI_LENGTH:  # each is stored, cached per process and compared on every request
-        raise ClientMetadataError(error, N_("%(what)s must be at most %(max)d characters"), what=what,
-                                  max=MAX_URI_LENGTH)
+    _check_length(uri, what, error)
     # RFC 3986 has no spaces or controls in a URI; urlsplit drops some of them silently,
     # so a URI that differs from the one checked would be stored.
     if not _storable(uri) or any(ch.isspace() or ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
@@ -126,6 +131,7 @@ def _check_backchannel_uri(uri, destinations: Outbound) -> str:
     allow-listed, https unless allow-listed loopback, usual ports)."""
     if not isinstance(uri, str) or not uri:
         raise ClientMetadataError("invalid_client_metadata", N_("backchannel_logout_uri must be a non-empty string"))
+    _check_length(uri, "backchannel_logout_uri", "invalid_client_metadata")
     if "#" in uri:  # Back-Channel Logout 1.0 §2.2
         raise ClientMetadataError("invalid_client_metadata", N_("backchannel_logout_uri has a fragment: %(uri)s"),
                                   uri=uri)
@@ -250,6 +256,7 @@ def _check_jwks_uri(uri, destinations: Outbound) -> str:
     """This server fetches the client's keys there: the outbound guard must let it."""
     if not isinstance(uri, str) or not uri or "#" in uri:
         raise ClientMetadataError("invalid_client_metadata", N_("jwks_uri must be a URL without a fragment"))
+    _check_length(uri, "jwks_uri", "invalid_client_metadata")
     try:
         destinations.check_url(uri)
     except DestinationRefused as err:

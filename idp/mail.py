@@ -32,6 +32,7 @@ from keys import seal, unseal
 
 from .background import WorkerThread
 from .i18n import gettext as _
+from .org_names import ascii_domain
 from .rows import new_id, utcnow
 from .store import MailOutbox
 
@@ -108,7 +109,7 @@ class Mailer(WorkerThread):
     def _message(self, to: str, subject: str, body: str) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.sender
-        msg["To"] = to
+        msg["To"] = _ascii_domain(to)
         msg["Subject"] = subject
         msg.set_content(body)
         return msg
@@ -240,6 +241,17 @@ class Mailer(WorkerThread):
         except BaseException:
             _close(fresh)
             raise
+
+
+def _ascii_domain(address: str) -> str:
+    """`address` with its domain as A-labels (xn--): accounts keep an internationalised domain
+    in Unicode, which only a relay offering SMTPUTF8 (RFC 6531) takes; the A-label form every
+    relay does. (A local part in Unicode still needs SMTPUTF8: it has no other form.)"""
+    local, _, domain = address.rpartition("@")
+    try:
+        return f"{local}@{ascii_domain(domain)}"
+    except ValueError:  # not a domain at all (normalize lets none in): the relay says what it thinks
+        return address
 
 
 # The server refused this mail (its sender, recipient or content), on a connection still good

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # A client's keys published at its jwks_uri are fetched at most once a minute per process:
 # a copy of public data, so a process may keep it; a rotation is seen within a minute.
 JWKS_URI_CACHE_SECONDS = 60
+# URIs whose keys a process keeps, oldest dropped first: a client can name a new jwks_uri
+# (RFC 7592 update) before each assertion, and a process must not keep every one for ever.
+JWKS_URI_CACHE_SIZE = 1000
 JWKS_URI_MAX_BYTES = MAX_JWKS_BYTES
 JWKS_URI_DEADLINE = 3.0
 _fetched: dict[str, tuple[float, KeySet]] = {}
@@ -52,7 +55,10 @@ def _published_keys(uri: str) -> KeySet:
         log.warning("client jwks_uri %s could not be fetched: %s", uri, err)
         keys = KeySet([])
     with _fetched_lock:
+        _fetched.pop(uri, None)  # to the end: the dict's order is the entries' age
         _fetched[uri] = (now + (JWKS_URI_CACHE_SECONDS if keys.keys else 5), keys)
+        while len(_fetched) > JWKS_URI_CACHE_SIZE:
+            del _fetched[next(iter(_fetched))]
     return keys
 
 
