@@ -163,6 +163,15 @@ def live(database_url, tmp_path_factory, mailbox):
     yield from start_live(database_url, tmp_path_factory.mktemp("live"), mailbox)
 
 
+def server_apart(live, tmp_path_factory):
+    """Another server of `live`'s deployment (its database and instance, so its secret and
+    keys) with a log of its own: for tests that make it fail on purpose, whose 500s leave
+    tracebacks that the shared server's log (which other tests read for them) must not hold.
+    Use it to override `live` in such a module."""
+    yield from start_live(live.env["IDP_DATABASE_URL"], tmp_path_factory.mktemp("apart"), live.mailbox,
+                          extra_env={"IDP_INSTANCE_DIR": live.env["IDP_INSTANCE_DIR"]})
+
+
 @pytest.fixture(scope="session")
 def proxied(tmp_path_factory):
     """A server behind one reverse proxy of ours (IDP_TRUSTED_PROXIES=1): the last

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.admin_world import new_org, org_admin, signed_in
-from tests.conftest import Browser, start_live
+from tests.conftest import Browser, server_apart
 from tests.smtp import body_of, link_in
 from tests.test_account import _sign_in
 
@@ -22,12 +22,8 @@ SUBJECT = {"en": "The password of your account was changed", "fr": "Le mot de pa
 
 @pytest.fixture(scope="module")
 def live(live, tmp_path_factory):
-    """A server of its own, with its own log: these tests make the database refuse a write
-    on purpose, and the 500 that answers it leaves a traceback in the log, which the shared
-    server's log (that other tests read for tracebacks) must never hold. The same database
-    and instance (secret, so keys), as another server of one deployment."""
-    yield from start_live(live.env["IDP_DATABASE_URL"], tmp_path_factory.mktemp("refusing"), live.mailbox,
-                          extra_env={"IDP_INSTANCE_DIR": live.env["IDP_INSTANCE_DIR"]})
+    """A server apart: these tests make the database refuse a write on purpose."""
+    yield from server_apart(live, tmp_path_factory)
 
 
 def _reset_link(live, email: str) -> str:

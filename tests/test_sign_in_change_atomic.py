@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.admin_world import at_second_factor_set_up
-from tests.conftest import start_live
+from tests.conftest import server_apart
 from tests.test_admin_users import _confirm, _org_and_admin, _person_page
 from tests.test_passkeys import _post_json
 from tests.webauthn_authenticator import SoftwareAuthenticator
@@ -25,12 +25,8 @@ FAILED = "Something went wrong on our side"
 
 @pytest.fixture(scope="module")
 def live(live, tmp_path_factory):
-    """A server of its own, with its own log: these tests make the database refuse a write
-    on purpose, and the 500 that answers it leaves a traceback in the log, which the shared
-    server's log (that other tests read for tracebacks) must never hold. The same database
-    and instance (secret, so keys), as another server of one deployment."""
-    yield from start_live(live.env["IDP_DATABASE_URL"], tmp_path_factory.mktemp("refusing"), live.mailbox,
-                          extra_env={"IDP_INSTANCE_DIR": live.env["IDP_INSTANCE_DIR"]})
+    """A server apart: these tests make the database refuse a write on purpose."""
+    yield from server_apart(live, tmp_path_factory)
 
 
 @contextlib.contextmanager
