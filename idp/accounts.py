@@ -66,25 +66,30 @@ def verify_email(user: User, *, password_proven: bool) -> None:
     audit.record("email.verified", user)
 
 
-def reset_password(user: User, password: str) -> None:
-    """A reset link proves the mailbox and sets a new password; an unverified row is
-    adopted by it (verified, and cleared of all it did not prove)."""
+def reset_password(user: User, password: str, *, invited: bool = False) -> None:
+    """A mailed link (a reset, or an invitation when `invited`) proves the mailbox and sets a
+    new password; an unverified row is adopted by it (verified, and cleared of all it did
+    not prove). A verified account that had no password (company, social or passkey sign-in
+    only) gains a way in by a reset: told to its owner as a change, since whoever read the
+    mailbox for a moment may not be them. An invitation's first password is the person
+    arriving, and an adopted row's replaces one nobody proved: no news to anyone."""
+    news = user.email_verified and not invited
     if not user.email_verified:
         wipe_unproven(user, keep_password=False)
         user.email_verified = True
-    change_password(user, password)
+    change_password(user, password, first_is_news=news)
 
 
-def change_password(user: User, password: str) -> None:
+def change_password(user: User, password: str, *, first_is_news: bool = False) -> None:
     """Store `password` as `user`'s, committed. Replacing a password the account had is told
     to its owner ("password_changed") in that same commit (OWASP ASVS 4.0 2.2.3): whoever
     changed it (a signed-in browser, a reset link read in the mailbox) may not be them, and
-    no crash leaves a changed password untold. A first password (an invitation accepted, an
-    adopted row whose planted one was wiped) changes nothing the owner had: no mail."""
-    had_one = user.password_hash is not None
+    no crash leaves a changed password untold. A first password is told only when
+    `first_is_news` (see `reset_password`)."""
+    tell = user.password_hash is not None or first_is_news
     set_password(user, password)  # hashed before the mail's INSERT opens the write transaction
     told = stage_mail(user.email, "password_changed", user.locale or current_language(),
-                      link=link_to("password.forgot")) if had_one else None
+                      link=link_to("password.forgot")) if tell else None
     db.session.commit()
     if told is not None:
         told()

@@ -167,3 +167,40 @@ def test_a_first_password_is_no_change(live):
     assert _set_by_link(live, _reset_link(live, planted), "owner-chose-this-7").status_code == 200
     _changed_on_the_account_page(live, planted, "owner-chose-this-7")
     _told(live, planted, 1)
+
+
+def _verified_without_password(live, email: str) -> None:
+    """What company, social or passkey sign-in only leaves (or SCIM's create): a verified
+    account with no password."""
+    from idp.store import User, db
+
+    with live.db():
+        db.session.add(User(email=email, password_hash=None, email_verified=True))
+        db.session.commit()
+
+
+def test_a_password_added_by_a_reset_link_is_told(live):
+    """Low: a verified account with no password that a reset link gave one gained a way in
+    (whoever read the mailbox for a moment may not be the owner), and nobody was told."""
+    email = "told-of-added@example.com"
+    _verified_without_password(live, email)
+    assert _set_by_link(live, _reset_link(live, email), "added-password-8").status_code == 200
+    _told(live, email, 1)
+    assert _signs_in(live, email, "added-password-8")
+
+
+def test_an_invitations_first_password_is_no_news(live):
+    """SCIM makes its people verified, without a password, and invites them: accepting is
+    the person arriving, not a change to tell of."""
+    from idp import mail_tokens
+    from idp.store import User, db
+
+    email = "invited-verified@example.com"
+    _verified_without_password(live, email)
+    with live.db():
+        token = mail_tokens.issue(db.session.query(User).filter_by(email=email).one(), "invite")
+    b = Browser(live.issuer)
+    assert "Your account is ready" in b.submit(b.get(f"{live.issuer}/invite/{token}"),
+                                               {"password": "a fine new pass 43"}).text
+    _changed_on_the_account_page(live, email, "a fine new pass 43")
+    _told(live, email, 1)  # the later change only

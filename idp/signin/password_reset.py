@@ -87,7 +87,7 @@ def password_from_link(token: str, purpose: str, template: str, dead_link=None):
                                       error=POLICY_MESSAGES[problem]()), 400)
     if not mail_tokens.consume(row):
         return None, dead_link()
-    accounts.reset_password(user, password)
+    accounts.reset_password(user, password, invited=purpose == "invite")
     return user, None
 
 
