@@ -85,3 +85,47 @@ def test_a_social_session_is_not_taken_for_one_of_the_orgs_own_idp(live, hostile
     _set(live, org_id, require_mfa=True)
     resp = get(b, "/account")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/signin")
+
+
+def _linked_browser(live, hostile, name: str):
+    """(browser, state) of a flow started at provider `name`, whose ID token is for an account's link."""
+    email = f"iss-{secrets.token_hex(4)}@example.com"
+    user_id = live.create_user(email, "iss-password-1")
+    subject = "iss-" + secrets.token_hex(4)
+    _link(live, user_id, name, subject)
+    b = Browser(live.issuer)
+    state, nonce = _start(live, b, name)
+    hostile.claims = hostile.id_claims(nonce, sub=subject)
+    return b, state
+
+
+def test_an_authorization_response_from_another_issuer_is_refused(live, hostile, provider):
+    """Low: an `iss` in the authorization response that is not the provider's issuer means the answer came
+    from another authorization server (a mix-up): it is refused before the code goes anywhere (RFC 9207 §2.4;
+    RFC 9700 §4.4.2.1). The provider's own issuer is taken."""
+    b, state = _linked_browser(live, hostile, provider)
+    resp = _callback(live, b, provider, state=state, iss="https://attacker.example")
+    assert resp.status_code == 400 and "did not confirm who you are" in resp.text
+    assert get(b, "/account").status_code == 302
+    b, state = _linked_browser(live, hostile, provider)
+    resp = _callback(live, b, provider, state=state, iss=hostile.issuer)
+    assert resp.status_code == 302 and get(b, "/account").status_code == 200
+
+
+def test_an_authorization_response_without_the_iss_its_provider_promised_is_refused(live, hostile, provider):
+    """Low: a provider whose discovery says `authorization_response_iss_parameter_supported` always sends
+    `iss`; a response without it is refused (RFC 9207 §2.4)."""
+    from idp.store import SocialProvider, db, utcnow
+
+    b, state = _linked_browser(live, hostile, provider)  # its start fetched the discovery document
+    with live.db():
+        row = db.session.get(SocialProvider, provider)
+        row.metadata_cache = {**row.metadata_cache, "authorization_response_iss_parameter_supported": True}
+        row.metadata_fetched_at = utcnow()  # fresh: the callback reads it as it is
+        db.session.commit()
+    resp = _callback(live, b, provider, state=state)
+    assert resp.status_code == 400 and "did not confirm who you are" in resp.text
+    assert get(b, "/account").status_code == 302
+    b, state = _linked_browser(live, hostile, provider)
+    resp = _callback(live, b, provider, state=state, iss=hostile.issuer)
+    assert resp.status_code == 302 and get(b, "/account").status_code == 200
