@@ -152,6 +152,27 @@ def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: 
     return provider.metadata["authorization_endpoint"] + "?" + urlencode(params)
 
 
+def check_response_issuer(provider: Provider, iss: str | None) -> None:
+    """RFC 9207 §2.4: an authorization response's `iss` names the provider the request went
+    to, or the response is refused before its code goes anywhere (a mix-up); a provider
+    whose discovery says it sends `iss` must have sent it. Microsoft's multi-tenant issuer
+    is a template: any one tenant's issuer fills it (the ID token's `tid` is held to it)."""
+    if not provider.issuer:  # Facebook: OAuth 2.0 without an issuer identifier
+        return
+    if iss is None:
+        if provider.metadata.get("authorization_response_iss_parameter_supported") is True:
+            raise UpstreamError("invalid", "authorization response without the iss its provider sends")
+        return
+    expected = provider.metadata["issuer"]
+    head, template, tail = expected.partition("{tenantid}")
+    if template and len(iss) > len(head) + len(tail) and iss.startswith(head) and iss.endswith(tail):
+        if "/" not in iss[len(head):len(iss) - len(tail)]:
+            return
+    elif iss == expected:
+        return
+    raise UpstreamError("invalid", f"authorization response from another issuer: {iss[:200]!r}")
+
+
 def _exchange(provider: Provider, code: str, redirect_uri: str, verifier: str, http: Outbound) -> dict:
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
             "code_verifier": verifier}

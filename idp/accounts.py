@@ -234,9 +234,10 @@ def _from_own_idp(row, user: User) -> bool:
     authenticates its people is the IdP's business, so no factor is asked of them here."""
     from .social import enterprise_provider
 
-    if "fed" not in (row.amr or []):
+    if row.idp_org_id is None:  # a password, a passkey, or a linked social account ("fed" too)
         return False
-    return any(org.saml_metadata or enterprise_provider(org.id) is not None for org in policy_orgs(user))
+    return any(org.id == row.idp_org_id and (org.saml_metadata or enterprise_provider(org.id) is not None)
+               for org in policy_orgs(user))
 
 
 def session_meets_policy(row) -> bool:

@@ -76,12 +76,13 @@ def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
 
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
-          second_factor: bool = False, commit: bool = True) -> BrowserSession:
+          second_factor: bool = False, idp_org_id: str | None = None, commit: bool = True) -> BrowserSession:
     """Sign `user` in on this browser; the cookie is set on the response.
 
     `commit=False` leaves the new row (its id already set) to the caller's commit, which
     must follow before the response is sent: the sign-in then writes its session, audit
-    event and pending request in one transaction."""
+    event and pending request in one transaction. `idp_org_id`: the org whose own IdP
+    signed the person in (SAML or enterprise OpenID)."""
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
     previous = current()
@@ -90,7 +91,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         # session the products hold (its `sid`) goes on, with a new secret (no fixation)
         # and this sign-in's facts, so a later sign-out still reaches them all.
         return _renewed(previous, persistent=persistent, ttl=ttl, amr=amr, acr=acr,
-                        second_factor=second_factor, commit=commit)
+                        second_factor=second_factor, idp_org_id=idp_org_id, commit=commit)
     if previous is not None:
         # Another person: the old session ends (no fixation), and the products holding it
         # are told (back-channel logout) once the sign-in is committed (`apply_cookie`).
@@ -108,6 +109,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         amr=amr,
         acr=acr,
         mfa_time=int(time.time()) if second_factor else None,
+        idp_org_id=idp_org_id,
         ip=request.remote_addr,
         user_agent=(request.user_agent.string or "")[:500],
         created_at=now,
@@ -131,7 +133,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
 
 
 def _renewed(row: BrowserSession, *, persistent: bool, ttl: int, amr: list[str], acr: str | None,
-             second_factor: bool, commit: bool) -> BrowserSession:
+             second_factor: bool, idp_org_id: str | None, commit: bool) -> BrowserSession:
     secret = new_secret()
     now = utcnow()
     row.secret_hash = digest(secret)
@@ -140,6 +142,7 @@ def _renewed(row: BrowserSession, *, persistent: bool, ttl: int, amr: list[str],
     row.amr = amr
     row.acr = acr
     row.mfa_time = int(time.time()) if second_factor else None
+    row.idp_org_id = idp_org_id
     row.ip = request.remote_addr
     row.user_agent = (request.user_agent.string or "")[:500]
     row.last_seen_at = now

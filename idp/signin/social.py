@@ -13,7 +13,7 @@ import time
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from federation.social import UpstreamError, authorization_url, complete
+from federation.social import UpstreamError, authorization_url, check_response_issuer, complete
 
 from dataclasses import replace
 
@@ -103,6 +103,7 @@ def callback(name: str):
         provider = social.load(name)
         if provider is None:
             return _page(_("This sign-in method is not available."), 404)
+        check_response_issuer(provider, request.args.get("iss"))
         identity = complete(provider, request.args.get("code", ""), social.redirect_uri(name), flow["verifier"],
                             flow["nonce"], outbound.current())
     except UpstreamError as err:

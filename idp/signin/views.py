@@ -247,16 +247,16 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
         session["enrol"] = {"user": user.id, "remember": remember, "at": time.time(), "amr": amr}
         return redirect(url_for("signin.set_up_second_factor", req=req) if req
                         else url_for("signin.set_up_second_factor"))
-    return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR)
+    return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR, org=org)
 
 
 def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool, amr: list[str], acr: str,
-                   second_factor: bool = False, as_link: bool = False):
+                   second_factor: bool = False, as_link: bool = False, org: Org | None = None):
     """The person is who they say: open the session, then answer the request or go back to
     the page (`_continue`). The session, its audit event and the pending request's mark are
-    one commit."""
+    one commit. `org`: the org whose own IdP signed the person in."""
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
-                             commit=False)
+                             idp_org_id=org.id if org is not None else None, commit=False)
     audit.record("signin.success", user, method=" ".join(amr), commit=False)
     return _continue(browser, pending, as_link=as_link)
 

@@ -24,6 +24,9 @@ class BrowserSession(db.Model):
     acr: Mapped[str | None] = mapped_column(String(100))
     # When this session last passed a second factor (for max_age / acr_values on the factor).
     mfa_time: Mapped[int | None] = mapped_column(Integer)
+    # The org whose own IdP (SAML or enterprise OpenID) signed this session in: its amr
+    # "fed" is also a linked social account's, which the org's policy holds like a password.
+    idp_org_id: Mapped[str | None] = mapped_column(String(32))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
