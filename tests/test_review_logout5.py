@@ -103,3 +103,68 @@ def test_sign_out_tells_a_product_whose_grant_is_old_but_whose_session_is_live(l
     rows = _wait_rows(live, client_id, lambda rows: rows and all(r.delivered_at for r in rows))
     claims = [verify(live.issuer, r.logout_token)[1] for r in rows]
     assert [(c["sub"], c["aud"], c.get("sid")) for c in claims] == [(user_id, client_id, sid)]
+
+
+def _org_member_signed_in(live, receiver, tag: str):  # noqa: F811
+    """A member of a new org signed in to a product (back-channel and post-logout URIs
+    registered) with the password alone; then the org starts requiring a second factor, so
+    that session stops counting. (org id, user id, client id, secret, browser, token response)."""
+    from idp.store import Org, db
+    from tests.admin_world import PASSWORD, new_org, person
+
+    org_id, _, domain = new_org(live, tag)
+    email = f"m-{org_id[:8]}@{domain}"
+    user_id = person(live, email, org_id)
+    client_id, secret = live.create_client(backchannel_logout_uri=receiver.url,
+                                           post_logout_redirect_uris=["http://127.0.0.1:9/bye"])
+    browser = Browser(live.issuer)
+    body = _code_flow(live, browser, client_id, secret, email, PASSWORD)
+    with live.db():
+        db.session.get(Org, org_id).require_mfa = True
+        db.session.commit()
+    return org_id, user_id, client_id, secret, browser, body
+
+
+def test_signing_out_ends_the_session_the_browser_holds_even_when_it_no_longer_counts(
+        live, receiver):  # noqa: F811
+    """A session opened before its org required a second factor stops counting, but it is
+    still the browser's, its products still hold it, and their online refresh tokens live
+    as long as it does. When the person signs out (here RP-initiated, from a product) that
+    session must end and its products be told: before, nothing ended (the cookie was only
+    dropped), so the products kept the person, refreshing, until the session expired."""
+    org_id, user_id, client_id, secret, browser, body = _org_member_signed_in(live, receiver, "logout5-held")
+    sid = verify(live.issuer, body["id_token"])[1]["sid"]
+    resp = browser.http.get(f"{live.issuer}/logout", params={
+        "id_token_hint": body["id_token"], "post_logout_redirect_uri": "http://127.0.0.1:9/bye"},
+        allow_redirects=False, timeout=10)
+    assert resp.status_code == 302 and resp.headers["Location"] == "http://127.0.0.1:9/bye"
+
+    refreshed = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+                      auth=(client_id, secret))
+    assert refreshed.status_code == 400, refreshed.text  # an online grant ends with its session
+    _deliver(live)
+    rows = _wait_rows(live, client_id, lambda rows: rows and all(r.delivered_at for r in rows))
+    claims = [verify(live.issuer, r.logout_token)[1] for r in rows]
+    assert [(c["sub"], c.get("sid")) for c in claims] == [(user_id, sid)]
+
+
+def test_another_persons_sign_in_ends_the_session_the_browser_holds_even_when_it_no_longer_counts(
+        live, receiver):  # noqa: F811
+    """The same session (opened before its org required a second factor), and someone else
+    signs in on this browser (a shared computer): it must end, and its products be told, as
+    any session another person's sign-in replaces. Before, it stayed open beside the new
+    one, its products refreshing, until it expired."""
+    org_id, user_id, client_id, secret, browser, body = _org_member_signed_in(live, receiver, "logout5-other")
+    sid = verify(live.issuer, body["id_token"])[1]["sid"]
+    live.create_user("review-logout5-next@example.com", "next-person-password")
+    resp = browser.sign_in(browser.get(f"{live.issuer}/signin"), "review-logout5-next@example.com",
+                           "next-person-password")
+    assert resp.status_code == 200 and "review-logout5-next@example.com" in resp.text
+
+    refreshed = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+                      auth=(client_id, secret))
+    assert refreshed.status_code == 400, refreshed.text
+    _deliver(live)
+    rows = _wait_rows(live, client_id, lambda rows: rows and all(r.delivered_at for r in rows))
+    claims = [verify(live.issuer, r.logout_token)[1] for r in rows]
+    assert [(c["sub"], c.get("sid")) for c in claims] == [(user_id, sid)]
