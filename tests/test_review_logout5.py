@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.conftest import Browser
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
 from tests.test_backchannel import _deliver, _wait_rows, receiver  # noqa: F401 - the fixture
@@ -168,3 +170,15 @@ def test_another_persons_sign_in_ends_the_session_the_browser_holds_even_when_it
     rows = _wait_rows(live, client_id, lambda rows: rows and all(r.delivered_at for r in rows))
     claims = [verify(live.issuer, r.logout_token)[1] for r in rows]
     assert [(c["sub"], c.get("sid")) for c in claims] == [(user_id, sid)]
+
+
+@pytest.mark.xfail(strict=True, reason="design decision: whether a product's online refresh tokens (which end "
+                   "with their session) end too when that session stops counting, as when its org starts "
+                   "requiring a second factor the person has not set up")
+def test_online_refresh_tokens_stop_when_their_session_stops_counting(live, receiver):  # noqa: F811
+    """The session a product's online grant came from no longer signs the person in
+    anywhere (the org now requires a second factor), yet the product refreshes on it."""
+    _, _, client_id, secret, _, body = _org_member_signed_in(live, receiver, "logout5-design")
+    refreshed = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+                      auth=(client_id, secret))
+    assert refreshed.status_code == 400, refreshed.text
