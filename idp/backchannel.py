@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from joserfc import jws
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 
 from . import outbound
 from .background import WorkerThread
 from .observability import metrics
-from .store import BackchannelDelivery, Client, Grant, db, new_secret, utcnow
+from .store import BackchannelDelivery, BrowserSession, Client, Grant, RefreshToken, db, new_secret, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ LOGOUT_TOKEN_TYP = "logout+jwt"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 TOKEN_TTL = 120  # seconds a logout token is valid
 RESIGN_BELOW = 60  # a stored token with less life left than this is signed afresh before sending
-GRANT_LOOKBACK = timedelta(days=30)  # grants older than this are not notified
+# A grant its product has not used for this long (created, refreshed, or its browser session
+# seen) is not notified: the product has long let the person go.
+GRANT_LOOKBACK = timedelta(days=30)
 CLAIM_FOR = timedelta(seconds=30)  # how long a process owns a row it is sending
 POST_DEADLINE = 5.0  # seconds for a whole POST, connection to last byte
 RESPONSE_LIMIT = 64 * 1024  # bytes read of a product's answer (it should be empty)
@@ -96,15 +98,24 @@ def queue_logouts(user_id: str, session_ids: list[str] | None) -> int:
     signed in to: from these browser sessions, or from any session when `session_ids` is None.
 
     One row per (product, session); one per product for grants without a session.
-    Revoked grants count (call this before or after revoking), grants older than 30
-    days do not. Commits; returns how many rows were queued.
+    Revoked grants count (call this before or after revoking), grants not in use for
+    GRANT_LOOKBACK do not. Commits; returns how many rows were queued.
     """
+    since = utcnow() - GRANT_LOOKBACK
+    # Not the grant's age alone: an offline grant lives as long as its product refreshes
+    # (each refresh token gets a fresh lifetime), and a session renewed by the same person's
+    # sign-in keeps its `sid` past the grants it gave at first.
+    in_use = or_(
+        Grant.created_at >= since,
+        exists().where(RefreshToken.grant_id == Grant.id, RefreshToken.created_at >= since),
+        exists().where(BrowserSession.id == Grant.sid, BrowserSession.last_seen_at >= since),
+    )
     query = (
         select(Grant.client_id, Grant.sid, Client.backchannel_logout_uri)
         .join(Client, Client.client_id == Grant.client_id)
         .where(
             Grant.user_id == user_id,
-            Grant.created_at >= utcnow() - GRANT_LOOKBACK,
+            in_use,
             Client.backchannel_logout_uri.is_not(None),
             Client.backchannel_logout_uri != "",
         )

@@ -85,7 +85,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     signed the person in (SAML or enterprise OpenID)."""
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
-    previous = current()
+    previous = _held()
     if previous is not None and previous.user_id == user.id:
         # The same person again (prompt=login, max_age, the recent-sign-in check): the
         # session the products hold (its `sid`) goes on, with a new secret (no fixation)
@@ -168,23 +168,44 @@ def current() -> BrowserSession | None:
     if "browser_session" in g:
         return g.browser_session
     found = None
-    secret = request.cookies.get(cookie_name(COOKIE))
-    if secret:
-        db.session.flush()  # as the ORM's autoflush did: the read sees this request's changes
-        values = db.session.connection().execute(_BY_SECRET, {"b_hash": digest(secret)}).first()
-        now = utcnow()
-        # Only a verified, enabled account holds a session (idp.accounts): a row from before
-        # a disable, or of an unverified account, is no session at all.
-        if values is not None and values.ended_at is None and values.expires_at > now \
-                and not values.u_disabled and values.u_email_verified:
-            row = _attached(values)
-            if _meets_org_policy(row):
-                found = row
-                if (now - row.last_seen_at).total_seconds() > SEEN_RESOLUTION:
-                    row.last_seen_at = now  # for the account page's list; not on every request
-                    db.session.commit()
+    values = _cookie_row()
+    # Only a verified, enabled account holds a session (idp.accounts): a row from before
+    # a disable, or of an unverified account, is no session at all.
+    if values is not None and not values.u_disabled and values.u_email_verified:
+        row = _attached(values)
+        if _meets_org_policy(row):
+            found = row
+            now = utcnow()
+            if (now - row.last_seen_at).total_seconds() > SEEN_RESOLUTION:
+                row.last_seen_at = now  # for the account page's list; not on every request
+                db.session.commit()
     g.browser_session = found
     return found
+
+
+def _cookie_row():
+    """The unended, unexpired row this browser's cookie names, with its account's columns
+    (`_BY_SECRET`), whether or not it counts as a session now (`current`); or None."""
+    secret = request.cookies.get(cookie_name(COOKIE))
+    if not secret:
+        return None
+    db.session.flush()  # as the ORM's autoflush did: the read sees this request's changes
+    values = db.session.connection().execute(_BY_SECRET, {"b_hash": digest(secret)}).first()
+    if values is None or values.ended_at is not None or values.expires_at <= utcnow():
+        return None
+    return values
+
+
+def _held() -> BrowserSession | None:
+    """This browser's session, or else the row its cookie names that does not count now (one
+    opened before its org required a second factor): still the browser's, and its products
+    still hold it (their online refresh tokens too), so a sign-out ends it and a sign-in
+    renews or replaces it as it would a counted one."""
+    row = current()
+    if row is None:
+        values = _cookie_row()
+        row = _attached(values) if values is not None else None
+    return row
 
 
 def recheck_started() -> None:
@@ -268,7 +289,7 @@ def factor_enrolled(row: BrowserSession) -> None:
 
 def end_current() -> BrowserSession | None:
     """Sign this browser out; returns the session that ended."""
-    row = current()
+    row = _held()
     if row is not None:
         row.ended_at = utcnow()
         _end_online_grants([row.id], row.ended_at)

@@ -179,10 +179,10 @@ def test_logout_token_reaches_the_product(live, browser, receiver):
 
 
 def test_one_token_per_session_and_only_recent_grants(live, receiver):
-    from sqlalchemy import delete, update
+    from sqlalchemy import delete, select, update
 
     from idp.backchannel import queue_logouts
-    from idp.store import BackchannelDelivery, Grant, db, utcnow
+    from idp.store import BackchannelDelivery, BrowserSession, Grant, RefreshToken, db, utcnow
 
     email, password = "bc-sessions@example.com", "backchannel-password"
     user_id = live.create_user(email, password)
@@ -205,12 +205,18 @@ def test_one_token_per_session_and_only_recent_grants(live, receiver):
         sids = sorted(verify(live.issuer, r.logout_token)[1]["sid"] for r in _rows(live, client_id)[1:])
         assert sids == sorted([first["sid"], second["sid"]])
 
-        with live.db():  # revoked grants still count, grants older than 30 days do not
+        with live.db():  # revoked grants still count, grants not in use for 30 days do not
             db.session.execute(update(Grant).where(Grant.user_id == user_id).values(revoked_at=utcnow()))
             db.session.commit()
             assert queue_logouts(user_id, [second["sid"]]) == 1
-            db.session.execute(update(Grant).where(Grant.user_id == user_id, Grant.sid == first["sid"])
-                               .values(created_at=utcnow() - timedelta(days=31)))
+            # created, last refreshed and last seen in their session 31 days ago
+            long_ago = utcnow() - timedelta(days=31)
+            old = select(Grant.id).where(Grant.user_id == user_id, Grant.sid == first["sid"])
+            db.session.execute(update(Grant).where(Grant.id.in_(old)).values(created_at=long_ago))
+            db.session.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(old))
+                               .values(created_at=long_ago))
+            db.session.execute(update(BrowserSession).where(BrowserSession.id == first["sid"])
+                               .values(last_seen_at=long_ago))
             db.session.commit()
             assert queue_logouts(user_id, [first["sid"]]) == 0
             assert queue_logouts(user_id, None) == 1
