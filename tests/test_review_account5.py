@@ -4,8 +4,10 @@ each test shows one finding through the real server."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pyotp
+import pytest
 
 from tests.admin_world import PASSWORD
 from tests.conftest import Browser
@@ -49,3 +51,62 @@ def test_an_authenticator_secret_another_sign_in_was_shown_is_not_offered_at_the
     first = SECRET.search(left.sign_in(left.get(f"{live.issuer}/account"), other, PASSWORD).text).group(1)
     later = left.sign_in(left.get(f"{live.issuer}/account"), other, PASSWORD)
     assert SECRET.search(later.text).group(1) != first
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """The upstream OpenID provider: another running instance of this product."""
+    from tests.conftest import separate_live
+
+    yield from separate_live(tmp_path_factory, "rv5-upstream")
+
+
+def test_confirming_it_is_you_with_a_connected_account_asks_the_upstream_to_authenticate_again(live, upstream):
+    """Medium: "Confirm it is you" (a sign-in from the last 10 minutes before changing the ways
+    in) was met by a connected account without anyone proving anything: the provider was
+    not asked to authenticate again (no prompt=login, max_age) and its own session in the
+    same browser answered at once. Whoever found a signed-in browser (a shared computer,
+    the person signed in to both) clicked the provider's button and could add their own
+    authenticator app or passkey (OpenID Connect Core 3.1.2.1 prompt/max_age and auth_time;
+    OWASP ASVS 4.0 3.7.1)."""
+    from tests.test_social import _link
+
+    client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/upstream/callback"],
+                                               first_party=True)
+    out = live.idp("social", "add", "upstream", f"--client-id={client_id}", f"--client-secret={secret}",
+                   "--issuer", upstream.issuer)
+    assert out.returncode == 0, out.stderr
+    tag = uuid.uuid4().hex[:8]
+    email, upstream_email = f"rv5-reauth-{tag}@example.com", f"rv5-reauth-{tag}@upstream.example"
+    user_id = live.create_user(email, "rv5-local-password")
+    upstream_id = upstream.create_user(upstream_email, "upstream-password")
+    b, account = _link(live, upstream, email, "rv5-local-password", upstream_email)
+    assert "Unlink" in account.text
+    # both sign-ins (here and at the provider) are 20 minutes old: not recent any more
+    _age_sessions(live, user_id, 1200)
+    _age_sessions(upstream, upstream_id, 1200)
+
+    page = b.get(f"{live.issuer}/account/totp")
+    assert "data-totp-secret" not in page.text and 'name="email"' in page.text
+    start = re.search(r'href="(/social/upstream/start[^"]*)"', page.text).group(1)
+    # the browser carries the request to the provider: one that drops prompt and max_age
+    # gets the open session's answer, which must not count (its auth_time is old)
+    asked = b.http.get(live.issuer + start, allow_redirects=False, timeout=30).headers["Location"]
+    assert "prompt=login" in asked and "max_age=0" in asked
+    stripped = b.get(asked.replace("&prompt=login", "").replace("&max_age=0", ""))
+    assert "data-totp-secret" not in stripped.text, "an old authentication at the provider confirmed it was them"
+    page = b.get(live.issuer + start)
+    assert "data-totp-secret" not in page.text, "the upstream's open session confirmed it was them"
+    assert page.url.startswith(upstream.issuer) and 'name="email"' in page.text  # its sign-in, afresh
+    # the person signs in there again: that confirms it
+    done = b.sign_in(page, upstream_email, "upstream-password")
+    assert done.url.startswith(f"{live.issuer}/account/totp") and "data-totp-secret" in done.text
+
+
+def _age_sessions(live, user_id: str, seconds: int) -> None:
+    from idp.store import BrowserSession, db
+
+    with live.db():
+        for row in db.session.query(BrowserSession).filter_by(user_id=user_id, ended_at=None):
+            row.auth_time -= seconds
+        db.session.commit()
