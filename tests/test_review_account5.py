@@ -103,6 +103,44 @@ def test_confirming_it_is_you_with_a_connected_account_asks_the_upstream_to_auth
     assert done.url.startswith(f"{live.issuer}/account/totp") and "data-totp-secret" in done.text
 
 
+def test_confirming_it_is_you_through_the_orgs_openid_provider_asks_it_to_authenticate_again(live, upstream):
+    """Medium, as the finding above for a member of an org whose own OpenID provider signs
+    them in: "Confirm it is you" went through the provider's open session."""
+    import json
+
+    name = "rv5-oidc-" + uuid.uuid4().hex[:6]
+    domain = f"{name}.example"
+    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
+    out = live.idp("orgs", "oidc", name, "--issuer", upstream.issuer, "--client-id=placeholder",
+                   "--client-secret=placeholder", "--json")
+    assert out.returncode == 0, out.stderr
+    client_id, secret = upstream.create_client(redirect_uris=[json.loads(out.stdout)["redirect_uri"]],
+                                               first_party=True)
+    out = live.idp("orgs", "oidc", name, "--issuer", upstream.issuer, f"--client-id={client_id}",
+                   f"--client-secret={secret}")
+    assert out.returncode == 0, out.stderr
+    email = f"ivy@{domain}"
+    upstream_id = upstream.create_user(email, "upstream-password")
+    b = Browser(live.issuer, also=(upstream.issuer,))
+    page = b.submit(b.get(f"{live.issuer}/account"), {"email": email})
+    assert page.url.startswith(upstream.issuer)
+    assert b.sign_in(page, email, "upstream-password").url.startswith(f"{live.issuer}/account")
+    from idp.store import User, db
+
+    with live.db():
+        user_id = db.session.query(User).filter_by(email=email).one().id
+    _age_sessions(live, user_id, 1200)
+    _age_sessions(upstream, upstream_id, 1200)
+
+    page = b.get(f"{live.issuer}/account/totp")
+    assert "data-totp-secret" not in page.text and 'name="email"' in page.text
+    page = b.submit(page, {"email": email})
+    assert "data-totp-secret" not in page.text, "the provider's open session confirmed it was them"
+    assert page.url.startswith(upstream.issuer)
+    done = b.sign_in(page, email, "upstream-password")
+    assert done.url.startswith(f"{live.issuer}/account/totp") and "data-totp-secret" in done.text
+
+
 def _age_sessions(live, user_id: str, seconds: int) -> None:
     from idp.store import BrowserSession, db
 

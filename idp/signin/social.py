@@ -55,7 +55,7 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
     state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
     # Confirming it is them (`require_recent_sign_in`): the provider's own session, open in
     # the same browser, proves nothing about who sits at it now.
-    fresh = purpose == "signin" and "reauth" in session
+    fresh = purpose in ("signin", "enterprise") and "reauth" in session
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
                          "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id,
                          "fresh": fresh}
