@@ -139,7 +139,9 @@ def pkce_pair(verifier: str) -> str:
 
 
 def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: str, verifier: str,
-                      login_hint: str | None = None) -> str:
+                      login_hint: str | None = None, fresh: bool = False) -> str:
+    """`fresh`: the person must authenticate now, whatever session they hold at the provider
+    (OpenID Connect Core §3.1.2.1); `complete` then holds the ID token's auth_time to it."""
     params = {
         "response_type": "code", "client_id": provider.client_id, "redirect_uri": redirect_uri,
         "scope": provider.scope, "state": state, "code_challenge": pkce_pair(verifier),
@@ -147,6 +149,8 @@ def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: 
     }
     if provider.issuer:
         params["nonce"] = nonce
+        if fresh:
+            params.update(prompt="login", max_age="0")
     if login_hint:
         params["login_hint"] = login_hint
     return provider.metadata["authorization_endpoint"] + "?" + urlencode(params)
@@ -310,14 +314,20 @@ def _is_true(value) -> bool:
 
 
 def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, nonce: str,
-             http: Outbound) -> UpstreamIdentity:
-    """Exchange the code and return who the provider says this is."""
+             http: Outbound, fresh_since: float | None = None) -> UpstreamIdentity:
+    """Exchange the code and return who the provider says this is. `fresh_since`: the flow
+    asked for a fresh authentication (`authorization_url`'s `fresh`) at that time; a provider
+    that answered from an older one, or does not say when (no auth_time), is refused."""
     tokens = _exchange(provider, code, redirect_uri, verifier, http)
     if provider.issuer:
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             raise UpstreamError("invalid", "no ID token in the token response")
         claims = verified_claims(provider, id_token, nonce, http)
+        auth_time = claims.get("auth_time")
+        if fresh_since is not None and (not isinstance(auth_time, (int, float)) or isinstance(auth_time, bool)
+                                        or auth_time < fresh_since - CLOCK_SKEW):
+            raise UpstreamError("invalid", "the provider did not authenticate the person again")
         return UpstreamIdentity(
             provider=provider.name, subject=claims["sub"], email=claims.get("email"),
             email_verified=_is_true(claims.get("email_verified")), name=_text(claims.get("name"), 200),

@@ -12,7 +12,7 @@ import secrets
 import time
 
 import pyotp
-from flask import current_app
+from flask import current_app, session
 from sqlalchemy import delete, func, select, update
 
 from keys import seal, unseal
@@ -53,6 +53,30 @@ def pending_secret(user: User) -> str | None:
     if row is None or row.confirmed_at is not None:
         return None
     return unseal(_secret_key(), row.sealed_secret, user.id, PURPOSE).decode()
+
+
+SHOWN = "totp_shown"  # in the flow cookie: the digest of the pending secret this browser was shown
+
+
+def shown_secret(user: User) -> str | None:
+    """The pending secret when it is the one this browser was shown, else None."""
+    secret = pending_secret(user)
+    shown = session.get(SHOWN)
+    if secret is None or not isinstance(shown, str) or not hmac.compare_digest(shown, digest(secret)):
+        return None
+    return secret
+
+
+def secret_to_show(user: User) -> str:
+    """The secret for this browser's set-up page: the one it was shown (a reload, a prefetch
+    never replaces the one being scanned), else a fresh one. Never one another browser was
+    shown or made (another session, another sign-in with the password at the required
+    set-up): whoever saw it would hold the account's factor too, unbeknown to the owner."""
+    secret = shown_secret(user)
+    if secret is None:
+        secret = start_enrolment(user)
+        session[SHOWN] = digest(secret)
+    return secret
 
 
 def provisioning_uri(user: User, secret: str) -> str:

@@ -7,15 +7,13 @@ factors that protect the account.
 
 from __future__ import annotations
 
-import hmac
 import logging
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 
 from .. import accounts, notices, sessions
 from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
-from ..store import digest
 from . import passkeys, totp
 
 log = logging.getLogger(__name__)
@@ -61,24 +59,7 @@ def setup_totp():
         return away
     if totp.has_totp(user):
         return redirect(url_for("account.home"))
-    # Reloading shows the same secret: a GET (a prefetch, an image on another site) never
-    # replaces the one the person is scanning. Only in the session that was shown it: one
-    # shown elsewhere (someone who once had a session) is never offered to the owner.
-    secret = _shown_secret(user)
-    if secret is None:
-        secret = totp.start_enrolment(user)
-        session["totp_shown"] = digest(secret)
-    return _setup_page(user, secret)
-
-
-def _shown_secret(user) -> str | None:
-    """The pending secret when it is the one this browser was shown (its digest in the flow
-    cookie), else None: a secret another session saw or made is never shown here."""
-    secret = totp.pending_secret(user)
-    shown = session.get("totp_shown")
-    if secret is None or not isinstance(shown, str) or not hmac.compare_digest(shown, digest(secret)):
-        return None
-    return secret
+    return _setup_page(user, totp.secret_to_show(user))
 
 
 def _setup_page(user, secret, error=None, status=200):
@@ -93,7 +74,7 @@ def confirm_totp():
         return away
     if totp.has_totp(user):
         return redirect(url_for("account.home"))
-    secret = _shown_secret(user)
+    secret = totp.shown_secret(user)
     if secret is None:  # replaced meanwhile (another session): start over with a fresh one
         return redirect(url_for("mfa.setup_totp"))
     over = notices.refused(user)

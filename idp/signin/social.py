@@ -53,9 +53,14 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
     if provider is None or (purpose != "enterprise") == social.is_enterprise(name):
         return _page(_("This sign-in method is not available."), 404)
     state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
+    # Confirming it is them (`require_recent_sign_in`): the provider's own session, open in
+    # the same browser, proves nothing about who sits at it now.
+    fresh = purpose in ("signin", "enterprise") and "reauth" in session
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
-                         "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id}
-    return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier, login_hint))
+                         "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id,
+                         "fresh": fresh}
+    return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier, login_hint,
+                                      fresh=fresh))
 
 
 def start_enterprise(org, email: str, req: str | None):
@@ -105,7 +110,7 @@ def callback(name: str):
             return _page(_("This sign-in method is not available."), 404)
         check_response_issuer(provider, request.args.get("iss"))
         identity = complete(provider, request.args.get("code", ""), social.redirect_uri(name), flow["verifier"],
-                            flow["nonce"], outbound.current())
+                            flow["nonce"], outbound.current(), fresh_since=flow["at"] if flow.get("fresh") else None)
     except UpstreamError as err:
         log.warning("social sign-in with %s refused: %s", name, err)
         if err.reason == "unavailable":

@@ -245,6 +245,9 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
     # IdP authenticates its people is the IdP's business.
     if org is None and accounts.must_set_up_second_factor(user):
         session["enrol"] = {"user": user.id, "remember": remember, "at": time.time(), "amr": amr}
+        # a fresh secret for this step: not one an earlier, unfinished step in this browser
+        # showed (someone else at a shared computer)
+        session.pop(totp.SHOWN, None)
         return redirect(url_for("signin.set_up_second_factor", req=req) if req
                         else url_for("signin.set_up_second_factor"))
     return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR, org=org)
@@ -406,15 +409,11 @@ def set_up_second_factor():
         session.pop("enrol", None)
         return first_factor_passed(user, pending, req, remember=state.get("remember", False),
                                    amr=state.get("amr") or AMR_PASSWORD)
-    # A fresh secret for this step (never one an earlier, unfinished step showed someone),
-    # then the same one on reload: a GET never replaces the one being scanned.
-    if not state.get("secret_shown"):
-        secret = totp.start_enrolment(user)
-        session["enrol"] = {**state, "secret_shown": True}
-    else:
-        secret = totp.pending_secret(user) or totp.start_enrolment(user)
     if request.method == "GET":
-        return _enrolment_page(user, secret, req)
+        return _enrolment_page(user, totp.secret_to_show(user), req)
+    secret = totp.shown_secret(user)
+    if secret is None:  # replaced meanwhile (another sign-in with the password): a fresh one
+        return _enrolment_page(user, totp.secret_to_show(user), req)
     if not totp.confirm_enrolment(user, request.form.get("code", "")):
         return _enrolment_page(user, secret, req, _(
             "This code is not right. Enter the current code from the app."), 400)
