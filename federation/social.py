@@ -139,7 +139,8 @@ def pkce_pair(verifier: str) -> str:
 
 
 def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: str, verifier: str,
-                      login_hint: str | None = None) -> str:
+                      login_hint: str | None = None, fresh: bool = False) -> str:
+    """`fresh`: the provider must authenticate the person anew (OIDC Core prompt=login)."""
     params = {
         "response_type": "code", "client_id": provider.client_id, "redirect_uri": redirect_uri,
         "scope": provider.scope, "state": state, "code_challenge": pkce_pair(verifier),
@@ -149,6 +150,8 @@ def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: 
         params["nonce"] = nonce
     if login_hint:
         params["login_hint"] = login_hint
+    if fresh:
+        params["prompt"] = "login"
     return provider.metadata["authorization_endpoint"] + "?" + urlencode(params)
 
 

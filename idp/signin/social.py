@@ -42,7 +42,7 @@ def _page(message: str, status: int = 400, link_account: bool = False, label: st
 
 
 def _start(name: str, purpose: str, req: str | None, login_hint: str | None = None,
-           session_id: str | None = None):
+           session_id: str | None = None, fresh: bool = False):
     try:
         provider = social.load(name)
     except UpstreamError as err:
@@ -55,12 +55,14 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
     state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
                          "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id}
-    return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier, login_hint))
+    return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier, login_hint,
+                                      fresh=fresh))
 
 
-def start_enterprise(org, email: str, req: str | None):
-    """An org's enterprise OpenID provider: the same upstream flow, its answer decided like SAML's."""
-    return _start(social.enterprise_provider_name(org.id), "enterprise", req, login_hint=email)
+def start_enterprise(org, email: str, req: str | None, fresh: bool = False):
+    """An org's enterprise OpenID provider: the same upstream flow, its answer decided like SAML's;
+    `fresh`: with prompt=login (`views.fresh_sign_in_asked`)."""
+    return _start(social.enterprise_provider_name(org.id), "enterprise", req, login_hint=email, fresh=fresh)
 
 
 @bp.get("/social/<name>/start")
