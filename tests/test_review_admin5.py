@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.admin_world import age_sessions, get, new_org
+from tests.admin_world import PASSWORD, age_sessions, get, new_org, org_admin, person, post, signed_in
 from tests.conftest import Browser
 from tests.oidc import authorize_url
 from tests.saml_idp import TestIdP
@@ -108,3 +108,50 @@ def test_a_fresh_sign_in_asked_of_an_orgs_openid_provider_says_prompt_login(live
         assert answer.status_code == 302 and answer.headers["Location"].startswith(upstream.issuer), answer.text[:300]
         query = parse_qs(urlsplit(answer.headers["Location"]).query)
         assert (query.get("prompt") == ["login"]) is fresh, (ask, query)
+
+
+def _by_password(live, email: str):
+    """The account page after a password sign-in of `email` (the email step sends an address at
+    an org's SAML domain to its IdP; the password step is still there, at /signin/password)."""
+    b = Browser(live.issuer)
+    page = b.submit(b.get(f"{live.issuer}/account"), {"email": email})
+    if 'name="password"' not in page.text:
+        page = b.get(f"{live.issuer}/signin/password")
+    if 'name="password"' in page.text:
+        b.submit(page, {"password": PASSWORD})
+    return b.get(f"{live.issuer}/account")
+
+
+# --- an org admin's Enterprise Sign-In shuts an operator out of every way in ------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "design decision: an operator whose address is at an org's domain is bound by the org's "
+    "enforced Enterprise Sign-In (checked on the address, before the password, so that an "
+    "operator's address does not stand out), while the org's IdP may never sign an operator in "
+    "(review-org4). Exempt operators from enforcement (and accept that the password step then "
+    "tells an operator's address apart), or refuse to enforce while an operator's address is at one of "
+    "the org's domains, or keep it so (operators unlock it with `idp orgs enforce-sso --off`)?"))
+def test_an_org_admin_enforcing_enterprise_sign_in_does_not_lock_an_operator_out(live, saml_idp, tmp_path):
+    """Medium - an org admin acts on an operator: an operator's address at one of the org's
+    domains (a deployment's own company is often one of its orgs) signs in by password. Once
+    the org's admin enforces Enterprise Sign-In, the password step answers "sign in with your
+    organization" for that address, and the org's IdP is refused for an operator: no way in
+    is left, and the org admin, whom the Admin Center never lets act on an operator, decided it."""
+    from idp.store import Org, db
+
+    name, domain = attached_org(live, saml_idp, tmp_path, "rv5-ops")
+    with live.db():
+        org_id = db.session.query(Org).filter_by(name=name).one().id
+    operator = f"ops-{uuid.uuid4().hex[:6]}@{domain}"
+    person(live, operator, None, is_admin=True)
+    assert "Your account" in _by_password(live, operator).text  # as the operator does today
+    boss = f"boss-{uuid.uuid4().hex[:6]}@admins-{name}.example"
+    org_admin(live, name, boss)
+    answer = post(signed_in(live, boss), f"/admin/orgs/{org_id}/enterprise-sign-in/enforce",
+                  {"enforce": "on", "confirmed": "yes"})
+    assert answer.status_code == 302
+    try:
+        page = _by_password(live, operator)
+        assert "Your account" in page.text, (page.status_code, page.text[:300])
+    finally:
+        assert live.idp("orgs", "enforce-sso", name, "--off").returncode == 0
