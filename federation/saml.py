@@ -139,14 +139,15 @@ class ServiceProvider:
             raise SamlError(f"the org's metadata names {len(idps)} identity providers, expected one")
         return idps[0]
 
-    def authn_request(self, relay_state: str) -> tuple[str, str]:
-        """(request id, the IdP URL to redirect to: signed AuthnRequest, HTTP-Redirect)."""
+    def authn_request(self, relay_state: str, force_authn: bool = False) -> tuple[str, str]:
+        """(request id, the IdP URL to redirect to: signed AuthnRequest, HTTP-Redirect).
+        `force_authn`: the IdP must authenticate the person anew, not answer from its session."""
         from saml2 import BINDING_HTTP_REDIRECT
 
         client = self.client
         request_id, info = client.prepare_for_authenticate(
             entityid=self.idp_entity_id(client), relay_state=relay_state, binding=BINDING_HTTP_REDIRECT,
-            sign=True)
+            sign=True, **({"force_authn": "true"} if force_authn else {}))
         location = dict(info["headers"])["Location"]
         return request_id, location
 

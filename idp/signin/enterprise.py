@@ -38,11 +38,12 @@ MAX_POSTED_RESPONSE = MAX_RESPONSE_BYTES * 4 // 3 + 4
 AMR_FEDERATED = ["fed"]
 
 
-def start_sso(org: Org, req: str | None):
-    """Send the browser to the org's IdP with a signed AuthnRequest (HTTP-Redirect)."""
+def start_sso(org: Org, req: str | None, fresh: bool = False):
+    """Send the browser to the org's IdP with a signed AuthnRequest (HTTP-Redirect); `fresh`:
+    with ForceAuthn (`views.fresh_sign_in_asked`)."""
     try:
         relay = new_secret(16)
-        request_id, location = orgs.service_provider(org).authn_request(relay_state=relay)
+        request_id, location = orgs.service_provider(org).authn_request(relay_state=relay, force_authn=fresh)
     except Exception as err:  # noqa: BLE001 - a broken org configuration must not give a 500
         log.warning("cannot start SSO for org %s: %s", org.id, err)
         return render_template("error.html", message=_(

@@ -42,7 +42,7 @@ def _page(message: str, status: int = 400, link_account: bool = False, label: st
 
 
 def _start(name: str, purpose: str, req: str | None, login_hint: str | None = None,
-           session_id: str | None = None):
+           session_id: str | None = None, fresh: bool = False):
     try:
         provider = social.load(name)
     except UpstreamError as err:
@@ -53,9 +53,10 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
     if provider is None or (purpose != "enterprise") == social.is_enterprise(name):
         return _page(_("This sign-in method is not available."), 404)
     state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
-    # Confirming it is them (`require_recent_sign_in`): the provider's own session, open in
-    # the same browser, proves nothing about who sits at it now.
-    fresh = purpose in ("signin", "enterprise") and "reauth" in session
+    # Confirming it is them (`require_recent_sign_in`), or a product's prompt=login or max_age
+    # (`fresh`, from the email step for an org's own provider): the provider's own session,
+    # open in the same browser, proves nothing about who sits at it now.
+    fresh = fresh or (purpose in ("signin", "enterprise") and "reauth" in session)
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
                          "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id,
                          "fresh": fresh}
@@ -63,9 +64,10 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
                                       fresh=fresh))
 
 
-def start_enterprise(org, email: str, req: str | None):
-    """An org's enterprise OpenID provider: the same upstream flow, its answer decided like SAML's."""
-    return _start(social.enterprise_provider_name(org.id), "enterprise", req, login_hint=email)
+def start_enterprise(org, email: str, req: str | None, fresh: bool = False):
+    """An org's enterprise OpenID provider: the same upstream flow, its answer decided like SAML's;
+    `fresh` (`views.fresh_sign_in_asked`): the provider must authenticate the person now."""
+    return _start(social.enterprise_provider_name(org.id), "enterprise", req, login_hint=email, fresh=fresh)
 
 
 @bp.get("/social/<name>/start")

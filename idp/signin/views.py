@@ -81,6 +81,17 @@ def require_recent_sign_in(browser, return_to: str):
     return redirect(url_for("signin.email"))
 
 
+def fresh_sign_in_asked(pending: PendingRequest | None) -> bool:
+    """This sign-in must authenticate the person anew: a page asked for a recent sign-in
+    (`require_recent_sign_in`), or the product did (prompt=login, max_age). An org's IdP is
+    then told so (ForceAuthn, prompt=login): answered from the IdP's own session, hours old
+    maybe, the new sign-in would prove nothing."""
+    if "reauth" in session:
+        return True
+    params = pending.params if pending is not None else {}
+    return "login" in str(params.get("prompt", "")).split() or params.get("max_age") is not None
+
+
 def email_page(pending: PendingRequest | None):
     """The email step as `GET /signin?req=<pending>` shows it; /authorize answers with it
     too (a round trip fewer), and its form names /signin?req=… so the POST goes there."""
@@ -110,11 +121,11 @@ def email():
     if realm.method == "saml":
         from .enterprise import start_sso
 
-        return start_sso(realm.org, req)
+        return start_sso(realm.org, req, fresh=fresh_sign_in_asked(pending))
     if realm.method == "oidc":
         from .social import start_enterprise
 
-        return start_enterprise(realm.org, address, req)
+        return start_enterprise(realm.org, address, req, fresh=fresh_sign_in_asked(pending))
     # The password page itself, as /signin/password would show it next (a round trip
     # fewer); its form posts to /signin/password. Every address, known or not, gets it.
     return password_page(address, req)
