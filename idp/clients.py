@@ -79,6 +79,12 @@ def _check_uri(uri, what: str, error: str) -> str:
     # "http://evil.example\@127.0.0.1/" for loopback, a browser goes to evil.example.
     if "\\" in uri:
         raise ClientMetadataError(error, N_("%(what)s must not hold a backslash: %(uri)s"), what=what, uri=uri)
+    # A URI is ASCII (RFC 3986 §2): an IDN host is registered as its A-label, the host the
+    # browser goes to. The consent page names that host; "аpple.example" (Cyrillic а) read
+    # as another site's. (Not repeated in the error: error_description is ASCII.)
+    if not uri.isascii():
+        raise ClientMetadataError(error, N_("%(what)s must be ASCII, an international domain name in its xn-- form"),
+                                  what=what)
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises on a port that is not a number
@@ -89,6 +95,10 @@ def _check_uri(uri, what: str, error: str) -> str:
                                   what=what, uri=uri)
     if parts.scheme in FORBIDDEN_SCHEMES:
         raise ClientMetadataError(error, N_("%(what)s uses a forbidden scheme: %(uri)s"), what=what, uri=uri)
+    # "https://apple.example@evil.example/cb" goes to evil.example, and reads as apple's.
+    if "@" in parts.netloc:
+        raise ClientMetadataError(error, N_("%(what)s must not hold a user name or password: %(uri)s"),
+                                  what=what, uri=uri)
     if "*" in parts.netloc:
         raise ClientMetadataError(error, N_("%(what)s cannot hold a wildcard: %(uri)s"), what=what, uri=uri)
     if parts.scheme in ("http", "https") and not parts.hostname:

@@ -1,0 +1,49 @@
+"""Security review, fifth round, of client registration (RFC 7591/7592) and the developer
+portal: each test names a finding, with its severity and the rule it comes from."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.oidc import authorize_url, pkce
+from tests.test_developer_portal import new_app, signed_in
+from tests.test_registration import _initial_token
+
+PASSWORD = "portal-password"
+# "аpple.example" with a Cyrillic "а" (U+0430): the browser goes to xn--pple-43d.example
+LOOKALIKE = "https://\u0430pple.example/cb"
+
+
+def _register(live, **meta) -> requests.Response:
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    return requests.post(f"{live.issuer}/register", json={"redirect_uris": ["https://rp.example/cb"], **meta},
+                         headers=auth, timeout=10)
+
+
+def test_the_consent_page_never_shows_a_lookalike_or_user_info_host(live):
+    """Medium, RFC 3986 §2 / RFC 9700 §4.11 (phishing) / OWASP ASVS 5.1.4: a redirect URI
+    is a URI, all ASCII, yet "https://аpple.example/cb" (Cyrillic а) and
+    "https://apple.example@evil.example/cb" were registered. The consent page of an
+    unverified app shows the host people are sent back to as the one clue beyond the name
+    the app chose; it read "You will be sent back to аpple.example" (the browser goes to
+    xn--pple-43d.example) or "apple.example@evil.example". Both are now refused, by dynamic
+    registration and in the portal; an IDN host is registered in its A-label form."""
+    user_info = "https://apple.example@evil.example/cb"
+    for uri in (LOOKALIKE, user_info, "https://apple.example:secret@evil.example/cb",
+                "https://rp.example/caf\u00e9", "com.example.\u0430pp:/cb"):
+        resp = _register(live, client_name="Apple", redirect_uris=[uri])
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri", (uri, resp.text[:300])
+        resp = _register(live, client_name="Apple", post_logout_redirect_uris=[uri])
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", (uri, resp.text[:300])
+    b = signed_in(live, "review-reg5-idn@example.com", PASSWORD)
+    for uri in (LOOKALIKE, user_info):
+        resp = new_app(live, b, name="Apple", redirects=uri)
+        assert resp.status_code == 400 and "data-client-id" not in resp.text, uri
+    # the same hosts in the form browsers go to are fine, and the page names that host
+    ok = _register(live, client_name="Apple", redirect_uris=["https://xn--pple-43d.example/cb"])
+    assert ok.status_code == 201, ok.text
+    _, challenge = pkce()
+    page = b.get(authorize_url(live.issuer, ok.json()["client_id"], redirect_uri="https://xn--pple-43d.example/cb",
+                               code_challenge=challenge, code_challenge_method="S256"))
+    assert ">Allow<" in page.text and "sent back to xn--pple-43d.example." in page.text
+
