@@ -3,6 +3,7 @@ portal: each test names a finding, with its severity and the rule it comes from.
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.oidc import authorize_url, pkce
@@ -69,3 +70,23 @@ def test_grant_and_response_types_are_stored_once_each(live):
                                 "grant_types": many})
     assert update.status_code == 200 and update.json()["grant_types"] == ["authorization_code", "refresh_token"]
 
+
+@pytest.mark.xfail(strict=True, reason="design decision: what proves a private_key_jwt client's consent to a change "
+                                       "of its keys or to going public, beyond the registration access token")
+def test_a_registration_access_token_alone_cannot_drop_a_clients_keys(live):
+    """Medium, RFC 7592 §2.2 / RFC 6749 §2.3 / RFC 9700 §2.5: a confidential client's
+    registration access token cannot move it off its secret without the secret (an earlier
+    finding), but a private_key_jwt client's token alone makes it public (or swaps its keys
+    for the caller's) and points it at another redirect URI: whoever holds that bearer token
+    then redeems codes of people who consented to the client, without its private key."""
+    from joserfc.jwk import ECKey
+
+    keys = {"keys": [ECKey.generate_key("P-256").as_dict(private=False)]}
+    reg = _register(live, client_name="Keyed RP", token_endpoint_auth_method="private_key_jwt", jwks=keys).json()
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    attacker = {"keys": [ECKey.generate_key("P-256").as_dict(private=False)]}
+    for change in ({"token_endpoint_auth_method": "none"},
+                   {"token_endpoint_auth_method": "private_key_jwt", "jwks": attacker}):
+        update = {"client_id": reg["client_id"], "redirect_uris": ["https://attacker.example/cb"], **change}
+        resp = requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", (change, resp.text)
