@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import unicodedata
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -121,6 +122,17 @@ def _storable(text: str) -> bool:
     return True
 
 
+# Zero-width (non-)joiner: format characters that Persian, Indic scripts and emoji sequences need.
+_JOINERS = ("\u200c", "\u200d")
+
+
+def _plain_text(name: str) -> bool:
+    """No control, format (bidi overrides) or line-separator characters: a client's name
+    is written on consent pages and, as it is, to the operator's terminal (`idp clients
+    list`), where an escape sequence rewrites the listing and a newline forges a line."""
+    return all(unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") or ch in _JOINERS for ch in name)
+
+
 def _all_storable(value) -> bool:
     # A loop, not recursion: a deeply nested jwks must not raise RecursionError.
     pending = [value]
@@ -220,6 +232,9 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
         raise ClientMetadataError("invalid_client_metadata",
                                   N_("client_name must be a string of at most %(max)d characters"), max=MAX_NAME_LENGTH)
+    if not _plain_text(name):
+        raise ClientMetadataError("invalid_client_metadata",
+                                  N_("client_name must not hold control, formatting or line-break characters"))
     values = {
         "name": name,
         "token_endpoint_auth_method": auth_method,

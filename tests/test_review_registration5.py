@@ -90,3 +90,26 @@ def test_a_registration_access_token_alone_cannot_drop_a_clients_keys(live):
         update = {"client_id": reg["client_id"], "redirect_uris": ["https://attacker.example/cb"], **change}
         resp = requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10)
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", (change, resp.text)
+
+
+def test_a_client_name_holds_no_control_or_direction_characters(live):
+    """Low, OWASP ASVS 5.1.4 / 5.3.1 (output encoding for the terminal): a self-registered
+    client_name may hold any character, and `idp clients list` writes names as they are to
+    the operator's terminal: "\\x1b[2K\\x1b[1A" erased lines of the listing, a newline forged
+    a line of its own, and a right-to-left override (U+202E) reversed the text after the
+    name on the consent page. Control, format and line-separator characters are now
+    refused (the zero-width joiners some scripts need stay)."""
+    for name in ("Evil\x1b[2K\x1b[1A", "RP\nabcdef0123456789abcdef0123456789  Trusted  client_credentials",
+                 "\u202etnuocca", "RP\u2028", "RP\x7f"):
+        resp = _register(live, client_name=name)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", (name, resp.text[:300])
+    b = signed_in(live, "review-reg5-name@example.com", PASSWORD)
+    resp = new_app(live, b, name="Evil\x1b[2K")
+    assert resp.status_code == 400 and "data-client-id" not in resp.text
+    # names in any script, emoji sequences included, are fine, and listed as they are
+    for name in ("Caf\u00e9 \u2713 \u0645\u062b\u0627\u0644", "\u0646\u0627\u0645\u200c\u0647\u0627",
+                 "\U0001F468\u200d\U0001F4BB app"):
+        resp = _register(live, client_name=name)
+        assert resp.status_code == 201 and resp.json()["client_name"] == name, resp.text[:300]
+    listing = live.idp("clients", "list")
+    assert listing.returncode == 0 and "\x1b" not in listing.stdout and "Caf\u00e9 \u2713" in listing.stdout
