@@ -254,6 +254,18 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
         return False
 
 
+def size(node) -> int:
+    """How many nodes a filter tree has: what `matches` costs on one value."""
+    kind = node[0]
+    if kind in ("and", "or"):
+        return 1 + size(node[1]) + size(node[2])
+    if kind == "not":
+        return 1 + size(node[1])
+    if kind == "has":
+        return 1 + size(node[2])
+    return 1
+
+
 def matches(node, item: Any) -> bool:
     """Whether one value of a multi-valued attribute (a dict, e.g. one email) satisfies the
     filter in brackets; sub-attribute names are the node's attribute names."""

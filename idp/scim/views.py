@@ -135,13 +135,24 @@ def resource_response(doc: dict, status: int = 200, *, select: bool = True):
     return scim_response(body, status, headers)
 
 
+# Distinct names one `attributes` or `excludedAttributes` may list: more than every path of
+# every schema served (about 90). `project` looks each one up in every resource of a page.
+MAX_SELECTED = 200
+
+
 def _selection(name: str) -> list[tuple]:
-    raw = request.args.get(name)
-    if raw is None:
-        raw = g.get("scim_search_" + name)
-    if not raw:
-        return []
-    return [split_path(part.strip()) for part in raw.split(",") if part.strip()]
+    """The paths `name` lists, read once per request (a page projects up to MAX_COUNT
+    resources) and each once: a list of 100,000 names cost a worker seconds per resource."""
+    memo = g.setdefault("scim_selection", {})
+    if name not in memo:
+        raw = request.args.get(name)
+        if raw is None:
+            raw = g.get("scim_search_" + name)
+        parts = dict.fromkeys(p.strip().lower() for p in (raw or "").split(",") if p.strip())
+        if len(parts) > MAX_SELECTED:
+            raise invalid_value(f"{name} lists more than {MAX_SELECTED} attributes")
+        memo[name] = list(dict.fromkeys(split_path(part) for part in parts))
+    return memo[name]
 
 
 def _pick(doc: dict, schema: str | None, attr: str):
