@@ -8,21 +8,9 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import Browser
-from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+from tests.oidc import token, verify
 from tests.test_backchannel import _deliver, _wait_rows, receiver  # noqa: F401 - the fixture
-
-
-def _code_flow(live, browser, client_id, secret, email=None, password=None, **extra) -> dict:
-    """One authorization (signing in through the pages when asked); the token response."""
-    verifier, challenge = pkce()
-    page = browser.get(authorize_url(live.issuer, client_id, code_challenge=challenge,
-                                     code_challenge_method="S256", **extra))
-    resp = page if page.is_redirect else browser.sign_in(page, email, password)
-    code = redirect_params(resp)["code"]
-    resp = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-                               "code_verifier": verifier}, auth=(client_id, secret))
-    assert resp.status_code == 200, resp.text
-    return resp.json()
+from tests.test_review_logout import _code_flow
 
 
 def _age_grant(live, sid: str, days: int) -> None:
