@@ -3,10 +3,20 @@ the text log writes of a request's path."""
 
 from __future__ import annotations
 
+import re
 import secrets
+import time
 
 import pytest
-from tests.conftest import Browser
+import requests
+
+from tests.conftest import Browser, separate_live
+
+
+@pytest.fixture(scope="module")
+def text_logged(tmp_path_factory):
+    yield from separate_live(tmp_path_factory, "review-pages5-log",
+                             extra_env={"IDP_LOG_LEVEL": "INFO", "IDP_LOG_FORMAT": "text"})
 
 
 @pytest.mark.parametrize("path", ["/developer/apps/x%0Ay", "/admin/orgs/x%0D%0Ay/users"])
@@ -25,3 +35,23 @@ def test_a_page_address_with_a_line_break_does_not_break_the_sign_in_after_it(li
     answer = b.sign_in(b.get(f"{live.issuer}/signin"), email, "return-to-password-1")
     assert answer.status_code == 200, answer.text[:300]
     assert answer.url == f"{live.issuer}/account"
+
+
+def test_a_request_path_cannot_forge_a_line_of_the_text_log(text_logged):
+    """Low - OWASP ASVS 4.0 V7.3.1 (log injection): the request line writes the path, which
+    werkzeug has percent-decoded, as it is; an encoded CR or LF in it (anyone can send one)
+    ended the line there and started one the client wrote, in the text format operators
+    read and grep (a forged "signin.success", a fake error). Control characters in a text
+    line are now written escaped (\\n, \\r), so every line of the log is the server's own."""
+    marker = secrets.token_hex(6)
+    forged = f"2026-01-01 00:00:00,000 INFO idp.audit: signin.success user=forged-{marker}"
+    for sep in ("%0A", "%0D%0A", "%0D"):
+        requests.get(f"{text_logged.issuer}/account{sep}{forged.replace(' ', '%20')}", allow_redirects=False,
+                     timeout=10)
+        requests.post(f"{text_logged.issuer}/token{sep}{forged.replace(' ', '%20')}", timeout=10)
+    time.sleep(0.5)
+    text = text_logged.log.read_text()
+    assert f"forged-{marker}" in text  # the requests were logged
+    for line in re.split(r"[\r\n]", text):
+        assert not line.startswith(forged[:30]), line
+    assert text.count(f"forged-{marker}") == 6
