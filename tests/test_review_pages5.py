@@ -55,3 +55,19 @@ def test_a_request_path_cannot_forge_a_line_of_the_text_log(text_logged):
     for line in re.split(r"[\r\n]", text):
         assert not line.startswith(forged[:30]), line
     assert text.count(f"forged-{marker}") == 6
+
+
+def test_the_sign_out_confirmation_keeps_the_language_the_product_asked_for(live):
+    """Low - SPEC §4 (language follows ui_locales, else Accept-Language) / OpenID Connect
+    RP-Initiated Logout 1.0 §2 (ui_locales): /logout?ui_locales=fr showed "Se déconnecter ?",
+    but the confirmation posted back without it, so "You are signed out" (and the question
+    again, when the form had expired) came in the browser's English."""
+    email = f"logout-fr-{secrets.token_hex(4)}@example.com"
+    live.create_user(email, "logout-fr-password-1")
+    b = Browser(live.issuer, lang="en")
+    b.sign_in(b.get(f"{live.issuer}/signin"), email, "logout-fr-password-1")
+    page = b.get(f"{live.issuer}/logout", ui_locales="fr")
+    assert "Se déconnecter" in page.text
+    done = b.submit(page, {"confirm": "yes"})
+    assert done.status_code == 200
+    assert "Vous êtes déconnecté" in done.text, done.text[-400:]
