@@ -196,8 +196,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+# Line breaks (CR, LF, NEL, U+2028/9) and the other control characters: what a client sent
+# (a request's path, percent-decoded) must not end a text line and start one of its own.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
 class TextFormatter(logging.Formatter):
-    """The classic line, with the request's ids appended when there are some."""
+    """The classic line, with the request's ids appended when there are some; one line a
+    record (a traceback follows it, indented as Python writes it)."""
 
     def __init__(self):
         super().__init__(TEXT_FORMAT)
@@ -206,7 +216,10 @@ class TextFormatter(logging.Formatter):
         line = super().formatMessage(record)
         extra = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS
                          if getattr(record, name, None) is not None)
-        return f"{line} {extra}" if extra else line
+        line = f"{line} {extra}" if extra else line
+        if getattr(record, "unredacted", False):  # `idp dev`'s mail, for its developer to read as mailed
+            return line
+        return _CONTROL.sub(_escaped, line)
 
 
 def formatter(log_format: str) -> logging.Formatter:

@@ -44,8 +44,11 @@ RETURN_PATHS = ("/account", "/device", "/admin", "/developer")
 
 
 def _own_page(path) -> bool:
-    """True for a path on one of our pages, never another site (no open redirect)."""
-    return isinstance(path, str) and path.startswith(RETURN_PATHS) and "//" not in path and "\\" not in path
+    """True for a path on one of our pages, never another site (no open redirect). A control
+    character (a decoded %0A in the link someone was sent) could not be a Location header:
+    the sign-in returning there would end in a 500."""
+    return (isinstance(path, str) and path.startswith(RETURN_PATHS) and "//" not in path and "\\" not in path
+            and path.isprintable())
 
 
 def require_sign_in(return_to: str):
