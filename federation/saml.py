@@ -151,9 +151,14 @@ class ServiceProvider:
         location = dict(info["headers"])["Location"]
         return request_id, location
 
-    def validate(self, saml_response: str, outstanding_id: str | None) -> tuple[UpstreamIdentity, str, float]:
-        """(identity, assertion id, assertion's NotOnOrAfter as epoch) of a valid response."""
+    def validate(self, saml_response: str, outstanding_id: str | None,
+                 authenticated_since: float | None = None) -> tuple[UpstreamIdentity, str, float]:
+        """(identity, assertion id, assertion's NotOnOrAfter as epoch) of a valid response.
+        `authenticated_since`: the request said ForceAuthn at that time; an IdP that answered
+        from an older authentication (its AuthnInstant) is refused, as if it had ignored it."""
         response = self.verified_response(saml_response, outstanding_id)
+        if authenticated_since is not None and _authn_instant(response.assertion) < authenticated_since - CLOCK_SKEW:
+            raise SamlError("ForceAuthn asked, but the IdP's AuthnInstant is older than the request")
         return self.identity_of(response), response.assertion.id, _not_on_or_after(response.assertion)
 
     def verified_response(self, saml_response: str, outstanding_id: str | None):
@@ -355,6 +360,18 @@ def _values(response, names: tuple[str, ...]) -> list[str]:
 def _first(response, names: tuple[str, ...]) -> str | None:
     values = _values(response, names)
     return values[0][:200] if values else None
+
+
+def _authn_instant(assertion) -> float:
+    """When the IdP last authenticated the person, as epoch: the latest AuthnInstant of the
+    assertion's AuthnStatements (the Web SSO profile asks for at least one; none is -inf)."""
+    from saml2.time_util import str_to_time
+
+    instants = [s.authn_instant for s in assertion.authn_statement if s.authn_instant]
+    try:
+        return max((calendar.timegm(str_to_time(t)) for t in instants), default=float("-inf"))
+    except (ValueError, TypeError):
+        raise SamlError("AuthnInstant is not a time") from None
 
 
 def _not_on_or_after(assertion) -> float:

@@ -334,6 +334,7 @@ class TestIdP:
         signer: TestIdP | None = None,
         sign_alg: str = SIG_RSA_SHA256,
         digest_alg: str = DIGEST_SHA256,
+        authn_instant: float | None = None,
     ) -> tuple[str, str]:
         """A real SAML Response for `request` (a parse_authn_request() dict, or None for IdP-initiated).
 
@@ -348,6 +349,7 @@ class TestIdP:
         the TestIdP's constructor flags (both True). Signatures are RSA-SHA256 with SHA-256
         digests and exclusive c14n (pysaml2's own default would be RSA-SHA1); pass
         sign_alg=saml2.xmldsig.SIG_RSA_SHA1, digest_alg=saml2.xmldsig.DIGEST_SHA1 to test SHA-1 refusal.
+        `authn_instant` (epoch) is when the AuthnStatement says the person authenticated (now).
         """
         # pysaml2 needs an SP it has metadata for; `audience` only changes the <Audience> text.
         if not self.sp_metadata:
@@ -397,6 +399,7 @@ class TestIdP:
             authn={
                 "class_ref": saml.AUTHN_PASSWORD_PROTECTED,
                 "authn_auth": self.entity_id,
+                **({"authn_instant": authn_instant} if authn_instant is not None else {}),
             },
             sign_response=self.sign_response if sign_response is None else sign_response,
             sign_assertion=self.sign_assertion if sign_assertion is None else sign_assertion,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,6 +86,30 @@ def test_a_products_prompt_login_or_max_age_reaches_the_orgs_idp(live, saml_idp,
     page = b.get(authorize_url(live.issuer, client_id, **ask))
     request = saml_idp.parse_authn_request(_to_idp(b.submit(page, {"email": email})))
     assert request["force_authn"] == "true", request["xml"]
+
+
+def test_an_idp_that_ignores_force_authn_is_refused(live, saml_idp, tmp_path):
+    """Low: ForceAuthn is the IdP's to honour, and one that answered from its own session
+    anyway (its AuthnInstant older than the request) still gave a "fresh" sign-in. The
+    assertion's AuthnInstant is now held to the request's time; an IdP that did
+    authenticate the person again signs them in."""
+    _, domain = attached_org(live, saml_idp, tmp_path, "rv5-instant")
+    email = f"ann-{uuid.uuid4().hex[:6]}@{domain}"
+    client_id, _ = live.create_client()
+
+    def answered(instant: float | None):
+        """Where the IdP's answer, authenticated at `instant` (None: now), leads a browser."""
+        b = Browser(live.issuer)
+        page = b.get(authorize_url(live.issuer, client_id, prompt="login"))
+        request = saml_idp.parse_authn_request(_to_idp(b.submit(page, {"email": email})))
+        assert request["force_authn"] == "true"
+        response, acs = saml_idp.response(request, email=email, authn_instant=instant)
+        return _post(b, acs, response, request["relay_state"])
+
+    page = answered(time.time() - 3600)  # the IdP's sign-in of an hour ago
+    assert page.status_code == 400 and "could not be completed" in page.text
+    answer = answered(None)  # now
+    assert answer.is_redirect and "code=" in answer.headers["Location"], answer.text[:300]
 
 
 @pytest.fixture(scope="module")

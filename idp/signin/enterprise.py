@@ -48,7 +48,8 @@ def start_sso(org: Org, req: str | None, fresh: bool = False):
         log.warning("cannot start SSO for org %s: %s", org.id, err)
         return render_template("error.html", message=_(
             "Your organization's sign-in is not working right now. Try again later.")), 503
-    session["saml"] = {"org": org.id, "request_id": request_id, "relay": relay, "req": req, "at": int(time.time())}
+    session["saml"] = {"org": org.id, "request_id": request_id, "relay": relay, "req": req, "at": int(time.time()),
+                       "fresh": fresh}
     return render_template("signin/sso_redirect.html", location=location, org=org)
 
 
@@ -131,7 +132,8 @@ def consume(org_id: str, inbox: str):
         return refuse_enterprise(None, org, "RelayState does not match")
     outstanding = state["request_id"] if started_here else None
     try:
-        identity, assertion_id, not_after = orgs.service_provider(org).validate(saml_response, outstanding)
+        since = state["at"] if started_here and state.get("fresh") else None
+        identity, assertion_id, not_after = orgs.service_provider(org).validate(saml_response, outstanding, since)
     except SamlError as err:
         return refuse_enterprise(None, org, err.reason)
     if not spend_assertion(org, assertion_id, not_after):
