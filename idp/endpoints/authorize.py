@@ -125,7 +125,13 @@ def consent(pending_id: str):
         oauth_request = StoredAuthorizationRequest(pending.params, request.url)
         pending_requests.delete(pending)
         return _error_redirect(AccessDeniedError(), oauth_request, pending.params)
-    scope = set(pending.params.get("scope", "").split())
+    client = _server().query_client(pending.client_id)
+    if client is None:
+        return _expired()
+    # What the screen listed: the request's scopes narrowed to the client's registration,
+    # as Authlib narrows them. The rest were never shown, so never consented to (the client
+    # could widen its registration afterwards).
+    scope = set(client.get_allowed_scope(pending.params.get("scope")).split())
     row = db.session.get(Consent, (browser.user_id, pending.client_id))
     if row is None:
         row = Consent(user_id=browser.user_id, client_id=pending.client_id, scope="")
