@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
+import pytest
 import requests
 
 from tests.oidc import REDIRECT, authorize_url, redirect_params, token, verify
@@ -45,3 +49,54 @@ def test_consent_covers_only_the_scopes_the_screen_showed(live, browser):
     page = browser.get(authorize_url(live.issuer, client_id, scope=wide))
     assert 'name="decision"' in page.text, "scopes never shown were taken as consented"
     assert "See your email address" in page.text
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """A social provider: another running instance of this product."""
+    from tests.conftest import separate_live
+
+    yield from separate_live(tmp_path_factory, "authz5-upstream")
+
+
+@pytest.mark.parametrize("ask", [{"prompt": "login"}, {"max_age": "600"}])
+def test_a_products_prompt_login_or_max_age_reaches_the_social_provider(live, upstream, ask):
+    """Medium: a product asking for a fresh sign-in (prompt=login, or max_age shorter than the
+    session's age: OIDC Core 3.1.2.1) got the sign-in page, but its social button sent the
+    person to the provider without asking it to authenticate again, so the provider's own
+    open session (hours old, a browser left signed in) answered at once; the request then
+    counted as signed in now, and the ID token's auth_time said so. Whoever found such a
+    browser passed the product's re-authentication (before a payment, say) with one click.
+    An org's IdP has been asked for a fresh sign-in since test_review_admin5; the social
+    button was not."""
+    from tests.test_review_account5 import _age_sessions
+    from tests.test_social import _link
+
+    client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/upstream/callback"],
+                                               first_party=True)
+    out = live.idp("social", "add", "upstream", f"--client-id={client_id}", f"--client-secret={secret}",
+                   "--issuer", upstream.issuer)
+    assert out.returncode == 0, out.stderr
+    tag = uuid.uuid4().hex[:8]
+    email, upstream_email = f"authz5-{tag}@example.com", f"authz5-{tag}@upstream.example"
+    user_id = live.create_user(email, PASSWORD)
+    upstream_id = upstream.create_user(upstream_email, "upstream-password")
+    b, account = _link(live, upstream, email, PASSWORD, upstream_email)
+    assert "Unlink" in account.text
+    _age_sessions(live, user_id, 1200)
+    _age_sessions(upstream, upstream_id, 1200)
+
+    product, product_secret = live.create_client()
+    page = b.get(authorize_url(live.issuer, product, **ask))
+    assert 'name="email"' in page.text
+    start = re.search(r'href="(/social/upstream/start\?req=[0-9a-f]+)"', page.text).group(1)
+    asked = b.http.get(live.issuer + start, allow_redirects=False, timeout=30).headers["Location"]
+    assert "prompt=login" in asked and "max_age=0" in asked, asked
+    page = b.get(live.issuer + start)
+    assert page.url.startswith(upstream.issuer) and 'name="email"' in page.text, \
+        "the provider's open session answered a product's request for a fresh sign-in"
+    params = redirect_params(b.sign_in(page, upstream_email, "upstream-password"))
+    resp = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT},
+                 auth=(product, product_secret))
+    claims = verify(live.issuer, resp.json()["id_token"])[1]
+    assert claims["sub"] == user_id and claims["amr"] == ["fed"]
