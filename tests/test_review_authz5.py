@@ -8,7 +8,7 @@ import uuid
 import pytest
 import requests
 
-from tests.oidc import REDIRECT, authorize_url, redirect_params, token, verify
+from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
 
 PASSWORD = "authz5-password"
 
@@ -100,3 +100,35 @@ def test_a_products_prompt_login_or_max_age_reaches_the_social_provider(live, up
                  auth=(product, product_secret))
     claims = verify(live.issuer, resp.json()["id_token"])[1]
     assert claims["sub"] == user_id and claims["amr"] == ["fed"]
+
+
+def test_an_id_token_hint_is_not_answered_for_another_account_signing_in(live):
+    """Low: id_token_hint names the account the product expects (OIDC Core 3.1.2.1: a positive
+    answer only when that account is signed in or signs in for the request, otherwise an
+    error such as login_required). Since test_review_par3 a browser where another account is
+    signed in is sent to the sign-in page, but whoever then signed in there was answered: a
+    product re-confirming Alice (before a payment, say) got a code for Bob, and one that
+    trusts its hint, not the new ID token's sub, took Bob's sign-in as Alice's."""
+    from tests.conftest import Browser
+    from tests.test_review_par3 import PASSWORD as PAR3_PASSWORD
+    from tests.test_review_par3 import _id_token
+
+    client_id, secret = live.create_client()
+    alice_hint = _id_token(live, Browser(live.issuer), client_id, secret, "authz5-hint-alice@example.com")
+    live.create_user("authz5-hint-bob@example.com", PAR3_PASSWORD)
+    _, challenge = pkce()
+    ask = {"id_token_hint": alice_hint, "code_challenge": challenge, "code_challenge_method": "S256", "state": "st"}
+
+    for signed_in in (False, True):  # a new browser, and one where Bob is signed in already
+        bob = Browser(live.issuer)
+        if signed_in:
+            bob.sign_in(bob.get(f"{live.issuer}/account"), "authz5-hint-bob@example.com", PAR3_PASSWORD)
+        page = bob.get(authorize_url(live.issuer, client_id, **ask))
+        assert 'name="email"' in page.text
+        params = redirect_params(bob.sign_in(page, "authz5-hint-bob@example.com", PAR3_PASSWORD))
+        assert "code" not in params and params.get("error") == "login_required", params
+        assert params["state"] == "st" and params["iss"] == live.issuer
+
+    alice = Browser(live.issuer)
+    page = alice.get(authorize_url(live.issuer, client_id, **ask))
+    assert "code" in redirect_params(alice.sign_in(page, "authz5-hint-alice@example.com", PAR3_PASSWORD))

@@ -162,9 +162,12 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     prompts = set(params.get("prompt", "").split())
     just_signed_in = pending is not None and browser is not None and pending.authenticated_session_id == browser.id
     needs_login = browser is None or (bool(prompts & SIGN_IN_PROMPTS) and not just_signed_in)
-    if browser is not None and not just_signed_in and "id_token_hint" in params:
-        # The product expects the account its hint names: another one signed in is no answer.
-        needs_login = needs_login or hinted_subject(params) != browser.user_id
+    if browser is not None and "id_token_hint" in params and hinted_subject(params) != browser.user_id:
+        # The product expects the account its hint names: another one signed in is no answer,
+        # and neither is another one signing in for this request (OIDC Core §3.1.2.1).
+        if just_signed_in:
+            return _error_redirect(LoginRequiredError(), oauth_request, params)
+        needs_login = True
     max_age = params.get("max_age")
     if browser is not None and max_age is not None and not just_signed_in:
         if time.time() - browser.auth_time > int(max_age):
