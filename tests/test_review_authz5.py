@@ -132,3 +132,30 @@ def test_an_id_token_hint_is_not_answered_for_another_account_signing_in(live):
     alice = Browser(live.issuer)
     page = alice.get(authorize_url(live.issuer, client_id, **ask))
     assert "code" in redirect_params(alice.sign_in(page, "authz5-hint-alice@example.com", PAR3_PASSWORD))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "design decision: RFC 8252 §8.6 says a native app's request SHOULD NOT be approved "
+    "automatically from an earlier consent unless the client's identity can be proven, and a "
+    "public client on a loopback redirect URI (any port, RFC 8252 §7.3) or a custom scheme "
+    "cannot be: any program on the machine can send the person here with the app's client_id "
+    "and its own port and PKCE, and gets the code silently. Asking consent on every such "
+    "sign-in (Auth0 does, for localhost) costs the app's users a screen each time, and "
+    "prompt=none can then never succeed for it: the product owner's call (the same holds for "
+    "first-party public clients, which never see the screen)"))
+def test_a_native_apps_remembered_consent_is_not_used_for_a_request_anyone_could_send(live, browser):
+    live.create_user("authz5-native@example.com", PASSWORD)
+    client_id, _ = live.create_client(first_party=False, token_endpoint_auth_method="none",
+                                      redirect_uris=["http://127.0.0.1/callback"])
+    _, challenge = pkce()
+    ask = {"code_challenge": challenge, "code_challenge_method": "S256"}
+    app = "http://127.0.0.1:50123/callback"
+    page = browser.get(authorize_url(live.issuer, client_id, redirect_uri=app, **ask))
+    consent = browser.sign_in(page, "authz5-native@example.com", PASSWORD)
+    assert "code" in redirect_params(browser.submit(consent, {"decision": "allow"}), app)
+    # another program on the same machine, its own port and PKCE, the app's client_id
+    other = "http://127.0.0.1:50999/callback"
+    _, its_challenge = pkce()
+    page = browser.get(authorize_url(live.issuer, client_id, redirect_uri=other, code_challenge=its_challenge,
+                                     code_challenge_method="S256"))
+    assert 'name="decision"' in page.text, "the remembered consent let another program have the code"
