@@ -32,7 +32,7 @@ def test_consent_covers_only_the_scopes_the_screen_showed(live, browser):
     person's email, groups and offline access on its next request with no consent screen."""
     live.create_user("narrow-consent@example.com", PASSWORD)
     reg, manage = _registered(live, scope="openid")
-    client_id, secret = reg["client_id"], reg["client_secret"]
+    client_id = reg["client_id"]
     wide = "openid email groups offline_access"
     page = browser.get(authorize_url(live.issuer, client_id, scope=wide))
     consent = browser.sign_in(page, "narrow-consent@example.com", PASSWORD)
