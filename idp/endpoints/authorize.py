@@ -125,7 +125,13 @@ def consent(pending_id: str):
         oauth_request = StoredAuthorizationRequest(pending.params, request.url)
         pending_requests.delete(pending)
         return _error_redirect(AccessDeniedError(), oauth_request, pending.params)
-    scope = set(pending.params.get("scope", "").split())
+    client = _server().query_client(pending.client_id)
+    if client is None:
+        return _expired()
+    # What the screen listed: the request's scopes narrowed to the client's registration,
+    # as Authlib narrows them. The rest were never shown, so never consented to (the client
+    # could widen its registration afterwards).
+    scope = set(client.get_allowed_scope(pending.params.get("scope")).split())
     row = db.session.get(Consent, (browser.user_id, pending.client_id))
     if row is None:
         row = Consent(user_id=browser.user_id, client_id=pending.client_id, scope="")
@@ -156,9 +162,12 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     prompts = set(params.get("prompt", "").split())
     just_signed_in = pending is not None and browser is not None and pending.authenticated_session_id == browser.id
     needs_login = browser is None or (bool(prompts & SIGN_IN_PROMPTS) and not just_signed_in)
-    if browser is not None and not just_signed_in and "id_token_hint" in params:
-        # The product expects the account its hint names: another one signed in is no answer.
-        needs_login = needs_login or hinted_subject(params) != browser.user_id
+    if browser is not None and "id_token_hint" in params and hinted_subject(params) != browser.user_id:
+        # The product expects the account its hint names: another one signed in is no answer,
+        # and neither is another one signing in for this request (OIDC Core §3.1.2.1).
+        if just_signed_in:
+            return _error_redirect(LoginRequiredError(), oauth_request, params)
+        needs_login = True
     max_age = params.get("max_age")
     if browser is not None and max_age is not None and not just_signed_in:
         if time.time() - browser.auth_time > int(max_age):

@@ -23,6 +23,7 @@ from ..store import Org
 from ..store import new_secret
 from .views import (
     first_factor_passed,
+    fresh_sign_in_asked,
     pending_request,
     require_recent_sign_in,
     require_sign_in,
@@ -73,9 +74,11 @@ def start_enterprise(org, email: str, req: str | None, fresh: bool = False):
 @bp.get("/social/<name>/start")
 def start(name: str):
     req = request.args.get("req")
-    if req and pending_request(req) is None:
+    pending = pending_request(req) if req else None
+    if req and pending is None:
         return _page(_("This sign-in request has expired. Go back to the application and start again."))
-    return _start(name, "signin", req)
+    # A product's prompt=login or max_age asks the provider too, as the email step asks an org's.
+    return _start(name, "signin", req, fresh=fresh_sign_in_asked(pending))
 
 
 @bp.post("/account/connected/<name>/link")
