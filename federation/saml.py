@@ -157,9 +157,10 @@ class ServiceProvider:
         `authenticated_since`: the request said ForceAuthn at that time; an IdP that answered
         from an older authentication (its AuthnInstant) is refused, as if it had ignored it."""
         response = self.verified_response(saml_response, outstanding_id)
-        if authenticated_since is not None and _authn_instant(response.assertion) < authenticated_since - CLOCK_SKEW:
+        identity = self.identity_of(response)
+        if authenticated_since is not None and (identity.auth_time or float("-inf")) < authenticated_since - CLOCK_SKEW:
             raise SamlError("ForceAuthn asked, but the IdP's AuthnInstant is older than the request")
-        return self.identity_of(response), response.assertion.id, _not_on_or_after(response.assertion)
+        return identity, response.assertion.id, _not_on_or_after(response.assertion)
 
     def verified_response(self, saml_response: str, outstanding_id: str | None):
         """pysaml2's response, once it passed every acceptance check (a real sign-in and
@@ -212,7 +213,7 @@ class ServiceProvider:
         return UpstreamIdentity(
             provider="saml", subject=email, email=email, email_verified=True,
             name=_first(response, DISPLAY_NAME), given_name=_first(response, GIVEN_NAME),
-            family_name=_first(response, FAMILY_NAME))
+            family_name=_first(response, FAMILY_NAME), auth_time=_authn_instant(response.assertion))
 
     def _check_recipient(self, assertion) -> None:
         confirmations = assertion.subject.subject_confirmation if assertion.subject else []
@@ -362,14 +363,14 @@ def _first(response, names: tuple[str, ...]) -> str | None:
     return values[0][:200] if values else None
 
 
-def _authn_instant(assertion) -> float:
+def _authn_instant(assertion) -> float | None:
     """When the IdP last authenticated the person, as epoch: the latest AuthnInstant of the
-    assertion's AuthnStatements (the Web SSO profile asks for at least one; none is -inf)."""
+    assertion's AuthnStatements (the Web SSO profile asks for at least one), or None."""
     from saml2.time_util import str_to_time
 
     instants = [s.authn_instant for s in assertion.authn_statement if s.authn_instant]
     try:
-        return max((calendar.timegm(str_to_time(t)) for t in instants), default=float("-inf"))
+        return max((calendar.timegm(str_to_time(t)) for t in instants), default=None)
     except (ValueError, TypeError):
         raise SamlError("AuthnInstant is not a time") from None
 

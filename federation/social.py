@@ -39,6 +39,8 @@ class UpstreamIdentity:
     name: str | None = None
     given_name: str | None = None
     family_name: str | None = None
+    # When the provider says it authenticated the person (epoch; SAML's AuthnInstant), if it says.
+    auth_time: float | None = None
 
 
 @dataclass(frozen=True)

@@ -76,13 +76,15 @@ def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
 
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
-          second_factor: bool = False, idp_org_id: str | None = None, commit: bool = True) -> BrowserSession:
+          second_factor: bool = False, idp_org_id: str | None = None, auth_time: float | None = None,
+          commit: bool = True) -> BrowserSession:
     """Sign `user` in on this browser; the cookie is set on the response.
 
     `commit=False` leaves the new row (its id already set) to the caller's commit, which
     must follow before the response is sent: the sign-in then writes its session, audit
     event and pending request in one transaction. `idp_org_id`: the org whose own IdP
-    signed the person in (SAML or enterprise OpenID)."""
+    signed the person in (SAML or enterprise OpenID). `auth_time`: when the person
+    authenticated, if before now (an IdP's unsolicited answer); never later than now."""
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
     previous = _held()
@@ -91,7 +93,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         # session the products hold (its `sid`) goes on, with a new secret (no fixation)
         # and this sign-in's facts, so a later sign-out still reaches them all.
         return _renewed(previous, persistent=persistent, ttl=ttl, amr=amr, acr=acr,
-                        second_factor=second_factor, idp_org_id=idp_org_id, commit=commit)
+                        second_factor=second_factor, idp_org_id=idp_org_id, auth_time=auth_time, commit=commit)
     if previous is not None:
         # Another person: the old session ends (no fixation), and the products holding it
         # are told (back-channel logout) once the sign-in is committed (`apply_cookie`).
@@ -105,7 +107,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         secret_hash=digest(secret),
         user_id=user.id,
         persistent=persistent,
-        auth_time=int(time.time()),
+        auth_time=_auth_time(auth_time),
         amr=amr,
         acr=acr,
         mfa_time=int(time.time()) if second_factor else None,
@@ -132,13 +134,19 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     return row
 
 
+def _auth_time(said: float | None) -> int:
+    now = int(time.time())
+    return now if said is None else max(0, min(now, int(said)))
+
+
 def _renewed(row: BrowserSession, *, persistent: bool, ttl: int, amr: list[str], acr: str | None,
-             second_factor: bool, idp_org_id: str | None, commit: bool) -> BrowserSession:
+             second_factor: bool, idp_org_id: str | None, auth_time: float | None,
+             commit: bool) -> BrowserSession:
     secret = new_secret()
     now = utcnow()
     row.secret_hash = digest(secret)
     row.persistent = persistent
-    row.auth_time = int(time.time())
+    row.auth_time = _auth_time(auth_time)
     row.amr = amr
     row.acr = acr
     row.mfa_time = int(time.time()) if second_factor else None

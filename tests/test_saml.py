@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -278,6 +279,34 @@ def test_idp_initiated_sign_in_only_when_the_org_allows_it(live, idp, org, tmp_p
     page = _post(b, acs, response, None)
     assert page.status_code == 200 and "Your account" in page.text
     assert _post(Browser(live.issuer), acs, response, None).status_code == 400  # and never twice
+
+
+def test_an_unsolicited_sign_in_dates_from_the_idps_authn_instant(live, idp, tmp_path):
+    """Low: an IdP-initiated sign-in (no request here could ask it to be fresh) opened a
+    session signed in "now", whatever the assertion's AuthnInstant: from a browser left open,
+    the IdP's app portal passed every "sign in again" check (changing factors, the Admin
+    Center), and products got auth_time now. The session now dates from the AuthnInstant."""
+    name, domain = attached_org(live, idp, tmp_path, "unsolicited")
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
+    sp_meta = live.idp("orgs", "sp-metadata", name).stdout
+    acs = re.search(r'Location="([^"]+/acs)"', sp_meta).group(1)
+    ours = {"issuer": re.search(r'entityID="([^"]+)"', sp_meta).group(1)}
+
+    def launched(instant: float | None) -> Browser:
+        b = Browser(live.issuer)
+        response, _ = idp.response(ours, email=f"kim@{domain}", acs_url=acs, in_response_to=None,
+                                   authn_instant=instant)
+        assert "Your account" in _post(b, acs, response, None).text
+        return b
+
+    stale = launched(time.time() - 3600)  # the IdP's sign-in of an hour ago
+    answer = stale.http.get(f"{live.issuer}/account/totp", allow_redirects=False, timeout=30)
+    assert answer.status_code == 302 and "/signin" in answer.headers["Location"]
+    fresh = launched(None)  # just now
+    answer = fresh.http.get(f"{live.issuer}/account/totp", allow_redirects=False, timeout=30)
+    assert answer.status_code == 200 and 'name="code"' in answer.text  # the set-up page
 
 
 def test_a_list_of_addresses_in_the_name_id_is_refused(live, idp, org):

@@ -147,7 +147,13 @@ def consume(org_id: str, inbox: str):
         return refuse_enterprise(None, org, "account disabled or an operator's")
     req = state.get("req") if started_here else None
     pending = pending_request(req) if req else None
-    answer = first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org)
+    # The session's sign-in time: now for an answer to this browser's request (a fresh one when
+    # it was asked for, `since`); the IdP's own AuthnInstant for an unsolicited one, which no
+    # request here could ask to be fresh (else the IdP's app portal, in a browser left open,
+    # would pass every "sign in again" check).
+    authenticated = None if started_here else (identity.auth_time or 0)
+    answer = first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org,
+                                 auth_time=authenticated)
     db.session.commit()
     return answer
 

@@ -239,7 +239,7 @@ def refused_page(user: User, reason: str):
 
 
 def first_factor_passed(user: User, pending: PendingRequest | None, req: str | None, *,
-                        remember: bool, amr: list[str], org: Org | None = None):
+                        remember: bool, amr: list[str], org: Org | None = None, auth_time: float | None = None):
     """After a password, a linked social account or the org's IdP (`org`): refused when the
     account may not sign in this way; else the second factor when the account has one and
     this device is not trusted (or the person is confirming it is them), else the session."""
@@ -264,16 +264,20 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
         session.pop(totp.SHOWN, None)
         return redirect(url_for("signin.set_up_second_factor", req=req) if req
                         else url_for("signin.set_up_second_factor"))
-    return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR, org=org)
+    return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR, org=org,
+                          auth_time=auth_time)
 
 
 def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool, amr: list[str], acr: str,
-                   second_factor: bool = False, as_link: bool = False, org: Org | None = None):
+                   second_factor: bool = False, as_link: bool = False, org: Org | None = None,
+                   auth_time: float | None = None):
     """The person is who they say: open the session, then answer the request or go back to
     the page (`_continue`). The session, its audit event and the pending request's mark are
-    one commit. `org`: the org whose own IdP signed the person in."""
+    one commit. `org`: the org whose own IdP signed the person in; `auth_time`: when that IdP
+    says it authenticated them, where that is earlier than now (`sessions.start`)."""
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
-                             idp_org_id=org.id if org is not None else None, commit=False)
+                             idp_org_id=org.id if org is not None else None, auth_time=auth_time,
+                             commit=False)
     audit.record("signin.success", user, method=" ".join(amr), commit=False)
     return _continue(browser, pending, as_link=as_link)
 
