@@ -241,11 +241,15 @@ def _from_own_idp(row, user: User) -> bool:
 
 
 def session_meets_policy(row) -> bool:
-    """A session opened before its org required a second factor is not one while the account
-    still has none: the person signs in again and sets one up first."""
+    """A session is one only while its org's rules would let it begin: opened with a linked
+    social account, not once the org forbids social sign-in; opened before the org required a
+    second factor, not while the account still has none (the person signs in again and sets
+    one up first)."""
+    user = row.user
+    if "fed" in (row.amr or ()) and row.idp_org_id is None and not social_allowed(user):
+        return False
     if row.mfa_time is not None:
         return True  # passed a second factor (or set one up) in this session
-    user = row.user
     return not must_set_up_second_factor(user) or _from_own_idp(row, user)
 
 

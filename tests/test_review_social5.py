@@ -131,12 +131,10 @@ def test_an_authorization_response_without_the_iss_its_provider_promised_is_refu
     assert resp.status_code == 302 and get(b, "/account").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="design decision: does an org forbidding social sign-in end the sessions its "
-                   "members already opened with a linked social account (as requiring a second factor ends the "
-                   "sessions without one), or only refuse the next social sign-in?")
 def test_a_social_session_stops_counting_once_the_org_forbids_social_sign_in(live, hostile, provider):
-    """Design (Medium if so decided): `allow_social` off refuses the next social sign-in and link, but a
-    session opened with the linked account a minute before goes on for its whole lifetime (ASVS 3.3)."""
+    """Medium (ASVS 3.3): `allow_social` off refused the next social sign-in and link, but a session
+    opened with the linked account a minute before went on for its whole lifetime. It now stops
+    counting, as a session without a factor does once the org requires one."""
     org_id, _, domain = new_org(live, "rs5-soc")
     email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
     user_id = person(live, email, org_id)
