@@ -12,6 +12,7 @@ import pytest
 from tests.admin_world import PASSWORD
 from tests.conftest import Browser
 from tests.test_admin_options import _member, _open_sessions, _org, _set
+from tests.test_social import provider  # noqa: F401 - the fixture (`idp social add upstream`)
 
 SECRET = re.compile(r'data-totp-secret="([A-Z2-7]+)"')
 
@@ -61,6 +62,7 @@ def upstream(tmp_path_factory):
     yield from separate_live(tmp_path_factory, "rv5-upstream")
 
 
+@pytest.mark.usefixtures("provider")
 def test_confirming_it_is_you_with_a_connected_account_asks_the_upstream_to_authenticate_again(live, upstream):
     """Medium: "Confirm it is you" (a sign-in from the last 10 minutes before changing the ways
     in) was met by a connected account without anyone proving anything: the provider was
@@ -71,11 +73,6 @@ def test_confirming_it_is_you_with_a_connected_account_asks_the_upstream_to_auth
     OWASP ASVS 4.0 3.7.1)."""
     from tests.test_social import _link
 
-    client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/upstream/callback"],
-                                               first_party=True)
-    out = live.idp("social", "add", "upstream", f"--client-id={client_id}", f"--client-secret={secret}",
-                   "--issuer", upstream.issuer)
-    assert out.returncode == 0, out.stderr
     tag = uuid.uuid4().hex[:8]
     email, upstream_email = f"rv5-reauth-{tag}@example.com", f"rv5-reauth-{tag}@upstream.example"
     user_id = live.create_user(email, "rv5-local-password")

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+from tests.test_social import provider  # noqa: F401 - the fixture (`idp social add upstream`)
 
 PASSWORD = "authz5-password"
 
@@ -60,6 +61,7 @@ def upstream(tmp_path_factory):
 
 
 @pytest.mark.parametrize("ask", [{"prompt": "login"}, {"max_age": "600"}])
+@pytest.mark.usefixtures("provider")
 def test_a_products_prompt_login_or_max_age_reaches_the_social_provider(live, upstream, ask):
     """Medium: a product asking for a fresh sign-in (prompt=login, or max_age shorter than the
     session's age: OIDC Core 3.1.2.1) got the sign-in page, but its social button sent the
@@ -72,11 +74,6 @@ def test_a_products_prompt_login_or_max_age_reaches_the_social_provider(live, up
     from tests.test_review_account5 import _age_sessions
     from tests.test_social import _link
 
-    client_id, secret = upstream.create_client(redirect_uris=[f"{live.issuer}/social/upstream/callback"],
-                                               first_party=True)
-    out = live.idp("social", "add", "upstream", f"--client-id={client_id}", f"--client-secret={secret}",
-                   "--issuer", upstream.issuer)
-    assert out.returncode == 0, out.stderr
     tag = uuid.uuid4().hex[:8]
     email, upstream_email = f"authz5-{tag}@example.com", f"authz5-{tag}@upstream.example"
     user_id = live.create_user(email, PASSWORD)

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import Browser
 from tests.oidc import redirect_params
 from tests.saml_idp import TestIdP, decode, encode
-from tests.test_saml import _fresh_request, _post, attached_org
+from tests.test_saml import _fresh_request, _post, attached_org, idp_initiated
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +155,7 @@ def test_one_response_raced_through_both_workers_signs_in_once(live, idp, org, t
     from concurrent.futures import ThreadPoolExecutor
 
     name, domain = org
-    path = tmp_path / "idp.xml"
-    path.write_text(idp.metadata_xml())
-    assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
-    sp_meta = live.idp("orgs", "sp-metadata", name).stdout
-    acs = re.search(r'Location="([^"]+/acs)"', sp_meta).group(1)
-    ours = {"issuer": re.search(r'entityID="([^"]+)"', sp_meta).group(1)}
+    acs, ours = idp_initiated(live, idp, name, tmp_path)
     response, _ = idp.response(ours, email=f"race@{domain}", acs_url=acs, in_response_to=None)
     browsers = [Browser(live.issuer) for _ in range(6)]
     parked = []

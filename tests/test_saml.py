@@ -45,6 +45,17 @@ def attached_org(live, idp, tmp_path, tag: str, domain: str | None = None) -> tu
     return name, domain
 
 
+def idp_initiated(live, idp, name: str, tmp_path) -> tuple[str, dict]:
+    """Let org `name` accept IdP-initiated sign-in: (its ACS URL, the `request` argument of
+    `idp.response` that answers our SP unasked)."""
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
+    sp_meta = live.idp("orgs", "sp-metadata", name).stdout
+    acs = re.search(r'Location="([^"]+/acs)"', sp_meta).group(1)
+    return acs, {"issuer": re.search(r'entityID="([^"]+)"', sp_meta).group(1)}
+
+
 def _to_idp(live, b: Browser, client_id: str, email: str, **extra):
     """The product sends the browser here; the email sends it on to the IdP. Returns the parsed AuthnRequest."""
     page = b.get(authorize_url(live.issuer, client_id, **extra))
@@ -287,12 +298,7 @@ def test_an_unsolicited_sign_in_dates_from_the_idps_authn_instant(live, idp, tmp
     the IdP's app portal passed every "sign in again" check (changing factors, the Admin
     Center), and products got auth_time now. The session now dates from the AuthnInstant."""
     name, domain = attached_org(live, idp, tmp_path, "unsolicited")
-    path = tmp_path / "idp.xml"
-    path.write_text(idp.metadata_xml())
-    assert live.idp("orgs", "saml", name, "--metadata", str(path), "--idp-initiated").returncode == 0
-    sp_meta = live.idp("orgs", "sp-metadata", name).stdout
-    acs = re.search(r'Location="([^"]+/acs)"', sp_meta).group(1)
-    ours = {"issuer": re.search(r'entityID="([^"]+)"', sp_meta).group(1)}
+    acs, ours = idp_initiated(live, idp, name, tmp_path)
 
     def launched(instant: float | None) -> Browser:
         b = Browser(live.issuer)
