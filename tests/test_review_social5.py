@@ -64,6 +64,19 @@ def _set(live, org_id: str, **options) -> None:
         db.session.commit()
 
 
+def _signed_in_with_a_linked_account(live, hostile, provider, org_id: str, domain: str) -> Browser:
+    """A browser signed in with a new member's linked social account (`hostile` answers for it)."""
+    user_id = person(live, f"m-{uuid.uuid4().hex[:8]}@{domain}", org_id)
+    subject = "social-" + secrets.token_hex(4)
+    _link(live, user_id, provider, subject)
+    b = Browser(live.issuer)
+    state, nonce = _start(live, b, provider)
+    hostile.claims = hostile.id_claims(nonce, sub=subject)
+    assert _callback(live, b, provider, state=state).status_code == 302
+    assert get(b, "/account").status_code == 200
+    return b
+
+
 def test_a_social_session_is_not_taken_for_one_of_the_orgs_own_idp(live, hostile, provider):
     """Medium: a session opened with a linked social account stops counting once the member's org
     requires a second factor, as a password session does (OWASP ASVS 3.3, 4.3): only a session from
@@ -72,16 +85,7 @@ def test_a_social_session_is_not_taken_for_one_of_the_orgs_own_idp(live, hostile
     out = live.idp("orgs", "oidc", org_name, "--issuer", hostile.issuer, "--client-id=org-client",
                    "--client-secret=org-secret")
     assert out.returncode == 0, out.stderr
-    email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
-    user_id = person(live, email, org_id)
-    subject = "social-" + secrets.token_hex(4)
-    _link(live, user_id, provider, subject)
-
-    b = Browser(live.issuer)
-    state, nonce = _start(live, b, provider)
-    hostile.claims = hostile.id_claims(nonce, sub=subject)
-    resp = _callback(live, b, provider, state=state)
-    assert resp.status_code == 302 and get(b, "/account").status_code == 200
+    b = _signed_in_with_a_linked_account(live, hostile, provider, org_id, domain)
     _set(live, org_id, require_mfa=True)
     resp = get(b, "/account")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/signin")
@@ -136,15 +140,7 @@ def test_a_social_session_stops_counting_once_the_org_forbids_social_sign_in(liv
     opened with the linked account a minute before went on for its whole lifetime. It now stops
     counting, as a session without a factor does once the org requires one."""
     org_id, _, domain = new_org(live, "rs5-soc")
-    email = f"m-{uuid.uuid4().hex[:8]}@{domain}"
-    user_id = person(live, email, org_id)
-    subject = "social-" + secrets.token_hex(4)
-    _link(live, user_id, provider, subject)
-    b = Browser(live.issuer)
-    state, nonce = _start(live, b, provider)
-    hostile.claims = hostile.id_claims(nonce, sub=subject)
-    assert _callback(live, b, provider, state=state).status_code == 302
-    assert get(b, "/account").status_code == 200
+    b = _signed_in_with_a_linked_account(live, hostile, provider, org_id, domain)
     _set(live, org_id, allow_social=False)
     resp = get(b, "/account")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/signin")
