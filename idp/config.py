@@ -52,6 +52,10 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     session_ttl: int = 12 * 3600
     remember_me_ttl: int = 30 * 24 * 3600
+    # How long a session may go unused before it no longer signs the browser in (ASVS 3.3.2,
+    # level 2: 30 minutes of inactivity). A remembered one was asked to last: a week.
+    session_idle: int = 30 * 60
+    remember_me_idle: int = 7 * 24 * 3600
     # How long a process trusts its cached copy of the key ring.
     key_cache_seconds: float = 1.0
     # `idp dev`: mail without an SMTP server is logged whole, links included.

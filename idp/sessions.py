@@ -179,7 +179,7 @@ def current() -> BrowserSession | None:
     values = _cookie_row()
     # Only a verified, enabled account holds a session (idp.accounts): a row from before
     # a disable, or of an unverified account, is no session at all.
-    if values is not None and not values.u_disabled and values.u_email_verified:
+    if values is not None and not values.u_disabled and values.u_email_verified and not _idle(values):
         row = _attached(values)
         if _meets_org_policy(row):
             found = row
@@ -189,6 +189,17 @@ def current() -> BrowserSession | None:
                 db.session.commit()
     g.browser_session = found
     return found
+
+
+def _idle(values) -> bool:
+    """Whether the session went unused for longer than it may (`Settings.session_idle`):
+    it then no longer signs the browser in. It is not ended: the products it signed in keep
+    their online tokens until its end of life, and a sign-out from the browser (`_held`)
+    still ends it and tells them. Seen to `SEEN_RESOLUTION`, so the limit is met up to
+    five minutes late."""
+    settings = _settings()
+    limit = settings.remember_me_idle if values.persistent else settings.session_idle
+    return (utcnow() - values.last_seen_at).total_seconds() > limit
 
 
 def _cookie_row():
@@ -206,7 +217,7 @@ def _cookie_row():
 
 def _held() -> BrowserSession | None:
     """This browser's session, or else the row its cookie names that does not count now (one
-    opened before its org required a second factor): still the browser's, and its products
+    opened before its org required a second factor, or left idle): still the browser's, and its products
     still hold it (their online refresh tokens too), so a sign-out ends it and a sign-in
     renews or replaces it as it would a counted one."""
     row = current()
