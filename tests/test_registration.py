@@ -115,3 +115,29 @@ def test_loopback_redirect_and_back_channel_uris_on_a_loopback_issuer(live):
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_redirect_uri"
     resp = requests.get(reg["registration_client_uri"], headers=mgmt, timeout=10)
     assert resp.json()["backchannel_logout_uri"] == meta["backchannel_logout_uri"]
+
+
+def test_registration_changes_are_in_the_audit_trail(live):
+    """Who registered, changed or deleted a client through RFC 7591/7592 is in the audit
+    trail (and the server's log) as the developer portal's changes are: no person, but the
+    address it came from and the client."""
+    from sqlalchemy import select
+
+    from idp.store import SecurityEvent, db
+
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    meta = {"redirect_uris": ["https://rp.example/cb"], "client_name": "Audited RP"}
+    reg = requests.post(f"{live.issuer}/register", json=meta, headers=auth, timeout=10).json()
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    update = {**meta, "client_id": reg["client_id"], "redirect_uris": ["https://rp.example/cb2"]}
+    assert requests.put(reg["registration_client_uri"], json=update, headers=mgmt, timeout=10).status_code == 200
+    refused = {**update, "redirect_uris": ["javascript:alert(1)"]}
+    assert requests.put(reg["registration_client_uri"], json=refused, headers=mgmt, timeout=10).status_code == 400
+    assert requests.delete(reg["registration_client_uri"], headers=mgmt, timeout=10).status_code == 204
+
+    with live.db():
+        events = db.session.execute(select(SecurityEvent).order_by(SecurityEvent.id)).scalars().all()
+        mine = [(e.kind, e.user_id, e.ip, e.detail) for e in events if e.detail.get("client_id") == reg["client_id"]]
+    via = {"client_id": reg["client_id"], "via": "dynamic registration"}
+    assert mine == [("app.created", None, "127.0.0.1", via), ("app.updated", None, "127.0.0.1", via),
+                    ("app.deleted", None, "127.0.0.1", via)]  # the refused change is no event

@@ -10,11 +10,13 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .. import audit
 from ..clients import ClientMetadataError, create_client, needs_secret, update_client
 from ..ratelimit import throttle
 from ..store import Client, RegistrationToken, db, digest, new_secret, utcnow
 
 bp = Blueprint("registration", __name__)
+VIA = "dynamic registration"  # an audit event's `via`: not the portal, not the CLI
 
 
 def _settings():
@@ -98,6 +100,8 @@ def register():
         return _error(err.error, err.description)
     reg_token = new_secret(32)
     client.registration_token_hash = digest(reg_token)
+    # In the server's audit trail (and log) as the portal's changes are; no person made it.
+    audit.record("app.created", None, commit=False, client_id=client.client_id, via=VIA)
     db.session.commit()
     return _registration_response(client, secret, reg_token, 201)
 
@@ -127,6 +131,7 @@ def configure(client_id: str):
     if request.method == "GET":
         return _registration_response(client, None, _bearer(), 200)
     if request.method == "DELETE":
+        audit.record("app.deleted", None, commit=False, client_id=client.client_id, via=VIA)
         db.session.delete(client)
         db.session.commit()
         return Response(status=204)
@@ -148,4 +153,5 @@ def configure(client_id: str):
         update_client(client, meta)
     except ClientMetadataError as err:
         return _error(err.error, err.description)
+    audit.record("app.updated", None, client_id=client.client_id, via=VIA)
     return _registration_response(client, None, _bearer(), 200)
