@@ -160,8 +160,10 @@ def add_headers(response: Response, always=ALWAYS_HEADERS, page=PAGE_HEADERS) ->
     return response
 
 
-def error_page(message: str, status: int = 400) -> tuple[str, int]:
-    return render_template("error.html", message=message), status
+def error_page(message: str, status: int = 400, detail: str | None = None) -> tuple[str, int]:
+    """A page saying `message` in the person's language; `detail` is what a protocol error
+    says for the developer who sent the request (in English, marked as such)."""
+    return render_template("error.html", message=message, detail=detail), status
 
 
 def _handle_http_error(error: HTTPException):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,20 @@ def test_accept_language_kept_per_header_gives_werkzeug_s_best_match(tmp_path):
     with app.test_request_context("/?ui_locales=fr", headers={"Accept-Language": "en"}):
         session["lang"] = "en"
         assert str(select_locale()) == "fr"
+
+
+def test_an_invalid_sign_in_request_is_explained_in_the_page_language(live):
+    """The person reads why in their language; what the protocol error says (in English, the
+    error code and its description) is there for the app's developer, marked as such. Before,
+    Authlib's English sentence stood inside the French one."""
+    import requests
+
+    client_id, _ = live.create_client()
+    page = requests.get(f"{live.issuer}/authorize", params={
+        "response_type": "code", "client_id": client_id, "redirect_uri": "https://elsewhere.example/cb",
+        "scope": "openid", "ui_locales": "fr"}, timeout=10, allow_redirects=False)
+    assert page.status_code == 400 and 'lang="fr"' in page.text
+    text = page.text.replace("&#39;", "'")
+    assert "L'application a envoyé une demande de connexion non valide." in text
+    detail = re.search(r"Pour le développeur de l'application : <code lang=\"en\">([^<]+)</code>", text)
+    assert detail and detail.group(1).startswith("invalid_request: "), text

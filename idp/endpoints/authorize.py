@@ -248,8 +248,8 @@ def _error_redirect(error: OAuth2Error, oauth_request, params: dict):
     """
     redirect_uri = error.redirect_uri
     if redirect_uri is None and not isinstance(error, ANSWERED_BY_REDIRECT):
-        return error_page(_("The application sent an invalid sign-in request: %(why)s",
-                            why=error.description or error.error))
+        return error_page(_("The application sent an invalid sign-in request."),
+                          detail=f"{error.error}: {error.description}" if error.description else error.error)
     if redirect_uri is None:
         redirect_uri = params.get("redirect_uri")
         client = oauth_request.client or _server().query_client(params.get("client_id"))
