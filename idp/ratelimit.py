@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy import DateTime, bindparam, case, delete, func, literal_column, or_, select
 
 from .observability import metrics
@@ -99,6 +99,13 @@ POLICIES: dict[str, Policy] = {
     # megabyte that nobody owns. 20 an hour from one address (counted as tried, valid or not)
     # is plenty for a developer or a deployment script; a person in the portal keeps 50.
     "register:ip": Policy(free=19, window=3600, base_delay=60, max_delay=3600),
+    # Requests of public clients that each store a row nobody authenticated: a pushed
+    # authorization request (RFC 9126, up to a megabyte) or a device authorization (RFC 8628).
+    # One address may be a whole office signing in at nine: 600 in 10 minutes (`attempt`
+    # lets the 600th through), then 10 s doubling to 10 minutes (RFC 9126 §2.3 names the
+    # 429). Confidential clients authenticate, and a partner's back end may push every
+    # sign-in of its users: not counted.
+    "public-request:ip": Policy(free=599, window=600, base_delay=10, max_delay=600),
     # Changes to the ways into one account (authenticator app, recovery codes, passkeys,
     # connected accounts): each mails the owner (idp.notices), so a script holding a session
     # must not loop them. Setting up an account takes a handful; over ten an hour is refused
@@ -513,3 +520,17 @@ def init_app(app: Flask) -> None:
 
 def throttle() -> Throttle:
     return current_app.extensions["idp.throttle"]
+
+
+def refused_from_address(scope: str, what: str) -> Response | None:
+    """Count one request of the client's address at a JSON endpoint under `scope` (a `:ip`
+    one); None when it may go on, else the 429 that says when (`what`: "registrations")."""
+    decision = throttle().attempt(scope, request.remote_addr or "")
+    if decision.allowed:
+        return None
+    resp = jsonify(error="access_denied", error_description=f"too many {what} from this address: try again in "
+                                                            f"{decision.retry_after} seconds")
+    resp.status_code = 429
+    resp.headers["Retry-After"] = str(max(1, decision.retry_after))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

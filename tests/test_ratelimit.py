@@ -141,6 +141,7 @@ def test_policies_are_the_agreed_ones():
         "change:account": Policy(10, 3600, 60, 3600),  # changes to the ways in, each told by mail
         "invite:address": Policy(3, 3600, 60, 3600),  # an admin's Resend invitation, as reset mails
         "saml:ip": Policy(600, 600, 10, 600),
+        "public-request:ip": Policy(599, 600, 10, 600),  # public clients' PAR and device authorizations
         "domain-check:org": Policy(9, 600, 30, 600),
         "scim:token": Policy(600, 60, 1, 60),  # one count per 50 requests of a process: ~30,000 a minute
     }

@@ -17,6 +17,7 @@ from ..oauth.authorization import StoredAuthorizationRequest, duplicated_paramet
 from ..oauth.grants import TOKEN_AUTH_METHODS
 from ..oauth.request_objects import authorization_parameters
 from ..oauth.resources import check_authorization_resources
+from ..ratelimit import refused_from_address
 from ..store import PendingAuthorization, db, utcnow
 
 bp = Blueprint("par", __name__)
@@ -60,6 +61,10 @@ def pushed_authorization_request():
         check_authorization_resources(params, client)
     except OAuth2Error as err:
         return _error(err)
+    # Counted once the request is known good (a refused one stores nothing).
+    if client.token_endpoint_auth_method == "none" and (
+            refused := refused_from_address("public-request:ip", "pushed requests")):
+        return refused
     row = PendingAuthorization(client_id=client.client_id, params=params, note=PUSHED,
                                expires_at=utcnow() + timedelta(seconds=PUSHED_TTL))
     db.session.add(row)

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import audit
 from ..clients import ClientMetadataError, create_client, needs_secret, update_client
-from ..ratelimit import throttle
+from ..ratelimit import refused_from_address
 from ..store import Client, RegistrationToken, db, digest, new_secret, utcnow
 
 bp = Blueprint("registration", __name__)
@@ -29,17 +29,6 @@ def _error(error: str, description: str, status: int = 400, bearer: bool = False
     resp.headers["Cache-Control"] = "no-store"
     if bearer:
         resp.headers["WWW-Authenticate"] = f'Bearer error="{error}"'
-    return resp
-
-
-def _too_many():
-    """None when this address may register one more client, else the 429 that says when."""
-    decision = throttle().attempt("register:ip", request.remote_addr or "")
-    if decision.allowed:
-        return None
-    resp = _error("access_denied", f"too many registrations from this address: try again in "
-                                   f"{decision.retry_after} seconds", 429)
-    resp.headers["Retry-After"] = str(max(1, decision.retry_after))
     return resp
 
 
@@ -89,7 +78,7 @@ def register():
         return _error("invalid_token", "a valid initial access token is required", 401, bearer=True)
     # Anyone may register: one address must not fill the clients table. (An initial access
     # token is the operator's to hand out, and its holder's registrations are theirs to bound.)
-    if mode == "open" and (refused := _too_many()):
+    if mode == "open" and (refused := refused_from_address("register:ip", "registrations")):
         return refused
     meta = _body()
     if meta is None:

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, json, request
 from ..oauth import fast_code, fast_refresh, fast_token
 from ..oauth.dpop import current_nonce, token_endpoint_response
 from ..observability import metrics
+from ..ratelimit import refused_from_address
 
 bp = Blueprint("token", __name__)
 
@@ -90,4 +91,13 @@ def _refused_as_malformed() -> Response | None:
 @bp.post("/device_authorization")
 def device_authorization():
     # RFC 8628 §3.1 authenticates the client as the token endpoint does
-    return _refused_as_malformed() or _server().create_endpoint_response("device_authorization")
+    return _refused_as_malformed() or _public_flood() or _server().create_endpoint_response("device_authorization")
+
+
+def _public_flood() -> Response | None:
+    """A public client's device authorization stores a row on nobody's credentials: the 429
+    when its address sent too many (`ratelimit`, public-request:ip), else None."""
+    client = _server().query_client(request.form.get("client_id"))
+    if client is None or client.token_endpoint_auth_method != "none":
+        return None
+    return refused_from_address("public-request:ip", "device authorizations")
