@@ -235,7 +235,9 @@ def _web_host(redirect_uri: str) -> str | None:
     app's own scheme may carry any authority ("com.evil.app://accounts.google.com/cb"),
     yet its code goes to whichever app on the device opens that scheme."""
     parts = urlsplit(redirect_uri)
-    return parts.netloc or None if parts.scheme in ("http", "https") else None
+    if parts.scheme not in ("http", "https"):
+        return None
+    return parts.netloc or None
 
 
 def _second_factor_fresh(browser, max_age: str | None) -> bool:
