@@ -212,7 +212,7 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
             pending = pending or pending_requests.save(params, client.client_id)
             return render_template(
                 "signin/consent.html", client=client, scopes=oauth_request.scope.split(), pending=pending,
-                user=browser.user, host=urlsplit(params.get("redirect_uri", "")).netloc or None,
+                user=browser.user, host=_web_host(params.get("redirect_uri", "")),
             )
 
     # The request is spent in the same commit that saves its code; an error answer saved
@@ -228,6 +228,16 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     if db.session().in_transaction():  # the code's save committed already; an error answer did not
         db.session.commit()
     return response
+
+
+def _web_host(redirect_uri: str) -> str | None:
+    """The host the consent page names: only a web address's, where the browser goes. An
+    app's own scheme may carry any authority ("com.evil.app://accounts.google.com/cb"),
+    yet its code goes to whichever app on the device opens that scheme."""
+    parts = urlsplit(redirect_uri)
+    if parts.scheme not in ("http", "https"):
+        return None
+    return parts.netloc or None
 
 
 def _second_factor_fresh(browser, max_age: str | None) -> bool:
