@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from tests.admin_world import new_org, org_admin, post, signed_in
 from tests.conftest import Browser
 from tests.smtp import body_of, link_in
 
@@ -43,3 +44,44 @@ def test_a_strangers_name_does_not_stay_on_the_account_its_owner_adopts_by_a_res
     row = _row(live, victim)
     assert row.email_verified
     assert (row.name, row.locale) == (None, None), (row.name, row.locale)
+
+
+def test_a_strangers_unverified_sign_up_does_not_block_the_org_admins_invitation(live):
+    """Medium: anyone may sign up, unverified, with an address in the domain of an org that
+    signs its people in with passwords. The org admin's "Add user" then answered 409
+    "already exists" for that address, for as long as the stranger liked: the org could not
+    invite its own person (SCIM's create adopts such a row; the Admin Center now does too:
+    wiped of all it holds, in the org, and invited)."""
+    org_id, name, domain = new_org(live, "mail6")
+    boss = f"boss-{uuid.uuid4().hex[:6]}@{domain}"
+    org_admin(live, name, boss)
+    admin = signed_in(live, boss)
+    newcomer = f"newcomer-{uuid.uuid4().hex[:6]}@{domain}"
+    _sign_up(live, newcomer, "a strangers password 7", "Stranger")
+    resp = post(admin, f"/admin/orgs/{org_id}/users", {"email": newcomer, "name": "New Comer"})
+    assert resp.status_code == 302, resp.text[:500]
+    row = _row(live, newcomer)
+    assert (row.org_id, row.email_verified, row.password_hash, row.name) == (org_id, False, None, "New Comer")
+    invitation = [m for m in live.mailbox.wait_for(newcomer, 2) if "/invite/" in body_of(m)]
+    assert invitation, "no invitation mailed"
+    link = link_in(invitation[-1], live.issuer)
+    b = Browser(live.issuer)
+    done = b.submit(b.get(link), {"password": "the newcomers pass 42"})
+    assert done.status_code == 200 and "Your account is ready" in done.text
+    # the stranger's password opens nothing
+    sign = Browser(live.issuer)
+    resp = sign.sign_in(sign.get(f"{live.issuer}/account"), newcomer, "a strangers password 7")
+    assert "Your account" not in resp.text
+
+
+def test_an_admin_cannot_take_a_verified_account_of_the_domain_by_adding_it(live):
+    """The adoption is for rows nobody proved: a verified account stays its owner's (409)."""
+    org_id, name, domain = new_org(live, "mail6v")
+    boss = f"boss-{uuid.uuid4().hex[:6]}@{domain}"
+    org_admin(live, name, boss)
+    admin = signed_in(live, boss)
+    owner = f"owner-{uuid.uuid4().hex[:6]}@{domain}"
+    live.create_user(owner, "the owners own pass 42")
+    resp = post(admin, f"/admin/orgs/{org_id}/users", {"email": owner, "name": "X"})
+    assert resp.status_code == 409 and "already exists" in resp.text
+    assert _row(live, owner).org_id is None
