@@ -7,15 +7,19 @@ import uuid
 
 from tests.admin_world import new_org, org_admin, post, signed_in
 from tests.conftest import Browser
-from tests.smtp import body_of, link_in
+from tests.smtp import link_in
 
 
-def _sign_up(live, email: str, password: str, name: str, lang: str = "en"):
-    b = Browser(live.issuer, lang)
-    resp = b.submit(b.get(f"{live.issuer}/signup"), {"email": email, "name": name, "password": password})
-    assert resp.status_code == 200, resp.text[:300]
-    live.mailbox.wait_for(email)  # the row exists once its verification mail left
-    return b
+def _sign_up(live, email: str, password: str, name: str, lang: str = "en") -> None:
+    """The row /signup writes for an address nobody holds yet (written here: the loopback
+    client's sign-up budget, "signup:ip", is the other test files')."""
+    from idp.passwords import hash_password
+    from idp.store import User, db
+
+    with live.db():
+        db.session.add(User(email=email, name=name, password_hash=hash_password(password), email_verified=False,
+                            locale=lang))
+        db.session.commit()
 
 
 def _row(live, email: str):
@@ -36,8 +40,7 @@ def test_a_strangers_name_does_not_stay_on_the_account_its_owner_adopts_by_a_res
     _sign_up(live, victim, "a strangers password 7", "Planted By A Stranger", lang="fr")
     b = Browser(live.issuer)
     b.submit(b.get(f"{live.issuer}/password/forgot"), {"email": victim})
-    (reset,) = [m for m in live.mailbox.wait_for(victim, 2) if "/password/reset/" in body_of(m)]
-    link = link_in(reset, live.issuer)
+    link = link_in(live.mailbox.wait_for(victim)[-1], live.issuer)
     page = b.get(link)
     done = b.submit(page, {"password": "the owners own pass 42", "sign_out_everywhere": "on"})
     assert done.status_code == 200 and "Password changed" in done.text
@@ -62,9 +65,8 @@ def test_a_strangers_unverified_sign_up_does_not_block_the_org_admins_invitation
     assert resp.status_code == 302, resp.text[:500]
     row = _row(live, newcomer)
     assert (row.org_id, row.email_verified, row.password_hash, row.name) == (org_id, False, None, "New Comer")
-    invitation = [m for m in live.mailbox.wait_for(newcomer, 2) if "/invite/" in body_of(m)]
-    assert invitation, "no invitation mailed"
-    link = link_in(invitation[-1], live.issuer)
+    link = link_in(live.mailbox.wait_for(newcomer)[-1], live.issuer)
+    assert "/invite/" in link, link
     b = Browser(live.issuer)
     done = b.submit(b.get(link), {"password": "the newcomers pass 42"})
     assert done.status_code == 200 and "Your account is ready" in done.text
