@@ -9,8 +9,8 @@ row with everything planted in it. The rules here close it:
 - an unverified account can do nothing but verify (no session, so no linking, no
   factors, no device approvals, no products);
 - whoever adopts an unverified row (first verification, a reset link, a just-in-time
-  sign-in) keeps only what their proof covers: every credential, link, factor,
-  session, grant and consent they did not prove is wiped first.
+  sign-in, an org admin's invitation) keeps only what their proof covers: every credential,
+  link, factor, session, grant and consent they did not prove is wiped first.
 
 Every path that changes these states calls this module. It also holds the org's sign-in
 options (`policy_orgs` and below): which ways in an org allows its people, and whether
