@@ -9,8 +9,8 @@ row with everything planted in it. The rules here close it:
 - an unverified account can do nothing but verify (no session, so no linking, no
   factors, no device approvals, no products);
 - whoever adopts an unverified row (first verification, a reset link, a just-in-time
-  sign-in) keeps only what their proof covers: every credential, link, factor,
-  session, grant and consent they did not prove is wiped first.
+  sign-in, an org admin's invitation) keeps only what their proof covers: every credential,
+  link, factor, session, grant and consent they did not prove is wiped first.
 
 Every path that changes these states calls this module. It also holds the org's sign-in
 options (`policy_orgs` and below): which ways in an org allows its people, and whether
@@ -44,8 +44,12 @@ def wipe_unproven(user: User, *, keep_password: bool) -> None:
     """Remove what someone other than the prover may have planted on `user`: the password
     (unless the prover proved it), linked identities, passkeys, the authenticator app and
     recovery codes, trusted devices, consents, unused mailed links; end every session and
-    revoke every grant (back-channel logout included)."""
+    revoke every grant (back-channel logout included). The name and language typed in the
+    sign-up form with an unproven password go with it: the `name` claim every product is
+    given for the owner must not be a stranger's choice."""
     if not keep_password:
+        if user.password_hash is not None:  # an invitation's row has none: its names are the org's
+            user.name = user.given_name = user.family_name = user.locale = None
         user.password_hash = None
         user.password_changed_at = utcnow()  # reset links sent before now die too
     for model in (LinkedIdentity, Passkey, TotpFactor, RecoveryCode, TrustedDevice, Consent):
