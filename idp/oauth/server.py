@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode, urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
-from authlib.oauth2.rfc6749 import OAuth2Request, UnsupportedResponseTypeError
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request, UnsupportedResponseTypeError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import current_app
 from sqlalchemy import bindparam, select
@@ -52,6 +52,15 @@ class AuthorizationServer(FlaskAuthorizationServer):
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
         return lookup_client(client_id)
+
+    def authenticate_client(self, request, methods, endpoint="token"):
+        client = super().authenticate_client(request, methods, endpoint)
+        # RFC 7521 §4.2 (and RFC 6749 §2.3: one client a request): a client_id beside
+        # Basic credentials or an assertion names the client they authenticate. Authlib
+        # ignored it, and the request's log lines named it instead (logs.client_id).
+        if any(named != client.client_id for named in request.payload.datalist.get("client_id") or ()):
+            raise InvalidRequestError("client_id does not match the authenticated client")
+        return client
 
     def get_authorization_grant(self, request):
         response_type = request.payload.response_type
