@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
 
@@ -72,3 +74,53 @@ def test_a_parameter_in_both_the_query_and_the_body_is_refused_as_repeated(live)
     resp = requests.post(f"{live.issuer}/token?x=1", data={"grant_type": "client_credentials", "scope": "openid"},
                          auth=(client_id, secret), timeout=30)
     assert resp.status_code == 200 and resp.json()["scope"] == "openid", resp.text
+
+
+def _rsa_key_with_a_long_exponent():
+    """A valid RSA-3072 signing key whose public exponent is ~3000 bits long (instead of 65537)."""
+    from math import gcd
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc.jwk import RSAKey
+
+    numbers = rsa.generate_private_key(65537, 3072).private_numbers()
+    p, q = numbers.p, numbers.q
+    order = (p - 1) * (q - 1) // gcd(p - 1, q - 1)
+    e = 65537
+    while gcd(e, order) != 1 or e == 65537:
+        e = secrets.randbits(3000) | 1 | (1 << 2999)
+    d = pow(e, -1, order)
+    private = rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p),
+                                    rsa.RSAPublicNumbers(e, p * q)).private_key()
+    return RSAKey.import_key(private)
+
+
+def test_a_dpop_proof_key_must_not_make_every_check_cost_a_hundred_times_more(live):
+    """Low, RFC 9449 §11.1 / OWASP ASVS 4.0 V1.11 (resource use): a proof carries its own key,
+    and anyone may send one before authenticating. An RSA key with a public exponent as long
+    as its modulus (3072 bits) costs ~6 ms of CPU to verify against ~0.04 ms for e=65537, and a
+    16384-bit modulus ~4 ms: about 150 and 100 times a usual proof, so a client without any
+    credentials made each token request cost the server tens of times a real one. Keys are now
+    held to what real clients use (e at most 32 bits, as Go's crypto/rsa; n at most 4096 bits)."""
+    from tests.test_dpop import Holder, _bound_token
+
+    client_id, secret = _service(live, require_dpop=False)
+    holder = Holder("RS256")
+    holder.key = _rsa_key_with_a_long_exponent()
+    resp = _bound_token(live, holder, {"grant_type": "client_credentials"}, auth=(client_id, secret))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", resp.text
+    assert "public key" in resp.json()["error_description"], resp.text
+    # a 16384-bit modulus (made up: no signature needs checking to refuse it)
+    n = secrets.randbits(16384) | 1 | (1 << 16383)
+    jwk = {"kty": "RSA", "n": base64.urlsafe_b64encode(n.to_bytes(2048, "big")).rstrip(b"=").decode(), "e": "AQAB"}
+    head = base64.urlsafe_b64encode(json.dumps({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}).encode()).rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps({"jti": "j", "htm": "POST", "htu": f"{live.issuer}/token",
+                                                "iat": int(time.time())}).encode()).rstrip(b"=")
+    proof = f"{head.decode()}.{body.decode()}.{base64.urlsafe_b64encode(bytes(2048)).rstrip(b'=').decode()}"
+    resp = requests.post(f"{live.issuer}/token", data={"grant_type": "client_credentials"},
+                         auth=(client_id, secret), headers={"DPoP": proof}, timeout=30)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", resp.text
+    assert "public key" in resp.json()["error_description"], resp.text
+    # the usual RSA-2048 key with e=65537 is bound as before
+    resp = _bound_token(live, Holder("RS256"), {"grant_type": "client_credentials"}, auth=(client_id, secret))
+    assert resp.status_code == 200 and resp.json()["token_type"] == "DPoP", resp.text
