@@ -124,3 +124,22 @@ def test_a_dpop_proof_key_must_not_make_every_check_cost_a_hundred_times_more(li
     # the usual RSA-2048 key with e=65537 is bound as before
     resp = _bound_token(live, Holder("RS256"), {"grant_type": "client_credentials"}, auth=(client_id, secret))
     assert resp.status_code == 200 and resp.json()["token_type"] == "DPoP", resp.text
+
+
+def test_basic_credentials_that_fail_are_invalid_client_even_beside_a_public_clients_id(live):
+    """Low, RFC 6749 §5.2 ('If the client attempted to authenticate via the Authorization
+    request header field, the authorization server MUST respond with an HTTP 401') and §2.3.1
+    (a public client has no secret): Basic credentials that did not authenticate were passed
+    over, and a client_id in the body was then taken as a public client's, whatever secret
+    the header held. A request presenting a secret is now answered as that secret deserves."""
+    public_id, _ = live.create_client(token_endpoint_auth_method="none", grant_types=["authorization_code"])
+    auth = (public_id, "any-secret-at-all")
+    resp = token(live.issuer, {"grant_type": "authorization_code", "code": "no-such-code", "client_id": public_id,
+                               "redirect_uri": "http://127.0.0.1:9/cb", "code_verifier": "v" * 43}, auth=auth)
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_client", resp.text
+    assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+    resp = requests.post(f"{live.issuer}/revoke", data={"token": "x", "client_id": public_id}, auth=auth, timeout=30)
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_client", resp.text
+    # the public client without a header is answered as before
+    resp = requests.post(f"{live.issuer}/revoke", data={"token": "x", "client_id": public_id}, timeout=30)
+    assert resp.status_code == 200, resp.text

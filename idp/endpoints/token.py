@@ -6,6 +6,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, Response, current_app, json, request
 
 from ..oauth import fast_code, fast_refresh, fast_token
+from ..oauth.clients import sends_basic
 from ..oauth.dpop import current_nonce, token_endpoint_response
 from ..observability import metrics
 
@@ -44,7 +45,7 @@ def _malformed() -> str | None:
         return f"{repeated} repeated"
     # RFC 6749 §2.3: one authentication method a request. Authlib took the first that
     # succeeded and ignored the others (a wrong client_secret beside good Basic credentials).
-    basic = request.headers.get("Authorization", "").split(" ", 1)[0].lower() == "basic"
+    basic = sends_basic(request.headers)
     if basic + ("client_secret" in request.form) + ("client_assertion" in request.form) > 1:
         return "more than one client authentication method"
     return None
