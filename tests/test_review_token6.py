@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 
+import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -96,7 +97,7 @@ def _rsa_key_with_a_long_exponent():
 
 
 def test_a_dpop_proof_key_must_not_make_every_check_cost_a_hundred_times_more(live):
-    """Low, RFC 9449 §11.1 / OWASP ASVS 4.0 V1.11 (resource use): a proof carries its own key,
+    """Low, OWASP ASVS 4.0 V11.1.4 (denial of service) at RFC 9449 §4.3: a proof carries its own key,
     and anyone may send one before authenticating. An RSA key with a public exponent as long
     as its modulus (3072 bits) costs ~6 ms of CPU to verify against ~0.04 ms for e=65537, and a
     16384-bit modulus ~4 ms: about 150 and 100 times a usual proof, so a client without any
@@ -143,3 +144,28 @@ def test_basic_credentials_that_fail_are_invalid_client_even_beside_a_public_cli
     # the public client without a header is answered as before
     resp = requests.post(f"{live.issuer}/revoke", data={"token": "x", "client_id": public_id}, timeout=30)
     assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.xfail(strict=True, reason="design decision: private_key_jwt assertions are taken with the token "
+                   "endpoint's URL (OIDC Core §9's SHOULD, which clients and tests use) or a list as aud; the "
+                   "2025 audience-injection advisory asks for the issuer alone")
+def test_a_client_assertion_names_the_issuer_alone_as_its_audience(live):
+    """Medium if decided so (OpenID Foundation security advisory of January 2025 on
+    private_key_jwt audiences, reflected in RFC 7523bis and the OIDC Core errata): a client
+    that signs assertions with one key for several authorization servers and takes the token
+    endpoint's URL from a hostile server's metadata signs, for that server, an assertion
+    naming this server's token endpoint, which that server then presents here as the client.
+    An assertion whose aud is exactly this server's issuer cannot be made so (a client checks
+    the issuer of the metadata it reads). Taking the issuer alone would refuse clients that
+    follow OIDC Core §9's 'SHOULD be the URL of the Token Endpoint'."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    client_id, _ = _service(live, token_endpoint_auth_method="private_key_jwt",
+                            jwks={"keys": [key.as_dict(private=False)]})
+    for aud in (live.meta["token_endpoint"], [live.issuer, "https://elsewhere.example"]):
+        now = int(time.time())
+        assertion = jwt.encode({"alg": "ES256", "kid": "k1"}, {
+            "iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + 60,
+            "jti": secrets.token_hex(8)}, key)
+        resp = token(live.issuer, {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                                   "client_assertion": assertion})
+        assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (aud, resp.text)
