@@ -169,3 +169,16 @@ def test_a_client_assertion_names_the_issuer_alone_as_its_audience(live):
         resp = token(live.issuer, {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
                                    "client_assertion": assertion})
         assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (aud, resp.text)
+
+
+def test_userinfo_answers_a_dpop_token_it_refuses_with_a_dpop_challenge(live):
+    """Low, RFC 9449 §7.1: a request with the DPoP scheme whose access token is refused
+    (invalid, expired, revoked) is answered 'WWW-Authenticate: DPoP error="invalid_token"',
+    the challenge of the scheme the client used (RFC 9110 §11.6.1); userinfo answered with a
+    Bearer challenge, which a DPoP client does not take as its own."""
+    resp = requests.get(f"{live.issuer}/userinfo", headers={"Authorization": "DPoP not-a-token"}, timeout=10)
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_token", resp.text
+    challenge = resp.headers["WWW-Authenticate"]
+    assert challenge.startswith("DPoP ") and 'error="invalid_token"' in challenge, challenge
+    resp = requests.get(f"{live.issuer}/userinfo", headers={"Authorization": "Bearer not-a-token"}, timeout=10)
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer "), resp.headers
