@@ -6,6 +6,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, Response, current_app, json, request
 
 from ..oauth import fast_code, fast_refresh, fast_token
+from ..oauth.clients import sends_basic
 from ..oauth.dpop import current_nonce, token_endpoint_response
 from ..observability import metrics
 from ..ratelimit import refused_from_address
@@ -38,13 +39,14 @@ def token():
 def _malformed() -> str | None:
     """Why the request is invalid_request (RFC 6749 §5.2) before any grant runs, so that
     nothing it presents is spent; None when it is not."""
-    repeated = next((name for name, values in request.form.lists()
+    # The query's parameters too: Authlib's path reads both, the query's first (ASVS V5.1.1).
+    repeated = next((name for name, values in request.values.lists()
                      if len(values) > 1 and name not in MULTI_VALUED), None)
     if repeated is not None:
         return f"{repeated} repeated"
     # RFC 6749 §2.3: one authentication method a request. Authlib took the first that
     # succeeded and ignored the others (a wrong client_secret beside good Basic credentials).
-    basic = request.headers.get("Authorization", "").split(" ", 1)[0].lower() == "basic"
+    basic = sends_basic(request.headers)
     if basic + ("client_secret" in request.form) + ("client_assertion" in request.form) > 1:
         return "more than one client authentication method"
     return None

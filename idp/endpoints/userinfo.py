@@ -20,12 +20,16 @@ def _dpop_nonce(resp):
     return resp
 
 
-def _bearer_error(error: str | None, status: int, description: str | None = None):
-    value = 'Bearer realm="userinfo"'
-    if error:
-        value += f', error="{error}"'
-        if description:
-            value += f', error_description="{description}"'
+def _bearer_error(error: str | None, status: int, description: str | None = None, scheme: str = "bearer"):
+    """The error, challenged in the scheme the token came with (RFC 6750 §3, RFC 9449 §7.1)."""
+    if scheme == "dpop" and error:
+        value = dpop.challenge(OAuth2Error(description, error=error))
+    else:
+        value = 'Bearer realm="userinfo"'
+        if error:
+            value += f', error="{error}"'
+            if description:
+                value += f', error_description="{description}"'
     body = {"error": error or "invalid_token"}
     if description:
         body["error_description"] = description
@@ -78,17 +82,17 @@ def userinfo():
         return _bearer_error(None, 401)
     claims = verify_access_token(token)
     if claims is None or not _for_userinfo(claims):
-        return _bearer_error("invalid_token", 401, "the access token is invalid, expired or revoked")
+        return _bearer_error("invalid_token", 401, "the access token is invalid, expired or revoked", scheme)
     try:
         dpop.check_resource_request(scheme, token, claims)
     except OAuth2Error as error:
         return _dpop_error(error)
     scopes = claims.get("scope", "").split()
     if "openid" not in scopes:
-        return _bearer_error("insufficient_scope", 403, "the openid scope is required")
+        return _bearer_error("insufficient_scope", 403, "the openid scope is required", scheme)
     user = db.session.get(User, claims["sub"])
     if user is None or user.disabled:
-        return _bearer_error("invalid_token", 401, "the account no longer exists")
+        return _bearer_error("invalid_token", 401, "the account no longer exists", scheme)
     resp = jsonify(user_claims(user, claims["scope"]))
     resp.headers["Cache-Control"] = "no-store"
     return resp

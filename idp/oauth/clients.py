@@ -34,6 +34,11 @@ _fetched: dict[str, tuple[float, KeySet]] = {}
 _fetched_lock = threading.Lock()
 
 
+def sends_basic(headers) -> bool:
+    """Whether the request authenticates (or tries to) with HTTP Basic credentials."""
+    return headers.get("Authorization", "").split(" ", 1)[0].lower() == "basic"
+
+
 def _key_set(data) -> KeySet:
     try:
         return KeySet.import_key_set(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode, urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
-from authlib.oauth2.rfc6749 import OAuth2Request, UnsupportedResponseTypeError
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Request, UnsupportedResponseTypeError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import current_app
 from sqlalchemy import bindparam, select
@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, select
 from ..store import Client, db
 from ..store.clients import ClientRecord
 from .authorization import named
-from .clients import PrivateKeyJWT
+from .clients import PrivateKeyJWT, sends_basic
 from . import dpop
 from .device import DeviceAuthorizationService, DeviceCodeGrant
 from .grants import (
@@ -52,6 +52,19 @@ class AuthorizationServer(FlaskAuthorizationServer):
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
         return lookup_client(client_id)
+
+    def authenticate_client(self, request, methods, endpoint="token"):
+        client = super().authenticate_client(request, methods, endpoint)
+        if request.auth_method != "client_secret_basic" and sends_basic(request.headers):
+            # Authlib passed over Basic credentials that failed and took the body's client_id
+            # as a public client's: RFC 6749 §5.2 answers a failed Authorization header 401.
+            raise InvalidClientError(status_code=401, description="the Basic credentials do not authenticate a client")
+        # RFC 7521 §4.2 (and RFC 6749 §2.3: one client a request): a client_id beside
+        # Basic credentials or an assertion names the client they authenticate. Authlib
+        # ignored it, and the request's log lines named it instead (logs.client_id).
+        if any(named != client.client_id for named in request.payload.datalist.get("client_id") or ()):
+            raise InvalidRequestError("client_id does not match the authenticated client")
+        return client
 
     def get_authorization_grant(self, request):
         response_type = request.payload.response_type
