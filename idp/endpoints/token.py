@@ -37,7 +37,9 @@ def token():
 def _malformed() -> str | None:
     """Why the request is invalid_request (RFC 6749 §5.2) before any grant runs, so that
     nothing it presents is spent; None when it is not."""
-    repeated = next((name for name, values in request.form.lists()
+    # The query string too: Authlib reads it with the body (`request.values`, query first),
+    # so a parameter in both is as repeated as one given twice in the body.
+    repeated = next((name for name, values in request.values.lists()
                      if len(values) > 1 and name not in MULTI_VALUED), None)
     if repeated is not None:
         return f"{repeated} repeated"
