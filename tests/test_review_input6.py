@@ -1,6 +1,7 @@
 """Security review of bad input, round 6 (branch rev12-input): what the round 4 fuzzer
 (test_review_input4) does not look at, since it asks only for "no 500, a readable 4xx": the
-headers an error must carry, and parameters given twice by way of the query string."""
+headers an error must carry, parameters given twice by way of the query string, and a NUL
+that comes in where no page check looks (a pushed request, a request object)."""
 
 from __future__ import annotations
 
