@@ -7,7 +7,7 @@ import binascii
 import logging
 from functools import partial
 
-from flask import Flask, Response, jsonify, render_template, request, session
+from flask import Flask, Response, jsonify, make_response, render_template, request, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -166,7 +166,17 @@ def error_page(message: str, status: int = 400, detail: str | None = None) -> tu
     return render_template("error.html", message=message, detail=detail), status
 
 
-def _handle_http_error(error: HTTPException):
+def _handle_http_error(error: HTTPException) -> Response:
+    response = make_response(_http_error_body(error))
+    # werkzeug's headers for the error, ours being only the body: a 405's Allow, which
+    # RFC 9110 §15.5.6 requires
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _http_error_body(error: HTTPException):
     if request.path.startswith(SCIM_PREFIX):  # unknown path or method under /scim: a SCIM error body
         from .scim.errors import http_error_response
 

@@ -39,7 +39,8 @@ def token():
 def _malformed() -> str | None:
     """Why the request is invalid_request (RFC 6749 §5.2) before any grant runs, so that
     nothing it presents is spent; None when it is not."""
-    # The query's parameters too: Authlib's path reads both, the query's first (ASVS V5.1.1).
+    # The query string too: Authlib reads it with the body (`request.values`, query first),
+    # so a parameter in both is as repeated as one given twice in the body (ASVS V5.1.1).
     repeated = next((name for name, values in request.values.lists()
                      if len(values) > 1 and name not in MULTI_VALUED), None)
     if repeated is not None:
