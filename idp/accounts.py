@@ -19,7 +19,7 @@ they must have a second factor. Each sign-in path and `sessions.current` ask her
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, bindparam, delete, insert, select
+from sqlalchemy import JSON, bindparam, delete, select
 
 from . import audit, mail_tokens, sessions
 from .i18n import current_language
@@ -35,6 +35,7 @@ from .store import (
     TrustedDevice,
     User,
     db,
+    dialect_insert,
     utcnow,
 )
 
@@ -105,7 +106,14 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     audit event wait for the caller's commit."""
     user = by_email(identity.email)
     if user is None:
-        return _created_just_in_time(org, identity, method)
+        made = _created_just_in_time(org, identity, method)
+        if made is not None:
+            return made
+        # A first sign-in of the same person on another server made it meanwhile (a double
+        # click on the IdP's app tile): it is the account, as if it had been there before.
+        user = by_email(identity.email)
+        if user is None:  # made and deleted again in that moment: nobody to sign in
+            return None
     if user.disabled or user.is_admin:
         return None
     elif not user.email_verified:
@@ -128,10 +136,12 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     return user
 
 
-def _created_just_in_time(org, identity, method: str) -> User:
+def _created_just_in_time(org, identity, method: str) -> User | None:
     """The new account and its signup event, left to the caller's commit: a table insert
     built once (the unit of work cost more than the insert), the row then handed to the
-    session as the persistent account it now is."""
+    session as the persistent account it now is. None, nothing written, when the address is
+    taken by an account another transaction committed since it was looked up (the insert
+    waits for that one: the unique address decides, not the lookup before)."""
     values = {key: (None if default is None else default.arg if default.is_scalar else default.arg(None))
               for key, default in _USER_DEFAULTS.items()}
     values.update(email=identity.email, email_verified=True, org_id=org.id, given_name=identity.given_name or None,
@@ -141,7 +151,10 @@ def _created_just_in_time(org, identity, method: str) -> User:
     db.session.flush()  # what the session holds first, as the unit of work ordered it
     # A None for a JSON column would be stored as JSON null: left out, it is SQL NULL, as
     # the ORM writes an attribute never set.
-    db.session.connection().execute(_INSERT_USER, {k: v for k, v in values.items() if k not in _JSON or v is not None})
+    made = db.session.connection().execute(
+        _insert_user(), {k: v for k, v in values.items() if k not in _JSON or v is not None}).first()
+    if made is None:
+        return None
     user = sessions.attach_loaded(User, values)
     audit.record("signup", user, method=method, org=org.id, commit=False)
     return user
@@ -150,7 +163,20 @@ def _created_just_in_time(org, identity, method: str) -> User:
 _USERS = User.__table__
 # Column defaults as the ORM would apply them on insert (all scalars or argument-free callables).
 _USER_DEFAULTS = {c.key: c.default for c in _USERS.c}
-_INSERT_USER = insert(_USERS)
+_INSERT_USER: dict[str, object] = {}  # per dialect
+
+
+def _insert_user():
+    """INSERT ... ON CONFLICT (email) DO NOTHING RETURNING id, built once per dialect: no
+    row returned when the address was taken meanwhile (RETURNING says what happened;
+    rowcount is not reliable for DO NOTHING)."""
+    dialect = db.engine.dialect.name
+    statement = _INSERT_USER.get(dialect)
+    if statement is None:
+        statement = _INSERT_USER[dialect] = (dialect_insert(dialect)(_USERS)
+                                             .on_conflict_do_nothing(index_elements=[_USERS.c.email])
+                                             .returning(_USERS.c.id))
+    return statement
 _JSON = {c.key for c in _USERS.c if isinstance(c.type, JSON)}
 # Built once, run on the session's connection (no ORM execute or loading layer): the
 # password step and every just-in-time sign-in ask.

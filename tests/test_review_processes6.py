@@ -1,0 +1,75 @@
+"""Review round 12 (one deployment, many processes): two `idp serve` of our own on the
+session's database, one instance directory (secret) and issuer, as behind one load balancer:
+`live` and a second server (`second`), each with two workers. Each test races the two, or has
+one change what the other keeps."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import Browser, start_live
+from tests.saml_idp import TestIdP
+from tests.test_saml import attached_org, idp_initiated
+
+
+@pytest.fixture(scope="module")
+def second(live, tmp_path_factory):
+    """The base URL of a second server of `live`'s deployment (its database, instance and
+    issuer: a request to either is a request to the deployment)."""
+    shared = {"IDP_INSTANCE_DIR": live.env["IDP_INSTANCE_DIR"], "IDP_ISSUER": live.issuer}
+    for server in start_live(live.env["IDP_DATABASE_URL"], tmp_path_factory.mktemp("second"), live.mailbox,
+                             extra_env=shared):
+        port = server.proc.args[server.proc.args.index("--port") + 1]
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    return TestIdP(tmp_path_factory.mktemp("saml-idp6"))
+
+
+def _raced(calls) -> list:
+    """Run `calls` at the same moment, one thread (and connection) each; their results."""
+    start = threading.Barrier(len(calls))
+
+    def run(call):
+        start.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_a_first_enterprise_sign_in_raced_on_two_servers_makes_one_account(live, second, idp, tmp_path):
+    """Low: the just-in-time account of a first SAML sign-in was looked up, then inserted
+    (accounts.just_in_time): two first sign-ins of one person at once (a double click on the
+    IdP's app tile, two tabs), each with its own assertion, answered by two servers, both
+    found no account, and the later insert broke the unique address: a 500 and a traceback
+    (on PostgreSQL, in one round of four or so). Now the later finds the account the first
+    made and signs in to it."""
+    from idp.store import User, db
+
+    name, domain = attached_org(live, idp, tmp_path, "twice")
+    acs, ours = idp_initiated(live, idp, name, tmp_path)
+    path = acs[len(live.issuer):]
+    for round_ in range(6):
+        email = f"first-{round_}@{domain}"
+        parked = []
+        for base in (live.issuer, second, live.issuer, second):  # each server's two workers
+            response, _ = idp.response(ours, email=email, acs_url=acs, in_response_to=None)
+            b = Browser(live.issuer)
+            answer = b.http.post(base + path, data={"SAMLResponse": response}, allow_redirects=False, timeout=30)
+            assert answer.status_code == 303, answer.text[:300]
+            parked.append((b, base + answer.headers["Location"]))
+
+        def consume(pair):
+            b, location = pair
+            return lambda: b.http.get(location, allow_redirects=False, timeout=60).status_code
+
+        statuses = _raced([consume(pair) for pair in parked])
+        assert all(300 <= s < 400 for s in statuses), (round_, statuses)  # both signed in
+        with live.db():
+            assert db.session.query(User).filter_by(email=email).count() == 1
