@@ -73,3 +73,41 @@ def test_a_first_enterprise_sign_in_raced_on_two_servers_makes_one_account(live,
         assert all(300 <= s < 400 for s in statuses), (round_, statuses)  # both signed in
         with live.db():
             assert db.session.query(User).filter_by(email=email).count() == 1
+
+
+def test_a_first_consent_raced_from_two_tabs_on_two_servers_is_given_once(live, second):
+    """Low: the consent screen's answer looked the (account, product) consent row up and
+    added one when there was none (endpoints.authorize.consent): a person answering "Allow"
+    in two tabs of a product they never used before, the answers reaching two servers at
+    once, had both find no row; the later insert broke the row's key, a 500 and a traceback
+    instead of the product's sign-in. Now the later answer adds its scopes to the row the
+    first made, and both tabs go back to the product with a code."""
+    import requests
+
+    from idp.store import Consent, db
+    from tests.conftest import csrf_of
+    from tests.oidc import authorize_url
+
+    email = "two-tabs@example.com"
+    user_id = live.create_user(email, "two-tabs-password")
+    b = Browser(live.issuer)
+    assert "Your account" in b.sign_in(b.get(f"{live.issuer}/account"), email, "two-tabs-password").text
+    for round_ in range(6):
+        client_id, _ = live.create_client(first_party=False)
+        pages = [b.get(authorize_url(live.issuer, client_id)) for _ in range(4)]  # four tabs
+        assert all(">Allow<" in page.text for page in pages)
+
+        def allow(i: int, page):
+            action = page.text.split('action="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+            http = requests.Session()
+            http.headers.update(b.http.headers)
+            http.cookies.update(b.http.cookies)
+            url = (live.issuer, second)[i % 2] + action
+            return lambda: http.post(url, data={"csrf_token": csrf_of(page.text), "decision": "allow"},
+                                     allow_redirects=False, timeout=60)
+
+        answers = _raced([allow(i, page) for i, page in enumerate(pages)])
+        assert [a.status_code for a in answers] == [302] * 4, (round_, [a.status_code for a in answers])
+        assert all("code=" in a.headers["Location"] for a in answers)
+        with live.db():
+            assert db.session.query(Consent).filter_by(user_id=user_id, client_id=client_id).count() == 1
