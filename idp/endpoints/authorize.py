@@ -24,6 +24,7 @@ from authlib.oidc.core.errors import (
 )
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_babel import refresh as refresh_locale
+from sqlalchemy import select
 
 from .. import pending as pending_requests
 from .. import sessions
@@ -44,7 +45,7 @@ from ..oauth.resources import check_authorization_resources
 from ..pending import PendingRequest
 from ..security import error_page
 from ..signin.views import email_page, start_step_up
-from ..store import Client, Consent, PendingAuthorization, db
+from ..store import Client, Consent, PendingAuthorization, db, dialect_insert, utcnow
 from .par import REQUEST_URI_PREFIX, take_pushed_request
 
 bp = Blueprint("authorize", __name__)
@@ -132,14 +133,28 @@ def consent(pending_id: str):
     # as Authlib narrows them. The rest were never shown, so never consented to (the client
     # could widen its registration afterwards).
     scope = set(client.get_allowed_scope(pending.params.get("scope")).split())
-    row = db.session.get(Consent, (browser.user_id, pending.client_id))
-    if row is None:
-        row = Consent(user_id=browser.user_id, client_id=pending.client_id, scope="")
-        db.session.add(row)
-    row.scope = " ".join(sorted(scope | set(row.scope.split())))
+    _remember_consent(browser.user_id, pending.client_id, scope)
     pending = pending_requests.mark_consented(pending, browser.user_id)
     db.session.commit()
     return _process(pending.params, pending=pending)
+
+
+_CONSENTS = Consent.__table__
+
+
+def _remember_consent(user_id: str, client_id: str, scope: set[str]) -> None:
+    """Add `scope` to what the account allowed the client (the caller commits). The row is
+    made by an insert that does nothing when it is there, then read locked: answers given at
+    once (two tabs, two servers) neither break the row's key nor lose each other's scopes
+    (PostgreSQL: the insert waits for another's, the lock for another's update; SQLite: the
+    insert takes the one write lock)."""
+    key = {"user_id": user_id, "client_id": client_id}
+    db.session.execute(dialect_insert(db.engine.dialect.name)(_CONSENTS)
+                       .values(**key, scope="", updated_at=utcnow())
+                       .on_conflict_do_nothing(index_elements=[_CONSENTS.c.user_id, _CONSENTS.c.client_id]))
+    row = db.session.execute(select(Consent).filter_by(**key).with_for_update()
+                             .execution_options(populate_existing=True)).scalar_one()
+    row.scope = " ".join(sorted(scope | set(row.scope.split())))
 
 
 def _process(params: dict, pending: PendingRequest | PendingAuthorization | None):
