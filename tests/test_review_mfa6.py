@@ -4,13 +4,17 @@ and names what an attacker or an auditor would check."""
 from __future__ import annotations
 
 import re
+import secrets
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
 
-from tests.admin_world import at_second_factor_set_up
-from tests.conftest import Browser
+from tests.admin_world import at_second_factor_set_up, get, new_org, person
+from tests.conftest import Browser, csrf_of
+from tests.test_review_social import CLIENT_ID
+from tests.test_review_social5 import _set, hostile  # noqa: F401 - the fixture (an OpenID provider on loopback)
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
 
 LOA2 = "urn:myaccount:loa:2"
@@ -107,3 +111,46 @@ def test_a_password_reset_ends_the_code_lock_out_the_old_password_caused(live):
     assert "Confirm your identity" in page.text
     resp = owner.submit(page, {"code": _next_code(secret)})
     assert resp.status_code == 200 and "Your account" in resp.text, resp.status_code
+
+
+def _through_the_orgs_provider(live, hostile, b: Browser, email: str, subject: str):
+    """The page this browser lands on after the org's own OpenID provider (`hostile`) vouched
+    for `email`: the email step sends it there, the provider answers the callback."""
+    page = b.get(f"{live.issuer}/signin")
+    resp = b.http.post(f"{live.issuer}/signin", data={"csrf_token": csrf_of(page.text), "email": email},
+                       allow_redirects=False, timeout=30)
+    assert resp.status_code == 302 and resp.headers["Location"].startswith(hostile.issuer), resp.text[:300]
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    hostile.claims = hostile.id_claims(query["nonce"][0], sub=subject, email=email, email_verified=True)
+    return b.get(query["redirect_uri"][0], code="any-code", state=query["state"][0])
+
+
+def test_a_sign_in_through_the_orgs_own_provider_and_a_second_factor_stays_the_orgs(live, hostile):  # noqa: F811
+    """Medium (availability, ASVS 3.3): a member whose org signs them in with its own OpenID
+    provider (or SAML IdP) and who set up an authenticator app here is asked for its code
+    after the provider. The code step forgot which org's IdP signed the person in: the
+    session was opened as if by a linked social account (amr "fed", no org), so where the
+    org forbids social sign-in (as an org with its own IdP well may) it never counted: the
+    member was sent back to sign in, every time, and could not sign in at all."""
+    org_id, org_name, domain = new_org(live, "mfa6-ent")
+    out = live.idp("orgs", "oidc", org_name, "--issuer", hostile.issuer, f"--client-id={CLIENT_ID}",
+                   "--client-secret=review-secret")
+    assert out.returncode == 0, out.stderr
+    _set(live, org_id, allow_social=False)
+    email = f"m-{secrets.token_hex(4)}@{domain}"
+    person(live, email, org_id)
+    subject = "ent-" + secrets.token_hex(4)
+    b = Browser(live.issuer)
+    page = _through_the_orgs_provider(live, hostile, b, email, subject)
+    assert "Your account" in page.text, page.text[:300]
+    page = b.get(f"{live.issuer}/account/totp")
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    b.submit(b.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/signout")
+
+    b = Browser(live.issuer)
+    page = _through_the_orgs_provider(live, hostile, b, email, subject)
+    assert "Confirm your identity" in page.text
+    page = b.submit(page, {"code": _next_code(secret)})
+    assert page.status_code == 200 and "Your account" in page.text, (page.status_code, page.url)
+    assert get(b, "/account").status_code == 200
