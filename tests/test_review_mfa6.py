@@ -15,6 +15,7 @@ from tests.admin_world import at_second_factor_set_up, get, new_org, person
 from tests.conftest import Browser, csrf_of
 from tests.test_review_social import CLIENT_ID
 from tests.test_review_social5 import _set, hostile  # noqa: F401 - the fixture (an OpenID provider on loopback)
+from tests.test_saml import idp as saml_idp  # noqa: F401 - the fixture (a SAML IdP of the tests)
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
 
 LOA2 = "urn:myaccount:loa:2"
@@ -154,3 +155,36 @@ def test_a_sign_in_through_the_orgs_own_provider_and_a_second_factor_stays_the_o
     page = b.submit(page, {"code": _next_code(secret)})
     assert page.status_code == 200 and "Your account" in page.text, (page.status_code, page.url)
     assert get(b, "/account").status_code == 200
+
+
+def test_an_unsolicited_sign_in_that_goes_on_to_a_second_factor_dates_from_the_idps_authn_instant(
+        live, saml_idp, tmp_path):
+    """Low: an IdP-initiated SAML sign-in dates its session from the assertion's AuthnInstant
+    (the IdP's app portal, in a browser left open, must not pass "sign in again" checks), but
+    not when the member has a factor here: the code step forgot the instant and the session
+    said "signed in now" (changing factors, max_age, auth_time in ID tokens all took an hour-old
+    IdP sign-in for a fresh one). The code step now keeps it."""
+    from tests.test_saml import _post, attached_org, idp_initiated
+
+    name, domain = attached_org(live, saml_idp, tmp_path, "mfa6-saml")
+    acs, ours = idp_initiated(live, saml_idp, name, tmp_path)
+    email = f"kim-{secrets.token_hex(3)}@{domain}"
+
+    def launched(instant: float | None):
+        b = Browser(live.issuer)
+        response, _ = saml_idp.response(ours, email=email, acs_url=acs, in_response_to=None, authn_instant=instant)
+        return b, _post(b, acs, response, None)
+
+    b, page = launched(None)  # just now, no factor yet: signed in
+    assert "Your account" in page.text
+    page = b.get(f"{live.issuer}/account/totp")
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+
+    stale, page = launched(time.time() - 3600)  # the IdP's sign-in of an hour ago
+    assert "Confirm your identity" in page.text
+    page = stale.submit(page, {"code": _next_code(secret)})
+    assert "Your account" in page.text
+    answer = stale.http.post(f"{live.issuer}/account/recovery-codes", data={"csrf_token": csrf_of(page.text)},
+                             allow_redirects=False, timeout=30)
+    assert answer.status_code == 302 and "/signin" in answer.headers["Location"], answer.status_code
