@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from .. import pending as pending_requests
 from .. import sessions
-from ..assurance import wants_second_factor
+from ..assurance import ACR_MULTI_FACTOR, wants_second_factor
 from ..i18n import gettext as _
 from ..i18n import remember_ui_locales
 from ..mfa import has_second_factor
@@ -208,8 +208,11 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     asks_factor = wants_second_factor(params) or max_age is not None
     factor_now = just_signed_in and browser.mfa_time is not None and \
         browser.mfa_time >= int(pending.created_at.replace(tzinfo=UTC).timestamp())
-    if asks_factor and not factor_now and not _second_factor_fresh(browser, max_age) \
-            and has_second_factor(browser.user):
+    # A factor just set up counts as passed (mfa_time) but leaves acr at one factor: a
+    # product asking for two gets the code asked, not an answer saying one.
+    factor_enough = (factor_now or _second_factor_fresh(browser, max_age)) and \
+        (browser.acr == ACR_MULTI_FACTOR or not wants_second_factor(params))
+    if asks_factor and not factor_enough and has_second_factor(browser.user):
         if "none" in prompts:
             return _error_redirect(InteractionRequiredError(), oauth_request, params)
         pending = pending or pending_requests.save(params, oauth_request.client.client_id)

@@ -252,8 +252,10 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
     # passing that factor in this browser within TRUST_DAYS, as long as a remembered session
     # lasts, and dies with "Sign out of all sessions" and with the factor itself.
     if has_second_factor(user) and (reauth or not devices.is_trusted(user)):
+        # `org`, `auth_time`: the session this factor finishes is still that org's IdP's, and
+        # dates from when it says it authenticated the person (`finish_sign_in`)
         session["mfa"] = {"user": user.id, "remember": remember, "at": time.time(), "step_up": False,
-                          "amr": amr}
+                          "amr": amr, "org": org.id if org is not None else None, "auth_time": auth_time}
         return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
     # Enterprise Sign-In (`org` given) is not asked for a factor to set up: how the org's
     # IdP authenticates its people is the IdP's business.
@@ -362,8 +364,10 @@ def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]
         # account's): the factor alone is no sign-in. Start again from the first factor.
         return redirect(url_for("signin.email", req=pending.id) if pending else url_for("signin.email"))
     first = state.get("amr") or AMR_PASSWORD
+    org = db.session.get(Org, state["org"]) if state.get("org") else None
     return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra_amr,
-                          acr=ACR_MULTI_FACTOR, second_factor=True, as_link=as_link)
+                          acr=ACR_MULTI_FACTOR, second_factor=True, as_link=as_link, org=org,
+                          auth_time=state.get("auth_time"))
 
 
 @bp.route("/signin/verify", methods=["GET", "POST"])
