@@ -242,11 +242,15 @@ def _from_own_idp(row, user: User) -> bool:
 
 def session_meets_policy(row) -> bool:
     """A session is one only while its org's rules would let it begin: opened with a linked
-    social account, not once the org forbids social sign-in; opened before the org required a
-    second factor, not while the account still has none (the person signs in again and sets
-    one up first)."""
+    social account, not once the org forbids social sign-in; opened or confirmed with a
+    passkey, not once the org forbids passkeys; opened before the org required a second
+    factor, not while the account still has none (the person signs in again and sets one up
+    first)."""
     user = row.user
-    if "fed" in (row.amr or ()) and row.idp_org_id is None and not social_allowed(user):
+    amr = row.amr or ()
+    if "fed" in amr and row.idp_org_id is None and not social_allowed(user):
+        return False
+    if "hwk" in amr and not passkeys_allowed(user):
         return False
     if row.mfa_time is not None:
         return True  # passed a second factor (or set one up) in this session
