@@ -27,6 +27,7 @@ from .mail import link_to, stage_mail
 from .passwords import set_password
 from .store import (
     Consent,
+    GroupMember,
     LinkedIdentity,
     Org,
     Passkey,
@@ -110,11 +111,12 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
         return None
     elif not user.email_verified:
         wipe_unproven(user, keep_password=False)
-    if user.org_id != org.id and user.org_admin:
-        # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
-        # and only this org's admins (or an operator) make one of its members an admin.
-        user.org_admin = False
-        audit.record("admin.removed", user, org=user.org_id, commit=False, moved_to=org.id)
+    if user.org_id is not None and user.org_id != org.id:
+        if user.org_admin:
+            # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
+            # and only this org's admins (or an operator) make one of its members an admin.
+            audit.record("admin.removed", user, org=user.org_id, commit=False, moved_to=org.id)
+        leave_org(user)
     user.org_id = org.id
     user.email_verified = True
     for field in ("given_name", "family_name", "name"):
@@ -126,6 +128,17 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     if commit:
         db.session.commit()
     return user
+
+
+def leave_org(user: User) -> None:
+    """`user` is no member of their org any more, and leaves behind what was the org's: its
+    directory's record of them (externalId, every attribute it sent, group memberships) and
+    the admin role there. An org they join next must read none of it. The caller commits."""
+    db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
+    user.org_id = None
+    user.org_admin = False
+    user.external_id = None
+    user.scim_data = None
 
 
 def _created_just_in_time(org, identity, method: str) -> User:
