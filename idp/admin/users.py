@@ -81,10 +81,17 @@ def add_user(acting: Acting):
     if domain_of(address) not in orgs.domains_of(acting.org):
         return _users_page(acting, 400, form=form, error=_(
             "Only addresses in this organization's domains can be added."))
-    if db.session.query(User.id).filter_by(email=address).first() is not None:
+    user = accounts.by_email(address)
+    if user is not None and (user.email_verified or user.org_id is not None or user.is_admin):
         return _users_page(acting, 409, form=form, error=_("An account with this address already exists."))
-    user = User(email=address, name=name, email_verified=False, org_id=acting.org.id)
-    db.session.add(user)
+    if user is None:
+        user = User(email=address, name=name, email_verified=False, org_id=acting.org.id)
+        db.session.add(user)
+    else:
+        # A sign-up nobody proved (anyone may make one): adopted as SCIM and just-in-time adopt
+        # it, cleared of all the stranger set; the invitation proves the mailbox.
+        accounts.wipe_unproven(user, keep_password=False)
+        user.org_id, user.name = acting.org.id, name
     db.session.commit()
     send_invitation(user, acting.org)
     audit.record("admin.user_invited", user, actor=acting.admin, org=acting.org)
