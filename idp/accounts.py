@@ -27,6 +27,7 @@ from .mail import link_to, stage_mail
 from .passwords import set_password
 from .store import (
     Consent,
+    GroupMember,
     LinkedIdentity,
     Org,
     Passkey,
@@ -122,11 +123,12 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
         return None
     elif not user.email_verified:
         wipe_unproven(user, keep_password=False)
-    if user.org_id != org.id and user.org_admin:
-        # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
-        # and only this org's admins (or an operator) make one of its members an admin.
-        user.org_admin = False
-        audit.record("admin.removed", user, org=user.org_id, commit=False, moved_to=org.id)
+    if user.org_id is not None and user.org_id != org.id:
+        if user.org_admin:
+            # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
+            # and only this org's admins (or an operator) make one of its members an admin.
+            audit.record("admin.removed", user, org=user.org_id, commit=False, moved_to=org.id)
+        leave_org(user)
     user.org_id = org.id
     user.email_verified = True
     for field in ("given_name", "family_name", "name"):
@@ -138,6 +140,17 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     if commit:
         db.session.commit()
     return user
+
+
+def leave_org(user: User) -> None:
+    """`user` is no member of their org any more, and leaves behind what was the org's: its
+    directory's record of them (externalId, every attribute it sent, group memberships) and
+    the admin role there. An org they join next must read none of it. The caller commits."""
+    db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
+    user.org_id = None
+    user.org_admin = False
+    user.external_id = None
+    user.scim_data = None
 
 
 def _created_just_in_time(org, identity, method: str) -> User | None:
@@ -272,11 +285,15 @@ def _from_own_idp(row, user: User) -> bool:
 
 def session_meets_policy(row) -> bool:
     """A session is one only while its org's rules would let it begin: opened with a linked
-    social account, not once the org forbids social sign-in; opened before the org required a
-    second factor, not while the account still has none (the person signs in again and sets
-    one up first)."""
+    social account, not once the org forbids social sign-in; opened or confirmed with a
+    passkey, not once the org forbids passkeys; opened before the org required a second
+    factor, not while the account still has none (the person signs in again and sets one up
+    first)."""
     user = row.user
-    if "fed" in (row.amr or ()) and row.idp_org_id is None and not social_allowed(user):
+    amr = row.amr or ()
+    if "fed" in amr and row.idp_org_id is None and not social_allowed(user):
+        return False
+    if "hwk" in amr and not passkeys_allowed(user):
         return False
     if row.mfa_time is not None:
         return True  # passed a second factor (or set one up) in this session

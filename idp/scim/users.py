@@ -28,7 +28,7 @@ Decisions:
 from __future__ import annotations
 
 from flask import request
-from sqlalchemy import bindparam, delete, false, or_, select
+from sqlalchemy import bindparam, false, or_, select
 
 from federation.discovery import domain_of
 
@@ -414,11 +414,7 @@ def delete_user(user_id: str):
     org_ = org()
     user = member(org_, user_id)
     check_if_match(version_of(user.updated_at))
-    db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
-    user.org_id = None
-    user.org_admin = False
-    user.external_id = None
-    user.scim_data = None
+    accounts.leave_org(user)
     db.session.commit()
     accounts.disable(user)
     audit.record("scim.user_deleted", user, org=org_, via="scim")
