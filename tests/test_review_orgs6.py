@@ -7,10 +7,9 @@ import uuid
 
 import pytest
 
-from tests.admin_world import get, new_org, org_admin, person, post, signed_in
+from tests.admin_world import get, new_org, person, signed_in
 from tests.conftest import Browser
 from tests.saml_idp import TestIdP
-from tests.smtp import link_in
 from tests.test_saml import _fresh_request, _post
 from tests.test_scim import Directory
 from tests.test_passkeys import _passkey_sign_in, _post_json
@@ -92,36 +91,3 @@ def test_a_person_an_orgs_idp_takes_over_brings_none_of_the_other_orgs_directory
     assert b.call("PUT", f"/Users/{mover['id']}", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
                                                    "userName": mover["userName"],
                                                    "externalId": "b-ext-1"}).status_code == 200
-
-
-def test_a_strangers_unverified_sign_up_does_not_stop_the_org_admin_adding_the_person(live):
-    """Low (ASVS 2.5 / 3.3.x, the pre-hijack rule of idp/accounts.py): anyone may sign up,
-    unverified, for an address in the domains of an org without an IdP of its own. Such a row
-    at `new.hire@corp` made the org admin's "Add user" of that address a 409 ("already exists")
-    for as long as the stranger liked, while SCIM's create and a just-in-time sign-in adopt it.
-    "Add user" now adopts it too: wiped of what the stranger set, a member, invited."""
-    from idp.store import User, db
-
-    org_id, name, domain = new_org(live, "ro6-add")
-    admin_email = f"boss-{uuid.uuid4().hex[:6]}@{domain}"
-    org_admin(live, name, admin_email)
-    admin = signed_in(live, admin_email)
-    address = f"new.hire-{uuid.uuid4().hex[:6]}@{domain}"
-    stranger = Browser(live.issuer)
-    page = stranger.submit(stranger.get(f"{live.issuer}/signup"),
-                           {"email": address, "name": "Not Them", "password": "a strangers password 9"})
-    assert page.status_code == 200, page.text[:300]
-    live.mailbox.wait_for(address)  # the sign-up's verification link: the row is there
-
-    resp = post(admin, f"/admin/orgs/{org_id}/users", {"email": address, "name": "New Hire"})
-    assert resp.status_code == 302, (resp.status_code, resp.text[:300])
-    with live.db():
-        row = db.session.query(User).filter_by(email=address).one()
-        assert (row.org_id, row.email_verified, row.password_hash, row.name) == (org_id, False, None, "New Hire")
-    invitation = live.mailbox.wait_for(address, count=2)[-1]
-    invited = Browser(live.issuer)
-    page = invited.get(link_in(invitation, live.issuer))
-    assert "Choose your password" in page.text
-    assert "Your account is ready" in invited.submit(page, {"password": "the hires own pass 42"}).text
-    refused = stranger.sign_in(stranger.get(f"{live.issuer}/account"), address, "a strangers password 9")
-    assert refused.status_code == 401
