@@ -48,6 +48,11 @@ FAMILY_NAME = ("sn", "surname", "lastName", "urn:oid:2.5.4.4",
                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname")
 DISPLAY_NAME = ("displayName", "urn:oid:2.16.840.1.113730.3.1.241",
                 "http://schemas.microsoft.com/identity/claims/displayname")
+# The NameID formats whose value may be the person's address. The others (persistent,
+# transient, kerberos, entity, X.509, Windows) are identifiers that can hold an "@" without
+# being anyone's mailbox: jsmith@REALM is not the colleague at jsmith@ (SAML core §8.3).
+ADDRESS_NAME_IDS = (None, "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+                    "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified")
 
 
 class SamlError(Exception):
@@ -228,7 +233,7 @@ class ServiceProvider:
         # pysaml2's parser drops XML comments and joins the text around them, so a comment
         # inside the NameID cannot shorten the address (it reads the whole signed text).
         candidates = []
-        if name_id is not None and name_id.text and "@" in name_id.text:
+        if name_id is not None and name_id.text and "@" in name_id.text and name_id.format in ADDRESS_NAME_IDS:
             candidates.append(name_id.text)
         candidates += [v for v in _values(response, EMAIL)]
         if not candidates:

@@ -1,0 +1,80 @@
+"""Security review of Enterprise Sign-In by SAML (review-saml6): each test drives the real
+server (SQLite and PostgreSQL) with real responses signed by the pysaml2 IdP of
+tests/saml_idp.py, and shows a problem found, or pins a defence checked sound."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.oidc import redirect_params
+from tests.saml_idp import TestIdP
+from tests.test_saml import _fresh_request, _post, attached_org
+
+KERBEROS = "urn:oasis:names:tc:SAML:2.0:nameid-format:kerberos"
+PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    return TestIdP(tmp_path_factory.mktemp("saml-idp"))
+
+
+@pytest.fixture
+def org(live, idp, tmp_path):
+    return attached_org(live, idp, tmp_path, "rev6")
+
+
+def _last_refusal(live) -> str:
+    from idp.store import SecurityEvent, db
+
+    with live.db():
+        event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
+                 .order_by(SecurityEvent.id.desc()).first())
+        return event.detail["reason"] if event is not None else ""
+
+
+def _user_exists(live, email: str) -> bool:
+    from idp.store import User, db
+
+    with live.db():
+        return db.session.query(User).filter_by(email=email).count() > 0
+
+
+@pytest.mark.parametrize("name_id_format, name_id", [
+    (KERBEROS, "{local}@{DOMAIN}"),
+    (PERSISTENT, "{local}@{domain}"),
+], ids=["kerberos", "persistent"])
+def test_a_name_id_that_is_no_address_does_not_pick_the_account(live, idp, org, name_id_format, name_id):
+    """Medium. The address was the NameID whenever its text held an "@", whatever its Format:
+    a Kerberos principal (sAMAccountName@REALM) or a persistent id is an identifier, not a
+    mailbox (SAML core §8.3), and where it differs from the person's `email` attribute it named
+    another person's account (a colleague whose address is jsmith@ while this person's
+    principal is jsmith@REALM). Only a NameID of the emailAddress or unspecified format is
+    read as the address; else the email attribute is."""
+    _, domain = org
+    tag = uuid.uuid4().hex[:6]
+    person, other = f"jane.smith.{tag}@{domain}", f"js{tag}@{domain}"
+    b, request = _fresh_request(live, idp, domain, person.partition("@")[0])
+    response, acs = idp.response(
+        request, email=person, name_id_format=name_id_format,
+        name_id=name_id.format(local=f"js{tag}", domain=domain, DOMAIN=domain.upper()))
+    page = _post(b, acs, response, request["relay_state"])
+    assert redirect_params(page)["code"]
+    assert _user_exists(live, person), "the person signs in as their own address"
+    assert not _user_exists(live, other), "the NameID picked another person's account"
+
+
+def test_an_email_name_id_still_picks_the_account(live, idp, org):
+    """(Pins the rule above's other side.) A NameID of the unspecified format holding an
+    address is still read before the attribute, as SPEC §5 says (Entra ID sends its UPN so)."""
+    _, domain = org
+    tag = uuid.uuid4().hex[:6]
+    person = f"u{tag}@{domain}"
+    b, request = _fresh_request(live, idp, domain, person.partition("@")[0])
+    response, acs = idp.response(request, email=f"mail.{tag}@{domain}", name_id=person,
+                                 name_id_format=UNSPECIFIED)
+    assert redirect_params(_post(b, acs, response, request["relay_state"]))["code"]
+    assert _user_exists(live, person)
