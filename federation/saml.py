@@ -6,8 +6,9 @@ only the parts they cover, with no signature left for it to check (it would run 
 once per signature). pysaml2 then checks InResponseTo against the outstanding request, the
 audience, Destination and the time conditions. The checks it does not make are made
 here, before and after it: size, no DTD, exactly one assertion (no signature wrapping),
-SubjectConfirmationData's Recipient, a replay cache for assertion ids, and the email read
-from the signed XML whole (comments cannot cut it) and within the org's domains.
+SubjectConfirmationData's Recipient, every AudienceRestriction (not just any one), a replay
+cache for assertion ids, and the email read from the signed XML whole (comments cannot cut
+it) and within the org's domains.
 """
 
 from __future__ import annotations
@@ -210,6 +211,7 @@ class ServiceProvider:
         if outstanding_id is not None and response.in_response_to != outstanding_id:
             raise SamlError("InResponseTo does not answer this browser's request")
         self._check_recipient(assertion)
+        self._check_audiences(assertion)
         return response
 
     def identity_of(self, response) -> UpstreamIdentity:
@@ -226,6 +228,13 @@ class ServiceProvider:
                       if c.subject_confirmation_data is not None]
         if not recipients or any(r != self.acs_url for r in recipients):
             raise SamlError("SubjectConfirmationData Recipient is not our ACS")
+
+    def _check_audiences(self, assertion) -> None:
+        # Several AudienceRestrictions must each be met (SAML core §2.5.1.4); pysaml2 took any
+        # one naming us as enough.
+        for restriction in assertion.conditions.audience_restriction:
+            if not any((a.text or "").strip() == self.entity_id for a in restriction.audience):
+                raise SamlError("an AudienceRestriction does not name this service")
 
     @staticmethod
     def _email(response) -> str:

@@ -4,10 +4,12 @@ tests/saml_idp.py, and shows a problem found, or pins a defence checked sound.""
 
 from __future__ import annotations
 
+import copy
 import uuid
 
 import pytest
 
+from tests.federation.test_saml_signatures import NS, SAML, _assertion, _doc, _sign, _with_assertion
 from tests.oidc import redirect_params
 from tests.saml_idp import TestIdP
 from tests.test_saml import _fresh_request, _post, attached_org
@@ -78,3 +80,40 @@ def test_an_email_name_id_still_picks_the_account(live, idp, org):
                                  name_id_format=UNSPECIFIED)
     assert redirect_params(_post(b, acs, response, request["relay_state"]))["code"]
     assert _user_exists(live, person)
+
+
+def _re_signed(b64: str, idp: TestIdP, change) -> str:
+    root = _doc(b64)
+    assertion = copy.deepcopy(_assertion(root))
+    change(assertion)
+    return _with_assertion(root, _sign(assertion, idp))
+
+
+def _audience_restriction_for(audience: str):
+    """A second AudienceRestriction naming only `audience`, beside the IdP's (ours)."""
+    def change(assertion):
+        from lxml import etree
+
+        ours = assertion.find("saml:Conditions/saml:AudienceRestriction", NS)
+        other = etree.Element(f"{{{SAML}}}AudienceRestriction")
+        etree.SubElement(other, f"{{{SAML}}}Audience").text = audience
+        ours.addnext(other)
+    return change
+
+
+def test_every_audience_restriction_must_name_us(live, idp, org):
+    """Low. SAML core §2.5.1.4: several AudienceRestriction conditions are a conjunction (each
+    must be met), the audiences inside one a disjunction. pysaml2 (`for_me`) accepted an
+    assertion when any one of them named us, so an assertion the IdP restricted to our SP AND
+    another party (meant for neither on its own, as a proxy IdP narrows what it relays) signed
+    a person in here."""
+    _, domain = org
+    email = f"aud.{uuid.uuid4().hex[:6]}@{domain}"
+    b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
+    good, acs = idp.response(request, email=email, sign_response=False)
+    forged = _re_signed(good, idp, _audience_restriction_for("https://another-sp.example/saml"))
+    page = _post(b, acs, forged, request["relay_state"])
+    assert page.status_code == 400 and "could not be completed" in page.text, (page.status_code, page.text[:300])
+    assert _last_refusal(live) == "an AudienceRestriction does not name this service"
+    assert not _user_exists(live, email)
+
