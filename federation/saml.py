@@ -385,7 +385,8 @@ def _authn_instant(assertion) -> float | None:
     instants = [s.authn_instant for s in assertion.authn_statement if s.authn_instant]
     try:
         return max((calendar.timegm(str_to_time(t)) for t in instants), default=None)
-    except (ValueError, TypeError):
+    # str_to_time fails with an AttributeError on a time it cannot match ("+00:00" for "Z")
+    except (ValueError, TypeError, AttributeError):
         raise SamlError("AuthnInstant is not a time") from None
 
 

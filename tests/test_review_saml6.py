@@ -117,3 +117,21 @@ def test_every_audience_restriction_must_name_us(live, idp, org):
     assert _last_refusal(live) == "an AudienceRestriction does not name this service"
     assert not _user_exists(live, email)
 
+
+def _authn_instant_with_offset(assertion):
+    statement = assertion.find("saml:AuthnStatement", NS)
+    statement.set("AuthnInstant", statement.get("AuthnInstant").rstrip("Z").split(".")[0] + "+00:00")
+
+
+def test_an_authn_instant_with_a_time_zone_offset_is_a_refusal_not_a_500(live, idp, org):
+    """Low. xs:dateTime allows "+00:00" where SAML asks for "Z"; pysaml2's time parser
+    (`str_to_time`) then fails with an AttributeError, which reading the AuthnInstant did not
+    expect: the ACS answered 500 instead of the refusal page and its audit event."""
+    _, domain = org
+    email = f"tz.{uuid.uuid4().hex[:6]}@{domain}"
+    b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
+    good, acs = idp.response(request, email=email, sign_response=False)
+    page = _post(b, acs, _re_signed(good, idp, _authn_instant_with_offset), request["relay_state"])
+    assert page.status_code == 400 and "could not be completed" in page.text, (page.status_code, page.text[:300])
+    assert _last_refusal(live) == "AuthnInstant is not a time"
+    assert not _user_exists(live, email)
