@@ -118,6 +118,40 @@ def test_every_audience_restriction_must_name_us(live, idp, org):
     assert not _user_exists(live, email)
 
 
+def _session_ends_at(epoch: float):
+    def change(assertion):
+        from datetime import UTC, datetime
+
+        statement = assertion.find("saml:AuthnStatement", NS)
+        statement.set("SessionNotOnOrAfter", datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return change
+
+
+@pytest.mark.xfail(strict=True, reason="design decision: whether the IdP's SessionNotOnOrAfter caps the session "
+                                       "opened here (SAML core §2.7.2 says the session MUST be considered ended "
+                                       "then; sessions here last IDP_SESSION_TTL, 12 h, whatever the IdP says)")
+def test_the_session_ends_when_the_idp_says_it_does(live, idp, org):
+    """Low. An org's IdP that keeps its people's sessions short (SessionNotOnOrAfter an hour
+    away: a shared-terminal policy, a contractor's limited day) is not heard: the session
+    opened here lasts the full session lifetime, and the products' sign-ins ride on it."""
+    import time
+    from datetime import UTC, datetime
+
+    from idp.store import BrowserSession, User, db
+
+    _, domain = org
+    email = f"short.{uuid.uuid4().hex[:6]}@{domain}"
+    b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
+    good, acs = idp.response(request, email=email, sign_response=False)
+    ends = time.time() + 3600
+    assert redirect_params(_post(b, acs, _re_signed(good, idp, _session_ends_at(ends)), request["relay_state"]))["code"]
+    with live.db():
+        user = db.session.query(User).filter_by(email=email).one()
+        session = db.session.query(BrowserSession).filter_by(user_id=user.id).one()
+        limit = datetime.fromtimestamp(ends, UTC).replace(tzinfo=None)
+        assert session.expires_at <= limit, (session.expires_at, limit)
+
+
 def _authn_instant_with_offset(assertion):
     statement = assertion.find("saml:AuthnStatement", NS)
     statement.set("AuthnInstant", statement.get("AuthnInstant").rstrip("Z").split(".")[0] + "+00:00")
