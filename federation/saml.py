@@ -6,8 +6,9 @@ only the parts they cover, with no signature left for it to check (it would run 
 once per signature). pysaml2 then checks InResponseTo against the outstanding request, the
 audience, Destination and the time conditions. The checks it does not make are made
 here, before and after it: size, no DTD, exactly one assertion (no signature wrapping),
-SubjectConfirmationData's Recipient, a replay cache for assertion ids, and the email read
-from the signed XML whole (comments cannot cut it) and within the org's domains.
+SubjectConfirmationData's Recipient, every AudienceRestriction (not just any one), a replay
+cache for assertion ids, and the email read from the signed XML whole (comments cannot cut
+it) and within the org's domains.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ FAMILY_NAME = ("sn", "surname", "lastName", "urn:oid:2.5.4.4",
                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname")
 DISPLAY_NAME = ("displayName", "urn:oid:2.16.840.1.113730.3.1.241",
                 "http://schemas.microsoft.com/identity/claims/displayname")
+# The NameID formats whose value may be the person's address. The others (persistent,
+# transient, kerberos, entity, X.509, Windows) are identifiers that can hold an "@" without
+# being anyone's mailbox: jsmith@REALM is not the colleague at jsmith@ (SAML core §8.3).
+ADDRESS_NAME_IDS = (None, "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+                    "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified")
 
 
 class SamlError(Exception):
@@ -205,6 +211,7 @@ class ServiceProvider:
         if outstanding_id is not None and response.in_response_to != outstanding_id:
             raise SamlError("InResponseTo does not answer this browser's request")
         self._check_recipient(assertion)
+        self._check_audiences(assertion)
         return response
 
     def identity_of(self, response) -> UpstreamIdentity:
@@ -222,13 +229,20 @@ class ServiceProvider:
         if not recipients or any(r != self.acs_url for r in recipients):
             raise SamlError("SubjectConfirmationData Recipient is not our ACS")
 
+    def _check_audiences(self, assertion) -> None:
+        # Several AudienceRestrictions must each be met (SAML core §2.5.1.4); pysaml2 took any
+        # one naming us as enough.
+        for restriction in assertion.conditions.audience_restriction:
+            if not any((a.text or "").strip() == self.entity_id for a in restriction.audience):
+                raise SamlError("an AudienceRestriction does not name this service")
+
     @staticmethod
     def _email(response) -> str:
         name_id = response.assertion.subject.name_id if response.assertion.subject else None
         # pysaml2's parser drops XML comments and joins the text around them, so a comment
         # inside the NameID cannot shorten the address (it reads the whole signed text).
         candidates = []
-        if name_id is not None and name_id.text and "@" in name_id.text:
+        if name_id is not None and name_id.text and "@" in name_id.text and name_id.format in ADDRESS_NAME_IDS:
             candidates.append(name_id.text)
         candidates += [v for v in _values(response, EMAIL)]
         if not candidates:
@@ -371,7 +385,8 @@ def _authn_instant(assertion) -> float | None:
     instants = [s.authn_instant for s in assertion.authn_statement if s.authn_instant]
     try:
         return max((calendar.timegm(str_to_time(t)) for t in instants), default=None)
-    except (ValueError, TypeError):
+    # str_to_time fails with an AttributeError on a time it cannot match ("+00:00" for "Z")
+    except (ValueError, TypeError, AttributeError):
         raise SamlError("AuthnInstant is not a time") from None
 
 
