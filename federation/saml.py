@@ -220,7 +220,8 @@ class ServiceProvider:
         return UpstreamIdentity(
             provider="saml", subject=email, email=email, email_verified=True,
             name=_first(response, DISPLAY_NAME), given_name=_first(response, GIVEN_NAME),
-            family_name=_first(response, FAMILY_NAME), auth_time=_authn_instant(response.assertion))
+            family_name=_first(response, FAMILY_NAME), auth_time=_authn_instant(response.assertion),
+            session_ends=_session_not_on_or_after(response.assertion))
 
     def _check_recipient(self, assertion) -> None:
         confirmations = assertion.subject.subject_confirmation if assertion.subject else []
@@ -388,6 +389,19 @@ def _authn_instant(assertion) -> float | None:
     # str_to_time fails with an AttributeError on a time it cannot match ("+00:00" for "Z")
     except (ValueError, TypeError, AttributeError):
         raise SamlError("AuthnInstant is not a time") from None
+
+
+def _session_not_on_or_after(assertion) -> float | None:
+    """When the IdP says the person's session ends (the earliest SessionNotOnOrAfter of the
+    AuthnStatements, SAML core §2.7.2), as epoch; None when it does not say. pysaml2 refuses
+    one already past."""
+    from saml2.time_util import str_to_time
+
+    ends = [s.session_not_on_or_after for s in assertion.authn_statement if s.session_not_on_or_after]
+    try:
+        return min((calendar.timegm(str_to_time(t)) for t in ends), default=None)
+    except (ValueError, TypeError, AttributeError):  # as `_authn_instant`
+        raise SamlError("SessionNotOnOrAfter is not a time") from None
 
 
 def _not_on_or_after(assertion) -> float:

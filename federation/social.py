@@ -41,6 +41,8 @@ class UpstreamIdentity:
     family_name: str | None = None
     # When the provider says it authenticated the person (epoch; SAML's AuthnInstant), if it says.
     auth_time: float | None = None
+    # When the provider says the person's session ends (epoch; SAML's SessionNotOnOrAfter).
+    session_ends: float | None = None
 
 
 @dataclass(frozen=True)

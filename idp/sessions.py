@@ -77,16 +77,20 @@ def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
           second_factor: bool = False, idp_org_id: str | None = None, auth_time: float | None = None,
-          commit: bool = True) -> BrowserSession:
+          ends_by: float | None = None, commit: bool = True) -> BrowserSession:
     """Sign `user` in on this browser; the cookie is set on the response.
 
     `commit=False` leaves the new row (its id already set) to the caller's commit, which
     must follow before the response is sent: the sign-in then writes its session, audit
     event and pending request in one transaction. `idp_org_id`: the org whose own IdP
     signed the person in (SAML or enterprise OpenID). `auth_time`: when the person
-    authenticated, if before now (an IdP's unsolicited answer); never later than now."""
+    authenticated, if before now (an IdP's unsolicited answer); never later than now.
+    `ends_by`: when the IdP that signed the person in says their session ends (epoch; SAML's
+    SessionNotOnOrAfter): this one ends then at the latest."""
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
+    if ends_by is not None:
+        ttl = max(1, min(ttl, int(ends_by - time.time())))
     previous = _held()
     if previous is not None and previous.user_id == user.id:
         # The same person again (prompt=login, max_age, the recent-sign-in check): the

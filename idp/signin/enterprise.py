@@ -153,7 +153,7 @@ def consume(org_id: str, inbox: str):
     # would pass every "sign in again" check).
     authenticated = None if started_here else (identity.auth_time or 0)
     answer = first_factor_passed(user, pending, req, remember=False, amr=AMR_FEDERATED, org=org,
-                                 auth_time=authenticated)
+                                 auth_time=authenticated, ends_by=identity.session_ends)
     db.session.commit()
     return answer
 

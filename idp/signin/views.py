@@ -239,7 +239,8 @@ def refused_page(user: User, reason: str):
 
 
 def first_factor_passed(user: User, pending: PendingRequest | None, req: str | None, *,
-                        remember: bool, amr: list[str], org: Org | None = None, auth_time: float | None = None):
+                        remember: bool, amr: list[str], org: Org | None = None, auth_time: float | None = None,
+                        ends_by: float | None = None):
     """After a password, a linked social account or the org's IdP (`org`): refused when the
     account may not sign in this way; else the second factor when the account has one and
     this device is not trusted (or the person is confirming it is them), else the session."""
@@ -252,10 +253,12 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
     # passing that factor in this browser within TRUST_DAYS, as long as a remembered session
     # lasts, and dies with "Sign out of all sessions" and with the factor itself.
     if has_second_factor(user) and (reauth or not devices.is_trusted(user)):
-        # `org`, `auth_time`: the session this factor finishes is still that org's IdP's, and
-        # dates from when it says it authenticated the person (`finish_sign_in`)
+        # `org`, `auth_time`, `ends_by`: the session this factor finishes is still that org's
+        # IdP's, dates from when it says it authenticated the person and ends when it says
+        # (`finish_sign_in`)
         session["mfa"] = {"user": user.id, "remember": remember, "at": time.time(), "step_up": False,
-                          "amr": amr, "org": org.id if org is not None else None, "auth_time": auth_time}
+                          "amr": amr, "org": org.id if org is not None else None, "auth_time": auth_time,
+                          "ends_by": ends_by}
         return redirect(url_for("signin.second_factor", req=req) if req else url_for("signin.second_factor"))
     # Enterprise Sign-In (`org` given) is not asked for a factor to set up: how the org's
     # IdP authenticates its people is the IdP's business.
@@ -267,19 +270,20 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
         return redirect(url_for("signin.set_up_second_factor", req=req) if req
                         else url_for("signin.set_up_second_factor"))
     return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR, org=org,
-                          auth_time=auth_time)
+                          auth_time=auth_time, ends_by=ends_by)
 
 
 def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool, amr: list[str], acr: str,
                    second_factor: bool = False, as_link: bool = False, org: Org | None = None,
-                   auth_time: float | None = None):
+                   auth_time: float | None = None, ends_by: float | None = None):
     """The person is who they say: open the session, then answer the request or go back to
     the page (`_continue`). The session, its audit event and the pending request's mark are
     one commit. `org`: the org whose own IdP signed the person in; `auth_time`: when that IdP
-    says it authenticated them, where that is earlier than now (`sessions.start`)."""
+    says it authenticated them, where that is earlier than now; `ends_by`: when it says their
+    session ends (`sessions.start`)."""
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
                              idp_org_id=org.id if org is not None else None, auth_time=auth_time,
-                             commit=False)
+                             ends_by=ends_by, commit=False)
     audit.record("signin.success", user, method=" ".join(amr), commit=False)
     return _continue(browser, pending, as_link=as_link)
 
@@ -367,7 +371,7 @@ def _second_factor_passed(user: User, state: dict, pending, extra_amr: list[str]
     org = db.session.get(Org, state["org"]) if state.get("org") else None
     return finish_sign_in(user, pending, remember=state.get("remember", False), amr=first + extra_amr,
                           acr=ACR_MULTI_FACTOR, second_factor=True, as_link=as_link, org=org,
-                          auth_time=state.get("auth_time"))
+                          auth_time=state.get("auth_time"), ends_by=state.get("ends_by"))
 
 
 @bp.route("/signin/verify", methods=["GET", "POST"])
