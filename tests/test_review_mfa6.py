@@ -3,7 +3,6 @@ and names what an attacker or an auditor would check."""
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +16,7 @@ from tests.test_review_social import CLIENT_ID
 from tests.test_review_social5 import _set, hostile  # noqa: F401 - the fixture (an OpenID provider on loopback)
 from tests.test_saml import idp as saml_idp  # noqa: F401 - the fixture (a SAML IdP of the tests)
 from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+from tests.test_second_factor import set_up_app
 
 LOA2 = "urn:myaccount:loa:2"
 
@@ -59,9 +59,7 @@ def test_a_product_asking_for_two_factors_right_after_an_app_was_set_up_gets_the
     live.create_user(email, "second-factor-pw")
     b = Browser(live.issuer)
     b.sign_in(b.get(f"{live.issuer}/account"), email, "second-factor-pw")
-    page = b.get(f"{live.issuer}/account/totp")
-    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
-    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    secret = set_up_app(live, b)
     verifier, challenge = pkce()
     page = b.get(authorize_url(live.issuer, client_id, acr_values=LOA2, code_challenge=challenge,
                                code_challenge_method="S256"))
@@ -91,9 +89,7 @@ def test_a_password_reset_ends_the_code_lock_out_the_old_password_caused(live):
     live.create_user(email, "old-password-66")
     b = Browser(live.issuer)
     b.sign_in(b.get(f"{live.issuer}/account"), email, "old-password-66")
-    page = b.get(f"{live.issuer}/account/totp")
-    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
-    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    secret = set_up_app(live, b)
     live.mailbox.wait_for(email)  # the enrolment's notice
     with live.db():
         user_id = db.session.query(User).filter_by(email=email).one().id
@@ -114,7 +110,7 @@ def test_a_password_reset_ends_the_code_lock_out_the_old_password_caused(live):
     assert resp.status_code == 200 and "Your account" in resp.text, resp.status_code
 
 
-def _through_the_orgs_provider(live, hostile, b: Browser, email: str, subject: str):
+def _through_the_orgs_provider(live, hostile, b: Browser, email: str, subject: str):  # noqa: F811
     """The page this browser lands on after the org's own OpenID provider (`hostile`) vouched
     for `email`: the email step sends it there, the provider answers the callback."""
     page = b.get(f"{live.issuer}/signin")
@@ -144,9 +140,7 @@ def test_a_sign_in_through_the_orgs_own_provider_and_a_second_factor_stays_the_o
     b = Browser(live.issuer)
     page = _through_the_orgs_provider(live, hostile, b, email, subject)
     assert "Your account" in page.text, page.text[:300]
-    page = b.get(f"{live.issuer}/account/totp")
-    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
-    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    secret = set_up_app(live, b)
     b.submit(b.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/signout")
 
     b = Browser(live.issuer)
@@ -158,7 +152,7 @@ def test_a_sign_in_through_the_orgs_own_provider_and_a_second_factor_stays_the_o
 
 
 def test_an_unsolicited_sign_in_that_goes_on_to_a_second_factor_dates_from_the_idps_authn_instant(
-        live, saml_idp, tmp_path):
+        live, saml_idp, tmp_path):  # noqa: F811
     """Low: an IdP-initiated SAML sign-in dates its session from the assertion's AuthnInstant
     (the IdP's app portal, in a browser left open, must not pass "sign in again" checks), but
     not when the member has a factor here: the code step forgot the instant and the session
@@ -177,9 +171,7 @@ def test_an_unsolicited_sign_in_that_goes_on_to_a_second_factor_dates_from_the_i
 
     b, page = launched(None)  # just now, no factor yet: signed in
     assert "Your account" in page.text
-    page = b.get(f"{live.issuer}/account/totp")
-    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
-    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    secret = set_up_app(live, b)
 
     stale, page = launched(time.time() - 3600)  # the IdP's sign-in of an hour ago
     assert "Confirm your identity" in page.text

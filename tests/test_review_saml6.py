@@ -4,15 +4,16 @@ tests/saml_idp.py, and shows a problem found, or pins a defence checked sound.""
 
 from __future__ import annotations
 
-import copy
 import uuid
 
 import pytest
 
-from tests.federation.test_saml_signatures import NS, SAML, _assertion, _doc, _sign, _with_assertion
+from tests.federation.test_saml_signatures import NS, SAML
 from tests.oidc import redirect_params
 from tests.saml_idp import TestIdP
 from tests.test_saml import _fresh_request, _post, attached_org
+from tests.test_saml_profile import _last_refusal, _re_signed, _user_exists
+from tests.test_second_factor import set_up_app
 
 KERBEROS = "urn:oasis:names:tc:SAML:2.0:nameid-format:kerberos"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -27,22 +28,6 @@ def idp(tmp_path_factory):
 @pytest.fixture
 def org(live, idp, tmp_path):
     return attached_org(live, idp, tmp_path, "rev6")
-
-
-def _last_refusal(live) -> str:
-    from idp.store import SecurityEvent, db
-
-    with live.db():
-        event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
-                 .order_by(SecurityEvent.id.desc()).first())
-        return event.detail["reason"] if event is not None else ""
-
-
-def _user_exists(live, email: str) -> bool:
-    from idp.store import User, db
-
-    with live.db():
-        return db.session.query(User).filter_by(email=email).count() > 0
 
 
 @pytest.mark.parametrize("name_id_format, name_id", [
@@ -80,13 +65,6 @@ def test_an_email_name_id_still_picks_the_account(live, idp, org):
                                  name_id_format=UNSPECIFIED)
     assert redirect_params(_post(b, acs, response, request["relay_state"]))["code"]
     assert _user_exists(live, person)
-
-
-def _re_signed(b64: str, idp: TestIdP, change) -> str:
-    root = _doc(b64)
-    assertion = copy.deepcopy(_assertion(root))
-    change(assertion)
-    return _with_assertion(root, _sign(assertion, idp))
 
 
 def _audience_restriction_for(audience: str):
@@ -172,11 +150,9 @@ def test_an_authn_instant_with_a_time_zone_offset_is_a_refusal_not_a_500(live, i
 def test_the_session_ends_when_the_idp_says_it_does_after_a_second_factor_too(live, idp, org):
     """The same for a member who has an authenticator app here: the code step finishes the
     sign-in the IdP began, and keeps the end the IdP gave it."""
-    import re
     import time
     from datetime import UTC, datetime
 
-    import pyotp
 
     from idp.store import BrowserSession, User, db
     from tests.conftest import csrf_of
@@ -187,9 +163,7 @@ def test_the_session_ends_when_the_idp_says_it_does_after_a_second_factor_too(li
     b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
     good, acs = idp.response(request, email=email, sign_response=False)
     assert redirect_params(_post(b, acs, good, request["relay_state"]))["code"]
-    page = b.get(f"{live.issuer}/account/totp")
-    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
-    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    secret = set_up_app(live, b)
 
     b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
     good, acs = idp.response(request, email=email, sign_response=False)

@@ -30,7 +30,8 @@ def test_a_client_id_naming_another_client_than_the_one_authenticated_is_refused
     client_id, secret = _service(live)
     other_id, _ = _service(live)
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
-    jwt_id, _ = _service(live, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [key.as_dict(private=False)]})
+    jwt_id, _ = _service(live, token_endpoint_auth_method="private_key_jwt",
+                         jwks={"keys": [key.as_dict(private=False)]})
     now = int(time.time())
     assertion = jwt.encode({"alg": "ES256", "kid": "k1"}, {
         "iss": jwt_id, "sub": jwt_id, "aud": live.meta["token_endpoint"], "iat": now, "exp": now + 60,

@@ -42,6 +42,15 @@ def _enrol(live, email) -> tuple[Browser, str, list[str]]:
     return b, secret, codes
 
 
+def set_up_app(live, b: Browser) -> str:
+    """Set up an authenticator app for the account signed in on `b`; its secret (the
+    current step's code is spent)."""
+    page = b.get(f"{live.issuer}/account/totp")
+    secret = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
+    return secret
+
+
 def _code_at(secret: str, offset_steps: int = 0) -> str:
     totp = pyotp.TOTP(secret)
     return totp.at(time.time() + offset_steps * totp.interval)
