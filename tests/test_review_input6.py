@@ -56,6 +56,9 @@ def test_a_token_endpoint_parameter_given_in_the_query_and_the_body_is_refused(l
     once = requests.post(token_url, data={"grant_type": "client_credentials", "scope": "profile"},
                          auth=(client_id, secret), timeout=10)
     assert once.status_code == 200 and once.json()["scope"] == "profile", once.text
+    once = requests.post(f"{token_url}?x=1", data={"grant_type": "client_credentials", "scope": "profile"},
+                         auth=(client_id, secret), timeout=10)
+    assert once.status_code == 200 and once.json()["scope"] == "profile", once.text
 
 
 NUL_PARAMS = ({"nonce": "n\x00n"}, {"login_hint": "par-nul\x00@example.com"}, {"acr_values": "a\x00"},

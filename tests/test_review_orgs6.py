@@ -13,17 +13,8 @@ from tests.saml_idp import TestIdP
 from tests.test_saml import _fresh_request, _post
 from tests.test_scim import Directory
 from tests.test_passkeys import _passkey_sign_in, _post_json
+from tests.test_review_social5 import _set
 from tests.webauthn_authenticator import SoftwareAuthenticator
-
-
-def _set(live, org_id: str, **options) -> None:
-    from idp.store import Org, db
-
-    with live.db():
-        row = db.session.get(Org, org_id)
-        for key, value in options.items():
-            setattr(row, key, value)
-        db.session.commit()
 
 
 def test_a_passkey_session_stops_counting_once_the_org_forbids_passkeys(live):

@@ -5,14 +5,12 @@ one change what the other keeps."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.conftest import Browser, csrf_of, start_live
 from tests.saml_idp import TestIdP
-from tests.test_review_processes4 import pair  # noqa: F401 - a fixture: two servers behind one proxy
+from tests.test_review_processes4 import _raced, pair  # noqa: F401 - pair is a fixture: two servers behind one proxy
 from tests.test_saml import attached_org, idp_initiated
 
 
@@ -30,18 +28,6 @@ def second(live, tmp_path_factory):
 @pytest.fixture(scope="module")
 def idp(tmp_path_factory):
     return TestIdP(tmp_path_factory.mktemp("saml-idp6"))
-
-
-def _raced(calls) -> list:
-    """Run `calls` at the same moment, one thread (and connection) each; their results."""
-    start = threading.Barrier(len(calls))
-
-    def run(call):
-        start.wait()
-        return call()
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 def test_a_first_enterprise_sign_in_raced_on_two_servers_makes_one_account(live, second, idp, tmp_path):

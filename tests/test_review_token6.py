@@ -55,29 +55,6 @@ def test_a_client_id_naming_another_client_than_the_one_authenticated_is_refused
     assert resp.status_code == 200, resp.text
 
 
-def test_a_parameter_in_both_the_query_and_the_body_is_refused_as_repeated(live):
-    """Low, RFC 6749 §3.2 ('Request and response parameters MUST NOT be included more than
-    once') and OWASP ASVS 4.0 V5.1.1 (HTTP parameter pollution): Authlib's path reads token
-    request parameters from the query string and the body together, the query's first, while
-    the 'each parameter once' rule looked at the body alone. A request whose body asked for
-    one scope (what a proxy or a log of the body shows) got the scope of its query."""
-    client_id, secret = live.create_client(grant_types=["client_credentials"], redirect_uris=[],
-                                           scope="openid profile")
-    resp = requests.post(f"{live.issuer}/token?scope=openid%20profile",
-                         data={"grant_type": "client_credentials", "scope": "openid"},
-                         auth=(client_id, secret), timeout=30)
-    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", resp.text
-    assert resp.headers["Cache-Control"] == "no-store"
-    for endpoint in ("revoke", "introspect"):
-        resp = requests.post(f"{live.issuer}/{endpoint}?token=x", data={"token": "y"},
-                             auth=(client_id, secret), timeout=30)
-        assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", (endpoint, resp.text)
-    # a parameter given once, wherever, is answered as before
-    resp = requests.post(f"{live.issuer}/token?x=1", data={"grant_type": "client_credentials", "scope": "openid"},
-                         auth=(client_id, secret), timeout=30)
-    assert resp.status_code == 200 and resp.json()["scope"] == "openid", resp.text
-
-
 def _rsa_key_with_a_long_exponent():
     """A valid RSA-3072 signing key whose public exponent is ~3000 bits long (instead of 65537)."""
     from math import gcd
