@@ -778,8 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
     s = sub.add_parser("serve", help="production server")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=5000)
-    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--port", type=_within(1, 65535), default=5000)
+    s.add_argument("--workers", type=_within(1, 256), default=2)
     s.set_defaults(func=cmd_serve)
     sub.add_parser("dev", help="debug server with demo data").set_defaults(func=cmd_dev)
 
@@ -894,6 +894,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the only one that works afterwards)")
     o.set_defaults(func=cmd_orgs_scim_token)
     return p
+
+
+def _within(low: int, high: int):
+    """An argparse type: a whole number from `low` to `high`, else argparse's `error:` line
+    (`--workers 0` started one worker, quietly; `--port 70000` failed in the server)."""
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return number
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,8 @@ def test_operator_mistakes_are_one_line_errors(live):
                  ["users", "create", "not-an-email"],
                  ["keys", "rotate", "--alg", "HS256"],
                  ["clients", "create"],
+                 ["serve", "--workers", "0"],  # started one worker, quietly
+                 ["serve", "--port", "70000"],
                  ["bogus"]):
         out = live.idp(*args)
         assert out.returncode != 0, args
