@@ -317,6 +317,25 @@ def _is_true(value) -> bool:
     return value is True or value == "true"
 
 
+# Google's issuer (its ID tokens carry either form) is one for every Google account, consumer
+# or Workspace: an address a consumer account verified once (an ex-employee's work address)
+# stays "verified" there after its mailbox went to someone else.
+GOOGLE_ISSUERS = {BUILT_IN["google"].issuer, "accounts.google.com"}
+
+
+def _email_verified(claims: dict) -> bool:
+    """The provider vouches for the address now. From Google only for a Workspace account
+    (`hd`) or a gmail.com address, where Google is authoritative for it (Google Identity,
+    OpenID Connect: email, email_verified and hd)."""
+    if not _is_true(claims.get("email_verified")):
+        return False
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        return True
+    hd, email = claims.get("hd"), claims.get("email")
+    return (isinstance(hd, str) and bool(hd.strip())) or \
+        (isinstance(email, str) and email.lower().endswith("@gmail.com"))
+
+
 def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, nonce: str,
              http: Outbound, fresh_since: float | None = None) -> UpstreamIdentity:
     """Exchange the code and return who the provider says this is. `fresh_since`: the flow
@@ -334,7 +353,7 @@ def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, no
             raise UpstreamError("invalid", "the provider did not authenticate the person again")
         return UpstreamIdentity(
             provider=provider.name, subject=claims["sub"], email=claims.get("email"),
-            email_verified=_is_true(claims.get("email_verified")), name=_text(claims.get("name"), 200),
+            email_verified=_email_verified(claims), name=_text(claims.get("name"), 200),
             given_name=_text(claims.get("given_name")), family_name=_text(claims.get("family_name")))
     return _facebook_profile(provider, tokens["access_token"], http)
 
