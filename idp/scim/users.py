@@ -163,9 +163,10 @@ def _boolean(value, label: str) -> bool | None:
 
 
 class Fields:
-    """A User document read and checked: what goes into columns, and the rest."""
+    """A User document read and checked: what goes into columns, and the rest. `current` is
+    the person's address when the document replaces theirs."""
 
-    def __init__(self, doc: dict, org_: ScimOrg):
+    def __init__(self, doc: dict, org_: ScimOrg, current: str | None = None):
         by_name = {k.lower(): (k, v) for k, v in doc.items()}
 
         def get(name):
@@ -177,7 +178,10 @@ class Fields:
         self.email = normalize(user_name)
         if self.email is None:
             raise invalid_value("userName must be one email address")
-        if domain_of(self.email) not in org_.domains:
+        # An address being given must be at one of the org's domains; one the person has kept
+        # stays theirs when the org gives its domain up, or every later write (their
+        # deactivation too) would be refused.
+        if self.email != current and domain_of(self.email) not in org_.domains:
             raise invalid_value("userName must be an address in one of the org's domains")
         self.external_id = _string(get("externalid"), "externalId", LIMITS["externalId"])
         name = get("name")
@@ -360,7 +364,7 @@ def get_user(user_id: str):
 
 
 def _replace(user: User, doc: dict, org_: ScimOrg):
-    fields = Fields(doc, org_)
+    fields = Fields(doc, org_, user.email)
     if fields.ident is not None and fields.ident != user.id:
         raise mutability("id cannot be changed")
     _unique(org_, fields, user)
