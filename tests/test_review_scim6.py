@@ -38,3 +38,40 @@ def test_a_person_at_a_domain_the_org_gave_up_can_still_be_deactivated(live):
     other = d.create(d.email("stays"))
     scim_error(d.patch(f"/Users/{other['id']}", {"op": "replace", "path": "userName", "value": f"x@{old_domain}"}),
                400, "invalidValue")
+
+
+def _many_people(live, d: Directory, n: int) -> list[str]:
+    """`n` people of the org, written straight to the database (SCIM would take minutes)."""
+    from idp.store import User, db, new_id, utcnow
+
+    now = utcnow()
+    rows = [{"id": new_id(), "email": f"m{i}-{d.name}@{d.domain}", "email_verified": True, "org_id": d.org_id,
+             "disabled": False, "is_admin": False, "org_admin": False, "created_at": now, "updated_at": now}
+            for i in range(n)]
+    with live.db():
+        db.session.execute(User.__table__.insert(), rows)
+        db.session.commit()
+    return [r["id"] for r in rows]
+
+
+def test_a_group_of_more_people_than_a_statement_may_bind_can_still_be_written(live):
+    """Medium: a group's members were checked, and its removed members deleted, by one
+    `IN (...)` of every id; past 65,535 members (an "All employees" group of a large org)
+    PostgreSQL's protocol cannot bind them, and every write of the group (Okta's PATCH adding
+    one person, Entra ID's removal of a leaver) was a 500 (RFC 7644 §3.5.2, §3.12). Now in
+    batches the database takes."""
+    from idp.store import GroupMember, db
+
+    d = Directory(live, "rv6-big-group")
+    ids = _many_people(live, d, 70_000)
+    group = d.call("POST", "/Groups", {"displayName": "All employees"}).json()
+    with live.db():
+        db.session.execute(GroupMember.__table__.insert(), [{"group_id": group["id"], "user_id": i} for i in ids])
+        db.session.commit()
+    newcomer = d.create(d.email("newcomer"))
+    resp = d.patch(f"/Groups/{group['id']}", {"op": "add", "path": "members", "value": [{"value": newcomer["id"]}]})
+    assert resp.status_code == 200 and len(resp.json()["members"]) == 70_001, resp.text[:300]
+    # a PUT that leaves 69,999 people out removes them all
+    resp = d.call("PUT", f"/Groups/{group['id']}", {"displayName": "All employees",
+                                                     "members": [{"value": ids[0]}, {"value": newcomer["id"]}]})
+    assert resp.status_code == 200 and len(resp.json()["members"]) == 2, resp.text[:300]

@@ -28,6 +28,15 @@ from .views import (
 )
 
 MAX_NAME = 256
+# Ids per `IN (...)`: PostgreSQL binds at most 65,535 parameters to a statement, and an org's
+# "All employees" group has more members than that.
+BATCH = 10_000
+
+
+def _batches(ids: set[str]):
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), BATCH):
+        yield ordered[start:start + BATCH]
 
 
 def _membership(op: str, value):
@@ -121,7 +130,9 @@ class Fields:
                 raise invalid_value("Each member needs the value of a user id")
             ids.add(value)
         if ids:
-            known = set(db.session.execute(select(User.id).where(User.id.in_(ids), in_org(org_))).scalars())
+            known = set()
+            for batch in _batches(ids):
+                known.update(db.session.execute(select(User.id).where(User.id.in_(batch), in_org(org_))).scalars())
             unknown = ids - known
             if unknown:
                 raise invalid_value(f"Not users of this org: {', '.join(sorted(unknown)[:10])}")
@@ -142,9 +153,9 @@ def _store(group: Group, fields: Fields) -> dict:
     group.updated_at = utcnow()  # membership lives in another table: the version must move too
     current = set(db.session.execute(select(GroupMember.user_id).where(GroupMember.group_id == group.id)).scalars())
     gone, new = current - fields.member_ids, fields.member_ids - current
-    if gone:
+    for batch in _batches(gone):
         db.session.execute(delete(GroupMember).where(GroupMember.group_id == group.id,
-                                                     GroupMember.user_id.in_(gone)))
+                                                     GroupMember.user_id.in_(batch)))
     for user_id in new:
         db.session.add(GroupMember(group_id=group.id, user_id=user_id))
     return {"added": len(new), "removed": len(gone)}
