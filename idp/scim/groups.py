@@ -5,7 +5,7 @@ get the names of a person's groups in the `groups` claim (`idp.oauth.claims`).""
 from __future__ import annotations
 
 from flask import g, request
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 
 from .. import audit
 from ..store import Group, GroupMember, User, db, utcnow
@@ -31,6 +31,10 @@ MAX_NAME = 256
 # Ids per `IN (...)`: PostgreSQL binds at most 65,535 parameters to a statement, and an org's
 # "All employees" group has more members than that.
 BATCH = 10_000
+# Members one list page may carry, its groups together: 200 groups of a large org's people
+# were millions of rows and gigabytes of answer. RFC 7644 §3.4.2.4 lets a page hold fewer
+# resources than asked (the directory pages on by itemsPerPage); it always holds its first group.
+MAX_PAGE_MEMBERS = 10_000
 
 
 def _batches(ids: set[str]):
@@ -176,9 +180,29 @@ def search_groups():
     return _search(args)
 
 
+def _within_budget(groups: list[Group]) -> list[Group]:
+    """The first of `groups` whose members (as `_members_of` counts them) fit in MAX_PAGE_MEMBERS,
+    at least one."""
+    if len(groups) < 2:
+        return groups
+    counts = dict(db.session.execute(
+        select(GroupMember.group_id, func.count()).join(User, User.id == GroupMember.user_id)
+        .where(GroupMember.group_id.in_([x.id for x in groups]), in_org(org())).group_by(GroupMember.group_id)).all())
+    kept, listed = [], 0
+    for group in groups:
+        listed += counts.get(group.id, 0)
+        if kept and listed > MAX_PAGE_MEMBERS:
+            break
+        kept.append(group)
+    return kept
+
+
 def _search(args: dict):
     groups, total, page = search(Group, Group.org_id == org().id, FILTERABLE, args)
-    members = _members_of([x.id for x in groups]) if _wants_members() else {}
+    members = {}
+    if _wants_members():
+        groups = _within_budget(groups)
+        members = _members_of([x.id for x in groups])
     resources = [project(representation(x, members.get(x.id))) for x in groups]
     return scim_response(list_response(resources, total, page))
 
