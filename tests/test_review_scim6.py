@@ -85,11 +85,11 @@ def test_a_page_of_groups_carries_a_bounded_number_of_members(live):
     (any token holder could make them). A page now stops adding groups once its members
     reach a budget, always holding its first group (RFC 7644 §3.4.2.4 lets a page hold fewer
     resources than asked; the directory pages on by itemsPerPage), ASVS 11.1.4 / 13.1.x."""
-    from idp.scim.groups import MAX_PAGE_MEMBERS
+    from idp.scim.query import MAX_PAGE_VALUES
     from idp.store import GroupMember, db
 
     d = Directory(live, "rv6-group-page")
-    size = MAX_PAGE_MEMBERS * 6 // 10
+    size = MAX_PAGE_VALUES * 6 // 10
     ids = _many_people(live, d, size)
     groups = [d.call("POST", "/Groups", {"displayName": f"g{i}"}).json()["id"] for i in range(4)]
     small = d.call("POST", "/Groups", {"displayName": "small", "members": [{"value": ids[0]}]}).json()["id"]
@@ -101,7 +101,7 @@ def test_a_page_of_groups_carries_a_bounded_number_of_members(live):
         page = d.call("GET", f"/Groups?count=200&startIndex={start}").json()
         assert page["totalResults"] == 5 and page["startIndex"] == start, page.get("totalResults")
         assert 1 <= page["itemsPerPage"] == len(page["Resources"]), page["itemsPerPage"]
-        assert sum(len(g.get("members", [])) for g in page["Resources"]) <= MAX_PAGE_MEMBERS
+        assert sum(len(g.get("members", [])) for g in page["Resources"]) <= MAX_PAGE_VALUES
         seen.update({g["id"]: len(g.get("members", [])) for g in page["Resources"]})
         start += page["itemsPerPage"]
         if start > page["totalResults"]:
@@ -109,4 +109,39 @@ def test_a_page_of_groups_carries_a_bounded_number_of_members(live):
     assert seen == {**{g: size for g in groups}, small: 1}
     # without members (as Entra ID lists groups), a page is as long as asked
     page = d.call("GET", "/Groups?count=200&excludedAttributes=members").json()
+    assert page["itemsPerPage"] == 5, page["itemsPerPage"]
+
+
+def test_a_page_of_users_carries_a_bounded_number_of_group_memberships(live):
+    """Medium: the same on /Users: each person of a page lists every group they are in, so a
+    page of 200 people each in thousands of groups (any token holder can make them) was
+    millions of rows in one request. A page now stops adding people once their groups reach
+    the budget, always holding its first person (RFC 7644 §3.4.2.4, ASVS 11.1.4 / 13.1.x)."""
+    from idp.scim.query import MAX_PAGE_VALUES
+    from idp.store import Group, GroupMember, db, new_id, utcnow
+
+    d = Directory(live, "rv6-user-page")
+    size = MAX_PAGE_VALUES * 6 // 10
+    crowded = _many_people(live, d, 4)
+    quiet = d.create(d.email("quiet"))["id"]
+    now = utcnow()
+    groups = [{"id": new_id(), "org_id": d.org_id, "display_name": f"g{i}", "created_at": now, "updated_at": now}
+              for i in range(size)]
+    with live.db():
+        db.session.execute(Group.__table__.insert(), groups)
+        db.session.execute(GroupMember.__table__.insert(),
+                           [{"group_id": g["id"], "user_id": u} for g in groups for u in crowded])
+        db.session.commit()
+    seen, start = {}, 1
+    while True:
+        page = d.call("GET", f"/Users?count=200&startIndex={start}").json()
+        assert page["totalResults"] == 5 and page["startIndex"] == start, page.get("totalResults")
+        assert 1 <= page["itemsPerPage"] == len(page["Resources"]), page["itemsPerPage"]
+        assert sum(len(u.get("groups", [])) for u in page["Resources"]) <= MAX_PAGE_VALUES
+        seen.update({u["id"]: len(u.get("groups", [])) for u in page["Resources"]})
+        start += page["itemsPerPage"]
+        if start > page["totalResults"]:
+            break
+    assert seen == {**{u: size for u in crowded}, quiet: 0}
+    page = d.call("POST", "/Users/.search", {"count": 200, "excludedAttributes": ["groups"]}).json()
     assert page["itemsPerPage"] == 5, page["itemsPerPage"]

@@ -12,7 +12,7 @@ from ..store import Group, GroupMember, User, db, utcnow
 from . import patch
 from .errors import ScimError, invalid_filter, invalid_value, mutability, not_found, scim_response
 from .tokens import ScimOrg
-from .query import Custom, DateAttribute, StringAttribute, list_response, search
+from .query import Custom, DateAttribute, StringAttribute, list_response, search, within_budget
 from .users import in_org
 from .views import (
     CORE_GROUP,
@@ -23,6 +23,7 @@ from .views import (
     read_json,
     resource_response,
     scim_route,
+    selected,
     timestamp,
     version_of,
 )
@@ -31,10 +32,6 @@ MAX_NAME = 256
 # Ids per `IN (...)`: PostgreSQL binds at most 65,535 parameters to a statement, and an org's
 # "All employees" group has more members than that.
 BATCH = 10_000
-# Members one list page may carry, its groups together: 200 groups of a large org's people
-# were millions of rows and gigabytes of answer. RFC 7644 §3.4.2.4 lets a page hold fewer
-# resources than asked (the directory pages on by itemsPerPage); it always holds its first group.
-MAX_PAGE_MEMBERS = 10_000
 
 
 def _batches(ids: set[str]):
@@ -84,12 +81,6 @@ def _members_of(group_ids: list[str]) -> dict[str, list[User]]:
         for group_id, user in rows:
             found[group_id].append(user)
     return found
-
-
-def _wants_members() -> bool:
-    """Entra ID lists groups with excludedAttributes=members: no need to load them then."""
-    raw = request.args.get("excludedAttributes") or g.get("scim_search_excludedAttributes") or ""
-    return "members" not in {p.strip().lower() for p in raw.split(",")}
 
 
 def representation(group: Group, members: list[User] | None) -> dict:
@@ -180,28 +171,20 @@ def search_groups():
     return _search(args)
 
 
-def _within_budget(groups: list[Group]) -> list[Group]:
-    """The first of `groups` whose members (as `_members_of` counts them) fit in MAX_PAGE_MEMBERS,
-    at least one."""
-    if len(groups) < 2:
-        return groups
-    counts = dict(db.session.execute(
+def _member_counts(groups: list[Group]) -> dict[str, int]:
+    """How many members `_members_of` would read for each group of a list page."""
+    if len(groups) < 2:  # a page always holds its first group
+        return {}
+    return dict(db.session.execute(
         select(GroupMember.group_id, func.count()).join(User, User.id == GroupMember.user_id)
         .where(GroupMember.group_id.in_([x.id for x in groups]), in_org(org())).group_by(GroupMember.group_id)).all())
-    kept, listed = [], 0
-    for group in groups:
-        listed += counts.get(group.id, 0)
-        if kept and listed > MAX_PAGE_MEMBERS:
-            break
-        kept.append(group)
-    return kept
 
 
 def _search(args: dict):
     groups, total, page = search(Group, Group.org_id == org().id, FILTERABLE, args)
     members = {}
-    if _wants_members():
-        groups = _within_budget(groups)
+    if selected("members"):
+        groups = within_budget(groups, _member_counts(groups))
         members = _members_of([x.id for x in groups])
     resources = [project(representation(x, members.get(x.id))) for x in groups]
     return scim_response(list_response(resources, total, page))
@@ -224,7 +207,7 @@ def create_group():
 @scim_route("/Groups/<group_id>", methods=["GET"])
 def get_group(group_id: str):
     group = _group(org(), group_id)
-    return resource_response(representation(group, _members_of([group.id])[group.id] if _wants_members() else None))
+    return resource_response(representation(group, _members_of([group.id])[group.id] if selected("members") else None))
 
 
 def _replace(group: Group, doc: dict, org_: ScimOrg):
