@@ -145,3 +145,32 @@ def test_a_page_of_users_carries_a_bounded_number_of_group_memberships(live):
     assert seen == {**{u: size for u in crowded}, quiet: 0}
     page = d.call("POST", "/Users/.search", {"count": 200, "excludedAttributes": ["groups"]}).json()
     assert page["itemsPerPage"] == 5, page["itemsPerPage"]
+
+
+def test_a_person_an_operator_moves_to_another_org_leaves_the_old_directorys_record(live):
+    """Medium: `idp orgs admin B alice@...` moves a person of org A into org B, and kept A's
+    directory's record of them: B's SCIM token read A's externalId and every attribute A's
+    directory sent (employee number, manager, phone numbers ...), and B's directory could not
+    give its own person that externalId (409). Moving by an enterprise sign-in already left
+    it (`accounts.leave_org`); this move now does too (RFC 7643 §3.1 externalId is the
+    provisioning domain's own, ASVS 4.2.1 / 8.3.x)."""
+    a, b = Directory(live, "rv6-move-a"), Directory(live, "rv6-move-b")
+    mover = a.create(a.email("mover"), externalId="A-0042", phoneNumbers=[{"value": "+1 555 0100"}],
+                     **{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": "E-77"}})
+    group = a.call("POST", "/Groups", {"displayName": "A only", "members": [{"value": mover["id"]}]}).json()
+    assert live.idp("orgs", "admin", a.name, mover["userName"]).returncode == 0  # an admin of A, moved on
+    out = live.idp("orgs", "admin", b.name, mover["userName"])
+    assert out.returncode == 0, out.stderr
+    seen = b.call("GET", f"/Users/{mover['id']}")
+    assert seen.status_code == 200, seen.text
+    assert "A-0042" not in seen.text and "E-77" not in seen.text and "555" not in seen.text, seen.text
+    row = user_row(live, mover["id"])
+    assert row.org_id == b.org_id and row.external_id is None and row.scim_data is None
+    from idp.store import GroupMember, db
+
+    with live.db():
+        assert db.session.get(GroupMember, (group["id"], mover["id"])) is None
+    # making an admin of someone already in the org keeps what its directory sent
+    stays = b.create(b.email("stays"), externalId="B-1")
+    assert live.idp("orgs", "admin", b.name, stays["userName"]).returncode == 0
+    assert user_row(live, stays["id"]).external_id == "B-1"
