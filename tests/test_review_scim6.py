@@ -3,6 +3,8 @@ against the live server on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.test_scim import PASSWORD, Directory, _password_sign_in, scim_error, user_row
 
 
@@ -174,3 +176,45 @@ def test_a_person_an_operator_moves_to_another_org_leaves_the_old_directorys_rec
     stays = b.create(b.email("stays"), externalId="B-1")
     assert live.idp("orgs", "admin", b.name, stays["userName"]).returncode == 0
     assert user_row(live, stays["id"]).external_id == "B-1"
+
+
+def _groups_claim(live, client_id: str, secret: str, email: str) -> dict:
+    from idp.passwords import hash_password
+    from idp.store import User, db
+    from tests.conftest import Browser
+    from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+
+    with live.db():
+        db.session.execute(User.__table__.update().where(User.email == email)
+                           .values(password_hash=hash_password(PASSWORD)))
+        db.session.commit()
+    b = Browser(live.issuer)
+    verifier, challenge = pkce()
+    page = b.get(authorize_url(live.issuer, client_id, scope="openid email groups", code_challenge=challenge,
+                               code_challenge_method="S256"))
+    code = redirect_params(b.sign_in(page, email, PASSWORD))["code"]
+    tokens = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                 "code_verifier": verifier}, auth=(client_id, secret)).json()
+    return verify(live.issuer, tokens["id_token"])[1]
+
+
+@pytest.mark.xfail(strict=True, reason="design decision: the `groups` claim is the bare display names of the org's "
+                   "groups and no claim names the org, so a product serving several orgs cannot tell org B's "
+                   "'Admins' from org A's; whether to send group ids, names qualified by the org, or an org claim "
+                   "(as Entra ID's `tid`) changes what products receive (tests/test_scim.py pins the names)")
+def test_a_product_serving_two_orgs_can_tell_their_groups_apart(live):
+    """Medium (design): any org's directory names its groups freely, so org B's directory (or
+    whoever holds its token) makes an "Admins" group and puts its people in it; a product used
+    by orgs A and B that grants its admin role to `"Admins" in groups` (the claim's only
+    reading) hands B's people A's admin role. Nothing in the ID token tells the two apart
+    (OIDC Core §5.1 claims are the issuer's statements; cf. RFC 9700 §4.x mix-up of tenants,
+    ASVS 4.1.x / 4.2.1)."""
+    a, b = Directory(live, "rv6-claim-a"), Directory(live, "rv6-claim-b")
+    alice, mallory = a.create(a.email("alice")), b.create(b.email("mallory"))
+    for d, person in ((a, alice), (b, mallory)):
+        made = d.call("POST", "/Groups", {"displayName": "Admins", "members": [{"value": person["id"]}]})
+        assert made.status_code == 201, made.text
+    client_id, secret = live.create_client(scope="openid email groups")
+    of_a = _groups_claim(live, client_id, secret, alice["userName"])
+    of_b = _groups_claim(live, client_id, secret, mallory["userName"])
+    assert of_a["groups"] != of_b["groups"] or of_a.get("org") != of_b.get("org"), (of_a, of_b)
