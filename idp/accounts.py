@@ -146,11 +146,12 @@ def leave_org(user: User) -> None:
     """`user` is no member of their org any more, and leaves behind what was the org's: its
     directory's record of them (externalId, every attribute it sent, group memberships) and
     the admin role there. An org they join next must read none of it. The caller commits."""
+    from .org_record import LEFT_BEHIND
+
     db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
     user.org_id = None
-    user.org_admin = False
-    user.external_id = None
-    user.scim_data = None
+    for column, value in LEFT_BEHIND.items():
+        setattr(user, column, value)
 
 
 def _created_just_in_time(org, identity, method: str) -> User | None:

@@ -701,10 +701,11 @@ def cmd_orgs_enforce_sso(args) -> None:
 
 
 def cmd_orgs_admin(args) -> None:
-    from sqlalchemy import select, update
+    from sqlalchemy import delete, select, update
 
     from .emails import normalize
     from .observability import logs
+    from .org_record import LEFT_BEHIND
     from .rows import utcnow
 
     email = normalize(args.email)
@@ -727,7 +728,12 @@ def cmd_orgs_admin(args) -> None:
         else:
             # Admin of one org only: the flag means "admin of org_id".
             change = {"org_id": org.id, "org_admin": True}
-        if any(user._mapping[k] != v for k, v in change.items()):  # the model's updated_at moves with a change only
+            if user.org_id is not None and user.org_id != org.id:
+                # moved from another org: what was that org's stays there, as `accounts.leave_org` has it
+                change = {**LEFT_BEHIND, **change}
+                members = _table(conn, "group_members")
+                conn.execute(delete(members).where(members.c.user_id == user.id))
+        if any(user._mapping.get(k) != v for k, v in change.items()):  # the model's updated_at moves with a change only
             conn.execute(update(users).where(users.c.id == user.id).values(**change, updated_at=utcnow()))
         event = _event(conn, "admin.removed" if args.remove else "admin.made_admin", user_id=user.id,
                        org_id=org.id, via="cli")

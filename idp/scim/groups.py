@@ -5,14 +5,14 @@ get the names of a person's groups in the `groups` claim (`idp.oauth.claims`).""
 from __future__ import annotations
 
 from flask import g, request
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 
 from .. import audit
 from ..store import Group, GroupMember, User, db, utcnow
 from . import patch
 from .errors import ScimError, invalid_filter, invalid_value, mutability, not_found, scim_response
 from .tokens import ScimOrg
-from .query import Custom, DateAttribute, StringAttribute, list_response, search
+from .query import Custom, DateAttribute, StringAttribute, list_response, search, within_budget
 from .users import in_org
 from .views import (
     CORE_GROUP,
@@ -23,11 +23,21 @@ from .views import (
     read_json,
     resource_response,
     scim_route,
+    selected,
     timestamp,
     version_of,
 )
 
 MAX_NAME = 256
+# Ids per `IN (...)`: PostgreSQL binds at most 65,535 parameters to a statement, and an org's
+# "All employees" group has more members than that.
+BATCH = 10_000
+
+
+def _batches(ids: set[str]):
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), BATCH):
+        yield ordered[start:start + BATCH]
 
 
 def _membership(op: str, value):
@@ -73,12 +83,6 @@ def _members_of(group_ids: list[str]) -> dict[str, list[User]]:
     return found
 
 
-def _wants_members() -> bool:
-    """Entra ID lists groups with excludedAttributes=members: no need to load them then."""
-    raw = request.args.get("excludedAttributes") or g.get("scim_search_excludedAttributes") or ""
-    return "members" not in {p.strip().lower() for p in raw.split(",")}
-
-
 def representation(group: Group, members: list[User] | None) -> dict:
     doc = {"schemas": [CORE_GROUP], "id": group.id, "displayName": group.display_name}
     if group.external_id:
@@ -121,7 +125,9 @@ class Fields:
                 raise invalid_value("Each member needs the value of a user id")
             ids.add(value)
         if ids:
-            known = set(db.session.execute(select(User.id).where(User.id.in_(ids), in_org(org_))).scalars())
+            known = set()
+            for batch in _batches(ids):
+                known.update(db.session.execute(select(User.id).where(User.id.in_(batch), in_org(org_))).scalars())
             unknown = ids - known
             if unknown:
                 raise invalid_value(f"Not users of this org: {', '.join(sorted(unknown)[:10])}")
@@ -142,9 +148,9 @@ def _store(group: Group, fields: Fields) -> dict:
     group.updated_at = utcnow()  # membership lives in another table: the version must move too
     current = set(db.session.execute(select(GroupMember.user_id).where(GroupMember.group_id == group.id)).scalars())
     gone, new = current - fields.member_ids, fields.member_ids - current
-    if gone:
+    for batch in _batches(gone):
         db.session.execute(delete(GroupMember).where(GroupMember.group_id == group.id,
-                                                     GroupMember.user_id.in_(gone)))
+                                                     GroupMember.user_id.in_(batch)))
     for user_id in new:
         db.session.add(GroupMember(group_id=group.id, user_id=user_id))
     return {"added": len(new), "removed": len(gone)}
@@ -165,9 +171,21 @@ def search_groups():
     return _search(args)
 
 
+def _member_counts(groups: list[Group]) -> dict[str, int]:
+    """How many members `_members_of` would read for each group of a list page."""
+    if len(groups) < 2:  # a page always holds its first group
+        return {}
+    return dict(db.session.execute(
+        select(GroupMember.group_id, func.count()).join(User, User.id == GroupMember.user_id)
+        .where(GroupMember.group_id.in_([x.id for x in groups]), in_org(org())).group_by(GroupMember.group_id)).all())
+
+
 def _search(args: dict):
     groups, total, page = search(Group, Group.org_id == org().id, FILTERABLE, args)
-    members = _members_of([x.id for x in groups]) if _wants_members() else {}
+    members = {}
+    if selected("members"):
+        groups = within_budget(groups, _member_counts(groups))
+        members = _members_of([x.id for x in groups])
     resources = [project(representation(x, members.get(x.id))) for x in groups]
     return scim_response(list_response(resources, total, page))
 
@@ -189,7 +207,7 @@ def create_group():
 @scim_route("/Groups/<group_id>", methods=["GET"])
 def get_group(group_id: str):
     group = _group(org(), group_id)
-    return resource_response(representation(group, _members_of([group.id])[group.id] if _wants_members() else None))
+    return resource_response(representation(group, _members_of([group.id])[group.id] if selected("members") else None))
 
 
 def _replace(group: Group, doc: dict, org_: ScimOrg):

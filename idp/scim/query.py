@@ -19,6 +19,11 @@ LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 DEFAULT_COUNT = 100
 MAX_COUNT = 200
 MAX_START = 2**31  # far beyond any org's people, within every database's OFFSET
+# Values one list page may carry of a multi-valued attribute kept in its own table (a group's
+# members, a person's groups), its resources together: 200 groups of a large org's people were
+# millions of rows and gigabytes of answer. RFC 7644 §3.4.2.4 lets a page hold fewer resources
+# than asked (the directory pages on by itemsPerPage); it always holds its first.
+MAX_PAGE_VALUES = 10_000
 
 
 def _like(text: str) -> str:
@@ -180,6 +185,17 @@ def search(model, scope, attributes: dict[tuple, Any], args: dict) -> tuple[list
         return rows, page.start_index - 1 + len(rows), page
     total = db.session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
     return rows, total, page
+
+
+def within_budget(rows: list, counts: dict[str, int]) -> list:
+    """The first of `rows` whose values (`counts` by row id) fit in MAX_PAGE_VALUES, at least one."""
+    kept, listed = [], 0
+    for row in rows:
+        listed += counts.get(row.id, 0)
+        if kept and listed > MAX_PAGE_VALUES:
+            break
+        kept.append(row)
+    return kept
 
 
 def list_response(resources: list[dict], total: int, page: Page) -> dict:

@@ -28,7 +28,7 @@ Decisions:
 from __future__ import annotations
 
 from flask import request
-from sqlalchemy import bindparam, false, or_, select
+from sqlalchemy import bindparam, false, func, or_, select
 
 from federation.discovery import domain_of
 
@@ -39,7 +39,7 @@ from ..store import Group, GroupMember, User, db, new_id, utcnow
 from . import patch
 from .errors import ScimError, invalid_value, mutability, not_found, scim_response
 from .tokens import ScimOrg
-from .query import BooleanAttribute, DateAttribute, StringAttribute, list_response, search
+from .query import BooleanAttribute, DateAttribute, StringAttribute, list_response, search, within_budget
 from .views import (
     CORE_USER,
     ENTERPRISE_USER,
@@ -50,6 +50,7 @@ from .views import (
     read_json,
     resource_response,
     scim_route,
+    selected,
     timestamp,
     version_of,
 )
@@ -109,6 +110,16 @@ def groups_of(user_ids: list[str]) -> dict[str, list[Group]]:
     return found
 
 
+def _group_counts(users: list[User]) -> dict[str, int]:
+    """How many groups `groups_of` would read for each person of a list page."""
+    if len(users) < 2:  # a page always holds its first person
+        return {}
+    return dict(db.session.execute(
+        select(GroupMember.user_id, func.count()).join(Group, Group.id == GroupMember.group_id)
+        .where(GroupMember.user_id.in_([u.id for u in users]), Group.org_id == org().id)
+        .group_by(GroupMember.user_id)).all())
+
+
 def representation(user: User, groups: list[Group]) -> dict:
     data = dict(user.scim_data or {})
     name = dict(data.pop("name", None) or {})
@@ -163,9 +174,10 @@ def _boolean(value, label: str) -> bool | None:
 
 
 class Fields:
-    """A User document read and checked: what goes into columns, and the rest."""
+    """A User document read and checked: what goes into columns, and the rest. `current` is
+    the person's address when the document replaces theirs."""
 
-    def __init__(self, doc: dict, org_: ScimOrg):
+    def __init__(self, doc: dict, org_: ScimOrg, current: str | None = None):
         by_name = {k.lower(): (k, v) for k, v in doc.items()}
 
         def get(name):
@@ -177,7 +189,10 @@ class Fields:
         self.email = normalize(user_name)
         if self.email is None:
             raise invalid_value("userName must be one email address")
-        if domain_of(self.email) not in org_.domains:
+        # An address being given must be at one of the org's domains; one the person has kept
+        # stays theirs when the org gives its domain up, or every later write (their
+        # deactivation too) would be refused.
+        if self.email != current and domain_of(self.email) not in org_.domains:
             raise invalid_value("userName must be an address in one of the org's domains")
         self.external_id = _string(get("externalid"), "externalId", LIMITS["externalId"])
         name = get("name")
@@ -277,8 +292,11 @@ def search_users():
 
 def _search(args: dict):
     users, total, page = search(User, in_org(org()), FILTERABLE, args)
-    groups = groups_of([u.id for u in users])
-    resources = [project(representation(u, groups[u.id])) for u in users]
+    groups = {}
+    if selected("groups"):
+        users = within_budget(users, _group_counts(users))
+        groups = groups_of([u.id for u in users])
+    resources = [project(representation(u, groups.get(u.id, []))) for u in users]
     return scim_response(list_response(resources, total, page))
 
 
@@ -360,7 +378,7 @@ def get_user(user_id: str):
 
 
 def _replace(user: User, doc: dict, org_: ScimOrg):
-    fields = Fields(doc, org_)
+    fields = Fields(doc, org_, user.email)
     if fields.ident is not None and fields.ident != user.id:
         raise mutability("id cannot be changed")
     _unique(org_, fields, user)

@@ -165,6 +165,15 @@ def _pick(doc: dict, schema: str | None, attr: str):
     return container, key
 
 
+def selected(attr: str) -> bool:
+    """Whether the answer shows the core attribute `attr` (lower-cased) by `attributes` and
+    `excludedAttributes`: a view need not read what `project` would drop."""
+    wanted = _selection("attributes")
+    if wanted:
+        return any(schema is None and name == attr for schema, name, _ in wanted)
+    return (None, attr, None) not in _selection("excludedAttributes")
+
+
 ALWAYS = {"id", "schemas", "meta"}
 
 

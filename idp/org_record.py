@@ -1,0 +1,8 @@
+"""What a person leaves behind in an org they leave: the org's own record of them (its
+directory's externalId and attributes, the admin role there; their memberships of its
+groups go too). Apart from `idp.accounts` so that `idp orgs admin`, which writes with
+SQLAlchemy Core (issue 14), clears the same columns as `accounts.leave_org`."""
+
+from __future__ import annotations
+
+LEFT_BEHIND = {"org_admin": False, "external_id": None, "scim_data": None}
