@@ -3,10 +3,13 @@ each test shows one finding through the real server."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import Browser
 from tests.test_passkeys import _passkey_sign_in, _post_json
+from tests.test_social import provider, upstream  # noqa: F401  (fixtures)
 from tests.webauthn_authenticator import SoftwareAuthenticator
 
 PASSWORD = "rv6-account-password"
@@ -77,3 +80,29 @@ def test_the_owner_can_remove_a_passkey_someone_else_added_from_an_open_session(
     assert _passkeys_of(live, email) == 0
     resp, _ = _passkey_sign_in(live, Browser(live.issuer), intruders)
     assert resp.status_code != 200
+
+
+@pytest.mark.usefixtures("provider")
+def test_a_connected_account_is_linked_only_while_the_sign_in_is_still_recent(live, upstream):
+    """Low: linking a connected account (a way in) needs a sign-in from the last 10 minutes, as
+    every change of the ways in does; it was checked when the link started only, not when the
+    provider's answer came back and the link was made (up to 10 minutes later). Whoever found a
+    session in its 10th minute had 20 to add their own account as a way in; an authenticator
+    app or a passkey is refused at the step that adds it (`_recent_user`)."""
+    from idp.store import LinkedIdentity, User, db
+    from tests.test_social import _upstream_sign_in
+
+    tag = uuid.uuid4().hex[:8]  # the upstream serves both databases' runs
+    email, upstream_email = f"rv6-late-link-{tag}@example.com", f"rv6-late-link-{tag}@upstream.example"
+    live.create_user(email, PASSWORD)
+    upstream.create_user(upstream_email, "upstream-password")
+    b = Browser(live.issuer, also=(upstream.issuer,))
+    account = b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD)
+    page = b.submit(account, {}, action=f"{live.issuer}/account/connected/upstream/link")
+    _age_sessions(live, email, 660)  # the provider's sign-in ends after the 10 minutes
+    done = _upstream_sign_in(b, page, upstream_email, "upstream-password")
+    with live.db():
+        user = db.session.query(User).filter_by(email=email).one()
+        linked = db.session.query(LinkedIdentity).filter_by(user_id=user.id).count()
+    assert linked == 0, "linked from a sign-in older than 10 minutes"
+    assert 'name="email"' in done.text or 'name="password"' in done.text  # confirm it is you
