@@ -139,6 +139,8 @@ def _finish_link(label: str, identity, started_by: str | None):
     # would otherwise link the planter's upstream account to that browser's account.
     if started_by is None or started_by != browser.id:
         return _page(_("This sign-in could not be completed (it expired or did not start here). Start again."))
+    if not signed_in_recently(browser):  # the way in is added now, as /account's factors are checked when added
+        return require_recent_sign_in(browser, url_for("account.home"))
     if not accounts.social_allowed(browser.user):  # the org may have said so since the link started
         return _social_forbidden()
     if not social.link(browser.user, identity):
