@@ -10,17 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import Browser
-from tests.test_review_social import CLIENT_ID, HostileProvider, _callback, _to_enterprise_idp
+from tests.test_review_social import HostileProvider, _callback, _to_enterprise_idp, hostile_org  # noqa: F401
+from tests.test_review_social5 import hostile, provider  # noqa: F401 - the fixtures
 
 GOOGLE = "https://accounts.google.com"
-
-
-@pytest.fixture(scope="module")
-def hostile():
-    op = HostileProvider()
-    yield op
-    op.server.shutdown()
-    op.server.server_close()
 
 
 def _answering_as(live, name: str, op: HostileProvider, issuer: str) -> None:
@@ -39,33 +32,24 @@ def _answering_as(live, name: str, op: HostileProvider, issuer: str) -> None:
 
 
 @pytest.fixture
-def google_org(live, hostile):
+def google_org(live, hostile, hostile_org):  # noqa: F811
     """(org domain, provider name) of an org whose enterprise OpenID provider is Google (Workspace)."""
-    import json
-
-    name = "rs6-" + secrets.token_hex(3)
-    domain = f"{name}.example"
-    assert live.idp("orgs", "create", name, "--domain", domain).returncode == 0
-    out = live.idp("orgs", "oidc", name, "--issuer", hostile.issuer, f"--client-id={CLIENT_ID}",
-                   "--client-secret=review-secret", "--json")
-    assert out.returncode == 0, out.stderr
-    provider = urlsplit(json.loads(out.stdout)["redirect_uri"]).path.split("/")[2]
-    _answering_as(live, provider, hostile, GOOGLE)
-    return domain, provider
+    _, domain, name = hostile_org
+    _answering_as(live, name, hostile, GOOGLE)
+    return domain, name
 
 
-def _google_sign_in(live, hostile, domain: str, provider: str, **claims):
+def _google_sign_in(live, op: HostileProvider, domain: str, name: str, **claims):
     """A new browser's enterprise sign-in at the org's Google as `email` (in `domain`): the callback's answer."""
     email = f"ex-{secrets.token_hex(4)}@{domain}"
     b, resp = _to_enterprise_idp(live, email)
-    assert resp.headers["Location"].startswith(hostile.issuer + "/authorize"), resp.text
+    assert resp.headers["Location"].startswith(op.issuer + "/authorize"), resp.text
     query = parse_qs(urlsplit(resp.headers["Location"]).query)
-    hostile.claims = {**hostile.id_claims(query["nonce"][0], email=email, email_verified=True), "iss": GOOGLE,
-                      **claims}
-    return b, email, _callback(live, b, provider, query["state"][0])
+    op.claims = {**op.id_claims(query["nonce"][0], email=email, email_verified=True), "iss": GOOGLE, **claims}
+    return b, email, _callback(live, b, name, query["state"][0])
 
 
-def test_a_google_consumer_account_is_not_taken_for_the_orgs_workspace_account(live, hostile, google_org):
+def test_a_google_consumer_account_is_not_taken_for_the_orgs_workspace_account(live, hostile, google_org):  # noqa: F811
     """Medium: an org whose own OpenID provider is Google (Workspace, issuer https://accounts.google.com, one
     issuer for every Google account) admitted any Google account whose verified email is in the org's
     domains. A consumer Google account keeps `email_verified` true for an address verified once (an
@@ -75,31 +59,21 @@ def test_a_google_consumer_account_is_not_taken_for_the_orgs_workspace_account(l
     and signs nobody in; the Workspace account (hd) still does."""
     from idp.store import User, db
 
-    domain, provider = google_org
-    b, email, resp = _google_sign_in(live, hostile, domain, provider)
+    domain, name = google_org
+    b, email, resp = _google_sign_in(live, hostile, domain, name)
     assert resp.status_code == 400, resp.text
     assert b.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
     with live.db():
         assert db.session.query(User).filter_by(email=email).count() == 0
-    b, email, resp = _google_sign_in(live, hostile, domain, provider, hd=domain)
+    b, email, resp = _google_sign_in(live, hostile, domain, name, hd=domain)
     assert resp.status_code == 302 and b.get(f"{live.issuer}/account").status_code == 200
-
-
-@pytest.fixture
-def provider(live, hostile):
-    """A platform social provider at the hostile OpenID provider (a name of its own per test)."""
-    name = "rs6-" + secrets.token_hex(3)
-    out = live.idp("social", "add", name, f"--client-id={CLIENT_ID}", "--client-secret=review-secret",
-                   "--issuer", hostile.issuer)
-    assert out.returncode == 0, out.stderr
-    return name
 
 
 @pytest.mark.xfail(strict=True, reason="design decision: a link asks the provider for a fresh sign-in "
                    "(prompt=login, max_age=0, auth_time held to it, as the recent-sign-in check does), or for "
                    "the account chooser (prompt=select_account), which Google and Microsoft honour and which "
                    "needs no auth_time; either changes what people see on every link")
-def test_a_link_asks_the_provider_who_sits_at_the_browser_now(live, hostile, provider):
+def test_a_link_asks_the_provider_who_sits_at_the_browser_now(live, hostile, provider):  # noqa: F811
     """Low (a new way into the account must be bound to the person present, as a passkey is): linking
     asks the provider for an authorization answered from whatever session it holds in this browser. On
     a shared computer where someone else left their provider session open, the person linking (signed
