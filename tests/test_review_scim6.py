@@ -182,19 +182,14 @@ def _groups_claim(live, client_id: str, secret: str, email: str) -> dict:
     from idp.passwords import hash_password
     from idp.store import User, db
     from tests.conftest import Browser
-    from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token, verify
+    from tests.oidc import verify
+    from tests.test_review_logout import _code_flow
 
     with live.db():
         db.session.execute(User.__table__.update().where(User.email == email)
                            .values(password_hash=hash_password(PASSWORD)))
         db.session.commit()
-    b = Browser(live.issuer)
-    verifier, challenge = pkce()
-    page = b.get(authorize_url(live.issuer, client_id, scope="openid email groups", code_challenge=challenge,
-                               code_challenge_method="S256"))
-    code = redirect_params(b.sign_in(page, email, PASSWORD))["code"]
-    tokens = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-                                 "code_verifier": verifier}, auth=(client_id, secret)).json()
+    tokens = _code_flow(live, Browser(live.issuer), client_id, secret, email, PASSWORD, scope="openid email groups")
     return verify(live.issuer, tokens["id_token"])[1]
 
 
