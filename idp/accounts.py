@@ -24,6 +24,7 @@ from sqlalchemy import JSON, bindparam, delete, select
 from . import audit, mail_tokens, sessions
 from .i18n import current_language
 from .mail import link_to, stage_mail
+from .org_record import LEFT_BEHIND
 from .passwords import set_password
 from .store import (
     Consent,
@@ -146,8 +147,6 @@ def leave_org(user: User) -> None:
     """`user` is no member of their org any more, and leaves behind what was the org's: its
     directory's record of them (externalId, every attribute it sent, group memberships) and
     the admin role there. An org they join next must read none of it. The caller commits."""
-    from .org_record import LEFT_BEHIND
-
     db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
     user.org_id = None
     for column, value in LEFT_BEHIND.items():

@@ -50,8 +50,7 @@ def pushed_authorization_request():
         params = request_params(request.form, skip=CLIENT_AUTH_PARAMS)
         if "request_uri" in params:
             raise InvalidRequestError("request_uri cannot be pushed")
-        if params.setdefault("client_id", client.client_id) != client.client_id:
-            raise InvalidRequestError("client_id does not match the authenticated client")
+        params.setdefault("client_id", client.client_id)  # another one was refused (authenticate_client)
         params = authorization_parameters(params, client)  # RFC 9126 §3: a request object may be pushed
         dpop.bind_pushed_request(params)
         # prompt=none cannot be judged before a browser shows up; its syntax is checked below.
