@@ -50,6 +50,11 @@ def test_a_client_id_naming_another_client_than_the_one_authenticated_is_refused
         resp = requests.post(f"{live.issuer}/{endpoint}", data={"token": "x", "client_id": other_id},
                              auth=(client_id, secret), timeout=30)
         assert resp.status_code in (400, 401), (endpoint, resp.text)
+    web_id, web_secret = live.create_client()  # a pushed request naming another client stores nothing
+    resp = requests.post(live.meta["pushed_authorization_request_endpoint"], data={
+        "client_id": other_id, "response_type": "code", "redirect_uri": "http://127.0.0.1:9/cb", "scope": "openid"},
+        auth=(web_id, web_secret), timeout=30)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", resp.text
     # the same client named in both stays fine (RFC 6749 §2.3.1 lets a client repeat its id)
     resp = token(live.issuer, {"grant_type": "client_credentials", "client_id": client_id}, auth=(client_id, secret))
     assert resp.status_code == 200, resp.text
