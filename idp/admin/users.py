@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from federation.discovery import domain_of
 
@@ -93,7 +94,11 @@ def add_user(acting: Acting):
         # cleared of all its maker planted, as SCIM's create does.
         accounts.wipe_unproven(user, keep_password=False)
         user.org_id, user.name = acting.org.id, name
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same form, sent twice at once, added the address a moment ago
+        db.session.rollback()
+        return _users_page(acting, 409, form=form, error=_("An account with this address already exists."))
     send_invitation(user, acting.org)
     audit.record("admin.user_invited", user, actor=acting.admin, org=acting.org)
     return redirect(url_for("admin.person", org_id=acting.org.id, user_id=user.id, invited=1))

@@ -14,6 +14,7 @@ import time
 import pyotp
 from flask import current_app, session
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from keys import seal, unseal
 
@@ -33,7 +34,7 @@ def has_totp(user: User) -> bool:
     return row is not None and row.confirmed_at is not None
 
 
-def start_enrolment(user: User) -> str:
+def start_enrolment(user: User, retry: bool = True) -> str:
     """A fresh, unconfirmed secret for `user` (replacing an unconfirmed one); returns it in base32."""
     secret = pyotp.random_base32()
     row = db.session.get(TotpFactor, user.id)
@@ -44,7 +45,15 @@ def start_enrolment(user: User) -> str:
         raise ValueError("an authenticator app is already set up")
     row.sealed_secret = seal(_secret_key(), secret.encode(), user.id, PURPOSE)
     row.last_step = None
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The page loaded twice at once (another server's insert won): the row is there now,
+        # so the second pass replaces its secret, as a reload does.
+        db.session.rollback()
+        if retry:
+            return start_enrolment(user, retry=False)
+        raise
     return secret
 
 
