@@ -6,8 +6,9 @@ import base64
 import binascii
 import logging
 from functools import partial
+from urllib.parse import urlencode
 
-from flask import Flask, Response, jsonify, make_response, render_template, request, session
+from flask import Flask, Response, jsonify, make_response, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -164,6 +165,24 @@ def error_page(message: str, status: int = 400, detail: str | None = None) -> tu
     """A page saying `message` in the person's language; `detail` is what a protocol error
     says for the developer who sent the request (in English, marked as such)."""
     return render_template("error.html", message=message, detail=detail), status
+
+
+# The longest request target `idp serve` reads (Granian's HTTP parser): a longer one gets a
+# bare 414 with nothing for the person to read.
+MAX_TARGET = 65534
+
+
+def as_get():
+    """This POST, sent again by the browser as a GET of the same path and parameters (303).
+
+    Products post some requests to the person's browser pages (an authorization request, a
+    sign-out): a form on the product's site, so a cross-site POST, which carries no
+    SameSite=Lax cookie and would not see the person's session. The GET is a top-level
+    navigation, which carries it."""
+    target = f"{url_for(request.endpoint)}?{urlencode(list(request.values.items(multi=True)))}"
+    if len(target) > MAX_TARGET:  # a redirect no one could follow: say so instead
+        return error_page(_("The request was too large."), 413)
+    return redirect(target, code=303)
 
 
 def _handle_http_error(error: HTTPException) -> Response:

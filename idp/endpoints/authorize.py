@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -43,17 +43,12 @@ from ..oauth.authorization import (
 from ..oauth.request_objects import error_redirect_uri, front_channel_parameters
 from ..oauth.resources import check_authorization_resources
 from ..pending import PendingRequest
-from ..security import error_page
+from ..security import as_get, error_page
 from ..signin.views import email_page, start_step_up
 from ..store import Client, Consent, PendingAuthorization, db, dialect_insert, utcnow
 from .par import REQUEST_URI_PREFIX, take_pushed_request
 
 bp = Blueprint("authorize", __name__)
-
-# The longest request target `idp serve` reads (Granian's HTTP parser): a longer one gets a
-# bare 414 with nothing for the person to read.
-MAX_TARGET = 65534
-
 
 def _expired():
     return error_page(_("This sign-in request has expired. Go back to the application and start again."))
@@ -70,13 +65,8 @@ def _issuer() -> str:
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize():
     if request.method == "POST":
-        # OIDC Core §3.1.2.1: products may post the request (CSRF-exempt for that). A
-        # cross-site POST carries no SameSite=Lax cookie, so the person's session would go
-        # unseen: the same request as a GET, a top-level navigation that carries them.
-        target = f"{url_for('authorize.authorize')}?{urlencode(list(request.values.items(multi=True)))}"
-        if len(target) > MAX_TARGET:  # a redirect no one could follow: say so instead
-            return error_page(_("The request was too large."), 413)
-        return redirect(target, code=303)
+        # OIDC Core §3.1.2.1: products may post the request (CSRF-exempt for that).
+        return as_get()
     duplicate = duplicated_parameter(request.values)
     if duplicate:
         return error_page(_("The application sent an invalid sign-in request (%(name)s repeated).", name=duplicate))

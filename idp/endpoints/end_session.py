@@ -18,7 +18,7 @@ from flask_wtf.csrf import ValidationError, validate_csrf
 from .. import sessions
 from ..i18n import gettext as _
 from ..oauth.tokens import decode_own_jwt
-from ..security import error_page
+from ..security import as_get, error_page
 from ..store import Client, db
 
 bp = Blueprint("end_session", __name__)
@@ -36,6 +36,10 @@ def _csrf_ok() -> bool:
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
+    if request.method == "POST" and "confirm" not in request.form:
+        # A product's POST (RP-Initiated Logout 1.0 §2), cross-site: the person's own
+        # confirmation below is the one POST that is ours and carries the session cookie.
+        return as_get()
     params = request.values
     hint = params.get("id_token_hint")
     claims = None
