@@ -83,7 +83,7 @@ def test_the_owner_can_remove_a_passkey_someone_else_added_from_an_open_session(
 
 
 @pytest.mark.usefixtures("provider")
-def test_a_connected_account_is_linked_only_while_the_sign_in_is_still_recent(live, upstream):
+def test_a_connected_account_is_linked_only_while_the_sign_in_is_still_recent(live, upstream):  # noqa: F811
     """Low: linking a connected account (a way in) needs a sign-in from the last 10 minutes, as
     every change of the ways in does; it was checked when the link started only, not when the
     provider's answer came back and the link was made (up to 10 minutes later). Whoever found a
