@@ -17,7 +17,7 @@ from .store import User
 # event's label, as "Recent activity" on the account page does.
 TOLD = frozenset({
     "totp.enabled", "totp.disabled", "recovery.generated", "passkey.added", "passkey.removed",
-    "social.linked", "social.unlinked", "admin.second_factor_reset",
+    "social.linked", "social.unlinked", "admin.second_factor_reset", "device.trusted",
 })
 
 

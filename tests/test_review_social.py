@@ -228,7 +228,8 @@ def test_a_link_flow_planted_from_another_browser_is_refused(live, hostile, prov
     resp = attacker.http.post(f"{live.issuer}/account/connected/hostile/link",
                               data={"csrf_token": csrf_of(account.text)}, allow_redirects=False, timeout=30)
     query = parse_qs(urlsplit(resp.headers["Location"]).query)
-    hostile.claims = hostile.id_claims(query["nonce"][0])  # the attacker's own upstream account
+    # the attacker's own upstream account, signed in just now (a link asks for a fresh sign-in)
+    hostile.claims = hostile.id_claims(query["nonce"][0], auth_time=int(time.time()))
     # the attacker's flow cookie, planted in the victim's browser (a sibling host on http)
     planted = next(c for c in attacker.http.cookies if c.name == "idp_flow")
     for c in [c for c in victim.http.cookies if c.name == "idp_flow"]:

@@ -5,6 +5,7 @@ signs whatever ID token the test asks for)."""
 from __future__ import annotations
 
 import secrets
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -69,25 +70,37 @@ def test_a_google_consumer_account_is_not_taken_for_the_orgs_workspace_account(l
     assert resp.status_code == 302 and b.get(f"{live.issuer}/account").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="design decision: a link asks the provider for a fresh sign-in "
-                   "(prompt=login, max_age=0, auth_time held to it, as the recent-sign-in check does), or for "
-                   "the account chooser (prompt=select_account), which Google and Microsoft honour and which "
-                   "needs no auth_time; either changes what people see on every link")
 def test_a_link_asks_the_provider_who_sits_at_the_browser_now(live, hostile, provider):  # noqa: F811
     """Low (a new way into the account must be bound to the person present, as a passkey is): linking
     asks the provider for an authorization answered from whatever session it holds in this browser. On
     a shared computer where someone else left their provider session open, the person linking (signed
     in here a minute ago, as the link requires) silently links that someone's upstream account, who then
     signs in to their account at will. `_start` already says it: "the provider's own session, open in
-    the same browser, proves nothing about who sits at it now", but asks fresh only for a sign-in."""
+    the same browser, proves nothing about who sits at it now", but asked fresh only for a sign-in.
+    A link now asks as "Confirm it is you" does, and the ID token's auth_time is held to it."""
+    from idp.store import LinkedIdentity, User, db
     from tests.conftest import csrf_of
 
     email = f"link-{secrets.token_hex(4)}@example.com"
     live.create_user(email, "link-password-1")
     b = Browser(live.issuer)
     account = b.sign_in(b.get(f"{live.issuer}/account"), email, "link-password-1")
-    resp = b.http.post(f"{live.issuer}/account/connected/{provider}/link", data={"csrf_token": csrf_of(account.text)},
-                       allow_redirects=False, timeout=30)
-    assert resp.headers["Location"].startswith(hostile.issuer + "/authorize"), resp.text
-    query = parse_qs(urlsplit(resp.headers["Location"]).query)
-    assert query.get("prompt", [""])[0] in ("login", "select_account") or query.get("max_age") == ["0"]
+
+    def link(**claims):
+        """The callback's answer to a link the provider answers with an ID token carrying `claims`."""
+        resp = b.http.post(f"{live.issuer}/account/connected/{provider}/link",
+                           data={"csrf_token": csrf_of(account.text)}, allow_redirects=False, timeout=30)
+        assert resp.headers["Location"].startswith(hostile.issuer + "/authorize"), resp.text
+        query = parse_qs(urlsplit(resp.headers["Location"]).query)
+        assert query.get("prompt") == ["login"] and query.get("max_age") == ["0"]
+        hostile.claims = {**hostile.id_claims(query["nonce"][0]), **claims}
+        return _callback(live, b, provider, query["state"][0])
+
+    def linked() -> int:
+        with live.db():
+            user = db.session.query(User).filter_by(email=email).one()
+            return db.session.query(LinkedIdentity).filter_by(user_id=user.id).count()
+
+    assert link().status_code == 400 and linked() == 0, "no auth_time: answered from whatever session it had"
+    assert link(auth_time=int(time.time()) - 600).status_code == 400 and linked() == 0, "an older sign-in"
+    assert link(auth_time=int(time.time())).status_code == 302 and linked() == 1

@@ -103,3 +103,25 @@ def test_sign_out_everywhere_tells_only_what_it_removed(live):
     time.sleep(1)
     assert live.mailbox.to(nothing) == []
     assert len(live.mailbox.to(email)) == 2  # no "connected account unlinked" for links that were not there
+
+
+def test_a_trusted_device_is_told_even_past_the_hours_changes(live):
+    """"Trust this device" is a change of the ways in (the password alone opens the account
+    there for 30 days), told as the others are; it is part of a sign-in, which is never refused
+    for its notice: the hour's budget of changes (`notices.refused`) spent, it is still made and told."""
+    from tests.conftest import Browser
+    from tests.test_second_factor import _code_at
+
+    email = "told-trust@example.com"
+    owner, secret, _ = _enrol(live, email)
+    _told(live, email, 1, "Authenticator app set up")
+    answers = [owner.submit(owner.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/account/recovery-codes")
+               for _ in range(12)]
+    assert answers[-1].status_code == 429  # the hour's changes are spent
+    made = 1 + sum(r.status_code == 200 for r in answers)
+    live.mailbox.wait_for(email, made)
+    other = Browser(live.issuer)
+    page = other.sign_in(other.get(f"{live.issuer}/account"), email, "second-factor-pw")
+    page = other.submit(page, {"code": _code_at(secret, 1), "trust": "on"})
+    assert page.status_code == 200 and "Your account" in page.text
+    _told(live, email, made + 1, "Device trusted")

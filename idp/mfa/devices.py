@@ -37,13 +37,14 @@ def revoke_all(user: User) -> None:
 
 
 def trust_this_device(user: User) -> TrustedDevice:
+    """Trust this browser for `user` (the caller commits, notices.record: the password alone
+    now opens the account here, a way in the owner is told of)."""
     secret = new_secret()
     now = utcnow()
     row = TrustedDevice(secret_hash=digest(secret), user_id=user.id, ip=request.remote_addr,
                         user_agent=(request.user_agent.string or "")[:300], created_at=now, last_seen_at=now,
                         expires_at=now + timedelta(days=TRUST_DAYS))
     db.session.add(row)
-    db.session.commit()
     g.device_cookie = secret
     return row
 

@@ -54,10 +54,11 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
     if provider is None or (purpose != "enterprise") == social.is_enterprise(name):
         return _page(_("This sign-in method is not available."), 404)
     state, nonce, verifier = new_secret(24), new_secret(24), new_secret(48)
-    # Confirming it is them (`require_recent_sign_in`), or a product's prompt=login or max_age
-    # (`fresh`, from the email step for an org's own provider): the provider's own session,
-    # open in the same browser, proves nothing about who sits at it now.
-    fresh = fresh or (purpose in ("signin", "enterprise") and "reauth" in session)
+    # Confirming it is them (`require_recent_sign_in`), a product's prompt=login or max_age
+    # (`fresh`, from the email step for an org's own provider), or a link (a new way in, bound
+    # to the person present as a passkey is): the provider's own session, open in the same
+    # browser, proves nothing about who sits at it now.
+    fresh = fresh or purpose == "link" or (purpose in ("signin", "enterprise") and "reauth" in session)
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
                          "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id,
                          "fresh": fresh}

@@ -405,8 +405,10 @@ def second_factor():
                                error=_("This code is not right. Try again.")), 401
     limits.success("code:account", user.id)
     if request.form.get("trust") == "on":
+        # Not counted against "change:account" (`notices.refused`): a sign-in is never
+        # refused for its notice, and the code just checked has its own budget.
         devices.trust_this_device(user)
-        audit.record("device.trusted", user)
+        notices.record("device.trusted", user)
     return _second_factor_passed(user, state, pending, extra)
 
 
