@@ -1,0 +1,43 @@
+"""Review round 13: the authorization endpoint and consent, as an attacker and an auditor."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.oidc import REDIRECT, authorize_url, redirect_params, token
+from tests.test_review_authz5 import _registered
+
+PASSWORD = "authz7-password"
+
+
+def test_consent_covers_the_scopes_the_screen_showed_not_those_registered_by_the_time_of_allow(live, browser):
+    """Medium: the consent screen lists the request's scopes narrowed to the client's
+    registration at the time it is shown; Allow narrowed them again to the registration at
+    the time it is clicked, and the code carried those. A self-registered client asking for
+    `openid email groups offline_access` while registered for `openid` only was shown as
+    'Sign you in', widened its registration (RFC 7592) while the person read the screen, and
+    the person's Allow gave it the email address, the groups and offline access, and
+    remembered them as consented."""
+    live.create_user("authz7-widen@example.com", PASSWORD)
+    reg, manage = _registered(live, scope="openid")
+    client_id = reg["client_id"]
+    wide = "openid email groups offline_access"
+    page = browser.get(authorize_url(live.issuer, client_id, scope=wide))
+    consent = browser.sign_in(page, "authz7-widen@example.com", PASSWORD)
+    assert 'name="decision"' in consent.text
+    assert "Sign you in" in consent.text and "email address" not in consent.text
+
+    update = {k: v for k, v in reg.items() if k not in ("registration_access_token", "registration_client_uri",
+                                                         "client_secret_expires_at", "client_id_issued_at")}
+    update["scope"] = wide
+    resp = requests.put(reg["registration_client_uri"], json=update, headers=manage, timeout=10)
+    assert resp.status_code == 200, resp.text
+
+    answer = browser.submit(consent, {"decision": "allow"})
+    assert answer.status_code == 200 and 'name="decision"' in answer.text, "scopes never shown were granted"
+    assert "See your email address" in answer.text and "Stay connected" in answer.text
+    params = redirect_params(browser.submit(answer, {"decision": "allow"}))
+    resp = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT},
+                 auth=(client_id, reg["client_secret"]))
+    assert resp.status_code == 200, resp.text
+    assert set(resp.json()["scope"].split()) == set(wide.split())
