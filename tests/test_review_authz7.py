@@ -41,3 +41,24 @@ def test_consent_covers_the_scopes_the_screen_showed_not_those_registered_by_the
                  auth=(client_id, reg["client_secret"]))
     assert resp.status_code == 200, resp.text
     assert set(resp.json()["scope"].split()) == set(wide.split())
+
+
+def test_a_request_objects_claims_member_is_read_as_its_query_form_not_refused(live, browser):
+    """Low, OpenID Connect Core §5.5 and §6.1: in a request object `claims` is a JSON object
+    (in the query, the same object as a JSON string). The query form was taken (and, as
+    discovery says claims_parameter_supported false, not acted on), but the request object
+    form was refused as invalid_request_object ("claims in the request object must be a
+    string"): a product sending its request signed, as FAPI and many libraries do when they
+    ask for an essential acr, could not sign anyone in."""
+    from tests.test_request_objects import _authorize, _claims, _client, _key, _sign, _signed_in
+
+    _signed_in(live, browser, "authz7-claims@example.com")
+    key = _key()
+    client_id, _ = _client(live, key)
+    asked = {"id_token": {"acr": {"essential": True, "values": ["urn:myaccount:loa:1"]}}}
+    resp = _authorize(browser, live, client_id=client_id, request=_sign(key, _claims(live, client_id, claims=asked)))
+    params = redirect_params(resp)
+    assert "code" in params and params["state"] == "inner-state", params
+    # other members stay strings, as their query forms are
+    resp = _authorize(browser, live, client_id=client_id, request=_sign(key, _claims(live, client_id, state=["x"])))
+    assert redirect_params(resp)["error"] == "invalid_request_object"
