@@ -22,7 +22,7 @@ from authlib.oidc.core.errors import (
     InteractionRequiredError,
     LoginRequiredError,
 )
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_babel import refresh as refresh_locale
 from sqlalchemy import select
 
@@ -120,9 +120,10 @@ def consent(pending_id: str):
     if client is None:
         return _expired()
     # What the screen listed: the request's scopes narrowed to the client's registration,
-    # as Authlib narrows them. The rest were never shown, so never consented to (the client
-    # could widen its registration afterwards).
-    scope = set(client.get_allowed_scope(pending.params.get("scope")).split())
+    # as Authlib narrowed them when it was shown. The rest were never shown, so never
+    # consented to: the client may have widened its registration since (RFC 7592), even
+    # while the person read the screen.
+    scope = set(client.get_allowed_scope(pending.params.get("scope")).split()) & _take_shown(pending.id)
     _remember_consent(browser.user_id, pending.client_id, scope)
     pending = pending_requests.mark_consented(pending, browser.user_id)
     db.session.commit()
@@ -130,6 +131,30 @@ def consent(pending_id: str):
 
 
 _CONSENTS = Consent.__table__
+# In the flow cookie: the scopes each of this browser's latest consent screens listed, as
+# [request id, scope] pairs, newest last (a few tabs at once; a list, as the cookie's JSON
+# sorts a dict's keys). The cookie is started afresh at every sign-in and sign-out, so a
+# screen shown to one account is never answered for another.
+SHOWN_SCOPES = "consent_shown"
+KEPT_SCREENS = 8
+
+
+def _screens(pending_id: str) -> tuple[list, str]:
+    """(the other requests' screens, the scope `pending_id`'s screen listed: "" if none)."""
+    screens = session.get(SHOWN_SCOPES) or []
+    return [s for s in screens if s[0] != pending_id], next((s[1] for s in screens if s[0] == pending_id), "")
+
+
+def _note_shown(pending_id: str, scopes: list[str]) -> None:
+    others, _ = _screens(pending_id)
+    session[SHOWN_SCOPES] = [*others, [pending_id, " ".join(scopes)]][-KEPT_SCREENS:]
+
+
+def _take_shown(pending_id: str) -> set[str]:
+    """The scopes the consent screen of `pending_id` listed, forgotten as it is answered."""
+    others, shown = _screens(pending_id)
+    session[SHOWN_SCOPES] = others
+    return set(shown.split())
 
 
 def _remember_consent(user_id: str, client_id: str, scope: set[str]) -> None:
@@ -211,13 +236,16 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     client: Client = oauth_request.client
     if not client.first_party:
         # Consent given on this request's screen counts for the account that gave it only.
+        # It covers what the screen listed only: scopes the client's registration gained
+        # since are asked for again.
         consented = pending is not None and pending.consented_user_id == browser.user_id
         row = db.session.get(Consent, (browser.user_id, client.client_id))
         covered = row is not None and set(oauth_request.scope.split()) <= set(row.scope.split())
-        if not consented and ("consent" in prompts or not covered):
+        if not covered or ("consent" in prompts and not consented):
             if "none" in prompts:
                 return _error_redirect(ConsentRequiredError(), oauth_request, params)
             pending = pending or pending_requests.save(params, client.client_id)
+            _note_shown(pending.id, oauth_request.scope.split())
             return render_template(
                 "signin/consent.html", client=client, scopes=oauth_request.scope.split(), pending=pending,
                 user=browser.user, host=_web_host(params.get("redirect_uri", "")),

@@ -99,6 +99,8 @@ def _parameter(name: str, value):
         return value
     elif name == "max_age" and _number(value) and value == int(value):
         return str(int(value))
+    elif name == "claims" and isinstance(value, dict):  # OIDC Core §5.5: an object, a JSON string in a query
+        return json.dumps(value, separators=(",", ":"))
     raise InvalidRequestObjectError(f"{name} in the request object must be a string")
 
 
