@@ -364,11 +364,16 @@ def new_client(meta: dict, *, first_party: bool = False, verified: bool = False,
 
 
 def update_client(client: Client, meta: dict) -> None:
-    """Replace a client's metadata (RFC 7592 §2.2); the secret and identity stay."""
+    """Replace a client's metadata (RFC 7592 §2.2); its identity stays, and its secret while
+    it authenticates with one."""
     from .store import db
 
     values = validate_metadata(meta)
-    if needs_secret(values["token_endpoint_auth_method"]) and not client.client_secret_hash:
+    if not needs_secret(values["token_endpoint_auth_method"]):
+        # Given up for good: a client often leaves its secret because it leaked, and a later
+        # update back to a secret method would otherwise make that secret valid again.
+        values["client_secret_hash"] = None
+    elif not client.client_secret_hash:
         raise ClientMetadataError("invalid_client_metadata", N_("cannot switch to a secret-based method"))
     for key, value in values.items():
         setattr(client, key, value)

@@ -1,0 +1,52 @@
+"""Security review, seventh round, of client registration (RFC 7591/7592) and the developer
+portal: each test names a finding, with its severity and the rule it comes from."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.oidc import token
+from tests.test_registration import _initial_token
+
+
+def _register(live, **meta) -> dict:
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    resp = requests.post(f"{live.issuer}/register", json={"redirect_uris": ["https://rp.example/cb"], **meta},
+                         headers=auth, timeout=10)
+    assert resp.status_code == 201, resp.text[:300]
+    return resp.json()
+
+
+def _put(reg: dict, **meta) -> requests.Response:
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    body = {"client_id": reg["client_id"], "redirect_uris": ["https://rp.example/cb"], **meta}
+    return requests.put(reg["registration_client_uri"], json=body, headers=mgmt, timeout=10)
+
+
+def test_a_secret_the_client_gave_up_does_not_come_back(live):
+    """Low, RFC 7592 §2.2 / RFC 9700 §2.5 / OWASP ASVS 2.10: a client moving off its secret
+    (to private_key_jwt, or public) must send that secret, yet the row kept its hash: one
+    later update back to client_secret_basic, with the registration access token alone,
+    made the secret valid again. A client mostly leaves its secret because it leaked, so
+    whoever took the secret and the registration access token (kept side by side by the
+    client) was its holder once more. The hash now goes with the method that used it; a
+    client without a secret cannot switch to a secret method (as a public one could not)."""
+    from joserfc.jwk import ECKey
+
+    keys = {"keys": [ECKey.generate_key("P-256").as_dict(private=False)]}
+    for grants, leaving in ((["client_credentials"], {"token_endpoint_auth_method": "private_key_jwt", "jwks": keys}),
+                            (["authorization_code"], {"token_endpoint_auth_method": "none"})):
+        reg = _register(live, client_name="Moving RP", grant_types=grants)
+        old = reg["client_secret"]
+        moved = _put(reg, grant_types=grants, client_secret=old, **leaving)
+        assert moved.status_code == 200, moved.text
+        back = _put(reg, grant_types=grants, token_endpoint_auth_method="client_secret_basic")
+        assert back.status_code == 400 and back.json()["error"] == "invalid_client_metadata", back.text
+        # nor with the old secret sent along: it is no longer the client's
+        back = _put(reg, grant_types=grants, token_endpoint_auth_method="client_secret_basic", client_secret=old)
+        assert back.status_code == 400, back.text
+        data = {"grant_type": "client_credentials"} if "client_credentials" in grants else \
+            {"grant_type": "authorization_code", "code": "x", "redirect_uri": "https://rp.example/cb"}
+        resp = token(live.issuer, data, auth=(reg["client_id"], old))
+        assert resp.status_code == 401, resp.text
+
