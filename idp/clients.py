@@ -271,9 +271,17 @@ def _is_jwk_set(jwks) -> bool:
         isinstance(item, str) for item in value)) for value in members)
 
 
+# A key's private or shared parts (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2): a client
+# registers the keys that check its signatures, never the ones that make them (OIDC Dynamic
+# Client Registration §2); stored, they would be read back by RFC 7592 and `idp clients list`.
+SECRET_KEY_MEMBERS = frozenset(("d", "p", "q", "dp", "dq", "qi", "oth", "k"))
+
+
 def _check_jwks(jwks) -> None:
     if not _is_jwk_set(jwks):
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must be a JWK Set"))
+    if any(SECRET_KEY_MEMBERS & key.keys() for key in jwks["keys"]):
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks must hold public keys only"))
     if len(json.dumps(jwks, separators=(",", ":"))) > MAX_JWKS_BYTES:
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must be at most %(max)d kB"),
                                   max=MAX_JWKS_BYTES // 1024)

@@ -50,3 +50,30 @@ def test_a_secret_the_client_gave_up_does_not_come_back(live):
         resp = token(live.issuer, data, auth=(reg["client_id"], old))
         assert resp.status_code == 401, resp.text
 
+
+def test_a_registered_key_set_holds_no_private_or_symmetric_key(live):
+    """Low, OIDC Dynamic Client Registration 1.0 §2 ("The JWK Set MUST NOT contain private or
+    symmetric key values") / RFC 7591 §2 / OWASP ASVS 6.4.1: a `jwks` holding the client's
+    private key ("d") or a shared one ("k") was registered as sent, then handed back on every
+    RFC 7592 read and printed by `idp clients list --json`: a key the client believed secret
+    sat readable in this server's database, its operator's terminal and its backups (and an
+    "oct" key was no public key to check an assertion with). Such a set is now refused."""
+    from joserfc.jwk import ECKey, OctKey, RSAKey
+
+    auth = {"Authorization": f"Bearer {_initial_token(live)}"}
+    for key in (ECKey.generate_key("P-256", private=True).as_dict(private=True),
+                RSAKey.generate_key(2048, private=True).as_dict(private=True),
+                OctKey.generate_key(256).as_dict()):
+        meta = {"redirect_uris": ["https://rp.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [key]}}
+        resp = requests.post(f"{live.issuer}/register", json=meta, headers=auth, timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", \
+            (key["kty"], resp.text[:300])
+    # nor by an update, and a public key set stays fine
+    public = {"keys": [ECKey.generate_key("P-256").as_dict(private=False)]}
+    reg = _register(live, token_endpoint_auth_method="private_key_jwt", jwks=public)
+    private = {"keys": [ECKey.generate_key("P-256", private=True).as_dict(private=True)]}
+    resp = _put(reg, token_endpoint_auth_method="private_key_jwt", jwks=private)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", resp.text[:300]
+    mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    assert requests.get(reg["registration_client_uri"], headers=mgmt, timeout=10).json()["jwks"] == public
