@@ -77,3 +77,26 @@ def test_a_registered_key_set_holds_no_private_or_symmetric_key(live):
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_client_metadata", resp.text[:300]
     mgmt = {"Authorization": f"Bearer {reg['registration_access_token']}"}
     assert requests.get(reg["registration_client_uri"], headers=mgmt, timeout=10).json()["jwks"] == public
+
+
+def test_a_client_registered_for_dpop_bound_tokens_gets_no_bearer_ones(live):
+    """Low, RFC 9449 §5.2 / RFC 7591 §2: a client registering dpop_bound_access_tokens=true
+    says it always uses DPoP, and the authorization server "MUST reject token requests from
+    this client that do not contain the DPoP header". This server supports DPoP and names
+    that very metadata for clients an operator binds (`--require-dpop`), yet dropped it from
+    a registration: whoever took the client's credentials (or a refresh token) got plain
+    bearer tokens. It is now kept, as require_pushed_authorization_requests is: a client may
+    narrow what it is allowed, never widen it."""
+    from tests.test_dpop import Holder, _bound_token, _error
+
+    reg = _register(live, grant_types=["client_credentials"], dpop_bound_access_tokens=True)
+    assert reg.get("dpop_bound_access_tokens") is True, reg
+    auth = (reg["client_id"], reg["client_secret"])
+    assert _error(token(live.issuer, {"grant_type": "client_credentials"}, auth=auth)) == "invalid_dpop_proof"
+    resp = _bound_token(live, Holder(), {"grant_type": "client_credentials"}, auth)
+    assert resp.status_code == 200 and resp.json()["token_type"] == "DPoP", resp.text
+    # an update keeps it when sent again (RFC 7592 §2.2 replaces the metadata), and the value must be a boolean
+    assert _put(reg, grant_types=["client_credentials"], dpop_bound_access_tokens=True).json()[
+        "dpop_bound_access_tokens"] is True
+    bad = _put(reg, grant_types=["client_credentials"], dpop_bound_access_tokens="yes")
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_client_metadata", bad.text
