@@ -221,10 +221,9 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
         _check_jwks_uri(jwks_uri, destinations or outbound.current())
     if auth_method == "private_key_jwt" and not (jwks or jwks_uri):
         raise ClientMetadataError("invalid_client_metadata", N_("private_key_jwt needs jwks or jwks_uri"))
-    require_par = meta.get("require_pushed_authorization_requests", False)
-    if not isinstance(require_par, bool):
-        raise ClientMetadataError("invalid_client_metadata",
-                                  N_("require_pushed_authorization_requests must be a boolean"))
+    # What a client may ask of itself (RFC 9126 §6, RFC 9449 §5.2): it narrows, never widens.
+    require_par = _boolean(meta, "require_pushed_authorization_requests")
+    require_dpop = _boolean(meta, "dpop_bound_access_tokens")
     backchannel = meta.get("backchannel_logout_uri")
     if backchannel is not None:
         _check_backchannel_uri(backchannel, destinations or outbound.current())
@@ -248,12 +247,20 @@ def validate_metadata(meta: dict, destinations: Outbound | None = None) -> dict:
         "jwks": jwks,
         "metadata_extra": {"jwks_uri": jwks_uri} if jwks_uri else {},
         "require_par": require_par,
+        "require_dpop": require_dpop,
         "backchannel_logout_uri": backchannel,
     }
     # After the URI checks (their own error code): these values go to the database as they are.
     if not _all_storable(values):
         raise ClientMetadataError("invalid_client_metadata", N_("the metadata holds a NUL or an unpaired surrogate"))
     return values
+
+
+def _boolean(meta: dict, name: str) -> bool:
+    value = meta.get(name, False)
+    if not isinstance(value, bool):
+        raise ClientMetadataError("invalid_client_metadata", N_("%(name)s must be a boolean"), name=name)
+    return value
 
 
 def _is_jwk_set(jwks) -> bool:
@@ -271,9 +278,17 @@ def _is_jwk_set(jwks) -> bool:
         isinstance(item, str) for item in value)) for value in members)
 
 
+# A key's private or shared parts (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2): a client
+# registers the keys that check its signatures, never the ones that make them (OIDC Dynamic
+# Client Registration §2); stored, they would be read back by RFC 7592 and `idp clients list`.
+SECRET_KEY_MEMBERS = frozenset(("d", "p", "q", "dp", "dq", "qi", "oth", "k"))
+
+
 def _check_jwks(jwks) -> None:
     if not _is_jwk_set(jwks):
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must be a JWK Set"))
+    if any(SECRET_KEY_MEMBERS & key.keys() for key in jwks["keys"]):
+        raise ClientMetadataError("invalid_client_metadata", N_("jwks must hold public keys only"))
     if len(json.dumps(jwks, separators=(",", ":"))) > MAX_JWKS_BYTES:
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must be at most %(max)d kB"),
                                   max=MAX_JWKS_BYTES // 1024)
@@ -350,7 +365,8 @@ def new_client(meta: dict, *, first_party: bool = False, verified: bool = False,
     values = validate_metadata(meta, destinations)
     if policy:
         rules = validate_policy(**policy, client_exists=client_exists)
-        rules["require_par"] = rules["require_par"] or values["require_par"]
+        for flag in ("require_par", "require_dpop"):  # the operator's or the client's own
+            rules[flag] = rules[flag] or values[flag]
         values.update(rules)
     secret = new_secret(32) if needs_secret(values["token_endpoint_auth_method"]) else None
     values.update(
@@ -364,11 +380,16 @@ def new_client(meta: dict, *, first_party: bool = False, verified: bool = False,
 
 
 def update_client(client: Client, meta: dict) -> None:
-    """Replace a client's metadata (RFC 7592 §2.2); the secret and identity stay."""
+    """Replace a client's metadata (RFC 7592 §2.2); its identity stays, and its secret while
+    it authenticates with one."""
     from .store import db
 
     values = validate_metadata(meta)
-    if needs_secret(values["token_endpoint_auth_method"]) and not client.client_secret_hash:
+    if not needs_secret(values["token_endpoint_auth_method"]):
+        # Given up for good: a client often leaves its secret because it leaked, and a later
+        # update back to a secret method would otherwise make that secret valid again.
+        values["client_secret_hash"] = None
+    elif not client.client_secret_hash:
         raise ClientMetadataError("invalid_client_metadata", N_("cannot switch to a secret-based method"))
     for key, value in values.items():
         setattr(client, key, value)
