@@ -5,11 +5,15 @@ only on a POST, dead after 7 days. The finding it answers is in test_review_acco
 from __future__ import annotations
 
 import re
+import uuid
+
+import pytest
 
 from tests.conftest import Browser
 from tests.smtp import body_of
 from tests.test_passkeys import _passkey_sign_in, _post_json, _with_passkey
 from tests.test_second_factor import _enrol
+from tests.test_social import _link, provider, upstream  # noqa: F401  (fixtures)
 from tests.webauthn_authenticator import SoftwareAuthenticator
 
 PASSWORD = "passkey-password"
@@ -132,6 +136,7 @@ def test_a_link_for_a_passkey_already_removed_still_signs_out_everywhere(live):
     assert done.status_code == 200 and "already gone" in done.text
     assert not _signed_in(live, other) and not _signed_in(live, b)
     assert len(live.mailbox.to(email)) == 2  # added, removed: nothing new to tell
+    assert "/account/not-me/" not in body_of(live.mailbox.to(email)[1])  # a removal has no such link
 
 
 def test_the_link_removes_an_authenticator_app_and_its_recovery_codes(live):
@@ -149,3 +154,22 @@ def test_the_link_removes_an_authenticator_app_and_its_recovery_codes(live):
     assert not _signed_in(live, b)
     back = Browser(live.issuer)
     assert "Your account" in back.sign_in(back.get(f"{live.issuer}/account"), email, "second-factor-pw").text
+
+
+@pytest.mark.usefixtures("provider")
+def test_the_link_unlinks_a_connected_account(live, upstream):  # noqa: F811
+    from idp.store import LinkedIdentity, User, db
+
+    tag = uuid.uuid4().hex[:8]  # the upstream serves both databases' runs
+    email, upstream_email = f"not-me-link-{tag}@example.com", f"not-me-{tag}@upstream.example"
+    live.create_user(email, PASSWORD)
+    upstream.create_user(upstream_email, "upstream-password")
+    b, account = _link(live, upstream, email, PASSWORD, upstream_email)
+    assert "Unlink" in account.text
+    owner = Browser(live.issuer)
+    assert owner.submit(owner.get(not_me_link(live, email, 1)), {}).status_code == 200
+    with live.db():
+        user = db.session.query(User).filter_by(email=email).one()
+        assert db.session.query(LinkedIdentity).filter_by(user_id=user.id).count() == 0
+    assert "Connected account unlinked" in body_of(live.mailbox.wait_for(email, 2)[1])
+    assert not _signed_in(live, b)
