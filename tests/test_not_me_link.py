@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import Browser
 from tests.smtp import body_of
+from tests.oidc import verify
+from tests.test_backchannel import _setup, receiver  # noqa: F401  (fixture)
 from tests.test_passkeys import _passkey_sign_in, _post_json, _with_passkey
 from tests.test_second_factor import _enrol
 from tests.test_social import _link, provider, upstream  # noqa: F401  (fixtures)
@@ -173,3 +175,20 @@ def test_the_link_unlinks_a_connected_account(live, upstream):  # noqa: F811
         assert db.session.query(LinkedIdentity).filter_by(user_id=user.id).count() == 0
     assert "Connected account unlinked" in body_of(live.mailbox.wait_for(email, 2)[1])
     assert not _signed_in(live, b)
+
+
+def test_the_link_tells_the_products_signed_in_to_sign_out_too(live, browser, receiver):  # noqa: F811
+    """As "Sign out of all sessions" does: every product that holds a session of the account
+    gets its back-channel logout token."""
+    user_id, client_id, id_claims = _setup(live, browser, receiver, "not-me-bc@example.com")
+    page = browser.get(f"{live.issuer}/account")  # the session that signed in to the product adds a passkey
+    assert "Your account" in page.text
+    options = _post_json(browser, page, "/account/passkeys/options").json()
+    device = SoftwareAuthenticator(live.issuer, allow_ip_origin=True)
+    assert _post_json(browser, page, "/account/passkeys", {"credential": device.create(options)}).status_code == 201
+    owner = Browser(live.issuer)
+    assert owner.submit(owner.get(not_me_link(live, "not-me-bc@example.com", 1)), {}).status_code == 200
+    tokens = receiver.wait_for(1, timeout=15)
+    assert tokens, "the server did not deliver the logout token"
+    _, claims = verify(live.issuer, tokens[0])
+    assert claims["sub"] == user_id and claims["sid"] == id_claims["sid"] and claims["aud"] == client_id
