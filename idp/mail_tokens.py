@@ -1,4 +1,5 @@
-"""Single-use links sent by mail (password reset, email verification), stored only by hash."""
+"""Single-use links sent by mail (password reset, email verification, invitation, "Not you?
+Remove it" in the notice of an added way in), stored only by hash."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ from sqlalchemy import update
 
 from .store import MailToken, User, db, digest, new_secret, utcnow
 
-LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24), "invite": timedelta(days=7)}
+LIFETIMES = {"reset": timedelta(minutes=60), "verify": timedelta(hours=24), "invite": timedelta(days=7),
+             "undo": timedelta(days=7)}
+# Purposes whose links each undo one change (their `target`): a later change's link leaves
+# an earlier one alive, as the owner may not have read the first mail yet.
+ONE_EACH = frozenset({"undo"})
 
 
 def issue(user: User, purpose: str, value: str | None = None, *, commit: bool = True,
-          new_account: bool = False) -> str:
+          new_account: bool = False, target: str | None = None) -> str:
     """A new token for `purpose` (`value` when the caller made it already); any earlier
-    unused one of the same purpose dies. With `commit` False it waits for the caller's commit.
-    `new_account`: the account is being made in the caller's transaction, so it has no
-    earlier token (SCIM creates skip that statement)."""
+    unused one of the same purpose dies (not of a purpose in ONE_EACH). With `commit` False
+    it waits for the caller's commit. `new_account`: the account is being made in the
+    caller's transaction, so it has no earlier token (SCIM creates skip that statement).
+    `target`: the one thing the link acts on."""
     now = utcnow()
-    if not new_account:
+    if not new_account and purpose not in ONE_EACH:
         db.session.execute(
             update(MailToken)
             .where(MailToken.user_id == user.id, MailToken.purpose == purpose, MailToken.used_at.is_(None))
@@ -26,7 +32,7 @@ def issue(user: User, purpose: str, value: str | None = None, *, commit: bool = 
         )
     value = value or new_secret(32)
     db.session.add(MailToken(token_hash=digest(value), user_id=user.id, purpose=purpose, created_at=now,
-                             expires_at=now + LIFETIMES[purpose]))
+                             expires_at=now + LIFETIMES[purpose], target=target))
     if commit:
         db.session.commit()
     return value

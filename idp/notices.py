@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import jsonify, render_template
 
-from . import audit
+from . import audit, mail_tokens
 from .i18n import current_language
 from .mail import link_to, stage_mail
 from .ratelimit import throttle
@@ -20,14 +20,26 @@ TOLD = frozenset({
     "social.linked", "social.unlinked", "admin.second_factor_reset", "device.trusted",
 })
 
+# The changes that add a way in: their mail carries a link that removes it and signs out
+# everywhere (idp/account/not_me.py). Whoever added it from an open session may hold the
+# account's only second factor, which the account page asks for before removing anything.
+ADDED = frozenset({"totp.enabled", "passkey.added", "social.linked"})
 
-def record(kind: str, user: User, **detail) -> None:
+
+def record(kind: str, user: User, *, added: str | None = None, **detail) -> None:
     """`audit.record(kind, user, **detail)` and the owner's mail, committed with the change
     itself, which the caller has written but not committed: a process that dies before
-    this commit leaves no change untold, nor a notice of a change that was not made."""
+    this commit leaves no change untold, nor a notice of a change that was not made.
+    `added` (a kind in ADDED, and only then): what the mail's "Not you?" link removes,
+    "passkey:<id>", "totp:<enrolment>" or "link:<id>"."""
     assert kind in TOLD, kind
+    assert (kind in ADDED) == (added is not None), kind
+    remove = None
+    if added is not None:
+        remove = link_to("not_me.confirm", token=mail_tokens.issue(user, "undo", commit=False, target=added))
     sent = stage_mail(user.email, "sign_in_changed", user.locale or current_language(),
-                      change=audit.LABELS[kind], link=link_to("password.forgot"), account=link_to("account.home"))
+                      change=audit.LABELS[kind], link=link_to("password.forgot"), account=link_to("account.home"),
+                      remove=remove, days=mail_tokens.LIFETIMES["undo"].days)
     audit.record(kind, user, **detail)
     sent()
 

@@ -358,6 +358,14 @@ def sign_out_everywhere(user: User) -> None:
     browser is signed out too when its session is one of `user`'s.
     """
     mine = current() if has_request_context() else None
+    end_everything(user)
+    db.session.commit()
+    signed_out_everywhere(user, mine)
+
+
+def end_everything(user: User) -> None:
+    """The writes of `sign_out_everywhere`, left to the caller's commit (with the change that
+    calls for them: the mailed "Not you? Remove it" link); then `signed_out_everywhere`."""
     now = utcnow()
     db.session.execute(
         update(BrowserSession)
@@ -376,7 +384,11 @@ def sign_out_everywhere(user: User) -> None:
         update(TrustedDevice).where(TrustedDevice.user_id == user.id, TrustedDevice.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    db.session.commit()
+
+
+def signed_out_everywhere(user: User, mine: BrowserSession | None) -> None:
+    """What follows the commit of `end_everything`: the products are told, and this browser,
+    whose session was `mine` (`current()` read before), is signed out if it was `user`'s."""
     # Every product the person signed in to (within the back-channel's look-back), not only
     # those of the sessions open now: a product whose session a later sign-in in the same
     # browser replaced, or that expired, still holds the person.

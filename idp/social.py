@@ -123,21 +123,22 @@ def linked_user(identity: upstream.UpstreamIdentity) -> User | None:
     return user if user is not None and not user.disabled else None
 
 
-def link(user: User, identity: upstream.UpstreamIdentity) -> bool:
-    """Link `identity` to `user` (the caller commits, notices.record); False when it is
-    already linked to another account."""
+def link(user: User, identity: upstream.UpstreamIdentity) -> LinkedIdentity | None:
+    """Link `identity` to `user` (the caller commits, notices.record): the link; None when it
+    is already linked to another account."""
     existing = db.session.execute(select(LinkedIdentity).where(
         LinkedIdentity.provider == identity.provider, LinkedIdentity.subject == identity.subject)).scalar_one_or_none()
     if existing is not None:
-        return existing.user_id == user.id
-    db.session.add(LinkedIdentity(user_id=user.id, provider=identity.provider, subject=identity.subject,
-                                  email=normalize(identity.email)))
+        return existing if existing.user_id == user.id else None
+    row = LinkedIdentity(user_id=user.id, provider=identity.provider, subject=identity.subject,
+                         email=normalize(identity.email))
+    db.session.add(row)
     try:
         db.session.flush()  # linked meanwhile (another request): refused here, before the notice
     except IntegrityError:
         db.session.rollback()
-        return False
-    return True
+        return None
+    return row
 
 
 def links_of(user: User) -> list[LinkedIdentity]:

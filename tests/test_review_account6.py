@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from tests.conftest import Browser
+from tests.smtp import body_of
 from tests.test_passkeys import _passkey_sign_in, _post_json
 from tests.test_social import provider, upstream  # noqa: F401  (fixtures)
 from tests.webauthn_authenticator import SoftwareAuthenticator
@@ -35,23 +36,16 @@ def _age_sessions(live, email: str, seconds: int) -> None:
         db.session.commit()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design decision: 'Confirm it is you' before removing a way in asks for the account's second factor, "
-    "which may be the very passkey (or authenticator app) someone else added from a session left open "
-    "within its first 10 minutes: the owner, told by mail, cannot remove it, neither with Revoke nor with "
-    "'Sign out of all sessions' + 'Also remove every passkey' (the eviction this page offers for exactly "
-    "this case), and a password reset leaves it too (notices.py: 'outlives a password reset unless the "
-    "owner removes it'). Which proof lets the owner remove a factor added after their own sign-in "
-    "(the password for factors newer than the session? a mailed link?) is the product owner's call"))
 def test_the_owner_can_remove_a_passkey_someone_else_added_from_an_open_session(live):
     """High: an account with a password and no second factor. Someone uses a session of it
     opened a few minutes before (a shared computer left signed in) and adds their own passkey:
-    allowed, the sign-in is recent, and the owner is mailed. The owner, signed in elsewhere
-    before that, opens the account page to remove it: removing needs a recent sign-in with the
-    second factor, and the account's only second factor is now the intruder's passkey. The
-    owner's password sign-in stops at "Confirm your identity" (a code they never had, a passkey
-    they do not hold), for removing it and for every later sign-in, while the passkey signs its
-    holder in without a password, after the owner's reset with "Sign out of all sessions" too."""
+    allowed, the sign-in is recent, and the owner is mailed. Removing it on the account page
+    needs a recent sign-in with the second factor, and the account's only second factor is now
+    the intruder's passkey. The product owner's remedy: the mail's "Not you? Remove it and sign
+    out everywhere" link, whose mailbox is the proof, removes that passkey and ends every
+    session (the intruder's too); the owner then gets back in with the password alone."""
+    from tests.test_not_me_link import not_me_link
+
     email = "rv6-evict@example.com"
     live.create_user(email, PASSWORD)
     owner = Browser(live.issuer)
@@ -66,20 +60,18 @@ def test_the_owner_can_remove_a_passkey_someone_else_added_from_an_open_session(
     assert _passkeys_of(live, email) == 1
     _age_sessions(live, email, 3600)  # the owner reads the mail later
 
-    account = owner.get(f"{live.issuer}/account")
-    assert "Also remove every passkey" in account.text
-    asked = owner.submit(account, {"remove_passkeys": "on"}, action=f"{live.issuer}/account/sessions/revoke-all")
-    assert 'name="password"' in asked.text or 'name="email"' in asked.text  # confirm it is you
-    if 'name="password"' not in asked.text:
-        asked = owner.submit(asked, {"email": email})
-    confirmed = owner.submit(asked, {"password": PASSWORD})
-    assert confirmed.url.startswith(f"{live.issuer}/account"), \
-        "the owner was asked for the second factor only the intruder holds"
-    account = owner.get(f"{live.issuer}/account")
-    owner.submit(account, {"remove_passkeys": "on"}, action=f"{live.issuer}/account/sessions/revoke-all")
+    link = not_me_link(live, email, 1)
+    page = owner.get(link)
+    assert page.status_code == 200 and "Remove it and sign out everywhere" in page.text
+    done = owner.submit(page, {})
+    assert done.status_code == 200 and 'href="/password/forgot"' in done.text
     assert _passkeys_of(live, email) == 0
     resp, _ = _passkey_sign_in(live, Browser(live.issuer), intruders)
     assert resp.status_code != 200
+    assert "Your account" not in left_open.get(f"{live.issuer}/account").text  # its session ended
+    assert "Passkey removed" in body_of(live.mailbox.wait_for(email, 2)[1])
+    back = Browser(live.issuer)
+    assert "Your account" in back.sign_in(back.get(f"{live.issuer}/account"), email, PASSWORD).text
 
 
 @pytest.mark.usefixtures("provider")

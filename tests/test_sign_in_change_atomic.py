@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.admin_world import at_second_factor_set_up
-from tests.conftest import server_apart
+from tests.conftest import Browser, server_apart
 from tests.test_admin_users import _confirm, _org_and_admin, _person_page
 from tests.test_passkeys import _post_json
 from tests.webauthn_authenticator import SoftwareAuthenticator
@@ -219,3 +219,27 @@ def test_an_app_set_up_during_a_sign_in_is_not_kept_when_its_notice_fails(live):
     assert b.submit(page, {"code": pyotp.TOTP(secret).now()}).status_code == 200
     assert _events(live, user_id, "totp.enabled") == 1
     live.mailbox.wait_for(email, 1)
+
+
+def test_the_not_me_link_acts_wholly_or_not_at_all(live):
+    """The mailed "Not you? Remove it" link (idp/account/not_me.py): the passkey removed,
+    every session ended, the link spent and the removal told are one commit. When the notice
+    cannot be written, none of it is done and the link still works."""
+    from tests.test_not_me_link import _passkey_ids, not_me_link
+    from tests.test_passkeys import _with_passkey
+
+    email = "atomic-not-me@example.com"
+    b, _ = _with_passkey(live, email)
+    user_id = _user_id(live, email)
+    owner = Browser(live.issuer)
+    page = owner.get(not_me_link(live, email, 1))
+    with _notice_fails(live, "passkey.removed", user_id):
+        failed = owner.submit(page, {})
+    assert failed.status_code == 500 and FAILED in failed.text
+    assert len(_passkey_ids(live, email)) == 1 and "Your account" in b.get(f"{live.issuer}/account").text
+    assert _events(live, user_id, "sessions.revoked") == 0
+    _no_mail(live, email, 1)
+
+    assert owner.submit(owner.get(not_me_link(live, email, 1)), {}).status_code == 200
+    assert _passkey_ids(live, email) == [] and "Your account" not in b.get(f"{live.issuer}/account").text
+    live.mailbox.wait_for(email, 2)

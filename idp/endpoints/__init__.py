@@ -6,6 +6,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    from ..account.not_me import bp as not_me
     from ..account.views import bp as account
     from ..admin import bp as admin
     from ..developer.views import bp as developer
@@ -30,7 +31,7 @@ def register_blueprints(app: Flask) -> None:
     csrf.exempt(scim)  # authenticated by the org's bearer token, never by cookies
     app.register_blueprint(scim)
     csrf.exempt(saml_acs)  # the IdP posts here; the response is bound to the browser's request instead
-    for bp in (authorize.bp, end_session.bp, signin, password, signup, social, enterprise, device, account, mfa, admin,
-               developer):
+    for bp in (authorize.bp, end_session.bp, signin, password, signup, social, enterprise, device, account, not_me, mfa,
+               admin, developer):
         app.register_blueprint(bp)
     cors.init_app(app)

@@ -34,6 +34,15 @@ def has_totp(user: User) -> bool:
     return row is not None and row.confirmed_at is not None
 
 
+def enrolment(user: User) -> str | None:
+    """Which set-up of the app `user` has (None: none): a hash of its sealed secret, new at
+    every set-up, so a link that removes one set-up leaves a later one alone."""
+    row = db.session.get(TotpFactor, user.id)
+    if row is None or row.confirmed_at is None:
+        return None
+    return hashlib.sha256(row.sealed_secret).hexdigest()
+
+
 def start_enrolment(user: User, retry: bool = True) -> str:
     """A fresh, unconfirmed secret for `user` (replacing an unconfirmed one); returns it in base32."""
     secret = pyotp.random_base32()

@@ -84,7 +84,7 @@ def confirm_totp():
         return _setup_page(user, secret, _("This code is not right. Enter the current code from the app."), 400)
     codes = totp.new_recovery_codes(user)
     sessions.factor_enrolled(sessions.current())
-    notices.record("totp.enabled", user)
+    notices.record("totp.enabled", user, added=f"totp:{totp.enrolment(user)}")
     return render_template("account/recovery_codes.html", codes=codes)
 
 
@@ -140,7 +140,7 @@ def add_passkey():
         log.info("passkey registration refused: %s", err)
         return jsonify(error=_("This passkey could not be added.")), 400
     sessions.factor_enrolled(sessions.current())
-    notices.record("passkey.added", user)
+    notices.record("passkey.added", user, added=f"passkey:{row.id}")
     return jsonify(id=row.id, redirect=url_for("account.home")), 201
 
 

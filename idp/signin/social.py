@@ -144,9 +144,10 @@ def _finish_link(label: str, identity, started_by: str | None):
         return require_recent_sign_in(browser, url_for("account.home"))
     if not accounts.social_allowed(browser.user):  # the org may have said so since the link started
         return _social_forbidden()
-    if not social.link(browser.user, identity):
+    linked = social.link(browser.user, identity)
+    if linked is None:
         return _page(_("This %(provider)s account is already linked to another account.", provider=label), 409)
-    notices.record("social.linked", browser.user, provider=identity.provider)
+    notices.record("social.linked", browser.user, added=f"link:{linked.id}", provider=identity.provider)
     return redirect(url_for("account.home"))
 
 

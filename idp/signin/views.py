@@ -447,7 +447,7 @@ def set_up_second_factor():
             "This code is not right. Enter the current code from the app."), 400)
     codes = totp.new_recovery_codes(user)
     # Told like the same change on /account: whoever typed the password now holds the factor.
-    notices.record("totp.enabled", user)
+    notices.record("totp.enabled", user, added=f"totp:{totp.enrolment(user)}")
     session.pop("enrol", None)
     # The code proves the app was set up, not a factor held before this sign-in: the session
     # counts as having passed a factor (as after enrolling on /account), its acr stays at

@@ -42,13 +42,16 @@ class RateLimit(db.Model):
 
 
 class MailToken(db.Model):
-    """A single-use link sent by mail: password reset or email verification."""
+    """A single-use link sent by mail: password reset, email verification, invitation, or
+    "Not you? Remove it" in the notice of an added way in (its `target`)."""
 
     __tablename__ = "mail_tokens"
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    purpose: Mapped[str] = mapped_column(String(16))  # "reset" | "verify"
+    purpose: Mapped[str] = mapped_column(String(16))  # "reset" | "verify" | "invite" | "undo"
+    # "undo" only: what it removes, "passkey:<id>", "totp:<enrolment>" or "link:<id>"
+    target: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     used_at: Mapped[datetime | None] = mapped_column(DateTime)
