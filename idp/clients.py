@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import outbound
+from . import outbound, rsa_bounds
 from .client_policy import is_resource_uri
 from .grant_types import AUTH_METHODS, GRANT_TYPES, SCOPES, TOKEN_EXCHANGE
 from .outbound import DestinationRefused, Outbound, is_loopback_host
@@ -289,6 +289,9 @@ def _check_jwks(jwks) -> None:
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must be a JWK Set"))
     if any(SECRET_KEY_MEMBERS & key.keys() for key in jwks["keys"]):
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must hold public keys only"))
+    if any(rsa_bounds.jwk_refusal(key) for key in jwks["keys"]):
+        raise ClientMetadataError("invalid_client_metadata", N_(
+            "jwks RSA keys must have 2048 to 4096 bits and a public exponent of at most 32 bits"))
     if len(json.dumps(jwks, separators=(",", ":"))) > MAX_JWKS_BYTES:
         raise ClientMetadataError("invalid_client_metadata", N_("jwks must be at most %(max)d kB"),
                                   max=MAX_JWKS_BYTES // 1024)

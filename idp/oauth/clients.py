@@ -16,7 +16,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .. import outbound
+from .. import outbound, rsa_bounds
 from ..clients import MAX_JWKS_BYTES
 from ..single_use import claim
 
@@ -40,7 +40,13 @@ def sends_basic(headers) -> bool:
 
 
 def _key_set(data) -> KeySet:
+    """The keys of a JWK Set a client registered or publishes; none when it is no set, and
+    without RSA keys outside `rsa_bounds` (registration refuses them, a jwks_uri may serve
+    them: verifying with one costs what a hundred requests do)."""
     try:
+        if isinstance(data, dict) and isinstance(data.get("keys"), list):
+            data = {**data, "keys": [key for key in data["keys"]
+                                     if not (isinstance(key, dict) and rsa_bounds.jwk_refusal(key))]}
         return KeySet.import_key_set(data)
     except (JoseError, ValueError, TypeError, KeyError, AttributeError):
         return KeySet([])

@@ -35,7 +35,7 @@ from flask import current_app
 from flask import request as http_request
 from sqlalchemy import bindparam, update
 
-from .. import single_use
+from .. import rsa_bounds, single_use
 from ..store import Grant, db
 
 # alg -> what the key must be. Never `none`, never a MAC (RFC 9449 §4.3 step 5).
@@ -56,13 +56,6 @@ PROOF_TYP = "dpop+jwt"
 IAT_WINDOW = 60  # seconds either side of now a proof's `iat` may be
 NONCE_SLOT = 120  # a nonce lives for this slot and the next one
 MAX_PROOF_LENGTH = 8192  # an RSA-4096 proof is about 1.5 KB
-MIN_RSA_BITS = 2048
-# Anyone may send a proof, with a key of their making, before authenticating: a public
-# exponent as long as the modulus cost ~150 times e=65537's verification, a 16384-bit
-# modulus ~100 times a 2048-bit one. Real clients use e=65537 and at most 4096 bits (Go's
-# crypto/rsa refuses exponents over 31 bits too).
-MAX_RSA_BITS = 4096
-MAX_RSA_EXPONENT_BITS = 32
 
 
 class InvalidDPoPProofError(OAuth2Error):
@@ -225,10 +218,9 @@ def _public_key(alg: str, jwk: dict):
             raise ValueError(f"{alg} needs an RSA key")
         n = int.from_bytes(_b64decode(jwk.get("n")), "big")
         e = int.from_bytes(_b64decode(jwk.get("e")), "big")
-        if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
-            raise ValueError(f"RSA keys must have {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
-        if e.bit_length() > MAX_RSA_EXPONENT_BITS:
-            raise ValueError(f"RSA public exponents must have at most {MAX_RSA_EXPONENT_BITS} bits")
+        refused = rsa_bounds.refusal(n, e)  # anyone may send a proof, with a key of their making
+        if refused:
+            raise ValueError(refused)
         return rsa.RSAPublicNumbers(e, n).public_key()
     if kty != "OKP":
         raise ValueError("EdDSA needs an OKP key")
