@@ -41,14 +41,20 @@ RECENT_SIGN_IN = 600
 
 # Pages a sign-in may return to when it does not serve an authorization request.
 RETURN_PATHS = ("/account", "/device", "/admin", "/developer")
+# The longest path kept to return to: ours are far shorter (ASCII ids of 32 characters). The
+# flow cookie holds it, and a cookie grown past the 4096 bytes browsers keep is dropped whole.
+MAX_RETURN_PATH = 512
 
 
 def _own_page(path) -> bool:
     """True for a path on one of our pages, never another site (no open redirect). A control
     character (a decoded %0A in the link someone was sent) could not be a Location header:
-    the sign-in returning there would end in a 500."""
-    return (isinstance(path, str) and path.startswith(RETURN_PATHS) and "//" not in path and "\\" not in path
-            and path.isprintable())
+    the sign-in returning there would end in a 500. A link with a path of thousands of
+    characters (or of hundreds outside ASCII, each written as up to 12 in the cookie) would
+    fill the flow cookie to the brim, and the browser, dropping it once the email step added
+    the address, could sign in to nothing."""
+    return (isinstance(path, str) and len(path) <= MAX_RETURN_PATH and path.isascii()
+            and path.startswith(RETURN_PATHS) and "//" not in path and "\\" not in path and path.isprintable())
 
 
 def require_sign_in(return_to: str):
