@@ -125,11 +125,9 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     elif not user.email_verified:
         wipe_unproven(user, keep_password=False)
     if user.org_id is not None and user.org_id != org.id:
-        if user.org_admin:
-            # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
-            # and only this org's admins (or an operator) make one of its members an admin.
-            audit.record("admin.removed", user, org=user.org_id, commit=False, moved_to=org.id)
-        leave_org(user)
+        # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
+        # and only this org's admins (or an operator) make one of its members an admin.
+        leave_org(user, moved_to=org.id)
     user.org_id = org.id
     user.email_verified = True
     for field in ("given_name", "family_name", "name"):
@@ -143,10 +141,13 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
     return user
 
 
-def leave_org(user: User) -> None:
+def leave_org(user: User, **detail) -> None:
     """`user` is no member of their org any more, and leaves behind what was the org's: its
     directory's record of them (externalId, every attribute it sent, group memberships) and
-    the admin role there. An org they join next must read none of it. The caller commits."""
+    the admin role there, whose loss the org's audit log shows (`admin.removed`, with
+    `detail`). An org they join next must read none of it. The caller commits."""
+    if user.org_admin:
+        audit.record("admin.removed", user, org=user.org_id, commit=False, **detail)
     db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
     user.org_id = None
     for column, value in LEFT_BEHIND.items():

@@ -733,12 +733,16 @@ def cmd_orgs_admin(args) -> None:
                 change = {**LEFT_BEHIND, **change}
                 members = _table(conn, "group_members")
                 conn.execute(delete(members).where(members.c.user_id == user.id))
+        events = []
+        if "external_id" in change and user.org_admin:  # the old org's log shows its admin gone
+            events.append(_event(conn, "admin.removed", user_id=user.id, org_id=user.org_id, via="cli",
+                                 moved_to=org.id))
         if any(user._mapping.get(k) != v for k, v in change.items()):  # the model's updated_at moves with a change only
             conn.execute(update(users).where(users.c.id == user.id).values(**change, updated_at=utcnow()))
-        event = _event(conn, "admin.removed" if args.remove else "admin.made_admin", user_id=user.id,
-                       org_id=org.id, via="cli")
+        events.append(_event(conn, "admin.removed" if args.remove else "admin.made_admin", user_id=user.id,
+                             org_id=org.id, via="cli"))
         conn.commit()
-    _log_events([event])
+    _log_events(events)
     print(f"{email} is {'no longer' if args.remove else 'now'} an admin of {org.name}")
 
 

@@ -432,7 +432,7 @@ def delete_user(user_id: str):
     org_ = org()
     user = member(org_, user_id)
     check_if_match(version_of(user.updated_at))
-    accounts.leave_org(user)
+    accounts.leave_org(user, via="scim")
     db.session.commit()
     accounts.disable(user)
     audit.record("scim.user_deleted", user, org=org_, via="scim")
