@@ -8,7 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from tests.oidc import authorize_url
+from tests.conftest import Browser
+from tests.oidc import authorize_url, token
+from tests.test_review_logout import _code_flow
+from tests.test_session_idle import _signed_in_to_a_product, _unused_for
 
 # A page on another site than the identity provider's (127.0.0.1): Playwright answers for
 # it, so no server is needed, and the browser applies its cross-site rules.
@@ -64,3 +67,34 @@ def test_a_third_party_post_naming_confirm_does_not_sign_the_browser_out(live, c
         assert _signed_in_with(live, client_id, callback, cookie)
     finally:
         context.close()
+
+
+def test_a_third_party_page_cannot_sign_out_an_idle_session_without_the_persons_confirmation(live):
+    """A session left idle signs nobody in, but it lives on: its products keep their online
+    refresh tokens to its end of life, and a sign-out from the browser still ends it and tells
+    them (README). /logout looked only at a session that counts: for an idle one it saw none,
+    so it skipped the confirmation a page without the person's ID token gets, and ended it
+    anyway. Any page sending the browser to /logout (or with an ID token of another account,
+    even the page's own) ended the person's session and their products' online tokens, and
+    told every product to sign them out. The idle session is asked about as a live one is."""
+    browser, client_id, secret, body, sid = _signed_in_to_a_product(live, "fresh7-third-party")
+    _unused_for(live, sid, 31)
+    other_id, other_secret = live.create_client(post_logout_redirect_uris=["http://127.0.0.1:9/bye"])
+    live.create_user("idle-fresh7-stranger@example.com", "stranger-password")
+    stranger = _code_flow(live, Browser(live.issuer), other_id, other_secret, "idle-fresh7-stranger@example.com",
+                          "stranger-password")
+
+    for params in ({}, {"id_token_hint": stranger["id_token"], "post_logout_redirect_uri": "http://127.0.0.1:9/bye"}):
+        resp = browser.http.get(f"{live.issuer}/logout", params=params, allow_redirects=False, timeout=10)
+        assert resp.status_code == 200 and 'name="confirm"' in resp.text, (params, resp.status_code, resp.text[:300])
+
+    refreshed = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+                      auth=(client_id, secret))
+    assert refreshed.status_code == 200, refreshed.text  # the session and its product went on
+
+    # the person's own confirmation still ends it, and its product's online tokens
+    page = browser.http.get(f"{live.issuer}/logout", timeout=10)
+    assert browser.submit(page, {"confirm": "yes"}).status_code == 200
+    gone = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]},
+                 auth=(client_id, secret))
+    assert gone.status_code == 400, gone.text

@@ -62,7 +62,9 @@ def logout():
     if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
         return error_page(_("The application sent an invalid sign-out request."))
 
-    browser = sessions.current()
+    # Also a session that no longer signs the browser in (idle): the sign-out still ends it and
+    # tells its products, so it is asked about as a live one is.
+    browser = sessions.held()
     confirmed = request.method == "POST" and params.get("confirm") == "yes"
     hint_matches = claims is not None and browser is not None and claims.get("sub") == browser.user_id
     if browser is not None and not (confirmed or hint_matches):
