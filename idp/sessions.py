@@ -91,7 +91,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
     if ends_by is not None:
         ttl = max(1, min(ttl, int(ends_by - time.time())))
-    previous = _held()
+    previous = held()
     if previous is not None and previous.user_id == user.id:
         # The same person again (prompt=login, max_age, the recent-sign-in check): the
         # session the products hold (its `sid`) goes on, with a new secret (no fixation)
@@ -198,7 +198,7 @@ def current() -> BrowserSession | None:
 def _idle(values) -> bool:
     """Whether the session went unused for longer than it may (`Settings.session_idle`):
     it then no longer signs the browser in. It is not ended: the products it signed in keep
-    their online tokens until its end of life, and a sign-out from the browser (`_held`)
+    their online tokens until its end of life, and a sign-out from the browser (`held`)
     still ends it and tells them. Seen to `SEEN_RESOLUTION`, so the limit is met up to
     five minutes late."""
     settings = _settings()
@@ -219,7 +219,7 @@ def _cookie_row():
     return values
 
 
-def _held() -> BrowserSession | None:
+def held() -> BrowserSession | None:
     """This browser's session, or else the row its cookie names that does not count now (one
     opened before its org required a second factor, or left idle): still the browser's, and its products
     still hold it (their online refresh tokens too), so a sign-out ends it and a sign-in
@@ -312,7 +312,7 @@ def factor_enrolled(row: BrowserSession) -> None:
 
 def end_current() -> BrowserSession | None:
     """Sign this browser out; returns the session that ended."""
-    row = _held()
+    row = held()
     if row is not None:
         row.ended_at = utcnow()
         _end_online_grants([row.id], row.ended_at)

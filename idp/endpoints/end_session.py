@@ -36,9 +36,10 @@ def _csrf_ok() -> bool:
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
-    if request.method == "POST" and "confirm" not in request.form:
+    if request.method == "POST" and not _csrf_ok():
         # A product's POST (RP-Initiated Logout 1.0 §2), cross-site: the person's own
-        # confirmation below is the one POST that is ours and carries the session cookie.
+        # confirmation below is the one POST that is ours (its CSRF token proves it, not its
+        # fields: any page may post `confirm`) and carries the session cookie.
         return as_get()
     params = request.values
     hint = params.get("id_token_hint")
@@ -61,8 +62,10 @@ def logout():
     if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
         return error_page(_("The application sent an invalid sign-out request."))
 
-    browser = sessions.current()
-    confirmed = request.method == "POST" and params.get("confirm") == "yes" and _csrf_ok()
+    # Also a session that no longer signs the browser in (idle): the sign-out still ends it and
+    # tells its products, so it is asked about as a live one is.
+    browser = sessions.held()
+    confirmed = request.method == "POST" and params.get("confirm") == "yes"
     hint_matches = claims is not None and browser is not None and claims.get("sub") == browser.user_id
     if browser is not None and not (confirmed or hint_matches):
         return render_template(
