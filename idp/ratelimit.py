@@ -24,6 +24,7 @@ them), or "Bob@x" and "bob@x" would be throttled separately.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -350,11 +351,21 @@ def _upsert(policy: Policy, kind: str):
 
 def _upsert_params(key: str, policy: Policy, now: datetime) -> dict:
     """The bind parameters of `_upsert`: the key, now, the window's start, each block end."""
-    params = {"key": key, "now": now, "expired_before": now - timedelta(seconds=policy.window)}
-    for n in {1, *_step_counts(policy)}:
-        seconds = policy.delay(n)
-        params[f"block_{n}"] = now + timedelta(seconds=seconds) if seconds else None
+    window, delays = _delays(policy)
+    params = {"key": key, "now": now, "expired_before": now - window}
+    for name, delay in delays:
+        params[name] = now + delay if delay else None
     return params
+
+
+@functools.cache
+def _delays(policy: Policy) -> tuple[timedelta, tuple[tuple[str, timedelta | None], ...]]:
+    """The window and each block end's (parameter name, delay) of `_upsert_params`, worked
+    out once per policy: every password attempt counts, and working them out each time
+    cost more than the statement."""
+    counts = sorted({1, *_step_counts(policy)})
+    return timedelta(seconds=policy.window), tuple(
+        (f"block_{n}", timedelta(seconds=policy.delay(n)) if policy.delay(n) else None) for n in counts)
 
 
 # KEYS[1]: the counter hash; ARGV: now (epoch milliseconds, from the app's clock), window,

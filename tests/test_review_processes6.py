@@ -125,9 +125,14 @@ def test_password_guesses_at_many_accounts_raced_from_one_address_stay_within_it
 def test_right_passwords_from_one_address_never_spend_its_budget(pair):  # noqa: F811
     """The address's budget is charged before the password is checked (the test above), and
     a right password gives its charge back: an office signing in behind its one address, many
-    more times than the budget's free failures, some of them at once, is never refused; and
-    a right password does not wipe the wrong ones counted before it."""
+    more times than the budget's free failures, some of them at once, is never refused (a
+    person with a second factor too, whose password step commits no sign-in); and a right
+    password does not wipe the wrong ones counted before it."""
+    import pyotp
+
+    from idp.mfa import totp
     from idp.ratelimit import POLICIES
+    from idp.store import User, db
     from tests.test_review_processes4 import _at_password_step
 
     first, second_url = pair
@@ -135,13 +140,18 @@ def test_right_passwords_from_one_address_never_spend_its_budget(pair):  # noqa:
     servers = (first.issuer, second_url)
     free = POLICIES["password:ip"].free
     first.create_user(email, password)
+    with first.db():
+        user = db.session.get(User, first.create_user("office-mfa@example.com", password))
+        assert totp.confirm_enrolment(user, pyotp.TOTP(totp.start_enrolment(user)).now())
+        db.session.commit()
     at_once = [_at_password_step(first, address, email) for _ in range(4)]  # nine o'clock
     assert _raced([_password_post(step, servers[i % 2], password) for i, step in enumerate(at_once)]) == [302] * 4
     for i in range(free - 1):  # wrong ones, at other accounts (their own budgets stay free)
         assert _password_post(_at_password_step(first, address, f"typo-{i}@example.com"), servers[i % 2],
                               password)() == 401
     for i in range(free + 5):  # one short of the budget, every right one leaves it so
-        assert _password_post(_at_password_step(first, address, email), servers[i % 2], password)() == 302, i
+        person = (email, "office-mfa@example.com")[i // 2 % 2]
+        assert _password_post(_at_password_step(first, address, person), servers[i % 2], password)() == 302, i
     # the wrong ones still count: the 30th is free, the 31st blocks the address
     for i in range(2):
         assert _password_post(_at_password_step(first, address, f"late-{i}@example.com"), servers[i],

@@ -195,15 +195,19 @@ def password():
         audit.record("signin.failure", user, method="pwd")
         return render_template("signin/password.html", email=address, req=req, remember=remember,
                                error=_("Incorrect email or password.")), 401
-    limits.refund(decisions[1], commit=False)  # committed below, with what else a right password changes
-    if counted:  # nothing to forget otherwise (a statement saved)
+    # Left to the next commit (the sign-in's own, nearly always): a transaction of its own
+    # cost more than the charge. A request that dies before it keeps the charge: one failure.
+    limits.refund(decisions[1], commit=False)
+    if counted:  # nothing to forget otherwise (a statement and a commit saved)
         limits.success("password:account", address)
     if rehashed:  # older parameters, or a hash of the password as typed before normalization
         user.password_hash = rehashed
-    db.session.commit()
+        db.session.commit()
     session.pop("signin_email", None)
     session.pop("remember", None)
-    return first_factor_passed(user, pending, req, remember=remember, amr=AMR_PASSWORD)
+    answer = first_factor_passed(user, pending, req, remember=remember, amr=AMR_PASSWORD)
+    db.session.commit()  # the refund, where no sign-in was committed (a second factor to ask for)
+    return answer
 
 
 def enforced_for(user: User | None, email: str | None = None) -> bool:
