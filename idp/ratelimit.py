@@ -565,7 +565,8 @@ class Throttle:
 
         A request that dies between `attempt` and `refund` keeps its attempt counted: one
         failure at most, where an uncounted one would let raced guesses through."""
-        self._call("refund", decision.charge, commit)
+        if decision.charge is not None:  # else refused, and not counted
+            self._call("refund", decision.charge, commit)
 
     def success(self, scope: str, value: str) -> None:
         """Forget the key: its failures no longer count."""
