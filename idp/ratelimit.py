@@ -9,7 +9,9 @@ window. A success (a correct password) forgets the key.
 
 Two ways to count: `check` before and `failure` after a wrong answer, or `attempt`, which
 counts the attempt before the answer is checked, in the same atomic operation that decides
-whether it may go ahead; only `attempt` holds when concurrent guesses race each other.
+whether it may go ahead; only `attempt` holds when concurrent guesses race each other. A key
+that right answers must not spend (one address that is a whole office) gives a right
+answer's attempt back with `refund` instead of forgetting everything.
 
 The counters must be shared by all `idp serve` processes and machines, so they live in the
 database (the `rate_limits` table) or, when IDP_REDIS_URL is set, in Redis. Either way one
@@ -22,16 +24,17 @@ them), or "Bob@x" and "bob@x" would be throttled separately.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from flask import Flask, Response, current_app, jsonify, request
-from sqlalchemy import DateTime, bindparam, case, delete, func, literal_column, or_, select
+from sqlalchemy import DateTime, bindparam, case, delete, func, literal_column, or_, select, update
 
 from .observability import metrics
 from .store import RateLimit, db, dialect_insert, digest, utcnow
@@ -48,6 +51,18 @@ class Decision:
     # From `check_all`: False when the key had no failure on record at all, so a `success`
     # would have nothing to forget (True whenever that is not known).
     on_record: bool = True
+    # From an allowed `attempt`: what `refund` needs to give exactly this attempt back.
+    charge: Charge | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One attempt counted by `attempt`, as its key's row was right after it: the window it
+    was counted in (a later window no longer holds it) and the block it set (None: none)."""
+
+    key: str
+    window_start: datetime
+    blocked_until: datetime | None
 
 
 @dataclass(frozen=True)
@@ -172,9 +187,16 @@ class Counters(Protocol):
         """Count one failure atomically; return the key's resulting blocked_until. With
         `commit` False, a count kept in the database waits for the caller's commit."""
 
-    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
+    def record_attempt(self, key: str, policy: Policy,
+                       now: datetime) -> tuple[bool, datetime | None, int, datetime | None]:
         """In one atomic operation: if the key is not blocked, count one failure. Returns
-        (counted, resulting blocked_until, resulting count; 0 when not counted)."""
+        (counted, resulting blocked_until, resulting count and window_start; 0 and None
+        when not counted)."""
+
+    def refund(self, charge: Charge, commit: bool = True) -> None:
+        """In one atomic operation: take back the one failure `charge` counted if its window
+        still holds it, and the block it set if that is still the key's. `commit` as for
+        `record_failure`."""
 
     def forget(self, key: str) -> None: ...
 
@@ -182,6 +204,20 @@ class Counters(Protocol):
 _RATE_LIMITS = RateLimit.__table__
 _ON_RECORD = select(_RATE_LIMITS.c.key, _RATE_LIMITS.c.blocked_until).where(
     _RATE_LIMITS.c.key.in_(bindparam("keys", expanding=True)))
+# The window's start tells this attempt's window from a later one (which no longer counts
+# it); failures > 0 keeps a count from ever going below zero. The block this attempt set
+# ends (NULL) only if it is still the key's: while it stood no other attempt was counted,
+# and a block from one counted after it is that one's. Comparing with a NULL charge_block
+# is never true, so an attempt that set no block leaves the key's as it is.
+_REFUND = update(_RATE_LIMITS).where(
+    _RATE_LIMITS.c.key == bindparam("charge_key"),
+    _RATE_LIMITS.c.window_start == bindparam("charge_window", type_=DateTime()),
+    _RATE_LIMITS.c.failures > 0,
+).values(
+    failures=_RATE_LIMITS.c.failures - 1,
+    blocked_until=case((_RATE_LIMITS.c.blocked_until == bindparam("charge_block", type_=DateTime()), None),
+                       else_=_RATE_LIMITS.c.blocked_until),
+)
 
 
 class DatabaseCounters:
@@ -208,10 +244,11 @@ class DatabaseCounters:
 
     @staticmethod
     def _run(stmt, params, commit: bool = True):
-        """Execute one upsert (on the session's connection: no ORM execute layer for a table
-        statement) and commit; the first returned row (or None)."""
+        """Execute one statement (on the session's connection: no ORM execute layer for a
+        table statement) and commit; the first returned row (or None)."""
         try:
-            row = db.session.connection().execute(stmt, params).first()
+            result = db.session.connection().execute(stmt, params)
+            row = result.first() if result.returns_rows else None
             if commit:
                 db.session.commit()
         except Exception:
@@ -222,14 +259,19 @@ class DatabaseCounters:
     def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
         return self._run(_upsert(policy, "failure"), _upsert_params(key, policy, now), commit).blocked_until
 
-    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
+    def record_attempt(self, key: str, policy: Policy,
+                       now: datetime) -> tuple[bool, datetime | None, int, datetime | None]:
         # The upsert's WHERE makes the check and the count one statement: on a blocked key it
         # updates nothing and RETURNING gives no row (PostgreSQL re-checks the WHERE on the
         # row it locked, SQLite runs one writer at a time), so racing attempts never both pass.
         row = self._run(_upsert(policy, "attempt"), _upsert_params(key, policy, now))
         if row is None:
-            return False, self.blocked_until(key), 0
-        return True, row.blocked_until, row.failures
+            return False, self.blocked_until(key), 0, None
+        return True, row.blocked_until, row.failures, row.window_start
+
+    def refund(self, charge: Charge, commit: bool = True) -> None:
+        self._run(_REFUND, {"charge_key": charge.key, "charge_window": charge.window_start,
+                            "charge_block": charge.blocked_until}, commit)
 
     def forget(self, key: str) -> None:
         db.session.execute(delete(RateLimit).where(RateLimit.key == key))
@@ -268,7 +310,8 @@ def _upsert(policy: Policy, kind: str):
     `failure` (after a wrong answer): a block the new count calls for replaces a shorter
     one, never a longer one; returns blocked_until. `attempt` (before the answer is known):
     counted only while the key is not blocked, the new count alone deciding the block (the
-    old one is over); returns failures and blocked_until, or no row when blocked."""
+    old one is over); returns failures, blocked_until and window_start, or no row when
+    blocked."""
     dialect = db.session.get_bind().dialect.name
     stmt = _UPSERTS.get((policy, dialect, kind))
     if stmt is not None:
@@ -301,18 +344,28 @@ def _upsert(policy: Policy, kind: str):
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.key], set_={**counted, "blocked_until": new_block},
             where=or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
-        ).returning(table.c.failures, table.c.blocked_until)
+        ).returning(table.c.failures, table.c.blocked_until, table.c.window_start)
     _UPSERTS[policy, dialect, kind] = stmt
     return stmt
 
 
 def _upsert_params(key: str, policy: Policy, now: datetime) -> dict:
     """The bind parameters of `_upsert`: the key, now, the window's start, each block end."""
-    params = {"key": key, "now": now, "expired_before": now - timedelta(seconds=policy.window)}
-    for n in {1, *_step_counts(policy)}:
-        seconds = policy.delay(n)
-        params[f"block_{n}"] = now + timedelta(seconds=seconds) if seconds else None
+    window, delays = _delays(policy)
+    params = {"key": key, "now": now, "expired_before": now - window}
+    for name, delay in delays:
+        params[name] = now + delay if delay else None
     return params
+
+
+@functools.cache
+def _delays(policy: Policy) -> tuple[timedelta, tuple[tuple[str, timedelta | None], ...]]:
+    """The window and each block end's (parameter name, delay) of `_upsert_params`, worked
+    out once per policy: every password attempt counts, and working them out each time
+    cost more than the statement."""
+    counts = sorted({1, *_step_counts(policy)})
+    return timedelta(seconds=policy.window), tuple(
+        (f"block_{n}", timedelta(seconds=policy.delay(n)) if policy.delay(n) else None) for n in counts)
 
 
 # KEYS[1]: the counter hash; ARGV: now (epoch milliseconds, from the app's clock), window,
@@ -328,7 +381,7 @@ local function delay(n)
   if n <= free then return 0 end
   return math.min(cap, base * 2 ^ (n - free - 1))
 end
-local function count(failures, start, blocked)
+local function count(failures, start, blocked)  -- returns failures, blocked_until, window_start
   if start == nil or now - start > window then
     failures, start = 1, now
   else
@@ -340,7 +393,7 @@ local function count(failures, start, blocked)
   if blocked then redis.call('HSET', KEYS[1], 'blocked_until', string.format('%d', blocked)) end
   local live = math.max(start + window, blocked or 0) - now
   redis.call('EXPIRE', KEYS[1], math.ceil(live / 1000) + 1)
-  return failures, blocked and string.format('%d', blocked) or ''
+  return failures, blocked and string.format('%d', blocked) or '', string.format('%d', start)
 end
 local row = redis.call('HMGET', KEYS[1], 'failures', 'window_start', 'blocked_until')
 local failures, start, blocked = tonumber(row[1]) or 0, tonumber(row[2]), tonumber(row[3])
@@ -352,12 +405,23 @@ local _, until_ = count(failures, start, blocked)
 return until_
 """
 
-# Counts only when the key is not blocked; returns {1, blocked_until, count} when counted,
-# {0, blocked_until, 0} when not.
+# Counts only when the key is not blocked; returns {1, blocked_until, count, window_start}
+# when counted, {0, blocked_until, 0, ""} when not.
 _ATTEMPT_LUA = _COUNT_LUA + """
-if blocked ~= nil and blocked > now then return {0, string.format('%d', blocked), 0} end
-local n, until_ = count(failures, start, nil)
-return {1, until_, n}
+if blocked ~= nil and blocked > now then return {0, string.format('%d', blocked), 0, ''} end
+local n, until_, start_ = count(failures, start, nil)
+return {1, until_, n, start_}
+"""
+
+# `DatabaseCounters.refund` in Redis (see _REFUND). ARGV: the charge's window_start and
+# blocked_until (epoch milliseconds as `_ATTEMPT_LUA` returned them; "" for no block). An
+# expired hash is gone, and with it the charge.
+_REFUND_LUA = """
+local row = redis.call('HMGET', KEYS[1], 'failures', 'window_start', 'blocked_until')
+if (tonumber(row[1]) or 0) < 1 or row[2] ~= ARGV[1] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'failures', -1)
+if ARGV[2] ~= '' and row[3] == ARGV[2] then redis.call('HDEL', KEYS[1], 'blocked_until') end
+return 1
 """
 
 
@@ -376,6 +440,7 @@ class RedisCounters:
         self.client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         self._failure = self.client.register_script(_FAILURE_LUA)
         self._attempt = self.client.register_script(_ATTEMPT_LUA)
+        self._refund = self.client.register_script(_REFUND_LUA)
 
     def blocked_until(self, key: str) -> datetime | None:
         return _from_epoch_ms(self.client.hget(self.PREFIX + key, "blocked_until"))
@@ -390,9 +455,14 @@ class RedisCounters:
     def record_failure(self, key: str, policy: Policy, now: datetime, commit: bool = True) -> datetime | None:
         return _from_epoch_ms(self._failure(keys=[self.PREFIX + key], args=_lua_args(policy, now)))
 
-    def record_attempt(self, key: str, policy: Policy, now: datetime) -> tuple[bool, datetime | None, int]:
-        counted, blocked, count = self._attempt(keys=[self.PREFIX + key], args=_lua_args(policy, now))
-        return bool(counted), _from_epoch_ms(blocked), int(count)
+    def record_attempt(self, key: str, policy: Policy,
+                       now: datetime) -> tuple[bool, datetime | None, int, datetime | None]:
+        counted, blocked, count, start = self._attempt(keys=[self.PREFIX + key], args=_lua_args(policy, now))
+        return bool(counted), _from_epoch_ms(blocked), int(count), _from_epoch_ms(start)
+
+    def refund(self, charge: Charge, commit: bool = True) -> None:
+        until = "" if charge.blocked_until is None else str(_epoch_ms(charge.blocked_until))
+        self._refund(keys=[self.PREFIX + charge.key], args=[str(_epoch_ms(charge.window_start)), until])
 
     def forget(self, key: str) -> None:
         self.client.delete(self.PREFIX + key)
@@ -403,15 +473,21 @@ def _lua_args(policy: Policy, now: datetime) -> list[int]:
             policy.lockout_after, policy.lockout]
 
 
+# Whole-number arithmetic, not float seconds: a charge's instants must go to Redis and back
+# unchanged for `refund` to find them.
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
 def _epoch_ms(moment: datetime) -> int:
     # Rounded down, so a block never ends later than now + delay (retry_after stays exact).
-    return math.floor(moment.replace(tzinfo=UTC).timestamp() * 1000)
+    return (moment.replace(tzinfo=None) - _EPOCH) // _MS
 
 
 def _from_epoch_ms(raw: bytes | str | None) -> datetime | None:
     if not raw:
         return None
-    return datetime.fromtimestamp(int(raw) / 1000, UTC).replace(tzinfo=None)
+    return _EPOCH + int(raw) * _MS
 
 
 class Throttle:
@@ -466,16 +542,31 @@ class Throttle:
 
         The check and the count are one atomic operation, so N concurrent attempts never get
         further than N sequential ones. A refused attempt is not counted (it checks nothing).
-        Every allowed attempt counts as a failure until `success` forgets the key.
+        Every allowed attempt counts as a failure until `success` forgets the key, or
+        `refund` gives this one back.
         """
         now = self.now()
         policy = POLICIES[scope]
-        counted, blocked_until, count = self._call("record_attempt", throttle_key(scope, value), policy, now)
+        key = throttle_key(scope, value)
+        counted, blocked_until, count, window_start = self._call("record_attempt", key, policy, now)
         if not counted:
             # the block may have ended (or the key been forgotten) since: still refused, briefly
             metrics.throttled(scope)
             return Decision(False, max(1, _decide(blocked_until, now).retry_after))
-        return Decision(True, 0, locks_out=policy.locks_out(count))
+        return Decision(True, 0, locks_out=policy.locks_out(count),
+                        charge=Charge(key, window_start, blocked_until))
+
+    def refund(self, decision: Decision, *, commit: bool = True) -> None:
+        """Give back the attempt that `attempt` counted and allowed as `decision`, its answer
+        being right: its one failure (not if its window is over: a new one does not hold it)
+        and the block it set (unless a later attempt's replaced it). Nothing more, so a right
+        answer never erases wrong ones, and a count never goes below zero. `commit` False: as
+        for `failure`.
+
+        A request that dies between `attempt` and `refund` keeps its attempt counted: one
+        failure at most, where an uncounted one would let raced guesses through."""
+        if decision.charge is not None:  # else refused, and not counted
+            self._call("refund", decision.charge, commit)
 
     def success(self, scope: str, value: str) -> None:
         """Forget the key: its failures no longer count."""

@@ -451,6 +451,39 @@ def test_concurrent_attempts_never_exceed_the_budget(kind, app, clock, redis_url
         counters.client.close()
 
 
+def test_a_refund_gives_back_exactly_its_own_attempt(backend, clock):
+    """`refund` (a right password's attempt given back) takes one failure off, and the block
+    that attempt set: never another's failures or block, never below zero, never a failure
+    of a later window."""
+    t, failures = backend
+    ip = uuid.uuid4().hex  # any string is one client
+    free = POLICIES["password:ip"].free
+    first = t.attempt("password:ip", ip)
+    t.refund(first)
+    assert failures("password:ip", ip) == 0
+    t.refund(first)  # twice (or a stale charge): the count stays at zero
+    assert failures("password:ip", ip) == 0
+    assert [t.attempt("password:ip", ip).allowed for _ in range(free)] == [True] * free  # wrong ones
+    last = t.attempt("password:ip", ip)  # beyond the free ones: allowed, and blocks what comes after it
+    assert last.allowed and t.check("password:ip", ip) == Decision(False, 2)
+    assert not t.attempt("password:ip", ip).allowed
+    t.refund(last)  # it was right: its block goes, the wrong ones before it stay
+    assert failures("password:ip", ip) == free and t.check("password:ip", ip) == Decision(True, 0)
+    right = t.attempt("password:ip", ip)  # a right one, then a wrong one raced past it
+    clock.advance(2)
+    wrong = t.attempt("password:ip", ip)
+    assert right.allowed and wrong.allowed and failures("password:ip", ip) == free + 2
+    t.refund(right)  # the wrong one's count and block stay
+    assert failures("password:ip", ip) == free + 1 and t.check("password:ip", ip) == Decision(False, 4)
+    clock.advance(901)  # a new window: an attempt of the old one has nothing left to give back
+    stale = t.attempt("password:ip", ip)
+    assert t.attempt("password:ip", ip).allowed and failures("password:ip", ip) == 2
+    t.refund(last)
+    assert failures("password:ip", ip) == 2
+    t.refund(stale)
+    assert failures("password:ip", ip) == 1
+
+
 def test_check_all_reads_every_key_at_once(backend, clock):
     """`check_all` decides as `check` does, key by key, and says which keys have failures
     on record (a key with none needs no `success`)."""

@@ -99,19 +99,14 @@ def test_a_first_consent_raced_from_two_tabs_on_two_servers_is_given_once(live, 
             assert db.session.query(Consent).filter_by(user_id=user_id, client_id=client_id).count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design decision: the password step reads the address's budget ('password:ip') before the "
-    "argon2 check and counts a failure after it (signin/views.py: 'the address's count is read "
-    "only'), so guesses raced through every worker pass it together each time its block ends; "
-    "counting before the check would charge an office's correct sign-ins against its one address "
-    "unless a right password gave the attempt back, which the throttle cannot do yet"))
 def test_password_guesses_at_many_accounts_raced_from_one_address_stay_within_its_budget(pair):  # noqa: F811
     """Medium (ASVS 2.2.1, password spraying): the per-address budget is what stops one
     address trying one password at many accounts (each account's own budget sees one guess).
     Once the address has used its free failures, every further failure blocks it, but guesses
     sent at once to every worker of the deployment (here two servers of two workers) all read
     the address as free before the first is counted: one guess per worker each time the block
-    ends, instead of one. More servers, more guesses."""
+    ends, instead of one. More servers, more guesses. Now each guess is charged to the
+    address before its password is checked, in the statement that decides."""
     from idp.ratelimit import POLICIES
     from tests.test_review_processes4 import _at_password_step
 
@@ -121,19 +116,57 @@ def test_password_guesses_at_many_accounts_raced_from_one_address_stay_within_it
         b, page = _at_password_step(first, address, f"spray-{i}@example.com")
         assert b.submit(page, {"password": "Winter2026!"}).status_code == 401
     steps = [_at_password_step(first, address, f"sprayed-{i}@example.com") for i in range(8)]
-
-    def guess(i: int, step):
-        import requests
-
-        b, page = step
-        http = requests.Session()
-        http.headers.update(b.http.headers)
-        http.cookies.update(b.http.cookies)
-        base = (first.issuer, second_url)[i % 2]
-        return lambda: http.post(f"{base}/signin/password",
-                                 data={"csrf_token": csrf_of(page.text), "password": "Winter2026!"},
-                                 allow_redirects=False, timeout=60).status_code
-
-    statuses = _raced([guess(i, step) for i, step in enumerate(steps)])
+    guesses = [_password_post(step, (first.issuer, second_url)[i % 2], "Winter2026!") for i, step in enumerate(steps)]
+    statuses = _raced(guesses)
     assert sorted(set(statuses)) <= [401, 429], statuses
     assert statuses.count(401) == 1, statuses  # one guess checked, as when sent one by one
+
+
+def test_right_passwords_from_one_address_never_spend_its_budget(pair):  # noqa: F811
+    """The address's budget is charged before the password is checked (the test above), and
+    a right password gives its charge back: an office signing in behind its one address, many
+    more times than the budget's free failures, some of them at once, is never refused (a
+    person with a second factor too, whose password step commits no sign-in); and a right
+    password does not wipe the wrong ones counted before it."""
+    import pyotp
+
+    from idp.mfa import totp
+    from idp.ratelimit import POLICIES
+    from idp.store import User, db
+    from tests.test_review_processes4 import _at_password_step
+
+    first, second_url = pair
+    address, email, password = "203.0.113.92", "office@example.com", "office-password-2026"
+    servers = (first.issuer, second_url)
+    free = POLICIES["password:ip"].free
+    first.create_user(email, password)
+    with first.db():
+        user = db.session.get(User, first.create_user("office-mfa@example.com", password))
+        assert totp.confirm_enrolment(user, pyotp.TOTP(totp.start_enrolment(user)).now())
+        db.session.commit()
+    at_once = [_at_password_step(first, address, email) for _ in range(4)]  # nine o'clock
+    assert _raced([_password_post(step, servers[i % 2], password) for i, step in enumerate(at_once)]) == [302] * 4
+    for i in range(free - 1):  # wrong ones, at other accounts (their own budgets stay free)
+        assert _password_post(_at_password_step(first, address, f"typo-{i}@example.com"), servers[i % 2],
+                              password)() == 401
+    for i in range(free + 5):  # one short of the budget, every right one leaves it so
+        person = (email, "office-mfa@example.com")[i // 2 % 2]
+        assert _password_post(_at_password_step(first, address, person), servers[i % 2], password)() == 302, i
+    # the wrong ones still count: the 30th is free, the 31st blocks the address
+    for i in range(2):
+        assert _password_post(_at_password_step(first, address, f"late-{i}@example.com"), servers[i],
+                              password)() == 401
+    assert _password_post(_at_password_step(first, address, email), first.issuer, password)() == 429
+
+
+def _password_post(step, base: str, password: str):
+    """The password of the browser at its password `step`, posted to the server at `base`
+    (another server of the deployment, with the browser's cookies): a call giving the status."""
+    import requests
+
+    b, page = step
+    http = requests.Session()
+    http.headers.update(b.http.headers)
+    http.cookies.update(b.http.cookies)
+    return lambda: http.post(f"{base}/signin/password", data={"csrf_token": csrf_of(page.text), "password": password},
+                             allow_redirects=False, timeout=60).status_code

@@ -158,21 +158,18 @@ def password():
     limits = throttle()
     ip = request.remote_addr or ""
     keys = (("password:account", address), ("password:ip", ip))
-    decisions = limits.check_all(keys)
-    # An account with failures on record has its guess counted before the password is
-    # checked, by the one statement that decides (`attempt`): guesses raced through every
-    # worker of the deployment then get no further than guesses sent one after the other.
-    # An account with none (nearly every sign-in) is spared that write and the one that
-    # forgets it: a race from there passes at most one guess per worker, once, where five
-    # are free anyway. The address's count is read only: every sign-in from an office's
-    # one address would count against it otherwise.
-    counted = decisions[0].on_record
-    if decisions[0].allowed and decisions[1].allowed and counted:
-        decisions[0] = limits.attempt("password:account", address)
-    for (scope, _value), decision in zip(keys, decisions, strict=True):
-        if not decision.allowed:
-            audit.record("signin.throttled", None, method="pwd", scope=scope)
-            return too_many_attempts("signin/password.html", decision, email=address, req=req, remember=remember)
+
+    def refused(decisions) -> tuple | None:
+        for (scope, _value), decision in zip(keys, decisions, strict=True):
+            if not decision.allowed:
+                audit.record("signin.throttled", None, method="pwd", scope=scope)
+                return too_many_attempts("signin/password.html", decision, email=address, req=req,
+                                         remember=remember)
+        return None
+
+    decisions = limits.check_all(keys)  # one read refuses a blocked key without a write
+    if answer := refused(decisions):
+        return answer
     user = accounts.by_email(address)
     # Before the password, only the address's domain may send the person to their org's
     # IdP (anyone can learn that much from the domain). An org that binds the account by
@@ -180,15 +177,33 @@ def password():
     # is right, and a wrong one gets the answer an unknown address gets.
     if enforced_for(None, address):
         return sso_required(address)
+    # A guess is counted before the password is checked, by the one statement that decides
+    # (`attempt`): guesses raced through every worker of the deployment then get no further
+    # than guesses sent one after the other. The address's budget (one address trying one
+    # password at many accounts) is always charged so, and a right password gives its charge
+    # back (`refund`): an office's sign-ins behind its one address never spend it. An
+    # account with failures on record is charged so too; one with none (nearly every
+    # sign-in) is spared that write and the one that forgets it: a race from there passes at
+    # most one guess per worker, once, where five are free anyway.
+    counted = decisions[0].on_record
+    decisions[1] = limits.attempt("password:ip", ip)
+    if decisions[1].allowed and counted:
+        decisions[0] = limits.attempt("password:account", address)
+        if not decisions[0].allowed:
+            limits.refund(decisions[1])  # no password checked
+    if answer := refused(decisions):
+        return answer
     # The check spends the same argon2 time whether or not the account exists.
     ok, rehashed = verify_and_rehash(user.password_hash if user else None, request.form.get("password", ""))
     if not ok or user is None or user.disabled:
-        limits.failure("password:ip", ip)
-        if not counted:  # else its attempt counted it
+        if not counted:  # else its attempt counted it, as the address's counted the address's
             limits.failure("password:account", address)
         audit.record("signin.failure", user, method="pwd")
         return render_template("signin/password.html", email=address, req=req, remember=remember,
                                error=_("Incorrect email or password.")), 401
+    # Left to the next commit (the sign-in's own, nearly always): a transaction of its own
+    # cost more than the charge. A request that dies before it keeps the charge: one failure.
+    limits.refund(decisions[1], commit=False)
     if counted:  # nothing to forget otherwise (a statement and a commit saved)
         limits.success("password:account", address)
     if rehashed:  # older parameters, or a hash of the password as typed before normalization
@@ -196,7 +211,9 @@ def password():
         db.session.commit()
     session.pop("signin_email", None)
     session.pop("remember", None)
-    return first_factor_passed(user, pending, req, remember=remember, amr=AMR_PASSWORD)
+    answer = first_factor_passed(user, pending, req, remember=remember, amr=AMR_PASSWORD)
+    db.session.commit()  # the refund, where no sign-in was committed (a second factor to ask for)
+    return answer
 
 
 def enforced_for(user: User | None, email: str | None = None) -> bool:
