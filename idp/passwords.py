@@ -77,6 +77,9 @@ MAX_LENGTH = 256  # argon2 takes any length; this only keeps requests sane
 # Longer input is refused before NFKC, which writes one character as up to 18 (U+FDFA): a
 # form field of them costs ~0.15 s of CPU to normalize.
 MAX_TYPED = 4 * MAX_LENGTH
+# What zxcvbn scores of a longer password: its first characters. zxcvbn 4.5 raises ValueError
+# past 72 (its default max_length, which 4.4 does not take), and its cost grows with the length.
+ZXCVBN_INPUT = 72
 
 
 def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
@@ -96,7 +99,7 @@ def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
     # checks, not by every worker and `idp` command that imports this module (issue 14).
     from zxcvbn import zxcvbn
 
-    if zxcvbn(password[:100], user_inputs=_context_words(context))["score"] == 0:
+    if zxcvbn(password[:ZXCVBN_INPUT], user_inputs=_context_words(context))["score"] == 0:
         return "too_common"
     return None
 
