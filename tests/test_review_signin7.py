@@ -30,8 +30,17 @@ def _password_answer(live, email: str, password: str):
     return _post(b, page, {"password": password})
 
 
+def _from(address: str, b: Browser) -> Browser:
+    """`b` connecting from another loopback address: its sign-ups count against a budget of
+    their own ("signup:ip", 10 an hour), not the one the other tests' sign-ups share."""
+    from tests.test_enumeration_timing import SourceAddressAdapter
+
+    b.http.mount("http://", SourceAddressAdapter(address))
+    return b
+
+
 def _sign_up(live, email: str, password: str):
-    b = Browser(live.issuer)
+    b = _from("127.0.0.71", Browser(live.issuer))
     page = b.get(f"{live.issuer}/signup")
     done = b.submit(page, {"email": email, "name": "Someone", "password": password})
     assert done.status_code == 200 and "Check your mail" in done.text
@@ -124,7 +133,7 @@ def test_a_long_passphrase_within_the_policy_can_be_chosen(live):
     passphrase = "correct horse battery staple and then some more words " * 2  # 110 characters
     assert 72 < len(passphrase) <= 256
     email = f"rv7-long-{uuid.uuid4().hex[:8]}@example.com"
-    b = Browser(live.issuer)
+    b = _from("127.0.0.72", Browser(live.issuer))
     done = b.submit(b.get(f"{live.issuer}/signup"), {"email": email, "name": "Long", "password": passphrase})
     assert done.status_code == 200 and "Check your mail" in done.text, done.status_code
     assert b.get(link_in(live.mailbox.wait_for(email)[-1], live.issuer)).status_code == 200  # verified here
@@ -139,3 +148,33 @@ def test_a_long_passphrase_within_the_policy_can_be_chosen(live):
     assert answer.status_code == 200 and "Password changed" in answer.text, answer.status_code
     fresh = Browser(live.issuer)
     assert "Your account" in fresh.sign_in(fresh.get(f"{live.issuer}/account"), email, longer).text
+
+
+def test_a_password_of_look_alike_symbols_costs_the_sign_up_no_more_than_any_other(live):
+    """High (denial of service, asked by anyone before any throttle): zxcvbn's l33t matcher
+    looks every substring of the password up in its word lists once per combination of the
+    letters its symbols may stand for ("4" or "@" for a; "(", "{", "[" or "<" for c; "1",
+    "|" for i or l ...). Seventy-two characters of those symbols, typed as a sign-up
+    password, made ~700 combinations: over 2 s of the server's CPU per POST /signup, where
+    an ordinary password of that length costs about 0.03 s, and the policy is checked before
+    the sign-up throttle counts anything."""
+    from tests.test_review_today3 import _cpu_seconds
+
+    bomb = ("({[<1|!7@4965$+%2038" * 4)[:72]
+    plain = ("correct horse battery staple " * 3)[:72]
+
+    def cost(password: str, times: int = 3) -> float:
+        b = _from("127.0.0.73", Browser(live.issuer))
+        page = b.get(f"{live.issuer}/signup")
+        before = _cpu_seconds(live)
+        for _ in range(times):
+            answer = b.http.post(f"{live.issuer}/signup", allow_redirects=False, timeout=60, data={
+                "csrf_token": csrf_of(page.text), "email": f"rv7-l33t-{uuid.uuid4().hex[:8]}@example.com",
+                "name": "N", "password": password})
+            assert answer.status_code in (200, 400, 429), answer.status_code
+        time.sleep(0.5)  # the accepted sign-ups' background work (their password hash) done too
+        return _cpu_seconds(live) - before
+
+    cost(plain, 1)  # the word lists are loaded, in every worker that may answer
+    plain_cost, bomb_cost = cost(plain), cost(bomb)
+    assert bomb_cost < plain_cost + 0.6, (bomb_cost, plain_cost)
