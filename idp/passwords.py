@@ -77,6 +77,9 @@ MAX_LENGTH = 256  # argon2 takes any length; this only keeps requests sane
 # Longer input is refused before NFKC, which writes one character as up to 18 (U+FDFA): a
 # form field of them costs ~0.15 s of CPU to normalize.
 MAX_TYPED = 4 * MAX_LENGTH
+# What zxcvbn scores of a longer password: its first characters. zxcvbn 4.5 raises ValueError
+# past 72 (its default max_length, which 4.4 does not take), and its cost grows with the length.
+ZXCVBN_INPUT = 72
 
 
 def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
@@ -96,9 +99,29 @@ def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
     # checks, not by every worker and `idp` command that imports this module (issue 14).
     from zxcvbn import zxcvbn
 
-    if zxcvbn(password[:100], user_inputs=_context_words(context))["score"] == 0:
+    if zxcvbn(_scored_part(password), user_inputs=_context_words(context))["score"] == 0:
         return "too_common"
     return None
+
+
+# zxcvbn's l33t matcher looks every substring up in its word lists once per combination of the
+# letters the password's symbols may stand for ("4" or "@" for a; "(", "{", "[" or "<" for c ...):
+# 72 such symbols made ~700 combinations, over 2 s of CPU for a sign-up anyone may post, before
+# its throttle. Past this many (counted per letter; symbols of two letters make up to twice as
+# many: 8, ~30 ms over 72 characters), only the first L33T_PREFIX characters are scored (~20 ms
+# at most): a password with that many look-alike symbols is random-looking, not a common one.
+L33T_COMBINATIONS = 4
+L33T_PREFIX = 12
+
+
+def _scored_part(password: str) -> str:
+    from zxcvbn.matching import L33T_TABLE
+
+    text = password[:ZXCVBN_INPUT]
+    combinations = 1
+    for symbols in L33T_TABLE.values():
+        combinations *= max(1, sum(symbol in text for symbol in symbols))
+    return text if combinations <= L33T_COMBINATIONS else text[:L33T_PREFIX]
 
 
 def _context_words(context: tuple[str, ...]) -> list[str]:
