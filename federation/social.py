@@ -142,10 +142,26 @@ def pkce_pair(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
+# Providers that cannot be asked for a fresh sign-in: Google answers any prompt but none,
+# consent and select_account with its own error page ("Invalid prompt"), and neither it nor
+# Microsoft puts auth_time in an ID token unless the app's registration asks for it (an
+# optional claim). What they offer to have the person at the browser pick the account
+# knowingly is their account chooser (prompt=select_account).
+CHOOSER_ONLY = (BUILT_IN["google"].issuer, "https://login.microsoftonline.com/")
+
+
+def can_ask_fresh_sign_in(provider: Provider) -> bool:
+    """Whether `authorization_url(fresh=True)` can be honoured: prompt=login and max_age=0
+    understood, and an ID token that says when the person authenticated (auth_time)."""
+    return bool(provider.issuer) and not provider.issuer.startswith(CHOOSER_ONLY)
+
+
 def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: str, verifier: str,
-                      login_hint: str | None = None, fresh: bool = False) -> str:
+                      login_hint: str | None = None, fresh: bool = False, choose: bool = False) -> str:
     """`fresh`: the person must authenticate now, whatever session they hold at the provider
-    (OpenID Connect Core §3.1.2.1); `complete` then holds the ID token's auth_time to it."""
+    (OpenID Connect Core §3.1.2.1); `complete` then holds the ID token's auth_time to it.
+    `choose`: the person picks the account at the provider's account chooser, whatever
+    session it holds (where `fresh` cannot be asked: `can_ask_fresh_sign_in`)."""
     params = {
         "response_type": "code", "client_id": provider.client_id, "redirect_uri": redirect_uri,
         "scope": provider.scope, "state": state, "code_challenge": pkce_pair(verifier),
@@ -155,6 +171,8 @@ def authorization_url(provider: Provider, redirect_uri: str, state: str, nonce: 
         params["nonce"] = nonce
         if fresh:
             params.update(prompt="login", max_age="0")
+        elif choose:
+            params["prompt"] = "select_account"
     if login_hint:
         params["login_hint"] = login_hint
     return provider.metadata["authorization_endpoint"] + "?" + urlencode(params)

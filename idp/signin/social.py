@@ -13,7 +13,13 @@ import time
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from federation.social import UpstreamError, authorization_url, check_response_issuer, complete
+from federation.social import (
+    UpstreamError,
+    authorization_url,
+    can_ask_fresh_sign_in,
+    check_response_issuer,
+    complete,
+)
 
 from dataclasses import replace
 
@@ -57,13 +63,19 @@ def _start(name: str, purpose: str, req: str | None, login_hint: str | None = No
     # Confirming it is them (`require_recent_sign_in`), a product's prompt=login or max_age
     # (`fresh`, from the email step for an org's own provider), or a link (a new way in, bound
     # to the person present as a passkey is): the provider's own session, open in the same
-    # browser, proves nothing about who sits at it now.
-    fresh = fresh or purpose == "link" or (purpose in ("signin", "enterprise") and "reauth" in session)
+    # browser, proves nothing about who sits at it now. A link with a provider that cannot be
+    # asked for a fresh sign-in (Google, Microsoft) goes through its account chooser instead:
+    # the person picks the account knowingly (asked to, Google would refuse the request).
+    fresh = fresh or (purpose in ("signin", "enterprise") and "reauth" in session)
+    choose = False
+    if purpose == "link":
+        fresh = can_ask_fresh_sign_in(provider)
+        choose = not fresh
     session["social"] = {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
                          "purpose": purpose, "req": req, "at": int(time.time()), "session": session_id,
                          "fresh": fresh}
     return redirect(authorization_url(provider, social.redirect_uri(name), state, nonce, verifier, login_hint,
-                                      fresh=fresh))
+                                      fresh=fresh, choose=choose))
 
 
 def start_enterprise(org, email: str, req: str | None, fresh: bool = False):
