@@ -123,13 +123,13 @@ def linked_user(identity: upstream.UpstreamIdentity) -> User | None:
     return user if user is not None and not user.disabled else None
 
 
-def link(user: User, identity: upstream.UpstreamIdentity) -> LinkedIdentity | None:
-    """Link `identity` to `user` (the caller commits, notices.record): the link; None when it
-    is already linked to another account."""
+def link(user: User, identity: upstream.UpstreamIdentity) -> tuple[LinkedIdentity | None, bool]:
+    """Link `identity` to `user` (the caller commits, notices.record): (the link, whether it is
+    new); (None, False) when it is already linked to another account."""
     existing = db.session.execute(select(LinkedIdentity).where(
         LinkedIdentity.provider == identity.provider, LinkedIdentity.subject == identity.subject)).scalar_one_or_none()
     if existing is not None:
-        return existing if existing.user_id == user.id else None
+        return (existing if existing.user_id == user.id else None), False
     row = LinkedIdentity(user_id=user.id, provider=identity.provider, subject=identity.subject,
                          email=normalize(identity.email))
     db.session.add(row)
@@ -137,8 +137,8 @@ def link(user: User, identity: upstream.UpstreamIdentity) -> LinkedIdentity | No
         db.session.flush()  # linked meanwhile (another request): refused here, before the notice
     except IntegrityError:
         db.session.rollback()
-        return None
-    return row
+        return None, False
+    return row, True
 
 
 def links_of(user: User) -> list[LinkedIdentity]:

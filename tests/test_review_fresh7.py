@@ -4,14 +4,17 @@ review and proves it shut, through the live server."""
 from __future__ import annotations
 
 import html
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 
 from tests.conftest import Browser
 from tests.oidc import authorize_url, token
 from tests.test_review_logout import _code_flow
 from tests.test_session_idle import _signed_in_to_a_product, _unused_for
+from tests.test_social import provider, upstream  # noqa: F401  (fixtures)
 
 # A page on another site than the identity provider's (127.0.0.1): Playwright answers for
 # it, so no server is needed, and the browser applies its cross-site rules.
@@ -98,3 +101,27 @@ def test_a_third_party_page_cannot_sign_out_an_idle_session_without_the_persons_
     gone = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]},
                  auth=(client_id, secret))
     assert gone.status_code == 400, gone.text
+
+
+@pytest.mark.usefixtures("provider")
+def test_linking_an_account_linked_already_tells_the_owner_nothing(live, upstream):  # noqa: F811
+    """Low: linking the connected account the account already has (the link button sent
+    twice, or a link started again) changed nothing, yet mailed "Connected account linked"
+    with a "Not you? Remove it" link that removed the owner's long-standing connection and
+    signed them out everywhere. Only a new link is told now."""
+    import time
+
+    from tests.test_social import _link, _upstream_sign_in
+
+    tag = uuid.uuid4().hex[:8]  # the upstream serves both databases' runs
+    email, upstream_email = f"relink-{tag}@example.com", f"relink-{tag}@upstream.example"
+    live.create_user(email, "relink password 1")
+    upstream.create_user(upstream_email, "upstream-password")
+    b, account = _link(live, upstream, email, "relink password 1", upstream_email)
+    assert "Unlink" in account.text
+    assert len(live.mailbox.wait_for(email, 1)) == 1  # the link, told
+    page = b.submit(account, {}, action=f"{live.issuer}/account/connected/upstream/link")
+    again = _upstream_sign_in(b, page, upstream_email, "upstream-password")
+    assert again.url.startswith(f"{live.issuer}/account"), again.url
+    time.sleep(1.5)  # the notice is sent after the commit: give a wrong one time to arrive
+    assert len(live.mailbox.to(email)) == 1

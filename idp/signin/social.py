@@ -156,10 +156,11 @@ def _finish_link(label: str, identity, started_by: str | None):
         return require_recent_sign_in(browser, url_for("account.home"))
     if not accounts.social_allowed(browser.user):  # the org may have said so since the link started
         return _social_forbidden()
-    linked = social.link(browser.user, identity)
+    linked, new = social.link(browser.user, identity)
     if linked is None:
         return _page(_("This %(provider)s account is already linked to another account.", provider=label), 409)
-    notices.record("social.linked", browser.user, added=f"link:{linked.id}", provider=identity.provider)
+    if new:  # linked again, as it was: no change to tell (its "Not you?" link would undo the old one)
+        notices.record("social.linked", browser.user, added=f"link:{linked.id}", provider=identity.provider)
     return redirect(url_for("account.home"))
 
 
