@@ -10,16 +10,8 @@ import uuid
 import pytest
 
 from tests.conftest import Browser, csrf_of
+from tests.test_review_signin import _post
 
-ACTION = re.compile(r'<form method="post" action="([^"]+)"')
-
-
-def _post(b: Browser, page, data: dict):
-    """Submit `page`'s form and return the server's answer itself (no redirect followed)."""
-    action = ACTION.search(page.text).group(1).replace("&amp;", "&")
-    base = re.match(r"https?://[^/]+", page.url).group(0)
-    return b.http.post(base + action, data={"csrf_token": csrf_of(page.text), **data},
-                       allow_redirects=False, timeout=30)
 
 
 def _password_answer(live, email: str, password: str):
