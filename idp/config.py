@@ -86,10 +86,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
         env = dict(os.environ if env is None else env)
-        issuer = env.get("IDP_ISSUER", cls.issuer).rstrip("/")
+        issuer = _issuer(env.get("IDP_ISSUER", cls.issuer).rstrip("/"))
         parts = urlsplit(issuer)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ConfigError(f"IDP_ISSUER must be an http(s) URL without query or fragment: {issuer!r}")
         instance_dir = Path(env.get("IDP_INSTANCE_DIR", "instance")).resolve()
         database_url = env.get("IDP_DATABASE_URL") or f"sqlite:///{instance_dir / 'idp.db'}"
         registration = env.get("IDP_REGISTRATION", "token")
@@ -198,6 +196,24 @@ def _publish_new_secret(path: Path) -> None:
             os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _issuer(issuer: str) -> str:
+    """IDP_ISSUER as it is published (discovery, every token's `iss`, every endpoint's URL):
+    an http(s) URL of a host, with no user info, query or fragment (RFC 8414 §2), not even an
+    empty "?" or "#" (urlsplit sees none, yet every endpoint would be "<issuer>/token" behind
+    it). The scheme in lower case: Secure cookies and HSTS go by `startswith("https://")`."""
+    try:
+        parts = urlsplit(issuer)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port out of range, an unclosed "[" of an IPv6 address
+        parts, port_ok = None, False
+    if (not port_ok or not issuer.startswith(("http://", "https://")) or not parts.hostname
+            or "@" in parts.netloc or "?" in issuer or "#" in issuer
+            or not issuer.isprintable() or any(ch.isspace() for ch in issuer)):
+        raise ConfigError(f"IDP_ISSUER must be an http(s) URL of a host, without user info, query or fragment: "
+                          f"{issuer!r}")
+    return issuer
 
 
 def _resolver(raw: str) -> tuple[str, int] | None:

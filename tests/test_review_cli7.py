@@ -1,0 +1,54 @@
+"""Review of the operator's surface (round 13): what `idp` accepts from its environment and
+arguments, and what it prints to the operator's terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import IDP, free_port
+
+
+def _env(tmp_path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    return {**env, "IDP_INSTANCE_DIR": str(tmp_path / "instance"), "IDP_LOG_LEVEL": "WARNING",
+            "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}", **extra}
+
+
+# Each was taken and published as is: "?" and "#" made every endpoint in discovery
+# "https://idp.example/?/token"; a user:password went into every token's `iss` and the
+# discovery document; a port out of range or an empty host was a server nobody can reach;
+# "HTTPS://" served an https issuer without Secure cookies, __Host- names or HSTS (all of
+# them test `issuer.startswith("https://")`), and without the plain-http warning either.
+BAD_ISSUERS = ["https://idp.example/?", "https://idp.example/#", "https://idp.example?x#",
+               "https://admin:hunter2@idp.example", "https://idp.example:99999", "https://idp.example:0",
+               "https://:443", "https://idp example", "https://idp.exa\tmple", "HTTPS://idp.example",
+               "https://[::1"]
+
+
+@pytest.mark.parametrize("issuer", BAD_ISSUERS)
+def test_an_issuer_that_cannot_be_published_is_refused_at_start(tmp_path, issuer):
+    out = subprocess.run([IDP, "init"], env=_env(tmp_path, IDP_ISSUER=issuer), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1, (issuer, out.stdout)
+    assert out.stderr.startswith("error: IDP_ISSUER") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_idp_serve_refuses_an_upper_case_https_issuer_before_serving(tmp_path):
+    env = _env(tmp_path, IDP_ISSUER="HTTPS://idp.example")
+    try:
+        out = subprocess.run([IDP, "serve", "--port", str(free_port()), "--workers", "1"], env=env,
+                             capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`idp serve` served an https issuer without Secure cookies or HSTS")
+    assert out.returncode == 1 and out.stderr.startswith("error: IDP_ISSUER"), out.stderr
+
+
+@pytest.mark.parametrize("issuer", ["https://idp.example", "https://idp.example/tenant/", "http://127.0.0.1:5000",
+                                    "https://[2001:db8::1]:8443/x", "https://IdP.Example"])
+def test_ordinary_issuers_are_taken(tmp_path, issuer):
+    from idp.config import Settings
+
+    assert Settings.from_env(_env(tmp_path, IDP_ISSUER=issuer)).issuer == issuer.rstrip("/")
