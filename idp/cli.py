@@ -79,7 +79,12 @@ def _print_json(data) -> None:
 
 def _print_lines(lines) -> None:
     """One write for a whole listing: a `print` per row was a third of `idp users list`'s
-    time with 100,000 people (issue 14, item 6)."""
+    time with 100,000 people (issue 14, item 6). Each line one line, whatever names it shows."""
+    lines = list(lines)
+    if not "".join(lines).isprintable():  # rare, so the common listing pays one scan in C
+        from .observability.logs import one_line
+
+        lines = [one_line(line) for line in lines]
     sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 

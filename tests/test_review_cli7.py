@@ -52,3 +52,33 @@ def test_ordinary_issuers_are_taken(tmp_path, issuer):
     from idp.config import Settings
 
     assert Settings.from_env(_env(tmp_path, IDP_ISSUER=issuer)).issuer == issuer.rstrip("/")
+
+
+def test_a_name_given_at_sign_up_cannot_forge_lines_or_drive_the_operators_terminal(live):
+    """Anyone may sign up with any name; `idp users list` wrote it to the operator's terminal
+    as it was: a line break forged a listing line (here an admin that does not exist), an
+    escape sequence cleared the screen or retitled the window."""
+    import secrets
+    import time
+
+    from tests.conftest import Browser
+
+    email = f"forger-{secrets.token_hex(4)}@example.com"
+    forged = "x\r\n00000000000000000000000000000000  boss@example.com  Boss  (admin)\x1b[2J\x1b]0;owned\x07\x9b1m"
+    b = Browser(live.issuer)
+    resp = b.submit(b.get(f"{live.issuer}/signup"), {"email": email, "name": forged, "password": "a-good-password"})
+    assert resp.status_code == 200, resp.text
+    for _ in range(100):  # the account is made after the answer
+        out = live.idp("users", "list")
+        if email in out.stdout:
+            break
+        time.sleep(0.1)
+    assert out.returncode == 0 and email in out.stdout, out.stderr
+    line = next(line for line in out.stdout.splitlines() if email in line)
+    assert "boss@example.com" in line, "the name is shown, on its own line"
+    assert "boss@example.com" not in out.stdout.replace(line, ""), "a forged line in the listing"
+    assert not any(ch in out.stdout for ch in "\r\x1b\x07\x9b"), "control characters reached the terminal"
+    # the JSON listing keeps the name exactly (json escapes it)
+    import json
+
+    assert any(u["name"] == forged.strip() for u in json.loads(live.idp("users", "list", "--json").stdout))
