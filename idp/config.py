@@ -20,6 +20,9 @@ LOG_FORMATS = ("text", "json")
 # The secret signs the flow cookie and, through HKDF, seals the private signing keys
 # at rest: 32 bytes is the least that leaves a brute-force search out of reach.
 MIN_SECRET_KEY_BYTES = 32
+# Each thread of a worker may hold a database connection: more than the pool gives
+# (5 + 10 overflow, `idp._engine_options`) only wait for one; this bound is for typos.
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class Settings:
     log_format: str = "text"
     # `idp serve` answers GET /metrics on 127.0.0.1 at this port; None: no metrics at all.
     metrics_port: int | None = None
+    # Threads answering requests in each `idp serve` worker (IDP_THREADS).
+    threads: int = 1
     # Reverse proxies in front of the server (SPEC §2): how many X-Forwarded-* hops to believe.
     trusted_proxies: int = 0
     # How long the audit trail and the back-channel logout outbox keep their rows.
@@ -113,6 +118,10 @@ class Settings:
             raise ConfigError(f"IDP_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long "
                               "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')")
         trusted_proxies = _count(env, "IDP_TRUSTED_PROXIES", "0", minimum=0)
+        # 0 served every request a 500 (no thread to run the app), a negative one a crash loop.
+        threads = _count(env, "IDP_THREADS", "1", minimum=1)
+        if threads > MAX_THREADS:
+            raise ConfigError(f"IDP_THREADS must be at most {MAX_THREADS}: {threads}")
         audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1)
         delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1)
         key_rotation_days = None
@@ -140,6 +149,7 @@ class Settings:
             log_level=log_level,
             log_format=log_format,
             metrics_port=metrics_port,
+            threads=threads,
             trusted_proxies=trusted_proxies,
             audit_retention_days=audit_retention_days,
             delivery_retention_days=delivery_retention_days,

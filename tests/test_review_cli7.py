@@ -4,11 +4,26 @@ arguments, and what it prints to the operator's terminal."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 import pytest
 
 from tests.conftest import IDP, free_port
+
+
+def _serve_refused(env) -> subprocess.CompletedProcess:
+    """`idp serve` with `env`, expected to exit at once; failing the test if it serves."""
+    proc = subprocess.Popen([IDP, "serve", "--port", str(free_port()), "--workers", "1"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its workers too
+        proc.communicate()
+        pytest.fail("`idp serve` started with " + " ".join(f"{k}={v}" for k, v in env.items()
+                                                             if k in ("IDP_ISSUER", "IDP_THREADS")))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def _env(tmp_path, **extra) -> dict:
@@ -37,12 +52,7 @@ def test_an_issuer_that_cannot_be_published_is_refused_at_start(tmp_path, issuer
 
 
 def test_idp_serve_refuses_an_upper_case_https_issuer_before_serving(tmp_path):
-    env = _env(tmp_path, IDP_ISSUER="HTTPS://idp.example")
-    try:
-        out = subprocess.run([IDP, "serve", "--port", str(free_port()), "--workers", "1"], env=env,
-                             capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.fail("`idp serve` served an https issuer without Secure cookies or HSTS")
+    out = _serve_refused(_env(tmp_path, IDP_ISSUER="HTTPS://idp.example"))
     assert out.returncode == 1 and out.stderr.startswith("error: IDP_ISSUER"), out.stderr
 
 
@@ -82,3 +92,13 @@ def test_a_name_given_at_sign_up_cannot_forge_lines_or_drive_the_operators_termi
     import json
 
     assert any(u["name"] == forged.strip() for u in json.loads(live.idp("users", "list", "--json").stdout))
+
+
+@pytest.mark.parametrize("threads", ["0", "-3", "abc", "100000"])
+def test_a_bad_idp_threads_is_one_error_line_at_start(tmp_path, threads):
+    """IDP_THREADS (each worker's request threads) was read by `int()` when Granian started:
+    0 started a server whose every answer was a 500 and whose workers ignored SIGTERM, -3 a
+    crash loop of tracebacks, "abc" a ValueError line not naming the variable."""
+    out = _serve_refused(_env(tmp_path, IDP_THREADS=threads, IDP_ISSUER="http://127.0.0.1:5000"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("error: IDP_THREADS") and len(out.stderr.strip().splitlines()) == 1, out.stderr
