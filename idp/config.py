@@ -23,6 +23,9 @@ MIN_SECRET_KEY_BYTES = 32
 # Each thread of a worker may hold a database connection: more than the pool gives
 # (5 + 10 overflow, `idp._engine_options`) only wait for one; this bound is for typos.
 MAX_THREADS = 256
+# Days counted back from today (retention, key age): a million reached before year 1, and
+# every housekeeping round and key rotation check failed on it. A century is "keep them".
+MAX_DAYS = 36500
 
 
 @dataclass(frozen=True)
@@ -119,14 +122,12 @@ class Settings:
                               "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')")
         trusted_proxies = _count(env, "IDP_TRUSTED_PROXIES", "0", minimum=0)
         # 0 served every request a 500 (no thread to run the app), a negative one a crash loop.
-        threads = _count(env, "IDP_THREADS", "1", minimum=1)
-        if threads > MAX_THREADS:
-            raise ConfigError(f"IDP_THREADS must be at most {MAX_THREADS}: {threads}")
-        audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1)
-        delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1)
+        threads = _count(env, "IDP_THREADS", "1", minimum=1, maximum=MAX_THREADS)
+        audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1, maximum=MAX_DAYS)
+        delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1, maximum=MAX_DAYS)
         key_rotation_days = None
         if env.get("IDP_KEY_ROTATION_DAYS", "").strip():
-            key_rotation_days = _count(env, "IDP_KEY_ROTATION_DAYS", "", minimum=1)
+            key_rotation_days = _count(env, "IDP_KEY_ROTATION_DAYS", "", minimum=1, maximum=MAX_DAYS)
         outbound_allow = None
         if env.get("IDP_OUTBOUND_ALLOW", "").strip():
             from .outbound import parse_allow_list
@@ -243,11 +244,13 @@ def _resolver(raw: str) -> tuple[str, int] | None:
     return host, port
 
 
-def _count(env: dict[str, str], name: str, default: str, minimum: int) -> int:
-    """A whole number of at least `minimum` from `env[name]`, else ConfigError naming it."""
+def _count(env: dict[str, str], name: str, default: str, minimum: int, maximum: int | None = None) -> int:
+    """A whole number from `minimum` to `maximum` from `env[name]`, else ConfigError naming it."""
     raw = env.get(name, "").strip() or default
     # ASCII digits only: int() would also take "+3", "1_0" and other scripts' digits.
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < minimum:
-        what = "a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}"
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not minimum <= int(raw) <= (maximum or int(raw)):
+        what = ("a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}")
+        if maximum:
+            what = f"a whole number from {minimum} to {maximum}"
         raise ConfigError(f"{name} must be {what}: {raw!r}")
     return int(raw)

@@ -102,3 +102,26 @@ def test_a_bad_idp_threads_is_one_error_line_at_start(tmp_path, threads):
     out = _serve_refused(_env(tmp_path, IDP_THREADS=threads, IDP_ISSUER="http://127.0.0.1:5000"))
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("error: IDP_THREADS") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize("name", ["IDP_AUDIT_RETENTION_DAYS", "IDP_DELIVERY_RETENTION_DAYS", "IDP_KEY_ROTATION_DAYS"])
+def test_a_number_of_days_reaching_before_year_one_is_refused_at_start(tmp_path, name):
+    """999999 ("keep them forever") was taken; counted back from today it is before year 1,
+    so every housekeeping round failed with OverflowError (nothing expired was ever deleted:
+    codes, pending requests, throttle counters) and so did every rotation check."""
+    out = subprocess.run([IDP, "init"], env=_env(tmp_path, **{name: "999999"}), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {name}"), out.stderr
+
+
+def test_housekeeping_and_key_rotation_run_with_the_longest_days_taken(tmp_path):
+    from idp import create_app, housekeeping, key_rotation
+    from idp.config import MAX_DAYS, Settings
+
+    env = _env(tmp_path, IDP_AUDIT_RETENTION_DAYS=str(MAX_DAYS), IDP_DELIVERY_RETENTION_DAYS=str(MAX_DAYS),
+               IDP_KEY_ROTATION_DAYS=str(MAX_DAYS))
+    assert subprocess.run([IDP, "init"], env=env, capture_output=True, timeout=60).returncode == 0
+    app = create_app(Settings.from_env(env))
+    with app.app_context():
+        assert housekeeping.purge_expired() == 0
+        assert key_rotation.run_round("test") is None
