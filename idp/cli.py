@@ -88,6 +88,22 @@ def _print_lines(lines) -> None:
     sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 
+def _client_secret(args) -> str:
+    """--client-secret, or one line of stdin with --client-secret-stdin: an argument is in
+    /proc/PID/cmdline, which every local user may read while the command runs (`ps`), and
+    in the shell's history."""
+    if args.client_secret_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return args.client_secret
+
+
+def _secret_options(parser) -> None:
+    secret = parser.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--client-secret")
+    secret.add_argument("--client-secret-stdin", action="store_true",
+                        help="read the client secret from stdin (one line), not from the command line")
+
+
 def _event(conn, kind: str, *, user_id: str | None = None, org_id: str | None = None, **detail) -> tuple:
     """An audit event of an operator's command (no person acting, no request), its row in
     the command's transaction; what `_log_events` writes to the audit log once committed.
@@ -518,7 +534,8 @@ def cmd_social_add(args) -> None:
             raise CommandError(f"--issuer must be an http(s) URL: {args.issuer}")
         if name == "facebook":
             raise CommandError("facebook is OAuth 2.0 without an OpenID issuer; leave out --issuer")
-    if not args.client_id or not args.client_secret:
+    client_secret = _client_secret(args)
+    if not args.client_id or not client_secret:
         raise CommandError("--client-id and --client-secret must not be empty")
     settings = Settings.from_env().with_secret_key()
     logs.configure(settings)  # the audit line, as `create_app` would have it written
@@ -531,7 +548,7 @@ def cmd_social_add(args) -> None:
     with _connection(settings) as conn:
         # Kept exactly as given: discovery must name this very issuer (OpenID Connect Discovery §4.3).
         dropped = save(conn, _table(conn, "social_providers"), settings.secret_key, name, args.client_id,
-                       args.client_secret, args.issuer or None)
+                       client_secret, args.issuer or None)
         event = _event(conn, "social.provider_added", provider=name, issuer=args.issuer or None,
                        client_id=args.client_id, links_dropped=dropped, via="cli")
         conn.commit()
@@ -650,7 +667,7 @@ def cmd_orgs_oidc(args) -> None:
     with _connection(settings) as conn:
         org = _org_row(conn, args.org)
         try:
-            name, client_id, secret = enterprise(org.id, args.issuer, args.client_id, args.client_secret,
+            name, client_id, secret = enterprise(org.id, args.issuer, args.client_id, _client_secret(args),
                                                  Outbound(allow=settings.outbound_networks))
         except OrgError as err:
             raise CommandError(str(err)) from None
@@ -856,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
     so = social.add_parser("add", help="enable a provider: google, microsoft, facebook, linkedin, or any with --issuer")
     so.add_argument("provider")
     so.add_argument("--client-id", required=True)
-    so.add_argument("--client-secret", required=True)
+    _secret_options(so)
     so.add_argument("--issuer", help="OpenID Connect issuer (discovery at ISSUER/.well-known/openid-configuration)")
     so.add_argument("--json", action="store_true")
     so.set_defaults(func=cmd_social_add)
@@ -881,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("org")
     o.add_argument("--issuer", required=True)
     o.add_argument("--client-id", required=True)
-    o.add_argument("--client-secret", required=True)
+    _secret_options(o)
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_orgs_oidc)
     o = orgs.add_parser("sp-metadata", help="print our SAML SP metadata for the org's IdP")

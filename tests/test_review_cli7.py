@@ -125,3 +125,51 @@ def test_housekeeping_and_key_rotation_run_with_the_longest_days_taken(tmp_path)
     with app.app_context():
         assert housekeeping.purge_expired() == 0
         assert key_rotation.run_round("test") is None
+
+
+def _stored_secret(live, name: str) -> str:
+    from keys import unseal
+
+    from idp.providers import PURPOSE
+    from idp.store import SocialProvider, db
+
+    with live.db():
+        row = db.session.get(SocialProvider, name)
+        return unseal(live.app.extensions["idp.settings"].secret_key, row.sealed_client_secret, name, PURPOSE).decode()
+
+
+def test_a_providers_client_secret_can_be_given_without_putting_it_in_argv(live):
+    """`--client-secret SECRET` (SPEC §1) puts the secret in /proc/PID/cmdline, which every
+    local user reads with `ps` while the command runs (discovery is fetched meanwhile), and
+    in the shell's history; there was no other way to give it. `--client-secret-stdin`
+    reads one line, as `idp users create --password-stdin` does."""
+    import secrets
+
+    name, secret = f"stdin-{secrets.token_hex(3)}", "s3cret-" + secrets.token_urlsafe(12)
+    out = live.idp("social", "add", name, "--issuer", live.issuer, "--client-id", "cid", "--client-secret-stdin",
+                   input=secret + "\n")
+    assert out.returncode == 0, out.stderr
+    assert _stored_secret(live, name) == secret
+
+    org = f"stdin-{secrets.token_hex(3)}"
+    assert live.idp("orgs", "create", org, "--domain", f"{org}.example").returncode == 0
+    other = "s3cret-" + secrets.token_urlsafe(12)
+    out = live.idp("orgs", "oidc", org, "--issuer", live.issuer, "--client-id", "cid", "--client-secret-stdin",
+                   "--json", input=other + "\r\n")
+    assert out.returncode == 0, out.stderr
+    from idp.orgs import find
+    from idp.providers import enterprise_provider_name
+
+    with live.db():
+        provider = enterprise_provider_name(find(org).id)
+    assert _stored_secret(live, provider) == other
+
+    # the one or the other, and an empty line is no secret
+    both = live.idp("social", "add", name, "--client-id", "c", "--client-secret", "x", "--client-secret-stdin",
+                    "--issuer", live.issuer, input="y\n")
+    empty = live.idp("social", "add", name, "--client-id", "c", "--client-secret-stdin", "--issuer", live.issuer,
+                     input="\n")
+    neither = live.idp("orgs", "oidc", org, "--issuer", live.issuer, "--client-id", "c")
+    for refused in (both, empty, neither):
+        assert refused.returncode != 0 and refused.stderr.startswith("error: "), refused.stderr
+    assert _stored_secret(live, name) == secret
