@@ -157,7 +157,16 @@ def cmd_init(args) -> None:
     settings = Settings.from_env().with_secret_key()
     if _initialize_fast(settings) is None:
         initialize(_app())
-    print(f"database ready: {settings.database_url.split('@')[-1]}")
+    print(f"database ready: {_where(settings.database_url)}")
+
+
+def _where(database_url: str) -> str:
+    """The database's address without credentials: user info, and the query, which may
+    hold libpq's `password=` or `sslpassword=`."""
+    from sqlalchemy.engine import URL, make_url
+
+    url = make_url(database_url)
+    return URL.create(url.drivername, host=url.host, port=url.port, database=url.database).render_as_string()
 
 
 def cmd_serve(args) -> None:

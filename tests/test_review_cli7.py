@@ -173,3 +173,17 @@ def test_a_providers_client_secret_can_be_given_without_putting_it_in_argv(live)
     for refused in (both, empty, neither):
         assert refused.returncode != 0 and refused.stderr.startswith("error: "), refused.stderr
     assert _stored_secret(live, name) == secret
+
+
+def test_idp_init_says_where_the_database_is_without_its_credentials(live):
+    """`idp init` printed IDP_DATABASE_URL after its last "@": a password given as a query
+    parameter (libpq's `?password=`, `sslpassword=`) went to stdout, into deployment logs."""
+    if not live.env["IDP_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("query parameters of the URL are libpq's")
+    secret = "pw-in-query-7Hq2"
+    env = {**live.env, "IDP_DATABASE_URL": live.env["IDP_DATABASE_URL"].replace("idp@", "idp:pw-in-userinfo@")
+           + f"?password={secret}&application_name=init"}
+    out = subprocess.run([IDP, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("database ready: ") and "/idp" in out.stdout
+    assert secret not in out.stdout + out.stderr and "pw-in-userinfo" not in out.stdout + out.stderr, out.stdout
