@@ -248,9 +248,11 @@ def _count(env: dict[str, str], name: str, default: str, minimum: int, maximum: 
     """A whole number from `minimum` to `maximum` from `env[name]`, else ConfigError naming it."""
     raw = env.get(name, "").strip() or default
     # ASCII digits only: int() would also take "+3", "1_0" and other scripts' digits.
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or not minimum <= int(raw) <= (maximum or int(raw)):
-        what = ("a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}")
-        if maximum:
+    value = int(raw) if re.fullmatch(r"[0-9]{1,6}", raw) else None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        if maximum is not None:
             what = f"a whole number from {minimum} to {maximum}"
+        else:
+            what = "a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}"
         raise ConfigError(f"{name} must be {what}: {raw!r}")
-    return int(raw)
+    return value
