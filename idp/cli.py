@@ -79,8 +79,29 @@ def _print_json(data) -> None:
 
 def _print_lines(lines) -> None:
     """One write for a whole listing: a `print` per row was a third of `idp users list`'s
-    time with 100,000 people (issue 14, item 6)."""
+    time with 100,000 people (issue 14, item 6). Each line one line, whatever names it shows."""
+    lines = list(lines)
+    if not "".join(lines).isprintable():  # rare, so the common listing pays one scan in C
+        from .observability.logs import one_line
+
+        lines = [one_line(line) for line in lines]
     sys.stdout.write("".join(f"{line}\n" for line in lines))
+
+
+def _client_secret(args) -> str:
+    """--client-secret, or one line of stdin with --client-secret-stdin: an argument is in
+    /proc/PID/cmdline, which every local user may read while the command runs (`ps`), and
+    in the shell's history."""
+    if args.client_secret_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return args.client_secret
+
+
+def _secret_options(parser) -> None:
+    secret = parser.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--client-secret")
+    secret.add_argument("--client-secret-stdin", action="store_true",
+                        help="read the client secret from stdin (one line), not from the command line")
 
 
 def _event(conn, kind: str, *, user_id: str | None = None, org_id: str | None = None, **detail) -> tuple:
@@ -136,7 +157,16 @@ def cmd_init(args) -> None:
     settings = Settings.from_env().with_secret_key()
     if _initialize_fast(settings) is None:
         initialize(_app())
-    print(f"database ready: {settings.database_url.split('@')[-1]}")
+    print(f"database ready: {_where(settings.database_url)}")
+
+
+def _where(database_url: str) -> str:
+    """The database's address without credentials: user info, and the query, which may
+    hold libpq's `password=` or `sslpassword=`."""
+    from sqlalchemy.engine import URL, make_url
+
+    url = make_url(database_url)
+    return URL.create(url.drivername, host=url.host, port=url.port, database=url.database).render_as_string()
 
 
 def cmd_serve(args) -> None:
@@ -513,7 +543,8 @@ def cmd_social_add(args) -> None:
             raise CommandError(f"--issuer must be an http(s) URL: {args.issuer}")
         if name == "facebook":
             raise CommandError("facebook is OAuth 2.0 without an OpenID issuer; leave out --issuer")
-    if not args.client_id or not args.client_secret:
+    client_secret = _client_secret(args)
+    if not args.client_id or not client_secret:
         raise CommandError("--client-id and --client-secret must not be empty")
     settings = Settings.from_env().with_secret_key()
     logs.configure(settings)  # the audit line, as `create_app` would have it written
@@ -526,7 +557,7 @@ def cmd_social_add(args) -> None:
     with _connection(settings) as conn:
         # Kept exactly as given: discovery must name this very issuer (OpenID Connect Discovery §4.3).
         dropped = save(conn, _table(conn, "social_providers"), settings.secret_key, name, args.client_id,
-                       args.client_secret, args.issuer or None)
+                       client_secret, args.issuer or None)
         event = _event(conn, "social.provider_added", provider=name, issuer=args.issuer or None,
                        client_id=args.client_id, links_dropped=dropped, via="cli")
         conn.commit()
@@ -645,7 +676,7 @@ def cmd_orgs_oidc(args) -> None:
     with _connection(settings) as conn:
         org = _org_row(conn, args.org)
         try:
-            name, client_id, secret = enterprise(org.id, args.issuer, args.client_id, args.client_secret,
+            name, client_id, secret = enterprise(org.id, args.issuer, args.client_id, _client_secret(args),
                                                  Outbound(allow=settings.outbound_networks))
         except OrgError as err:
             raise CommandError(str(err)) from None
@@ -855,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     so = social.add_parser("add", help="enable a provider: google, microsoft, facebook, linkedin, or any with --issuer")
     so.add_argument("provider")
     so.add_argument("--client-id", required=True)
-    so.add_argument("--client-secret", required=True)
+    _secret_options(so)
     so.add_argument("--issuer", help="OpenID Connect issuer (discovery at ISSUER/.well-known/openid-configuration)")
     so.add_argument("--json", action="store_true")
     so.set_defaults(func=cmd_social_add)
@@ -880,7 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("org")
     o.add_argument("--issuer", required=True)
     o.add_argument("--client-id", required=True)
-    o.add_argument("--client-secret", required=True)
+    _secret_options(o)
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_orgs_oidc)
     o = orgs.add_parser("sp-metadata", help="print our SAML SP metadata for the org's IdP")

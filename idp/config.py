@@ -20,6 +20,12 @@ LOG_FORMATS = ("text", "json")
 # The secret signs the flow cookie and, through HKDF, seals the private signing keys
 # at rest: 32 bytes is the least that leaves a brute-force search out of reach.
 MIN_SECRET_KEY_BYTES = 32
+# Each thread of a worker may hold a database connection: more than the pool gives
+# (5 + 10 overflow, `idp._engine_options`) only wait for one; this bound is for typos.
+MAX_THREADS = 256
+# Days counted back from today (retention, key age): a million reached before year 1, and
+# every housekeeping round and key rotation check failed on it. A century is "keep them".
+MAX_DAYS = 36500
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Settings:
     log_format: str = "text"
     # `idp serve` answers GET /metrics on 127.0.0.1 at this port; None: no metrics at all.
     metrics_port: int | None = None
+    # Threads answering requests in each `idp serve` worker (IDP_THREADS).
+    threads: int = 1
     # Reverse proxies in front of the server (SPEC §2): how many X-Forwarded-* hops to believe.
     trusted_proxies: int = 0
     # How long the audit trail and the back-channel logout outbox keep their rows.
@@ -86,10 +94,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
         env = dict(os.environ if env is None else env)
-        issuer = env.get("IDP_ISSUER", cls.issuer).rstrip("/")
+        issuer = _issuer(env.get("IDP_ISSUER", cls.issuer).rstrip("/"))
         parts = urlsplit(issuer)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ConfigError(f"IDP_ISSUER must be an http(s) URL without query or fragment: {issuer!r}")
         instance_dir = Path(env.get("IDP_INSTANCE_DIR", "instance")).resolve()
         database_url = env.get("IDP_DATABASE_URL") or f"sqlite:///{instance_dir / 'idp.db'}"
         registration = env.get("IDP_REGISTRATION", "token")
@@ -115,11 +121,13 @@ class Settings:
             raise ConfigError(f"IDP_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long "
                               "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')")
         trusted_proxies = _count(env, "IDP_TRUSTED_PROXIES", "0", minimum=0)
-        audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1)
-        delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1)
+        # 0 served every request a 500 (no thread to run the app), a negative one a crash loop.
+        threads = _count(env, "IDP_THREADS", "1", minimum=1, maximum=MAX_THREADS)
+        audit_retention_days = _count(env, "IDP_AUDIT_RETENTION_DAYS", "400", minimum=1, maximum=MAX_DAYS)
+        delivery_retention_days = _count(env, "IDP_DELIVERY_RETENTION_DAYS", "7", minimum=1, maximum=MAX_DAYS)
         key_rotation_days = None
         if env.get("IDP_KEY_ROTATION_DAYS", "").strip():
-            key_rotation_days = _count(env, "IDP_KEY_ROTATION_DAYS", "", minimum=1)
+            key_rotation_days = _count(env, "IDP_KEY_ROTATION_DAYS", "", minimum=1, maximum=MAX_DAYS)
         outbound_allow = None
         if env.get("IDP_OUTBOUND_ALLOW", "").strip():
             from .outbound import parse_allow_list
@@ -142,6 +150,7 @@ class Settings:
             log_level=log_level,
             log_format=log_format,
             metrics_port=metrics_port,
+            threads=threads,
             trusted_proxies=trusted_proxies,
             audit_retention_days=audit_retention_days,
             delivery_retention_days=delivery_retention_days,
@@ -200,6 +209,24 @@ def _publish_new_secret(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _issuer(issuer: str) -> str:
+    """IDP_ISSUER as it is published (discovery, every token's `iss`, every endpoint's URL):
+    an http(s) URL of a host, with no user info, query or fragment (RFC 8414 §2), not even an
+    empty "?" or "#" (urlsplit sees none, yet every endpoint would be "<issuer>/token" behind
+    it). The scheme in lower case: Secure cookies and HSTS go by `startswith("https://")`."""
+    try:
+        parts = urlsplit(issuer)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port out of range, an unclosed "[" of an IPv6 address
+        parts, port_ok = None, False
+    if (not port_ok or not issuer.startswith(("http://", "https://")) or not parts.hostname
+            or "@" in parts.netloc or "?" in issuer or "#" in issuer
+            or not issuer.isprintable() or any(ch.isspace() for ch in issuer)):
+        raise ConfigError(f"IDP_ISSUER must be an http(s) URL of a host, without user info, query or fragment: "
+                          f"{issuer!r}")
+    return issuer
+
+
 def _resolver(raw: str) -> tuple[str, int] | None:
     """IDP_DNS_RESOLVER: an IP address and a port ("192.0.2.53:53", "[2001:db8::53]:53"),
     or nothing for the system's resolver."""
@@ -217,11 +244,15 @@ def _resolver(raw: str) -> tuple[str, int] | None:
     return host, port
 
 
-def _count(env: dict[str, str], name: str, default: str, minimum: int) -> int:
-    """A whole number of at least `minimum` from `env[name]`, else ConfigError naming it."""
+def _count(env: dict[str, str], name: str, default: str, minimum: int, maximum: int | None = None) -> int:
+    """A whole number from `minimum` to `maximum` from `env[name]`, else ConfigError naming it."""
     raw = env.get(name, "").strip() or default
     # ASCII digits only: int() would also take "+3", "1_0" and other scripts' digits.
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < minimum:
-        what = "a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}"
+    value = int(raw) if re.fullmatch(r"[0-9]{1,6}", raw) else None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        if maximum is not None:
+            what = f"a whole number from {minimum} to {maximum}"
+        else:
+            what = "a non-negative whole number" if minimum == 0 else f"a whole number of at least {minimum}"
         raise ConfigError(f"{name} must be {what}: {raw!r}")
-    return int(raw)
+    return value

@@ -79,7 +79,7 @@ def serve(host: str, port: int, workers: int, settings: Settings | None = None) 
             port=port,
             interface=Interfaces.WSGI,
             workers=max(1, workers),
-            blocking_threads=int(os.environ.get("IDP_THREADS", "1")),
+            blocking_threads=settings.threads,
             log_level=LogLevels.warning,
             respawn_failed_workers=True,
             # SIGTERM drains requests in flight; a worker still busy after this long is killed

@@ -205,6 +205,13 @@ def _escaped(match: re.Match) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 
 
+def one_line(text: str) -> str:
+    """`text` with its line breaks and control characters written as escapes (`\\n`, `\\x1b`):
+    someone else's text (a name anyone may choose at sign-up) on a log line or the operator's
+    terminal, where it must not start a line of its own nor send the terminal a command."""
+    return _CONTROL.sub(_escaped, text)
+
+
 class TextFormatter(logging.Formatter):
     """The classic line, with the request's ids appended when there are some; one line a
     record (a traceback follows it, indented as Python writes it)."""
@@ -219,7 +226,7 @@ class TextFormatter(logging.Formatter):
         line = f"{line} {extra}" if extra else line
         if getattr(record, "unredacted", False):  # `idp dev`'s mail, for its developer to read as mailed
             return line
-        return _CONTROL.sub(_escaped, line)
+        return one_line(line)
 
 
 def formatter(log_format: str) -> logging.Formatter:
