@@ -818,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create or upgrade the schema, make sure a signing key exists")
     init.set_defaults(func=cmd_init)
     s = sub.add_parser("serve", help="production server")
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", type=_listening_address, default="127.0.0.1")
     s.add_argument("--port", type=_within(1, 65535), default=5000)
     s.add_argument("--workers", type=_within(1, 256), default=2)
     s.set_defaults(func=cmd_serve)
@@ -935,6 +935,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the only one that works afterwards)")
     o.set_defaults(func=cmd_orgs_scim_token)
     return p
+
+
+def _listening_address(text: str) -> str:
+    """An argparse type: the IP address `idp serve` listens on, a name (`localhost`) resolved
+    to its first address; else argparse's `error:` line naming --host (Granian takes only an
+    address, and said "ValueError: invalid IP address syntax")."""
+    import ipaddress
+    import socket
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)[0][4][0]
+    except (OSError, UnicodeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an IP address nor a name this machine resolves"
+                                         ) from None
 
 
 def _within(low: int, high: int):

@@ -72,10 +72,11 @@ def test_a_name_given_at_sign_up_cannot_forge_lines_or_drive_the_operators_termi
     import time
 
     from tests.conftest import Browser
+    from tests.test_review_signin7 import _from
 
     email = f"forger-{secrets.token_hex(4)}@example.com"
     forged = "x\r\n00000000000000000000000000000000  boss@example.com  Boss  (admin)\x1b[2J\x1b]0;owned\x07\x9b1m"
-    b = Browser(live.issuer)
+    b = _from("127.0.0.74", Browser(live.issuer))  # not the sign-up budget other tests share
     resp = b.submit(b.get(f"{live.issuer}/signup"), {"email": email, "name": forged, "password": "a-good-password"})
     assert resp.status_code == 200, resp.text
     for _ in range(100):  # the account is made after the answer
@@ -187,3 +188,38 @@ def test_idp_init_says_where_the_database_is_without_its_credentials(live):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("database ready: ") and "/idp" in out.stdout
     assert secret not in out.stdout + out.stderr and "pw-in-userinfo" not in out.stdout + out.stderr, out.stdout
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", ""])  # no name: its lookup would need a DNS server
+def test_a_host_to_listen_on_that_is_no_address_is_one_error_line_naming_it(tmp_path, host):
+    """`idp serve --host 999.1.1.1` (or an empty one) started, then failed
+    in Granian with "error: ValueError: invalid IP address syntax", naming no option."""
+    out = subprocess.run([IDP, "serve", "--host", host, "--port", str(free_port())], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--host" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_host_name_is_listened_on_at_its_address(tmp_path):
+    """`--host localhost` is what operators type; Granian refused it as no IP address."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([IDP, "serve", "--host", "localhost", "--port", str(port), "--workers", "1"],
+                            env=_env(tmp_path, IDP_ISSUER=f"http://127.0.0.1:{port}"), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/.well-known/openid-configuration",
+                                            timeout=2) as resp:
+                    assert resp.status == 200
+                    return
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(proc.stderr.read())
+                time.sleep(0.2)
+        pytest.fail("`idp serve --host localhost` did not answer")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
