@@ -6,6 +6,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, Response, current_app, json, request
 
 from ..oauth import fast_code, fast_refresh, fast_token
+from ..oauth.authorization import named
 from ..oauth.clients import sends_basic
 from ..oauth.dpop import current_nonce, token_endpoint_response
 from ..observability import metrics
@@ -44,7 +45,7 @@ def _malformed() -> str | None:
     repeated = next((name for name, values in request.values.lists()
                      if len(values) > 1 and name not in MULTI_VALUED), None)
     if repeated is not None:
-        return f"{repeated} repeated"
+        return f"{named(repeated)} repeated"  # a name is the client's to choose: any character
     # RFC 6749 §2.3: one authentication method a request. Authlib took the first that
     # succeeded and ignored the others (a wrong client_secret beside good Basic credentials).
     basic = sends_basic(request.headers)
