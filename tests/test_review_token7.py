@@ -69,3 +69,56 @@ def test_a_client_assertion_naming_an_unnameable_alg_or_kid_is_invalid_client_no
         "client_assertion": f"{_b64({'alg': 'HS256', 'kid': 'k1'})}.{_b64(claims)}.AAAA"})
     assert resp.json()["error_description"] == "Algorithm of 'HS256' is not allowed", resp.text  # as before
     assert live.log.read_text().count("Traceback") == tracebacks
+
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+
+
+def test_a_credential_in_the_token_endpoints_url_is_refused(live, browser):
+    """Low, RFC 6749 §2.3.1 and §3.2, RFC 8693 §2.1, RFC 6750 §5.3, ASVS V8.3.1 (sensitive
+    data in the body, never in the query string): Authlib reads a token request's parameters
+    from the query string as well as the body, so a token exchange whose subject_token (a
+    person's access token) was in the URL was answered with a new token, and a device_code
+    there too: the credential is then in every proxy's and access log's copy of the URL.
+    The token, revocation, introspection and device authorization endpoints now refuse a
+    credential in the URL (invalid_request) before anything is checked or spent; other
+    parameters may still come that way, as before."""
+    from idp.clients import create_client
+
+    from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params, token
+
+    email, password = "query-credentials@example.com", "query-credentials-pw"
+    live.create_user(email, password)
+    with live.db():
+        backend, _ = create_client({"client_name": "API", "grant_types": ["client_credentials"],
+                                    "redirect_uris": []}, first_party=True)
+        app, secret = create_client({"client_name": "App", "redirect_uris": [REDIRECT],
+                                     "grant_types": ["authorization_code", "refresh_token", TOKEN_EXCHANGE]},
+                                    first_party=True, policy={"token_exchange_audiences": [backend.client_id]})
+        backend_id, client_id = backend.client_id, app.client_id
+    verifier, challenge = pkce()
+    page = browser.get(authorize_url(live.issuer, client_id, code_challenge=challenge, code_challenge_method="S256"))
+    code = redirect_params(browser.sign_in(page, email, password))["code"]
+    tokens = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                 "code_verifier": verifier}, auth=(client_id, secret)).json()
+    form = {"grant_type": TOKEN_EXCHANGE, "subject_token_type": ACCESS_TOKEN, "audience": backend_id}
+    resp = requests.post(f"{live.issuer}/token", params={"subject_token": tokens["access_token"]}, data=form,
+                         auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", resp.text
+    assert "subject_token" in resp.json()["error_description"] and "access_token" not in resp.json()
+    assert resp.headers["Cache-Control"] == "no-store"
+    for path, params, data in (
+            ("/token", {"device_code": "x"}, {"grant_type": "urn:ietf:params:oauth:grant-type:device_code"}),
+            ("/token", {"refresh_token": tokens["refresh_token"]}, {"grant_type": "refresh_token"}),
+            ("/revoke", {"token": tokens["refresh_token"]}, {}),
+            ("/introspect", {"token": tokens["access_token"]}, {})):
+        resp = requests.post(f"{live.issuer}{path}", params=params, data=data, auth=(client_id, secret), timeout=10)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", (path, resp.text)
+        assert next(iter(params)) in resp.json()["error_description"], (path, resp.text)
+    # in the body, as ever (the refresh token was not revoked by the refusal above)
+    resp = token(live.issuer, {**form, "subject_token": tokens["access_token"]}, auth=(client_id, secret))
+    assert resp.status_code == 200 and resp.json()["access_token"], resp.text
+    resp = requests.post(f"{live.issuer}/token?scope=openid", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=(client_id, secret), timeout=10)
+    assert resp.status_code == 200 and resp.json()["scope"] == "openid", resp.text

@@ -21,6 +21,10 @@ def _server():
 
 # RFC 8707 §2: `resource` may be given several times; RFC 6749 §3.2: nothing else may.
 MULTI_VALUED = frozenset(("resource",))
+# What proves something goes in the body (RFC 6749 §2.3.1, §3.2; RFC 8693 §2.1; ASVS V8.3.1),
+# never in the URL, which proxies and access logs keep.
+CREDENTIALS = frozenset(("client_secret", "client_assertion", "code", "code_verifier", "refresh_token",
+                         "device_code", "subject_token", "actor_token", "token"))
 
 
 @bp.post("/token")
@@ -46,6 +50,10 @@ def _malformed() -> str | None:
                      if len(values) > 1 and name not in MULTI_VALUED), None)
     if repeated is not None:
         return f"{named(repeated)} repeated"  # a name is the client's to choose: any character
+    # Authlib takes some of them (device_code, subject_token) from the query string too
+    in_url = next((name for name in request.args if name in CREDENTIALS), None)
+    if in_url is not None:
+        return f"{in_url} must be sent in the request body, not in the URL"
     # RFC 6749 §2.3: one authentication method a request. Authlib took the first that
     # succeeded and ignored the others (a wrong client_secret beside good Basic credentials).
     basic = sends_basic(request.headers)
