@@ -122,3 +122,24 @@ def test_a_credential_in_the_token_endpoints_url_is_refused(live, browser):
     resp = requests.post(f"{live.issuer}/token?scope=openid", data={
         "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=(client_id, secret), timeout=10)
     assert resp.status_code == 200 and resp.json()["scope"] == "openid", resp.text
+
+
+def test_a_public_clients_device_authorizations_naming_it_in_the_url_are_limited_too(proxied):
+    """Low (a bypassed control): a public client's device authorizations, each a row stored
+    on nobody's credentials, are limited to 600 in 10 minutes per address
+    (`public-request:ip`). The limit found the client in the body alone, but Authlib
+    authenticates a public client by a client_id it reads from the query string as well:
+    `POST /device_authorization?client_id=...` was never counted, so one address stored rows
+    without end. The limit now finds the client where Authlib does."""
+    grant = "urn:ietf:params:oauth:grant-type:device_code"
+    public, _ = proxied.create_client(token_endpoint_auth_method="none", grant_types=[grant], redirect_uris=[])
+    url = proxied.meta["device_authorization_endpoint"]
+    headers = {"X-Forwarded-For": "203.0.113.91"}  # the `proxied` server believes one hop
+    with requests.Session() as http:
+        for _ in range(600):
+            resp = http.post(url, params={"client_id": public}, headers=headers, timeout=10)
+            assert resp.status_code == 200, resp.text
+        refused = http.post(url, params={"client_id": public}, headers=headers, timeout=10)
+        assert refused.status_code == 429 and refused.json()["error"] == "access_denied", refused.text
+        refused = http.post(url, data={"client_id": public}, headers=headers, timeout=10)
+        assert refused.status_code == 429, refused.text

@@ -109,7 +109,8 @@ def device_authorization():
 def _public_flood() -> Response | None:
     """A public client's device authorization stores a row on nobody's credentials: the 429
     when its address sent too many (`ratelimit`, public-request:ip), else None."""
-    client = _server().query_client(request.form.get("client_id"))
+    # where Authlib finds a public client's id: the query string too (`_malformed` saw it once)
+    client = _server().query_client(request.values.get("client_id"))
     if client is None or client.token_endpoint_auth_method != "none":
         return None
     return refused_from_address("public-request:ip", "device authorizations")
