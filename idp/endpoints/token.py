@@ -6,6 +6,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, Response, current_app, json, request
 
 from ..oauth import fast_code, fast_refresh, fast_token
+from ..oauth.authorization import named
 from ..oauth.clients import sends_basic
 from ..oauth.dpop import current_nonce, token_endpoint_response
 from ..observability import metrics
@@ -20,6 +21,10 @@ def _server():
 
 # RFC 8707 §2: `resource` may be given several times; RFC 6749 §3.2: nothing else may.
 MULTI_VALUED = frozenset(("resource",))
+# What proves something goes in the body (RFC 6749 §2.3.1, §3.2; RFC 8693 §2.1; ASVS V8.3.1),
+# never in the URL, which proxies and access logs keep.
+CREDENTIALS = frozenset(("client_secret", "client_assertion", "code", "code_verifier", "refresh_token",
+                         "device_code", "subject_token", "actor_token", "token"))
 
 
 @bp.post("/token")
@@ -44,7 +49,11 @@ def _malformed() -> str | None:
     repeated = next((name for name, values in request.values.lists()
                      if len(values) > 1 and name not in MULTI_VALUED), None)
     if repeated is not None:
-        return f"{repeated} repeated"
+        return f"{named(repeated)} repeated"  # a name is the client's to choose: any character
+    # Authlib takes some of them (device_code, subject_token) from the query string too
+    in_url = next((name for name in request.args if name in CREDENTIALS), None)
+    if in_url is not None:
+        return f"{in_url} must be sent in the request body, not in the URL"
     # RFC 6749 §2.3: one authentication method a request. Authlib took the first that
     # succeeded and ignored the others (a wrong client_secret beside good Basic credentials).
     basic = sends_basic(request.headers)
@@ -100,7 +109,8 @@ def device_authorization():
 def _public_flood() -> Response | None:
     """A public client's device authorization stores a row on nobody's credentials: the 429
     when its address sent too many (`ratelimit`, public-request:ip), else None."""
-    client = _server().query_client(request.form.get("client_id"))
+    # where Authlib finds a public client's id: the query string too (`_malformed` saw it once)
+    client = _server().query_client(request.values.get("client_id"))
     if client is None or client.token_endpoint_auth_method != "none":
         return None
     return refused_from_address("public-request:ip", "device authorizations")

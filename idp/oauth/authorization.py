@@ -36,6 +36,12 @@ def named(value: str) -> str:
     return quote(value, safe=_DESCRIBABLE)
 
 
+def described(text: str) -> str:
+    """A library's error text, which may quote what the request sent (a JWT header's alg or
+    kid), as an error's description may hold it: `named`, its spaces kept."""
+    return quote(text, safe=_DESCRIBABLE + " ")
+
+
 class RequestNotSupported(OAuth2Error):
     error = "request_not_supported"
 

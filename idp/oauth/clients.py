@@ -19,6 +19,7 @@ from joserfc.jwk import KeySet
 from .. import outbound, rsa_bounds
 from ..clients import MAX_JWKS_BYTES
 from ..single_use import claim
+from .authorization import described
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def process_assertion_claims(self, assertion, resolve_key):
         try:
             decoded = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
-        except JoseError as err:
-            raise InvalidClientError(description=err.description) from err
+        except JoseError as err:  # its text names the header's alg or kid as sent
+            raise InvalidClientError(description=described(err.description)) from err
         self.verify_claims(decoded.claims)
         return decoded.claims
 
