@@ -3,11 +3,13 @@ and names what an attacker or an auditor would check."""
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 
 import pytest
 
-from tests.conftest import Browser
+from tests.conftest import Browser, start_live
 from tests.smtp import link_in
 from tests.test_not_me_link import not_me_link
 from tests.test_second_factor import _enrol
@@ -86,3 +88,89 @@ def test_a_session_left_open_cannot_lock_the_owner_out_of_signing_in_with_their_
     lock_mails = [m for m in live.mailbox.to(email) if "typed the password" in body_of(m)]
     assert resp.status_code == 200 and "Your account" in resp.text and not lock_mails, \
         (resp.status_code, len(lock_mails))
+
+
+@pytest.fixture(scope="module")
+def threaded(database_url, mailbox, tmp_path_factory):
+    """A server of its own on the session's PostgreSQL database, several threads per worker: two
+    requests waiting on one row must not wait for a thread instead."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the interleaving is forced with PostgreSQL's row lock")
+    yield from start_live(database_url, tmp_path_factory.mktemp("mfa7"), mailbox, extra_env={"IDP_THREADS": "4"})
+
+
+def _waiting_on_locks(engine) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).scalar()
+
+
+def _until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "the requests never queued on the row"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("first", ["reload", "confirm"])
+def test_a_set_up_confirmed_while_another_sign_in_reloads_the_page_keeps_the_owners_secret(threaded, first):
+    """Medium (ASVS 1.11.3 / 11.1.6, a check-then-act race across server processes): an org requires
+    a second factor; its member's password is known to someone else, who sits at the set-up
+    step too and reloads it (each reload makes a new secret, shown to them). The owner types
+    the first code of the secret they were shown. `confirm_enrolment` read the row, then wrote
+    "confirmed" on it by its key alone; the reload wrote its new secret by the key alone too.
+    When the two cross (the reload's write just before the confirmation's, or just after), the
+    owner is shown their recovery codes while the factor now holds the OTHER person's secret:
+    the owner's app never works, and the intruder's does. The order is forced here with a row
+    lock on PostgreSQL; the fix's writes decide against the committed row on either database."""
+    live = threaded
+
+    import pyotp
+    from sqlalchemy import create_engine, text
+
+    from idp.mfa import totp
+    from idp.store import TotpFactor, User, db
+    from keys import unseal
+    from tests.admin_world import PASSWORD, at_second_factor_set_up
+
+    intruder, _page, _secret, email = at_second_factor_set_up(live, f"race7{first}")
+    owner = Browser(live.issuer)
+    page = owner.sign_in(owner.get(f"{live.issuer}/account"), email, PASSWORD)  # a new secret, the owner's
+    owners = re.search(r'data-totp-secret="([A-Z2-7]+)"', page.text).group(1)
+    with live.db():
+        user_id = db.session.query(User).filter_by(email=email).one().id
+
+    engine = create_engine(live.env["IDP_DATABASE_URL"])
+    answers = {}
+
+    def reload():
+        answers["reload"] = intruder.get(f"{live.issuer}/signin/set-up-second-factor")
+
+    def confirm():
+        answers["confirm"] = owner.submit(page, {"code": pyotp.TOTP(owners).now()})
+
+    steps = {"reload": reload, "confirm": confirm}
+    order = [first, "confirm" if first == "reload" else "reload"]
+    holder = engine.connect()
+    holder.execute(text("SELECT 1 FROM totp_factors WHERE user_id = :u FOR UPDATE"), {"u": user_id})
+    threads = []
+    try:
+        for n, name in enumerate(order, start=1):
+            threads.append(threading.Thread(target=steps[name]))
+            threads[-1].start()
+            _until(lambda n=n: _waiting_on_locks(engine) >= n)
+    finally:
+        holder.rollback()
+        holder.close()
+    for t in threads:
+        t.join(30)
+    engine.dispose()
+    with live.db():
+        row = db.session.get(TotpFactor, user_id)
+        confirmed = None if row.confirmed_at is None else \
+            unseal(live.app.extensions["idp.settings"].secret_key, row.sealed_secret, user_id, totp.PURPOSE).decode()
+    assert answers["reload"].status_code == 200, answers["reload"].status_code  # a page, never a 500
+    told_done = answers["confirm"].status_code == 200 and "recovery" in answers["confirm"].text.lower()
+    assert confirmed in (None, owners), "the set-up was confirmed with a secret the owner never saw"
+    assert told_done == (confirmed == owners), (told_done, confirmed == owners)
