@@ -174,3 +174,50 @@ def test_a_set_up_confirmed_while_another_sign_in_reloads_the_page_keeps_the_own
     told_done = answers["confirm"].status_code == 200 and "recovery" in answers["confirm"].text.lower()
     assert confirmed in (None, owners), "the set-up was confirmed with a secret the owner never saw"
     assert told_done == (confirmed == owners), (told_done, confirmed == owners)
+
+
+def test_new_recovery_codes_asked_twice_at_once_leave_only_the_last_list(threaded):
+    """Low (the brief's "regenerate invalidates old"; ASVS 2.6.1 a recovery code is good once,
+    and only while it is the account's): "New recovery codes" posted twice at once (a double
+    click, two tabs, or the owner and whoever holds another recent session) each deleted the
+    codes its statement could see, then added ten. On PostgreSQL the second delete cannot see
+    the first request's new codes: the account is left with 20, and the list not shown last
+    (the one a double click throws away, or the other session's) still signs in, though every
+    page said the older codes no longer work."""
+    from sqlalchemy import create_engine, text
+
+    from idp.mfa import totp
+    from idp.store import User, db
+
+    live = threaded
+    b, _secret, _codes = _enrol(live, "rv7-codes-twice@example.com")  # a recent sign-in: may change factors
+    other = Browser(live.issuer)
+    other.http.cookies.update(b.http.cookies)
+    page = b.get(f"{live.issuer}/account")
+    with live.db():
+        user = db.session.query(User).filter_by(email="rv7-codes-twice@example.com").one()
+        user_id = user.id
+    engine = create_engine(live.env["IDP_DATABASE_URL"])
+    answers = []
+
+    def regenerate(browser):
+        answers.append(browser.submit(page, {}, action=f"{live.issuer}/account/recovery-codes"))
+
+    holder = engine.connect()
+    holder.execute(text("SELECT 1 FROM recovery_codes WHERE user_id = :u FOR UPDATE"), {"u": user_id})
+    threads = []
+    try:
+        for n, browser in enumerate((b, other), start=1):
+            threads.append(threading.Thread(target=regenerate, args=(browser,)))
+            threads[-1].start()
+            _until(lambda n=n: _waiting_on_locks(engine) >= n)
+    finally:
+        holder.rollback()
+        holder.close()
+    for t in threads:
+        t.join(30)
+    engine.dispose()
+    assert [a.status_code for a in answers] == [200, 200]
+    with live.db():
+        left = totp.recovery_codes_left(db.session.get(User, user_id))
+    assert left == 10, f"{left} recovery codes work, two lists of them"

@@ -204,6 +204,10 @@ def _recovery_hash(user: User, normalized: str) -> str:
 def new_recovery_codes(user: User, count: int = 10) -> list[str]:
     """Ten fresh single-use codes (older ones die), shown once, stored hashed; the caller
     commits (notices.record)."""
+    # One list at a time per account (the app's row locked, PostgreSQL; SQLite's writers take
+    # turns anyway): two at once each deleted only the codes its statement could see, and
+    # the list not shown last stayed good.
+    db.session.execute(select(TotpFactor.user_id).where(TotpFactor.user_id == user.id).with_for_update())
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = []
     for _ in range(count):
