@@ -43,17 +43,21 @@ def enrolment(user: User) -> str | None:
     return hashlib.sha256(row.sealed_secret).hexdigest()
 
 
-def start_enrolment(user: User, retry: bool = True) -> str:
-    """A fresh, unconfirmed secret for `user` (replacing an unconfirmed one); returns it in base32."""
+def start_enrolment(user: User, retry: bool = True) -> str | None:
+    """A fresh, unconfirmed secret for `user` (replacing an unconfirmed one); returns it in
+    base32, or None when an app is set up (maybe a moment ago, by another request)."""
     secret = pyotp.random_base32()
+    sealed = seal(_secret_key(), secret.encode(), user.id, PURPOSE)
     row = db.session.get(TotpFactor, user.id)
     if row is None:
-        row = TotpFactor(user_id=user.id)
-        db.session.add(row)
+        db.session.add(TotpFactor(user_id=user.id, sealed_secret=sealed, last_step=None))
     elif row.confirmed_at is not None:
-        raise ValueError("an authenticator app is already set up")
-    row.sealed_secret = seal(_secret_key(), secret.encode(), user.id, PURPOSE)
-    row.last_step = None
+        return None
+    # Replaced only while still unconfirmed, as the database has it now: a set-up confirmed
+    # since this request read the row keeps the secret its owner scanned.
+    elif not _write_unconfirmed(user, sealed_secret=sealed, last_step=None):
+        db.session.rollback()
+        return None
     try:
         db.session.commit()
     except IntegrityError:
@@ -64,6 +68,19 @@ def start_enrolment(user: User, retry: bool = True) -> str:
             return start_enrolment(user, retry=False)
         raise
     return secret
+
+
+def _write_unconfirmed(user: User, *conditions, **values) -> bool:
+    """Write `values` on `user`'s unconfirmed row (and `conditions`), by one statement that
+    decides against the committed row, never this request's earlier read of it: True when it
+    did. Set-up pages of several sign-ins (a reload, a confirmation) race across processes."""
+    done = db.session.execute(
+        update(TotpFactor).where(TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_(None), *conditions)
+        .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    row = db.session.get(TotpFactor, user.id)
+    if row is not None:
+        db.session.expire(row)  # read again: what the statement wrote, or what another request did
+    return done
 
 
 def pending_secret(user: User) -> str | None:
@@ -85,15 +102,17 @@ def shown_secret(user: User) -> str | None:
     return secret
 
 
-def secret_to_show(user: User) -> str:
+def secret_to_show(user: User) -> str | None:
     """The secret for this browser's set-up page: the one it was shown (a reload, a prefetch
-    never replaces the one being scanned), else a fresh one. Never one another browser was
-    shown or made (another session, another sign-in with the password at the required
-    set-up): whoever saw it would hold the account's factor too, unbeknown to the owner."""
+    never replaces the one being scanned), else a fresh one (None: an app is set up). Never
+    one another browser was shown or made (another session, another sign-in with the password
+    at the required set-up): whoever saw it would hold the account's factor too, unbeknown to
+    the owner."""
     secret = shown_secret(user)
     if secret is None:
         secret = start_enrolment(user)
-        session[SHOWN] = digest(secret)
+        if secret is not None:  # None: the app was set up meanwhile
+            session[SHOWN] = digest(secret)
     return secret
 
 
@@ -129,16 +148,17 @@ def confirm_enrolment(user: User, code: str, now: float | None = None) -> bool:
     """True, the app set up, when `code` is current for the pending secret. The caller
     commits (with the notice of it, notices.record): the code's step is marked used in the
     same row, so in the same commit as the enrolment, and cannot be played again."""
+    row = db.session.get(TotpFactor, user.id)
     secret = pending_secret(user)
     if secret is None:
         return False
     step = _matching_step(secret, code, now or time.time())
     if step is None:
         return False
-    row = db.session.get(TotpFactor, user.id)
-    row.confirmed_at = utcnow()
-    row.last_step = step
-    return True
+    # Confirmed only while the row holds the secret the code was checked against: another
+    # sign-in's set-up page, loaded meanwhile, may have replaced it with one shown to them.
+    return _write_unconfirmed(user, TotpFactor.sealed_secret == row.sealed_secret, confirmed_at=utcnow(),
+                              last_step=step)
 
 
 def verify(user: User, code: str, now: float | None = None) -> bool:
@@ -184,6 +204,10 @@ def _recovery_hash(user: User, normalized: str) -> str:
 def new_recovery_codes(user: User, count: int = 10) -> list[str]:
     """Ten fresh single-use codes (older ones die), shown once, stored hashed; the caller
     commits (notices.record)."""
+    # One list at a time per account (the app's row locked, PostgreSQL; SQLite's writers take
+    # turns anyway): two at once each deleted only the codes its statement could see, and
+    # the list not shown last stayed good.
+    db.session.execute(select(TotpFactor.user_id).where(TotpFactor.user_id == user.id).with_for_update())
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = []
     for _ in range(count):

@@ -57,9 +57,10 @@ def setup_totp():
     user, away = _recent_user(url_for("mfa.setup_totp"))
     if away:
         return away
-    if totp.has_totp(user):
+    secret = None if totp.has_totp(user) else totp.secret_to_show(user)
+    if secret is None:  # set up (maybe a moment ago, by another request)
         return redirect(url_for("account.home"))
-    return _setup_page(user, totp.secret_to_show(user))
+    return _setup_page(user, secret)
 
 
 def _setup_page(user, secret, error=None, status=200):

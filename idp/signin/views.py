@@ -460,11 +460,12 @@ def set_up_second_factor():
         session.pop("enrol", None)
         return first_factor_passed(user, pending, req, remember=state.get("remember", False),
                                    amr=state.get("amr") or AMR_PASSWORD)
-    if request.method == "GET":
-        return _enrolment_page(user, totp.secret_to_show(user), req)
-    secret = totp.shown_secret(user)
-    if secret is None:  # replaced meanwhile (another sign-in with the password): a fresh one
-        return _enrolment_page(user, totp.secret_to_show(user), req)
+    secret = totp.shown_secret(user) if request.method == "POST" else None
+    if secret is None:  # a GET, or replaced meanwhile (another sign-in with the password): a fresh one
+        fresh = totp.secret_to_show(user)
+        if fresh is None:  # set up a moment ago (another request): sign in with it, as above
+            return redirect(url_for("signin.set_up_second_factor", req=req))
+        return _enrolment_page(user, fresh, req)
     if not totp.confirm_enrolment(user, request.form.get("code", "")):
         return _enrolment_page(user, secret, req, _(
             "This code is not right. Enter the current code from the app."), 400)
