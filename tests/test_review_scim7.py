@@ -112,3 +112,28 @@ def test_an_excluded_sub_attribute_of_a_multi_valued_attribute_is_left_out(live)
     got = d.call("GET", f"/Users/{user['id']}?attributes=emails.value,name.familyName").json()
     assert got["emails"] == [{"value": "a@x.example"}, {"value": "b@x.example"}] and got["name"] == {"familyName": "Lee"}
 
+
+
+def test_partial_matches_of_a_case_exact_attribute_respect_case_on_every_database(live):
+    """Low: `externalId` (and `id`) are caseExact (RFC 7643 §3.1, §4.1), and `eq` held to it,
+    but `sw`, `ew` and `co` are SQL LIKE, which SQLite compares without case: on SQLite
+    `externalId sw "abc"` found the person whose externalId is "ABC-1", on PostgreSQL not
+    (RFC 7644 §3.4.2.2: case sensitivity follows the attribute's caseExact)."""
+    d = Directory(live, "rv7-case")
+    upper = d.create(d.email("u"), externalId="ABC-1_%X")
+    lower = d.create(d.email("l"), externalId="abc-2_%x")
+    for query, found in (('externalId sw "abc"', {lower["id"]}), ('externalId sw "ABC"', {upper["id"]}),
+                         ('externalId ew "%x"', {lower["id"]}), ('externalId ew "_%X"', {upper["id"]}),
+                         ('externalId co "C-1_"', {upper["id"]}), ('externalId co "c-"', {lower["id"]}),
+                         ('externalId co "-"', {upper["id"], lower["id"]}),
+                         ('externalId co ""', {upper["id"], lower["id"]}),
+                         ('userName sw "U-"', {upper["id"]})):
+        resp = d.call("GET", f"/Users?filter={query}")
+        assert resp.status_code == 200, resp.text
+        assert {r["id"] for r in resp.json()["Resources"]} == found, query
+    group = d.call("POST", "/Groups", {"displayName": "Case", "externalId": "Grp-A"}).json()
+    for query, found in (('externalId sw "grp"', set()), ('externalId sw "Grp"', {group["id"]}),
+                         ('displayName sw "cA"', {group["id"]})):
+        resp = d.call("GET", f"/Groups?filter={query}")
+        assert {r["id"] for r in resp.json()["Resources"]} == found, query
+
