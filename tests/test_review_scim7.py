@@ -137,3 +137,62 @@ def test_partial_matches_of_a_case_exact_attribute_respect_case_on_every_databas
         resp = d.call("GET", f"/Groups?filter={query}")
         assert {r["id"] for r in resp.json()["Resources"]} == found, query
 
+
+
+def _refusing_to_disable(live, user_id: str):
+    """A trigger that fails any write disabling `user_id`: the database (or the process) going
+    away at that moment, within a real server and database."""
+    import contextlib
+    import uuid
+
+    from sqlalchemy import text
+
+    from idp.store import db
+
+    name = f"rv7_refuse_{uuid.uuid4().hex[:8]}"
+    with live.db():
+        if db.engine.dialect.name == "sqlite":
+            db.session.execute(text(f"CREATE TRIGGER {name} BEFORE UPDATE ON users WHEN NEW.disabled AND NOT "
+                                    f"OLD.disabled AND OLD.id = '{user_id}' BEGIN SELECT RAISE(ABORT, 'away'); END"))
+            drops = [f"DROP TRIGGER {name}"]
+        else:
+            db.session.execute(text(f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'away'; "
+                                    "END $$ LANGUAGE plpgsql"))
+            db.session.execute(text(f"CREATE TRIGGER {name} BEFORE UPDATE ON users FOR EACH ROW WHEN (NEW.disabled "
+                                    f"AND NOT OLD.disabled AND OLD.id = '{user_id}') EXECUTE FUNCTION {name}()"))
+            drops = [f"DROP TRIGGER {name} ON users", f"DROP FUNCTION {name}()"]
+        db.session.commit()
+
+    @contextlib.contextmanager
+    def held():
+        try:
+            yield
+        finally:
+            with live.db():
+                for statement in drops:
+                    db.session.execute(text(statement))
+                db.session.commit()
+
+    return held()
+
+
+def test_a_delete_that_fails_half_way_can_be_sent_again(live):
+    """Low: DELETE committed the person's leaving the org first and disabled the account in a
+    second transaction. When that second one failed (the database away for a moment, a
+    worker killed), the person was out of the org, still enabled and signed in, and the
+    directory's retry was a 404, "already deleted": nothing would ever disable them. Now the
+    account is disabled first; a DELETE that fails half way leaves a disabled person the
+    directory still sees, and its retry completes (RFC 7644 §3.6, ASVS 8.3.x offboarding)."""
+    from tests.test_scim import PASSWORD, _password_sign_in, user_row
+
+    d = Directory(live, "rv7-delete")
+    email = d.email("leaver")
+    uid = live.create_user(email, PASSWORD, org_id=d.org_id)
+    with _refusing_to_disable(live, uid):
+        failed = d.call("DELETE", f"/Users/{uid}")
+        assert failed.status_code >= 400, failed.text
+    retry = d.call("DELETE", f"/Users/{uid}")
+    assert retry.status_code == 204, retry.text
+    row = user_row(live, uid)
+    assert row.disabled and row.org_id is None
+    assert _password_sign_in(live, email).status_code == 401
