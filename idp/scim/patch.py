@@ -81,6 +81,31 @@ class Document:
         self.read_only = read_only
         self.extensions = extensions  # lower-cased URN → canonical URN
         self.scanned = 0
+        # id(object) → [the object, its length when indexed, lower-cased key → key] (see `key`)
+        self._indexes: dict[int, list] = {}
+
+    def key(self, obj: dict, name: str) -> str | None:
+        """`_key` in constant time: looking each attribute of a path-less value (or each key of
+        a merged object) up among all those before it was quadratic, a minute of a worker's CPU
+        for one 1 MB request. An object's index is made at its first look-up and kept by `put`;
+        a key removed or added otherwise changes the object's length, and the index is made anew."""
+        held = self._indexes.get(id(obj))
+        if held is None or held[0] is not obj or held[1] != len(obj):
+            index: dict[str, str] = {}
+            for k in obj:
+                index.setdefault(k.lower(), k)
+            held = self._indexes[id(obj)] = [obj, len(obj), index]
+        found = held[2].get(name)
+        return found if found is not None and found in obj else None
+
+    def put(self, obj: dict, key: str, value: Any) -> None:
+        """obj[key] = value, kept in the object's index (`key`)."""
+        held = self._indexes.get(id(obj))
+        consistent = held is not None and held[0] is obj and held[1] == len(obj)
+        obj[key] = value
+        if consistent:
+            held[2].setdefault(key.lower(), key)
+            held[1] = len(obj)
 
     def scan(self, values: Any, value_filter) -> None:
         """Count the steps a filtered operation is about to take (its values times its filter's
@@ -95,19 +120,19 @@ class Document:
         urn = self.extensions.get(schema)
         if urn is None:
             raise invalid_value(f"Unknown schema {schema}")
-        key = _key(self.doc, schema)
+        key = self.key(self.doc, schema)
         if key is None:
             if not create:
                 return None
             key = urn
-            self.doc[key] = {}
+            self.put(self.doc, key, {})
             schemas = self.doc.setdefault("schemas", [])
             if urn not in schemas:
                 schemas.append(urn)
         return self.doc[key]
 
     def name_of(self, container: dict, attr: str) -> str:
-        return _key(container, attr) or canonical(attr)
+        return self.key(container, attr) or canonical(attr)
 
     def coerce(self, attr: str, sub: str | None, value: Any) -> Any:
         """Booleans sent as strings ("True", "false"), as Entra ID does."""
@@ -172,8 +197,8 @@ def _apply_path(document: Document, op: str, path: str, value: Any, has_value: b
         return
     if sub is not None:
         target = current if isinstance(current, dict) else {}
-        target[_key(target, sub) or canonical(sub)] = value
-        container[name] = target
+        document.put(target, document.key(target, sub) or canonical(sub), value)
+        document.put(container, name, target)
         return
     if op == "add" and isinstance(current, list):
         additions = value if isinstance(value, list) else [value]
@@ -185,14 +210,14 @@ def _apply_path(document: Document, op: str, path: str, value: Any, has_value: b
             if key not in present:
                 present.add(key)
                 kept.append(item)
-        container[name] = current + kept
+        document.put(container, name, current + kept)
     elif isinstance(current, dict) and isinstance(value, dict):
         merged = dict(current)
         for k, v in value.items():
-            merged[_key(merged, k.lower()) or k] = v
-        container[name] = merged
+            document.put(merged, document.key(merged, k.lower()) or k, v)
+        document.put(container, name, merged)
     else:
-        container[name] = value
+        document.put(container, name, value)
 
 
 def _identity(value: Any) -> str:

@@ -53,7 +53,18 @@ class StringAttribute:
             return or_(col != value, self.column.is_(None))
         if op in ("co", "sw", "ew"):
             pattern = {"co": "%{}%", "sw": "{}%", "ew": "%{}"}[op].format(_like(value))
-            return col.like(pattern, escape="\\")
+            matched = col.like(pattern, escape="\\")
+            if not self.case_exact or not value:
+                return matched
+            # SQLite's LIKE ignores the case of ASCII letters (PostgreSQL's does not): the part
+            # the pattern matched, compared with `=` (with `replace` for co), keeps it on both.
+            if op == "sw":
+                exact = func.substr(col, 1, len(value)) == value
+            elif op == "ew":
+                exact = func.substr(col, func.length(col) - len(value) + 1) == value
+            else:
+                exact = func.replace(col, value, "") != col
+            return and_(matched, exact)
         return {"gt": col > value, "ge": col >= value, "lt": col < value, "le": col <= value}[op]
 
     def present(self) -> ColumnElement:

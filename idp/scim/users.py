@@ -432,8 +432,10 @@ def delete_user(user_id: str):
     org_ = org()
     user = member(org_, user_id)
     check_if_match(version_of(user.updated_at))
+    # Disabled first: a DELETE failing between the two commits leaves a disabled person the
+    # directory still sees (its retry completes), not an enabled one gone from its view.
+    accounts.disable(user)
     accounts.leave_org(user, via="scim")
     db.session.commit()
-    accounts.disable(user)
     audit.record("scim.user_deleted", user, org=org_, via="scim")
     return scim_response(None, 204)
