@@ -157,8 +157,10 @@ def _refusing_to_disable(live, user_id: str):
                                     f"OLD.disabled AND OLD.id = '{user_id}' BEGIN SELECT RAISE(ABORT, 'away'); END"))
             drops = [f"DROP TRIGGER {name}"]
         else:
-            db.session.execute(text(f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'away'; "
-                                    "END $$ LANGUAGE plpgsql"))
+            # an OperationalError (SQLSTATE class 55), as the database's own trouble is: the
+            # server's 503 without a traceback, which the suite's other tests look for in its log
+            db.session.execute(text(f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'away' "
+                                    "USING ERRCODE = '55P03'; END $$ LANGUAGE plpgsql"))
             db.session.execute(text(f"CREATE TRIGGER {name} BEFORE UPDATE ON users FOR EACH ROW WHEN (NEW.disabled "
                                     f"AND NOT OLD.disabled AND OLD.id = '{user_id}') EXECUTE FUNCTION {name}()"))
             drops = [f"DROP TRIGGER {name} ON users", f"DROP FUNCTION {name}()"]
