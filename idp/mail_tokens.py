@@ -17,12 +17,13 @@ ONE_EACH = frozenset({"undo"})
 
 
 def issue(user: User, purpose: str, value: str | None = None, *, commit: bool = True,
-          new_account: bool = False, target: str | None = None) -> str:
+          new_account: bool = False, target: str | None = None, proof: str | None = None) -> str:
     """A new token for `purpose` (`value` when the caller made it already); any earlier
     unused one of the same purpose dies (not of a purpose in ONE_EACH). With `commit` False
     it waits for the caller's commit. `new_account`: the account is being made in the
     caller's transaction, so it has no earlier token (SCIM creates skip that statement).
-    `target`: the one thing the link acts on."""
+    `target`: the one thing the link acts on; `proof`: the password hash the link will ask
+    the password against (the account's when it was mailed)."""
     now = utcnow()
     if not new_account and purpose not in ONE_EACH:
         db.session.execute(
@@ -32,7 +33,7 @@ def issue(user: User, purpose: str, value: str | None = None, *, commit: bool = 
         )
     value = value or new_secret(32)
     db.session.add(MailToken(token_hash=digest(value), user_id=user.id, purpose=purpose, created_at=now,
-                             expires_at=now + LIFETIMES[purpose], target=target))
+                             expires_at=now + LIFETIMES[purpose], target=target, password_hash=proof))
     if commit:
         db.session.commit()
     return value

@@ -36,7 +36,8 @@ def record(kind: str, user: User, *, added: str | None = None, **detail) -> None
     assert (kind in ADDED) == (added is not None), kind
     remove = None
     if added is not None:
-        remove = link_to("not_me.confirm", token=mail_tokens.issue(user, "undo", commit=False, target=added))
+        remove = link_to("not_me.confirm", token=mail_tokens.issue(user, "undo", commit=False, target=added,
+                                                                   proof=user.password_hash))
     sent = stage_mail(user.email, "sign_in_changed", user.locale or current_language(),
                       change=audit.LABELS[kind], link=link_to("password.forgot"), account=link_to("account.home"),
                       remove=remove, days=mail_tokens.LIFETIMES["undo"].days)

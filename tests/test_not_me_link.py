@@ -69,14 +69,14 @@ def test_the_link_acts_once_and_only_on_the_passkey_it_names(live):
     link = not_me_link(live, email, 1)  # the first passkey's notice
     owner = Browser(live.issuer)
     page = owner.get(link)
-    assert owner.submit(page, {}).status_code == 200
+    assert owner.submit(page, {"password": PASSWORD}).status_code == 200
     assert _passkey_ids(live, email) == [kept] and not _signed_in(live, b)
     assert _passkey_sign_in(live, Browser(live.issuer), first)[0].status_code != 200
     # signed in again, the link used a second time neither signs out nor removes anything
     again = Browser(live.issuer)
     assert _passkey_sign_in(live, again, second)[0].status_code == 200 and _signed_in(live, again)
     assert Browser(live.issuer).get(link).status_code == 410
-    assert owner.submit(page, {}).status_code == 410
+    assert owner.submit(page, {"password": PASSWORD}).status_code == 410
     assert _passkey_ids(live, email) == [kept] and _signed_in(live, again)
     # the removal is told; the second passkey's own link (its notice, mail 2) is still live
     assert "Passkey removed" in body_of(live.mailbox.wait_for(email, 3)[2])
@@ -94,10 +94,11 @@ def test_a_link_cannot_remove_another_accounts_passkey(live):
     vb, device = _with_passkey(live, victim)
     with live.db():
         user = db.session.query(User).filter_by(email=email).one()
-        token = mail_tokens.issue(user, "undo", target=f"passkey:{_passkey_ids(live, victim)[0]}")
+        token = mail_tokens.issue(user, "undo", target=f"passkey:{_passkey_ids(live, victim)[0]}",
+                                  proof=user.password_hash)
     b = Browser(live.issuer)
     page = b.get(f"{live.issuer}/account/not-me/{token}")
-    assert b.submit(page, {}).status_code == 200
+    assert b.submit(page, {"password": PASSWORD}).status_code == 200
     assert len(_passkey_ids(live, victim)) == 1 and _signed_in(live, vb)
     assert _passkey_sign_in(live, Browser(live.issuer), device)[0].status_code == 200
 
@@ -116,7 +117,7 @@ def test_an_expired_link_is_refused_and_acts_on_nothing(live):
         row.expires_at = utcnow()
         db.session.commit()
     assert Browser(live.issuer).get(link).status_code == 410
-    refused = owner.submit(page, {})
+    refused = owner.submit(page, {"password": PASSWORD})
     assert refused.status_code == 410 and "expired" in refused.text
     assert len(_passkey_ids(live, email)) == 1 and _signed_in(live, b)
     assert Browser(live.issuer).get(f"{live.issuer}/account/not-me/{'x' * 300}").status_code == 410
@@ -134,7 +135,7 @@ def test_a_link_for_a_passkey_already_removed_still_signs_out_everywhere(live):
     b.submit(account, {}, action=f"{live.issuer}{remove}")
     assert _passkey_ids(live, email) == []
     owner = Browser(live.issuer)
-    done = owner.submit(owner.get(not_me_link(live, email, 1)), {})
+    done = owner.submit(owner.get(not_me_link(live, email, 1)), {"password": PASSWORD})
     assert done.status_code == 200 and "already gone" in done.text
     assert not _signed_in(live, other) and not _signed_in(live, b)
     assert len(live.mailbox.to(email)) == 2  # added, removed: nothing new to tell
@@ -147,7 +148,7 @@ def test_the_link_removes_an_authenticator_app_and_its_recovery_codes(live):
     email = "not-me-totp@example.com"
     b, _, _ = _enrol(live, email)
     owner = Browser(live.issuer)
-    assert owner.submit(owner.get(not_me_link(live, email, 1)), {}).status_code == 200
+    assert owner.submit(owner.get(not_me_link(live, email, 1)), {"password": "second-factor-pw"}).status_code == 200
     with live.db():
         user = db.session.query(User).filter_by(email=email).one()
         assert db.session.get(TotpFactor, user.id) is None
@@ -169,7 +170,7 @@ def test_the_link_unlinks_a_connected_account(live, upstream):  # noqa: F811
     b, account = _link(live, upstream, email, PASSWORD, upstream_email)
     assert "Unlink" in account.text
     owner = Browser(live.issuer)
-    assert owner.submit(owner.get(not_me_link(live, email, 1)), {}).status_code == 200
+    assert owner.submit(owner.get(not_me_link(live, email, 1)), {"password": PASSWORD}).status_code == 200
     with live.db():
         user = db.session.query(User).filter_by(email=email).one()
         assert db.session.query(LinkedIdentity).filter_by(user_id=user.id).count() == 0
@@ -187,8 +188,75 @@ def test_the_link_tells_the_products_signed_in_to_sign_out_too(live, browser, re
     device = SoftwareAuthenticator(live.issuer, allow_ip_origin=True)
     assert _post_json(browser, page, "/account/passkeys", {"credential": device.create(options)}).status_code == 201
     owner = Browser(live.issuer)
-    assert owner.submit(owner.get(not_me_link(live, "not-me-bc@example.com", 1)), {}).status_code == 200
+    page = owner.get(not_me_link(live, "not-me-bc@example.com", 1))
+    assert owner.submit(page, {"password": "backchannel-password"}).status_code == 200
     tokens = receiver.wait_for(1, timeout=15)
     assert tokens, "the server did not deliver the logout token"
     _, claims = verify(live.issuer, tokens[0])
     assert claims["sub"] == user_id and claims["sid"] == id_claims["sid"] and claims["aud"] == client_id
+
+
+def test_the_link_asks_the_password_and_a_wrong_one_removes_nothing(live):
+    """The mailbox alone is no proof (the owner's own set-up is mailed the same link): the
+    button asks the password as it was when mailed. A wrong one is refused, counted with the
+    sign-in's guesses, and the link stays good for the owner."""
+    from idp.store import RateLimit, db
+    from idp.ratelimit import throttle_key
+
+    email = "not-me-password@example.com"
+    b, device = _with_passkey(live, email)
+    owner = Browser(live.issuer)
+    page = owner.get(not_me_link(live, email, 1))
+    assert 'name="password"' in page.text
+    for typed in ("", "not the password"):
+        refused = owner.submit(page, {"password": typed})
+        assert refused.status_code in (400, 401), refused.text[:300]
+    assert len(_passkey_ids(live, email)) == 1 and _signed_in(live, b)
+    with live.db():
+        row = db.session.get(RateLimit, throttle_key("password:account", email))
+        assert row is not None and row.failures >= 1
+    assert owner.submit(page, {"password": PASSWORD}).status_code == 200
+    assert _passkey_ids(live, email) == []
+
+
+def test_an_account_without_a_password_cannot_use_the_link(live):
+    """An account that had no password when the link was mailed: nothing the owner alone
+    knows can be asked, so the page says so, and nothing is done."""
+    from idp.store import User, db
+
+    email = "not-me-no-password@example.com"
+    live.create_user(email, PASSWORD)
+    b = Browser(live.issuer)
+    assert "Your account" in b.sign_in(b.get(f"{live.issuer}/account"), email, PASSWORD).text
+    with live.db():  # no password when the passkey is added (as an account made by a social sign-in)
+        db.session.query(User).filter_by(email=email).one().password_hash = None
+        db.session.commit()
+    _second_passkey(live, b)
+    owner = Browser(live.issuer)
+    page = owner.get(not_me_link(live, email, 1))
+    assert page.status_code == 200 and 'name="password"' not in page.text
+    from tests.conftest import csrf_of
+
+    token = csrf_of(owner.get(f"{live.issuer}/signin").text)  # the page has no form: this browser's token
+    refused = owner.http.post(page.url, data={"csrf_token": token, "password": "x"}, timeout=30)
+    assert refused.status_code == 403
+    assert len(_passkey_ids(live, email)) == 1 and _signed_in(live, b)
+
+
+def test_the_link_works_with_the_password_as_it_was_after_the_owner_resets_it(live):
+    """The mail's first advice is a new password: the owner who follows it first still holds
+    the password the link asks (the one when it was mailed); the new one is not it."""
+    from tests.smtp import link_in
+
+    email = "not-me-after-reset@example.com"
+    b, device = _with_passkey(live, email)
+    link = not_me_link(live, email, 1)
+    owner = Browser(live.issuer)
+    owner.submit(owner.get(f"{live.issuer}/password/forgot"), {"email": email})
+    reset = owner.get(link_in(live.mailbox.wait_for(email, 2)[-1], live.issuer))
+    assert "Password changed" in owner.submit(reset, {"password": "the owners new password 9"}).text
+    page = owner.get(link)
+    assert owner.submit(page, {"password": "the owners new password 9"}).status_code == 401
+    assert owner.submit(page, {"password": PASSWORD}).status_code == 200
+    assert _passkey_ids(live, email) == []
+    assert _passkey_sign_in(live, Browser(live.issuer), device)[0].status_code != 200

@@ -42,8 +42,9 @@ def test_the_owner_can_remove_a_passkey_someone_else_added_from_an_open_session(
     allowed, the sign-in is recent, and the owner is mailed. Removing it on the account page
     needs a recent sign-in with the second factor, and the account's only second factor is now
     the intruder's passkey. The product owner's remedy: the mail's "Not you? Remove it and sign
-    out everywhere" link, whose mailbox is the proof, removes that passkey and ends every
-    session (the intruder's too); the owner then gets back in with the password alone."""
+    out everywhere" link, whose mailbox and the password (as it was when mailed) are the
+    proof, removes that passkey and ends every session (the intruder's too); the owner then
+    gets back in with the password alone."""
     from tests.test_not_me_link import not_me_link
 
     email = "rv6-evict@example.com"
@@ -63,7 +64,7 @@ def test_the_owner_can_remove_a_passkey_someone_else_added_from_an_open_session(
     link = not_me_link(live, email, 1)
     page = owner.get(link)
     assert page.status_code == 200 and "Remove it and sign out everywhere" in page.text
-    done = owner.submit(page, {})
+    done = owner.submit(page, {"password": PASSWORD})  # what the owner knows and the mailbox alone does not
     assert done.status_code == 200 and 'href="/password/forgot"' in done.text
     assert _passkeys_of(live, email) == 0
     resp, _ = _passkey_sign_in(live, Browser(live.issuer), intruders)

@@ -234,12 +234,12 @@ def test_the_not_me_link_acts_wholly_or_not_at_all(live):
     owner = Browser(live.issuer)
     page = owner.get(not_me_link(live, email, 1))
     with _notice_fails(live, "passkey.removed", user_id):
-        failed = owner.submit(page, {})
+        failed = owner.submit(page, {"password": "passkey-password"})
     assert failed.status_code == 500 and FAILED in failed.text
     assert len(_passkey_ids(live, email)) == 1 and "Your account" in b.get(f"{live.issuer}/account").text
     assert _events(live, user_id, "sessions.revoked") == 0
     _no_mail(live, email, 1)
 
-    assert owner.submit(owner.get(not_me_link(live, email, 1)), {}).status_code == 200
+    assert owner.submit(owner.get(not_me_link(live, email, 1)), {"password": "passkey-password"}).status_code == 200
     assert _passkey_ids(live, email) == [] and "Your account" not in b.get(f"{live.issuer}/account").text
     live.mailbox.wait_for(email, 2)

@@ -52,6 +52,9 @@ class MailToken(db.Model):
     purpose: Mapped[str] = mapped_column(String(16))  # "reset" | "verify" | "invite" | "undo"
     # "undo" only: what it removes, "passkey:<id>", "totp:<enrolment>" or "link:<id>"
     target: Mapped[str | None] = mapped_column(String(100))
+    # "undo" only: the account's password hash when the link was mailed, which the link asks
+    # the password against (the mailbox alone proves nothing; a reset since changes nothing)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     used_at: Mapped[datetime | None] = mapped_column(DateTime)
