@@ -79,3 +79,29 @@ def test_an_assertion_valid_until_the_end_of_time_is_a_sign_in_not_a_500(live, i
     assert page.status_code != 500, page.text[:300]
     assert redirect_params(page)["code"]
     assert _user_exists(live, email)
+
+
+@pytest.mark.parametrize("attributes", [
+    {"givenName": "G" * 150},
+    {"givenName": "G" * 100, "sn": "F" * 100, "displayName": None},
+], ids=["long-given-name", "given-and-family-names-joined"])
+def test_long_names_from_the_idp_are_a_sign_in_not_a_500(live, idp, org, attributes):
+    """Low. The IdP's givenName and sn were cut to 200 characters, where accounts keep 100 of
+    each (and 200 of the name, which a given and a family name of 100 each, joined by a space
+    when the IdP sends no displayName, exceed by one): on PostgreSQL, which holds a column to
+    its length, the ACS answered 500 and the person could not sign in at all, a directory's
+    long name (a name with its titles, or a concatenated field) being the IdP's to send. Cut
+    to what the account keeps, as an OpenID provider's claims are (`federation.social.profile_text`)."""
+    from idp.store import User, db
+
+    _, domain = org
+    email = f"long.{secrets.token_hex(3)}@{domain}"
+    b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
+    response, acs = idp.response(request, email=email, attributes=attributes)
+    page = _post(b, acs, response, request["relay_state"])
+    assert page.status_code != 500, page.text[:300]
+    assert redirect_params(page)["code"]
+    with live.db():
+        user = db.session.query(User).filter_by(email=email).one()
+        assert user.given_name == "G" * 100
+        assert len(user.name) <= 200 and (user.name.startswith("G" * 100) or "displayName" not in attributes)
