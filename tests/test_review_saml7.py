@@ -4,13 +4,14 @@ tests/saml_idp.py, and shows a problem found, or pins a defence checked sound.""
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import pytest
 
 from tests.federation.test_saml_signatures import NS
 from tests.oidc import redirect_params
-from tests.saml_idp import TestIdP, decode
+from tests.saml_idp import TestIdP, decode, encode
 from tests.test_review_saml import _response_in_response_to, _signed_in_as
 from tests.test_saml import _fresh_request, _post, attached_org
 from tests.test_saml_profile import _last_refusal, _re_signed, _user_exists
@@ -105,3 +106,27 @@ def test_long_names_from_the_idp_are_a_sign_in_not_a_500(live, idp, org, attribu
         user = db.session.query(User).filter_by(email=email).one()
         assert user.given_name == "G" * 100
         assert len(user.name) <= 200 and (user.name.startswith("G" * 100) or "displayName" not in attributes)
+
+
+def _without_signature_value(b64: str) -> str:
+    """The response with its signature's SignatureValue emptied: xs:base64Binary allows "",
+    so the document is still valid SAML 2.0 and reaches the signature check."""
+    xml = decode(b64)
+    emptied = re.sub(r"(<(?:[\w.-]+:)?SignatureValue\b[^>]*>)[^<]*(</)", r"\1\2", xml, count=1)
+    assert emptied != xml
+    return encode(emptied)
+
+
+def test_a_signature_without_a_value_is_a_refusal_not_a_500(live, idp, org):
+    """Low. Anyone may post to the ACS: a response whose assertion's ds:SignatureValue is empty
+    (valid against the schema) made signxml fail with a TypeError (base64 of None), which the
+    signature check did not expect, and the ACS answered 500 instead of the refusal page and
+    its audit event. No key, no valid response needed: one shaped like any IdP's will do."""
+    _, domain = org
+    email = f"nosig.{secrets.token_hex(3)}@{domain}"
+    b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
+    good, acs = idp.response(request, email=email, sign_response=False)
+    page = _post(b, acs, _without_signature_value(good), request["relay_state"])
+    assert page.status_code == 400 and "could not be completed" in page.text, (page.status_code, page.text[:300])
+    assert _last_refusal(live) == "signature has no SignatureValue"
+    assert not _user_exists(live, email)
