@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 256 * 1024
 CLOCK_SKEW = 60
+MAX_REASON = 300
 
 # SPEC §5: the attribute names the common IdPs send.
 EMAIL = ("email", "mail", "urn:oid:0.9.2342.19200300.100.1.3",
@@ -60,6 +61,9 @@ class SamlError(Exception):
     """A response refused; `reason` is logged and audited, the person sees a generic page."""
 
     def __init__(self, reason: str):
+        # cut: pysaml2's refusals quote what the sender wrote (an unsigned InResponseTo or
+        # Destination, as long as the response), and the reason goes whole into the audit trail
+        reason = reason[:MAX_REASON]
         super().__init__(reason)
         self.reason = reason
 

@@ -130,3 +130,26 @@ def test_a_signature_without_a_value_is_a_refusal_not_a_500(live, idp, org):
     assert page.status_code == 400 and "could not be completed" in page.text, (page.status_code, page.text[:300])
     assert _last_refusal(live) == "signature has no SignatureValue"
     assert not _user_exists(live, email)
+
+
+def test_a_refusal_reason_does_not_carry_the_senders_text_whole(live, idp, org):
+    """Low. When only the assertion is signed, the Response's InResponseTo and Destination are
+    the sender's to write, and pysaml2 names them in its refusal ("Unsolicited response:
+    <InResponseTo>"), which went whole into the audit event (the org's audit log in the
+    Admin Center) and the log line: anyone holding any response the org's IdP ever signed
+    (expired ones too: InResponseTo is checked before the time) wrote some 250 KB of their
+    choosing into both with each post. The reason is cut; the event still says what refused it."""
+    from idp.store import SecurityEvent, db
+
+    _, domain = org
+    email = f"huge.{secrets.token_hex(3)}@{domain}"
+    b, request = _fresh_request(live, idp, domain, email.partition("@")[0])
+    good, acs = idp.response(request, email=email, sign_response=False)
+    page = _post(b, acs, _response_in_response_to(good, "_" + "x" * 200_000), request["relay_state"])
+    assert page.status_code == 400 and "could not be completed" in page.text, (page.status_code, page.text[:300])
+    with live.db():
+        event = (db.session.query(SecurityEvent).filter_by(kind="signin.failure")
+                 .order_by(SecurityEvent.id.desc()).first())
+        reason = event.detail["reason"]
+    assert reason.startswith("pysaml2 refused the response: UnsolicitedResponse"), reason[:200]
+    assert len(reason) <= 500, len(reason)
