@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from idp.emails import normalize
 
-from .social import UpstreamIdentity
+from .social import UpstreamIdentity, profile_text
 
 # pysaml2 (with xmlschema) is imported where it is used, not here: it takes most of a
 # second, and every `idp` command and every worker that never sees a SAML response would
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 256 * 1024
 CLOCK_SKEW = 60
+MAX_REASON = 300
 
 # SPEC §5: the attribute names the common IdPs send.
 EMAIL = ("email", "mail", "urn:oid:0.9.2342.19200300.100.1.3",
@@ -60,6 +61,9 @@ class SamlError(Exception):
     """A response refused; `reason` is logged and audited, the person sees a generic page."""
 
     def __init__(self, reason: str):
+        # cut: pysaml2's refusals quote what the sender wrote (an unsigned InResponseTo or
+        # Destination, as long as the response), and the reason goes whole into the audit trail
+        reason = reason[:MAX_REASON]
         super().__init__(reason)
         self.reason = reason
 
@@ -219,7 +223,7 @@ class ServiceProvider:
         email = self._email(response)
         return UpstreamIdentity(
             provider="saml", subject=email, email=email, email_verified=True,
-            name=_first(response, DISPLAY_NAME), given_name=_first(response, GIVEN_NAME),
+            name=_first(response, DISPLAY_NAME, 200), given_name=_first(response, GIVEN_NAME),
             family_name=_first(response, FAMILY_NAME), auth_time=_authn_instant(response.assertion),
             session_ends=_session_not_on_or_after(response.assertion))
 
@@ -373,9 +377,9 @@ def _values(response, names: tuple[str, ...]) -> list[str]:
     return found
 
 
-def _first(response, names: tuple[str, ...]) -> str | None:
+def _first(response, names: tuple[str, ...], limit: int = 100) -> str | None:
     values = _values(response, names)
-    return values[0][:200] if values else None
+    return profile_text(values[0], limit) if values else None
 
 
 def _authn_instant(assertion) -> float | None:

@@ -155,6 +155,9 @@ def _enveloped_signature(element: etree._Element) -> etree._Element | None:
         raise UnverifiedResponse("signature uses a canonicalization or transform SAML does not allow")
     if signature.find(f"{{{DS}}}Object") is not None:
         raise UnverifiedResponse("signature carries a ds:Object")
+    # The schema lets it be empty (xs:base64Binary), and signxml then fails with a TypeError.
+    if not (signature.findtext(f"{{{DS}}}SignatureValue") or "").strip():
+        raise UnverifiedResponse("signature has no SignatureValue")
     return signature
 
 

@@ -323,7 +323,7 @@ def validate_id_token(provider: Provider, id_token: str, nonce: str, keys: KeySe
     return claims
 
 
-def _text(value, limit: int = 100) -> str | None:
+def profile_text(value, limit: int = 100) -> str | None:
     """A profile claim as accounts keep it (a string, cut to the column's length), or None:
     a provider's list, number or novel must not reach the database as it is."""
     return (value.strip()[:limit] or None) if isinstance(value, str) else None
@@ -371,8 +371,8 @@ def complete(provider: Provider, code: str, redirect_uri: str, verifier: str, no
             raise UpstreamError("invalid", "the provider did not authenticate the person again")
         return UpstreamIdentity(
             provider=provider.name, subject=claims["sub"], email=claims.get("email"),
-            email_verified=_email_verified(claims), name=_text(claims.get("name"), 200),
-            given_name=_text(claims.get("given_name")), family_name=_text(claims.get("family_name")))
+            email_verified=_email_verified(claims), name=profile_text(claims.get("name"), 200),
+            given_name=profile_text(claims.get("given_name")), family_name=profile_text(claims.get("family_name")))
     return _facebook_profile(provider, tokens["access_token"], http)
 
 
@@ -389,5 +389,6 @@ def _facebook_profile(provider: Provider, access_token: str, http: Outbound) -> 
             or not 0 < len(profile["id"]) <= MAX_SUBJECT:
         raise UpstreamError("invalid", "profile without a usable id")
     return UpstreamIdentity(provider=provider.name, subject=profile["id"], email=profile.get("email"),
-                            email_verified=False, name=_text(profile.get("name"), 200),
-                            given_name=_text(profile.get("first_name")), family_name=_text(profile.get("last_name")))
+                            email_verified=False, name=profile_text(profile.get("name"), 200),
+                            given_name=profile_text(profile.get("first_name")),
+                            family_name=profile_text(profile.get("last_name")))

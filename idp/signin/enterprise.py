@@ -36,6 +36,7 @@ MAX_RELAY_STATE_BYTES = 80
 # The base64 of the largest response `ServiceProvider.validate` would read.
 MAX_POSTED_RESPONSE = MAX_RESPONSE_BYTES * 4 // 3 + 4
 AMR_FEDERATED = ["fed"]
+_KEPT_AT_MOST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()  # the latest a spent assertion is remembered
 
 
 def start_sso(org: Org, req: str | None, fresh: bool = False):
@@ -182,8 +183,10 @@ def enforced_for(user: User | None, email: str | None = None) -> bool:
 def spend_assertion(org: Org, assertion_id: str, not_after: float) -> bool:
     """True the first time an assertion of this org's IdP is used (a sign-in or an admin's
     Test connection alike), False ever after; remembered until it expires (at least 5 min)."""
-    # pysaml2 accepts it until NotOnOrAfter plus the clock skew: the marker outlives that.
-    expires = datetime.fromtimestamp(not_after + CLOCK_SKEW, UTC).replace(tzinfo=None)
+    # pysaml2 accepts it until NotOnOrAfter plus the clock skew: the marker outlives that, up
+    # to a moment a datetime can hold (a "never expires" 9999-12-31T23:59:59Z plus the skew is
+    # in year 10000).
+    expires = datetime.fromtimestamp(min(not_after + CLOCK_SKEW, _KEPT_AT_MOST), UTC).replace(tzinfo=None)
     # Committed at once on its own, whatever happens next: a spent assertion stays spent.
     return claim_at_once("saml-assertion", f"{org.id}:{assertion_id}",
                          max(expires, utcnow() + timedelta(minutes=5)))
