@@ -135,13 +135,13 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
         if value:
             setattr(user, field, value)
     if not user.name and (user.given_name or user.family_name):
-        user.name = _joined_name(user.given_name, user.family_name)
+        user.name = joined_name(user.given_name, user.family_name)
     if commit:
         db.session.commit()
     return user
 
 
-def _joined_name(given_name: str | None, family_name: str | None) -> str | None:
+def joined_name(given_name: str | None, family_name: str | None) -> str | None:
     """The name of an account its IdP gave only the parts of: two of 100 characters and the
     space between them are one more than the 200 an account keeps."""
     return " ".join(p for p in (given_name, family_name) if p)[:200] or None
@@ -171,7 +171,7 @@ def _created_just_in_time(org, identity, method: str) -> User | None:
     values.update(email=identity.email, email_verified=True, org_id=org.id, given_name=identity.given_name or None,
                   family_name=identity.family_name or None, name=identity.name or None)
     if not values["name"] and (values["given_name"] or values["family_name"]):
-        values["name"] = _joined_name(values["given_name"], values["family_name"])
+        values["name"] = joined_name(values["given_name"], values["family_name"])
     db.session.flush()  # what the session holds first, as the unit of work ordered it
     # A None for a JSON column would be stored as JSON null: left out, it is SQL NULL, as
     # the ORM writes an attribute never set.

@@ -199,3 +199,21 @@ def test_a_delete_that_fails_half_way_can_be_sent_again(live):
     row = user_row(live, uid)
     assert row.disabled and row.org_id is None
     assert _password_sign_in(live, email).status_code == 401
+
+
+def test_a_given_and_a_family_name_of_the_longest_make_a_name_not_a_500(live):
+    """Low (found by the SAML review, the same rule): a person created or changed with a
+    givenName and a familyName of 100 characters each (what SCIM takes) and no displayName
+    got the two joined, 201 characters, as their name, where an account keeps 200: on
+    PostgreSQL a 500 and a traceback, the directory's create refused for good. The joined
+    name is cut as the sign-ins' is (`accounts.joined_name`)."""
+    d = Directory(live, "rv7-long-name")
+    given, family = "G" * 100, "F" * 100
+    made = d.create(name={"givenName": given, "familyName": family})
+    got = d.call("GET", f"/Users/{made['id']}").json()
+    assert got["name"]["givenName"] == given and got["name"]["familyName"] == family
+    assert len(got.get("displayName") or "") <= 200
+    other = d.create(name={"givenName": "A", "familyName": "B"})
+    patched = d.patch(f"/Users/{other['id']}", {"op": "replace", "path": "name",
+                                                "value": {"givenName": given, "familyName": family}})
+    assert patched.status_code == 200, patched.text

@@ -205,8 +205,7 @@ class Fields:
                                    LIMITS["familyName"])
         formatted = _string(name.get(name_by.get("formatted")), "name.formatted", LIMITS["displayName"])
         display = _string(get("displayname"), "displayName", LIMITS["displayName"])
-        joined = " ".join(p for p in (self.given_name, self.family_name) if p) or None
-        self.name = display or formatted or joined
+        self.name = display or formatted or accounts.joined_name(self.given_name, self.family_name)
         self.active = _boolean(get("active"), "active")
         extras = {k: v for k, v in doc.items() if k.lower() not in MAPPED}
         if name:
@@ -423,8 +422,8 @@ def _names_follow(before: dict, after: dict) -> None:
         return
     joined_before = " ".join(p for p in (old.get("givenName"), old.get("familyName")) if p)
     if before.get("displayName") in (None, joined_before):
-        joined = " ".join(p for p in (new.get("givenName"), new.get("familyName")) if isinstance(p, str) and p)
-        after["displayName"] = joined or None
+        parts = (p if isinstance(p, str) else None for p in (new.get("givenName"), new.get("familyName")))
+        after["displayName"] = accounts.joined_name(*parts)
 
 
 @scim_route("/Users/<user_id>", methods=["DELETE"])
