@@ -109,6 +109,27 @@ def _until(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def _queued_behind_a_row_lock(engine, table: str, user_id: str, calls) -> None:
+    """Run `calls` (each in its own thread) queued, in this order, behind a lock held on
+    `user_id`'s row of `table` (PostgreSQL), then let them go and wait for them."""
+    from sqlalchemy import text
+
+    holder = engine.connect()
+    holder.execute(text(f"SELECT 1 FROM {table} WHERE user_id = :u FOR UPDATE"), {"u": user_id})
+    threads = []
+    try:
+        for n, call in enumerate(calls, start=1):
+            threads.append(threading.Thread(target=call))
+            threads[-1].start()
+            _until(lambda n=n: _waiting_on_locks(engine) >= n)
+    finally:
+        holder.rollback()
+        holder.close()
+    for t in threads:
+        t.join(30)
+    engine.dispose()
+
+
 @pytest.mark.parametrize("first", ["reload", "confirm"])
 def test_a_set_up_confirmed_while_another_sign_in_reloads_the_page_keeps_the_owners_secret(threaded, first):
     """Medium (ASVS 1.11.3 / 11.1.6, a check-then-act race across server processes): an org requires
@@ -123,7 +144,7 @@ def test_a_set_up_confirmed_while_another_sign_in_reloads_the_page_keeps_the_own
     live = threaded
 
     import pyotp
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     from idp.mfa import totp
     from idp.store import TotpFactor, User, db
@@ -148,20 +169,7 @@ def test_a_set_up_confirmed_while_another_sign_in_reloads_the_page_keeps_the_own
 
     steps = {"reload": reload, "confirm": confirm}
     order = [first, "confirm" if first == "reload" else "reload"]
-    holder = engine.connect()
-    holder.execute(text("SELECT 1 FROM totp_factors WHERE user_id = :u FOR UPDATE"), {"u": user_id})
-    threads = []
-    try:
-        for n, name in enumerate(order, start=1):
-            threads.append(threading.Thread(target=steps[name]))
-            threads[-1].start()
-            _until(lambda n=n: _waiting_on_locks(engine) >= n)
-    finally:
-        holder.rollback()
-        holder.close()
-    for t in threads:
-        t.join(30)
-    engine.dispose()
+    _queued_behind_a_row_lock(engine, "totp_factors", user_id, [steps[name] for name in order])
     with live.db():
         row = db.session.get(TotpFactor, user_id)
         confirmed = None if row.confirmed_at is None else \
@@ -180,7 +188,7 @@ def test_new_recovery_codes_asked_twice_at_once_leave_only_the_last_list(threade
     the first request's new codes: the account is left with 20, and the list not shown last
     (the one a double click throws away, or the other session's) still signs in, though every
     page said the older codes no longer work."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     from idp.mfa import totp
     from idp.store import User, db
@@ -199,20 +207,8 @@ def test_new_recovery_codes_asked_twice_at_once_leave_only_the_last_list(threade
     def regenerate(browser):
         answers.append(browser.submit(page, {}, action=f"{live.issuer}/account/recovery-codes"))
 
-    holder = engine.connect()
-    holder.execute(text("SELECT 1 FROM recovery_codes WHERE user_id = :u FOR UPDATE"), {"u": user_id})
-    threads = []
-    try:
-        for n, browser in enumerate((b, other), start=1):
-            threads.append(threading.Thread(target=regenerate, args=(browser,)))
-            threads[-1].start()
-            _until(lambda n=n: _waiting_on_locks(engine) >= n)
-    finally:
-        holder.rollback()
-        holder.close()
-    for t in threads:
-        t.join(30)
-    engine.dispose()
+    _queued_behind_a_row_lock(engine, "recovery_codes", user_id,
+                              [lambda browser=browser: regenerate(browser) for browser in (b, other)])
     assert [a.status_code for a in answers] == [200, 200]
     with live.db():
         left = totp.recovery_codes_left(db.session.get(User, user_id))
