@@ -153,3 +153,17 @@ def test_a_refusal_reason_does_not_carry_the_senders_text_whole(live, idp, org):
         reason = event.detail["reason"]
     assert reason.startswith("pysaml2 refused the response: UnsolicitedResponse"), reason[:200]
     assert len(reason) <= 500, len(reason)
+
+
+def test_a_response_in_lines_of_76_is_read(live, idp, org):
+    """Low (interoperability): the POST binding's base64 is MIME's (saml-bindings §3.5.4 cites
+    RFC 2045, whose lines are at most 76 characters), and some IdPs still send it so. The
+    strict decoding refused any line break: "response is not base64", nobody signed in."""
+    import textwrap
+
+    _, domain = org
+    b, request = _fresh_request(live, idp, domain, "wrapped")
+    response, acs = idp.response(request, email=f"wrapped@{domain}")
+    wrapped = "\r\n".join(textwrap.wrap(response, 76))
+    page = _post(b, acs, wrapped, request["relay_state"])
+    assert "code" in redirect_params(page), (page.status_code, page.text[:300])  # back to the product, signed in
