@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 
+import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
@@ -48,7 +49,17 @@ def test_private_key_jwt_takes_every_advertised_algorithm_and_no_other(live):
         resp = _assert_with(live, _assertion_client(live, key), key, alg)
         assert resp.status_code == 200, (alg, resp.text)
     shared = OctKey.generate_key(256, parameters={"kid": "k1"})
-    client_id = _assertion_client(live, shared)
+    # A shared key is refused at registration now (OIDC Registration §2); a client that holds
+    # one from before still authenticates nobody with it.
+    from idp.clients import ClientMetadataError
+    from idp.store import Client, db
+
+    with pytest.raises(ClientMetadataError):
+        _assertion_client(live, shared)
+    client_id = _assertion_client(live, ASYMMETRIC["ES256"]())
+    with live.db():
+        db.session.get(Client, client_id).jwks = {"keys": [shared.as_dict(private=True)]}
+        db.session.commit()
     resp = _assert_with(live, client_id, shared, "HS256")
     assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", resp.text
     rsa = RSAKey.generate_key(2048, parameters={"kid": "k1"})
