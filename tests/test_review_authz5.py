@@ -25,29 +25,42 @@ def _registered(live, **meta) -> tuple[dict, dict]:
     return reg, {"Authorization": f"Bearer {reg['registration_access_token']}"}
 
 
+WIDE = "openid email groups offline_access"
+
+
+def _at_narrow_consent(live, browser, email: str):
+    """(registration, its management headers, the consent page) of a self-registered client
+    registered for `openid` that asks `email` for WIDE: the screen says "Sign you in" only."""
+    live.create_user(email, PASSWORD)
+    reg, manage = _registered(live, scope="openid")
+    consent = browser.sign_in(browser.get(authorize_url(live.issuer, reg["client_id"], scope=WIDE)), email, PASSWORD)
+    assert 'name="decision"' in consent.text
+    assert "Sign you in" in consent.text and "email address" not in consent.text
+    return reg, manage, consent
+
+
+def _widen(reg: dict, manage: dict) -> None:
+    """The client widens its own registration to WIDE (RFC 7592)."""
+    update = {k: v for k, v in reg.items() if k not in ("registration_access_token", "registration_client_uri",
+                                                         "client_secret_expires_at", "client_id_issued_at")}
+    update["scope"] = WIDE
+    resp = requests.put(reg["registration_client_uri"], json=update, headers=manage, timeout=10)
+    assert resp.status_code == 200, resp.text
+
+
 def test_consent_covers_only_the_scopes_the_screen_showed(live, browser):
     """Medium: the consent screen lists the scopes the client may have (the request's,
     narrowed to its registration), but Allow remembered every scope the request named.
     A client registered for `openid` asked for `openid email groups offline_access`, was
     shown as 'Sign you in' only, then widened its own registration (RFC 7592) and got the
     person's email, groups and offline access on its next request with no consent screen."""
-    live.create_user("narrow-consent@example.com", PASSWORD)
-    reg, manage = _registered(live, scope="openid")
+    reg, manage, consent = _at_narrow_consent(live, browser, "narrow-consent@example.com")
     client_id = reg["client_id"]
-    wide = "openid email groups offline_access"
-    page = browser.get(authorize_url(live.issuer, client_id, scope=wide))
-    consent = browser.sign_in(page, "narrow-consent@example.com", PASSWORD)
-    assert 'name="decision"' in consent.text
-    assert "Sign you in" in consent.text and "email address" not in consent.text
     assert "code" in redirect_params(browser.submit(consent, {"decision": "allow"}))
 
-    update = {k: v for k, v in reg.items() if k not in ("registration_access_token", "registration_client_uri",
-                                                         "client_secret_expires_at", "client_id_issued_at")}
-    update["scope"] = wide
-    resp = requests.put(reg["registration_client_uri"], json=update, headers=manage, timeout=10)
-    assert resp.status_code == 200, resp.text
+    _widen(reg, manage)
 
-    page = browser.get(authorize_url(live.issuer, client_id, scope=wide))
+    page = browser.get(authorize_url(live.issuer, client_id, scope=WIDE))
     assert 'name="decision"' in page.text, "scopes never shown were taken as consented"
     assert "See your email address" in page.text
 

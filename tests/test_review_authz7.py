@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from tests.oidc import REDIRECT, authorize_url, redirect_params, token
-from tests.test_review_authz5 import _registered
+from tests.test_review_authz5 import WIDE, _at_narrow_consent, _widen
 
 PASSWORD = "authz7-password"
 
@@ -19,20 +19,9 @@ def test_consent_covers_the_scopes_the_screen_showed_not_those_registered_by_the
     'Sign you in', widened its registration (RFC 7592) while the person read the screen, and
     the person's Allow gave it the email address, the groups and offline access, and
     remembered them as consented."""
-    live.create_user("authz7-widen@example.com", PASSWORD)
-    reg, manage = _registered(live, scope="openid")
+    reg, manage, consent = _at_narrow_consent(live, browser, "authz7-widen@example.com")
     client_id = reg["client_id"]
-    wide = "openid email groups offline_access"
-    page = browser.get(authorize_url(live.issuer, client_id, scope=wide))
-    consent = browser.sign_in(page, "authz7-widen@example.com", PASSWORD)
-    assert 'name="decision"' in consent.text
-    assert "Sign you in" in consent.text and "email address" not in consent.text
-
-    update = {k: v for k, v in reg.items() if k not in ("registration_access_token", "registration_client_uri",
-                                                         "client_secret_expires_at", "client_id_issued_at")}
-    update["scope"] = wide
-    resp = requests.put(reg["registration_client_uri"], json=update, headers=manage, timeout=10)
-    assert resp.status_code == 200, resp.text
+    _widen(reg, manage)  # while the person reads the screen
 
     answer = browser.submit(consent, {"decision": "allow"})
     assert answer.status_code == 200 and 'name="decision"' in answer.text, "scopes never shown were granted"
@@ -41,7 +30,7 @@ def test_consent_covers_the_scopes_the_screen_showed_not_those_registered_by_the
     resp = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT},
                  auth=(client_id, reg["client_secret"]))
     assert resp.status_code == 200, resp.text
-    assert set(resp.json()["scope"].split()) == set(wide.split())
+    assert set(resp.json()["scope"].split()) == set(WIDE.split())
 
 
 def test_a_request_objects_claims_member_is_read_as_its_query_form_not_refused(live, browser):
