@@ -275,3 +275,11 @@ def chromium():
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield browser
         browser.close()
+
+
+def sign_in_page(page, email: str, password: str) -> None:
+    """A real browser's (Playwright's) way through our sign-in pages: the email, then the password."""
+    page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from tests.conftest import sign_in_page
 from tests.oidc import authorize_url, pkce, token
 
 ORIGIN = "https://app.example.test"
@@ -36,10 +37,7 @@ def test_a_single_page_app_signs_in_and_reads_userinfo_from_its_own_origin(live,
     page = context.new_page()
     page.goto(authorize_url(live.issuer, client_id, redirect_uri=redirect, code_challenge=challenge,
                             code_challenge_method="S256", scope="openid email"))
-    page.get_by_label("Email").fill(email)
-    page.get_by_role("button", name="Next").click()
-    page.get_by_label("Password").fill("spa-password-1")
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_page(page, email, "spa-password-1")
     page.wait_for_url(f"{redirect}*", timeout=15000)
     code = parse_qs(urlsplit(page.url).query)["code"][0]
     result = page.evaluate("""async ([issuer, clientId, code, verifier, redirect]) => {

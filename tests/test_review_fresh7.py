@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.conftest import Browser
+from tests.conftest import Browser, sign_in_page
 from tests.oidc import authorize_url, token
 from tests.test_review_logout import _code_flow
 from tests.test_session_idle import _signed_in_to_a_product, _unused_for
@@ -50,10 +50,7 @@ def test_a_third_party_post_naming_confirm_does_not_sign_the_browser_out(live, c
     try:
         page = context.new_page()
         page.goto(authorize_url(live.issuer, client_id, redirect_uri=callback, state="s7"))
-        page.get_by_label("Email").fill(email)
-        page.get_by_role("button", name="Next").click()
-        page.get_by_label("Password").fill("logout-password")
-        page.get_by_role("button", name="Sign in").click()
+        sign_in_page(page, email, "logout-password")
         page.wait_for_url(f"{callback}*", timeout=15000)
         cookie = next(c for c in context.cookies() if c["name"] == "idp_session")["value"]
 

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from tests.conftest import sign_in_page
 from tests.oidc import authorize_url, pkce, token
 
 # A product's pages on another site than the identity provider's (127.0.0.1): Playwright
@@ -39,10 +40,7 @@ def test_a_product_signing_out_by_post_ends_the_browsers_session(live, chromium,
         verifier, challenge = pkce()
         page.goto(authorize_url(live.issuer, client_id, redirect_uri=callback, code_challenge=challenge,
                                 code_challenge_method="S256", state="s7"))
-        page.get_by_label("Email").fill(email)
-        page.get_by_role("button", name="Next").click()
-        page.get_by_label("Password").fill("logout-password")
-        page.get_by_role("button", name="Sign in").click()
+        sign_in_page(page, email, "logout-password")
         page.wait_for_url(f"{callback}*", timeout=15000)
         code = parse_qs(urlsplit(page.url).query)["code"][0]
         tokens = token(live.issuer, {"grant_type": "authorization_code", "code": code, "redirect_uri": callback,

@@ -7,6 +7,8 @@ import secrets
 
 import requests
 
+from tests.conftest import sign_in_page
+
 
 # RFC 6265 §6.1: browsers keep cookies of at least (and, all of them today, at most) 4096
 # bytes of name and value; a larger Set-Cookie is dropped whole, the old cookie staying.
@@ -61,10 +63,7 @@ def test_a_long_link_to_one_of_our_pages_does_not_lock_the_browser_out_of_signin
         page = context.new_page()
         page.goto(f"{live.issuer}{path}")
         assert page.url == f"{live.issuer}/signin"
-        page.get_by_label("Email").fill(email)
-        page.get_by_role("button", name="Next").click()
-        page.get_by_label("Password").fill(password)
-        page.get_by_role("button", name="Sign in").click()
+        sign_in_page(page, email, password)
         page.wait_for_load_state()
         assert page.url == f"{live.issuer}/account", page.url
         assert all(len(c["name"]) + len(c["value"]) <= BROWSER_COOKIE_LIMIT for c in context.cookies())
