@@ -23,7 +23,8 @@ def record(kind: str, user: User | None = None, origin=None, *, org=None, actor:
 
     The event shows in the audit log of `org` (an Org or its id; by default the person's
     org); `actor` is who did it when not the person themself (an admin)."""
-    assert kind in LABELS, kind
+    if kind not in LABELS:  # an event no page could name
+        raise ValueError(f"unknown audit event {kind!r}")
     org_id = getattr(org, "id", org) if org is not None else (user.org_id if user else None)
     ip = ua = None
     if origin is not None:

@@ -170,8 +170,10 @@ def _where(database_url: str) -> str:
 
 
 def cmd_serve(args) -> None:
+    from .server import run_optimized, serve
+
+    run_optimized(["serve", "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)])
     from . import create_app
-    from .server import serve
 
     # The whole app, pages included: workers are forked from this process and share the
     # memory of every module imported here instead of each importing its own copy.

@@ -32,8 +32,8 @@ def record(kind: str, user: User, *, added: str | None = None, **detail) -> None
     this commit leaves no change untold, nor a notice of a change that was not made.
     `added` (a kind in ADDED, and only then): what the mail's "Not you?" link removes,
     "passkey:<id>", "totp:<enrolment>" or "link:<id>"."""
-    assert kind in TOLD, kind
-    assert (kind in ADDED) == (added is not None), kind
+    if kind not in TOLD or (kind in ADDED) != (added is not None):  # a mail without its link, or a link without a mail
+        raise ValueError(f"notice {kind!r} with added={added!r}")
     remove = None
     if added is not None:
         remove = link_to("not_me.confirm", token=mail_tokens.issue(user, "undo", commit=False, target=added,

@@ -113,7 +113,8 @@ def test_a_worker_after_sign_in_and_tokens_holds_no_rare_library(env):
 
 
 # `idp serve` up to the point where Granian forks the workers: the modules it holds then are
-# in every worker. `serve` is replaced by a report, so no server starts.
+# in every worker. `serve` is replaced by a report, so no server starts. Run with -OO, as
+# `idp serve` runs itself (an interpreter without it would start the command again, unpatched).
 PARENT = textwrap.dedent("""
     import json, sys
     import idp.server
@@ -130,7 +131,8 @@ PARENT = textwrap.dedent("""
 def test_serve_migrates_in_a_child_and_forks_workers_without_alembic(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(IDP_INSTANCE_DIR=str(tmp_path / "inst"), IDP_LOG_LEVEL="WARNING")
-    done = subprocess.run([sys.executable, "-c", PARENT], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-OO", "-c", PARENT], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     modules = json.loads(done.stdout.strip().splitlines()[-1])
     assert "flask" in modules and "idp.signin.views" in modules  # the whole app, for the workers to share
@@ -150,3 +152,20 @@ def test_serve_on_an_unreachable_database_says_so_and_exits_1(tmp_path):
     assert done.returncode == 1
     assert done.stderr.startswith("error: database unavailable:"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_runs_itself_and_its_workers_without_docstrings(live):
+    """Issue 14, lean workers: `idp serve` starts itself again under -OO, in the same process
+    (the pid its caller holds), so the workers forked from it do not carry the docstrings of
+    every module they import (about 4 MB each)."""
+    from pathlib import Path
+
+    def command_line(pid: int) -> list[bytes]:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+
+    parent = command_line(live.proc.pid)
+    assert b"-OO" in parent and b"serve" in parent, parent
+    children = Path(f"/proc/{live.proc.pid}/task/{live.proc.pid}/children").read_text().split()
+    assert len(children) == 2, children  # the two workers: forked, so the same interpreter flags
+    for pid in children:
+        assert b"-OO" in command_line(int(pid))

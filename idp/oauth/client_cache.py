@@ -52,7 +52,8 @@ _MISSING = object()
 
 class ClientCache:
     def __init__(self, engine_of: Callable, stamp: str = "clients"):
-        assert stamp in STAMPS, stamp
+        if stamp not in STAMPS:  # it is written into the statement below
+            raise ValueError(f"unknown change stamp {stamp!r}")
         self._stamp_query = f"SELECT n FROM change_stamps WHERE name = '{stamp}'"
         self._stamp_statement = f"idp_stamp_{stamp}".encode()  # its name, prepared on PostgreSQL
         self._own = OwnConnection(engine_of)  # the stamp is read on it, one per thread
