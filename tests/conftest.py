@@ -97,6 +97,17 @@ class Live:
         """An app context for looking at rows directly."""
         return self.app.app_context()
 
+    def log_size(self) -> int:
+        """Where the server's log ends now: a test's `log_since` start."""
+        return self.log.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        """What the server logged from `offset` on (`log_size()` when the test began): a test
+        reads what its own requests wrote, not an error an earlier test provoked on purpose."""
+        with open(self.log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+
 
 def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1", extra_env: dict | None = None):
     """Run `idp init` and `idp serve --workers 2` on a free port; yield the `Live` handle.

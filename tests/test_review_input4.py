@@ -332,21 +332,15 @@ def _clear_throttles(live):
         db.session.commit()
 
 
-def _log_from(live, offset: int) -> str:
-    with open(live.log, "rb") as f:
-        f.seek(offset)
-        return f.read().decode("utf-8", "replace")
-
-
 def test_no_malformed_request_to_any_route_gets_a_500_or_a_traceback(live):
     """Every route of the app's url_map (and the machine endpoints in front of Flask, which
     answer the same paths), anonymous and with real credentials: no 5xx, no answer header
     too long to read, no hang, no traceback; a 4xx is a page (or a page script's JSON) for
     people, the OAuth JSON error or a SCIM error body for machines."""
     world = World(live)
-    offset = live.log.stat().st_size
+    offset = live.log_size()
     problems = _run(live, _cases(live.app, world))
-    log = _log_from(live, offset)
+    log = live.log_since(offset)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:80])
     assert "Traceback" not in log and "unexpected error" not in log and "Exception on" not in log, log[-20000:]
 
@@ -362,7 +356,7 @@ def test_a_passkey_answer_nested_too_deep_is_refused_not_a_500(live):
     and a traceback in the log, from anyone, no sign-in needed."""
     from tests.test_passkeys import _csrf_meta
 
-    offset = live.log.stat().st_size
+    offset = live.log_size()
     b, _ = _with_passkey(live, f"deep-{uuid.uuid4().hex[:6]}@example.com")
     page = b.get(f"{live.issuer}/account")
     headers = {"X-CSRFToken": _csrf_meta(page.text), "Content-Type": "application/json"}
@@ -371,7 +365,7 @@ def test_a_passkey_answer_nested_too_deep_is_refused_not_a_500(live):
         assert resp.status_code == 400 and resp.headers["Content-Type"].startswith("application/json"), \
             (path, resp.status_code, resp.text[:200])
         assert resp.json().get("error"), path
-    assert "RecursionError" not in _log_from(live, offset)
+    assert "RecursionError" not in live.log_since(offset)
 
 
 def test_a_posted_authorization_request_too_long_for_a_url_gets_a_readable_page(live):
@@ -397,7 +391,7 @@ def test_a_host_header_werkzeug_cannot_read_gets_a_400_not_a_500(live):
     which builds its links with url_for, failed in turn: every page answered an anonymous
     request with a 500 and wrote two tracebacks to the log. A proxy's X-Forwarded-Host does
     the same where proxies are trusted."""
-    offset = live.log.stat().st_size
+    offset = live.log_size()
     server = Server(live.issuer)
     host = "x" * 64 + ".example"
     for method, path in (("GET", "/"), ("GET", "/signin"), ("POST", "/signin"), ("GET", "/no-such-page"),
@@ -405,7 +399,7 @@ def test_a_host_header_werkzeug_cannot_read_gets_a_400_not_a_500(live):
         status, ctype, body = server.send(method, path, [], b"" if method == "POST" else None, host=host)
         assert status == 400, (method, path, status, ctype, body[:200])
         assert body, (method, path)
-    log = _log_from(live, offset)
+    log = live.log_since(offset)
     assert "Traceback" not in log and "Exception on" not in log, log[-3000:]
     # a host name that is merely unknown is still answered as ever
     assert server.send("GET", "/signin", [], None, host="elsewhere.example")[0] == 200

@@ -10,7 +10,7 @@ import uuid
 import requests
 
 from tests.conftest import Browser
-from tests.test_review_input4 import Server, _log_from
+from tests.test_review_input4 import Server
 
 
 def test_a_method_not_allowed_answer_names_the_methods_allowed(live):
@@ -74,7 +74,7 @@ def test_a_nul_in_a_pushed_request_is_refused_where_it_is_pushed(live):
     in any parameter of a pushed request or request object is now invalid_request."""
     from tests.oidc import REDIRECT, pkce
 
-    offset = live.log.stat().st_size
+    offset = live.log_size()
     email = f"par-nul-{uuid.uuid4().hex[:6]}@example.com"
     live.create_user(email, "par-nul-password-1")
     client_id, secret = live.create_client()
@@ -92,7 +92,7 @@ def test_a_nul_in_a_pushed_request_is_refused_where_it_is_pushed(live):
             problems.append((extra, pushed.status_code, page.status_code, answer.status_code))
         elif pushed.status_code != 400 or pushed.json()["error"] != "invalid_request":
             problems.append((extra, pushed.status_code, pushed.text[:200]))
-    log = _log_from(live, offset)
+    log = live.log_since(offset)
     assert not problems, problems
     assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
 
@@ -103,7 +103,7 @@ def test_a_nul_in_a_request_object_is_refused_before_the_sign_in(live):
     from tests.oidc import REDIRECT, pkce, redirect_params
     from tests.test_request_objects import _claims, _client, _key, _sign
 
-    offset = live.log.stat().st_size
+    offset = live.log_size()
     email = f"ro-nul-{uuid.uuid4().hex[:6]}@example.com"
     live.create_user(email, "ro-nul-password-1")
     key = _key()
@@ -117,5 +117,5 @@ def test_a_nul_in_a_request_object_is_refused_before_the_sign_in(live):
     if answer.status_code == 200:  # the sign-in page: what the person meets after it
         answer = b.sign_in(answer, email, "ro-nul-password-1")
     assert redirect_params(answer, REDIRECT)["error"] == "invalid_request", answer.headers.get("Location")
-    log = _log_from(live, offset)
+    log = live.log_since(offset)
     assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
