@@ -6,6 +6,9 @@ URLs, so the id alone must never be enough: the row keeps the hash of a random
 browser key that lives only in the browser's signed flow cookie, and `find` returns
 the row to that browser only. A link to someone else's request therefore cannot
 make a signed-in victim finish it (with its consent) for the attacker's client.
+
+A request is kept before anyone signed in, so what one address may keep is bounded
+(`BUDGET`): past it, that address's oldest requests make room, and nobody is refused.
 """
 
 from __future__ import annotations
@@ -14,14 +17,23 @@ import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from flask import session
-from sqlalchemy import bindparam, insert, select, update
+from flask import request, session
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 
+from .ratelimit import client_network
 from .store import PendingAuthorization, db, digest, new_id, new_secret, utcnow
 
 TTL = timedelta(minutes=30)  # as long as a sign-in may take
 BROWSER_KEY = "bk"  # in the flow cookie; kept when the flow cookie is renewed at sign-in
+# Requests one address (an IPv6 /64) may keep, 64 kB at most each (the request target's
+# bound): 64 MB. An office's people behind one address start a few sign-ins each within
+# the 30 minutes a request lives; a thousand is far above that, and a full budget costs
+# its address only its oldest requests, whose sign-ins start over from the application.
+BUDGET = 1000
+# Requests evicted at once when the budget is reached: an address at its budget pays the
+# eviction's two extra statements once every EVICTED saves, not on each.
+EVICTED = 10
 
 
 @dataclass(frozen=True)
@@ -38,11 +50,29 @@ class PendingRequest:
     authenticated_session_id: str | None
     consented_user_id: str | None
     note: str | None
+    address_key: str | None
 
 
 _TABLE = PendingAuthorization.__table__
 _BY_ID = select(_TABLE).where(_TABLE.c.id == bindparam("id"))
 _INSERT = insert(_TABLE)
+_ADDRESS = bindparam("address_key", type_=_TABLE.c.address_key.type)
+# The insert, made only while the address keeps fewer than BUDGET requests: the count and
+# the insert are one statement, so a sign-in's first request sends no statement more for
+# its budget. SQLite runs it under its one write lock, so the count is exact; PostgreSQL
+# counts the rows committed when the statement starts, so requests of one address saved at
+# the same moment may each pass at BUDGET - 1: at most BUDGET + (the address's requests in
+# flight at once - 1), which the next eviction takes back down.
+_INSERT_UNDER_BUDGET = insert(_TABLE).from_select(
+    [c.name for c in _TABLE.c],
+    select(*[_ADDRESS if c is _TABLE.c.address_key else bindparam(c.name, type_=c.type) for c in _TABLE.c]).where(
+        select(func.count()).where(_TABLE.c.address_key == _ADDRESS).scalar_subquery() < BUDGET))
+# The address's oldest requests. Rows another transaction holds (one being evicted by a
+# concurrent save, or updated by a sign-in) are skipped, not waited for: concurrent
+# evictions never deadlock, and each takes rows of its own.
+_EVICT = sql_delete(_TABLE).where(_TABLE.c.id.in_(
+    select(_TABLE.c.id).where(_TABLE.c.address_key == bindparam("address_key"))
+    .order_by(_TABLE.c.created_at).limit(EVICTED).with_for_update(skip_locked=True)))
 _MARK_SIGNED_IN = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(
     authenticated_session_id=bindparam("b_session"))
 _DELETE = sql_delete(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
@@ -60,10 +90,13 @@ def save(params: dict, client_id: str) -> PendingRequest:
     now = utcnow()
     row = PendingRequest(id=new_id(), client_id=client_id, params=params, created_at=now, expires_at=now + TTL,
                          browser_hash=_browser_hash(), authenticated_session_id=None, consented_user_id=None,
-                         note=None)
-    # A table insert built once, on the session's connection: no unit of work, no ORM
+                         note=None, address_key=digest(client_network(request.remote_addr or "")))
+    # Table statements built once, on the session's connection: no unit of work, no ORM
     # execute layer, no cache key computed over the values on every request.
-    db.session.connection().execute(_INSERT, vars(row))
+    connection = db.session.connection()
+    if connection.execute(_INSERT_UNDER_BUDGET, vars(row)).rowcount != 1:
+        connection.execute(_EVICT, {"address_key": row.address_key})
+        connection.execute(_INSERT, vars(row))
     db.session.commit()
     return row
 

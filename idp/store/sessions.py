@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import db, new_id, utcnow
@@ -41,6 +41,8 @@ class PendingAuthorization(db.Model):
     """A validated authorization request waiting for the person to sign in."""
 
     __tablename__ = "pending_authorizations"
+    # An address's requests, oldest first: what `idp.pending` counts and evicts for its budget.
+    __table_args__ = (Index("ix_pending_authorizations_address_created", "address_key", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     client_id: Mapped[str] = mapped_column(String(64))
@@ -55,3 +57,6 @@ class PendingAuthorization(db.Model):
     # The account that answered this request's consent screen: consent belongs to a person.
     consented_user_id: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)  # "pushed" until a browser takes a PAR request
+    # Hash of the network (`ratelimit.client_network`) of the browser that sent the request to
+    # /authorize, for its budget; None for a pushed request (PAR throttles its own).
+    address_key: Mapped[str | None] = mapped_column(String(64))
