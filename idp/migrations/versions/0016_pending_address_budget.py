@@ -4,7 +4,7 @@ records its address's hash, indexed with its age for counting and evicting the o
 
 Revision ID: 0016
 Revises: 0015
-Create Date: 2026-12-04 10:00:00
+Create Date: 2026-11-30 13:20:00
 """
 from alembic import op
 import sqlalchemy as sa
