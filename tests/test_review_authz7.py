@@ -53,21 +53,12 @@ def test_a_request_objects_claims_member_is_read_as_its_query_form_not_refused(l
     assert redirect_params(resp)["error"] == "invalid_request_object"
 
 
-class _From(requests.adapters.HTTPAdapter):
-    """Connections from one loopback address of the test's choosing (all of 127/8 is the
-    loopback): a client the server tells from the others by its address."""
-
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, source_address=(self.address, 0), **kwargs)
-
-
 def _http_from(address: str, http: requests.Session | None = None) -> requests.Session:
+    """`http` (or a new session) connecting from `address`, one of the loopback's (127/8)."""
+    from tests.test_enumeration_timing import SourceAddressAdapter
+
     http = http or requests.Session()
-    http.mount("http://", _From(address))
+    http.mount("http://", SourceAddressAdapter(address))
     return http
 
 
