@@ -78,14 +78,14 @@ def test_a_session_left_open_cannot_lock_the_owner_out_of_signing_in_with_their_
         (resp.status_code, len(lock_mails))
 
 
-def _at_step_up(live, email) -> tuple[Browser, str, list[str], object, str]:
-    """An account with an app, its session open at a product's step-up: (the browser, the
-    app's secret, recovery codes, the code page, the account's id)."""
+def _at_step_up(live, email, client=None) -> tuple[Browser, str, list[str], object, str]:
+    """An account with an app, its session open at a product's step-up (`client`'s, else a
+    new one's): (the browser, the app's secret, recovery codes, the code page, the account's id)."""
     from idp.store import User, db
     from tests.oidc import authorize_url
 
     left_open, secret, codes = _enrol(live, email)
-    client_id, _ = live.create_client()
+    client_id, _ = client or live.create_client()
     page = left_open.get(authorize_url(live.issuer, client_id, acr_values="urn:myaccount:loa:2"))
     assert "Confirm your identity" in page.text
     with live.db():
@@ -99,10 +99,15 @@ def test_a_step_up_that_spends_its_sessions_budget_signs_the_session_out(live):
     the account's budget, its lock-out and its mail are untouched."""
     from idp.ratelimit import POLICIES, DatabaseCounters, throttle_key
     from idp.store import BrowserSession, SecurityEvent, db
+    from tests.oidc import verify
     from tests.smtp import body_of
+    from tests.test_backchannel import Receiver, _sign_in
 
     email = "rv7-stepup-ended@example.com"
-    left_open, _secret, _codes, page, user_id = _at_step_up(live, email)
+    product = Receiver()  # a product this session signed in, told of its end by back-channel logout
+    client = live.create_client(backchannel_logout_uri=product.url)
+    left_open, _secret, _codes, page, user_id = _at_step_up(live, email, client)
+    signed_in = _sign_in(live, left_open, *client, email, "second-factor-pw")
     budget = POLICIES["code:session"].lockout_after
     for n in range(budget - 1):  # an app's code, a recovery code: guesses alike
         wrong = left_open.submit(page, {"code": "000000" if n % 2 else "aaaaa-bbbbb"})
@@ -118,7 +123,13 @@ def test_a_step_up_that_spends_its_sessions_budget_signs_the_session_out(live):
         kinds = [e.kind for e in db.session.query(SecurityEvent).filter_by(user_id=user_id)]
         assert kinds.count("session.ended_wrong_codes") == 1 and "mfa.locked" not in kinds
         assert DatabaseCounters().blocked_until(throttle_key("code:account", user_id)) is None
-    time.sleep(0.5)
+    try:
+        tokens = product.wait_for(1, timeout=15)
+    finally:
+        product.close()
+    assert tokens, "the product was not told"
+    _, claims = verify(live.issuer, tokens[0])
+    assert claims["sid"] == signed_in["sid"] and claims["sub"] == user_id
     assert not [m for m in live.mailbox.to(email) if "typed the password" in body_of(m)]
 
 
@@ -131,6 +142,30 @@ def test_the_signed_out_page_of_a_spent_step_up_is_in_the_persons_language(live)
         ended = left_open.submit(page, {"code": "000000"})
     assert ended.status_code == 401 and "Vous êtes déconnecté" in ended.text
     assert "Trop de codes de vérification erronés" in ended.text
+
+
+def test_a_spent_step_up_ends_the_browsers_trust_too(live):
+    """A trusted device lets the password alone open a session here, each with a fresh
+    step-up budget: whoever knows the password at that computer could guess codes without
+    end, 5 per sign-in. The spent budget ends the device's trust with the session, so the
+    next sign-in asks the code, against the account's budget."""
+    from idp.ratelimit import POLICIES
+    from tests.oidc import authorize_url, redirect_params
+
+    email = "rv7-stepup-trusted@example.com"
+    _, _secret, codes = _enrol(live, email)
+    client_id, _ = live.create_client()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, "second-factor-pw")
+    b.submit(b.submit(page, {"code": codes[0], "trust": "on"}), {}, action=f"{live.issuer}/signout")
+    assert "code" in redirect_params(b.sign_in(b.get(authorize_url(live.issuer, client_id)), email,
+                                               "second-factor-pw"))  # trusted: the password alone
+    page = b.get(authorize_url(live.issuer, client_id, acr_values="urn:myaccount:loa:2"))
+    for _ in range(POLICIES["code:session"].lockout_after):
+        ended = b.submit(page, {"code": "000000"})
+    assert "You are signed out" in ended.text
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, "second-factor-pw")
+    assert "Confirm your identity" in page.text and "Your account" not in page.text
 
 
 def test_a_step_ups_right_code_still_works_after_fewer_wrong_ones_than_its_budget(live):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from flask import render_template, url_for
 
 from .. import audit, sessions
+from ..mfa import devices
 from ..ratelimit import POLICIES, Decision, throttle
 from ..store import BrowserSession, User
 
@@ -33,7 +34,13 @@ def passed(browser: BrowserSession) -> None:
 
 def end_session(user: User, req: str | None):
     """The session's budget is spent: sign it out (its products told), record why, and ask
-    the browser to sign in again, to the product's request when there is one."""
+    the browser to sign in again, to the product's request when there is one.
+
+    A trusted device of this browser dies too: with it the password alone opens a new
+    session, and every such session would bring a fresh budget (unending guesses for
+    whoever knows the password there); without it the next sign-in's code is the account's."""
+    if devices.revoke_this_device(user):
+        audit.record("device.revoked", user, commit=False)
     audit.record("session.ended_wrong_codes", user, commit=False, failures=POLICIES[SCOPE].lockout_after)
     sessions.end_current()  # commits the event with the session's end
     again = url_for("signin.email", req=req) if req else url_for("signin.email")
