@@ -64,6 +64,7 @@ LABELS = {
     "recovery.generated": lambda: _("New recovery codes"),
     "recovery.used": lambda: _("Recovery code used"),
     "mfa.locked": lambda: _("Verification codes blocked after too many wrong ones"),
+    "session.ended_wrong_codes": lambda: _("Signed out after too many wrong verification codes"),
     "passkey.added": lambda: _("Passkey added"),
     "passkey.removed": lambda: _("Passkey removed"),
     "social.linked": lambda: _("Connected account linked"),

@@ -103,6 +103,12 @@ POLICIES: dict[str, Policy] = {
     # mistypes does not get near 10). One guess hits with p ~ 3e-6 (3 accepted codes of 10^6).
     "code:account": Policy(free=5, window=30 * 86400, base_delay=2, max_delay=16,
                            lockout_after=10, lockout=6 * 3600),
+    # Codes typed at a step-up (a product's acr_values or max_age asking an open session for
+    # its second factor): no password was typed there, so whoever holds a session left open
+    # must not spend the budget above and lock the owner out (idp.signin.step_up). Counted per
+    # session over the same window: 4 wrong codes cost nothing, the 5th ends the session.
+    "code:session": Policy(free=4, window=30 * 86400, base_delay=2, max_delay=16,
+                           lockout_after=5, lockout=30 * 86400),
     # Device user codes typed at /device (RFC 8628 §5.1): 20^8 codes are safe only throttled.
     # A person mistypes a few; 10 free an hour, then 2 s doubling to 15 minutes: a few
     # hundred guesses a day, against codes that live 10 minutes.

@@ -133,6 +133,8 @@ def test_policies_are_the_agreed_ones():
         "password:account": Policy(5, 900, 2, 900),
         "password:ip": Policy(30, 900, 2, 900),
         "code:account": Policy(5, 30 * 86400, 2, 16, lockout_after=10, lockout=6 * 3600),
+        # a step-up's codes, per session: the 5th wrong one ends the session
+        "code:session": Policy(4, 30 * 86400, 2, 16, lockout_after=5, lockout=30 * 86400),
         "device-code:account": Policy(10, 3600, 2, 900),
         "reset:address": Policy(3, 3600, 60, 3600),
         "reset:ip": Policy(20, 3600, 60, 3600),

@@ -43,14 +43,6 @@ def test_the_mailbox_alone_does_not_remove_the_owners_own_second_factor(live):
         "the mailbox alone took an account protected by a second factor"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design decision: a product's acr_values (or max_age) asks an open session for the second factor "
-    "without its password, and every wrong code there is charged to the account's code budget, the one "
-    "the password step's codes share: whoever holds a session left open locks the owner's codes and "
-    "recovery codes out for 6 hours (4 more guesses a day keep it so), and the mail tells the owner their "
-    "password is known, which a reset does not cure (test_review_mfa6's xfail). Ways out (a step-up's "
-    "wrong codes charged to the session, which ends at the lock-out, instead of the account; or the mail "
-    "telling this case apart) change the shared budget: the product owner's call"))
 def test_a_session_left_open_cannot_lock_the_owner_out_of_signing_in_with_their_code(live):
     """Medium (ASVS 2.2.1 / 2.5: a lock-out an attacker can use to deny the owner; idp/mfa/
     lockout.py's premise "only someone who typed the account's password reaches the code step"):
@@ -84,6 +76,123 @@ def test_a_session_left_open_cannot_lock_the_owner_out_of_signing_in_with_their_
     lock_mails = [m for m in live.mailbox.to(email) if "typed the password" in body_of(m)]
     assert resp.status_code == 200 and "Your account" in resp.text and not lock_mails, \
         (resp.status_code, len(lock_mails))
+
+
+def _at_step_up(live, email, client=None) -> tuple[Browser, str, list[str], object, str]:
+    """An account with an app, its session open at a product's step-up (`client`'s, else a
+    new one's): (the browser, the app's secret, recovery codes, the code page, the account's id)."""
+    from idp.store import User, db
+    from tests.oidc import authorize_url
+
+    left_open, secret, codes = _enrol(live, email)
+    client_id, _ = client or live.create_client()
+    page = left_open.get(authorize_url(live.issuer, client_id, acr_values="urn:myaccount:loa:2"))
+    assert "Confirm your identity" in page.text
+    with live.db():
+        user_id = db.session.query(User).filter_by(email=email).one().id
+    return left_open, secret, codes, page, user_id
+
+
+def test_a_step_up_that_spends_its_sessions_budget_signs_the_session_out(live):
+    """The product owner's rule for the finding above: a step-up's wrong codes (recovery codes
+    too) are the session's; the last of its budget ends the session, as "Sign out" does, and
+    the account's budget, its lock-out and its mail are untouched."""
+    from idp.ratelimit import POLICIES, DatabaseCounters, throttle_key
+    from idp.store import BrowserSession, SecurityEvent, db
+    from tests.oidc import verify
+    from tests.smtp import body_of
+    from tests.test_backchannel import Receiver, _sign_in
+
+    email = "rv7-stepup-ended@example.com"
+    product = Receiver()  # a product this session signed in, told of its end by back-channel logout
+    client = live.create_client(backchannel_logout_uri=product.url)
+    left_open, _secret, _codes, page, user_id = _at_step_up(live, email, client)
+    signed_in = _sign_in(live, left_open, *client, email, "second-factor-pw")
+    budget = POLICIES["code:session"].lockout_after
+    for n in range(budget - 1):  # an app's code, a recovery code: guesses alike
+        wrong = left_open.submit(page, {"code": "000000" if n % 2 else "aaaaa-bbbbb"})
+        assert wrong.status_code == 401 and "This code is not right" in wrong.text
+    ended = left_open.submit(page, {"code": "000000"})
+    assert ended.status_code == 401 and "You are signed out" in ended.text and "Sign in again" in ended.text
+    assert 'href="/signin?req=' in ended.text  # back to the product's request, password first
+    account = left_open.get(f"{live.issuer}/account")
+    assert "Your account" not in account.text and 'name="email"' in account.text
+    with live.db():
+        sessions = db.session.query(BrowserSession).filter_by(user_id=user_id).all()
+        assert sessions and all(s.ended_at is not None for s in sessions)
+        kinds = [e.kind for e in db.session.query(SecurityEvent).filter_by(user_id=user_id)]
+        assert kinds.count("session.ended_wrong_codes") == 1 and "mfa.locked" not in kinds
+        assert DatabaseCounters().blocked_until(throttle_key("code:account", user_id)) is None
+    try:
+        tokens = product.wait_for(1, timeout=15)
+    finally:
+        product.close()
+    assert tokens, "the product was not told"
+    _, claims = verify(live.issuer, tokens[0])
+    assert claims["sid"] == signed_in["sid"] and claims["sub"] == user_id
+    assert not [m for m in live.mailbox.to(email) if "typed the password" in body_of(m)]
+
+
+def test_the_signed_out_page_of_a_spent_step_up_is_in_the_persons_language(live):
+    from idp.ratelimit import POLICIES
+
+    left_open, _secret, _codes, page, _user_id = _at_step_up(live, "rv7-stepup-fr@example.com")
+    left_open.http.headers["Accept-Language"] = "fr"
+    for _ in range(POLICIES["code:session"].lockout_after):
+        ended = left_open.submit(page, {"code": "000000"})
+    assert ended.status_code == 401 and "Vous êtes déconnecté" in ended.text
+    assert "Trop de codes de vérification erronés" in ended.text
+
+
+def test_a_spent_step_up_ends_the_browsers_trust_too(live):
+    """A trusted device lets the password alone open a session here, each with a fresh
+    step-up budget: whoever knows the password at that computer could guess codes without
+    end, 5 per sign-in. The spent budget ends the device's trust with the session, so the
+    next sign-in asks the code, against the account's budget."""
+    from idp.ratelimit import POLICIES
+    from tests.oidc import authorize_url, redirect_params
+
+    email = "rv7-stepup-trusted@example.com"
+    _, _secret, codes = _enrol(live, email)
+    client_id, _ = live.create_client()
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, "second-factor-pw")
+    b.submit(b.submit(page, {"code": codes[0], "trust": "on"}), {}, action=f"{live.issuer}/signout")
+    assert "code" in redirect_params(b.sign_in(b.get(authorize_url(live.issuer, client_id)), email,
+                                               "second-factor-pw"))  # trusted: the password alone
+    page = b.get(authorize_url(live.issuer, client_id, acr_values="urn:myaccount:loa:2"))
+    for _ in range(POLICIES["code:session"].lockout_after):
+        ended = b.submit(page, {"code": "000000"})
+    assert "You are signed out" in ended.text
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, "second-factor-pw")
+    assert "Confirm your identity" in page.text and "Your account" not in page.text
+
+
+def test_a_step_ups_right_code_still_works_after_fewer_wrong_ones_than_its_budget(live):
+    from idp.ratelimit import POLICIES
+    from tests.oidc import redirect_params
+    from tests.test_second_factor import _code_at
+
+    left_open, secret, _codes, page, _user_id = _at_step_up(live, "rv7-stepup-right@example.com")
+    for _ in range(POLICIES["code:session"].lockout_after - 1):
+        assert left_open.submit(page, {"code": "000000"}).status_code == 401
+    assert "code" in redirect_params(left_open.submit(page, {"code": _code_at(secret, 1)}))
+    assert "Your account" in left_open.get(f"{live.issuer}/account").text
+
+
+def test_a_step_up_is_no_way_around_the_accounts_lock_out(live):
+    """The password step's wrong codes still lock the account's codes (test_second_factor's
+    test_lock_out_after_ten_wrong_codes_mails_the_owner): a session's step-up, with its own
+    budget, is refused while that lock holds, and the refusal costs the session nothing."""
+    from idp.ratelimit import POLICIES
+    from tests.test_second_factor import _code_at, _past_attempts
+
+    left_open, secret, _codes, page, user_id = _at_step_up(live, "rv7-stepup-locked@example.com")
+    _past_attempts(live, user_id, POLICIES["code:account"].lockout_after)
+    for _ in range(POLICIES["code:session"].lockout_after + 1):
+        refused = left_open.submit(page, {"code": _code_at(secret, 1)})
+        assert refused.status_code == 429 and "Too many attempts" in refused.text
+    assert "Your account" in left_open.get(f"{live.issuer}/account").text  # not signed out
 
 
 @pytest.fixture(scope="module")

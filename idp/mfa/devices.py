@@ -29,6 +29,17 @@ def is_trusted(user: User) -> bool:
     return True
 
 
+def revoke_this_device(user: User) -> bool:
+    """End this browser's trust for `user`, if it has one (the caller commits): True when
+    it did."""
+    secret = request.cookies.get(cookie_name(COOKIE))
+    if not secret:
+        return False
+    return db.session.execute(update(TrustedDevice).where(
+        TrustedDevice.secret_hash == digest(secret), TrustedDevice.user_id == user.id,
+        TrustedDevice.revoked_at.is_(None)).values(revoked_at=utcnow())).rowcount == 1
+
+
 def revoke_all(user: User) -> None:
     """End every trusted device of `user` (the caller commits): a device was trusted for the
     factor it skipped, and dies with it (removed, or reset by an admin)."""

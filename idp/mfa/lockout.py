@@ -1,7 +1,8 @@
 """Telling an account's owner that its second factor was locked out by wrong codes.
 
-Only someone who typed the account's password reaches the code step, so a lock-out means
-the password is most likely known to someone else: the mail says so and links to a reset.
+Only codes typed after the account's password count towards it (a step-up's, which no
+password preceded, are its session's: idp.signin.step_up), so a lock-out means the password
+is most likely known to someone else: the mail says so and links to a reset.
 """
 
 from __future__ import annotations

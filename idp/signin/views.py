@@ -25,6 +25,7 @@ from ..pending import PendingRequest
 from ..pending import find as pending_request
 from ..ratelimit import throttle
 from ..store import Org, User, db
+from . import step_up
 from .throttling import too_many_attempts
 
 log = logging.getLogger(__name__)
@@ -407,26 +408,68 @@ def second_factor():
     pending, state, user = step
     if request.method == "GET":
         return render_template("signin/verify.html", req=req, passkey=has_usable_passkey(user))
+    if state.get("step_up"):
+        return _step_up_code(user, state, pending, req)
     limits = throttle()
     decision = limits.attempt("code:account", user.id)  # counted before the code is checked: no race
     if not decision.allowed:
         audit.record("signin.throttled", user, method="otp")
         return too_many_attempts("signin/verify.html", decision, req=req, passkey=has_usable_passkey(user))
-    code = request.form.get("code", "")
-    if totp.verify(user, code):
-        extra = AMR_TOTP
-    elif totp.use_recovery_code(user, code):
-        extra = AMR_RECOVERY
-        audit.record("recovery.used", user)
-    else:
+    extra = _checked_code(user)
+    if extra is None:
         if decision.locks_out:
             from ..mfa.lockout import second_factor_locked
 
             second_factor_locked(user)
-        audit.record("signin.failure", user, method="otp")
-        return render_template("signin/verify.html", req=req, passkey=has_usable_passkey(user),
-                               error=_("This code is not right. Try again.")), 401
+        return _wrong_code(user, req, "otp")
     limits.success("code:account", user.id)
+    return _code_passed(user, state, pending, extra)
+
+
+def _step_up_code(user: User, state: dict, pending, req: str | None):
+    """The code of a step-up, which no password preceded: its guesses are charged to the
+    session, and end it when they are too many (`step_up`)."""
+    browser = sessions.current()
+    if browser is None or browser.user_id != user.id:
+        # the session to step up has ended: a code alone is no sign-in (`_second_factor_passed`)
+        session.pop("mfa", None)
+        return redirect(url_for("signin.email", req=req) if pending else url_for("signin.email"))
+    limits = throttle()
+    locked = limits.check("code:account", user.id)  # checked, never charged, here
+    if not locked.allowed:
+        audit.record("signin.throttled", user, method="step-up otp")
+        return too_many_attempts("signin/verify.html", locked, req=req, passkey=has_usable_passkey(user))
+    decision = step_up.attempt(browser)
+    if not decision.allowed:  # spent by racing guesses: ended as the last of them ends it
+        return step_up.end_session(user, req)
+    extra = _checked_code(user)
+    if extra is None:
+        if decision.locks_out:
+            return step_up.end_session(user, req)
+        return _wrong_code(user, req, "step-up otp")
+    step_up.passed(browser)
+    limits.success("code:account", user.id)  # as a right code after a password does
+    return _code_passed(user, state, pending, extra)
+
+
+def _checked_code(user: User) -> list[str] | None:
+    """The amr the posted code adds (an app's code or a recovery code), None when wrong."""
+    code = request.form.get("code", "")
+    if totp.verify(user, code):
+        return AMR_TOTP
+    if totp.use_recovery_code(user, code):
+        audit.record("recovery.used", user)
+        return AMR_RECOVERY
+    return None
+
+
+def _wrong_code(user: User, req: str | None, method: str):
+    audit.record("signin.failure", user, method=method)
+    return render_template("signin/verify.html", req=req, passkey=has_usable_passkey(user),
+                           error=_("This code is not right. Try again.")), 401
+
+
+def _code_passed(user: User, state: dict, pending, extra: list[str]):
     if request.form.get("trust") == "on":
         # Not counted against "change:account" (`notices.refused`): a sign-in is never
         # refused for its notice, and the code just checked has its own budget.
