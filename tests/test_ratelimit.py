@@ -132,6 +132,7 @@ def test_policies_are_the_agreed_ones():
     assert POLICIES == {
         "password:account": Policy(5, 900, 2, 900),
         "password:ip": Policy(30, 900, 2, 900),
+        "password:device": Policy(5, 900, 2, 900),  # a device cookie's guesses, as the account's
         "code:account": Policy(5, 30 * 86400, 2, 16, lockout_after=10, lockout=6 * 3600),
         "device-code:account": Policy(10, 3600, 2, 900),
         "reset:address": Policy(3, 3600, 60, 3600),
