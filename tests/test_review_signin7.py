@@ -120,8 +120,7 @@ def _known_browser(live, tag: str, password: str = "the owners own password 8") 
     assert answer.status_code == 302, answer.status_code
     cookie = next(c for c in answer.raw.headers.getlist("Set-Cookie") if c.startswith("idp_known="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Max-Age=31536000" in cookie, cookie
-    owner.get(answer.headers["Location"] if answer.headers["Location"].startswith("http")
-              else live.issuer + answer.headers["Location"])
+    assert "Your account" in owner.follow(answer).text
     owner.submit(owner.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/signout")
     assert owner.http.cookies.get("idp_known"), "the device cookie outlives the session"
     return email, owner
