@@ -95,6 +95,10 @@ class Policy:
 POLICIES: dict[str, Policy] = {
     "password:account": Policy(free=5, window=900, base_delay=2, max_delay=900),
     "password:ip": Policy(free=30, window=900, base_delay=2, max_delay=900),
+    # The password guesses of a browser that carries a device cookie of the account (keyed by
+    # its nonce, idp.signin.device_cookies), counted here instead of against the account: as
+    # small as the account's, so a stolen cookie adds a handful of guesses, no more.
+    "password:device": Policy(free=5, window=900, base_delay=2, max_delay=900),
     # Second-factor codes (TOTP and recovery codes) of an account that passed its password.
     # The count does not restart every quarter of an hour (that allowed ~1,200 guesses a day):
     # wrong codes add up until a right one, for 30 days. 5 free, then 2, 4, 8, 16 s, and the

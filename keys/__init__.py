@@ -4,6 +4,6 @@ This package knows keys and nothing about users or clients; where the rows live 
 the caller's business (`idp.keystore` keeps them in the database).
 """
 
-from .keyring import ALGORITHMS, KeyRecord, KeyRing, LoadedKey, new_key_record, seal, unseal
+from .keyring import ALGORITHMS, KeyRecord, KeyRing, LoadedKey, derive_key, new_key_record, seal, unseal
 
-__all__ = ["ALGORITHMS", "KeyRecord", "KeyRing", "LoadedKey", "new_key_record", "seal", "unseal"]
+__all__ = ["ALGORITHMS", "KeyRecord", "KeyRing", "LoadedKey", "derive_key", "new_key_record", "seal", "unseal"]

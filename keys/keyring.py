@@ -79,13 +79,17 @@ class LoadedKey:
 _HEADERS: dict[tuple[str, str], bytes] = {}  # (kid, typ) -> base64url JSON header
 
 
-def _sealing_key(secret: str, purpose: bytes) -> AESGCM:
-    # A dedicated key per purpose derived from the instance secret, so the
-    # session-cookie key itself never touches stored secrets.
-    okm = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"myaccount " + purpose).derive(
+def derive_key(secret: str, purpose: bytes) -> bytes:
+    """A dedicated 32-byte key for `purpose`, derived (HKDF-SHA256) from the instance secret:
+    the session-cookie key itself never touches stored secrets or other MACs, and every
+    process of the deployment derives the same key without sharing state."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"myaccount " + purpose).derive(
         secret.encode()
     )
-    return AESGCM(okm)
+
+
+def _sealing_key(secret: str, purpose: bytes) -> AESGCM:
+    return AESGCM(derive_key(secret, purpose))
 
 
 def seal(secret: str, plaintext: bytes, label: str, purpose: bytes = b"signing keys") -> bytes:

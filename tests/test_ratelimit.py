@@ -132,6 +132,7 @@ def test_policies_are_the_agreed_ones():
     assert POLICIES == {
         "password:account": Policy(5, 900, 2, 900),
         "password:ip": Policy(30, 900, 2, 900),
+        "password:device": Policy(5, 900, 2, 900),  # a device cookie's guesses, as the account's
         "code:account": Policy(5, 30 * 86400, 2, 16, lockout_after=10, lockout=6 * 3600),
         # a step-up's codes, per session: the 5th wrong one ends the session
         "code:session": Policy(4, 30 * 86400, 2, 16, lockout_after=5, lockout=30 * 86400),

@@ -70,13 +70,6 @@ def test_signing_up_then_signing_in_does_not_tell_a_taken_address_from_a_free_on
     assert answers[taken] == answers[free], (answers[taken][0], answers[free][0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design decision: the account's password budget ('password:account') is keyed by the address alone, "
-    "so anyone who knows an address keeps its owner's right password refused (429) with some fourteen "
-    "wrong guesses every 17 minutes, from the owner's own trusted device too (OWASP ASVS 4.0 2.2.1 names "
-    "account lockout attacks). Letting a browser the account already knows (its trusted-device cookie, or "
-    "a device cookie set at each successful sign-in, as OWASP's 'device cookies' advise) past the "
-    "account's block, with its own small budget, is the product owner's call"))
 def test_a_strangers_wrong_passwords_do_not_lock_the_owner_out_of_their_own_trusted_device(live):
     """Medium (ASVS 2.2.1, account lockout as denial of service): a stranger sends wrong
     passwords for an address they know; after five the account's budget blocks it for a
@@ -84,7 +77,9 @@ def test_a_strangers_wrong_passwords_do_not_lock_the_owner_out_of_their_own_trus
     delays add up, so fourteen guesses every 17 minutes keep it blocked nearly all the time. Meanwhile the
     owner, in the very browser they ticked "Trust this device" in, types the right password
     and is told "Too many attempts": the block is the address's, whoever types. Only a
-    passkey gets the owner in; a reset does not help (the block stays)."""
+    passkey gets the owner in; a reset does not help (the block stays). Now every sign-in
+    leaves a device cookie (OWASP's "device cookies"), and that browser's guesses are counted
+    against the cookie's own budget, not the account's."""
     from idp.ratelimit import DatabaseCounters, Throttle
     from tests.test_second_factor import _code_at, _enrol
 
@@ -112,6 +107,90 @@ def test_a_strangers_wrong_passwords_do_not_lock_the_owner_out_of_their_own_trus
     page = owner.submit(owner.get(f"{live.issuer}/account"), {"email": email})
     answer = _post(owner, page, {"password": "second-factor-pw"})
     assert answer.status_code != 429, "the owner's right password, on their trusted device, refused"
+
+
+def _known_browser(live, tag: str, password: str = "the owners own password 8") -> tuple[str, Browser]:
+    """A new account, and the browser its owner signed in and out of: it keeps the account's
+    device cookie (the sign-in's answer sets it: HttpOnly, SameSite=Lax, for a year)."""
+    email = f"rv7-{tag}-{uuid.uuid4().hex[:8]}@example.com"
+    live.create_user(email, password)
+    owner = Browser(live.issuer)
+    page = owner.submit(owner.get(f"{live.issuer}/account"), {"email": email})
+    answer = _post(owner, page, {"password": password})
+    assert answer.status_code == 302, answer.status_code
+    cookie = next(c for c in answer.raw.headers.getlist("Set-Cookie") if c.startswith("idp_known="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Max-Age=31536000" in cookie, cookie
+    assert "Your account" in owner.follow(answer).text
+    owner.submit(owner.get(f"{live.issuer}/account"), {}, action=f"{live.issuer}/signout")
+    assert owner.http.cookies.get("idp_known"), "the device cookie outlives the session"
+    return email, owner
+
+
+def _block_the_account(live, email: str) -> None:
+    """Twelve wrong passwords on record for the address, as a stranger's would be: blocked
+    for minutes (2 s doubling from the sixth)."""
+    from idp.ratelimit import DatabaseCounters, Throttle
+
+    with live.db():
+        t = Throttle(DatabaseCounters())
+        for _ in range(12):
+            t.failure("password:account", email)
+
+
+def _with_cookie(live, value: str, address: str = "127.0.0.1") -> Browser:
+    b = _from(address, Browser(live.issuer))
+    b.http.cookies.set("idp_known", value, domain=re.match(r"https?://([^:/]+)", live.issuer).group(1), path="/")
+    return b
+
+
+def _answer(b: Browser, live, email: str, password: str):
+    page = b.submit(b.get(f"{live.issuer}/signin"), {"email": email})
+    assert 'name="password"' in page.text, page.text[:300]
+    return _post(b, page, {"password": password})
+
+
+def test_a_device_cookie_of_another_account_does_not_pass_this_accounts_block(live):
+    """The device cookie lets its own account's owner past that account's block, no other:
+    the browser that signed in to one account is a stranger to the next one (and to an
+    address without an account, whose answer stays the one a blocked account gets)."""
+    _own, browser = _known_browser(live, "other-own")
+    victim = f"rv7-other-victim-{uuid.uuid4().hex[:8]}@example.com"
+    live.create_user(victim, "the victims password 8")
+    nobody = f"rv7-other-nobody-{uuid.uuid4().hex[:8]}@example.com"
+    for address in (victim, nobody):
+        _block_the_account(live, address)
+    assert _answer(browser, live, victim, "the victims password 8").status_code == 429
+    assert _answer(browser, live, nobody, "any password at all 8").status_code == 429
+
+
+def test_a_forged_or_tampered_device_cookie_is_no_device_cookie(live):
+    """The cookie's MAC is checked: one made up for the account's id, or the owner's with its
+    nonce or MAC changed, leaves the browser as blocked as any stranger's; and a browser with
+    no device cookie is blocked as it always was."""
+    email, owner = _known_browser(live, "forged")
+    _block_the_account(live, email)
+    user_id, nonce, mac = owner.http.cookies.get("idp_known").split(".")
+    other = "A" if mac[0] != "A" else "B"
+    for value in (f"{user_id}.{nonce}.{other}{mac[1:]}", f"{user_id}.{nonce[::-1]}.{mac}",
+                  f"{user_id}.{nonce}.{'A' * 43}", f"{user_id}.{nonce}", "", f"{user_id}.{nonce}.{mac}.x"):
+        answer = _answer(_with_cookie(live, value), live, email, "the owners own password 8")
+        assert answer.status_code == 429, (value, answer.status_code)
+    assert _answer(Browser(live.issuer), live, email, "the owners own password 8").status_code == 429
+    # the real one, copied as it is, does get through
+    assert _answer(_with_cookie(live, f"{user_id}.{nonce}.{mac}"), live, email,
+                   "the owners own password 8").status_code == 302
+
+
+def test_a_stolen_device_cookie_gets_its_own_few_guesses_and_no_more(live):
+    """Guesses sent with a valid device cookie are counted against the cookie's own budget
+    ("password:device": 5 free, then 2 s doubling): once it blocks, the cookie counts for
+    nothing and the account's block (a stranger's guesses) holds again."""
+    email, owner = _known_browser(live, "stolen")
+    _block_the_account(live, email)
+    thief = _with_cookie(live, owner.http.cookies.get("idp_known"), address="127.0.0.80")
+    statuses = [_answer(thief, live, email, f"a wrong guess {n}").status_code for n in range(7)]
+    assert statuses == [401] * 6 + [429], statuses
+    assert _answer(thief, live, email, "the owners own password 8").status_code == 429
 
 
 def test_a_long_passphrase_within_the_policy_can_be_chosen(live):

@@ -30,10 +30,11 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from flask import request as http_request
 from sqlalchemy import bindparam, update
+
+from keys import derive_key
 
 from .. import rsa_bounds, single_use
 from ..store import Grant, db
@@ -110,8 +111,7 @@ def _nonce_secret() -> bytes:
     if secret is None:
         # Derived from the app's secret, so every process of the deployment makes and
         # accepts the same nonces without sharing state.
-        secret = HKDF(hashes.SHA256(), 32, salt=None, info=b"myaccount dpop nonce").derive(
-            current_app.extensions["idp.settings"].secret_key.encode())
+        secret = derive_key(current_app.extensions["idp.settings"].secret_key, b"dpop nonce")
         current_app.extensions["idp.dpop_nonce_secret"] = secret
     return secret
 

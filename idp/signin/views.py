@@ -25,7 +25,7 @@ from ..pending import PendingRequest
 from ..pending import find as pending_request
 from ..ratelimit import throttle
 from ..store import Org, User, db
-from . import step_up
+from . import device_cookies, step_up
 from .throttling import too_many_attempts
 
 log = logging.getLogger(__name__)
@@ -168,10 +168,23 @@ def password():
                                          remember=remember)
         return None
 
-    decisions = limits.check_all(keys)  # one read refuses a blocked key without a write
+    # A browser this account has signed in from (its device cookie) has its guesses counted
+    # against the cookie's own budget, not the account's: a stranger's wrong passwords then
+    # block strangers only. Once the cookie's budget blocks, the browser is any other. The
+    # same read asks for both budgets; an unknown address has no user, so no cookie is its.
+    device, looked_up = device_cookies.presented(), False
+    if device is None:
+        decisions = limits.check_all(keys)  # one read refuses a blocked key without a write
+    else:
+        *decisions, own = limits.check_all((*keys, (device_cookies.SCOPE, device.nonce)))
+        if own.allowed:
+            user, looked_up = accounts.by_email(address), True
+            if user is not None and user.id == device.user_id:
+                keys, decisions = ((device_cookies.SCOPE, device.nonce), keys[1]), [own, decisions[1]]
     if answer := refused(decisions):
         return answer
-    user = accounts.by_email(address)
+    if not looked_up:
+        user = accounts.by_email(address)
     # Before the password, only the address's domain may send the person to their org's
     # IdP (anyone can learn that much from the domain). An org that binds the account by
     # membership is the account's to tell: `first_factor_passed` says so once the password
@@ -185,11 +198,12 @@ def password():
     # back (`refund`): an office's sign-ins behind its one address never spend it. An
     # account with failures on record is charged so too; one with none (nearly every
     # sign-in) is spared that write and the one that forgets it: a race from there passes at
-    # most one guess per worker, once, where five are free anyway.
+    # most one guess per worker, once, where five are free anyway. (The account's budget or
+    # the device cookie's, whichever `keys` names.)
     counted = decisions[0].on_record
     decisions[1] = limits.attempt("password:ip", ip)
     if decisions[1].allowed and counted:
-        decisions[0] = limits.attempt("password:account", address)
+        decisions[0] = limits.attempt(*keys[0])
         if not decisions[0].allowed:
             limits.refund(decisions[1])  # no password checked
     if answer := refused(decisions):
@@ -198,7 +212,7 @@ def password():
     ok, rehashed = verify_and_rehash(user.password_hash if user else None, request.form.get("password", ""))
     if not ok or user is None or user.disabled:
         if not counted:  # else its attempt counted it, as the address's counted the address's
-            limits.failure("password:account", address)
+            limits.failure(*keys[0])
         audit.record("signin.failure", user, method="pwd")
         return render_template("signin/password.html", email=address, req=req, remember=remember,
                                error=_("Incorrect email or password.")), 401
@@ -206,7 +220,7 @@ def password():
     # cost more than the charge. A request that dies before it keeps the charge: one failure.
     limits.refund(decisions[1], commit=False)
     if counted:  # nothing to forget otherwise (a statement and a commit saved)
-        limits.success("password:account", address)
+        limits.success(*keys[0])
     if rehashed:  # older parameters, or a hash of the password as typed before normalization
         user.password_hash = rehashed
         db.session.commit()
@@ -308,6 +322,7 @@ def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
                              idp_org_id=org.id if org is not None else None, auth_time=auth_time,
                              ends_by=ends_by, commit=False)
+    device_cookies.issue(user)
     audit.record("signin.success", user, method=" ".join(amr), commit=False)
     return _continue(browser, pending, as_link=as_link)
 
