@@ -66,7 +66,8 @@ _ADDRESS = bindparam("address_key", type_=_TABLE.c.address_key.type)
 _INSERT_UNDER_BUDGET = insert(_TABLE).from_select(
     [c.name for c in _TABLE.c],
     select(*[_ADDRESS if c is _TABLE.c.address_key else bindparam(c.name, type_=c.type) for c in _TABLE.c]).where(
-        select(func.count()).where(_TABLE.c.address_key == _ADDRESS).scalar_subquery() < BUDGET))
+        select(func.count()).where(_TABLE.c.address_key == _ADDRESS).scalar_subquery() < BUDGET)
+).execution_options(preserve_rowcount=True)  # else -1 on PostgreSQL (psycopg), read as "not inserted"
 # The address's oldest requests. Rows another transaction holds (one being evicted by a
 # concurrent save, or updated by a sign-in) are skipped, not waited for: concurrent
 # evictions never deadlock, and each takes rows of its own.
