@@ -66,13 +66,15 @@ _ADDRESS = bindparam("address_key", type_=_TABLE.c.address_key.type)
 _INSERT_UNDER_BUDGET = insert(_TABLE).from_select(
     [c.name for c in _TABLE.c],
     select(*[_ADDRESS if c is _TABLE.c.address_key else bindparam(c.name, type_=c.type) for c in _TABLE.c]).where(
-        select(func.count()).where(_TABLE.c.address_key == _ADDRESS).scalar_subquery() < BUDGET))
-# The address's oldest requests. Rows another transaction holds (one being evicted by a
-# concurrent save, or updated by a sign-in) are skipped, not waited for: concurrent
-# evictions never deadlock, and each takes rows of its own.
+        select(func.count()).where(_TABLE.c.address_key == _ADDRESS).scalar_subquery() < BUDGET)
+).execution_options(preserve_rowcount=True)  # else -1 on PostgreSQL (psycopg), read as "not inserted"
+# The address's oldest requests but `keep` (the one being saved or bound). Rows another
+# transaction holds (one being evicted by a concurrent save, or updated by a sign-in) are
+# skipped, not waited for: concurrent evictions never deadlock, and each takes rows of its own.
 _EVICT = sql_delete(_TABLE).where(_TABLE.c.id.in_(
-    select(_TABLE.c.id).where(_TABLE.c.address_key == bindparam("address_key"))
+    select(_TABLE.c.id).where(_TABLE.c.address_key == bindparam("address_key"), _TABLE.c.id != bindparam("keep"))
     .order_by(_TABLE.c.created_at).limit(EVICTED).with_for_update(skip_locked=True)))
+_COUNT = select(func.count()).where(_TABLE.c.address_key == bindparam("address_key"))
 _MARK_SIGNED_IN = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(
     authenticated_session_id=bindparam("b_session"))
 _DELETE = sql_delete(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
@@ -85,26 +87,37 @@ def _browser_hash() -> str:
     return digest(key)
 
 
+def _address_key() -> str:
+    """This request's address, as the budget counts it."""
+    return digest(client_network(request.remote_addr or ""))
+
+
 def save(params: dict, client_id: str) -> PendingRequest:
     """Keep a validated request for this browser."""
     now = utcnow()
     row = PendingRequest(id=new_id(), client_id=client_id, params=params, created_at=now, expires_at=now + TTL,
                          browser_hash=_browser_hash(), authenticated_session_id=None, consented_user_id=None,
-                         note=None, address_key=digest(client_network(request.remote_addr or "")))
+                         note=None, address_key=_address_key())
     # Table statements built once, on the session's connection: no unit of work, no ORM
     # execute layer, no cache key computed over the values on every request.
     connection = db.session.connection()
     if connection.execute(_INSERT_UNDER_BUDGET, vars(row)).rowcount != 1:
-        connection.execute(_EVICT, {"address_key": row.address_key})
+        connection.execute(_EVICT, {"address_key": row.address_key, "keep": row.id})
         connection.execute(_INSERT, vars(row))
     db.session.commit()
     return row
 
 
 def bind(row: PendingAuthorization) -> PendingAuthorization:
-    """Make a pushed request (RFC 9126), made without a browser, this browser's."""
+    """Make a pushed request (RFC 9126), made without a browser, this browser's: kept as long
+    as one it sent to /authorize, so counted in its address's budget as that one would be."""
     row.browser_hash = _browser_hash()
     row.expires_at = utcnow() + TTL
+    row.address_key = _address_key()
+    db.session.flush()
+    connection = db.session.connection()
+    if connection.execute(_COUNT, {"address_key": row.address_key}).scalar_one() > BUDGET:
+        connection.execute(_EVICT, {"address_key": row.address_key, "keep": row.id})
     db.session.commit()
     return row
 

@@ -58,5 +58,6 @@ class PendingAuthorization(db.Model):
     consented_user_id: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)  # "pushed" until a browser takes a PAR request
     # Hash of the network (`ratelimit.client_network`) of the browser that sent the request to
-    # /authorize, for its budget; None for a pushed request (PAR throttles its own).
+    # /authorize or took it there, for its budget; None for a pushed request no browser took
+    # yet (kept a minute; PAR throttles its own).
     address_key: Mapped[str | None] = mapped_column(String(64))
