@@ -77,7 +77,8 @@ def _renew_flow(secret: str | None, keep: tuple[str, ...] = ()) -> None:
 
 def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = None,
           second_factor: bool = False, idp_org_id: str | None = None, auth_time: float | None = None,
-          ends_by: float | None = None, commit: bool = True) -> BrowserSession:
+          ends_by: float | None = None, trusted_device_id: str | None = None,
+          commit: bool = True) -> BrowserSession:
     """Sign `user` in on this browser; the cookie is set on the response.
 
     `commit=False` leaves the new row (its id already set) to the caller's commit, which
@@ -86,7 +87,8 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
     signed the person in (SAML or enterprise OpenID). `auth_time`: when the person
     authenticated, if before now (an IdP's unsolicited answer); never later than now.
     `ends_by`: when the IdP that signed the person in says their session ends (epoch; SAML's
-    SessionNotOnOrAfter): this one ends then at the latest."""
+    SessionNotOnOrAfter): this one ends then at the latest. `trusted_device_id`: the trusted
+    device that let it open without its second factor."""
     settings = _settings()
     ttl = settings.remember_me_ttl if persistent else settings.session_ttl
     if ends_by is not None:
@@ -97,7 +99,8 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         # session the products hold (its `sid`) goes on, with a new secret (no fixation)
         # and this sign-in's facts, so a later sign-out still reaches them all.
         return _renewed(previous, persistent=persistent, ttl=ttl, amr=amr, acr=acr,
-                        second_factor=second_factor, idp_org_id=idp_org_id, auth_time=auth_time, commit=commit)
+                        second_factor=second_factor, idp_org_id=idp_org_id, auth_time=auth_time,
+                        trusted_device_id=trusted_device_id, commit=commit)
     if previous is not None:
         # Another person: the old session ends (no fixation), and the products holding it
         # are told (back-channel logout) once the sign-in is committed (`apply_cookie`).
@@ -116,6 +119,7 @@ def start(user: User, *, persistent: bool, amr: list[str], acr: str | None = Non
         acr=acr,
         mfa_time=int(time.time()) if second_factor else None,
         idp_org_id=idp_org_id,
+        trusted_device_id=trusted_device_id,
         ip=request.remote_addr,
         user_agent=(request.user_agent.string or "")[:500],
         created_at=now,
@@ -145,7 +149,7 @@ def _auth_time(said: float | None) -> int:
 
 def _renewed(row: BrowserSession, *, persistent: bool, ttl: int, amr: list[str], acr: str | None,
              second_factor: bool, idp_org_id: str | None, auth_time: float | None,
-             commit: bool) -> BrowserSession:
+             trusted_device_id: str | None, commit: bool) -> BrowserSession:
     secret = new_secret()
     now = utcnow()
     row.secret_hash = digest(secret)
@@ -155,6 +159,9 @@ def _renewed(row: BrowserSession, *, persistent: bool, ttl: int, amr: list[str],
     row.acr = acr
     row.mfa_time = int(time.time()) if second_factor else None
     row.idp_org_id = idp_org_id
+    # A trust that opened it once stays its: its step-up codes keep adding up with that
+    # device's other sessions' however it was renewed
+    row.trusted_device_id = trusted_device_id or row.trusted_device_id
     row.ip = request.remote_addr
     row.user_agent = (request.user_agent.string or "")[:500]
     row.last_seen_at = now

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app, g, request
-from sqlalchemy import update
+from sqlalchemy import or_, update
 
 from ..sessions import cookie_name
 from ..store import TrustedDevice, User, db, digest, new_secret, utcnow
@@ -14,30 +14,34 @@ COOKIE = "idp_device"
 TRUST_DAYS = 30
 
 
-def is_trusted(user: User) -> bool:
-    """True when this browser carries a live trusted-device cookie of `user`."""
+def trusted_here(user: User) -> str | None:
+    """The id of the live trusted device of `user` this browser's cookie names, or None."""
     secret = request.cookies.get(cookie_name(COOKIE))
     if not secret:
-        return False
+        return None
     row = db.session.query(TrustedDevice).filter_by(secret_hash=digest(secret)).one_or_none()
     now = utcnow()
     if row is None or row.user_id != user.id or row.revoked_at is not None or row.expires_at <= now:
-        return False
+        return None
     row.last_seen_at = now
     row.ip = request.remote_addr
     db.session.commit()
-    return True
+    return row.id
 
 
-def revoke_this_device(user: User) -> bool:
-    """End this browser's trust for `user`, if it has one (the caller commits): True when
-    it did."""
+def revoke_this_device(user: User, device_id: str | None = None) -> bool:
+    """End this browser's trust for `user`, if it has one, and the trusted device
+    `device_id` of `user` (the one that opened the session, its cookie kept or not), if
+    given (the caller commits): True when it ended one."""
     secret = request.cookies.get(cookie_name(COOKIE))
-    if not secret:
+    which = [TrustedDevice.secret_hash == digest(secret)] if secret else []
+    if device_id is not None:
+        which.append(TrustedDevice.id == device_id)
+    if not which:
         return False
     return db.session.execute(update(TrustedDevice).where(
-        TrustedDevice.secret_hash == digest(secret), TrustedDevice.user_id == user.id,
-        TrustedDevice.revoked_at.is_(None)).values(revoked_at=utcnow())).rowcount == 1
+        or_(*which), TrustedDevice.user_id == user.id,
+        TrustedDevice.revoked_at.is_(None)).values(revoked_at=utcnow())).rowcount > 0
 
 
 def revoke_all(user: User) -> None:

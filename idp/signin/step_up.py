@@ -22,14 +22,21 @@ from ..store import BrowserSession, User
 SCOPE = "code:session"
 
 
+def _budget(browser: BrowserSession) -> str:
+    """The session's budget; a session a trusted device opened without its second factor
+    shares that device's: else whoever knows the password there would sign out one code
+    short of the last and back in (no code asked), each session a fresh budget."""
+    return browser.trusted_device_id or browser.id
+
+
 def attempt(browser: BrowserSession) -> Decision:
     """Count this code against the session's budget before it is checked (racing guesses
     stay within it)."""
-    return throttle().attempt(SCOPE, browser.id)
+    return throttle().attempt(SCOPE, _budget(browser))
 
 
 def passed(browser: BrowserSession) -> None:
-    throttle().success(SCOPE, browser.id)
+    throttle().success(SCOPE, _budget(browser))
 
 
 def end_session(user: User, req: str | None):
@@ -38,8 +45,10 @@ def end_session(user: User, req: str | None):
 
     A trusted device of this browser dies too: with it the password alone opens a new
     session, and every such session would bring a fresh budget (unending guesses for
-    whoever knows the password there); without it the next sign-in's code is the account's."""
-    if devices.revoke_this_device(user):
+    whoever knows the password there); without it the next sign-in's code is the account's.
+    So does the one that opened the session, its cookie dropped from the browser or not."""
+    browser = sessions.current()
+    if devices.revoke_this_device(user, browser.trusted_device_id if browser is not None else None):
         audit.record("device.revoked", user, commit=False)
     audit.record("session.ended_wrong_codes", user, commit=False, failures=POLICIES[SCOPE].lockout_after)
     sessions.end_current()  # commits the event with the session's end

@@ -290,7 +290,8 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
     # A trusted device still counts when the org requires a second factor: it was earned by
     # passing that factor in this browser within TRUST_DAYS, as long as a remembered session
     # lasts, and dies with "Sign out of all sessions" and with the factor itself.
-    if has_second_factor(user) and (reauth or not devices.is_trusted(user)):
+    trusted = None
+    if has_second_factor(user) and (reauth or not (trusted := devices.trusted_here(user))):
         # `org`, `auth_time`, `ends_by`: the session this factor finishes is still that org's
         # IdP's, dates from when it says it authenticated the person and ends when it says
         # (`finish_sign_in`)
@@ -308,20 +309,22 @@ def first_factor_passed(user: User, pending: PendingRequest | None, req: str | N
         return redirect(url_for("signin.set_up_second_factor", req=req) if req
                         else url_for("signin.set_up_second_factor"))
     return finish_sign_in(user, pending, remember=remember, amr=amr, acr=ACR_SINGLE_FACTOR, org=org,
-                          auth_time=auth_time, ends_by=ends_by)
+                          auth_time=auth_time, ends_by=ends_by, trusted_device_id=trusted)
 
 
 def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool, amr: list[str], acr: str,
                    second_factor: bool = False, as_link: bool = False, org: Org | None = None,
-                   auth_time: float | None = None, ends_by: float | None = None):
+                   auth_time: float | None = None, ends_by: float | None = None,
+                   trusted_device_id: str | None = None):
     """The person is who they say: open the session, then answer the request or go back to
     the page (`_continue`). The session, its audit event and the pending request's mark are
     one commit. `org`: the org whose own IdP signed the person in; `auth_time`: when that IdP
     says it authenticated them, where that is earlier than now; `ends_by`: when it says their
-    session ends (`sessions.start`)."""
+    session ends (`sessions.start`); `trusted_device_id`: the trusted device that skipped the
+    second factor."""
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
                              idp_org_id=org.id if org is not None else None, auth_time=auth_time,
-                             ends_by=ends_by, commit=False)
+                             ends_by=ends_by, trusted_device_id=trusted_device_id, commit=False)
     device_cookies.issue(user)
     audit.record("signin.success", user, method=" ".join(amr), commit=False)
     return _continue(browser, pending, as_link=as_link)

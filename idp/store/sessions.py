@@ -27,6 +27,9 @@ class BrowserSession(db.Model):
     # The org whose own IdP (SAML or enterprise OpenID) signed this session in: its amr
     # "fed" is also a linked social account's, which the org's policy holds like a password.
     idp_org_id: Mapped[str | None] = mapped_column(String(32))
+    # The trusted device that let this session open without its second factor: the step-up
+    # codes of every session it opens add up (idp.signin.step_up), however many there are.
+    trusted_device_id: Mapped[str | None] = mapped_column(String(32))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
