@@ -168,7 +168,10 @@ def txt_records(name: str) -> list[str]:
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
     except dns.exception.DNSException as err:  # timeouts, SERVFAIL, no usable server
-        raise DnsUnavailable(str(err)) from None
+        # dnspython takes some messages from the class's docstring, which `idp serve`'s -OO
+        # drops ("None" then): the class's name says at least which failure it was
+        message = str(err)
+        raise DnsUnavailable(message if message not in ("", "None") else type(err).__name__) from None
     return [b"".join(record.strings).decode("utf-8", "replace").strip() for record in answer]
 
 

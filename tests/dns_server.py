@@ -4,7 +4,7 @@ TXT questions from a dict the test changes while it runs.
 `txt` maps a name (lower case, no trailing dot) to the strings of its TXT records; any
 other name is NXDOMAIN. `delay_once` holds the next answer for a name back for some
 seconds (to make two requests race); `asked` lists the names asked so far; `set_mode`
-makes the whole server answer SERVFAIL ("servfail") or nothing at all ("silent").
+makes the whole server answer SERVFAIL ("servfail"), YXDOMAIN ("yxdomain") or nothing at all ("silent").
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class _Zone:
         reply = request.reply()
         if mode == "servfail":
             reply.header.rcode = RCODE.SERVFAIL
+        elif mode == "yxdomain":  # a refusal dnspython describes by its docstring alone
+            reply.header.rcode = RCODE.YXDOMAIN
         elif not records:
             reply.header.rcode = RCODE.NXDOMAIN
         elif request.q.qtype == QTYPE.TXT:
@@ -90,7 +92,7 @@ class LoopbackDNS:
         return f"127.0.0.1:{self.port}"
 
     def set_mode(self, mode: str) -> None:
-        assert mode in ("answer", "servfail", "silent"), mode
+        assert mode in ("answer", "servfail", "yxdomain", "silent"), mode
         with self.zone.lock:
             self.zone.mode = mode
 

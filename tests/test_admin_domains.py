@@ -30,9 +30,10 @@ def dns():
 def site(database_url, mailbox, tmp_path_factory, dns):
     """A server of its own on the session's database (SQLite, then PostgreSQL) that asks
     the loopback DNS server; several threads per worker, so that a request waiting for the
-    DNS does not hold up the next one (the race test needs that)."""
+    DNS does not hold up the next one (the race test needs that); its log at INFO, where a
+    failed check's reason is written."""
     yield from start_live(database_url, tmp_path_factory.mktemp("domains"), mailbox,
-                          extra_env={"IDP_DNS_RESOLVER": dns.address, "IDP_THREADS": "4"})
+                          extra_env={"IDP_DNS_RESOLVER": dns.address, "IDP_THREADS": "4", "IDP_LOG_LEVEL": "INFO"})
 
 
 def _org_with_admin(site, tag: str):
@@ -308,8 +309,9 @@ def test_when_two_orgs_prove_a_domain_at_once_the_first_wins_and_the_other_is_to
     assert "Traceback" not in site.log.read_text()
 
 
-@pytest.mark.parametrize("mode", ["servfail", "silent"])
+@pytest.mark.parametrize("mode", ["servfail", "yxdomain", "silent"])
 def test_a_dns_that_does_not_answer_is_a_readable_error(site, dns, mode):
+    log_start = site.log_size()
     org = _org_with_admin(site, "down")
     domain = f"down-{uuid.uuid4().hex[:8]}.example"
     claim_id, token = _claim(site, org, domain)
@@ -325,6 +327,9 @@ def test_a_dns_that_does_not_answer_is_a_readable_error(site, dns, mode):
     article = _article(org["browser"].get(f"{site.issuer}{resp.headers['Location']}").text, claim_id)
     assert "The DNS did not answer. Try again in a few minutes." in article
     assert _claims(site, org["id"])[domain][3] == "dns_unavailable" and _owner(site, domain) is None
+    # the log names the failure, also where dnspython's only words are its docstring (-OO)
+    logged = [line for line in site.log_since(log_start).splitlines() if "no DNS answer" in line]
+    assert logged and not any("(None)" in line for line in logged), logged
     # once it answers again, the same claim goes through
     assert _verify(org, claim_id).status_code == 302 and _owner(site, domain) == org["id"]
 
