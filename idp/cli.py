@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from contextlib import contextmanager
 from datetime import timedelta
@@ -988,12 +989,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _missing_table(orig: BaseException) -> str | None:
+    """The table a statement found missing, as SQLite ("no such table: orgs") or PostgreSQL
+    (SQLSTATE 42P01, 'relation "orgs" does not exist') says it; None for any other failure."""
+    if getattr(orig, "sqlstate", None) == "42P01":
+        found = re.search(r'relation "([^"]+)" does not exist', str(orig))
+    else:
+        found = re.fullmatch(r"no such table: (\S+)", str(orig))
+    return found.group(1) if found else None
+
+
 def _describe(err: BaseException) -> str:
     """The `error:` line's text for a failed command."""
     if isinstance(err, (CommandError, ConfigError)):
         return str(err)
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DBAPIError, OperationalError
 
+    if isinstance(err, DBAPIError) and (table := _missing_table(err.orig)):
+        # a command that reads through the app (the SAML ones) met a database never set up
+        return f"no table {table} in the database: run `idp init` first"
     if isinstance(err, OperationalError):
         return f"database unavailable: {' '.join(str(err.orig).split())}"  # one line (psycopg says it in two)
     return " ".join(f"{type(err).__name__}: {err}".split())

@@ -500,12 +500,20 @@ def test_listings_lines_say_what_their_json_says(env):
     assert [c["grant_types"] for c in clients] == [["authorization_code", "refresh_token"], ["client_credentials"]]
 
 
-@pytest.mark.parametrize("command", [["users", "list"], ["clients", "list"]])
-def test_a_listing_before_init_says_to_run_init(tmp_path, command):
+# The listings, and commands that read through the app (the SAML ones said "database
+# unavailable: no such table: orgs").
+@pytest.mark.parametrize("command,table", [(["users", "list"], "users"), (["clients", "list"], "clients"),
+                                           (["orgs", "saml", "Acme", "--metadata", "{metadata}"], "orgs"),
+                                           (["orgs", "sp-metadata", "Acme"], "orgs"),
+                                           (["orgs", "saml-refresh"], "orgs")])
+def test_a_command_before_init_says_to_run_init(tmp_path, command, table):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(IDP_INSTANCE_DIR=str(tmp_path / "empty"), IDP_LOG_LEVEL="WARNING")
     (tmp_path / "empty").mkdir()
+    metadata = tmp_path / "idp.xml"
+    metadata.write_text("<md:EntityDescriptor xmlns:md='urn:oasis:names:tc:SAML:2.0:metadata'/>")
+    command = [part.format(metadata=metadata) for part in command]
     done = subprocess.run([sys.executable, "-m", "idp.cli", *command], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr == "error: no table " + command[0] + " in the database: run `idp init` first\n"
+    assert done.stderr == f"error: no table {table} in the database: run `idp init` first\n"
