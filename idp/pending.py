@@ -57,6 +57,7 @@ _TABLE = PendingAuthorization.__table__
 _BY_ID = select(_TABLE).where(_TABLE.c.id == bindparam("id"))
 _INSERT = insert(_TABLE)
 _ADDRESS = bindparam("address_key", type_=_TABLE.c.address_key.type)
+_COUNT = select(func.count()).where(_TABLE.c.address_key == _ADDRESS)  # the address's requests kept
 # The insert, made only while the address keeps fewer than BUDGET requests: the count and
 # the insert are one statement, so a sign-in's first request sends no statement more for
 # its budget. SQLite runs it under its one write lock, so the count is exact; PostgreSQL
@@ -66,7 +67,7 @@ _ADDRESS = bindparam("address_key", type_=_TABLE.c.address_key.type)
 _INSERT_UNDER_BUDGET = insert(_TABLE).from_select(
     [c.name for c in _TABLE.c],
     select(*[_ADDRESS if c is _TABLE.c.address_key else bindparam(c.name, type_=c.type) for c in _TABLE.c]).where(
-        select(func.count()).where(_TABLE.c.address_key == _ADDRESS).scalar_subquery() < BUDGET)
+        _COUNT.scalar_subquery() < BUDGET)
 ).execution_options(preserve_rowcount=True)  # else -1 on PostgreSQL (psycopg), read as "not inserted"
 # The address's oldest requests but `keep` (the one being saved or bound). Rows another
 # transaction holds (one being evicted by a concurrent save, or updated by a sign-in) are
@@ -74,7 +75,6 @@ _INSERT_UNDER_BUDGET = insert(_TABLE).from_select(
 _EVICT = sql_delete(_TABLE).where(_TABLE.c.id.in_(
     select(_TABLE.c.id).where(_TABLE.c.address_key == bindparam("address_key"), _TABLE.c.id != bindparam("keep"))
     .order_by(_TABLE.c.created_at).limit(EVICTED).with_for_update(skip_locked=True)))
-_COUNT = select(func.count()).where(_TABLE.c.address_key == bindparam("address_key"))
 _MARK_SIGNED_IN = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(
     authenticated_session_id=bindparam("b_session"))
 _DELETE = sql_delete(_TABLE).where(_TABLE.c.id == bindparam("b_id"))

@@ -39,7 +39,7 @@ def passed(browser: BrowserSession) -> None:
     throttle().success(SCOPE, _budget(browser))
 
 
-def end_session(user: User, req: str | None):
+def end_session(user: User, browser: BrowserSession, req: str | None):
     """The session's budget is spent: sign it out (its products told), record why, and ask
     the browser to sign in again, to the product's request when there is one.
 
@@ -47,8 +47,7 @@ def end_session(user: User, req: str | None):
     session, and every such session would bring a fresh budget (unending guesses for
     whoever knows the password there); without it the next sign-in's code is the account's.
     So does the one that opened the session, its cookie dropped from the browser or not."""
-    browser = sessions.current()
-    if devices.revoke_this_device(user, browser.trusted_device_id if browser is not None else None):
+    if devices.revoke_this_device(user, browser.trusted_device_id):
         audit.record("device.revoked", user, commit=False)
     audit.record("session.ended_wrong_codes", user, commit=False, failures=POLICIES[SCOPE].lockout_after)
     sessions.end_current()  # commits the event with the session's end

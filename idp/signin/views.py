@@ -459,11 +459,11 @@ def _step_up_code(user: User, state: dict, pending, req: str | None):
         return too_many_attempts("signin/verify.html", locked, req=req, passkey=has_usable_passkey(user))
     decision = step_up.attempt(browser)
     if not decision.allowed:  # spent by racing guesses: ended as the last of them ends it
-        return step_up.end_session(user, req)
+        return step_up.end_session(user, browser, req)
     extra = _checked_code(user)
     if extra is None:
         if decision.locks_out:
-            return step_up.end_session(user, req)
+            return step_up.end_session(user, browser, req)
         return _wrong_code(user, req, "step-up otp")
     step_up.passed(browser)
     limits.success("code:account", user.id)  # as a right code after a password does
