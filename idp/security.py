@@ -8,7 +8,8 @@ import logging
 from functools import partial
 from urllib.parse import urlencode
 
-from flask import Flask, Response, jsonify, make_response, redirect, render_template, request, session, url_for
+from flask import (Flask, Response, current_app, jsonify, make_response, redirect, render_template, request, session,
+                   url_for)
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -258,3 +259,15 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(DBAPIError, _handle_database_down)
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)
+
+
+def app_key(purpose: bytes) -> bytes:
+    """The app's key for `purpose` (`keys.derive_key` from IDP_SECRET_KEY), derived once per
+    process: every process of the deployment derives the same, without sharing state."""
+    from keys import derive_key
+
+    cache = current_app.extensions.setdefault("idp.app_keys", {})
+    key = cache.get(purpose)
+    if key is None:
+        key = cache[purpose] = derive_key(current_app.extensions["idp.settings"].secret_key, purpose)
+    return key

@@ -34,9 +34,8 @@ from flask import current_app
 from flask import request as http_request
 from sqlalchemy import bindparam, update
 
-from keys import derive_key
-
 from .. import rsa_bounds, single_use
+from ..security import app_key
 from ..store import Grant, db
 
 # alg -> what the key must be. Never `none`, never a MAC (RFC 9449 §4.3 step 5).
@@ -107,13 +106,8 @@ def same(a: str, b: str) -> bool:
 # --- nonces -----------------------------------------------------------------------
 
 def _nonce_secret() -> bytes:
-    secret = current_app.extensions.get("idp.dpop_nonce_secret")
-    if secret is None:
-        # Derived from the app's secret, so every process of the deployment makes and
-        # accepts the same nonces without sharing state.
-        secret = derive_key(current_app.extensions["idp.settings"].secret_key, b"dpop nonce")
-        current_app.extensions["idp.dpop_nonce_secret"] = secret
-    return secret
+    # every process of the deployment makes and accepts the same nonces
+    return app_key(b"dpop nonce")
 
 
 @lru_cache(maxsize=8)

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 from flask import after_this_request, current_app, request
 
-from keys import derive_key
-
+from ..security import app_key
 from ..sessions import cookie_name
 from ..store import User
 
@@ -38,16 +37,8 @@ class DeviceCookie:
     nonce: str
 
 
-def _key() -> bytes:
-    key = current_app.extensions.get("idp.device_cookie_key")
-    if key is None:  # one HKDF per process, not per request
-        key = derive_key(current_app.extensions["idp.settings"].secret_key, b"device cookie")
-        current_app.extensions["idp.device_cookie_key"] = key
-    return key
-
-
 def _mac(user_id: str, nonce: str) -> str:
-    mac = hmac.new(_key(), f"{user_id}.{nonce}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(app_key(b"device cookie"), f"{user_id}.{nonce}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
