@@ -173,9 +173,9 @@ def test_two_renames_to_the_strangers_address_at_once_give_it_to_one_person(live
                                 email_verified=False))
             db.session.commit()
         with ThreadPoolExecutor(2) as pool:
-            answers = list(pool.map(lambda p: _rename(d, p, wanted), people))
+            answers = list(pool.map(_rename, [d, d], people, [wanted, wanted]))
         assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
-        winner = next(p for p, a in zip(people, answers) if a.status_code == 200)
+        winner = next(p for p, a in zip(people, answers, strict=True) if a.status_code == 200)
         assert _holder(live, wanted).id == winner["id"]
         loser = next(p for p in people if p is not winner)
         assert _holder(live, loser["userName"]).id == loser["id"]
