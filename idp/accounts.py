@@ -19,7 +19,7 @@ they must have a second factor. Each sign-in path and `sessions.current` ask her
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, bindparam, delete, select
+from sqlalchemy import JSON, bindparam, delete, false, select
 
 from . import audit, mail_tokens, sessions
 from .i18n import current_language
@@ -60,6 +60,18 @@ def wipe_unproven(user: User, *, keep_password: bool) -> None:
     db.session.commit()
     sessions.sign_out_everywhere(user)
     audit.record("account.adopted", user, kept_password=keep_password)
+
+
+def remove_unproven(email: str) -> str | None:
+    """Delete the account at `email` when it is an unverified sign-up in no org and not an
+    operator's (anyone may make one; nothing of it is proven, so nothing is anyone's to
+    keep): the id it had, else None. Whatever is keyed by its id (its mailed verification
+    link, events, and the sessions and grants it cannot have) goes with it by the foreign
+    keys' ON DELETE CASCADE. One statement, checked as it deletes: a row verified, adopted or
+    made an operator's meanwhile stays. The caller commits."""
+    return db.session.execute(
+        delete(User).where(User.email == email, User.email_verified == false(), User.org_id.is_(None),
+                           User.is_admin == false()).returning(User.id)).scalar()
 
 
 def verify_email(user: User, *, password_proven: bool) -> None:

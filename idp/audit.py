@@ -112,6 +112,7 @@ LABELS = {
     "scim.user_disabled": lambda: _("Account deactivated by the organization's directory"),
     "scim.user_enabled": lambda: _("Account reactivated by the organization's directory"),
     "scim.user_deleted": lambda: _("Account removed by the organization's directory"),
+    "scim.sign_up_removed": lambda: _("Unconfirmed sign-up at the new address removed by the organization's directory"),
     "scim.group_created": lambda: _("Group created by the organization's directory"),
     "scim.group_updated": lambda: _("Group updated by the organization's directory"),
     "scim.group_deleted": lambda: _("Group deleted by the organization's directory"),

@@ -4,10 +4,14 @@ against the live server on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
+from tests.conftest import Browser
+from tests.smtp import body_of, link_in
+from tests.test_review_lifecycle4 import _sign_up
 from tests.test_review_scim import _patch_within
 from tests.test_scim import Directory, scim_error
 
@@ -60,10 +64,6 @@ def test_a_patch_filter_is_counted_by_its_size_as_well_as_the_values_it_scans(li
     assert ok.status_code == 200 and "members" not in ok.json(), ok.text
 
 
-@pytest.mark.xfail(strict=True, reason="design decision: a create adopts an unverified sign-up row at the address "
-                   "(wiped first), but a rename cannot: two rows cannot hold one address, so the stranger's row would "
-                   "have to be deleted (or merged) by the rename; which, and what its audit trail says, is the "
-                   "product owner's call")
 def test_a_strangers_unverified_sign_up_does_not_block_the_directorys_rename(live):
     """Low: anyone may sign up, unverified, for an address in the domains of an org that has
     no IdP of its own (nothing is proved until the mailed link is opened). Such a row at
@@ -82,3 +82,101 @@ def test_a_strangers_unverified_sign_up_does_not_block_the_directorys_rename(liv
         db.session.commit()
     resp = d.patch(f"/Users/{person['id']}", {"op": "replace", "path": "userName", "value": wanted})
     assert resp.status_code == 200, resp.text
+
+
+def _rename(d: Directory, person: dict, address: str) -> requests.Response:
+    return d.patch(f"/Users/{person['id']}", {"op": "replace", "path": "userName", "value": address})
+
+
+def _holder(live, address: str):
+    from sqlalchemy import select
+
+    from idp.store import User, db
+
+    with live.db():
+        return db.session.execute(select(User.id, User.email_verified, User.org_id)
+                                  .where(User.email == address)).one_or_none()
+
+
+def test_the_rename_removes_the_strangers_sign_up_its_link_dies_readably_and_the_org_is_told(live):
+    """The rule of the test above, through the real sign-up: the stranger's row goes with its
+    mailed verification link, which then gives the ordinary "link no longer valid" page (in
+    any browser, with or without the password), and the org's audit log names what happened
+    on the person renamed (the stranger's own events went with the row)."""
+    from sqlalchemy import select
+
+    from idp.store import MailToken, SecurityEvent, db
+
+    d = Directory(live, "rv5-rename-link")
+    person = d.create(d.email("old"))
+    wanted = d.email("new")
+    stranger = Browser(live.issuer)
+    _sign_up(stranger, live, wanted, "a stranger's password 1")
+    link = link_in(next(m for m in live.mailbox.wait_for(wanted) if "/signup/verify/" in body_of(m)), live.issuer)
+    planted = _holder(live, wanted)
+    assert planted is not None and not planted.email_verified
+
+    resp = d.call("PUT", f"/Users/{person['id']}", {**{k: v for k, v in person.items() if k != "meta"},
+                                                    "userName": wanted})
+    assert resp.status_code == 200 and resp.json()["userName"] == wanted, resp.text
+    assert _holder(live, wanted).id == person["id"]
+    with live.db():
+        assert db.session.execute(select(MailToken).where(MailToken.user_id == planted.id)).first() is None
+        events = db.session.execute(select(SecurityEvent).where(SecurityEvent.kind == "scim.sign_up_removed",
+                                                                SecurityEvent.org_id == d.org_id)).scalars().all()
+        assert [(e.user_id, e.detail) for e in events] == [(person["id"], {"via": "scim", "removed": planted.id})]
+
+    for browser in (stranger, Browser(live.issuer)):  # the browser that signed up, and another one
+        page = browser.get(link)
+        assert page.status_code == 400 and "This link has expired or was already used" in page.text, page.text[:300]
+    # the password step of another browser (its form, had it been shown before the rename)
+    other = Browser(live.issuer)
+    posted = other.submit(other.get(f"{live.issuer}/signup"), {"password": "a stranger's password 1"}, action=link)
+    assert posted.status_code == 400 and "This link has expired or was already used" in posted.text, posted.text[:300]
+
+
+@pytest.mark.parametrize("holder", ["verified, in no org", "an operator's, unverified", "invited by the org"])
+def test_any_other_holder_of_the_address_still_makes_the_rename_a_409(live, holder):
+    """Only a stranger's unproven sign-up gives way: a verified account (a person the org
+    deprovisioned keeps their row, verified and in no org), an operator's row even
+    unverified (an org never manages operators), and a row of an org (an invitation not yet
+    accepted) stay, and the rename is refused as before."""
+    from idp.store import User, db
+
+    d = Directory(live, "rv5-rename-409")
+    person = d.create(d.email("old"))
+    wanted = d.email("held")
+    with live.db():
+        db.session.add(User(email=wanted, email_verified=holder.startswith("verified"),
+                            is_admin=holder.startswith("an operator"),
+                            org_id=d.org_id if holder.startswith("invited") else None))
+        db.session.commit()
+    before = _holder(live, wanted)
+    scim_error(_rename(d, person, wanted), 409, "uniqueness")
+    assert _holder(live, wanted) == before
+    assert _holder(live, person["userName"]).id == person["id"]
+
+
+def test_two_renames_to_the_strangers_address_at_once_give_it_to_one_person(live):
+    """The removal is in the rename's transaction: of two people renamed to the address at
+    once, one has it and the other hears 409; nobody is left half-renamed and the stranger's
+    row is gone."""
+    from idp.passwords import hash_password
+    from idp.store import User, db
+
+    d = Directory(live, "rv5-rename-race")
+    people = [d.create(d.email(f"p{i}")) for i in range(2)]
+    for _ in range(3):
+        wanted = d.email("contested")
+        with live.db():
+            db.session.add(User(email=wanted, password_hash=hash_password("a stranger's password 1"),
+                                email_verified=False))
+            db.session.commit()
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(_rename, [d, d], people, [wanted, wanted]))
+        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+        winner = next(p for p, a in zip(people, answers, strict=True) if a.status_code == 200)
+        assert _holder(live, wanted).id == winner["id"]
+        loser = next(p for p in people if p is not winner)
+        assert _holder(live, loser["userName"]).id == loser["id"]
+        winner["userName"] = wanted

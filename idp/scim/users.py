@@ -22,6 +22,9 @@ Decisions:
   of the org and its groups, and forgets its SCIM data; the row stays, so the address can
   be neither signed up for nor signed in with again. Provisioning the same userName again
   adopts that row back (by the rule above).
+- Renaming a person (PUT or PATCH of userName) to an address held by an unverified sign-up
+  in no org (not an operator's) removes that row, its links and events with it; any other
+  holder is a 409.
 - PUT replaces; an `active` left out of a PUT leaves the account as it is.
 """
 
@@ -237,12 +240,19 @@ def _enterprise(extension: dict) -> dict:
 
 
 def _unique(org_: ScimOrg, fields: Fields, user: User | None, *, email_checked: bool = False) -> None:
+    """409 for an externalId or a userName another account holds; but the new address of a
+    rename held by a stranger's unverified sign-up is freed instead, in the caller's
+    transaction (`accounts.remove_unproven`)."""
     if fields.external_id is not None:
         clash = db.session.execute(select(User.id).where(in_org(org_), User.external_id == fields.external_id)
                                    ).scalar()
         if clash is not None and (user is None or clash != user.id):
             raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
     if not email_checked and (user is None or fields.email != user.email):
+        removed = accounts.remove_unproven(fields.email) if user is not None else None
+        if removed is not None:
+            audit.record("scim.sign_up_removed", user, org=org_, via="scim", removed=removed, commit=False)
+            return
         taken = db.session.execute(select(User.id).where(User.email == fields.email)).scalar()
         if taken is not None and (user is None or taken != user.id):
             raise ScimError(409, "userName is already in use", "uniqueness")
