@@ -10,7 +10,10 @@ row with everything planted in it. The rules here close it:
   factors, no device approvals, no products);
 - whoever adopts an unverified row (first verification, a reset link, a just-in-time
   sign-in, an org admin's invitation) keeps only what their proof covers: every credential,
-  link, factor, session, grant and consent they did not prove is wiped first.
+  link, factor, session, grant and consent they did not prove is wiped first;
+- an org adopting a row another org let go (`join_org`) wipes it so too: the address may
+  have changed hands with its domain, and the org vouches for its own person, not for
+  whoever the other org let go. A rehire by the org that let the person go keeps it all.
 
 Every path that changes these states calls this module. It also holds the org's sign-in
 options (`policy_orgs` and below): which ways in an org allows its people, and whether
@@ -42,13 +45,14 @@ from .store import (
 )
 
 
-def wipe_unproven(user: User, *, keep_password: bool) -> None:
+def wipe_unproven(user: User, *, keep_password: bool, org=None) -> None:
     """Remove what someone other than the prover may have planted on `user`: the password
     (unless the prover proved it), linked identities, passkeys, the authenticator app and
     recovery codes, trusted devices, consents, unused mailed links; end every session and
     revoke every grant (back-channel logout included). The name and language typed in the
     sign-up form with an unproven password go with it: the `name` claim every product is
-    given for the owner must not be a stranger's choice."""
+    given for the owner must not be a stranger's choice. `org`: the org adopting the row,
+    whose audit log shows the event."""
     if not keep_password:
         if user.password_hash is not None:  # an invitation's row has none: its names are the org's
             user.name = user.given_name = user.family_name = user.locale = None
@@ -59,7 +63,9 @@ def wipe_unproven(user: User, *, keep_password: bool) -> None:
     mail_tokens.void_all(user)
     db.session.commit()
     sessions.sign_out_everywhere(user)
-    audit.record("account.adopted", user, kept_password=keep_password)
+    # The adopting org's id in the detail too: the log line (`audit.log_event`) names no org.
+    audit.record("account.adopted", user, org=org, kept_password=keep_password,
+                 **({"adopted_by": getattr(org, "id", org)} if org is not None else {}))
 
 
 def remove_unproven(email: str) -> str | None:
@@ -134,13 +140,12 @@ def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = Tru
             return None
     if user.disabled or user.is_admin:
         return None
-    elif not user.email_verified:
-        wipe_unproven(user, keep_password=False)
     if user.org_id is not None and user.org_id != org.id:
         # An admin of another org stays none of this one's: `org_admin` means admin of `org_id`,
         # and only this org's admins (or an operator) make one of its members an admin.
         leave_org(user, moved_to=org.id)
-    user.org_id = org.id
+        user.left_org_id = None  # moved, not let go: `join_org`'s rule is for a row in no org
+    join_org(user, org)
     user.email_verified = True
     for field in ("given_name", "family_name", "name"):
         value = getattr(identity, field)
@@ -163,13 +168,32 @@ def leave_org(user: User, **detail) -> None:
     """`user` is no member of their org any more, and leaves behind what was the org's: its
     directory's record of them (externalId, every attribute it sent, group memberships) and
     the admin role there, whose loss the org's audit log shows (`admin.removed`, with
-    `detail`). An org they join next must read none of it. The caller commits."""
+    `detail`). An org they join next must read none of it. Which org they left is kept
+    (`join_org`). The caller commits."""
     if user.org_admin:
         audit.record("admin.removed", user, org=user.org_id, commit=False, **detail)
     db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
+    user.left_org_id = user.org_id
     user.org_id = None
     for column, value in LEFT_BEHIND.items():
         setattr(user, column, value)
+
+
+def join_org(user: User, org) -> bool:
+    """`user`, in no org, becomes a member of `org` (an Org, SCIM's ScimOrg or an id); the
+    caller commits. The org vouches for the person at the address, not for what the row
+    holds: an unverified row (anyone may sign up), or one another org let go (its domain,
+    and the address with it, may have changed hands), is first wiped of every credential,
+    link, factor, session and grant (`wipe_unproven`). A verified row never in an org, or
+    one this org let go (a rehire), keeps all it holds. True when the row was wiped: the
+    person then has no way in yet but the org's IdP or its invitation."""
+    org_id = getattr(org, "id", org)
+    wiped = not user.email_verified or user.left_org_id not in (None, org_id)
+    if wiped:
+        wipe_unproven(user, keep_password=False, org=org_id)
+    user.org_id = org_id
+    user.left_org_id = None
+    return wiped
 
 
 def _created_just_in_time(org, identity, method: str) -> User | None:

@@ -742,7 +742,7 @@ def cmd_orgs_admin(args) -> None:
     with _connection(settings) as conn:
         org = _org_row(conn, args.org)
         users = _table(conn, "users")
-        user = conn.execute(select(users.c.id, users.c.org_id, users.c.org_admin)
+        user = conn.execute(select(users.c.id, users.c.org_id, users.c.org_admin, users.c.left_org_id)
                             .where(users.c.email == email)).one_or_none()
         if user is None:
             raise CommandError(f"no user {email}: create it first with `idp users create`")
@@ -752,7 +752,7 @@ def cmd_orgs_admin(args) -> None:
             change = {"org_admin": False}
         else:
             # Admin of one org only: the flag means "admin of org_id".
-            change = {"org_id": org.id, "org_admin": True}
+            change = {"org_id": org.id, "org_admin": True, "left_org_id": None}
             if user.org_id is not None and user.org_id != org.id:
                 # moved from another org: what was that org's stays there, as `accounts.leave_org` has it
                 change = {**LEFT_BEHIND, **change}

@@ -73,9 +73,6 @@ def test_a_user_moved_to_another_org_shows_no_group_of_the_org_it_left(live):
         assert "B team" in resp.text
 
 
-@pytest.mark.xfail(strict=True, reason="design decision: README says a deleted account is adopted back as it "
-                   "was (a rehire keeps the password, tests/test_scim.py pins it); whether another org, or a new "
-                   "holder of a reused address, gets it wiped first needs a rule (and maybe a column)")
 def test_an_account_deleted_by_one_org_is_not_adopted_by_another_with_its_former_credentials(live):
     """Medium: org A deletes alice@d; domain d passes to org B, whose directory provisions
     alice@d: B's new person gets A's former person's account, whose password (passkeys,
@@ -95,6 +92,69 @@ def test_an_account_deleted_by_one_org_is_not_adopted_by_another_with_its_former
     assert _password_sign_in(live, email).status_code == 401  # A's former person is not let in
 
 
+def _hand_domain_over(live, a: Directory, b: Directory) -> None:
+    from idp.store import OrgDomain, db
+
+    with live.db():  # given up by A, proved by B
+        db.session.execute(OrgDomain.__table__.update().where(OrgDomain.domain == a.domain)
+                           .values(org_id=b.org_id))
+        db.session.commit()
+
+
+def test_another_orgs_adoption_wipes_all_the_former_person_held_and_mails_the_invitation(live):
+    """Medium (the rule of `accounts.join_org`): org B adopting a row org A let go removes
+    every link, factor, trusted device and session A's former person held, says so in B's
+    audit log, and mails B's person the invitation (B has no IdP of its own), whose
+    password then signs in."""
+    from tests.smtp import body_of, link_in
+    from tests.test_account_adoption import _plant, _what_is_left
+    from tests.conftest import Browser
+
+    a, b = Directory(live, "rv-wipe-a"), Directory(live, "rv-wipe-b")
+    email = a.email("bo")
+    uid = live.create_user(email, PASSWORD, org_id=a.org_id)
+    assert a.call("DELETE", f"/Users/{uid}").status_code == 204
+    assert user_row(live, uid).left_org_id == a.org_id
+    _plant(live, email)  # all A's person held (a session that outlived the DELETE stands for any)
+    _hand_domain_over(live, a, b)
+    adopted = b.create(email)
+    assert adopted["id"] == uid and adopted["active"] is True
+    assert _what_is_left(live, uid) == {"verified": True, "password": False, "links": 0, "totp": 0, "devices": 0,
+                                        "sessions": 0}
+    row = user_row(live, uid)
+    assert row.org_id == b.org_id and row.left_org_id is None
+    from idp.store import SecurityEvent, db
+
+    with live.db():
+        adoption = db.session.query(SecurityEvent).filter_by(user_id=uid, kind="account.adopted").one()
+        assert adoption.org_id == b.org_id and adoption.detail == {"kept_password": False, "adopted_by": b.org_id}
+    mail = live.mailbox.wait_for(email)[0]
+    assert b.name in body_of(mail)
+    browser = Browser(live.issuer)
+    done = browser.submit(browser.get(link_in(mail, live.issuer)), {"password": "b's own new pass 42"})
+    assert done.status_code == 200
+    page = browser.sign_in(browser.get(f"{live.issuer}/account"), email, "b's own new pass 42")
+    assert "Your account" in page.text
+
+
+def test_a_rehire_by_the_same_org_keeps_what_the_person_held_and_mails_nothing(live):
+    """The other side of the rule: the org that let the person go provisions them again;
+    their password, factors and links are theirs still, and no invitation is mailed."""
+    import time
+
+    from tests.test_account_adoption import _plant, _what_is_left
+
+    a = Directory(live, "rv-rehire")
+    email = a.email("back")
+    uid = live.create_user(email, PASSWORD, org_id=a.org_id)
+    _plant(live, email)
+    assert a.call("DELETE", f"/Users/{uid}").status_code == 204
+    assert a.create(email)["id"] == uid
+    left = _what_is_left(live, uid)
+    assert left["password"] and left["links"] == 1 and left["totp"] == 1
+    assert user_row(live, uid).left_org_id is None
+    time.sleep(1)
+    assert live.mailbox.to(email) == []
 
 
 def test_a_removal_by_a_value_list_of_objects_is_answered_not_a_500(live):

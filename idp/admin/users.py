@@ -92,8 +92,8 @@ def add_user(acting: Acting):
         # An unverified sign-up at an address of the org's domain proves nothing (anyone may
         # make one): it must not stand in the way of the org's invitation, which adopts it,
         # cleared of all its maker planted, as SCIM's create does.
-        accounts.wipe_unproven(user, keep_password=False)
-        user.org_id, user.name = acting.org.id, name
+        accounts.join_org(user, acting.org)  # always wiped: the row is unverified
+        user.name = name
     try:
         db.session.commit()
     except IntegrityError:  # the same form, sent twice at once, added the address a moment ago

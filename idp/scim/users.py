@@ -14,14 +14,18 @@ Decisions:
   never manages this deployment's operators (like an org admin cannot).
 - Creating a user whose address already has an account: an account of this org is a 409
   (uniqueness), so is one of another org or an operator's. An account in no org is adopted
-  into the org, as a just-in-time SSO sign-in would: the org proved the domain; an
-  unverified row is first wiped of all it holds (`accounts.wipe_unproven`).
+  into the org, as a just-in-time SSO sign-in would (`accounts.join_org`): the org proved
+  the domain. An unverified row, or one another org let go (DELETE; the domain may have
+  changed hands since), is first wiped of all it holds (`accounts.wipe_unproven`): its
+  password, passkeys, linked accounts, factors, sessions and grants.
 - A new account is verified (the org vouches for its domain), has no password and is
-  mailed the invitation once, when it is created active and the org has no IdP of its own.
+  mailed the invitation once, when it is created active and the org has no IdP of its own;
+  so is an adopted account that was wiped.
 - DELETE disables the account (signed out everywhere, no method signs it in), takes it out
-  of the org and its groups, and forgets its SCIM data; the row stays, so the address can
-  be neither signed up for nor signed in with again. Provisioning the same userName again
-  adopts that row back (by the rule above).
+  of the org and its groups, forgets its SCIM data and remembers which org it left
+  (`left_org_id`); the row stays, so the address can be neither signed up for nor signed
+  in with again. Provisioning the same userName again adopts that row back (by the rule
+  above): by the same org (a rehire) with everything it held, by another org wiped.
 - Renaming a person (PUT or PATCH of userName) to an address held by an unverified sign-up
   in no org (not an operator's) removes that row, its links and events with it; any other
   holder is a 409.
@@ -324,14 +328,16 @@ def create_user():
     user = db.session.get(User, existing.id)
     if user is None or user.org_id is not None or user.is_admin:  # changed since `_holders` read it
         raise ScimError(409, "userName is already in use", "uniqueness")
-    if not user.email_verified:
-        accounts.wipe_unproven(user, keep_password=False)
-    user.org_id = org_.id
+    wiped = accounts.join_org(user, org_)
     user.email_verified = True
     _store(user, fields)
+    # Wiped, the person has no way in but the org's IdP: else the invitation, as for a new account.
+    send = prepare_invitation(user, org_, own_idp=False) if wiped and active and not org_.own_idp else None
+    audit.record("scim.user_adopted", user, org=org_, via="scim", wiped=wiped, commit=False)
     db.session.commit()
-    audit.record("scim.user_adopted", user, org=org_, via="scim")
-    _set_active(user, active, org_)
+    _set_active(user, active, org_)  # enabled before the link can be opened: it refuses a disabled account
+    if send is not None:
+        send()
     return resource_response(_one(user), 201)
 
 

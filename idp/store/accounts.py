@@ -26,6 +26,9 @@ class User(db.Model):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # operator: every org, clients, keys
     org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="SET NULL"), index=True)
     org_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # manages `org_id` in the Admin Center
+    # The org this account last left (`accounts.leave_org`), NULL once it joins one again. No
+    # foreign key: a deleted org's id stays, and still differs from any org that adopts the row.
+    left_org_id: Mapped[str | None] = mapped_column(String(32))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # SCIM: the directory's own id for this person, and the attributes we keep but do not
     # use (enterprise extension, phone numbers ...), returned as the directory sent them.
