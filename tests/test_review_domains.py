@@ -195,6 +195,33 @@ def test_a_member_still_at_one_of_the_orgs_domains_stays_bound_when_another_is_r
     assert page.status_code == 403 and "requires Enterprise Sign-In" in page.text, (page.status_code, page.text[:300])
 
 
+def test_membership_alone_is_not_counted_as_a_way_in_left_by_removing_every_passkey(live, idp, tmp_path):
+    """Low: "Sign out of all sessions" refuses to remove the last way in, and counted a member's
+    org as one whatever their address; an org's IdP signs in only addresses at the org's domains,
+    so a member elsewhere (an outside address, a domain the org removed) was left with none."""
+    from tests.test_passkeys import _with_passkey
+    from tests.test_saml import attached_org
+
+    from idp.store import Org, User, db
+
+    domain = f"way-{uuid.uuid4().hex[:8]}.example"
+    people = {"inside": f"pk-{uuid.uuid4().hex[:6]}@{domain}",
+              "outside": f"pk-{uuid.uuid4().hex[:6]}@elsewhere-{domain}"}
+    browsers = {who: _with_passkey(live, email)[0] for who, email in people.items()}  # before the org's IdP
+    name, _ = attached_org(live, idp, tmp_path, "way", domain=domain)
+    answers = {}
+    for who, email in people.items():
+        b = browsers[who]
+        with live.db():  # made a member without a password, as SCIM makes them
+            user = db.session.query(User).filter_by(email=email).one()
+            user.org_id, user.password_hash = db.session.query(Org).filter_by(name=name).one().id, None
+            db.session.commit()
+        page = b.get(f"{live.issuer}/account")
+        answers[who] = b.submit(page, {"remove_passkeys": "on"}, action=f"{live.issuer}/account/sessions/revoke-all")
+    assert answers["inside"].status_code == 200  # the org's IdP is still their way in
+    assert answers["outside"].status_code == 409 and "no way into your account" in answers["outside"].text
+
+
 def test_a_metadata_url_or_issuer_at_an_ipv6_site_local_address_is_refused(live, admin):
     """Low: fec0::/10 (site-local, RFC 3879) passed as public, so an admin could aim the server's
     requests at a private network still using it (OWASP ASVS V12.6.1, SSRF)."""
