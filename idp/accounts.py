@@ -292,6 +292,20 @@ def _held_or(held, read, key: str):
     return held.get(db.session.identity_key(Org, org.id)) or org
 
 
+def own_idp_signs_in(user: User) -> bool:
+    """The org `user` is a member of can sign them in with its IdP: it has one, and their
+    address is at one of its domains (the only addresses the ACS and the enterprise OpenID
+    callback take); never an operator (`just_in_time`). Membership alone is no way in."""
+    from federation.discovery import org_for_email
+
+    from . import orgs
+
+    if user.org_id is None or user.is_admin:
+        return False
+    org = org_for_email(user.email)
+    return org is not None and org.id == user.org_id and orgs.has_idp(org)
+
+
 def social_allowed(user: User) -> bool:
     """False when an org of `user` forbids signing in with (or linking) a social account."""
     return all(org.allow_social for org in policy_orgs(user))

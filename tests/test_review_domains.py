@@ -4,6 +4,7 @@ SQLite and PostgreSQL; the DNS proof asks a real DNS server on loopback (tests/d
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 
@@ -124,8 +125,6 @@ def test_a_token_in_the_metadata_urls_query_stays_out_of_the_audit_trail(live, i
     assert secret not in str(detail)
 
 
-@pytest.mark.xfail(strict=True, reason="design: what a removed domain's members become (left in the org, "
-                   "detached, their SCIM links) is the lead's decision; see the report")
 def test_a_removed_domains_people_are_not_locked_out_by_the_orgs_enforced_sign_in(live, idp, tmp_path):
     """Medium: after an org removes a domain, its members there stay bound to the org's enforced SSO,
     which their IdP can no longer sign them in to: locked out of a domain the org no longer owns (ASVS V4.1.3)."""
@@ -149,6 +148,78 @@ def test_a_removed_domains_people_are_not_locked_out_by_the_orgs_enforced_sign_i
     b = Browser(live.issuer)
     page = b.sign_in(b.get(f"{live.issuer}/account"), member, PASSWORD)
     assert page.url.startswith(f"{live.issuer}/account"), (page.status_code, page.text[:300])
+
+
+def test_a_member_still_at_one_of_the_orgs_domains_stays_bound_when_another_is_removed(live, idp, tmp_path):
+    """The decision above binds by the org's current domains, not by membership alone: removing
+    one of two domains frees the people at that one only, and proving it again binds them again."""
+    from tests.admin_world import PASSWORD, person
+
+    name = f"rm2-{uuid.uuid4().hex[:8]}"
+    domain, other = f"{name}.example", f"other-{name}.example"
+    out = live.idp("orgs", "create", name, "--domain", domain, "--domain", other)
+    assert out.returncode == 0, out.stderr
+    org_id = re.search(r"\(([0-9a-f]+)\)", out.stdout).group(1)
+    admin_email = f"admin-{uuid.uuid4().hex[:6]}@admins-{name}.example"
+    org_admin(live, name, admin_email)
+    admin_browser = signed_in(live, admin_email)
+    idp.trust_sp(live.idp("orgs", "sp-metadata", name).stdout)
+    path = tmp_path / "idp.xml"
+    path.write_text(idp.metadata_xml())
+    assert live.idp("orgs", "saml", name, "--metadata", str(path)).returncode == 0
+    assert live.idp("orgs", "enforce-sso", name).returncode == 0
+    staying, leaving = f"stay-{uuid.uuid4().hex[:6]}@{domain}", f"leave-{uuid.uuid4().hex[:6]}@{other}"
+    person(live, staying, org_id)
+    person(live, leaving, org_id)
+
+    def by_password(email: str):
+        """The right password, typed at the password step reached straight (the email step
+        would send an address at a domain of the org to its IdP, enforced or not)."""
+        b = Browser(live.issuer)
+        b.http.post(f"{live.issuer}/signin", data={"csrf_token": csrf_of(b.get(f"{live.issuer}/signin").text),
+                                                   "email": email}, allow_redirects=False, timeout=30)
+        return b.submit(b.get(f"{live.issuer}/signin/password"), {"password": PASSWORD})
+
+    resp = post(admin_browser, f"/admin/orgs/{org_id}/domains/{other}/remove", {"confirmed": "yes"})
+    assert resp.status_code == 302, resp.text[:300]
+    page = by_password(staying)  # the org's IdP still signs them in: the only way in
+    assert page.status_code == 403 and "requires Enterprise Sign-In" in page.text, (page.status_code, page.text[:300])
+    page = by_password(leaving)
+    assert page.url.startswith(f"{live.issuer}/account") and "Your account" in page.text, page.text[:300]
+
+    operator = f"operator-{uuid.uuid4().hex[:6]}@ops.example"
+    person(live, operator, is_admin=True)
+    resp = post(signed_in(live, operator), f"/admin/orgs/{org_id}/domains", {"domain": other, "proven": "yes"})
+    assert resp.status_code == 302, resp.text[:300]
+    page = by_password(leaving)  # a member again at one of the org's domains: bound again
+    assert page.status_code == 403 and "requires Enterprise Sign-In" in page.text, (page.status_code, page.text[:300])
+
+
+def test_membership_alone_is_not_counted_as_a_way_in_left_by_removing_every_passkey(live, idp, tmp_path):
+    """Low: "Sign out of all sessions" refuses to remove the last way in, and counted a member's
+    org as one whatever their address; an org's IdP signs in only addresses at the org's domains,
+    so a member elsewhere (an outside address, a domain the org removed) was left with none."""
+    from tests.test_passkeys import _with_passkey
+    from tests.test_saml import attached_org
+
+    from idp.store import Org, User, db
+
+    domain = f"way-{uuid.uuid4().hex[:8]}.example"
+    people = {"inside": f"pk-{uuid.uuid4().hex[:6]}@{domain}",
+              "outside": f"pk-{uuid.uuid4().hex[:6]}@elsewhere-{domain}"}
+    browsers = {who: _with_passkey(live, email)[0] for who, email in people.items()}  # before the org's IdP
+    name, _ = attached_org(live, idp, tmp_path, "way", domain=domain)
+    answers = {}
+    for who, email in people.items():
+        b = browsers[who]
+        with live.db():  # made a member without a password, as SCIM makes them
+            user = db.session.query(User).filter_by(email=email).one()
+            user.org_id, user.password_hash = db.session.query(Org).filter_by(name=name).one().id, None
+            db.session.commit()
+        page = b.get(f"{live.issuer}/account")
+        answers[who] = b.submit(page, {"remove_passkeys": "on"}, action=f"{live.issuer}/account/sessions/revoke-all")
+    assert answers["inside"].status_code == 200  # the org's IdP is still their way in
+    assert answers["outside"].status_code == 409 and "no way into your account" in answers["outside"].text
 
 
 def test_a_metadata_url_or_issuer_at_an_ipv6_site_local_address_is_refused(live, admin):

@@ -73,7 +73,7 @@ def sign_out_everywhere():
             return require_recent_sign_in(browser, url_for("account.home"))
         from ..mfa.passkeys import has_passkey
 
-        way_left = bool(user.password_hash) or user.org_id is not None \
+        way_left = bool(user.password_hash) or accounts.own_idp_signs_in(user) \
             or (not drop_passkeys and has_passkey(user)) or (not drop_links and bool(social.links_of(user)))
         if not way_left:
             return render_template("error.html", message=_(

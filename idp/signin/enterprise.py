@@ -167,17 +167,24 @@ def refuse_enterprise(user, org, reason: str, method: str = "saml"):
 
 
 def enforced_for(user: User | None, email: str | None = None) -> bool:
-    """True when Enterprise Sign-In is the only way in for this person: the org they are a
-    member of enforces it, or the org owning their address's domain does (an account made
-    before its domain joined an org is bound by that org's rule all the same)."""
+    """True when Enterprise Sign-In is the only way in for this person: the org owning their
+    address's domain enforces it, member or not (an account made before its domain joined an
+    org is bound by that org's rule all the same).
+
+    Membership alone binds nobody: the org's IdP may only assert addresses at the org's
+    domains (`consume`, and the enterprise OpenID callback), so a member whose address is
+    elsewhere (an admin added with an outside address, a domain the org removed) would be
+    shut out of every way in. They sign in as anyone else, and stay the org's member: the
+    domain proven again binds them again. A domain is one org's at most, so the org a
+    member at it belongs to is the org asked here, and no query for the membership is
+    needed (the password step asks on every sign-in)."""
     from federation.discovery import org_for_email
 
-    orgs = []
-    if user is not None and user.org_id:
-        orgs.append(db.session.get(Org, user.org_id))
     for address in {email, user.email if user is not None else None} - {None}:
-        orgs.append(org_for_email(address))
-    return any(org is not None and org.enforce_sso for org in orgs)
+        org = org_for_email(address)
+        if org is not None and org.enforce_sso:
+            return True
+    return False
 
 
 def spend_assertion(org: Org, assertion_id: str, not_after: float) -> bool:

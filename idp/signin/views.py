@@ -185,10 +185,9 @@ def password():
         return answer
     if not looked_up:
         user = accounts.by_email(address)
-    # Before the password, only the address's domain may send the person to their org's
-    # IdP (anyone can learn that much from the domain). An org that binds the account by
-    # membership is the account's to tell: `first_factor_passed` says so once the password
-    # is right, and a wrong one gets the answer an unknown address gets.
+    # Before the password, the address's domain sends the person to their org's IdP (anyone
+    # can learn that much from the domain, and it is the whole rule: `enforced_for`), so the
+    # answer tells nothing of the account.
     if enforced_for(None, address):
         return sso_required(address)
     # A guess is counted before the password is checked, by the one statement that decides
@@ -245,8 +244,8 @@ def sso_required(email: str):
 def sign_in_refusal(user: User, org: Org | None, amr: list[str] = ()) -> str | None:
     """Why `user`, who just proved a first factor (`amr`), may not sign in (None: they may).
 
-    One rule for every method: an org that enforces Enterprise Sign-In (by membership or by
-    the email's domain) admits only its own IdP (`org`, set by the SAML and enterprise
+    One rule for every method: an org that enforces Enterprise Sign-In (over the email's
+    domain, `enforced_for`) admits only its own IdP (`org`, set by the SAML and enterprise
     OpenID paths); a disabled account never; an unverified one must open its link first;
     a social account or a passkey only where the person's org allows them.
     """
