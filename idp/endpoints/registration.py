@@ -2,16 +2,24 @@
 
 `IDP_REGISTRATION`: `token` needs an initial access token, `open` lets anyone
 register (never first-party), `off` turns the endpoint off.
+
+The registration access token manages a client's metadata but does not stand in for its
+credentials: an update that moves a client off its secret sends the current
+`client_secret`, and one that changes a private_key_jwt client's `jwks`, `jwks_uri` or
+method sends `client_assertion_type` and `client_assertion`, a JWT signed by one of its
+current keys (key rotation: the new keys, proven with the old).
 """
 
 from __future__ import annotations
 
 import hmac
 
+from authlib.oauth2.rfc6749 import InvalidClientError
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import audit
 from ..clients import ClientMetadataError, create_client, needs_secret, update_client
+from ..oauth.clients import PrivateKeyJWT
 from ..ratelimit import refused_from_address
 from ..store import Client, RegistrationToken, db, digest, new_secret, utcnow
 
@@ -108,6 +116,28 @@ def _configured_client(client_id: str) -> Client | None:
     return client
 
 
+def _changes_keys(client: Client, meta: dict, method: str) -> bool:
+    """Whether an update changes how the client proves who it is: its method or its keys
+    (compared as sent: `update_client` stores them so)."""
+    return (method != client.token_endpoint_auth_method or meta.get("jwks") != client.jwks
+            or meta.get("jwks_uri") != (client.metadata_extra or {}).get("jwks_uri"))
+
+
+def _key_possession_refusal(client: Client, meta: dict) -> str | None:
+    """Why the update's `client_assertion` is no proof of one of the client's current keys
+    (RFC 7523, as at /token, for the issuer or this registration client URI); None when it
+    is one. Neither field is client metadata: `update_client` stores neither."""
+    assertion, kind = meta.get("client_assertion"), meta.get("client_assertion_type")
+    if kind != PrivateKeyJWT.CLIENT_ASSERTION_TYPE or not isinstance(assertion, str) or not assertion:
+        return ("send a client_assertion (client_assertion_type jwt-bearer) signed by one of the client's "
+                "current keys to change its jwks, jwks_uri or token_endpoint_auth_method")
+    try:
+        PrivateKeyJWT(f"/register/{client.client_id}").verify_for(client, assertion)
+    except InvalidClientError as err:
+        return f"client_assertion refused: {err.description}"
+    return None
+
+
 @bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])
 def configure(client_id: str):
     if _settings().registration == "off":
@@ -138,6 +168,12 @@ def configure(client_id: str):
     method = meta.get("token_endpoint_auth_method") or "client_secret_basic"
     if needs_secret(client.token_endpoint_auth_method) and not needs_secret(method) and secret is None:
         return _error("invalid_client_metadata", "send the current client_secret to stop using it")
+    # The same for a client's keys: the token alone would let its holder register keys of
+    # its own (or none), and redeem codes without the client's private key.
+    if client.token_endpoint_auth_method == "private_key_jwt" and _changes_keys(client, meta, method):
+        refusal = _key_possession_refusal(client, meta)
+        if refusal:
+            return _error("invalid_client_metadata", refusal)
     try:
         update_client(client, meta)
     except ClientMetadataError as err:

@@ -103,9 +103,13 @@ def _number(value) -> bool:
 class PrivateKeyJWT(JWTBearerClientAssertion):
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
+    def __init__(self, endpoint: str = "/token"):
+        super().__init__()
+        self.endpoint = endpoint  # an audience besides the issuer: where the assertion is sent
+
     def get_audiences(self):
         issuer = current_app.extensions["idp.settings"].issuer
-        return [issuer, f"{issuer}/token"]
+        return [issuer, f"{issuer}{self.endpoint}"]
 
     def resolve_client_public_key(self, client):
         return client_key_set(client)
@@ -138,6 +142,17 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
                 raise InvalidClientError(description=(
                     f"The assertion must expire at most {MAX_ASSERTION_LIFETIME} seconds after it is issued."))
         super().verify_claims(claims)
+
+    def verify_for(self, client, assertion: str) -> None:
+        """`assertion` proves possession of one of `client`'s current keys, by the token
+        endpoint's rules; InvalidClientError otherwise. For requests other than /token that a
+        client authenticates with an assertion in the body (RFC 7592 updates of its keys)."""
+        _, claims = self.extract_assertion(assertion)
+        # Before the signature and the jti: another client's assertion is no proof for this
+        # one, even made with a key the two share, and must not be spent here.
+        if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+            raise InvalidClientError(description="The assertion's iss and sub must be the client_id.")
+        self.process_assertion_claims(assertion, client_key_set(client))
 
     def validate_jti(self, claims, jti):
         # Each assertion is single-use, in every process, for as long as Authlib would
