@@ -137,3 +137,23 @@ def test_enforced_sso_binds_passkeys_of_accounts_in_the_domain_without_membershi
     assert live.idp("orgs", "enforce-sso", name).returncode == 0
     resp, _ = _passkey_sign_in(live, Browser(live.issuer), device)
     assert resp.status_code == 400 and "Enterprise Sign-In" in resp.json()["error"]
+
+
+def test_a_failed_registration_does_not_spend_the_hours_changes(live):
+    """A failed attempt is not a change: passkeys that fail verification (here, made for
+    another origin) add nothing and mail nobody, so they give back their count of the hour's
+    changes ("change:account"); past the budget's worth of them a passkey is still added."""
+    from idp.ratelimit import POLICIES
+
+    email = "pk-failed-budget@example.com"
+    live.create_user(email, "passkey-password")
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, "passkey-password")
+    device = SoftwareAuthenticator(live.issuer, allow_ip_origin=True)
+    for _ in range(POLICIES["change:account"].free + 2):
+        options = _post_json(b, page, "/account/passkeys/options").json()
+        resp = _post_json(b, page, "/account/passkeys", {"credential": device.create(options, tamper="origin")})
+        assert resp.status_code == 400, resp.text
+    options = _post_json(b, page, "/account/passkeys/options").json()
+    resp = _post_json(b, page, "/account/passkeys", {"credential": device.create(options)})
+    assert resp.status_code == 201, resp.text
