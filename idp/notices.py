@@ -31,6 +31,10 @@ TOLD = frozenset({
 # account's only second factor, which the account page asks for before removing anything.
 ADDED = frozenset({"totp.enabled", "passkey.added", "social.linked"})
 
+# Where `refused` keeps the request's charge until `record` spends it or `unchanged` gives
+# it back (a request makes one change at most).
+_CHARGE = "change_charge"
+
 
 def record(kind: str, user: User, *, added: str | None = None, **detail) -> None:
     """`audit.record(kind, user, **detail)` and the owner's mail, committed with the change
@@ -50,11 +54,6 @@ def record(kind: str, user: User, *, added: str | None = None, **detail) -> None
     audit.record(kind, user, **detail)
     sent()
     g.pop(_CHARGE, None)  # spent: this change was made and told
-
-
-# Where `refused` keeps the request's charge until `record` spends it or `unchanged` gives
-# it back (a request makes one change at most).
-_CHARGE = "change_charge"
 
 
 def refused(user: User, *, json: bool = False):
