@@ -134,8 +134,10 @@ POLICIES: dict[str, Policy] = {
     # Changes to the ways into one account (authenticator app, recovery codes, passkeys,
     # connected accounts): each mails the owner (idp.notices), so a script holding a session
     # must not loop them. Setting up an account takes a handful; over ten an hour is refused
-    # (the change, never its notice: nothing changes untold).
-    "change:account": Policy(free=10, window=3600, base_delay=60, max_delay=3600),
+    # (the change, never its notice: nothing changes untold). Counted by `attempt` (the
+    # tenth goes through and blocks the next for an hour), and given back by an attempt that
+    # changes nothing.
+    "change:account": Policy(free=9, window=3600, base_delay=3600, max_delay=3600),
     # An admin's "Resend invitation" of one address: a few an hour, as reset mails.
     "invite:address": Policy(free=3, window=3600, base_delay=60, max_delay=3600),
     # Posts to a SAML ACS, each of which parks up to ~350 kB for two minutes. One address may

@@ -137,3 +137,38 @@ def test_enforced_sso_binds_passkeys_of_accounts_in_the_domain_without_membershi
     assert live.idp("orgs", "enforce-sso", name).returncode == 0
     resp, _ = _passkey_sign_in(live, Browser(live.issuer), device)
     assert resp.status_code == 400 and "Enterprise Sign-In" in resp.json()["error"]
+
+
+def test_a_failed_registration_does_not_spend_the_hours_changes(live):
+    """A failed attempt is not a change: passkeys that fail verification (here, made for
+    another origin) add nothing and mail nobody, so they give back their count of the hour's
+    changes ("change:account"); past the budget's worth of them a passkey is still added."""
+    from idp.ratelimit import POLICIES
+
+    email = "pk-failed-budget@example.com"
+    live.create_user(email, "passkey-password")
+    b = Browser(live.issuer)
+    page = b.sign_in(b.get(f"{live.issuer}/account"), email, "passkey-password")
+    device = SoftwareAuthenticator(live.issuer, allow_ip_origin=True)
+    for _ in range(POLICIES["change:account"].free + 2):
+        options = _post_json(b, page, "/account/passkeys/options").json()
+        resp = _post_json(b, page, "/account/passkeys", {"credential": device.create(options, tamper="origin")})
+        assert resp.status_code == 400, resp.text
+    options = _post_json(b, page, "/account/passkeys/options").json()
+    resp = _post_json(b, page, "/account/passkeys", {"credential": device.create(options)})
+    assert resp.status_code == 201, resp.text
+
+
+def test_removing_a_passkey_already_gone_does_not_spend_the_hours_changes(live):
+    """Revoke of a passkey removed meanwhile (another tab, the mail's "Not you?" link)
+    removes nothing and mails nobody: not counted against the hour's changes."""
+    from idp.ratelimit import POLICIES
+
+    b, _ = _with_passkey(live, "pk-gone-budget@example.com")
+    account = b.get(f"{live.issuer}/account")
+    passkey_id = re.search(r"/account/passkeys/([0-9a-f]{32})/remove", account.text).group(1)
+    for _ in range(POLICIES["change:account"].free + 2):
+        gone = b.submit(account, {}, action=f"{live.issuer}/account/passkeys/{'0' * 32}/remove")
+        assert gone.status_code == 200
+    done = b.submit(account, {}, action=f"{live.issuer}/account/passkeys/{passkey_id}/remove")
+    assert done.status_code == 200 and f"/account/passkeys/{passkey_id}/remove" not in done.text

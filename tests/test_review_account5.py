@@ -147,14 +147,6 @@ def _age_sessions(live, user_id: str, seconds: int) -> None:
         db.session.commit()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design decision: the hour's budget of changes to the ways in (notices.refused, change:account) "
-    "counts a wrong code at the authenticator set-up, which changes nothing and mails nobody, and "
-    "refuses removals too; whoever holds a recent session can add their way in, then spend the "
-    "rest silently, and the owner's Revoke / Unlink / Turn off answers 429 for an hour (only "
-    "'Sign out of all sessions' with its boxes is not counted). Whether removals are ever refused, "
-    "and whether a failed set-up is a change, is the product owner's call (README: ten changes an "
-    "hour, refused rather than made untold)"))
 def test_wrong_set_up_codes_do_not_keep_the_owner_from_removing_a_passkey(live):
     """Low: the owner's remedy (revoke a passkey someone else added) held back by codes
     typed wrong at "Set up authenticator app" in a session of the account."""

@@ -323,3 +323,23 @@ def test_the_providers_keys_are_kept_and_fetched_again_when_it_rotates(live, ups
     for _ in range(2):
         social_sign_in()  # an ID token by the new key: the kept set is fetched again, once
     assert 1 <= jwks_fetches() - rotated <= 2
+
+
+def test_links_started_and_not_completed_do_not_spend_the_hours_changes(live, upstream, provider):
+    """A failed attempt is not a change: a link is counted against the hour's changes
+    ("change:account") when it is made, not when the flow to the provider starts, so links
+    left unfinished (cancelled, abandoned) do not keep the owner from unlinking."""
+    from idp.ratelimit import POLICIES
+    from tests.conftest import csrf_of
+
+    live.create_user("unfinished@example.com", "unfinished-password-1")
+    upstream.create_user("unfinished@upstream.example", "upstream-password")
+    b, account = _link(live, upstream, "unfinished@example.com", "unfinished-password-1",
+                       "unfinished@upstream.example")
+    for _ in range(POLICIES["change:account"].free + 2):
+        started = b.http.post(f"{live.issuer}/account/connected/upstream/link",
+                              data={"csrf_token": csrf_of(account.text)}, allow_redirects=False, timeout=10)
+        assert started.status_code == 302 and started.headers["Location"].startswith(upstream.issuer)
+    link_id = re.search(r"/account/connected/([0-9a-f]{32})/unlink", account.text).group(1)
+    done = b.submit(account, {}, action=f"{live.issuer}/account/connected/{link_id}/unlink")
+    assert done.status_code == 200 and f"/account/connected/{link_id}/unlink" not in done.text

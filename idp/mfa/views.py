@@ -82,6 +82,7 @@ def confirm_totp():
     if over:
         return over
     if not totp.confirm_enrolment(user, request.form.get("code", "")):
+        notices.unchanged()
         return _setup_page(user, secret, _("This code is not right. Enter the current code from the app."), 400)
     codes = totp.new_recovery_codes(user)
     sessions.factor_enrolled(sessions.current())
@@ -139,6 +140,7 @@ def add_passkey():
         row = passkeys.finish_registration(user, body.get("credential"), body.get("name"))
     except passkeys.PasskeyError as err:
         log.info("passkey registration refused: %s", err)
+        notices.unchanged()
         return jsonify(error=_("This passkey could not be added.")), 400
     sessions.factor_enrolled(sessions.current())
     notices.record("passkey.added", user, added=f"passkey:{row.id}")
@@ -155,4 +157,6 @@ def remove_passkey(passkey_id: str):
         return over
     if passkeys.remove(user, passkey_id):
         notices.record("passkey.removed", user)
+    else:  # removed meanwhile, or never this account's
+        notices.unchanged()
     return redirect(url_for("account.home"))

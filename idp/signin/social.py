@@ -103,9 +103,7 @@ def link(name: str):
         return require_recent_sign_in(browser, url_for("account.home"))
     if not accounts.social_allowed(browser.user):
         return _social_forbidden()
-    over = notices.refused(browser.user)
-    if over:
-        return over
+    # Not counted against the hour's changes here: a link started is not made (`_finish_link`).
     return _start(name, "link", None, session_id=browser.id)
 
 
@@ -156,11 +154,17 @@ def _finish_link(label: str, identity, started_by: str | None):
         return require_recent_sign_in(browser, url_for("account.home"))
     if not accounts.social_allowed(browser.user):  # the org may have said so since the link started
         return _social_forbidden()
+    over = notices.refused(browser.user)
+    if over:
+        return over
     linked, new = social.link(browser.user, identity)
     if linked is None:
+        notices.unchanged()
         return _page(_("This %(provider)s account is already linked to another account.", provider=label), 409)
     if new:  # linked again, as it was: no change to tell (its "Not you?" link would undo the old one)
         notices.record("social.linked", browser.user, added=f"link:{linked.id}", provider=identity.provider)
+    else:
+        notices.unchanged()
     return redirect(url_for("account.home"))
 
 
@@ -214,6 +218,8 @@ def unlink(link_id: str):
     if over:
         return over
     result = social.unlink(browser.user, link_id)
+    if result != "ok":  # nothing unlinked
+        notices.unchanged()
     if result == "last":
         return _page(_("This is the only way into your account: set a password or add a passkey first."), 409)
     if result == "ok":
