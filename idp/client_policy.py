@@ -39,6 +39,16 @@ def is_resource_uri(value) -> bool:
     return not (parts.scheme in ("http", "https") and not parts.hostname)
 
 
+def web_host(uri: str) -> str | None:
+    """The host a page names for where a client sends the browser: only a web address's. An
+    app's own scheme may carry any authority ("com.evil.app://accounts.google.com/cb"),
+    yet it goes to whichever app on the device opens that scheme."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return None
+    return parts.netloc or None
+
+
 class ClientPolicy:
     """What a client may do, as Authlib's ClientMixin asks it. Shared by the ORM row
     (`idp.store.Client`) and by `ClientRecord`, the plain read-only copy the token endpoint uses."""

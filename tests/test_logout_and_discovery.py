@@ -43,6 +43,11 @@ def test_rp_initiated_logout(live, browser):
     # the session is over: prompt=none now needs a login
     resp = browser.get(authorize_url(live.issuer, client_id, prompt="none"))
     assert redirect_params(resp)["error"] == "login_required"
+    # a first-party product's hint is sent back at once with no session left to end too
+    resp = browser.http.get(f"{live.issuer}/logout", params={
+        "id_token_hint": id_token, "post_logout_redirect_uri": "http://127.0.0.1:9/bye", "state": "s2"},
+        allow_redirects=False, timeout=10)
+    assert resp.status_code == 302 and resp.headers["Location"] == "http://127.0.0.1:9/bye?state=s2"
 
 
 def test_logout_refuses_unregistered_redirects_and_bad_hints(live, browser):

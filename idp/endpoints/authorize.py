@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC
-from urllib.parse import urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -29,6 +28,7 @@ from sqlalchemy import select
 from .. import pending as pending_requests
 from .. import sessions
 from ..assurance import ACR_MULTI_FACTOR, wants_second_factor
+from ..client_policy import web_host
 from ..i18n import gettext as _
 from ..i18n import remember_ui_locales
 from ..mfa import has_second_factor
@@ -248,7 +248,7 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
             _note_shown(pending.id, oauth_request.scope.split())
             return render_template(
                 "signin/consent.html", client=client, scopes=oauth_request.scope.split(), pending=pending,
-                user=browser.user, host=_web_host(params.get("redirect_uri", "")),
+                user=browser.user, host=web_host(params.get("redirect_uri", "")),
             )
 
     # The request is spent in the same commit that saves its code; an error answer saved
@@ -264,16 +264,6 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     if db.session().in_transaction():  # the code's save committed already; an error answer did not
         db.session.commit()
     return response
-
-
-def _web_host(redirect_uri: str) -> str | None:
-    """The host the consent page names: only a web address's, where the browser goes. An
-    app's own scheme may carry any authority ("com.evil.app://accounts.google.com/cb"),
-    yet its code goes to whichever app on the device opens that scheme."""
-    parts = urlsplit(redirect_uri)
-    if parts.scheme not in ("http", "https"):
-        return None
-    return parts.netloc or None
 
 
 def _second_factor_fresh(browser, max_age: str | None) -> bool:

@@ -7,6 +7,11 @@ client whose "post-logout" URI is their own page, so a bare `client_id` would
 make /logout an open redirector. Without a hint that proves the request came from
 this person's product, the person confirms first, so a third-party page cannot
 sign them out.
+
+A self-registered (unverified) app's author holds a valid hint for their own account,
+so its URI earns the redirect only when the hint names the person whose session this
+request ends; anyone else gets our "signed out" page with a link to it (RFC 9700
+§4.11.2). First-party and operator-verified apps are redirected as the spec has it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from flask import Blueprint, redirect, render_template, request
 from flask_wtf.csrf import ValidationError, validate_csrf
 
 from .. import sessions
+from ..client_policy import web_host
 from ..i18n import gettext as _
 from ..oauth.tokens import decode_own_jwt
 from ..security import as_get, error_page
@@ -71,8 +77,12 @@ def logout():
         return render_template(
             "signin/logout_confirm.html", client=client, params=params.to_dict(flat=True)
         )
-    sessions.end_current()
+    ended = sessions.end_current()
     if redirect_uri and claims is not None:
         out = [("state", params["state"])] if params.get("state") else []
-        return redirect(add_params_to_uri(redirect_uri, out))
+        target = add_params_to_uri(redirect_uri, out)
+        if client.verified or client.first_party or (ended is not None and ended.user_id == claims.get("sub")):
+            return redirect(target)
+        return render_template("signin/signed_out.html", client=client, continue_to=target,
+                               host=web_host(redirect_uri))
     return render_template("signin/signed_out.html")
