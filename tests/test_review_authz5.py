@@ -144,15 +144,6 @@ def test_an_id_token_hint_is_not_answered_for_another_account_signing_in(live):
     assert "code" in redirect_params(alice.sign_in(page, "authz5-hint-alice@example.com", PAR3_PASSWORD))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design decision: RFC 8252 §8.6 says a native app's request SHOULD NOT be approved "
-    "automatically from an earlier consent unless the client's identity can be proven, and a "
-    "public client on a loopback redirect URI (any port, RFC 8252 §7.3) or a custom scheme "
-    "cannot be: any program on the machine can send the person here with the app's client_id "
-    "and its own port and PKCE, and gets the code silently. Asking consent on every such "
-    "sign-in (Auth0 does, for localhost) costs the app's users a screen each time, and "
-    "prompt=none can then never succeed for it: the product owner's call (the same holds for "
-    "first-party public clients, which never see the screen)"))
 def test_a_native_apps_remembered_consent_is_not_used_for_a_request_anyone_could_send(live, browser):
     live.create_user("authz5-native@example.com", PASSWORD)
     client_id, _ = live.create_client(first_party=False, token_endpoint_auth_method="none",
@@ -169,3 +160,70 @@ def test_a_native_apps_remembered_consent_is_not_used_for_a_request_anyone_could
     page = browser.get(authorize_url(live.issuer, client_id, redirect_uri=other, code_challenge=its_challenge,
                                      code_challenge_method="S256"))
     assert 'name="decision"' in page.text, "the remembered consent let another program have the code"
+
+
+def _native_ask() -> dict:
+    _, challenge = pkce()
+    return {"code_challenge": challenge, "code_challenge_method": "S256", "state": "native"}
+
+
+def test_a_native_apps_silent_request_after_consent_is_consent_required(live, browser):
+    """RFC 8252 §8.6 with OIDC Core §3.1.2.6: prompt=none cannot be answered from a remembered
+    consent for a public app on loopback or its own scheme; the consent is still recorded."""
+    from idp.store import Consent, db
+
+    live.create_user("authz5-silent@example.com", PASSWORD)
+    scheme = "com.example.authz5:/cb"
+    client_id, _ = live.create_client(first_party=False, token_endpoint_auth_method="none",
+                                      redirect_uris=["http://127.0.0.1/callback", scheme])
+    app = "http://127.0.0.1:50123/callback"
+    page = browser.get(authorize_url(live.issuer, client_id, redirect_uri=app, **_native_ask()))
+    consent = browser.sign_in(page, "authz5-silent@example.com", PASSWORD)
+    assert "code" in redirect_params(browser.submit(consent, {"decision": "allow"}), app)
+    with live.db():
+        row = db.session.execute(db.select(Consent).filter_by(client_id=client_id)).scalar_one()
+        assert set(row.scope.split()) == {"openid", "profile", "email"}
+    for uri in (app, "http://127.0.0.1:50999/callback", scheme):
+        params = redirect_params(browser.get(authorize_url(live.issuer, client_id, redirect_uri=uri, prompt="none",
+                                                           **_native_ask())), uri)
+        assert params["error"] == "consent_required", uri
+        assert params["state"] == "native" and params["iss"] == live.issuer
+    # the screen, answered, gives the code (and is shown again next time)
+    for _ in range(2):
+        page = browser.get(authorize_url(live.issuer, client_id, redirect_uri=scheme, **_native_ask()))
+        assert 'name="decision"' in page.text
+        assert "code" in redirect_params(browser.submit(page, {"decision": "allow"}), scheme)
+
+
+def test_remembered_consent_still_answers_clients_whose_identity_is_assured(live, browser):
+    """A public app on a claimed https redirect URI (RFC 8252 §7.2) and a confidential client
+    (on loopback too) skip the screen after consent, prompt=none included."""
+    live.create_user("authz5-assured@example.com", PASSWORD)
+    claimed = "https://app.authz5.example/cb"
+    public_id, _ = live.create_client(first_party=False, token_endpoint_auth_method="none", redirect_uris=[claimed])
+    confidential_id, _ = live.create_client(first_party=False, redirect_uris=[REDIRECT])
+    signed_in = False
+    for client_id, uri in ((public_id, claimed), (confidential_id, REDIRECT)):
+        page = browser.get(authorize_url(live.issuer, client_id, redirect_uri=uri, **_native_ask()))
+        if not signed_in:
+            page, signed_in = browser.sign_in(page, "authz5-assured@example.com", PASSWORD), True
+        assert 'name="decision"' in page.text
+        assert "code" in redirect_params(browser.submit(page, {"decision": "allow"}), uri)
+        for prompt in (None, "none"):
+            resp = browser.get(authorize_url(live.issuer, client_id, redirect_uri=uri, prompt=prompt, **_native_ask()))
+            assert "code" in redirect_params(resp, uri), (client_id, prompt)
+
+
+def test_a_first_party_native_app_never_sees_the_consent_screen(live, browser):
+    """First-party apps skip consent by design, native public ones on loopback and their own scheme included."""
+    live.create_user("authz5-own-app@example.com", PASSWORD)
+    scheme = "com.example.authz5own:/cb"
+    client_id, _ = live.create_client(first_party=True, token_endpoint_auth_method="none",
+                                      redirect_uris=["http://127.0.0.1/callback", scheme])
+    app = "http://127.0.0.1:50123/callback"
+    page = browser.get(authorize_url(live.issuer, client_id, redirect_uri=app, **_native_ask()))
+    assert "code" in redirect_params(browser.sign_in(page, "authz5-own-app@example.com", PASSWORD), app)
+    for uri in ("http://127.0.0.1:50999/callback", scheme):
+        for prompt in (None, "none"):
+            resp = browser.get(authorize_url(live.issuer, client_id, redirect_uri=uri, prompt=prompt, **_native_ask()))
+            assert "code" in redirect_params(resp, uri), (uri, prompt)

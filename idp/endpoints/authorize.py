@@ -241,7 +241,8 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
         consented = pending is not None and pending.consented_user_id == browser.user_id
         row = db.session.get(Consent, (browser.user_id, client.client_id))
         covered = row is not None and set(oauth_request.scope.split()) <= set(row.scope.split())
-        if not covered or ("consent" in prompts and not consented):
+        asks_screen = "consent" in prompts or not _remembered_consent_answers(client, grant.redirect_uri)
+        if not covered or (asks_screen and not consented):
             if "none" in prompts:
                 return _error_redirect(ConsentRequiredError(), oauth_request, params)
             pending = pending or pending_requests.save(params, client.client_id)
@@ -264,6 +265,21 @@ def _process(params: dict, pending: PendingRequest | PendingAuthorization | None
     if db.session().in_transaction():  # the code's save committed already; an error answer did not
         db.session.commit()
     return response
+
+
+def _remembered_consent_answers(client: Client, redirect_uri: str) -> bool:
+    """Whether consent remembered from earlier requests may answer this one without the screen.
+
+    RFC 8252 §8.6: a native app's request SHOULD NOT be processed automatically unless the
+    client's identity is assured. A public client sending its code to loopback (any port,
+    §7.3) or to a private-use scheme (§7.1) cannot be told from any other program on the
+    device, which may send the person here with the app's client_id, its own port and its own
+    PKCE: such a request gets the screen every time (and `prompt=none` consent_required). A
+    claimed https URI (§7.2) proves the app as a secret proves a confidential client.
+    Registration allows http only on loopback (`idp.clients._check_uri`), so any scheme but
+    https is one of the two; plain string checks, as this runs on every signed-in request.
+    """
+    return not client.is_public or redirect_uri[:8].lower() == "https://"
 
 
 def _second_factor_fresh(browser, max_age: str | None) -> bool:
