@@ -3,7 +3,7 @@ against the live server on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
+import requests
 
 from tests.test_scim import PASSWORD, Directory, _password_sign_in, scim_error, user_row
 
@@ -179,6 +179,12 @@ def test_a_person_an_operator_moves_to_another_org_leaves_the_old_directorys_rec
 
 
 def _groups_claim(live, client_id: str, secret: str, email: str) -> dict:
+    return _signed_in_claims(live, client_id, secret, email, "openid email groups")[0]
+
+
+def _signed_in_claims(live, client_id: str, secret: str, email: str, scope: str) -> tuple[dict, dict]:
+    """The ID token's claims and userinfo's answer for `email` (its password set to PASSWORD)
+    after a code flow asking `scope`."""
     from idp.passwords import hash_password
     from idp.store import User, db
     from tests.conftest import Browser
@@ -189,14 +195,13 @@ def _groups_claim(live, client_id: str, secret: str, email: str) -> dict:
         db.session.execute(User.__table__.update().where(User.email == email)
                            .values(password_hash=hash_password(PASSWORD)))
         db.session.commit()
-    tokens = _code_flow(live, Browser(live.issuer), client_id, secret, email, PASSWORD, scope="openid email groups")
-    return verify(live.issuer, tokens["id_token"])[1]
+    tokens = _code_flow(live, Browser(live.issuer), client_id, secret, email, PASSWORD, scope=scope)
+    info = requests.get(f"{live.issuer}/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"},
+                        timeout=10)
+    assert info.status_code == 200, info.text
+    return verify(live.issuer, tokens["id_token"])[1], info.json()
 
 
-@pytest.mark.xfail(strict=True, reason="design decision: the `groups` claim is the bare display names of the org's "
-                   "groups and no claim names the org, so a product serving several orgs cannot tell org B's "
-                   "'Admins' from org A's; whether to send group ids, names qualified by the org, or an org claim "
-                   "(as Entra ID's `tid`) changes what products receive (tests/test_scim.py pins the names)")
 def test_a_product_serving_two_orgs_can_tell_their_groups_apart(live):
     """Medium (design): any org's directory names its groups freely, so org B's directory (or
     whoever holds its token) makes an "Admins" group and puts its people in it; a product used
@@ -213,3 +218,24 @@ def test_a_product_serving_two_orgs_can_tell_their_groups_apart(live):
     of_a = _groups_claim(live, client_id, secret, alice["userName"])
     of_b = _groups_claim(live, client_id, secret, mallory["userName"])
     assert of_a["groups"] != of_b["groups"] or of_a.get("org") != of_b.get("org"), (of_a, of_b)
+
+
+def test_the_org_claim_names_the_persons_org_beside_their_groups(live):
+    """The decision on the finding above: wherever `groups` is released an `org` claim names
+    the person's org by its id (stable, as Entra ID's `tid`; an admin may rename the org), in
+    the ID token and at userinfo alike; never without the `groups` scope, and not for a person
+    in no org. `groups` itself is unchanged."""
+    d = Directory(live, "rv6-org-claim")
+    member = d.create(d.email("member"))
+    assert d.call("POST", "/Groups", {"displayName": "Admins", "members": [{"value": member["id"]}]}).status_code == 201
+    loner = f"loner-{d.name}@example.com"
+    live.create_user(loner, PASSWORD)
+    client_id, secret = live.create_client(scope="openid email groups")
+
+    for claims in _signed_in_claims(live, client_id, secret, member["userName"], "openid email groups"):
+        assert claims["org"] == d.org_id and claims["groups"] == ["Admins"], claims
+    for claims in _signed_in_claims(live, client_id, secret, member["userName"], "openid email"):
+        assert "org" not in claims and "groups" not in claims, claims
+    for claims in _signed_in_claims(live, client_id, secret, loner, "openid email groups"):
+        assert "org" not in claims and claims["groups"] == [], claims
+    assert "org" in live.meta["claims_supported"] and "groups" in live.meta["claims_supported"]

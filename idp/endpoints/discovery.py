@@ -54,6 +54,7 @@ def server_metadata(settings) -> dict:
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash",
             "name", "given_name", "family_name", "locale", "updated_at", "email", "email_verified", "groups",
+            "org",
         ],
         "prompt_values_supported": list(PROMPTS),
         "ui_locales_supported": ["en", "fr"],

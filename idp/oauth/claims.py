@@ -25,6 +25,11 @@ def user_claims(user: User, scope: str) -> dict:
         claims["email_verified"] = bool(user.email_verified)
     if "groups" in scopes:
         claims["groups"] = group_names(user)
+        if user.org_id:
+            # Each org's directory names its groups freely: a product serving several orgs
+            # tells org B's "Admins" from org A's only by the org, its id being the one name
+            # no admin can change (as Entra ID's `tid`).
+            claims["org"] = user.org_id
     return claims
 
 
