@@ -46,6 +46,7 @@ def session_counts(amr: Sequence[str], idp_org_id: str | None, mfa_time: int | N
         return True
     return idp_org_id is not None and any(org.id == idp_org_id and own_idp(org) for org in orgs)
 
+
 def factor_counts(totp: bool, passkey: bool, passkeys_ok: Callable[[], bool]) -> bool:
     """Whether an account with (or without) a confirmed authenticator app and a passkey has
     a second factor: a passkey counts only where its orgs allow passkeys (`passkeys_ok()`,

@@ -55,8 +55,8 @@ def _own_idp(org):
     """Whether `org` has its own IdP, read only for the org whose IdP opened the session."""
     provider = exists().where(_PROVIDERS.c.name == enterprise_provider_name_of(org.c.id),
                               _PROVIDERS.c.org_id == org.c.id)
-    return case((org.c.id == _SESSIONS.c.idp_org_id, or_(func.coalesce(org.c.saml_metadata, _EMPTY) != _EMPTY, provider)),
-                else_=false())
+    saml = func.coalesce(org.c.saml_metadata, _EMPTY) != _EMPTY
+    return case((org.c.id == _SESSIONS.c.idp_org_id, or_(saml, provider)), else_=false())
 
 
 def _org_columns(org, prefix: str) -> list:
