@@ -188,6 +188,34 @@ def test_online_refresh_tokens_stop_for_a_person_the_org_binds_by_their_address(
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
 
 
+def test_online_refresh_tokens_stop_for_a_person_at_an_internationalised_domain_of_the_org(
+        live, receiver):  # noqa: F811
+    """The org's domain is stored in its ASCII form (xn--), the person's address keeps its
+    Unicode one: the org binds them all the same (`domain_of`), and their session stops
+    counting, and the product's online tokens with it."""
+    import re
+    import uuid
+
+    import idna
+
+    from tests.admin_world import PASSWORD, person
+
+    name = f"logout5-idn-{uuid.uuid4().hex[:8]}"
+    domain = f"bücher-{uuid.uuid4().hex[:6]}.example"
+    out = live.idp("orgs", "create", name, "--domain", idna.encode(domain, uts46=True).decode())
+    assert out.returncode == 0, out.stderr
+    org_id = re.search(r"\(([0-9a-f]+)\)", out.stdout).group(1)
+    email = f"m@{domain}"
+    person(live, email)
+    client_id, secret = live.create_client()
+    body = _code_flow(live, Browser(live.issuer), client_id, secret, email, PASSWORD)
+    refreshed = _refresh(live, client_id, secret, body["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    _require_mfa(live, org_id, True)
+    refused = _refresh(live, client_id, secret, refreshed.json()["refresh_token"])
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+
+
 def test_a_refused_online_refresh_token_is_not_revoked_and_counts_again_with_its_session(
         live, receiver):  # noqa: F811
     """Refused, not revoked as a reuse would be: the tokens follow their session's standing,
