@@ -308,7 +308,7 @@ def own_idp_signs_in(user: User) -> bool:
 
 def social_allowed(user: User) -> bool:
     """False when an org of `user` forbids signing in with (or linking) a social account."""
-    return all(org.allow_social for org in policy_orgs(user))
+    return session_rules.social_allowed(policy_orgs(user))
 
 
 def passkeys_allowed(user: User) -> bool:

@@ -23,6 +23,10 @@ def passkeys_allowed(orgs: Sequence) -> bool:
     return all(org.allow_passkeys for org in orgs)
 
 
+def social_allowed(orgs: Sequence) -> bool:
+    return all(org.allow_social for org in orgs)
+
+
 def session_counts(amr: Sequence[str], idp_org_id: str | None, mfa_time: int | None,
                    orgs_of: Callable[[], Sequence], has_factor: Callable[[], bool],
                    own_idp: Callable[[object], bool]) -> bool:
@@ -35,7 +39,7 @@ def session_counts(amr: Sequence[str], idp_org_id: str | None, mfa_time: int | N
     counts; `own_idp(org)`: whether that org has its own IdP. Each is asked only when the
     answer depends on it: on a page, each may cost a query."""
     amr = amr or ()
-    if "fed" in amr and idp_org_id is None and not all(org.allow_social for org in orgs_of()):
+    if "fed" in amr and idp_org_id is None and not social_allowed(orgs_of()):
         return False
     if "hwk" in amr and not passkeys_allowed(orgs_of()):
         return False
