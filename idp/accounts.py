@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, bindparam, delete, false, select
 
-from . import audit, mail_tokens, sessions
+from . import audit, mail_tokens, session_rules, sessions
 from .i18n import current_language
 from .mail import link_to, stage_mail
 from .org_record import LEFT_BEHIND
@@ -308,13 +308,13 @@ def own_idp_signs_in(user: User) -> bool:
 
 def social_allowed(user: User) -> bool:
     """False when an org of `user` forbids signing in with (or linking) a social account."""
-    return all(org.allow_social for org in policy_orgs(user))
+    return session_rules.social_allowed(policy_orgs(user))
 
 
 def passkeys_allowed(user: User) -> bool:
     """False when an org of `user` forbids passkeys: none signs in, confirms a sign-in or is
     added (the org decided passkeys are not a credential for its people)."""
-    return all(org.allow_passkeys for org in policy_orgs(user))
+    return session_rules.passkeys_allowed(policy_orgs(user))
 
 
 def second_factor_required(user: User) -> bool:
@@ -329,32 +329,25 @@ def must_set_up_second_factor(user: User) -> bool:
     return second_factor_required(user) and not has_second_factor(user)
 
 
-def _from_own_idp(row, user: User) -> bool:
-    """The session came from the org's own IdP (SAML or enterprise OpenID): how that IdP
-    authenticates its people is the IdP's business, so no factor is asked of them here."""
+def _own_idp(org) -> bool:
+    """The org has its own IdP (SAML or enterprise OpenID) to sign its people in."""
     from .social import enterprise_provider
 
-    if row.idp_org_id is None:  # a password, a passkey, or a linked social account ("fed" too)
-        return False
-    return any(org.id == row.idp_org_id and (org.saml_metadata or enterprise_provider(org.id) is not None)
-               for org in policy_orgs(user))
+    return bool(org.saml_metadata) or enterprise_provider(org.id) is not None
 
 
 def session_meets_policy(row) -> bool:
-    """A session is one only while its org's rules would let it begin: opened with a linked
-    social account, not once the org forbids social sign-in; opened or confirmed with a
-    passkey, not once the org forbids passkeys; opened before the org required a second
-    factor, not while the account still has none (the person signs in again and sets one up
-    first)."""
-    user = row.user
-    amr = row.amr or ()
-    if "fed" in amr and row.idp_org_id is None and not social_allowed(user):
-        return False
-    if "hwk" in amr and not passkeys_allowed(user):
-        return False
-    if row.mfa_time is not None:
-        return True  # passed a second factor (or set one up) in this session
-    return not must_set_up_second_factor(user) or _from_own_idp(row, user)
+    """Whether this browser session counts under its person's orgs' rules (`session_rules`)."""
+    return session_standing(row.user, row.amr, row.idp_org_id, row.mfa_time)
+
+
+def session_standing(user, amr, idp_org_id: str | None, mfa_time: int | None) -> bool:
+    """`session_meets_policy` of a session with these facts; `user`: its account, or anything
+    with the account's `id`, `email` and `org_id` (`grants.Person`)."""
+    from .mfa import has_second_factor
+
+    return session_rules.session_counts(amr, idp_org_id, mfa_time, lambda: policy_orgs(user),
+                                        lambda: has_second_factor(user), _own_idp)
 
 
 def disable(user: User) -> None:

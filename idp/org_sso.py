@@ -8,14 +8,23 @@ command; `org` anything with the org's `id`, `name` and `saml_metadata`."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Integer, String, func, literal_column, select
 
 from .org_names import OrgError
+
+_PREFIX, _ID_CHARS = "org-", 12
 
 
 def enterprise_provider_name(org_id: str) -> str:
     """The `social_providers` name of the org's enterprise OpenID provider."""
-    return f"org-{org_id[:12]}"
+    return f"{_PREFIX}{org_id[:_ID_CHARS]}"
+
+
+def enterprise_provider_name_of(org_id_column):
+    """`enterprise_provider_name` as an SQL expression, for a statement joining orgs (its
+    constants written in, not bound: the refresh grant's statements run with their own values only)."""
+    return literal_column(f"'{_PREFIX}'", String) + func.substr(
+        org_id_column, literal_column("1", Integer), literal_column(str(_ID_CHARS), Integer))
 
 
 def has_idp(conn, providers, org) -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from tests.conftest import Browser
 from tests.oidc import token, verify
 from tests.test_backchannel import _deliver, _wait_rows, receiver  # noqa: F401 - the fixture
@@ -95,24 +93,36 @@ def test_sign_out_tells_a_product_whose_grant_is_old_but_whose_session_is_live(l
     assert [(c["sub"], c["aud"], c.get("sid")) for c in claims] == [(user_id, client_id, sid)]
 
 
-def _org_member_signed_in(live, receiver, tag: str):  # noqa: F811
-    """A member of a new org signed in to a product (back-channel and post-logout URIs
-    registered) with the password alone; then the org starts requiring a second factor, so
-    that session stops counting. (org id, user id, client id, secret, browser, token response)."""
-    from idp.store import Org, db
+def _org_member_signed_in(live, receiver, tag: str, scope: str | None = None,  # noqa: F811
+                          require_mfa: bool = True, member: bool = True):
+    """A member of a new org (or, not `member`, a person at its domain) signed in to a
+    product (back-channel and post-logout URIs registered) with the password alone; then
+    the org starts requiring a second factor (unless told not), so that session stops
+    counting. (org id, user id, client id, secret, browser, token response)."""
     from tests.admin_world import PASSWORD, new_org, person
 
     org_id, _, domain = new_org(live, tag)
     email = f"m-{org_id[:8]}@{domain}"
-    user_id = person(live, email, org_id)
+    user_id = person(live, email, org_id if member else None)
     client_id, secret = live.create_client(backchannel_logout_uri=receiver.url,
                                            post_logout_redirect_uris=["http://127.0.0.1:9/bye"])
     browser = Browser(live.issuer)
-    body = _code_flow(live, browser, client_id, secret, email, PASSWORD)
-    with live.db():
-        db.session.get(Org, org_id).require_mfa = True
-        db.session.commit()
+    body = _code_flow(live, browser, client_id, secret, email, PASSWORD, scope=scope)
+    _require_mfa(live, org_id, require_mfa)
     return org_id, user_id, client_id, secret, browser, body
+
+
+def _require_mfa(live, org_id: str, on: bool) -> None:
+    from idp.store import Org, db
+
+    with live.db():
+        db.session.get(Org, org_id).require_mfa = on
+        db.session.commit()
+
+
+def _refresh(live, client_id: str, secret: str, refresh_token: str):
+    return token(live.issuer, {"grant_type": "refresh_token", "refresh_token": refresh_token},
+                 auth=(client_id, secret))
 
 
 def test_signing_out_ends_the_session_the_browser_holds_even_when_it_no_longer_counts(
@@ -160,9 +170,6 @@ def test_another_persons_sign_in_ends_the_session_the_browser_holds_even_when_it
     assert [(c["sub"], c.get("sid")) for c in claims] == [(user_id, sid)]
 
 
-@pytest.mark.xfail(strict=True, reason="design decision: whether a product's online refresh tokens (which end "
-                   "with their session) end too when that session stops counting, as when its org starts "
-                   "requiring a second factor the person has not set up")
 def test_online_refresh_tokens_stop_when_their_session_stops_counting(live, receiver):  # noqa: F811
     """The session a product's online grant came from no longer signs the person in
     anywhere (the org now requires a second factor), yet the product refreshes on it."""
@@ -170,3 +177,105 @@ def test_online_refresh_tokens_stop_when_their_session_stops_counting(live, rece
     refreshed = token(live.issuer, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
                       auth=(client_id, secret))
     assert refreshed.status_code == 400, refreshed.text
+
+
+def test_online_refresh_tokens_stop_for_a_person_the_org_binds_by_their_address(live, receiver):  # noqa: F811
+    """The same, for a person the org binds by their address's domain without being its
+    member (`accounts.policy_orgs`): their session stops counting too, and so do the
+    product's online tokens."""
+    _, _, client_id, secret, _, body = _org_member_signed_in(live, receiver, "logout5-domain", member=False)
+    refused = _refresh(live, client_id, secret, body["refresh_token"])
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+
+
+def test_online_refresh_tokens_stop_for_a_person_at_an_internationalised_domain_of_the_org(
+        live, receiver):  # noqa: F811
+    """The org's domain is stored in its ASCII form (xn--), the person's address keeps its
+    Unicode one: the org binds them all the same (`domain_of`), and their session stops
+    counting, and the product's online tokens with it."""
+    import re
+    import uuid
+
+    import idna
+
+    from tests.admin_world import PASSWORD, person
+
+    name = f"logout5-idn-{uuid.uuid4().hex[:8]}"
+    domain = f"bücher-{uuid.uuid4().hex[:6]}.example"
+    out = live.idp("orgs", "create", name, "--domain", idna.encode(domain, uts46=True).decode())
+    assert out.returncode == 0, out.stderr
+    org_id = re.search(r"\(([0-9a-f]+)\)", out.stdout).group(1)
+    email = f"m@{domain}"
+    person(live, email)
+    client_id, secret = live.create_client()
+    body = _code_flow(live, Browser(live.issuer), client_id, secret, email, PASSWORD)
+    refreshed = _refresh(live, client_id, secret, body["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    _require_mfa(live, org_id, True)
+    refused = _refresh(live, client_id, secret, refreshed.json()["refresh_token"])
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+
+
+def test_a_refused_online_refresh_token_is_not_revoked_and_counts_again_with_its_session(
+        live, receiver):  # noqa: F811
+    """Refused, not revoked as a reuse would be: the tokens follow their session's standing,
+    as the browser's sign-in does (`sessions.current`), so once the org no longer requires
+    the factor the very same refresh token works again."""
+    org_id, _, client_id, secret, _, body = _org_member_signed_in(live, receiver, "logout5-back")
+    assert _refresh(live, client_id, secret, body["refresh_token"]).status_code == 400
+    _require_mfa(live, org_id, False)
+    again = _refresh(live, client_id, secret, body["refresh_token"])
+    assert again.status_code == 200, again.text
+
+
+def test_offline_refresh_tokens_go_on_when_their_session_stops_counting(live, receiver):  # noqa: F811
+    """offline_access is access "when the End-User is not present": the same person's
+    offline grant, from the same kind of session, still refreshes once the org requires a
+    second factor."""
+    _, _, client_id, secret, _, body = _org_member_signed_in(live, receiver, "logout5-offline",
+                                                             scope="openid offline_access")
+    refreshed = _refresh(live, client_id, secret, body["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+
+
+def test_online_refresh_tokens_go_on_for_a_member_of_an_org_without_the_requirement(
+        live, receiver):  # noqa: F811
+    _, _, client_id, secret, _, body = _org_member_signed_in(live, receiver, "logout5-plain", require_mfa=False)
+    refreshed = _refresh(live, client_id, secret, body["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    assert _refresh(live, client_id, secret, refreshed.json()["refresh_token"]).status_code == 200
+
+
+def test_online_refresh_tokens_go_on_when_their_session_passed_a_second_factor(live, receiver):  # noqa: F811
+    """A member who signed in with their authenticator app: their session counts under the
+    requirement, and the product's online tokens go on."""
+    import time
+
+    import pyotp
+
+    from idp.mfa import totp
+    from idp.store import User, db
+    from tests.admin_world import PASSWORD, new_org, person
+    from tests.oidc import REDIRECT, authorize_url, pkce, redirect_params
+
+    org_id, _, domain = new_org(live, "logout5-factor")
+    email = f"m-{org_id[:8]}@{domain}"
+    user_id = person(live, email, org_id)
+    with live.db():
+        user = db.session.get(User, user_id)
+        app_secret = totp.start_enrolment(user)
+        assert totp.confirm_enrolment(user, pyotp.TOTP(app_secret).now())
+        db.session.commit()
+    client_id, secret = live.create_client()
+    browser = Browser(live.issuer)
+    verifier, challenge = pkce()
+    page = browser.sign_in(browser.get(authorize_url(live.issuer, client_id, code_challenge=challenge,
+                                                     code_challenge_method="S256")), email, PASSWORD)
+    code = pyotp.TOTP(app_secret).at(time.time() + 30)  # the current step was spent enrolling
+    params = redirect_params(browser.submit(page, {"code": code}))
+    body = token(live.issuer, {"grant_type": "authorization_code", "code": params["code"], "redirect_uri": REDIRECT,
+                               "code_verifier": verifier}, auth=(client_id, secret)).json()
+    assert "mfa" in verify(live.issuer, body["id_token"])[1]["amr"]
+    _require_mfa(live, org_id, True)
+    refreshed = _refresh(live, client_id, secret, body["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text

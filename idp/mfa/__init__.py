@@ -12,11 +12,12 @@ def has_second_factor(user) -> bool:
     One statement for both kinds (`totp.has_totp` and `passkeys.has_passkey` ask the same
     questions one at a time): every sign-in and every resumed request asks this."""
     from ..accounts import passkeys_allowed
+    from ..session_rules import factor_counts
     from ..store import db
 
     db.session.flush()  # a factor added in this request counts (as autoflush did); free when clean
     totp, passkey = db.session.connection().execute(_factors_query(), {"b_user": user.id}).one()
-    return bool(totp) or (bool(passkey) and passkeys_allowed(user))
+    return factor_counts(bool(totp), bool(passkey), lambda: passkeys_allowed(user))
 
 
 _FACTORS = []

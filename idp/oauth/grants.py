@@ -37,7 +37,7 @@ from ..store import (
     new_secret,
     utcnow,
 )
-from . import dpop, resources, tokens
+from . import dpop, online, resources, tokens
 from .authorization import named
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -73,17 +73,27 @@ class Family:
     # Not the grant's own: when the browser session it came from (`sid`) expires, read with
     # it; None without that session's row. See `online_session_over`.
     session_expires_at: datetime | None
+    # Nor this: whether that session still counts (`online.counts`), read with a refresh
+    # token only; True when not read.
+    session_counts: bool = True
+
+
+def online_with_session(family: Family) -> bool:
+    """The family was granted without offline_access, from a session whose row is there."""
+    return family.session_expires_at is not None and "offline_access" not in family.scope.split()
 
 
 def online_session_over(family: Family) -> bool:
     """A family granted without offline_access gives tokens only while the person's
     browser session lasts: OpenID Connect Core §11 keeps access "when the End-User is not
     present (not logged in)" for offline_access. Signing out or revoking the session
-    revokes such a family (`sessions._end_online_grants`); its expiry is seen here. (A
-    session row is deleted only with its account, whose grants go with it.)"""
-    if family.session_expires_at is None or "offline_access" in family.scope.split():
+    revokes such a family (`sessions._end_online_grants`); its expiry is seen here, and so
+    is a session that stopped counting without ending (`online.counts`: e.g. its org now
+    requires a second factor it lacks), refused as long as it does not count. (A session
+    row is deleted only with its account, whose grants go with it.)"""
+    if not online_with_session(family):
         return False
-    return family.session_expires_at <= utcnow()
+    return family.session_expires_at <= utcnow() or not family.session_counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +119,7 @@ class RefreshRecord:
 _GRANTS = Grant.__table__
 _REFRESH = RefreshToken.__table__
 _SESSIONS = BrowserSession.__table__
-_FAMILY_COLUMNS = [_GRANTS.c[name] for name in Family.__slots__[:-1]] + [_SESSIONS.c.expires_at]
+_FAMILY_COLUMNS = [_GRANTS.c[name] for name in Family.__slots__[:-2]] + [_SESSIONS.c.expires_at]
 # A grant with the end of its browser session: read with an outer join wherever a Family is.
 _GRANTS_AND_SESSIONS = _GRANTS.outerjoin(_SESSIONS, _SESSIONS.c.id == _GRANTS.c.sid)
 _FAMILY_BY_ID = select(*_FAMILY_COLUMNS).select_from(_GRANTS_AND_SESSIONS).where(_GRANTS.c.id == bindparam("id"))
@@ -209,12 +219,14 @@ _USERS = User.__table__
 _PERSON_BY_ID = select(*[_USERS.c[name] for name in Person.__slots__]).where(_USERS.c.id == bindparam("b_id"))
 _PERSON_COLUMNS = [_USERS.c[name].label("u_" + name) for name in Person.__slots__]
 # The token, its family and the family's person in one read (outer joins: a token whose
-# family or person is gone reads as refused), one round trip instead of three.
+# family or person is gone reads as refused), one round trip instead of three; with what
+# tells whether the family's session still counts (`online.COLUMNS`).
 _REFRESH_WITH_FAMILY = (
-    select(*_REFRESH_COLUMNS, *[c.label("f_" + c.name) for c in _FAMILY_COLUMNS], *_PERSON_COLUMNS)
-    .select_from(_REFRESH.outerjoin(_GRANTS, _GRANTS.c.id == _REFRESH.c.grant_id)
-                 .outerjoin(_SESSIONS, _SESSIONS.c.id == _GRANTS.c.sid)
-                 .outerjoin(_USERS, _USERS.c.id == _GRANTS.c.user_id))
+    select(*_REFRESH_COLUMNS, *[c.label("f_" + c.name) for c in _FAMILY_COLUMNS], *_PERSON_COLUMNS,
+           *online.COLUMNS)
+    .select_from(online.joined(_REFRESH.outerjoin(_GRANTS, _GRANTS.c.id == _REFRESH.c.grant_id)
+                               .outerjoin(_SESSIONS, _SESSIONS.c.id == _GRANTS.c.sid)
+                               .outerjoin(_USERS, _USERS.c.id == _GRANTS.c.user_id)))
     .where(_REFRESH.c.token_hash == bindparam("token_hash"))
 )
 
@@ -235,8 +247,11 @@ def read_refresh_token(connection, value: str) -> tuple[RefreshRecord | None, Fa
     if row is None:
         return None, None, None
     width, family_end = len(_REFRESH_COLUMNS), len(_REFRESH_COLUMNS) + len(_FAMILY_COLUMNS)
+    person_end = family_end + len(_PERSON_COLUMNS)
     family = Family(*row[width:family_end]) if row[width] is not None else None
-    person = Person(*row[family_end:]) if row[family_end] is not None else None
+    person = Person(*row[family_end:person_end]) if row[family_end] is not None else None
+    if family is not None and person is not None and online_with_session(family):
+        family.session_counts = online.counts(row[person_end:], person)
     return RefreshRecord(*row[:width]), family, person
 
 
