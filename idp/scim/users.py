@@ -243,23 +243,23 @@ def _enterprise(extension: dict) -> dict:
     return out
 
 
-def _unique(org_: ScimOrg, fields: Fields, user: User | None, *, email_checked: bool = False) -> None:
+def _unique(org_: ScimOrg, fields: Fields, user: User) -> None:
     """409 for an externalId or a userName another account holds; but the new address of a
     rename held by a stranger's unverified sign-up is freed instead, in the caller's
-    transaction (`accounts.remove_unproven`)."""
+    transaction (`accounts.remove_unproven`, which deletes only such a row)."""
     if fields.external_id is not None:
         clash = db.session.execute(select(User.id).where(in_org(org_), User.external_id == fields.external_id)
                                    ).scalar()
-        if clash is not None and (user is None or clash != user.id):
+        if clash is not None and clash != user.id:
             raise ScimError(409, "externalId is already used by another user of the org", "uniqueness")
-    if not email_checked and (user is None or fields.email != user.email):
-        removed = accounts.remove_unproven(fields.email) if user is not None else None
-        if removed is not None:
-            audit.record("scim.sign_up_removed", user, org=org_, via="scim", removed=removed, commit=False)
-            return
-        taken = db.session.execute(select(User.id).where(User.email == fields.email)).scalar()
-        if taken is not None and (user is None or taken != user.id):
-            raise ScimError(409, "userName is already in use", "uniqueness")
+    if fields.email == user.email:
+        return
+    if db.session.execute(select(User.id).where(User.email == fields.email)).scalar() is None:
+        return
+    removed = accounts.remove_unproven(fields.email)
+    if removed is None:
+        raise ScimError(409, "userName is already in use", "uniqueness")
+    audit.record("scim.sign_up_removed", user, org=org_, via="scim", removed=removed, commit=False)
 
 
 def _store(user: User, fields: Fields) -> None:
