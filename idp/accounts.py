@@ -73,8 +73,8 @@ def _cleared(user: User, *, keep_password: bool) -> dict:
 
 
 def _wipe_planted(user: User, *, keep_password: bool, org=None) -> None:
-    """The writes of `wipe_unproven` but the account's own columns, and its audit event,
-    left to the caller's commit; `sessions.signed_out_everywhere` follows that commit."""
+    """The writes of `wipe_unproven` other than the account's own columns (its audit event
+    among them), left to the caller's commit; `sessions.signed_out_everywhere` follows it."""
     for model in (LinkedIdentity, Passkey, TotpFactor, RecoveryCode, TrustedDevice, Consent):
         db.session.execute(delete(model).where(model.user_id == user.id))
     mail_tokens.void_all(user)

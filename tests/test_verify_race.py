@@ -34,7 +34,7 @@ class SecondWriter:
                                     connect_args={"timeout": 0} if url.startswith("sqlite") else {})
         self.user_id, self.at, self.moments, self.waiting, self.deleted = user_id, at, 0, False, False
 
-    def _try(self) -> None:
+    def delete(self) -> None:
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -48,7 +48,7 @@ class SecondWriter:
 
     def _moment(self) -> None:
         if self.moments == self.at:
-            self._try()
+            self.delete()
         self.moments += 1
 
     def before_statement(self, conn, cursor, statement, parameters, context, executemany):
@@ -57,7 +57,7 @@ class SecondWriter:
 
     def after_commit(self, session):
         if self.waiting:
-            self._try()
+            self.delete()
         self._moment()
 
 
@@ -98,7 +98,7 @@ def _open_link(live, token: str, writer: SecondWriter | None = None):
         event.remove(engine, "before_cursor_execute", writer.before_statement)
         event.remove(Session, "after_commit", writer.after_commit)
     if writer.waiting:  # the request has ended: the waiting DELETE runs now
-        writer._try()
+        writer.delete()
     writer.engine.dispose()
     return resp
 
