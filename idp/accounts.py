@@ -22,7 +22,7 @@ they must have a second factor. Each sign-in path and `sessions.current` ask her
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, bindparam, delete, false, select
+from sqlalchemy import JSON, bindparam, delete, false, select, update
 
 from . import audit, mail_tokens, session_rules, sessions
 from .i18n import current_language
@@ -33,6 +33,7 @@ from .store import (
     Consent,
     GroupMember,
     LinkedIdentity,
+    MailToken,
     Org,
     Passkey,
     RecoveryCode,
@@ -52,19 +53,34 @@ def wipe_unproven(user: User, *, keep_password: bool, org=None) -> None:
     revoke every grant (back-channel logout included). The name and language typed in the
     sign-up form with an unproven password go with it: the `name` claim every product is
     given for the owner must not be a stranger's choice. `org`: the org adopting the row,
-    whose audit log shows the event."""
-    if not keep_password:
-        if user.password_hash is not None:  # an invitation's row has none: its names are the org's
-            user.name = user.given_name = user.family_name = user.locale = None
-        user.password_hash = None
-        user.password_changed_at = utcnow()  # reset links sent before now die too
+    whose audit log shows the event. One commit, then the products are told."""
+    mine = sessions.this_browsers()  # read first: it may commit (last seen), which must not split the change
+    for column, value in _cleared(user, keep_password=keep_password).items():
+        setattr(user, column, value)
+    _wipe_planted(user, keep_password=keep_password, org=org)
+    db.session.commit()
+    sessions.signed_out_everywhere(user, mine)
+
+
+def _cleared(user: User, *, keep_password: bool) -> dict:
+    """The account's own columns `wipe_unproven` resets, with their new values."""
+    if keep_password:
+        return {}
+    values = {"password_hash": None, "password_changed_at": utcnow()}  # reset links sent before now die too
+    if user.password_hash is not None:  # an invitation's row has none: its names are the org's
+        values.update(name=None, given_name=None, family_name=None, locale=None)
+    return values
+
+
+def _wipe_planted(user: User, *, keep_password: bool, org=None) -> None:
+    """The writes of `wipe_unproven` other than the account's own columns (its audit event
+    among them), left to the caller's commit; `sessions.signed_out_everywhere` follows it."""
     for model in (LinkedIdentity, Passkey, TotpFactor, RecoveryCode, TrustedDevice, Consent):
         db.session.execute(delete(model).where(model.user_id == user.id))
     mail_tokens.void_all(user)
-    db.session.commit()
-    sessions.sign_out_everywhere(user)
+    sessions.end_everything(user)
     # The adopting org's id in the detail too: the log line (`audit.log_event`) names no org.
-    audit.record("account.adopted", user, org=org, kept_password=keep_password,
+    audit.record("account.adopted", user, org=org, kept_password=keep_password, commit=False,
                  **({"adopted_by": getattr(org, "id", org)} if org is not None else {}))
 
 
@@ -80,15 +96,34 @@ def remove_unproven(email: str) -> str | None:
                            User.is_admin == false()).returning(User.id)).scalar()
 
 
-def verify_email(user: User, *, password_proven: bool) -> None:
-    """The mailed link was opened: the mailbox is proven, and the password too when the
-    sign-up form was filled in this browser or the password was typed again."""
-    if user.email_verified:
-        return
-    wipe_unproven(user, keep_password=password_proven)
-    user.email_verified = True
+def verify_email(user: User, link: MailToken, *, password_proven: bool) -> bool:
+    """The mailed `link` was opened: the mailbox is proven, and the password too when the
+    sign-up form was filled in this browser or the password was typed again. One commit:
+    the link spent and, for an unverified row, the row verified and adopted (as
+    `wipe_unproven`) with both events; then the products are told. False, nothing written,
+    when the link was spent or the row verified or deleted meanwhile: a directory's rename
+    deletes a stranger's unverified sign-up at its new address (`remove_unproven`), in
+    another transaction that may commit at any moment of this one."""
+    mine = sessions.this_browsers()  # read first: it may commit (last seen), which must not split the change
+    adopting = not user.email_verified
+    # The account's row first, checked as it is written: a DELETE of the row takes it and then
+    # its links (ON DELETE CASCADE), so the two wait for each other in one order (no deadlock),
+    # and every later write of this transaction names a row that stays until the commit.
+    if adopting and db.session.execute(
+            update(User).where(User.id == user.id, User.email_verified == false())
+            .values(email_verified=True, **_cleared(user, keep_password=password_proven))).rowcount != 1:
+        db.session.rollback()
+        return False
+    if not mail_tokens.consume(link):  # before `_wipe_planted`, which spends every unused link
+        db.session.rollback()
+        return False
+    if adopting:
+        _wipe_planted(user, keep_password=password_proven)
+        audit.record("email.verified", user, commit=False)
     db.session.commit()
-    audit.record("email.verified", user)
+    if adopting:
+        sessions.signed_out_everywhere(user, mine)
+    return True
 
 
 def reset_password(user: User, password: str, *, invited: bool = False) -> None:

@@ -364,10 +364,15 @@ def sign_out_everywhere(user: User) -> None:
     The one function the reset page, the account page and the Admin Center call. This
     browser is signed out too when its session is one of `user`'s.
     """
-    mine = current() if has_request_context() else None
+    mine = this_browsers()
     end_everything(user)
     db.session.commit()
     signed_out_everywhere(user, mine)
+
+
+def this_browsers() -> BrowserSession | None:
+    """`current()`, or None outside a request: the session `signed_out_everywhere` may end."""
+    return current() if has_request_context() else None
 
 
 def end_everything(user: User) -> None:

@@ -108,9 +108,8 @@ def _dead_link():
 
 
 def _verified(row, user, *, password_proven: bool):
-    if not mail_tokens.consume(row):
+    if not accounts.verify_email(user, row, password_proven=password_proven):
         return _dead_link()
-    accounts.verify_email(user, password_proven=password_proven)
     session.pop(SIGNED_UP, None)
     return render_template("signin/signup_verified.html")
 
