@@ -68,6 +68,45 @@ def test_password_post_answers_with_the_code_which_redeems_at_token(live):
     assert resume.status_code == 400 and "Location" not in resume.headers and "expired" in resume.text
 
 
+def test_the_sign_in_and_its_code_are_one_commit(live):
+    """The password step commits twice: the guess's charge, on its own before the password
+    is checked (`Throttle.attempt`), then the session, its audit event and the code, with the
+    request spent, together: no commit of the sign-in alone before the answer is made."""
+    from sqlalchemy import event
+
+    from idp.store import AuthorizationCode, BrowserSession, PendingAuthorization, SecurityEvent, db
+
+    user_id = live.create_user("onecommit@example.com", "onecommit-password")
+    client_id, _secret = live.create_client()
+    http = live.app.test_client()
+    page = http.get(authorize_url("", client_id))
+    action = re.search(r'<form method="post" action="([^"]+)"', page.get_data(as_text=True)).group(1)
+    page = http.post(action.replace("&amp;", "&"), data={
+        "csrf_token": csrf_of(page.get_data(as_text=True)), "email": "onecommit@example.com"})
+    html = page.get_data(as_text=True)
+    assert 'name="password"' in html
+    action = re.search(r'<form method="post" action="([^"]+)"', html).group(1).replace("&amp;", "&")
+    with live.db():
+        engine = db.engine
+    commits = []
+    listener = lambda _conn: commits.append(1)  # noqa: E731
+    event.listen(engine, "commit", listener)
+    try:
+        answer = http.post(action, data={"csrf_token": csrf_of(html), "password": "onecommit-password"})
+    finally:
+        event.remove(engine, "commit", listener)
+    assert answer.status_code == 302 and answer.headers["Location"].startswith(REDIRECT + "?code=")
+    assert len(commits) == 2
+    with live.db():
+        session_id = db.session.execute(
+            select(BrowserSession.id).where(BrowserSession.user_id == user_id)).scalar_one()
+        assert db.session.execute(select(AuthorizationCode.sid).where(AuthorizationCode.user_id == user_id)) \
+            .scalars().all() == [session_id]
+        assert db.session.execute(select(SecurityEvent.kind).where(SecurityEvent.user_id == user_id)) \
+            .scalars().all() == ["signin.success"]
+        assert db.session.get(PendingAuthorization, re.search(r"req=([^&]+)", action).group(1)) is None
+
+
 def test_prompt_login_and_max_age_are_met_by_the_sign_in_that_answers(live):
     """`just_signed_in` holds in the sign-in's own request: prompt=login and max_age=0 do
     not send the browser that just signed in back to the sign-in page."""

@@ -316,11 +316,11 @@ def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool
                    auth_time: float | None = None, ends_by: float | None = None,
                    trusted_device_id: str | None = None):
     """The person is who they say: open the session, then answer the request or go back to
-    the page (`_continue`). The session, its audit event and the pending request's mark are
-    one commit. `org`: the org whose own IdP signed the person in; `auth_time`: when that IdP
-    says it authenticated them, where that is earlier than now; `ends_by`: when it says their
-    session ends (`sessions.start`); `trusted_device_id`: the trusted device that skipped the
-    second factor."""
+    the page (`_continue`). The session, its audit event, the pending request's mark and the
+    request's answer (its code) are one commit. `org`: the org whose own IdP signed the person
+    in; `auth_time`: when that IdP says it authenticated them, where that is earlier than now;
+    `ends_by`: when it says their session ends (`sessions.start`); `trusted_device_id`: the
+    trusted device that skipped the second factor."""
     browser = sessions.start(user, persistent=remember, amr=amr, acr=acr, second_factor=second_factor,
                              idp_org_id=org.id if org is not None else None, auth_time=auth_time,
                              ends_by=ends_by, trusted_device_id=trusted_device_id, commit=False)
@@ -332,31 +332,30 @@ def finish_sign_in(user: User, pending: PendingRequest | None, *, remember: bool
 def _continue(browser, pending: PendingRequest | None, *, as_link: bool = False, signed_in: bool = True):
     """Commit the sign-in (with what the caller left pending), then on to the request or page.
 
-    The request is answered right here, after that commit, as /authorize/resume would
-    answer it (the code, the consent page, a step-up): a round trip fewer. `as_link` is for
-    a caller that shows where to go next instead of going (a JSON answer to the passkey
-    script, the recovery codes page): it gets the resume link, so no code is made before
-    the person moves on. A step-up (`signed_in=False`) signed nobody in: the request keeps
-    the session it had (none, or the sign-in made for it), so prompt=login and max_age are
-    not waived for a session signed in before the request."""
+    The request is answered right here, as /authorize/resume would answer it (the code, the
+    consent page, a step-up): a round trip fewer, and one commit fewer: the sign-in and the
+    answer (the code and the request's deletion) are one transaction, committed by the code's
+    save or after the answer. A request that fails before that commit signed nobody in (its
+    browser's cookie then names no session, and starts over from the application). `as_link`
+    is for a caller that shows where to go next instead of going (a JSON answer to the
+    passkey script, the recovery codes page): it gets the resume link, so no code is made
+    before the person moves on. A step-up (`signed_in=False`) signed nobody in: the request
+    keeps the session it had (none, or the sign-in made for it), so prompt=login and max_age
+    are not waived for a session signed in before the request."""
     marked = None
     if pending is not None:
         by = browser.id if signed_in else pending.authenticated_session_id
         marked = pending_requests.mark_signed_in(pending, by)
-    db.session.commit()
-    if pending is None:
-        return _after_sign_in()
-    if as_link:
-        return redirect(url_for("authorize.resume", pending_id=pending.id))
+    if pending is None or as_link:
+        db.session.commit()
+        return _after_sign_in() if pending is None else redirect(url_for("authorize.resume", pending_id=pending.id))
     # Imported here: the authorization endpoint imports this module (start_step_up).
     from ..endpoints.authorize import answer_signed_in
 
-    try:
-        return answer_signed_in(marked)
-    except Exception:
-        # The sign-in stands (committed); the code and the request's deletion do not.
-        db.session.rollback()
-        raise
+    answer = answer_signed_in(marked)
+    if db.session().in_transaction():  # an answer without a code (consent, step-up, error) saved nothing
+        db.session.commit()
+    return answer
 
 
 def start_step_up(browser, pending: PendingRequest):
