@@ -229,7 +229,8 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     # never corrupts the file either, but a power loss may take back the last commits, and
     # ours are promises: a spent code, a rotated or revoked refresh token, a revoked session
     # or key must not come back to life after a crash. One fsync per write transaction is
-    # the price; reads (most requests) pay nothing.
+    # the price; reads (most requests) pay nothing. The one exception, a nonced DPoP proof's
+    # marker, is made worthless by the crash it could be lost in (single_use.claim_at_once).
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")

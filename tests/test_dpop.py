@@ -499,3 +499,55 @@ def test_a_marker_is_claimed_once_and_survives_a_lost_connection(live):
         assert single_use.claim_at_once("test", other, expires) is True
         assert single_use.claim_at_once("test", other, expires) is False
         assert single_use._MARKERS.get()[0] is not conn
+
+
+# --- a nonced proof's marker, unsynced on SQLite ---------------------------------------------
+
+def test_a_nonced_proof_is_spent_once_without_waiting_for_the_disk(live):
+    """A proof with the server's nonce is spent on SQLite by a commit that does not wait for
+    the disk (synchronous=NORMAL), and still only once, whichever connection tries again; a
+    proof without a nonce (userinfo's may have none) is spent by a synced commit."""
+    from idp import single_use
+    from idp.oauth import dpop
+
+    holder = Holder()
+    url = f"{live.issuer}/userinfo"
+    with live.app.app_context():
+        sqlite = single_use.host_boot() is not None
+        holder.nonce = dpop.current_nonce()
+        nonced = dpop.check_proof(holder.proof("GET", url), method="GET", url=url)
+        holder.nonce = None
+        bare = dpop.check_proof(holder.proof("GET", url), method="GET", url=url)
+        assert (nonced.nonced, bare.nonced) == (True, False)
+        assert dpop.spend(nonced) is True
+        assert dpop.spend(nonced) is False
+        # the marker is the one every connection sees: the synced one cannot claim it either
+        assert single_use.claim_at_once(dpop.MARKER_KIND, nonced.marker, nonced.expires) is False
+        assert dpop.spend(bare) is True
+        assert dpop.spend(bare) is False
+        if sqlite:
+            unsynced, _ = single_use._UNSYNCED_MARKERS.get()
+            synced, _ = single_use._MARKERS.get()
+            assert unsynced.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+            assert synced.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_nonces_die_with_the_host_boot_on_sqlite(live, monkeypatch):
+    """What makes an unsynced marker safe: an OS crash that takes it back also ends the boot,
+    and a nonce made in another boot is refused, so the proof it spent cannot come back. On
+    PostgreSQL (markers synced by its server, processes on several hosts) nonces do not
+    depend on the host."""
+    from idp import single_use
+    from idp.oauth import dpop
+
+    with live.app.app_context():
+        sqlite = single_use.host_boot() is not None
+        before = dpop.current_nonce()
+        live.app.extensions.pop("idp.dpop_nonces", None)
+        monkeypatch.setattr(single_use, "_boot_id", lambda: b"the next boot")
+        try:
+            assert dpop.nonce_is_valid(before) is not sqlite
+            assert (dpop.current_nonce() == before) is not sqlite
+            assert dpop.nonce_is_valid(dpop.current_nonce())
+        finally:
+            live.app.extensions.pop("idp.dpop_nonces", None)

@@ -96,6 +96,7 @@ class Unspent:
     jkt: str
     marker: str
     expires: datetime
+    nonced: bool = False  # it carried a nonce of ours (checked), so `spend` need not sync its marker
 
 
 def same(a: str, b: str) -> bool:
@@ -105,9 +106,21 @@ def same(a: str, b: str) -> bool:
 
 # --- nonces -----------------------------------------------------------------------
 
+def _nonce_setup() -> tuple[bytes, bool]:
+    """(the nonce secret, whether it changes with each boot of the host), made once per app."""
+    setup = current_app.extensions.get("idp.dpop_nonces")
+    if setup is None:
+        # Every process of the deployment makes and accepts the same nonces. On SQLite, only
+        # within one boot of the host: a nonced proof's marker is claimed unsynced (`spend`),
+        # an OS crash may take it back, and this makes the proof's nonce stale with it.
+        boot = single_use.host_boot()
+        setup = current_app.extensions["idp.dpop_nonces"] = (
+            app_key(b"dpop nonce" + (b" boot " + boot if boot else b"")), boot is not None)
+    return setup
+
+
 def _nonce_secret() -> bytes:
-    # every process of the deployment makes and accepts the same nonces
-    return app_key(b"dpop nonce")
+    return _nonce_setup()[0]
 
 
 @lru_cache(maxsize=8)
@@ -301,7 +314,10 @@ def spend(proof: Unspent, connection=None) -> bool:
     """Claim the proof's `jti`: at once, or in the transaction of `connection` (a
     store.driver.DriverConnection), spent only if it commits. False: it was spent before."""
     if connection is None:
-        return single_use.claim_at_once(MARKER_KIND, proof.marker, proof.expires)
+        # A nonced proof's marker need not wait for the disk where nonces die with the boot
+        # (`_nonce_setup`): a marker an OS crash takes back is of a proof refused after it.
+        synced = not (proof.nonced and _nonce_setup()[1])
+        return single_use.claim_at_once(MARKER_KIND, proof.marker, proof.expires, synced=synced)
     return single_use.claim_in(connection, MARKER_KIND, proof.marker, proof.expires)
 
 
@@ -348,12 +364,13 @@ def check_proof(value: str, *, method: str, url: str, nonce: str = "optional",
         ath = claims.get("ath")
         if not isinstance(ath, str) or not same(ath, b64_sha256(access_token)):
             raise InvalidDPoPProofError("ath does not match the access token")
-    if "nonce" in claims or nonce == "required":
+    nonced = "nonce" in claims
+    if nonced or nonce == "required":
         if not nonce_is_valid(claims.get("nonce")):
             raise UseDPoPNonceError("send the proof again with the nonce in the DPoP-Nonce header")
     # A proof outlives its use by at most the iat window: the marker is kept that long.
     expires = datetime.fromtimestamp(iat + IAT_WINDOW + 1, UTC).replace(tzinfo=None)
-    return Unspent(jkt, f"{jkt}:{jti}", expires)
+    return Unspent(jkt, f"{jkt}:{jti}", expires, nonced)
 
 
 # --- the token endpoint ---------------------------------------------------------------

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 
 class OwnConnection:
-    def __init__(self, engine_of: Callable):
+    def __init__(self, engine_of: Callable, sqlite_pragmas: tuple[str, ...] = ()):
         self._engine_of = engine_of  # the app's engine, looked up at first use (after fork)
+        self._sqlite_pragmas = sqlite_pragmas  # run on each new SQLite connection, after the engine's own
         self._local = threading.local()
 
     def get(self):
@@ -29,6 +30,8 @@ class OwnConnection:
             driver = fairy.dbapi_connection
             if engine.dialect.paramstyle == "qmark":
                 driver.isolation_level = None  # sqlite3: each statement its own transaction
+                for pragma in self._sqlite_pragmas:
+                    driver.execute(pragma)
             else:
                 driver.autocommit = True
             self._local.engine, self._local.fairy, self._local.conn = engine, fairy, driver
