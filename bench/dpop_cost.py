@@ -35,6 +35,7 @@ from joserfc.jwk import ECKey  # noqa: E402
 
 from idp import create_app  # noqa: E402
 from idp.cli import initialize  # noqa: E402
+from idp.server import keep_for_good  # noqa: E402
 from idp.clients import create_client  # noqa: E402
 from idp.store import AuthorizationCode, Grant, RefreshToken, User, db, digest, new_id, utcnow  # noqa: E402
 
@@ -45,6 +46,7 @@ def basic(client_id: str, secret: str) -> dict:
 
 app = create_app()
 initialize(app)
+keep_for_good()  # as each `idp serve` worker does once its app is built (`server.worker_app`)
 with app.app_context():
     client, secret = create_client({"client_name": "bench", "grant_types": ["client_credentials"],
                                     "redirect_uris": []})

@@ -91,12 +91,14 @@ from urllib.parse import urlencode, urlsplit  # noqa: E402
 
 from idp import create_app, orgs  # noqa: E402
 from idp.cli import initialize  # noqa: E402
+from idp.server import keep_for_good  # noqa: E402
 from idp.clients import create_client  # noqa: E402
 
 REDIRECT = "http://127.0.0.1:9/cb"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 app = create_app()
 initialize(app)
+keep_for_good()  # as each `idp serve` worker does once its app is built (`server.worker_app`)
 signin_idp = TestIdP(root / "signin-idp")
 with app.app_context():
     org = orgs.create("bench-corp", ["bench-corp.example"])
