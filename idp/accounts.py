@@ -28,7 +28,7 @@ from . import audit, mail_tokens, session_rules, sessions
 from .i18n import current_language
 from .mail import link_to, stage_mail
 from .org_record import LEFT_BEHIND
-from .passwords import set_password
+from .passwords import password_columns
 from .store import (
     Consent,
     GroupMember,
@@ -98,61 +98,86 @@ def remove_unproven(email: str) -> str | None:
 
 def verify_email(user: User, link: MailToken, *, password_proven: bool) -> bool:
     """The mailed `link` was opened: the mailbox is proven, and the password too when the
-    sign-up form was filled in this browser or the password was typed again. One commit:
-    the link spent and, for an unverified row, the row verified and adopted (as
-    `wipe_unproven`) with both events; then the products are told. False, nothing written,
-    when the link was spent or the row verified or deleted meanwhile: a directory's rename
-    deletes a stranger's unverified sign-up at its new address (`remove_unproven`), in
-    another transaction that may commit at any moment of this one."""
-    mine = sessions.this_browsers()  # read first: it may commit (last seen), which must not split the change
+    sign-up form was filled in this browser or the password was typed again. For an
+    unverified row: verified and adopted (as `wipe_unproven`), with both events. One
+    transaction, as `_changed_by_link`: False, nothing written, when the link was spent or the
+    row verified or deleted meanwhile."""
+    if user.email_verified:
+        return _changed_by_link(user, link, {}, adopting=False)
+    return _changed_by_link(
+        user, link, {"email_verified": True, **_cleared(user, keep_password=password_proven)},
+        adopting=True, keep_password=password_proven,
+        then=lambda: audit.record("email.verified", user, commit=False))
+
+
+def reset_password(user: User, link: MailToken, password: str, *, invited: bool = False) -> bool:
+    """A mailed `link` (a reset, or an invitation when `invited`) proves the mailbox and sets a
+    new password; an unverified row is adopted by it (verified, and cleared of all it did
+    not prove). A verified account that had no password (company, social or passkey sign-in
+    only) gains a way in by a reset: told to its owner as a change, since whoever read the
+    mailbox for a moment may not be them. An invitation's first password is the person
+    arriving, and an adopted row's replaces one nobody proved: no news to anyone. One
+    transaction, as `_changed_by_link`: False, nothing written, when the link was spent or
+    the row deleted meanwhile (or, when unverified, verified meanwhile)."""
     adopting = not user.email_verified
+    tell = not adopting and (user.password_hash is not None or not invited)
+    values = password_columns(password)  # hashed before the first write: no lock is held meanwhile
+    if adopting:
+        values = {**_cleared(user, keep_password=False), "email_verified": True, **values}
+    return _changed_by_link(user, link, values, adopting=adopting, keep_password=False,
+                            then=(lambda: _staged_password_changed(user)) if tell else None)
+
+
+def _changed_by_link(user: User, link: MailToken, values: dict, *, adopting: bool, keep_password: bool = True,
+                     then=None) -> bool:
+    """A mailed `link`'s change to `user` in one commit: the account's row set to `values`,
+    the link spent and, when `adopting` an unverified row, what `wipe_unproven` writes; then
+    the writes of `then()`, when given, which returns what to call after the commit, or None.
+    The products are told after the commit. False, nothing written, when the link was spent or the row deleted
+    meanwhile (or, when `adopting`, verified meanwhile): a directory's rename deletes a
+    stranger's unverified sign-up at its new address (`remove_unproven`), in another
+    transaction that may commit at any moment of this one."""
+    mine = sessions.this_browsers()  # read first: it may commit (last seen), which must not split the change
     # The account's row first, checked as it is written: a DELETE of the row takes it and then
     # its links (ON DELETE CASCADE), so the two wait for each other in one order (no deadlock),
     # and every later write of this transaction names a row that stays until the commit.
-    if adopting and db.session.execute(
-            update(User).where(User.id == user.id, User.email_verified == false())
-            .values(email_verified=True, **_cleared(user, keep_password=password_proven))).rowcount != 1:
+    unverified = (User.email_verified == false(),) if adopting else ()
+    if values and db.session.execute(
+            update(User).where(User.id == user.id, *unverified).values(**values)).rowcount != 1:
         db.session.rollback()
         return False
     if not mail_tokens.consume(link):  # before `_wipe_planted`, which spends every unused link
         db.session.rollback()
         return False
     if adopting:
-        _wipe_planted(user, keep_password=password_proven)
-        audit.record("email.verified", user, commit=False)
+        _wipe_planted(user, keep_password=keep_password)
+    after = then() if then is not None else None
     db.session.commit()
     if adopting:
         sessions.signed_out_everywhere(user, mine)
+    if after is not None:
+        after()
     return True
 
 
-def reset_password(user: User, password: str, *, invited: bool = False) -> None:
-    """A mailed link (a reset, or an invitation when `invited`) proves the mailbox and sets a
-    new password; an unverified row is adopted by it (verified, and cleared of all it did
-    not prove). A verified account that had no password (company, social or passkey sign-in
-    only) gains a way in by a reset: told to its owner as a change, since whoever read the
-    mailbox for a moment may not be them. An invitation's first password is the person
-    arriving, and an adopted row's replaces one nobody proved: no news to anyone."""
-    news = user.email_verified and not invited
-    if not user.email_verified:
-        wipe_unproven(user, keep_password=False)
-        user.email_verified = True
-    change_password(user, password, first_is_news=news)
-
-
-def change_password(user: User, password: str, *, first_is_news: bool = False) -> None:
-    """Store `password` as `user`'s, committed. Replacing a password the account had is told
-    to its owner ("password_changed") in that same commit (OWASP ASVS 4.0 2.2.3): whoever
-    changed it (a signed-in browser, a reset link read in the mailbox) may not be them, and
-    no crash leaves a changed password untold. A first password is told only when
-    `first_is_news` (see `reset_password`)."""
-    tell = user.password_hash is not None or first_is_news
-    set_password(user, password)  # hashed before the mail's INSERT opens the write transaction
-    told = stage_mail(user.email, "password_changed", user.locale or current_language(),
-                      link=link_to("password.forgot")) if tell else None
+def change_password(user: User, password: str) -> None:
+    """Store `password` as `user`'s (a signed-in browser's change), committed with the mail
+    that tells its owner."""
+    # hashed before the mail's INSERT opens the write transaction
+    for column, value in password_columns(password).items():
+        setattr(user, column, value)
+    told = _staged_password_changed(user)
     db.session.commit()
-    if told is not None:
-        told()
+    told()
+
+
+def _staged_password_changed(user: User):
+    """The "password_changed" mail to `user`, staged in this transaction: what to call after its
+    commit. Told in the change's own commit (OWASP ASVS 4.0 2.2.3): whoever changed it (a
+    signed-in browser, a reset link read in the mailbox) may not be them, and no crash leaves
+    a changed password untold."""
+    return stage_mail(user.email, "password_changed", user.locale or current_language(),
+                      link=link_to("password.forgot"))
 
 
 def just_in_time(org: Org, identity, method: str = "saml", *, commit: bool = True) -> User | None:

@@ -137,9 +137,9 @@ def _context_words(context: tuple[str, ...]) -> list[str]:
     return words
 
 
-def set_password(user, password: str) -> None:
-    """Store a new password; every reset link sent before now stops working."""
+def password_columns(password: str) -> dict:
+    """An account's columns for a new `password`: its hash, and the moment from which every
+    reset link sent before stops working."""
     from .store import utcnow
 
-    user.password_hash = hash_password(password)
-    user.password_changed_at = utcnow()
+    return {"password_hash": hash_password(password), "password_changed_at": utcnow()}

@@ -73,8 +73,8 @@ def reset(token: str):
 
 def password_from_link(token: str, purpose: str, template: str, dead_link=None):
     """The new password typed on the page a mailed link (reset, invitation) leads to:
-    (user, None) once it passed the policy, the link was spent and the password set —
-    which adopts an unverified account, see idp.accounts — else (None, the answer)."""
+    (user, None) once it passed the policy, the link was spent and the password set in one
+    commit — which adopts an unverified account, see idp.accounts — else (None, the answer)."""
     dead_link = dead_link or _dead_link
     found = mail_tokens.find(token, purpose)
     if found is None:
@@ -85,9 +85,8 @@ def password_from_link(token: str, purpose: str, template: str, dead_link=None):
     if problem:
         return None, (render_template(template, token=token, email=user.email,
                                       error=POLICY_MESSAGES[problem]()), 400)
-    if not mail_tokens.consume(row):
-        return None, dead_link()
-    accounts.reset_password(user, password, invited=purpose == "invite")
+    if not accounts.reset_password(user, row, password, invited=purpose == "invite"):
+        return None, dead_link()  # spent, or its account deleted, meanwhile
     return user, None
 
 
