@@ -110,30 +110,38 @@ def verify_email(user: User, link: MailToken, *, password_proven: bool) -> bool:
         then=lambda: audit.record("email.verified", user, commit=False))
 
 
-def reset_password(user: User, link: MailToken, password: str, *, invited: bool = False) -> bool:
+def reset_password(user: User, link: MailToken, password: str, *, event: str, invited: bool = False,
+                   everywhere: bool = False, **detail) -> bool:
     """A mailed `link` (a reset, or an invitation when `invited`) proves the mailbox and sets a
     new password; an unverified row is adopted by it (verified, and cleared of all it did
     not prove). A verified account that had no password (company, social or passkey sign-in
     only) gains a way in by a reset: told to its owner as a change, since whoever read the
     mailbox for a moment may not be them. An invitation's first password is the person
-    arriving, and an adopted row's replaces one nobody proved: no news to anyone. One
-    transaction, as `_changed_by_link`: False, nothing written, when the link was spent or
-    the row deleted meanwhile (or, when unverified, verified meanwhile)."""
+    arriving, and an adopted row's replaces one nobody proved: no news to anyone. The audit
+    `event` (with `detail`) and, when `everywhere`, the end of every session are written with
+    it. One transaction, as `_changed_by_link`: False, nothing written, when the link was
+    spent or the row deleted meanwhile (or, when unverified, verified meanwhile)."""
     adopting = not user.email_verified
     tell = not adopting and (user.password_hash is not None or not invited)
     values = password_columns(password)  # hashed before the first write: no lock is held meanwhile
     if adopting:
         values = {**_cleared(user, keep_password=False), "email_verified": True, **values}
-    return _changed_by_link(user, link, values, adopting=adopting, keep_password=False,
-                            then=(lambda: _staged_password_changed(user)) if tell else None)
+
+    def then():
+        audit.record(event, user, commit=False, **detail)
+        return _staged_password_changed(user) if tell else None
+
+    return _changed_by_link(user, link, values, adopting=adopting, keep_password=False, everywhere=everywhere,
+                            then=then)
 
 
 def _changed_by_link(user: User, link: MailToken, values: dict, *, adopting: bool, keep_password: bool = True,
-                     then=None) -> bool:
+                     everywhere: bool = False, then=None) -> bool:
     """A mailed `link`'s change to `user` in one commit: the account's row set to `values`,
-    the link spent and, when `adopting` an unverified row, what `wipe_unproven` writes; then
-    the writes of `then()`, when given, which returns what to call after the commit, or None.
-    The products are told after the commit. False, nothing written, when the link was spent or the row deleted
+    the link spent and, when `adopting` an unverified row, what `wipe_unproven` writes (or,
+    when `everywhere`, the end of every session of the account, as `sessions.sign_out_everywhere`);
+    then the writes of `then()`, when given, which returns what to call after the commit, or
+    None. The products are told after the commit. False, nothing written, when the link was spent or the row deleted
     meanwhile (or, when `adopting`, verified meanwhile): a directory's rename deletes a
     stranger's unverified sign-up at its new address (`remove_unproven`), in another
     transaction that may commit at any moment of this one."""
@@ -151,9 +159,11 @@ def _changed_by_link(user: User, link: MailToken, values: dict, *, adopting: boo
         return False
     if adopting:
         _wipe_planted(user, keep_password=keep_password)
+    elif everywhere:
+        sessions.end_everything(user)
     after = then() if then is not None else None
     db.session.commit()
-    if adopting:
+    if adopting or everywhere:
         sessions.signed_out_everywhere(user, mine)
     if after is not None:
         after()

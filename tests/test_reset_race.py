@@ -96,3 +96,43 @@ def test_without_a_second_writer_a_reset_of_a_verified_row_keeps_it_and_works_on
     assert live.mailbox.wait_for("reset-race-verified@example.com")  # the owner is told of the change
     dead = live.app.test_client().get(f"/password/reset/{token}", base_url=live.issuer)
     assert dead.status_code == 400 and EXPIRED in dead.get_data(as_text=True)
+
+
+def test_the_reset_its_event_and_the_end_of_every_session_are_one_commit(live):
+    """No crash between two commits can leave a password changed with no `password.reset` event,
+    or with the sessions the person asked to end still open. The products are told after it
+    (the back-channel logouts' queue, its own commit)."""
+    import traceback
+
+    from sqlalchemy import event, select
+
+    from idp.store import BrowserSession, SecurityEvent, db
+    from tests.conftest import Browser
+
+    user_id, token = _account_with_reset_link(live, "reset-one-commit@example.com", verified=True)
+    other = Browser(live.issuer)
+    page = other.sign_in(other.get(f"{live.issuer}/account"), "reset-one-commit@example.com", PLANTED)
+    assert page.url.startswith(f"{live.issuer}/account"), page.text[:300]
+    with live.db():
+        engine = db.engine
+        assert db.session.execute(select(BrowserSession.id).where(BrowserSession.user_id == user_id)).all()
+    commits = []
+
+    def listener(_conn):  # which of our functions committed
+        ours = [f for f in traceback.extract_stack() if "/idp/" in f.filename]
+        commits.append(f"{ours[-1].filename.rsplit('/', 1)[1]}:{ours[-1].name}")
+
+    event.listen(engine, "commit", listener)
+    try:
+        resp = _open_link(live, token)
+    finally:
+        event.remove(engine, "commit", listener)
+    assert resp.status_code == 200 and CHANGED in resp.get_data(as_text=True)
+    assert commits == ["accounts.py:_changed_by_link", "backchannel.py:queue_logouts"]
+    with live.db():
+        assert db.session.execute(select(BrowserSession.id).where(
+            BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))).all() == []
+        details = db.session.execute(select(SecurityEvent.detail).where(
+            SecurityEvent.user_id == user_id, SecurityEvent.kind == "password.reset")).scalars().all()
+    assert [d.get("signed_out_everywhere") for d in details] == [True]
+    assert other.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")

@@ -9,7 +9,7 @@ from flask import render_template
 
 from federation.discovery import home_realm_for
 
-from .. import audit, mail_tokens
+from .. import mail_tokens
 from ..i18n import current_language
 from ..i18n import gettext as _
 from ..mail import link_to, stage_mail
@@ -57,10 +57,10 @@ def invitation(token: str):
 
 @bp.post("/invite/<token>")
 def accept_invitation(token: str):
-    user, answer = password_from_link(token, "invite", "admin/invite_accept.html", dead_link=_dead_link)
+    user, answer = password_from_link(token, "invite", "admin/invite_accept.html", dead_link=_dead_link,
+                                      event="invite.accepted")
     if user is None:
         return answer
-    audit.record("invite.accepted", user)
     return render_template("admin/invite_done.html")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from .. import accounts, audit, mail_tokens, sessions
+from .. import accounts, audit, mail_tokens
 from ..background import Origin, defer
 from ..emails import normalize
 from ..i18n import current_language
@@ -71,10 +71,12 @@ def reset(token: str):
     return render_template("signin/reset.html", token=token)
 
 
-def password_from_link(token: str, purpose: str, template: str, dead_link=None):
+def password_from_link(token: str, purpose: str, template: str, dead_link=None, *, event: str,
+                       everywhere: bool = False, **detail):
     """The new password typed on the page a mailed link (reset, invitation) leads to:
-    (user, None) once it passed the policy, the link was spent and the password set in one
-    commit — which adopts an unverified account, see idp.accounts — else (None, the answer)."""
+    (user, None) once it passed the policy, and the link was spent, the password set and the
+    audit `event` recorded in one commit (with, when `everywhere`, the end of every session)
+    — which adopts an unverified account, see idp.accounts — else (None, the answer)."""
     dead_link = dead_link or _dead_link
     found = mail_tokens.find(token, purpose)
     if found is None:
@@ -85,20 +87,19 @@ def password_from_link(token: str, purpose: str, template: str, dead_link=None):
     if problem:
         return None, (render_template(template, token=token, email=user.email,
                                       error=POLICY_MESSAGES[problem]()), 400)
-    if not accounts.reset_password(user, row, password, invited=purpose == "invite"):
+    if not accounts.reset_password(user, row, password, event=event, invited=purpose == "invite",
+                                   everywhere=everywhere, **detail):
         return None, dead_link()  # spent, or its account deleted, meanwhile
     return user, None
 
 
 @bp.post("/password/reset/<token>")
 def save_new_password(token: str):
-    user, answer = password_from_link(token, "reset", "signin/reset.html")
+    everywhere = request.form.get("sign_out_everywhere") == "on"
+    user, answer = password_from_link(token, "reset", "signin/reset.html", event="password.reset",
+                                      everywhere=everywhere, signed_out_everywhere=everywhere)
     if user is None:
         return answer
-    everywhere = request.form.get("sign_out_everywhere") == "on"
-    audit.record("password.reset", user, signed_out_everywhere=everywhere)
-    if everywhere:
-        sessions.sign_out_everywhere(user)
     return render_template("signin/reset_done.html")
 
 
