@@ -990,13 +990,22 @@ def _within(low: int, high: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     collecting = gc.isenabled()
-    if args.func not in (cmd_serve, cmd_dev):
-        # A command is over in a moment and leaves little garbage: the collector's passes over
-        # the tens of thousands of objects importing SQLAlchemy and psycopg makes, none of
-        # them garbage, were a tenth of `idp users list` (issue 14). A server runs on: it collects.
-        gc.disable()
+    # A command is over in a moment and leaves little garbage: the collector's passes over
+    # the tens of thousands of objects importing SQLAlchemy and psycopg makes, none of them
+    # garbage, were a tenth of `idp users list` (issue 14). A server runs on: it collects.
+    gc.disable()
+    try:
+        args = build_parser().parse_args(argv)
+        if collecting and args.func in (cmd_serve, cmd_dev):
+            gc.enable()
+        return _run(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run(args) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
@@ -1009,9 +1018,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - an operator never sees a traceback
         print(f"error: {_describe(err)}", file=sys.stderr)
         return 1
-    finally:
-        if collecting:
-            gc.enable()
     return 0
 
 
