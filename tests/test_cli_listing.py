@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -37,7 +38,7 @@ def crowd(database_url, tmp_path_factory):
     rows = [{"id": f"{i:032x}", "email": f"p{i:06d}@crowd.example", "name": f"Person {i:06d}",
              "email_verified": True, "is_admin": i == 3, "created_at": start + timedelta(seconds=i)}
             for i in range(CROWD)]
-    for row, name in zip(rows, NAMES):
+    for row, name in zip(rows[:len(NAMES)], NAMES, strict=True):
         row["name"] = name
     rows.reverse()  # stored in another order than they signed up in
     with engine.begin() as conn:
@@ -144,8 +145,6 @@ SERVE = textwrap.dedent("""
 
 
 def test_a_server_collects_garbage(tmp_path):
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(IDP_INSTANCE_DIR=str(tmp_path / "inst"), IDP_LOG_LEVEL="WARNING")
     done = subprocess.run([sys.executable, "-OO", "-c", SERVE], env=env, capture_output=True, text=True,
