@@ -65,9 +65,9 @@ def _listing(statement):
     """The rows of a listing's SELECT on a table named without reflecting it (reflection is
     several catalogue queries on PostgreSQL, 70 ms of `idp users list`; issue 14), to be
     read inside the `with` as they come: in batches (a server-side cursor on PostgreSQL), so
-    that 100,000 people are never all held at once, first by libpq and then as rows (half
-    the CPU of reading them). A table missing (`idp init` never ran) is told by
-    `_describe`, as for every command."""
+    that 100,000 people are never all held at once, first by libpq and then as rows (which
+    cost a third more CPU). A table missing (`idp init` never ran) is told by `_describe`,
+    as for every command."""
     with _connection() as conn:
         result = conn.execution_options(yield_per=_BATCH).execute(statement)
         yield chain.from_iterable(result.partitions())  # a batch at a time: row by row cost a fifth more
