@@ -35,7 +35,8 @@ class User(db.Model):
     external_id: Mapped[str | None] = mapped_column(String(255))
     scim_data: Mapped[dict | None] = mapped_column(JSON)
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Indexed: `idp users list` reads everyone in this order (migration 0019).
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     # Authlib's user protocol
