@@ -98,3 +98,18 @@ def every_moment(live, attempt, limit: int = 60) -> list[bool]:
         raise AssertionError("the request has more write moments than this test tries")
     assert True in outcomes and False in outcomes, outcomes
     return outcomes
+
+
+def account_with_link(live, email: str, password: str, purpose: str, *, verified: bool = False) -> tuple[str, str]:
+    """An account (a stranger's sign-up, as `signup._register` leaves it, unless `verified`)
+    with `password`, and its mailed `purpose` link's token: (user id, token)."""
+    from idp import mail_tokens
+    from idp.passwords import hash_password
+    from idp.store import User, db
+
+    with live.db():
+        user = User(email=email, name="Someone", password_hash=hash_password(password), email_verified=verified,
+                    locale="en")
+        db.session.add(user)
+        db.session.commit()
+        return user.id, mail_tokens.issue(user, purpose)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from tests.second_writer import SecondWriter, every_moment, row_of
+from tests.second_writer import SecondWriter, account_with_link, every_moment, row_of
 
 PLANTED = "planted-password-race-1"
 CHOSEN = "chosen-password-race-2"
@@ -18,16 +18,7 @@ CHANGED = "Your new password is ready."
 
 def _account_with_reset_link(live, email: str, *, verified: bool) -> tuple[str, str]:
     """An account (a stranger's sign-up when not `verified`) and its mailed reset link's token."""
-    from idp import mail_tokens
-    from idp.passwords import hash_password
-    from idp.store import User, db
-
-    with live.db():
-        user = User(email=email, name="Someone", password_hash=hash_password(PLANTED), email_verified=verified,
-                    locale="en")
-        db.session.add(user)
-        db.session.commit()
-        return user.id, mail_tokens.issue(user, "reset")
+    return account_with_link(live, email, PLANTED, "reset", verified=verified)
 
 
 def _open_link(live, token: str, writer: SecondWriter | None = None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from tests.second_writer import SecondWriter, every_moment, row_of
+from tests.second_writer import SecondWriter, account_with_link, every_moment, row_of
 
 PASSWORD = "sign-up-password-race-1"
 EXPIRED = "This link has expired or was already used"
@@ -19,16 +19,7 @@ CONFIRMED = "Email address confirmed"
 
 def _unverified_sign_up(live, email: str) -> tuple[str, str]:
     """A sign-up row and its mailed link's token, as `signup._register` leaves them."""
-    from idp import mail_tokens
-    from idp.passwords import hash_password
-    from idp.store import User, db
-
-    with live.db():
-        user = User(email=email, name="Someone", password_hash=hash_password(PASSWORD), email_verified=False,
-                    locale="en")
-        db.session.add(user)
-        db.session.commit()
-        return user.id, mail_tokens.issue(user, "verify")
+    return account_with_link(live, email, PASSWORD, "verify")
 
 
 def _open_link(live, token: str, writer: SecondWriter | None = None):
