@@ -22,7 +22,7 @@ they must have a second factor. Each sign-in path and `sessions.current` ask her
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, bindparam, delete, false, select, update
+from sqlalchemy import JSON, bindparam, delete, false, or_, select, update
 
 from . import audit, mail_tokens, session_rules, sessions
 from .i18n import current_language
@@ -131,18 +131,22 @@ def reset_password(user: User, link: MailToken, password: str, *, event: str, in
         audit.record(event, user, commit=False, **detail)
         return _staged_password_changed(user) if tell else None
 
+    # As `mail_tokens.find` checked it, again as the row is written: a password changed
+    # meanwhile (on /account, or by another link) ends this link, whatever moment it came.
+    unchanged = or_(User.password_changed_at.is_(None), User.password_changed_at <= link.created_at)
     return _changed_by_link(user, link, values, adopting=adopting, keep_password=False, everywhere=everywhere,
-                            then=then)
+                            then=then, still=(unchanged,))
 
 
 def _changed_by_link(user: User, link: MailToken, values: dict, *, adopting: bool, keep_password: bool = True,
-                     everywhere: bool = False, then=None) -> bool:
+                     everywhere: bool = False, then=None, still=()) -> bool:
     """A mailed `link`'s change to `user` in one commit: the account's row set to `values`,
     the link spent and, when `adopting` an unverified row, what `wipe_unproven` writes (or,
     when `everywhere`, the end of every session of the account, as `sessions.sign_out_everywhere`);
     then the writes of `then()`, when given, which returns what to call after the commit, or
-    None. The products are told after the commit. False, nothing written, when the link was spent or the row deleted
-    meanwhile (or, when `adopting`, verified meanwhile): a directory's rename deletes a
+    None. The products are told after the commit. False, nothing written, when the link was
+    spent or the row deleted meanwhile (or, when `adopting`, verified meanwhile; or no longer
+    meets the conditions `still`, checked as it is written): a directory's rename deletes a
     stranger's unverified sign-up at its new address (`remove_unproven`), in another
     transaction that may commit at any moment of this one."""
     mine = sessions.this_browsers()  # read first: it may commit (last seen), which must not split the change
@@ -151,7 +155,7 @@ def _changed_by_link(user: User, link: MailToken, values: dict, *, adopting: boo
     # and every later write of this transaction names a row that stays until the commit.
     unverified = (User.email_verified == false(),) if adopting else ()
     if values and db.session.execute(
-            update(User).where(User.id == user.id, *unverified).values(**values)).rowcount != 1:
+            update(User).where(User.id == user.id, *unverified, *still).values(**values)).rowcount != 1:
         db.session.rollback()
         return False
     if not mail_tokens.consume(link):  # before `_wipe_planted`, which spends every unused link

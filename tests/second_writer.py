@@ -27,21 +27,28 @@ class SecondWriter:
                                     connect_args={"timeout": 0} if url.startswith("sqlite") else {})
         self.user_id, self.at, self.moments, self.waiting, self.deleted = user_id, at, 0, False, False
 
-    def delete(self) -> None:
+    def act(self) -> None:
+        """The write, at its moment, in a transaction of its own; when it must wait for the
+        request's transaction, again after that commits."""
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SET LOCAL lock_timeout = '300ms'"))
-                self.deleted |= conn.execute(text(
-                    "DELETE FROM users WHERE id = :id AND email_verified = :no AND org_id IS NULL "
-                    "AND is_admin = :no"), {"id": self.user_id, "no": False}).rowcount == 1
+                self.deleted |= self.write(conn)
             self.waiting = False
         except OperationalError:  # the request's transaction holds what it needs: wait for its commit
             self.waiting = True
 
+    def write(self, conn) -> bool:
+        """The DELETE: whether it removed the row (a subclass may write something else, and
+        say whether it came first)."""
+        return conn.execute(text(
+            "DELETE FROM users WHERE id = :id AND email_verified = :no AND org_id IS NULL "
+            "AND is_admin = :no"), {"id": self.user_id, "no": False}).rowcount == 1
+
     def _moment(self) -> None:
         if self.moments == self.at:
-            self.delete()
+            self.act()
         self.moments += 1
 
     def before_statement(self, conn, cursor, statement, parameters, context, executemany):
@@ -50,7 +57,7 @@ class SecondWriter:
 
     def after_commit(self, session):
         if self.waiting:
-            self.delete()
+            self.act()
         self._moment()
 
     def during(self, live, send):
@@ -66,8 +73,8 @@ class SecondWriter:
         finally:
             event.remove(engine, "before_cursor_execute", self.before_statement)
             event.remove(Session, "after_commit", self.after_commit)
-        if self.waiting:  # the request has ended: the waiting DELETE runs now
-            self.delete()
+        if self.waiting:  # the request has ended: the waiting write runs now
+            self.act()
         self.engine.dispose()
         return resp
 
@@ -86,8 +93,8 @@ def row_of(live, user_id: str):
 
 def every_moment(live, attempt, limit: int = 60) -> list[bool]:
     """`attempt(at)` for at = 0, 1, ... until the request it makes ended before its moment
-    `at` (every moment was tried): whether the writer deleted the row, per attempt. Both
-    outcomes must have happened, or the race was not run."""
+    `at` (every moment was tried): whether the writer's write came first (`deleted`), per
+    attempt. Both outcomes must have happened, or the race was not run."""
     outcomes = []
     for at in range(limit):
         writer = attempt(at)

@@ -7,6 +7,7 @@ expired link's page with the row gone; never a 500. The second writer: tests/sec
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from tests.second_writer import SecondWriter, account_with_link, every_moment, row_of
 
@@ -127,3 +128,53 @@ def test_the_reset_its_event_and_the_end_of_every_session_are_one_commit(live):
             SecurityEvent.user_id == user_id, SecurityEvent.kind == "password.reset")).scalars().all()
     assert [d.get("signed_out_everywhere") for d in details] == [True]
     assert other.get(f"{live.issuer}/account").url.startswith(f"{live.issuer}/signin")
+
+
+class PasswordChangedElsewhere(SecondWriter):
+    """The owner changes the password on /account (as `accounts.change_password` writes it), in
+    a transaction of its own, at one moment of the reset. `deleted` here: it came first, before
+    the reset's password was there."""
+
+    def write(self, conn) -> bool:
+        from sqlalchemy import select, update
+
+        from idp.passwords import hash_password
+        from idp.store import User, utcnow
+
+        users = User.__table__
+        first = conn.execute(select(users.c.password_hash).where(users.c.id == self.user_id)).scalar() == self.planted
+        conn.execute(update(users).where(users.c.id == self.user_id).values(
+            password_hash=hash_password(OWN), password_changed_at=utcnow() + timedelta(seconds=1)))
+        return first
+
+
+OWN = "owners-own-new-password-4"
+
+
+def test_a_password_changed_at_any_moment_of_the_reset_is_never_overwritten_by_it(live):
+    """`mail_tokens.find` refuses a reset link once the password changed; checked again as the
+    reset writes the row, a change at any moment in between still ends the link: the owner's
+    newer password stands, whichever came first."""
+    from idp.passwords import verify_password
+    from idp.store import User, db
+
+    def attempt(at):
+        user_id, token = _account_with_reset_link(live, f"reset-changed-{at}@example.com", verified=True)
+        writer = PasswordChangedElsewhere(live.env["IDP_DATABASE_URL"], user_id, at)
+        with live.db():
+            writer.planted = db.session.get(User, user_id).password_hash
+        resp = _open_link(live, token, writer)
+        body = resp.get_data(as_text=True)
+        with live.db():
+            stored = db.session.get(User, user_id).password_hash
+        if writer.moments <= at:  # the reset ended before this moment: the owner changed nothing
+            assert resp.status_code == 200 and verify_password(stored, CHOSEN), at
+            return writer
+        assert verify_password(stored, OWN), at  # the owner's change, made last or first, stands
+        if writer.deleted:  # the owner's change came first: the link died with it
+            assert resp.status_code == 400 and EXPIRED in body, (at, body[:300])
+        else:
+            assert resp.status_code == 200 and CHANGED in body, (at, body[:300])
+        return writer
+
+    every_moment(live, attempt)
