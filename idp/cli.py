@@ -102,6 +102,22 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def _print_json_rows(keys: tuple[str, ...], rows) -> None:
+    """`_print_json` of a list of objects with these `keys`, one per row of plain values
+    (text, None, booleans), the same bytes. `json.dumps` with `indent` runs Python's own
+    encoder (its C one only without): 0.4 s of `idp users list --json` with 100,000 people."""
+    from json.encoder import encode_basestring_ascii as quoted  # what json.dumps writes a str with
+
+    literal = {None: "null", True: "true", False: "false"}
+
+    def value(v) -> str:
+        return quoted(v) if v.__class__ is str else literal[v]
+
+    item = ("  {{\n" + ",\n".join(f"    {quoted(key)}: {{}}" for key in keys) + "\n  }}").format  # keys: plain names
+    items = [item(*map(value, row)) for row in rows]
+    sys.stdout.write("[\n" + ",\n".join(items) + "\n]\n" if items else "[]\n")
+
+
 def _print_lines(lines) -> None:
     """One write for a whole listing: a `print` per row was a third of `idp users list`'s
     time with 100,000 people (issue 14, item 6). Each line one line, whatever names it shows."""
@@ -335,7 +351,7 @@ def cmd_users_create(args) -> None:
 def cmd_users_list(args) -> None:
     with _listing(_everyone()) as users:
         if args.json:
-            _print_json([{"id": i, "email": e, "name": n, "admin": a} for i, e, n, a in users])
+            _print_json_rows(("id", "email", "name", "admin"), users)
         else:
             _print_lines(f"{i}  {e}  {n or ''}{'  (admin)' if a else ''}" for i, e, n, a in users)
 
