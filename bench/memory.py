@@ -45,7 +45,7 @@ WARMUP = int(os.environ.get("WARMUP", "2000"))
 RUNS = 5
 # Commands that never touch SAML, one per command group that only reads (so repeating them
 # changes nothing); `--help` is the floor: parsing arguments and nothing else.
-CLI_COMMANDS = (["--help"], ["users", "list"], ["clients", "list"], ["keys", "list"])
+CLI_COMMANDS = (["--help"], ["users", "list"], ["users", "list", "--json"], ["clients", "list"], ["keys", "list"])
 
 
 def descendants(pid: int) -> list[int]:
