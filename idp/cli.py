@@ -102,19 +102,15 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _print_json_rows(keys: tuple[str, ...], rows) -> None:
-    """`_print_json` of a list of objects with these `keys`, one per row of plain values
-    (text, None, booleans), the same bytes. `json.dumps` with `indent` runs Python's own
-    encoder (its C one only without): 0.4 s of `idp users list --json` with 100,000 people."""
-    from json.encoder import encode_basestring_ascii as quoted  # what json.dumps writes a str with
+def _print_users_json(users) -> None:
+    """`_print_json` of `idp users list`'s objects, the same bytes (tests pin them against
+    `json.dumps`), written here: `json.dumps` with `indent` runs Python's own encoder (its C
+    one only without), 0.33 s for 100,000 people against 0.04 s for these f-strings."""
+    from json.encoder import encode_basestring_ascii as q  # what json.dumps writes a str with
 
-    literal = {None: "null", True: "true", False: "false"}
-
-    def value(v) -> str:
-        return quoted(v) if v.__class__ is str else literal[v]
-
-    item = ("  {{\n" + ",\n".join(f"    {quoted(key)}: {{}}" for key in keys) + "\n  }}").format  # keys: plain names
-    items = [item(*map(value, row)) for row in rows]
+    items = [f'  {{\n    "id": {q(i)},\n    "email": {"null" if e is None else q(e)},\n'
+             f'    "name": {"null" if n is None else q(n)},\n'
+             f'    "admin": {"null" if a is None else "true" if a else "false"}\n  }}' for i, e, n, a in users]
     sys.stdout.write("[\n" + ",\n".join(items) + "\n]\n" if items else "[]\n")
 
 
@@ -351,7 +347,7 @@ def cmd_users_create(args) -> None:
 def cmd_users_list(args) -> None:
     with _listing(_everyone()) as users:
         if args.json:
-            _print_json_rows(("id", "email", "name", "admin"), users)
+            _print_users_json(users)
         else:
             _print_lines(f"{i}  {e}  {n or ''}{'  (admin)' if a else ''}" for i, e, n, a in users)
 

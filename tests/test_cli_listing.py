@@ -73,7 +73,7 @@ def test_the_listing_is_every_person_in_sign_up_order_as_before(crowd, capsys):
 
 
 def test_the_json_listing_is_what_json_dumps_writes(crowd, capsys):
-    """`idp users list --json` writes its objects itself (`cli._print_json_rows`, faster than
+    """`idp users list --json` writes its objects itself (`cli._print_users_json`, faster than
     `json.dumps` with `indent`): the same bytes, whatever the names hold."""
     users = sa.table("users", sa.column("id"), sa.column("email"), sa.column("name"),
                      sa.column("is_admin", sa.Boolean), sa.column("created_at"))
