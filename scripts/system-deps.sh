@@ -20,9 +20,12 @@ want() { # want PACKAGE: record a Debian package to install
 for bin in initdb pg_ctl; do
   compgen -G "/usr/lib/postgresql/*/bin/$bin" >/dev/null || { want postgresql; break; }
 done
-if [ "$mode" = test ] || [ "$mode" = all ]; then
-  # pysaml2 signs and verifies SAML messages by calling xmlsec1.
+# pysaml2 signs SAML messages by calling xmlsec1: the tests' IdP, and the one
+# bench/saml_cost.py signs its responses with.
+if [ "$mode" != soak ]; then
   command -v xmlsec1 >/dev/null || want xmlsec1
+fi
+if [ "$mode" = test ] || [ "$mode" = all ]; then
   command -v redis-server >/dev/null || want redis-server  # the rate-limit tests' Redis
   # Browser tests drive Debian's chromium, never a browser Playwright downloads.
   [ -x /usr/bin/chromium ] || want chromium
