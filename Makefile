@@ -44,7 +44,7 @@ soak: install
 	$(BIN)/python bench/soak.py
 
 lint: install
-	$(BIN)/ruff check idp keys federation tests
+	$(BIN)/ruff check idp keys federation tests bench
 
 clean:
 	rm -rf $(VENV) instance build *.egg-info .pytest_cache .ruff_cache
