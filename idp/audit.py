@@ -59,6 +59,7 @@ LABELS = {
     "session.revoked": lambda: _("Session revoked"),
     "device.trusted": lambda: _("Device trusted"),
     "device.revoked": lambda: _("Trusted device revoked"),
+    "app.access_removed": lambda: _("App access removed"),
     "totp.enabled": lambda: _("Authenticator app set up"),
     "totp.disabled": lambda: _("Authenticator app turned off"),
     "recovery.generated": lambda: _("New recovery codes"),

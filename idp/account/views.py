@@ -1,4 +1,5 @@
-"""/account: the signed-in person's security, sessions, trusted devices and recent activity."""
+"""/account: the signed-in person's security, sessions, trusted devices, connected accounts, the
+apps they allowed in, and recent activity."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from federation.social import label_for
 from .. import accounts, audit, notices, sessions, social
 from ..i18n import gettext as _
 from ..signin.views import require_recent_sign_in, require_sign_in, signed_in_recently
-from ..store import LinkedIdentity, Passkey, TrustedDevice, db, utcnow
+from ..oauth.grants import withdraw_consent
+from ..store import Client, Consent, LinkedIdentity, Passkey, TrustedDevice, db, utcnow
 
 bp = Blueprint("account", __name__)
 
@@ -35,11 +37,17 @@ def home():
     from ..mfa.totp import has_totp, recovery_codes_left
 
     links = social.links_of(user)
+    # The apps the person allowed on a consent screen, newest first (first-party apps never ask).
+    apps = db.session.execute(
+        select(Client.client_id, Client.name, Consent.scope, Consent.updated_at)
+        .join(Consent, Consent.client_id == Client.client_id).where(Consent.user_id == user.id)
+        .order_by(Consent.updated_at.desc())
+    ).all()
     return render_template(
         "account/home.html", user=user, links=links, providers=social.enabled(),
         linked_names={link.provider for link in links}, label_of=label_for, browser=browser,
         sessions=sessions.open_sessions(user),
-        devices=devices, events=audit.recent(user), has_totp=has_totp(user),
+        devices=devices, apps=apps, events=audit.recent(user), has_totp=has_totp(user),
         recovery_left=recovery_codes_left(user), passkeys=user_passkeys(user),
         passkeys_allowed=accounts.passkeys_allowed(user), social_allowed=accounts.social_allowed(user),
     )
@@ -100,6 +108,18 @@ def revoke_device(device_id: str):
         device.revoked_at = utcnow()
         db.session.commit()
         audit.record("device.revoked", browser.user)
+    return redirect(url_for("account.home"))
+
+
+@bp.post("/account/apps/<client_id>/remove")
+def remove_app(client_id: str):
+    """Take back an app's access: it asks for consent again and its tokens stop working."""
+    browser, away = _signed_in()
+    if away:
+        return away
+    client_id = client_id[:64]
+    if withdraw_consent(browser.user_id, client_id):
+        audit.record("app.access_removed", browser.user, client_id=client_id)  # commits, with the change
     return redirect(url_for("account.home"))
 
 

@@ -20,13 +20,14 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN
 from authlib.oidc.core import OpenIDCode
 from flask import current_app
-from sqlalchemy import DateTime, String, Text, bindparam, false, insert, select, update
+from sqlalchemy import DateTime, String, Text, bindparam, delete, false, insert, select, update
 
 from .. import sessions
 from ..store import (
     AuthorizationCode,
     BrowserSession,
     CodeMethods,
+    Consent,
     Grant,
     RefreshToken,
     RevokedToken,
@@ -50,6 +51,21 @@ def revoke_grant(grant_id: str) -> None:
     db.session.execute(update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None)).values(revoked_at=now))
     db.session.execute(update(RefreshToken).where(RefreshToken.grant_id == grant_id).values(revoked=True))
     db.session.commit()
+
+
+def withdraw_consent(user_id: str, client_id: str) -> bool:
+    """Take back what a person allowed a client (the account page's "Remove access"): the
+    remembered consent, so the app must ask again, and every grant the app holds for the
+    person, so its refresh tokens die and its access tokens fail checks. The caller commits.
+    False, and nothing written, when there was no consent to take back."""
+    mine = (Consent.user_id == user_id, Consent.client_id == client_id)
+    if db.session.execute(delete(Consent).where(*mine)).rowcount == 0:
+        return False
+    families = (Grant.user_id == user_id, Grant.client_id == client_id)
+    db.session.execute(update(Grant).where(*families, Grant.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    db.session.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(select(Grant.id).where(*families)),
+                                                  RefreshToken.revoked.is_(False)).values(revoked=True))
+    return True
 
 
 @dataclass(slots=True)
