@@ -316,7 +316,7 @@ def cmd_users_create(args) -> None:
         from .passwords import hash_password, policy_problem
 
         password = sys.stdin.readline().rstrip("\r\n")
-        problem = policy_problem(password, (email,))
+        problem = policy_problem(password, (email, args.name))
         if problem:
             reason = {"too_short": "shorter than 8 characters", "too_long": "longer than 256 characters",
                       "too_common": "too common"}[problem]

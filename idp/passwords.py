@@ -82,11 +82,11 @@ MAX_TYPED = 4 * MAX_LENGTH
 ZXCVBN_INPUT = 72
 
 
-def policy_problem(password: str, context: tuple[str, ...] = ()) -> str | None:
+def policy_problem(password: str, context: tuple[str | None, ...] = ()) -> str | None:
     """Why a new password is refused: "too_short", "too_long", "too_common", or None.
 
     "Too common" is zxcvbn's lowest score (under a thousand guesses: the common
-    password lists it ships, keyboard walks, the email itself via `context`).
+    password lists it ships, keyboard walks, the address and the person's name via `context`).
     """
     if len(password) > MAX_TYPED:
         return "too_long"
@@ -124,16 +124,23 @@ def _scored_part(password: str) -> str:
     return text if combinations <= L33T_COMBINATIONS else text[:L33T_PREFIX]
 
 
-def _context_words(context: tuple[str, ...]) -> list[str]:
-    """An address's name and its pieces too: zxcvbn matches its inputs as whole words, so the
-    bare address alone would let "jeanne.dupont" through for jeanne.dupont@example.com."""
+def _context_words(context: tuple[str | None, ...]) -> list[str]:
+    """Each item (the address, the person's name), an address's name, and their pieces, run
+    together too: zxcvbn matches its inputs as whole words, so the bare address alone would
+    let "jeanne.dupont" through for jeanne.dupont@example.com, and the name "Jeanne Dupont"
+    alone "jeannedupont"."""
     words = []
     for item in context:
+        if not item:
+            continue
         words.append(item)
-        if "@" in item:
-            name = item.rpartition("@")[0]
+        name = item.rpartition("@")[0] if "@" in item else item
+        pieces = [piece for piece in re.split(r"[^\w]+|_", name) if len(piece) >= 3]
+        if name != item:
             words.append(name)
-            words.extend(piece for piece in re.split(r"[^\w]+|_", name) if len(piece) >= 3)
+        words.extend(pieces)
+        if len(pieces) > 1:
+            words.append("".join(pieces))
     return words
 
 

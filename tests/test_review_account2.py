@@ -24,6 +24,31 @@ def test_a_new_password_that_is_the_email_name_is_refused(live):
     assert not resp.url.startswith(f"{live.issuer}/account"), "the email's name became the password"
 
 
+def test_a_new_password_made_of_the_persons_name_is_refused(live):
+    """Low: the address's name was a context word but the person's own name was not, so
+    "jeannedupont" passed for Jeanne Dupont at sign-up, at a change and on the command line
+    (NIST SP 800-63B 5.1.1.2 context-specific words)."""
+    guesses = ("jeannedupont", "Jeanne Dupont", "dupont")
+    b = Browser(live.issuer)
+    for guess in guesses:
+        page = b.get(f"{live.issuer}/signup")
+        resp = b.submit(page, {"email": "jd-signup@example.com", "name": "Jeanne Dupont", "password": guess})
+        assert resp.status_code == 400 and 'role="alert"' in resp.text, guess
+    email = "jd-change@example.com"
+    live.create_user(email, "first-password-1", name="Jeanne Dupont")
+    b, _ = _sign_in(live, email, "first-password-1")
+    page = b.get(f"{live.issuer}/account/password")
+    for guess in guesses:
+        resp = b.submit(page, {"current_password": "first-password-1", "password": guess})
+        assert resp.status_code == 400 and 'role="alert"' in resp.text, guess
+    done = live.idp("users", "create", "jd-cli@example.com", "--name", "Jeanne Dupont", "--password-stdin",
+                    input="jeannedupont\n")
+    assert done.returncode == 1 and done.stderr == "error: password refused: too common\n", done.stderr
+    # A name is context, not a ban on its letters: a long password that only contains it passes.
+    resp = b.submit(page, {"current_password": "first-password-1", "password": "jeanne dupont rides 7 blue trams"})
+    assert resp.status_code == 200, resp.text[:300]
+
+
 def test_a_password_change_is_told_to_the_account_owner_by_mail(live):
     """Medium: someone holding a signed-in browser and the password changes it, and the owner is
     never told, so never resets it back (OWASP ASVS 4.0 2.2.3 / 5.0 6.3.7: notify on credential change)."""

@@ -151,7 +151,7 @@ def change_password():
                                error=_("Your current password is not right.")), 401
     limits.success("password:account", user.email)  # proved: a new password the policy refuses is no guess
     new = request.form.get("password", "")
-    problem = policy_problem(new, (user.email,))
+    problem = policy_problem(new, (user.email, user.name))
     if problem:
         return render_template("account/password.html", user=user, error=POLICY_MESSAGES[problem]()), 400
     accounts.change_password(user, new)  # the owner is told; reset links sent before now die

@@ -83,7 +83,7 @@ def password_from_link(token: str, purpose: str, template: str, dead_link=None, 
         return None, dead_link()
     row, user = found
     password = request.form.get("password", "")
-    problem = policy_problem(password, (user.email,))
+    problem = policy_problem(password, (user.email, user.name))
     if problem:
         return None, (render_template(template, token=token, email=user.email,
                                       error=POLICY_MESSAGES[problem]()), 400)

@@ -56,7 +56,7 @@ def create():
                                error=_("Enter a valid email address.")), 400
     if home_realm_for(address).method != "password":
         return render_template("signin/sso_required.html", email=address), 403
-    problem = policy_problem(password, (address,))
+    problem = policy_problem(password, (address, name))
     if problem:
         return render_template("signin/signup.html", email=address, name=name or "",
                                error=POLICY_MESSAGES[problem]()), 400
