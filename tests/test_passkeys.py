@@ -77,6 +77,30 @@ def test_bad_and_replayed_assertions_are_refused(live):
     assert resp.status_code == 400
 
 
+def test_a_sign_in_without_a_user_handle_is_refused(live):
+    """WebAuthn §7.2 step 6: a sign-in that named no account verifies that the authenticator
+    said whose key it is (`userHandle`); a second factor, where the account is known, need not."""
+    _, device = _with_passkey(live, "pk-nohandle@example.com")
+    for handle in (None, ""):
+        b = Browser(live.issuer)
+        page = b.get(f"{live.issuer}/signin")
+        assertion = device.get(_post_json(b, page, "/signin/passkey/options").json())
+        if handle is None:
+            del assertion["response"]["userHandle"]
+        else:
+            assertion["response"]["userHandle"] = handle
+        resp = _post_json(b, page, "/signin/passkey", {"credential": assertion})
+        # Otherwise a valid answer (the handle is not signed): before, it signed the person in.
+        assert resp.status_code == 400 and resp.json()["error"] == "This passkey could not sign you in.", handle
+        assert sessions_of(b) == []
+    resp, _ = _passkey_sign_in(live, Browser(live.issuer), device)
+    assert resp.status_code == 200, resp.text
+
+
+def sessions_of(b: Browser) -> list[str]:
+    return [c.name for c in b.http.cookies if c.name.endswith("idp_session")]
+
+
 def _account(live, email):
     live.create_user(email, "passkey-password")
     b = Browser(live.issuer)

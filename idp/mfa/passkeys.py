@@ -165,6 +165,10 @@ def finish_authentication(credential: dict) -> tuple[User, bool]:
         user_handle = base64url_to_bytes(user_handle) if user_handle else None
     except (AttributeError, KeyError, TypeError, ValueError):
         raise PasskeyError("malformed credential") from None
+    if state["user"] is None and not user_handle:
+        # WebAuthn §7.2 step 6: a sign-in that named no account must be told by the
+        # authenticator whose key it is (a discoverable credential always carries it).
+        raise PasskeyError("user handle missing")
     row = db.session.execute(select(Passkey).where(Passkey.credential_id == credential_id)).scalar_one_or_none()
     if row is None:
         raise PasskeyError("unknown passkey")
