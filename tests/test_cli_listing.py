@@ -184,6 +184,17 @@ def test_each_line_is_printed_on_a_line_of_its_own(capsys, lines):
     assert capsys.readouterr().out == "".join(one_line(line) + "\n" for line in lines)
 
 
+def test_bidirectional_controls_in_a_listing_are_shown_as_escapes(capsys):
+    """A name with U+202E (right-to-left override) made the rest of its line read backwards on
+    the operator's terminal, "(admin)" and all ("Trojan Source"): written as an escape now."""
+    from idp.cli import _print_lines
+
+    _print_lines(iter(["1  eve@example.com  Eve\u202egnp.exe  (admin)",
+                       "2  x@example.com  a\u2066b\u2069\u200fc\u061c"]))
+    assert capsys.readouterr().out == ("1  eve@example.com  Eve\\u202egnp.exe  (admin)\n"
+                                       "2  x@example.com  a\\u2066b\\u2069\\u200fc\\u061c\n")
+
+
 @pytest.mark.parametrize("command,table", [(["users", "list"], "users"), (["clients", "list"], "clients")])
 def test_a_listing_of_a_database_never_set_up_says_to_run_init(database_url, tmp_path, capsys, monkeypatch,
                                                              command, table):

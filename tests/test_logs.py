@@ -152,3 +152,19 @@ def test_redact_masks_what_looks_like_a_secret(line, secret):
     masked = redact(line)
     assert secret not in masked and "[redacted]" in masked
     assert redact("POST /token 200 1.7 ms") == "POST /token 200 1.7 ms"
+
+
+def test_json_lines_escape_what_a_terminal_would_act_on():
+    """The JSON formatter kept C1 controls and bidirectional controls raw (json.dumps escapes
+    only C0 with ensure_ascii=False): a name with U+202E reordered the log line on a terminal.
+    They are \\uXXXX escapes now, the same string to a JSON reader; other text stays as it is."""
+    import logging
+
+    from idp.observability.logs import JsonFormatter
+
+    message = "sign-up Eve\u202egnp.exe \x9b2J \u2066x\u2069 \u2028 Zoë 東京"
+    record = logging.LogRecord("idp.test", logging.INFO, __file__, 1, message, None, None)
+    line = JsonFormatter().format(record)
+    assert not any(ch in line for ch in "\u202e\x9b\u2066\u2069\u2028"), line
+    assert "Zoë 東京" in line and "\\u202e" in line
+    assert json.loads(line)["event"] == message

@@ -193,12 +193,23 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # As \uXXXX escapes, the same string to a JSON reader: a terminal showing the log is not
+        # sent C1 controls nor bidirectional reordering (`one_line` does this for text lines).
+        return _RAW_IN_JSON.sub(_json_escaped, json.dumps(entry, ensure_ascii=False, default=str))
 
 
-# Line breaks (CR, LF, NEL, U+2028/9) and the other control characters: what a client sent
-# (a request's path, percent-decoded) must not end a text line and start one of its own.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+def _json_escaped(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+# Line breaks (CR, LF, NEL, U+2028/9), the other control characters, and the bidirectional
+# controls (U+061C, U+200E/F, U+202A-E, U+2066-9): what a client sent (a request's path,
+# percent-decoded; a name chosen at sign-up) must not end a text line and start one of its
+# own, nor reorder what a terminal shows after it on the line ("Trojan Source", CVE-2021-42574).
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029{_BIDI}]")
+# What json.dumps(ensure_ascii=False) leaves as it is of those (it escapes \x00-\x1f only).
+_RAW_IN_JSON = re.compile(f"[\\x7f-\\x9f\\u2028\\u2029{_BIDI}]")
 
 
 def _escaped(match: re.Match) -> str:
