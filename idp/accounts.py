@@ -31,6 +31,7 @@ from .org_record import LEFT_BEHIND
 from .passwords import password_columns
 from .store import (
     Consent,
+    Group,
     GroupMember,
     LinkedIdentity,
     MailToken,
@@ -246,6 +247,11 @@ def leave_org(user: User, **detail) -> None:
     (`join_org`). The caller commits."""
     if user.org_admin:
         audit.record("admin.removed", user, org=user.org_id, commit=False, **detail)
+    # Their groups' members change, so do the groups' versions (ETag, meta.lastModified), as
+    # when the directory changes a group's members itself (RFC 7644 §3.14): a directory
+    # holding the old version must not overwrite the group with the leaver still in it.
+    held = select(GroupMember.group_id).where(GroupMember.user_id == user.id)
+    db.session.execute(update(Group).where(Group.id.in_(held)).values(updated_at=utcnow()))
     db.session.execute(delete(GroupMember).where(GroupMember.user_id == user.id))
     user.left_org_id = user.org_id
     user.org_id = None

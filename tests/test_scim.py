@@ -327,6 +327,24 @@ def test_groups_with_scim2_client_and_the_groups_claim(live):
         "scim.group_deleted"]
 
 
+def test_a_groups_version_moves_when_a_member_leaves_the_org(live):
+    """Low: a DELETE of a person (or any way they leave the org) took them out of their groups
+    but left the groups' ETag and meta.lastModified as they were, so a directory holding the
+    old version could PUT the group back with the leaver in it (RFC 7644 §3.14)."""
+    d = Directory(live, "group-version")
+    leaver, stayer = d.create(d.email("leaver")), d.create(d.email("stayer"))
+    members = [{"value": leaver["id"]}, {"value": stayer["id"]}]
+    group = d.call("POST", "/Groups", {"displayName": "Team", "members": members}).json()
+    before = d.call("GET", f"/Groups/{group['id']}")
+    assert d.call("DELETE", f"/Users/{leaver['id']}").status_code == 204
+    after = d.call("GET", f"/Groups/{group['id']}")
+    assert [m["value"] for m in after.json()["members"]] == [stayer["id"]]
+    assert after.headers["ETag"] != before.headers["ETag"]
+    assert after.json()["meta"]["lastModified"] > before.json()["meta"]["lastModified"]
+    stale = {"displayName": "Team", "members": members}
+    scim_error(d.call("PUT", f"/Groups/{group['id']}", stale, **{"If-Match": before.headers["ETag"]}), 412)
+
+
 def test_discovery_endpoints_tell_the_truth(live):
     d = Directory(live, "disco")
     config = d.call("GET", "/ServiceProviderConfig").json()
