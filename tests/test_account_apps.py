@@ -64,11 +64,15 @@ def test_removing_an_apps_access_ends_its_tokens_and_asks_consent_again(live):
     refused = _refresh(live, client_id, secret, a_tokens)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
     assert _userinfo(live, a_tokens) == 401
+    introspected = requests.post(f"{live.issuer}/introspect", data={"token": a_tokens["access_token"]},
+                                 auth=(client_id, secret), timeout=10)
+    assert introspected.status_code == 200 and introspected.json() == {"active": False}
     assert ">Allow<" in a.get(authorize_url(live.issuer, client_id, scope=SCOPE)).text
     silent = a.get(authorize_url(live.issuer, client_id, scope=SCOPE, prompt="none"))
     assert redirect_params(silent)["error"] == "consent_required"
 
     # Another person who allowed the same app keeps it.
+    assert _userinfo(live, b_tokens) == 200
     assert _refresh(live, client_id, secret, b_tokens).status_code == 200
     assert "code" in redirect_params(b.get(authorize_url(live.issuer, client_id, scope=SCOPE)))
     assert "Partner Notes" in b.get(f"{live.issuer}/account").text
