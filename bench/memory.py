@@ -164,18 +164,23 @@ def own_server() -> tuple[str, int, str, str]:
         check=True, capture_output=True, text=True).stdout)
     basic = base64.b64encode(
         f"{quote(client['client_id'], safe='')}:{quote(client['client_secret'], safe='')}".encode()).decode()
-    proc = subprocess.Popen([IDP, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+    proc = start_serve(port, workers=2)
+    return issuer, proc.pid, basic, tmp
+
+
+def start_serve(port: int, workers: int) -> subprocess.Popen:
+    """`idp serve` on `port` (in its own process group), once it accepts connections."""
+    proc = subprocess.Popen([IDP, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
+                return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit("idp serve did not start")
+                sys.exit("error: idp serve did not start")
             time.sleep(0.2)
-    return issuer, proc.pid, basic, tmp
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from memory import descendants  # bench/memory.py, beside this file
+from memory import descendants, start_serve  # bench/memory.py, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
 IDP = str(ROOT / ".venv" / "bin" / "idp")
@@ -134,18 +134,8 @@ def main() -> None:
         f"{quote(client['client_id'], safe='')}:{quote(client['client_secret'], safe='')}".encode()).decode()
     authorize = (f"/authorize?response_type=code&client_id={client['client_id']}&redirect_uri={REDIRECT_URI}"
                  f"&scope=openid&state=s&nonce=n&code_challenge={CHALLENGE}&code_challenge_method=S256")
-    server = subprocess.Popen([IDP, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = start_serve(port, workers=1)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("error: idp serve did not start")
-                time.sleep(0.2)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for _ in range(WARMUP):
             sign_in(conn, authorize, basic)
