@@ -180,13 +180,15 @@ def _log_events(events: list[tuple]) -> None:
 # --- init / serve / dev ---------------------------------------------------------
 
 def initialize(app) -> None:
-    """Schema to head and a signing key present. Idempotent."""
-    from .keystore import ensure_signing_key
+    """Schema to head, a signing key present, and the secret key able to open it. Idempotent."""
+    from .keystore import check_secret_opens_keys, ensure_signing_key
     from .schema import upgrade
 
     with app.app_context():
         upgrade()
-        ensure_signing_key(app.extensions["idp.settings"])
+        settings = app.extensions["idp.settings"]
+        ensure_signing_key(settings)
+        check_secret_opens_keys(settings)
 
 
 def _initialize_fast(settings: Settings, then=None):

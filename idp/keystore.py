@@ -59,6 +59,33 @@ def ensure_signing_key(settings: Settings, alg: str = "ES256") -> SigningKey | N
     return _on_session(lambda conn, table: ensure_signing_key_row(conn, table, settings, alg))
 
 
+def check_secret_opens_keys(settings: Settings) -> None:
+    """Refuse a secret key that does not open the signing key in the database (ConfigError).
+
+    Every process of a deployment seals and opens the keys with the same secret key. A server
+    started with another (a new instance directory's generated one, a mistyped
+    IDP_SECRET_KEY) answered every token request with a 500; `idp serve` and `idp dev` now
+    stop at start with this instead. `idp init` on an up-to-date schema does not check: it
+    imports no cryptography when a key is there (issue 14)."""
+    from cryptography.exceptions import InvalidTag
+
+    from keys.keyring import unseal
+
+    from .config import ConfigError
+    from .store import SigningKey, db
+
+    key = db.session.execute(select(SigningKey).where(SigningKey.retired_at.is_(None))
+                             .order_by(SigningKey.created_at.desc())).scalars().first()
+    if key is None:
+        return
+    try:
+        unseal(settings.secret_key, key.private_key, key.kid)
+    except InvalidTag:
+        raise ConfigError("the secret key does not open the signing keys in the database: every process of a "
+                          "deployment needs the same one (IDP_SECRET_KEY, or the instance directory's "
+                          "secret_key file)") from None
+
+
 def rotate(settings: Settings, alg: str = "ES256") -> SigningKey:
     """Make a new key the signing key. Older keys stop signing now and stay in the
     JWKS until every token they signed has expired."""

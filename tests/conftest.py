@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -125,9 +126,12 @@ def start_live(database_url: str, root: Path, mailbox, host: str = "127.0.0.1", 
         "IDP_REGISTRATION": "token",
         "IDP_SMTP_HOST": "127.0.0.1",
         "IDP_SMTP_PORT": str(mailbox.port),
-        **(extra_env or {}),
     }
-    env.pop("IDP_SECRET_KEY", None)
+    # One secret key for every server on one database, as one deployment has: each made its
+    # own in its own instance directory, and one whose key did not seal the signing keys
+    # could not sign (`idp serve` refuses to start so now: keystore.check_secret_opens_keys).
+    env["IDP_SECRET_KEY"] = hashlib.sha256(f"test deployment {database_url}".encode()).hexdigest()
+    env.update(extra_env or {})
     init = subprocess.run([IDP, "init"], env=env, capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     log = root / "serve.log"

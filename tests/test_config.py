@@ -207,3 +207,31 @@ def test_bad_log_format_or_metrics_port_is_refused_by_name(tmp_path, name, value
         Settings.from_env(_env(tmp_path, **{name: value}))
     settings = Settings.from_env(_env(tmp_path, IDP_LOG_FORMAT="JSON", IDP_METRICS_PORT="9100"))
     assert (settings.log_format, settings.metrics_port) == ("json", 9100)
+
+
+def test_a_server_whose_secret_key_cannot_open_the_signing_keys_stops_at_start(tmp_path):
+    """A second server on the same database with another secret key (its own instance
+    directory's generated one, a mistyped IDP_SECRET_KEY) started, then answered every token
+    request with a 500 (InvalidTag unsealing the signing key). It stops at start now, and says
+    why; with the right key it serves."""
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = _env(tmp_path / "first", IDP_DATABASE_URL=database, IDP_SECRET_KEY="k" * 40)
+    assert subprocess.run([IDP, "init"], env=first, capture_output=True, timeout=120).returncode == 0
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    for other in (_env(tmp_path / "second", IDP_DATABASE_URL=database, IDP_ISSUER=issuer),  # generated key
+                  _env(tmp_path / "first", IDP_DATABASE_URL=database, IDP_ISSUER=issuer, IDP_SECRET_KEY="x" * 40)):
+        done = subprocess.run([IDP, "serve", "--port", str(port), "--workers", "1"], env=other, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == ("error: the secret key does not open the signing keys in the database: every process "
+                               "of a deployment needs the same one (IDP_SECRET_KEY, or the instance directory's "
+                               "secret_key file)\n"), done.stderr
+    right = {**first, "IDP_ISSUER": issuer}
+    proc = _run_until_served([IDP, "serve", "--port", str(port), "--workers", "1"], right, tmp_path / "right.log",
+                             issuer)
+    try:
+        assert requests.get(f"{issuer}/jwks.json", timeout=10).json()["keys"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
