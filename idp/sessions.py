@@ -378,20 +378,15 @@ def this_browsers() -> BrowserSession | None:
 def end_everything(user: User) -> None:
     """The writes of `sign_out_everywhere`, left to the caller's commit (with the change that
     calls for them: the mailed "Not you? Remove it" link); then `signed_out_everywhere`."""
+    from .oauth.grants import revoke_families  # here: it imports this module
+
     now = utcnow()
     db.session.execute(
         update(BrowserSession)
         .where(BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None))
         .values(ended_at=now)
     )
-    db.session.execute(
-        update(Grant).where(Grant.user_id == user.id, Grant.revoked_at.is_(None)).values(revoked_at=now)
-    )
-    db.session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.grant_id.in_(select(Grant.id).where(Grant.user_id == user.id)))
-        .values(revoked=True)
-    )
+    revoke_families(Grant.user_id == user.id)
     db.session.execute(
         update(TrustedDevice).where(TrustedDevice.user_id == user.id, TrustedDevice.revoked_at.is_(None))
         .values(revoked_at=now)

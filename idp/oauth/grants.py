@@ -61,11 +61,16 @@ def withdraw_consent(user_id: str, client_id: str) -> bool:
     mine = (Consent.user_id == user_id, Consent.client_id == client_id)
     if db.session.execute(delete(Consent).where(*mine)).rowcount == 0:
         return False
-    families = (Grant.user_id == user_id, Grant.client_id == client_id)
-    db.session.execute(update(Grant).where(*families, Grant.revoked_at.is_(None)).values(revoked_at=utcnow()))
-    db.session.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(select(Grant.id).where(*families)),
-                                                  RefreshToken.revoked.is_(False)).values(revoked=True))
+    revoke_families(Grant.user_id == user_id, Grant.client_id == client_id)
     return True
+
+
+def revoke_families(*which) -> None:
+    """Revoke every token family the conditions `which` (on Grant) select, and their refresh
+    tokens; the caller commits (`revoke_grant` is the one family, committed)."""
+    db.session.execute(update(Grant).where(*which, Grant.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    db.session.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(select(Grant.id).where(*which)),
+                                                  RefreshToken.revoked.is_(False)).values(revoked=True))
 
 
 @dataclass(slots=True)
